@@ -1,0 +1,82 @@
+//! `cargo xtask`: the one entry point for building, testing, running the demo
+//! and benchmarking Skiff. Each verb first runs the idempotent machine setup.
+
+mod bench;
+mod demo;
+mod kernel;
+mod setup;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Skiff build, test, demo and benchmark orchestration")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks (QEMU, rustup targets, test peers). Idempotent.
+    Setup,
+    /// Build the node kernel ELF for x86_64-unknown-none.
+    Kernel,
+    /// Bring up the demo cluster and show it working.
+    Demo(demo::Args),
+    /// The whole suite: fmt check, clippy -D warnings, unit and end-to-end tests.
+    Test(test::Args),
+    /// Run a benchmark; writes target/bench/NAME.json.
+    Bench(bench::Args),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.cmd {
+        Cmd::Setup => setup::run(&root).map(|_| ()),
+        Cmd::Kernel => kernel::build(&root).map(|p| println!("{}", p.display())),
+        Cmd::Demo(args) => demo::run(&root, args),
+        Cmd::Test(args) => test::run(&root, args),
+        Cmd::Bench(args) => bench::run(&root, args),
+    }
+}
+
+/// The repository root (xtask lives in `tools/xtask`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tools/xtask is two levels below the root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Run a command, echoing it, and fail with its exit status.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed: {status}", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
