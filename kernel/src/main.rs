@@ -1,11 +1,264 @@
 //! The Skiff node kernel. Built for `x86_64-unknown-none` by `cargo xtask kernel`;
 //! on the host this is an empty stub so workspace-wide commands stay simple.
+//!
+//! Boot order (each step logs a `stage:` line, see kernel/README.md): entry →
+//! memory → interrupts → timers → devices → net-up → diag-ready. After
+//! `memory` the kernel leaves the boot stack for a guarded one.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+#[macro_use]
+mod log;
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod blk;
+#[cfg(target_os = "none")]
+mod diag;
+#[cfg(target_os = "none")]
+mod drivers;
+#[cfg(target_os = "none")]
+mod entropy;
+#[cfg(target_os = "none")]
+mod executor;
+#[cfg(target_os = "none")]
+mod mem;
+#[cfg(target_os = "none")]
+mod net;
+
+#[cfg(target_os = "none")]
+use arch::exit::{ExitCode, exit};
+#[cfg(target_os = "none")]
+use skiff_node_config::{FaultKind, LogLevel, NodeConfig};
+
+#[cfg(target_os = "none")]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(target_os = "none")]
+const BUILD_ID: &str = match option_env!("SKIFF_BUILD_ID") {
+    Some(id) => id,
+    None => "dev",
+};
+
+#[cfg(target_os = "none")]
+static BOOT: spin::Once<skiff_boot::BootInfo> = spin::Once::new();
+#[cfg(target_os = "none")]
+static CONFIG: spin::Once<NodeConfig<'static>> = spin::Once::new();
+
+#[cfg(target_os = "none")]
+const MAIN_STACK_PAGES: u64 = 64;
+#[cfg(target_os = "none")]
+const IST_STACK_PAGES: u64 = 4;
+
+/// Called by the skiff-boot trampoline in long mode on the boot stack.
+#[cfg(target_os = "none")]
+#[unsafe(no_mangle)]
+extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
+    arch::time::mark_entry();
+    arch::serial::init();
+    info!("skiff", "skiff-kernel {VERSION} build={BUILD_ID}");
+    let boot = match skiff_boot::entry::read_boot_info(kind, info_paddr) {
+        Ok(b) => BOOT.call_once(|| b),
+        Err(e) => {
+            error!("boot", "cannot read boot information: {e}");
+            exit(ExitCode::Config);
+        }
+    };
+    let config = match skiff_node_config::parse(boot.cmdline()) {
+        Ok(c) => CONFIG.call_once(|| c),
+        Err(e) => {
+            error!("config", "{e}");
+            exit(ExitCode::Config);
+        }
+    };
+    log::set_max_level(match config.log_level {
+        LogLevel::Error => log::Level::Error,
+        LogLevel::Warn => log::Level::Warn,
+        LogLevel::Info => log::Level::Info,
+        LogLevel::Debug => log::Level::Debug,
+        LogLevel::Trace => log::Level::Trace,
+    });
+    debug!(
+        "boot",
+        "protocol={} usable_bytes={} rsdp={:?} cmdline=\"{}\"",
+        boot.protocol.name(),
+        boot.memory.usable_bytes(),
+        boot.rsdp,
+        boot.cmdline()
+    );
+    for r in boot.memory.regions() {
+        debug!("boot", "memory {:#x}-{:#x} {:?}", r.start, r.end(), r.kind);
+    }
+    if config.ignored > 0 {
+        debug!("config", "ignored {} hypervisor words", config.ignored);
+    }
+    stage("entry");
+
+    let tsc_source = arch::time::calibrate();
+    if matches!(tsc_source, arch::time::TscSource::Nominal) {
+        warn!(
+            "time",
+            "no clock to calibrate the TSC against; assuming 2 GHz"
+        );
+    }
+    debug!(
+        "time",
+        "tsc_hz={} source={}",
+        arch::time::tsc_hz(),
+        tsc_source.name()
+    );
+    arch::cpu::init();
+    mem::init(boot);
+    let ist = [
+        mem::alloc_stack(IST_STACK_PAGES),
+        mem::alloc_stack(IST_STACK_PAGES),
+        mem::alloc_stack(IST_STACK_PAGES),
+    ];
+    IST_TOPS.call_once(|| ist);
+    let (free, total) = mem::frame_stats();
+    stage_kv(
+        "memory",
+        format_args!(
+            " heap_bytes={} frames_free={free} frames_total={total}",
+            mem::heap_total()
+        ),
+    );
+    mem::run_on_stack(mem::alloc_stack(MAIN_STACK_PAGES), kernel_main)
+}
+
+#[cfg(target_os = "none")]
+static IST_TOPS: spin::Once<[u64; 3]> = spin::Once::new();
+
+/// The rest of boot, on a guarded stack.
+#[cfg(target_os = "none")]
+extern "C" fn kernel_main() -> ! {
+    let config = CONFIG.get().expect("set before the stack switch");
+    arch::gdt::init(*IST_TOPS.get().expect("set before the stack switch"));
+    arch::interrupts::init();
+    arch::apic::init();
+    stage_kv(
+        "interrupts",
+        format_args!(" x2apic={}", arch::apic::x2apic()),
+    );
+
+    arch::apic::calibrate();
+    arch::apic::timer_enable();
+    let unix = arch::time::rtc_init();
+    x86_64::instructions::interrupts::enable();
+    stage_kv(
+        "timers",
+        format_args!(
+            " tsc_hz={} tsc_deadline={} apic_hz={} wall_unix={}",
+            arch::time::tsc_hz(),
+            arch::apic::tsc_deadline(),
+            arch::apic::apic_timer_hz(),
+            unix.unwrap_or(0)
+        ),
+    );
+
+    if let Some(kind) = config.fault {
+        deliberate_fault(kind);
+    }
+
+    let devs = drivers::probe(config.mmio_devices());
+    let names = devs.names.join(",");
+    stage_kv("devices", format_args!(" devices={names}"));
+    entropy::init(&devs);
+    let drivers::Devices { net: nic, blk, .. } = devs;
+    if let Some((dev, irq)) = blk {
+        blk::init(dev, irq);
+    }
+    start_network(config, nic, names);
+    executor::run()
+}
+
+#[cfg(target_os = "none")]
+fn start_network(
+    config: &'static NodeConfig<'static>,
+    nic: Option<(drivers::VTransport, drivers::Location, drivers::Irq)>,
+    devices: alloc::string::String,
+) {
+    use skiff_node_config::NetMode;
+    let Some((transport, loc, irq)) = nic else {
+        if config.net != NetMode::None {
+            error!(
+                "devices",
+                "no network device (use skiff.net=none to boot without one)"
+            );
+            exit(ExitCode::NoDevice);
+        }
+        return;
+    };
+    if config.net == NetMode::None {
+        return;
+    }
+    let dev = match drivers::net::NetDevice::new(transport) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("devices", "virtio-net@{loc} init failed: {e:?}");
+            exit(ExitCode::NoDevice);
+        }
+    };
+    if let Some(pin) = irq.pin() {
+        arch::apic::ioapic_enable(pin, matches!(irq, drivers::Irq::Level(_)));
+    }
+    net::init(dev, irq, config);
+    if let Some(port) = config.diag_port {
+        let ctx = diag::Ctx {
+            diag_rw: config.diag_rw,
+            devices,
+        };
+        executor::spawn(async move {
+            core::future::poll_fn(|cx| net::UP.poll_notified(cx)).await;
+            diag::serve(port, ctx);
+        });
+    }
+}
+
+#[cfg(target_os = "none")]
+fn deliberate_fault(kind: FaultKind) {
+    warn!("skiff", "deliberate fault requested kind={kind:?}");
+    match kind {
+        // SAFETY: deliberately reads an unmapped address (the guard page
+        // below the first stack) to exercise the page-fault report.
+        FaultKind::Page => unsafe {
+            core::ptr::read_volatile(0x0000_0080_0000_0000 as *const u64);
+        },
+        // SAFETY: `ud2` raises #UD on purpose; the handler never returns.
+        FaultKind::InvalidOpcode => unsafe { core::arch::asm!("ud2") },
+        FaultKind::Panic => panic!("deliberate panic (skiff.fault=panic)"),
+    }
+}
+
+#[cfg(target_os = "none")]
+fn stage(name: &str) {
+    stage_kv(name, format_args!(""));
+}
+
+#[cfg(target_os = "none")]
+fn stage_kv(name: &str, extra: core::fmt::Arguments) {
+    info!("stage", "{name} t_us={}{extra}", arch::time::uptime_us());
+}
+
+#[cfg(target_os = "none")]
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {}
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // One line, as the log format requires (panic messages may span lines).
+    let loc = info.location();
+    log::log_unlocked(
+        log::Level::Error,
+        "panic",
+        format_args!(
+            "{} at {}:{}",
+            info.message(),
+            loc.map_or("?", |l| l.file()),
+            loc.map_or(0, |l| l.line())
+        ),
+    );
+    log::log_unlocked(log::Level::Info, "skiff", format_args!("exit code=PANIC"));
+    arch::exit::exit_quiet(ExitCode::Panic)
 }
 
 #[cfg(not(target_os = "none"))]

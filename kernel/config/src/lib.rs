@@ -1,1 +1,540 @@
-//! See Cargo.toml description.
+//! The kernel command line → a typed [`NodeConfig`] (kernel/README.md,
+//! "Command line").
+//!
+//! Parsing is strict for the `skiff.` namespace: an unknown key, a repeated
+//! key or a malformed value is an error, never a silent default, because a
+//! node that runs with a configuration its operator did not ask for is worse
+//! than one that refuses to boot. Words that hypervisors inject are accepted:
+//! `virtio_mmio.device=` (parsed, it is how virtio-mmio devices are found) and
+//! a fixed allow-list of Linux-style words (reported in
+//! [`NodeConfig::ignored`]). The result borrows from the command line; no
+//! allocation.
+#![cfg_attr(not(test), no_std)]
+
+use core::fmt;
+use core::net::Ipv4Addr;
+
+/// At most this many `virtio_mmio.device=` words are kept.
+pub const MAX_MMIO_DEVICES: usize = 16;
+/// At most this many DNS servers (`skiff.dns=a,b`).
+pub const MAX_DNS: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    Dhcp,
+    Static {
+        ip: Ipv4Cidr,
+        gateway: Option<Ipv4Addr>,
+    },
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    Page,
+    InvalidOpcode,
+    Panic,
+}
+
+/// One `virtio_mmio.device=<size>@<addr>:<irq>[:<id>]` word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioDevice {
+    pub size: u64,
+    pub addr: u64,
+    pub irq: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig<'a> {
+    pub net: NetMode,
+    dns: [Ipv4Addr; MAX_DNS],
+    dns_len: usize,
+    pub hostname: &'a str,
+    pub diag_port: Option<u16>,
+    pub diag_rw: bool,
+    pub log_level: LogLevel,
+    pub fault: Option<FaultKind>,
+    mmio: [MmioDevice; MAX_MMIO_DEVICES],
+    mmio_len: usize,
+    /// Allow-listed words that were ignored.
+    pub ignored: usize,
+}
+
+impl NodeConfig<'_> {
+    /// DNS servers from the command line (empty: use DHCP's).
+    pub fn dns(&self) -> &[Ipv4Addr] {
+        &self.dns[..self.dns_len]
+    }
+
+    /// virtio-mmio devices announced by the hypervisor, in command line order.
+    pub fn mmio_devices(&self) -> &[MmioDevice] {
+        &self.mmio[..self.mmio_len]
+    }
+}
+
+impl Default for NodeConfig<'_> {
+    fn default() -> Self {
+        NodeConfig {
+            net: NetMode::Dhcp,
+            dns: [Ipv4Addr::UNSPECIFIED; MAX_DNS],
+            dns_len: 0,
+            hostname: "node",
+            diag_port: None,
+            diag_rw: false,
+            log_level: LogLevel::Info,
+            fault: None,
+            mmio: [MmioDevice {
+                size: 0,
+                addr: 0,
+                irq: 0,
+            }; MAX_MMIO_DEVICES],
+            mmio_len: 0,
+            ignored: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError<'a> {
+    /// A `skiff.*` key this kernel does not know.
+    UnknownKey(&'a str),
+    /// A word outside the `skiff.` namespace and the allow-list.
+    UnknownWord(&'a str),
+    /// A `skiff.*` word without `=value`.
+    MissingValue(&'a str),
+    /// The same `skiff.*` key twice.
+    Duplicate(&'a str),
+    /// A value that does not parse; `expected` says what would.
+    Malformed {
+        key: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
+    /// `skiff.net=static` without `skiff.ip`.
+    MissingStaticIp,
+    /// A key that only makes sense with `skiff.net=static`.
+    RequiresStatic(&'a str),
+    TooManyMmioDevices,
+}
+
+impl fmt::Display for ConfigError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::UnknownKey(k) => write!(f, "unknown key {k}"),
+            ConfigError::UnknownWord(w) => write!(f, "unexpected word {w}"),
+            ConfigError::MissingValue(k) => write!(f, "{k} needs =value"),
+            ConfigError::Duplicate(k) => write!(f, "{k} given twice"),
+            ConfigError::Malformed {
+                key,
+                value,
+                expected,
+            } => write!(f, "malformed {key}={value}: expected {expected}"),
+            ConfigError::MissingStaticIp => f.write_str("skiff.net=static needs skiff.ip"),
+            ConfigError::RequiresStatic(k) => write!(f, "{k} needs skiff.net=static"),
+            ConfigError::TooManyMmioDevices => {
+                write!(f, "more than {MAX_MMIO_DEVICES} virtio_mmio.device words")
+            }
+        }
+    }
+}
+
+/// Linux-style words hypervisors and loaders add; accepted and ignored.
+const IGNORED_KEYS: &[&str] = &[
+    "console",
+    "reboot",
+    "panic",
+    "pci",
+    "earlyprintk",
+    "noapic",
+    "nomodules",
+];
+const IGNORED_PREFIXES: &[&str] = &["i8042.", "8250."];
+
+const KEYS: &[&str] = &[
+    "skiff.net",
+    "skiff.ip",
+    "skiff.gw",
+    "skiff.dns",
+    "skiff.hostname",
+    "skiff.diag",
+    "skiff.diag_rw",
+    "skiff.log",
+    "skiff.fault",
+];
+
+/// Parses a kernel command line.
+pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
+    let mut cfg = NodeConfig::default();
+    let mut seen = [false; KEYS.len()];
+    let mut net = "dhcp";
+    let mut ip = None;
+    let mut gw = None;
+
+    for word in cmdline.split_ascii_whitespace() {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        if key.starts_with("skiff.") {
+            let idx = KEYS
+                .iter()
+                .position(|k| *k == key)
+                .ok_or(ConfigError::UnknownKey(key))?;
+            if core::mem::replace(&mut seen[idx], true) {
+                return Err(ConfigError::Duplicate(key));
+            }
+            let value = value.ok_or(ConfigError::MissingValue(key))?;
+            let bad = |expected| ConfigError::Malformed {
+                key,
+                value,
+                expected,
+            };
+            match key {
+                "skiff.net" => {
+                    if !matches!(value, "dhcp" | "static" | "none") {
+                        return Err(bad("dhcp, static or none"));
+                    }
+                    net = value;
+                }
+                "skiff.ip" => ip = Some(parse_cidr(value).ok_or(bad("a.b.c.d/len"))?),
+                "skiff.gw" => gw = Some(value.parse().map_err(|_| bad("a.b.c.d"))?),
+                "skiff.dns" => {
+                    for (i, part) in value.split(',').enumerate() {
+                        if i == MAX_DNS {
+                            return Err(bad("at most 2 addresses"));
+                        }
+                        cfg.dns[i] = part.parse().map_err(|_| bad("a.b.c.d[,a.b.c.d]"))?;
+                        cfg.dns_len = i + 1;
+                    }
+                }
+                "skiff.hostname" => {
+                    if !is_dns_label(value) {
+                        return Err(bad("a DNS label (a-z, 0-9, -; at most 63)"));
+                    }
+                    cfg.hostname = value;
+                }
+                "skiff.diag" => {
+                    let port: u16 = value.parse().map_err(|_| bad("a port 1-65535"))?;
+                    if port == 0 {
+                        return Err(bad("a port 1-65535"));
+                    }
+                    cfg.diag_port = Some(port);
+                }
+                "skiff.diag_rw" => {
+                    cfg.diag_rw = match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(bad("0 or 1")),
+                    }
+                }
+                "skiff.log" => {
+                    cfg.log_level = match value {
+                        "error" => LogLevel::Error,
+                        "warn" => LogLevel::Warn,
+                        "info" => LogLevel::Info,
+                        "debug" => LogLevel::Debug,
+                        "trace" => LogLevel::Trace,
+                        _ => return Err(bad("error, warn, info, debug or trace")),
+                    }
+                }
+                "skiff.fault" => {
+                    cfg.fault = Some(match value {
+                        "page" => FaultKind::Page,
+                        "ud" => FaultKind::InvalidOpcode,
+                        "panic" => FaultKind::Panic,
+                        _ => return Err(bad("page, ud or panic")),
+                    })
+                }
+                _ => unreachable!("every entry of KEYS is handled"),
+            }
+        } else if key == "virtio_mmio.device" {
+            let value = value.ok_or(ConfigError::MissingValue(key))?;
+            let dev = parse_mmio(value).ok_or(ConfigError::Malformed {
+                key,
+                value,
+                expected: "<size>@<addr>:<irq>",
+            })?;
+            if cfg.mmio_len == MAX_MMIO_DEVICES {
+                return Err(ConfigError::TooManyMmioDevices);
+            }
+            cfg.mmio[cfg.mmio_len] = dev;
+            cfg.mmio_len += 1;
+        } else if IGNORED_KEYS.contains(&key) || IGNORED_PREFIXES.iter().any(|p| key.starts_with(p))
+        {
+            cfg.ignored += 1;
+        } else {
+            return Err(ConfigError::UnknownWord(word));
+        }
+    }
+
+    cfg.net = match net {
+        "static" => NetMode::Static {
+            ip: ip.ok_or(ConfigError::MissingStaticIp)?,
+            gateway: gw,
+        },
+        other => {
+            if ip.is_some() {
+                return Err(ConfigError::RequiresStatic("skiff.ip"));
+            }
+            if gw.is_some() {
+                return Err(ConfigError::RequiresStatic("skiff.gw"));
+            }
+            if other == "none" {
+                NetMode::None
+            } else {
+                NetMode::Dhcp
+            }
+        }
+    };
+    Ok(cfg)
+}
+
+fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
+    let (addr, len) = s.split_once('/')?;
+    let prefix_len: u8 = len.parse().ok()?;
+    if prefix_len > 32 || len.starts_with('+') {
+        return None;
+    }
+    Some(Ipv4Cidr {
+        addr: addr.parse().ok()?,
+        prefix_len,
+    })
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `<size>@<addr>:<irq>[:<id>]`, size with an optional K/M/G suffix, address
+/// in hex (`0x`) or decimal, as Linux's virtio_mmio module parses it.
+fn parse_mmio(s: &str) -> Option<MmioDevice> {
+    let (size, rest) = s.split_once('@')?;
+    let (addr, rest) = rest.split_once(':')?;
+    let irq = rest.split(':').next()?;
+    let (digits, shift) = match size.as_bytes().last()? {
+        b'K' | b'k' => (&size[..size.len() - 1], 10),
+        b'M' | b'm' => (&size[..size.len() - 1], 20),
+        b'G' | b'g' => (&size[..size.len() - 1], 30),
+        _ => (size, 0),
+    };
+    let size = parse_u64(digits)?.checked_mul(1 << shift)?;
+    if size == 0 {
+        return None;
+    }
+    Some(MmioDevice {
+        size,
+        addr: parse_u64(addr)?,
+        irq: irq.parse().ok()?,
+    })
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.net, NetMode::Dhcp);
+        assert_eq!(c.hostname, "node");
+        assert_eq!(c.diag_port, None);
+        assert!(!c.diag_rw);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert!(c.dns().is_empty());
+        assert!(c.mmio_devices().is_empty());
+    }
+
+    #[test]
+    fn qemu_microvm_line() {
+        let c = parse(
+            "skiff.diag=7777 skiff.log=debug earlyprintk=ttyS0 console=ttyS0 reboot=t panic=1 \
+             virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=512@0xfeb00c00:11 \
+             virtio_mmio.device=4K@0xc0001000:5:3",
+        )
+        .unwrap();
+        assert_eq!(c.diag_port, Some(7777));
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.ignored, 4);
+        assert_eq!(
+            c.mmio_devices(),
+            &[
+                MmioDevice {
+                    size: 512,
+                    addr: 0xfeb00e00,
+                    irq: 12
+                },
+                MmioDevice {
+                    size: 512,
+                    addr: 0xfeb00c00,
+                    irq: 11
+                },
+                MmioDevice {
+                    size: 4096,
+                    addr: 0xc0001000,
+                    irq: 5
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn static_network() {
+        let c = parse("skiff.net=static skiff.ip=10.0.0.5/24 skiff.gw=10.0.0.1 skiff.dns=1.1.1.1,8.8.8.8 skiff.hostname=worker-1")
+            .unwrap();
+        assert_eq!(
+            c.net,
+            NetMode::Static {
+                ip: Ipv4Cidr {
+                    addr: Ipv4Addr::new(10, 0, 0, 5),
+                    prefix_len: 24
+                },
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            }
+        );
+        assert_eq!(
+            c.dns(),
+            &[Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(8, 8, 8, 8)]
+        );
+        assert_eq!(c.hostname, "worker-1");
+        assert_eq!(
+            format!(
+                "{}",
+                Ipv4Cidr {
+                    addr: Ipv4Addr::new(10, 0, 0, 5),
+                    prefix_len: 24
+                }
+            ),
+            "10.0.0.5/24"
+        );
+    }
+
+    #[test]
+    fn errors_are_precise() {
+        assert_eq!(
+            parse("skiff.bogus=1"),
+            Err(ConfigError::UnknownKey("skiff.bogus"))
+        );
+        assert_eq!(parse("quiet"), Err(ConfigError::UnknownWord("quiet")));
+        assert_eq!(
+            parse("root=/dev/sda"),
+            Err(ConfigError::UnknownWord("root=/dev/sda"))
+        );
+        assert_eq!(
+            parse("skiff.net"),
+            Err(ConfigError::MissingValue("skiff.net"))
+        );
+        assert_eq!(parse("skiff.net=static"), Err(ConfigError::MissingStaticIp));
+        assert_eq!(
+            parse("skiff.ip=10.0.0.1/24"),
+            Err(ConfigError::RequiresStatic("skiff.ip"))
+        );
+        assert_eq!(
+            parse("skiff.net=dhcp skiff.gw=10.0.0.1"),
+            Err(ConfigError::RequiresStatic("skiff.gw"))
+        );
+        assert_eq!(
+            parse("skiff.log=info skiff.log=debug"),
+            Err(ConfigError::Duplicate("skiff.log"))
+        );
+        for bad in [
+            "skiff.net=static skiff.ip=10.0.0.1",
+            "skiff.net=static skiff.ip=10.0.0.1/33",
+            "skiff.net=static skiff.ip=10.0.0/24",
+            "skiff.net=static skiff.ip=10.0.0.256/24",
+            "skiff.net=static skiff.ip=10.0.0.1/+8",
+        ] {
+            assert!(
+                matches!(
+                    parse(bad),
+                    Err(ConfigError::Malformed {
+                        key: "skiff.ip",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        for (bad, key) in [
+            ("skiff.net=maybe", "skiff.net"),
+            ("skiff.diag=0", "skiff.diag"),
+            ("skiff.diag=65536", "skiff.diag"),
+            ("skiff.diag_rw=yes", "skiff.diag_rw"),
+            ("skiff.log=loud", "skiff.log"),
+            ("skiff.fault=gp", "skiff.fault"),
+            ("skiff.hostname=Node_1", "skiff.hostname"),
+            ("skiff.hostname=-a", "skiff.hostname"),
+            ("skiff.dns=1.1.1.1,2.2.2.2,3.3.3.3", "skiff.dns"),
+            ("skiff.dns=1.1.1", "skiff.dns"),
+            ("virtio_mmio.device=512@zz:12", "virtio_mmio.device"),
+            ("virtio_mmio.device=0@0x1000:12", "virtio_mmio.device"),
+            ("virtio_mmio.device=512@0x1000", "virtio_mmio.device"),
+        ] {
+            match parse(bad) {
+                Err(ConfigError::Malformed { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_display() {
+        let e = parse("skiff.net=static skiff.ip=1.2.3.4/40").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed skiff.ip=1.2.3.4/40: expected a.b.c.d/len"
+        );
+    }
+
+    #[test]
+    fn fault_and_flags() {
+        let c = parse(
+            "skiff.fault=ud skiff.diag_rw=1 skiff.net=none i8042.noaux 8250.nr_uarts=1 noapic",
+        )
+        .unwrap();
+        assert_eq!(c.fault, Some(FaultKind::InvalidOpcode));
+        assert!(c.diag_rw);
+        assert_eq!(c.net, NetMode::None);
+        assert_eq!(c.ignored, 3);
+    }
+
+    #[test]
+    fn too_many_mmio_devices() {
+        let line: String = (0..=MAX_MMIO_DEVICES)
+            .map(|i| format!("virtio_mmio.device=512@{:#x}:5 ", 0x1000 * (i + 1)))
+            .collect();
+        assert_eq!(parse(&line), Err(ConfigError::TooManyMmioDevices));
+    }
+}

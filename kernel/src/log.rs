@@ -1,0 +1,116 @@
+//! The serial log, in the contract's line format:
+//! `[<secs>.<micros>] <LEVEL> <target>: <message>`.
+//!
+//! A line is formatted into a stack buffer and written whole under a lock
+//! taken with interrupts off, so lines from interrupt handlers never split
+//! other lines and never deadlock against them.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN ",
+            Level::Info => "INFO ",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        }
+    }
+}
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+pub fn set_max_level(level: Level) {
+    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// A fixed buffer that truncates instead of failing.
+struct LineBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+pub fn log(level: Level, target: &str, args: core::fmt::Arguments) {
+    if !enabled(level) {
+        return;
+    }
+    let us = crate::arch::time::uptime_us();
+    let mut line = LineBuf {
+        buf: [0; 512],
+        len: 0,
+    };
+    let _ = write!(
+        line,
+        "[{}.{:06}] {} {}: {}",
+        us / 1_000_000,
+        us % 1_000_000,
+        level.label(),
+        target,
+        args
+    );
+    if line.len == line.buf.len() {
+        line.len -= 1;
+    }
+    line.buf[line.len] = b'\n';
+    line.len += 1;
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let _guard = LOCK.lock();
+        crate::arch::serial::write_bytes(&line.buf[..line.len]);
+    });
+}
+
+/// Writes a line bypassing the lock (fault and panic paths, where the lock
+/// may be held by the interrupted code).
+pub fn log_unlocked(level: Level, target: &str, args: core::fmt::Arguments) {
+    let us = crate::arch::time::uptime_us();
+    let _ = writeln!(
+        crate::arch::serial::Serial,
+        "[{}.{:06}] {} {}: {}",
+        us / 1_000_000,
+        us % 1_000_000,
+        level.label(),
+        target,
+        args
+    );
+}
+
+#[macro_export]
+macro_rules! log {
+    ($level:expr, $target:expr, $($arg:tt)*) => {
+        $crate::log::log($level, $target, format_args!($($arg)*))
+    };
+}
+#[macro_export]
+macro_rules! error { ($target:expr, $($arg:tt)*) => { $crate::log!($crate::log::Level::Error, $target, $($arg)*) }; }
+#[macro_export]
+macro_rules! warn { ($target:expr, $($arg:tt)*) => { $crate::log!($crate::log::Level::Warn, $target, $($arg)*) }; }
+#[macro_export]
+macro_rules! info { ($target:expr, $($arg:tt)*) => { $crate::log!($crate::log::Level::Info, $target, $($arg)*) }; }
+#[macro_export]
+macro_rules! debug { ($target:expr, $($arg:tt)*) => { $crate::log!($crate::log::Level::Debug, $target, $($arg)*) }; }

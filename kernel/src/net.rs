@@ -1,0 +1,421 @@
+//! The network stack: smoltcp over virtio-net, driven by one task.
+//!
+//! Invariants: the `Stack` lives behind one lock that only task code takes
+//! (never interrupt handlers). The net task polls the interface, then sleeps
+//! until the NIC interrupts, smoltcp's next deadline passes, or a socket
+//! user `kick`s it after queueing data. Socket users register smoltcp's
+//! async wakers, so nothing polls in a loop.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::future::poll_fn;
+use core::net::Ipv4Addr;
+use core::task::Poll;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{dhcpv4, dns, icmp, tcp};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Cidr,
+};
+
+use crate::arch::time;
+use crate::drivers::Irq;
+use crate::drivers::net::NetDevice;
+use crate::executor::{self, IrqWait, Notify, select};
+
+pub struct Stack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: NetDevice,
+    dhcp: Option<SocketHandle>,
+    dns: SocketHandle,
+    dns_from_config: bool,
+    irq: Irq,
+    pub ip: Option<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+struct Global(spin::Mutex<Option<Stack>>);
+// SAFETY: one CPU, and the stack is only touched from task context (never
+// from interrupt handlers), so its non-`Send` parts never cross threads.
+unsafe impl Sync for Global {}
+
+static STACK: Global = Global(spin::Mutex::new(None));
+/// Wakes the net task to transmit what sockets queued.
+static KICK: Notify = Notify::new();
+/// Notified once the interface has an address.
+pub static UP: Notify = Notify::new();
+
+fn now() -> Instant {
+    Instant::from_micros(time::uptime_us() as i64)
+}
+
+/// Runs `f` on the stack. Panics if the stack is not up (callers start only
+/// after `init`).
+pub fn with<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
+    let mut g = STACK.0.lock();
+    f(g.as_mut().expect("network stack initialised"))
+}
+
+pub fn kick() {
+    KICK.notify();
+}
+
+/// Brings up the interface on `dev` per the node configuration and spawns
+/// the net task.
+pub fn init(mut dev: NetDevice, irq: Irq, cfg: &skiff_node_config::NodeConfig) {
+    let mac = dev.mac();
+    let iface = Interface::new(
+        Config::new(HardwareAddress::Ethernet(EthernetAddress(mac))),
+        &mut dev,
+        now(),
+    );
+    let mut sockets = SocketSet::new(Vec::new());
+    let servers: Vec<IpAddress> = cfg.dns().iter().map(|a| IpAddress::Ipv4(*a)).collect();
+    let dns = sockets.add(dns::Socket::new(
+        &servers,
+        (0..4).map(|_| None).collect::<Vec<_>>(),
+    ));
+    let mut stack = Stack {
+        iface,
+        sockets,
+        dev,
+        dhcp: None,
+        dns,
+        dns_from_config: !servers.is_empty(),
+        irq,
+        ip: None,
+        gateway: None,
+    };
+    match cfg.net {
+        skiff_node_config::NetMode::Static { ip, gateway } => {
+            stack.configure(Ipv4Cidr::new(ip.addr, ip.prefix_len), gateway);
+        }
+        skiff_node_config::NetMode::Dhcp => {
+            stack.dhcp = Some(stack.sockets.add(dhcpv4::Socket::new()));
+        }
+        skiff_node_config::NetMode::None => {}
+    }
+    info!(
+        "net",
+        "mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    *STACK.0.lock() = Some(stack);
+    executor::spawn(run(irq));
+}
+
+impl Stack {
+    fn configure(&mut self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            let _ = addrs.push(IpCidr::Ipv4(cidr));
+        });
+        self.iface.routes_mut().remove_default_ipv4_route();
+        if let Some(gw) = gateway {
+            let _ = self.iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        let first = self.ip.is_none();
+        self.ip = Some(cidr);
+        self.gateway = gateway;
+        if first {
+            info!(
+                "stage",
+                "net-up t_us={} ip={}/{}",
+                time::uptime_us(),
+                cidr.address(),
+                cidr.prefix_len()
+            );
+        } else {
+            info!("net", "address changed ip={cidr}");
+        }
+        UP.notify();
+    }
+
+    /// One round of smoltcp processing; returns how long until the next.
+    fn poll(&mut self) -> Option<Duration> {
+        self.dev.ack_interrupt();
+        if let Some(pin) = self.irq.pin() {
+            crate::arch::apic::ioapic_unmask(pin);
+        }
+        let t = now();
+        self.iface.poll(t, &mut self.dev, &mut self.sockets);
+        if let Some(h) = self.dhcp {
+            match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                Some(dhcpv4::Event::Configured(c)) => {
+                    let (addr, router) = (c.address, c.router);
+                    let servers: Vec<IpAddress> =
+                        c.dns_servers.iter().map(|a| IpAddress::Ipv4(*a)).collect();
+                    if !self.dns_from_config {
+                        self.sockets
+                            .get_mut::<dns::Socket>(self.dns)
+                            .update_servers(&servers);
+                    }
+                    self.configure(addr, router);
+                    return Some(Duration::ZERO);
+                }
+                // Also reported once at start, before any lease.
+                Some(dhcpv4::Event::Deconfigured) if self.ip.is_some() => {
+                    warn!("net", "dhcp lease lost");
+                    self.iface.update_ip_addrs(|a| a.clear());
+                    self.ip = None;
+                }
+                _ => {}
+            }
+        }
+        self.iface.poll_delay(now(), &self.sockets)
+    }
+}
+
+async fn run(irq: Irq) {
+    loop {
+        let delay = with(|s| s.poll());
+        let us = delay.map_or(1_000_000, |d| d.total_micros()).min(1_000_000);
+        if us == 0 {
+            continue;
+        }
+        let kick = poll_fn(|cx| KICK.poll_notified(cx));
+        match irq.pin() {
+            Some(p) => {
+                let _ = select(select(IrqWait(p as usize), executor::sleep_us(us)), kick).await;
+            }
+            // No interrupt line: fall back to a 1 ms poll.
+            None => {
+                let _ = select(executor::sleep_us(us.min(1000)), kick).await;
+            }
+        }
+    }
+}
+
+/// A TCP socket in the stack's socket set; removed when dropped.
+pub struct TcpSocket(SocketHandle);
+
+impl TcpSocket {
+    pub fn listen(port: u16, buf: usize) -> Result<TcpSocket, tcp::ListenError> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; buf]),
+            tcp::SocketBuffer::new(vec![0; buf]),
+        );
+        s.listen(port)?;
+        Ok(TcpSocket(with(|st| st.sockets.add(s))))
+    }
+
+    /// Waits until a peer connected.
+    pub async fn accept(&self) {
+        poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<tcp::Socket>(self.0);
+                if s.state() != tcp::State::Listen && s.state() != tcp::State::SynReceived {
+                    Poll::Ready(())
+                } else {
+                    s.register_recv_waker(cx.waker());
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Reads some bytes; 0 means the peer closed its side.
+    pub async fn read(&self, buf: &mut [u8]) -> usize {
+        let n = poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<tcp::Socket>(self.0);
+                if s.can_recv() {
+                    Poll::Ready(s.recv_slice(buf).unwrap_or(0))
+                } else if !s.may_recv() {
+                    Poll::Ready(0)
+                } else {
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await;
+        kick(); // window update
+        n
+    }
+
+    /// Writes all of `data`; `false` if the connection closed first.
+    pub async fn write_all(&self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| {
+                with(|st| {
+                    let s = st.sockets.get_mut::<tcp::Socket>(self.0);
+                    if !s.may_send() {
+                        Poll::Ready(None)
+                    } else if s.can_send() {
+                        Poll::Ready(s.send_slice(data).ok())
+                    } else {
+                        s.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                })
+            })
+            .await;
+            let Some(n) = n else { return false };
+            data = &data[n..];
+            kick();
+        }
+        true
+    }
+
+    /// Waits until everything written was acknowledged (or the peer left).
+    pub async fn flush(&self) {
+        poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<tcp::Socket>(self.0);
+                if s.send_queue() == 0 || !s.may_send() {
+                    Poll::Ready(())
+                } else {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Closes our side and waits (at most 2 s) until the data is out.
+    pub async fn close(self) {
+        with(|st| st.sockets.get_mut::<tcp::Socket>(self.0).close());
+        kick();
+        let done = poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<tcp::Socket>(self.0);
+                match s.state() {
+                    tcp::State::Closed | tcp::State::TimeWait => Poll::Ready(()),
+                    _ => {
+                        s.register_send_waker(cx.waker());
+                        s.register_recv_waker(cx.waker());
+                        Poll::Pending
+                    }
+                }
+            })
+        });
+        let _ = select(done, executor::sleep_us(2_000_000)).await;
+    }
+}
+
+impl Drop for TcpSocket {
+    fn drop(&mut self) {
+        with(|st| {
+            st.sockets.get_mut::<tcp::Socket>(self.0).abort();
+            st.sockets.remove(self.0);
+        });
+        kick();
+    }
+}
+
+/// Sends one ICMP echo request; the round trip in microseconds, or `None`
+/// after `timeout_us`.
+pub async fn ping(dst: Ipv4Addr, ident: u16, timeout_us: u64) -> Option<u64> {
+    let mut s = icmp::Socket::new(
+        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
+        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
+    );
+    s.bind(icmp::Endpoint::Ident(ident)).ok()?;
+    let h = with(|st| st.sockets.add(s));
+    let payload = b"skiff-ping";
+    let sent = time::uptime_us();
+    let ok = with(|st| {
+        let caps = st.dev_caps();
+        let s = st.sockets.get_mut::<icmp::Socket>(h);
+        let repr = Icmpv4Repr::EchoRequest {
+            ident,
+            seq_no: 1,
+            data: payload,
+        };
+        match s.send(repr.buffer_len(), IpAddress::Ipv4(dst)) {
+            Ok(buf) => {
+                repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps.checksum);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    kick();
+    let reply = poll_fn(|cx| {
+        with(|st| {
+            let s = st.sockets.get_mut::<icmp::Socket>(h);
+            while s.can_recv() {
+                let Ok((data, from)) = s.recv() else { break };
+                if from != IpAddress::Ipv4(dst) {
+                    continue;
+                }
+                let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
+                    continue;
+                };
+                if let Ok(Icmpv4Repr::EchoReply {
+                    ident: i,
+                    seq_no: 1,
+                    ..
+                }) = Icmpv4Repr::parse(&pkt, &Default::default())
+                    && i == ident
+                {
+                    return Poll::Ready(time::uptime_us() - sent);
+                }
+            }
+            s.register_recv_waker(cx.waker());
+            Poll::Pending
+        })
+    });
+    let r = if ok {
+        select(reply, executor::sleep_us(timeout_us)).await.ok()
+    } else {
+        None
+    };
+    with(|st| st.sockets.remove(h));
+    r
+}
+
+/// Resolves `name` to an IPv4 address with the stub resolver.
+pub async fn resolve(name: &str) -> Result<Ipv4Addr, &'static str> {
+    let q = with(|st| {
+        let cx = st.iface.context();
+        st.sockets.get_mut::<dns::Socket>(st.dns).start_query(
+            cx,
+            name,
+            smoltcp::wire::DnsQueryType::A,
+        )
+    })
+    .map_err(|_| "bad-name")?;
+    kick();
+    poll_fn(|cx| {
+        with(|st| {
+            let s = st.sockets.get_mut::<dns::Socket>(st.dns);
+            match s.get_query_result(q) {
+                Ok(addrs) => Poll::Ready(
+                    addrs
+                        .iter()
+                        .find_map(|a| match a {
+                            IpAddress::Ipv4(v4) => Some(*v4),
+                            #[allow(unreachable_patterns)]
+                            _ => None,
+                        })
+                        .ok_or("no-address"),
+                ),
+                Err(dns::GetQueryResultError::Pending) => {
+                    s.register_query_waker(q, cx.waker());
+                    Poll::Pending
+                }
+                Err(dns::GetQueryResultError::Failed) => Poll::Ready(Err("failed")),
+            }
+        })
+    })
+    .await
+}
+
+impl Stack {
+    fn dev_caps(&self) -> smoltcp::phy::DeviceCapabilities {
+        use smoltcp::phy::Device;
+        self.dev.capabilities()
+    }
+}
