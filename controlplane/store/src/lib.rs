@@ -1,1 +1,889 @@
-//! See Cargo.toml description.
+//! skiff-store: the control plane's state, an MVCC key-value store with
+//! etcd's semantics over [redb], with watch.
+//!
+//! # Model (etcd's)
+//! - One cluster-wide [`Revision`]: it starts at 0 for an empty store and
+//!   increases by exactly one per committed command that changes at least
+//!   one key (a put, or a delete that deleted something). Txns whose chosen
+//!   branch changes nothing, lease grants and compactions do not consume one.
+//! - Each live key has `create_revision`, `mod_revision` and `version`
+//!   (1 on creation, +1 per put, reset by delete).
+//! - Reads see a consistent revision: the current one, or an older one not
+//!   yet compacted (`revision >= compacted`).
+//! - Watches deliver every change of a key set from a start revision, in
+//!   revision order, without gaps, each with its previous value.
+//!
+//! # Write path
+//! Every mutation is a [`Command`] (serde-encodable), applied in order by one
+//! writer thread as a pure state-machine step over a redb write transaction
+//! (`state::apply`). The writer drains all queued commands and applies them in
+//! one redb transaction committed with `Durability::Immediate` (group commit);
+//! each command still gets its own revision. Callers are answered only after
+//! the commit returned, i.e. after fsync (a group that changed nothing, e.g.
+//! only failed compares, skips the commit). A Raft implementation can replicate
+//! the same `Command`s and apply them with the same function.
+//!
+//! Wall-clock time never enters the state machine: lease expiry is decided by
+//! the (leader's) [`Store`] in memory and carried out as a `LeaseRevoke`
+//! command, as etcd does.
+
+#![forbid(unsafe_code)]
+
+mod snapshot;
+mod state;
+mod watch;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use watch::Watcher;
+
+/// A cluster-wide revision. 0 means "none" / "current" depending on context.
+pub type Revision = u64;
+/// A lease id; 0 means "no lease".
+pub type LeaseId = u64;
+
+/// A key with its value and MVCC metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Bytes,
+    pub value: Bytes,
+    /// Revision of the put that created this incarnation of the key.
+    pub create_revision: Revision,
+    /// Revision of the last change (for a delete event: the delete's revision).
+    pub mod_revision: Revision,
+    /// Number of puts since creation (1 after creation; 0 in a delete event).
+    pub version: u64,
+    /// Lease attached to the key, 0 for none.
+    pub lease: LeaseId,
+}
+
+/// A set of keys: one key, or the half-open interval `[start, end)` (`end:
+/// None` = up to the last key). Same meaning as etcd's `key`/`range_end`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeySet {
+    Key(Bytes),
+    Range { start: Bytes, end: Option<Bytes> },
+}
+
+impl KeySet {
+    /// One key.
+    pub fn key(key: impl Into<Bytes>) -> Self {
+        KeySet::Key(key.into())
+    }
+
+    /// All keys starting with `prefix` (all keys if it is empty).
+    pub fn prefix(prefix: impl Into<Bytes>) -> Self {
+        let start: Bytes = prefix.into();
+        let end = prefix_end(&start);
+        KeySet::Range { start, end }
+    }
+
+    /// `[start, end)`.
+    pub fn range(start: impl Into<Bytes>, end: impl Into<Bytes>) -> Self {
+        KeySet::Range {
+            start: start.into(),
+            end: Some(end.into()),
+        }
+    }
+
+    /// Whether `key` is in the set.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeySet::Key(k) => k.as_ref() == key,
+            KeySet::Range { start, end } => {
+                key >= start.as_ref() && end.as_ref().is_none_or(|e| key < e.as_ref())
+            }
+        }
+    }
+
+    /// Whether the two sets share a key (used to refuse a txn that puts a key
+    /// it also deletes, as etcd does).
+    fn overlaps(&self, other: &KeySet) -> bool {
+        match (self, other) {
+            (KeySet::Key(k), s) | (s, KeySet::Key(k)) => s.contains(k),
+            (KeySet::Range { start: a, end: ae }, KeySet::Range { start: b, end: be }) => {
+                let a_before_b_ends = be.as_ref().is_none_or(|be| a < be);
+                let b_before_a_ends = ae.as_ref().is_none_or(|ae| b < ae);
+                a_before_b_ends && b_before_a_ends
+            }
+        }
+    }
+}
+
+/// The smallest key greater than every key with this prefix, `None` if there
+/// is none (empty prefix or all 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Bytes> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end.into());
+        }
+    }
+    None
+}
+
+/// A range read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRequest {
+    pub keys: KeySet,
+    /// Read at this revision; 0 = current. Must be `>= compacted`.
+    pub revision: Revision,
+    /// At most this many keys (0 = no limit); `more` tells whether some
+    /// were left out.
+    pub limit: usize,
+    /// Return keys and metadata with empty values.
+    pub keys_only: bool,
+    /// Return no key-values, only `count`.
+    pub count_only: bool,
+}
+
+impl RangeRequest {
+    pub fn new(keys: KeySet) -> Self {
+        RangeRequest {
+            keys,
+            revision: 0,
+            limit: 0,
+            keys_only: false,
+            count_only: false,
+        }
+    }
+    pub fn key(key: impl Into<Bytes>) -> Self {
+        Self::new(KeySet::key(key))
+    }
+    pub fn prefix(prefix: impl Into<Bytes>) -> Self {
+        Self::new(KeySet::prefix(prefix))
+    }
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+    pub fn at_revision(mut self, revision: Revision) -> Self {
+        self.revision = revision;
+        self
+    }
+}
+
+/// The answer to a [`RangeRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeResponse {
+    pub kvs: Vec<KeyValue>,
+    /// True if `limit` cut the answer short.
+    pub more: bool,
+    /// Number of keys in the range (ignoring `limit`).
+    pub count: u64,
+    /// The revision the read was served at (the store's revision for a
+    /// current read).
+    pub revision: Revision,
+}
+
+impl RangeResponse {
+    /// The request for the next page (same revision, starting after the last
+    /// key returned), or `None` if this was the last page. This is the
+    /// continuation that a Kubernetes `continue` token encodes.
+    pub fn next_page(&self, request: &RangeRequest) -> Option<RangeRequest> {
+        if !self.more {
+            return None;
+        }
+        let last = self.kvs.last()?;
+        let mut start = last.key.to_vec();
+        start.push(0);
+        let end = match &request.keys {
+            KeySet::Key(_) => return None,
+            KeySet::Range { end, .. } => end.clone(),
+        };
+        Some(RangeRequest {
+            keys: KeySet::Range {
+                start: start.into(),
+                end,
+            },
+            revision: self.revision,
+            ..request.clone()
+        })
+    }
+}
+
+/// What a [`Compare`] looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    /// Version (0 for a missing key: `Version(0)` Equal = "does not exist").
+    Version(u64),
+    CreateRevision(Revision),
+    ModRevision(Revision),
+    /// Value; false for a missing key whatever the operator.
+    Value(Bytes),
+    Lease(LeaseId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+/// One condition of a [`Txn`], on one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Bytes,
+    pub target: CompareTarget,
+    pub op: CompareOp,
+}
+
+impl Compare {
+    pub fn new(key: impl Into<Bytes>, op: CompareOp, target: CompareTarget) -> Self {
+        Compare {
+            key: key.into(),
+            target,
+            op,
+        }
+    }
+    /// The key exists.
+    pub fn exists(key: impl Into<Bytes>) -> Self {
+        Self::new(key, CompareOp::Greater, CompareTarget::Version(0))
+    }
+    /// The key does not exist.
+    pub fn missing(key: impl Into<Bytes>) -> Self {
+        Self::new(key, CompareOp::Equal, CompareTarget::Version(0))
+    }
+    /// The key's mod_revision is `rev` (Kubernetes `resourceVersion` check).
+    pub fn mod_revision(key: impl Into<Bytes>, rev: Revision) -> Self {
+        Self::new(key, CompareOp::Equal, CompareTarget::ModRevision(rev))
+    }
+}
+
+/// One operation of a [`Txn`] branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put {
+        key: Bytes,
+        value: Bytes,
+        /// 0 for none; the lease must exist.
+        lease: LeaseId,
+    },
+    Delete {
+        keys: KeySet,
+    },
+    /// A read of the state as left by the ops before it. `revision` must be 0.
+    Range(RangeRequest),
+}
+
+impl Op {
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+        }
+    }
+    pub fn delete(keys: KeySet) -> Self {
+        Op::Delete { keys }
+    }
+}
+
+/// If all `compare` hold, apply `success`, else `failure`. Atomic; at most one
+/// revision. A branch may not put the same key twice nor put a key it
+/// deletes (etcd's rule), so each key changes at most once per revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compare: Vec<Compare>,
+    pub success: Vec<Op>,
+    pub failure: Vec<Op>,
+}
+
+/// The result of one [`Op`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResponse {
+    Put {
+        prev_kv: Option<KeyValue>,
+    },
+    Delete {
+        deleted: u64,
+        prev_kvs: Vec<KeyValue>,
+    },
+    Range(RangeResponse),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    /// The store's revision after the txn (the txn's own revision if it
+    /// changed anything).
+    pub revision: Revision,
+    pub responses: Vec<OpResponse>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResponse {
+    pub revision: Revision,
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteResponse {
+    pub revision: Revision,
+    pub deleted: u64,
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// A deterministic state-machine command: the unit of the write path (and of
+/// a future Raft log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Txn(Txn),
+    /// `id` 0 = let the state machine choose (deterministically).
+    LeaseGrant {
+        id: LeaseId,
+        ttl_secs: u64,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+    },
+    /// Drop history older than `revision` (reads at `revision` stay valid).
+    Compact {
+        revision: Revision,
+    },
+}
+
+/// What applying a [`Command`] returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Txn(TxnResponse),
+    LeaseGranted { id: LeaseId, ttl_secs: u64 },
+    LeaseRevoked { revision: Revision },
+    Compacted { revision: Revision },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change. `kv.mod_revision` is the change's revision; for a delete,
+/// `kv` holds the key and that revision only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    /// The key's value before this change, if it existed.
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}
+
+/// A watch on a key set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchRequest {
+    pub keys: KeySet,
+    /// First revision to deliver; 0 = changes after the current revision.
+    /// Must be `> compacted`.
+    pub start_revision: Revision,
+}
+
+impl WatchRequest {
+    pub fn new(keys: KeySet, start_revision: Revision) -> Self {
+        WatchRequest {
+            keys,
+            start_revision,
+        }
+    }
+}
+
+/// Errors. Command errors (conflicts are not errors: see `TxnResponse::succeeded`)
+/// leave the state untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("revision {requested} has been compacted (compacted up to {compacted})")]
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    #[error("revision {requested} is in the future (current {current})")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("watcher cut off: {0}")]
+    WatchCanceled(String),
+    #[error("{}: corrupt store file: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("store closed")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Periodic compaction: every `interval`, compact to `current - retain`.
+#[derive(Clone, Debug)]
+pub struct AutoCompaction {
+    pub interval: Duration,
+    pub retain_revisions: u64,
+}
+
+/// Tuning. `Default` is what the control plane uses.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Most commands applied in one redb transaction (group commit).
+    pub max_batch: usize,
+    /// Events kept in memory for watchers that start slightly in the past.
+    pub watch_ring_events: usize,
+    /// Batches a watcher may have pending before it is cut off.
+    pub watch_queue_batches: usize,
+    /// How often leases are checked for expiry.
+    pub lease_check_interval: Duration,
+    pub auto_compaction: Option<AutoCompaction>,
+    /// Most revisions one compaction command covers: a large compaction runs
+    /// as several commands so that writers queued behind it wait less.
+    pub compaction_step: u64,
+    /// Verify every page checksum when opening (redb's integrity check).
+    /// Costs a full read of the file; without it a damaged page is only
+    /// found when read (as an error, or a refused open if redb panics).
+    pub verify_on_open: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_batch: 1024,
+            watch_ring_events: 16 * 1024,
+            watch_queue_batches: 1024,
+            lease_check_interval: Duration::from_millis(500),
+            auto_compaction: Some(AutoCompaction {
+                interval: Duration::from_secs(300),
+                retain_revisions: 100_000,
+            }),
+            compaction_step: 10_000,
+            verify_on_open: true,
+        }
+    }
+}
+
+/// Handle to an open store. Cheap to clone; all clones share one writer.
+/// Dropping the last clone stops the writer; use [`Store::close`] to wait for
+/// it (e.g. before reopening the same file).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.shared.path)
+            .finish()
+    }
+}
+
+/// What watchers and the writer thread share (not the command channel, so a
+/// live watcher does not keep the writer alive).
+pub(crate) struct Shared {
+    pub(crate) path: PathBuf,
+    pub(crate) db: redb::Database,
+    pub(crate) hub: watch::Hub,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    compaction_step: u64,
+    tx: mpsc::Sender<writer::Request>,
+    /// In-memory lease deadlines (not replicated state, as in etcd).
+    leases: Mutex<HashMap<LeaseId, (u64, Instant)>>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. A file that exists but is not
+    /// an intact store is refused with [`Error::Corrupt`] naming it; it is
+    /// never reset. Must be called within a tokio runtime.
+    pub async fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        let check_pages = options.verify_on_open;
+        let (db, counters, leases) =
+            tokio::task::spawn_blocking(move || state::open_db(&p, check_pages))
+                .await
+                .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
+        let shared = Arc::new(Shared {
+            path,
+            db,
+            hub: watch::Hub::new(
+                counters.revision,
+                counters.compacted,
+                options.watch_ring_events,
+                options.watch_queue_batches,
+            ),
+        });
+        let tx = writer::spawn(shared.clone(), counters, options.max_batch)?;
+        let now = Instant::now();
+        let leases = leases
+            .into_iter()
+            .map(|(id, ttl)| (id, (ttl, now + Duration::from_secs(ttl))))
+            .collect();
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let mut tasks = vec![
+                tokio::spawn(lease_expiry(weak.clone(), options.lease_check_interval))
+                    .abort_handle(),
+            ];
+            if let Some(ac) = options.auto_compaction.clone() {
+                tasks.push(tokio::spawn(auto_compact(weak.clone(), ac)).abort_handle());
+            }
+            Inner {
+                shared,
+                compaction_step: options.compaction_step.max(1),
+                tx,
+                leases: Mutex::new(leases),
+                tasks,
+            }
+        });
+        Ok(Store { inner })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+
+    /// The latest revision whose changes have been published to watchers.
+    pub fn current_revision(&self) -> Revision {
+        self.inner.shared.hub.current_revision()
+    }
+
+    /// Number of watchers registered for live events (a metric; watchers
+    /// still catching up from history are not counted).
+    pub fn watcher_count(&self) -> usize {
+        self.inner.shared.hub.watchers()
+    }
+
+    /// The compaction revision: reads must be at or after it, watches after it.
+    pub fn compacted_revision(&self) -> Revision {
+        self.inner.shared.hub.compacted_revision()
+    }
+
+    /// Range read at the current or an older revision. Runs on the calling
+    /// task (a redb read transaction; no I/O wait for a cached working set).
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        state::range_read(&self.inner.shared.db, &request)
+    }
+
+    /// Read one key at the current revision.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>> {
+        let mut r = self.range(RangeRequest::key(key)).await?;
+        Ok(r.kvs.pop())
+    }
+
+    /// Apply a transaction; answered once durable.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        state::validate_txn(&txn)?;
+        let writes = |ops: &[Op]| ops.iter().any(|op| !matches!(op, Op::Range(_)));
+        if !writes(&txn.success) && !writes(&txn.failure) {
+            // Compares and reads only: one read transaction, no writer trip.
+            return state::read_only_txn(&self.inner.shared.db, &txn);
+        }
+        match self.submit(Command::Txn(txn)).await? {
+            CommandResult::Txn(r) => Ok(r),
+            other => Err(Error::Storage(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Put one key; answered once durable.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<PutResponse> {
+        self.put_with_lease(key, value, 0).await
+    }
+
+    /// Put one key attached to a lease (0 = none).
+    pub async fn put_with_lease(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        lease: LeaseId,
+    ) -> Result<PutResponse> {
+        let r = self
+            .txn(Txn {
+                success: vec![Op::Put {
+                    key: key.into(),
+                    value: value.into(),
+                    lease,
+                }],
+                ..Txn::default()
+            })
+            .await?;
+        match r.responses.into_iter().next() {
+            Some(OpResponse::Put { prev_kv }) => Ok(PutResponse {
+                revision: r.revision,
+                prev_kv,
+            }),
+            other => Err(Error::Storage(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Delete a key set; answered once durable.
+    pub async fn delete_range(&self, keys: KeySet) -> Result<DeleteResponse> {
+        let r = self
+            .txn(Txn {
+                success: vec![Op::Delete { keys }],
+                ..Txn::default()
+            })
+            .await?;
+        match r.responses.into_iter().next() {
+            Some(OpResponse::Delete { deleted, prev_kvs }) => Ok(DeleteResponse {
+                revision: r.revision,
+                deleted,
+                prev_kvs,
+            }),
+            other => Err(Error::Storage(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Watch a key set from a revision. Fails with [`Error::Compacted`] if
+    /// that revision was compacted.
+    pub async fn watch(&self, request: WatchRequest) -> Result<Watcher> {
+        Watcher::new(self.inner.shared.clone(), request)
+    }
+
+    /// Grant a lease of `ttl_secs` (`id` 0 = the store picks one).
+    pub async fn lease_grant(&self, id: LeaseId, ttl_secs: u64) -> Result<LeaseId> {
+        if ttl_secs == 0 {
+            return Err(Error::InvalidArgument("lease TTL must be > 0".into()));
+        }
+        match self.submit(Command::LeaseGrant { id, ttl_secs }).await? {
+            CommandResult::LeaseGranted { id, ttl_secs } => {
+                let deadline = Instant::now() + Duration::from_secs(ttl_secs);
+                self.inner
+                    .leases
+                    .lock()
+                    .expect("lease map")
+                    .insert(id, (ttl_secs, deadline));
+                Ok(id)
+            }
+            other => Err(Error::Storage(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Revoke a lease, deleting its keys (in one revision, if any).
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<Revision> {
+        let r = self.submit(Command::LeaseRevoke { id }).await;
+        self.inner.leases.lock().expect("lease map").remove(&id);
+        match r? {
+            CommandResult::LeaseRevoked { revision } => Ok(revision),
+            other => Err(Error::Storage(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Renew a lease for its full TTL; returns the TTL.
+    pub async fn lease_keepalive(&self, id: LeaseId) -> Result<u64> {
+        let mut leases = self.inner.leases.lock().expect("lease map");
+        match leases.get_mut(&id) {
+            Some((ttl, deadline)) => {
+                *deadline = Instant::now() + Duration::from_secs(*ttl);
+                Ok(*ttl)
+            }
+            None => Err(Error::LeaseNotFound(id)),
+        }
+    }
+
+    /// A lease's granted TTL and the time left before it expires.
+    pub async fn lease_time_to_live(&self, id: LeaseId) -> Result<(u64, Duration)> {
+        let leases = self.inner.leases.lock().expect("lease map");
+        match leases.get(&id) {
+            Some((ttl, deadline)) => Ok((*ttl, deadline.saturating_duration_since(Instant::now()))),
+            None => Err(Error::LeaseNotFound(id)),
+        }
+    }
+
+    /// Ids of all live leases, sorted.
+    pub async fn leases(&self) -> Vec<LeaseId> {
+        let mut ids: Vec<LeaseId> = self
+            .inner
+            .leases
+            .lock()
+            .expect("lease map")
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Compact history before `revision` (reads at `revision` keep working).
+    pub async fn compact(&self, revision: Revision) -> Result<()> {
+        let mut at = self.compacted_revision();
+        if revision <= at {
+            // Let the state machine give the precise error.
+            return self.submit(Command::Compact { revision }).await.map(|_| ());
+        }
+        while at < revision {
+            let step = revision.min(at.saturating_add(self.inner.compaction_step));
+            match self.submit(Command::Compact { revision: step }).await {
+                Ok(_) => {}
+                // Someone else compacted past this step meanwhile.
+                Err(Error::Compacted { compacted, .. }) if compacted >= step => {}
+                Err(e) => return Err(e),
+            }
+            at = step;
+        }
+        Ok(())
+    }
+
+    /// Submit a raw command (what a Raft layer would apply on every replica).
+    pub async fn submit(&self, command: Command) -> Result<CommandResult> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(writer::Request::Command(command, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Write a consistent snapshot of the whole store to `path` (header,
+    /// postcard records, SHA-256 trailer). Does not block writers.
+    pub async fn snapshot(&self, path: impl AsRef<Path>) -> Result<()> {
+        let shared = self.inner.shared.clone();
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::write(&shared.db, &path))
+            .await
+            .map_err(|e| Error::Storage(format!("snapshot task failed: {e}")))?
+    }
+
+    /// Create a new store file at `db_path` from a snapshot. The snapshot's
+    /// checksum and structure are verified before anything is written;
+    /// `db_path` must not exist.
+    pub async fn restore(snapshot: impl AsRef<Path>, db_path: impl AsRef<Path>) -> Result<()> {
+        let s = snapshot.as_ref().to_path_buf();
+        let d = db_path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::restore(&s, &d))
+            .await
+            .map_err(|e| Error::Storage(format!("restore task failed: {e}")))?
+    }
+
+    /// Stop the writer after the commands already queued and wait until the
+    /// database file is released by it (watchers still alive keep the file
+    /// open until dropped). Other clones get [`Error::Closed`] afterwards.
+    pub async fn close(self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .tx
+            .send(writer::Request::Close(reply))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+}
+
+async fn lease_expiry(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let expired: Vec<LeaseId> = {
+            let now = Instant::now();
+            let leases = inner.leases.lock().expect("lease map");
+            leases
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline <= now)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let store = Store { inner };
+        for id in expired {
+            match store.lease_revoke(id).await {
+                Ok(_) | Err(Error::LeaseNotFound(_)) => {}
+                Err(e) => tracing::warn!("lease {id} expiry: {e}"),
+            }
+        }
+    }
+}
+
+async fn auto_compact(inner: Weak<Inner>, ac: AutoCompaction) {
+    let mut tick = tokio::time::interval(ac.interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let store = Store { inner };
+        let target = store.current_revision().saturating_sub(ac.retain_revisions);
+        if target > store.compacted_revision()
+            && let Err(e) = store.compact(target).await
+        {
+            tracing::warn!("periodic compaction to {target}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_move_across_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn send<T: Send + 'static>() {}
+        send_sync::<Store>();
+        send::<Watcher>();
+        send_sync::<Error>();
+    }
+
+    #[test]
+    fn prefix_end_and_keysets() {
+        assert_eq!(prefix_end(b"a"), Some(Bytes::from_static(b"b")));
+        assert_eq!(prefix_end(b"a\xff"), Some(Bytes::from_static(b"b")));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+        let p = KeySet::prefix("/pods/");
+        assert!(p.contains(b"/pods/x"));
+        assert!(!p.contains(b"/pods0"));
+        assert!(KeySet::prefix("").contains(b"anything"));
+        assert!(p.overlaps(&KeySet::key("/pods/a")));
+        assert!(!p.overlaps(&KeySet::key("/pod")));
+        assert!(p.overlaps(&KeySet::range("/a", "/pods/0")));
+        assert!(!p.overlaps(&KeySet::range("/a", "/pods/")));
+    }
+
+    #[test]
+    fn commands_are_postcard_encodable() {
+        let c = Command::Txn(Txn {
+            compare: vec![Compare::mod_revision("k", 3)],
+            success: vec![Op::put("k", "v"), Op::delete(KeySet::prefix("p"))],
+            failure: vec![Op::Range(RangeRequest::key("k"))],
+        });
+        let b = postcard::to_stdvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<Command>(&b).unwrap(), c);
+    }
+}

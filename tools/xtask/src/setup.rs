@@ -15,7 +15,14 @@ const APT_PACKAGES: &[&str] = &[
     "docker-registry", // real OCI registry (distribution 2.8)
     "etcd-server",     // the peer the store is benchmarked against
     "etcd-client",
-    "skopeo", // real OCI client
+    "protobuf-compiler", // protoc: the etcd-client crate (store benchmark) compiles etcd's .proto files
+    "skopeo",            // real OCI client
+    // GRUB hybrid ISOs (skiff-node-image): the bare-metal boot path via Multiboot2.
+    "grub-pc-bin",
+    "grub-efi-amd64-bin",
+    "grub-common",
+    "xorriso",
+    "mtools",
 ];
 
 /// kubectl 1.33, shipped as a static binary inside this npm package.

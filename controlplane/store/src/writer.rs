@@ -1,0 +1,128 @@
+//! The single writer: group commit.
+//!
+//! One OS thread owns all writes. It blocks for the first queued request,
+//! drains up to `max_batch` more without waiting, applies them in order in one
+//! redb write transaction (each command its own revision), commits with
+//! `Durability::Immediate` (fsync), then publishes the events to watchers and
+//! only then answers the callers. So an acknowledged write is durable, and a
+//! watcher never sees a change that could still be lost.
+//! If the commit fails, the in-memory counters are rolled back and every
+//! request of the group gets the error: nothing of the group is visible.
+
+use std::sync::Arc;
+
+use redb::Durability;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::state::{self, Counters, Tables};
+use crate::{Command, CommandResult, Error, Result, Shared};
+
+pub(crate) enum Request {
+    Command(Command, oneshot::Sender<Result<CommandResult>>),
+    Close(oneshot::Sender<()>),
+}
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    counters: Counters,
+    max_batch: usize,
+) -> Result<mpsc::Sender<Request>> {
+    let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
+    std::thread::Builder::new()
+        .name("skiff-store-writer".into())
+        .spawn(move || run(shared, rx, counters, max_batch.max(1)))
+        .map_err(|e| Error::Storage(format!("spawn writer thread: {e}")))?;
+    Ok(tx)
+}
+
+fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut counters: Counters, max: usize) {
+    let mut closers = Vec::new();
+    let mut batch = Vec::with_capacity(max);
+    while closers.is_empty() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        batch.clear();
+        for req in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match req {
+                Request::Command(cmd, reply) => batch.push((cmd, reply)),
+                Request::Close(done) => closers.push(done),
+            }
+            if batch.len() >= max {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let before = counters;
+        match commit_group(&shared, &mut counters, &batch) {
+            Ok((results, events)) => {
+                shared
+                    .hub
+                    .publish(events, counters.revision, counters.compacted);
+                for ((_, reply), r) in batch.drain(..).zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!("store group commit failed: {e}");
+                counters = before;
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(Error::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+    // Refuse what is still queued, then release the file.
+    rx.close();
+    while let Ok(req) = rx.try_recv() {
+        if let Request::Close(done) = req {
+            closers.push(done);
+        }
+    }
+    shared.hub.close();
+    drop(shared);
+    for done in closers {
+        let _ = done.send(());
+    }
+}
+
+type GroupResult = (Vec<Result<CommandResult>>, Vec<crate::Event>);
+
+fn commit_group(
+    shared: &Shared,
+    counters: &mut Counters,
+    batch: &[(Command, oneshot::Sender<Result<CommandResult>>)],
+) -> Result<GroupResult> {
+    let mut w = shared.db.begin_write().map_err(state::storage)?;
+    w.set_durability(Durability::Immediate)
+        .map_err(state::storage)?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let before = counters.revision;
+    let mut wrote = false;
+    {
+        let mut tables = Tables::open(&w)?;
+        for (cmd, _) in batch {
+            match state::apply(&mut tables, counters, cmd) {
+                Ok((r, ev)) => {
+                    wrote |= !matches!(r, CommandResult::Txn(_));
+                    results.push(Ok(r));
+                    events.extend(ev);
+                }
+                // The transaction may hold part of this command: drop it all.
+                Err(e @ Error::Storage(_)) => return Err(e),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+    }
+    if wrote || counters.revision != before {
+        w.commit().map_err(state::storage)?;
+    } else {
+        // Only failed commands and txns that changed nothing: their answers
+        // rest on state that is already durable, so skip the fsync.
+        w.abort().map_err(state::storage)?;
+    }
+    Ok((results, events))
+}
