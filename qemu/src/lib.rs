@@ -1,1 +1,35 @@
-//! See Cargo.toml description.
+//! Launches Skiff nodes (the kernel in `kernel/`) under QEMU and observes them
+//! from the host, following the contract in `kernel/README.md`:
+//!
+//! - [`NodeSpec`] describes a node and builds the exact QEMU command line
+//!   (microvm or q35, TCG or KVM, user/tap networking, virtio-blk disks,
+//!   virtio-rng);
+//! - [`NodeSpec::launch`] starts QEMU and returns a [`Node`], which timestamps
+//!   every serial line as it arrives, waits for log lines, maps QEMU's exit
+//!   status to [`KernelExit`] and kills QEMU when dropped;
+//! - [`DiagClient`] talks to the kernel's diagnostic TCP service;
+//! - [`log`] parses the serial log format.
+
+mod diag;
+mod exit;
+pub mod log;
+mod node;
+mod spec;
+
+pub use diag::{DiagClient, Status};
+pub use exit::KernelExit;
+pub use node::{LineHook, LogLine, Node, WaitError};
+pub use spec::{Accel, HostFwd, Machine, Net, NodeSpec, free_port};
+
+/// The QEMU binary used unless [`NodeSpec::qemu`] overrides it.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Whether QEMU can be started at all (`qemu-system-x86_64 --version`).
+/// Callers turn a `false` into an error telling to run `cargo xtask setup`.
+pub fn qemu_available(qemu: &str) -> bool {
+    std::process::Command::new(qemu)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

@@ -1,1 +1,236 @@
-//! End-to-end test support: see `tests/tests/`.
+//! End-to-end test support: finds (or builds) the kernel, launches nodes under
+//! QEMU through `skiff-qemu`, and turns every failure into a panic that
+//! carries the node's serial log. The tests are in `tests/tests/`.
+//!
+//! Environment: `SKIFF_KERNEL` (kernel ELF; built with the `kernel` profile
+//! when unset), `SKIFF_KVM=1` (KVM instead of TCG). QEMU is required: a
+//! missing QEMU fails the tests with a pointer to `cargo xtask setup`.
+//! QEMU tests hold [`shared`] (or [`exclusive`] for timing-sensitive ones).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+pub use skiff_qemu::{
+    Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status, WaitError, log,
+};
+
+pub mod bench;
+pub mod netns;
+
+/// Guest port of the diagnostic service in every test.
+pub const DIAG_PORT: u16 = 7000;
+
+/// The kernel ELF: `$SKIFF_KERNEL`, or built once with the `kernel` profile.
+pub fn kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| match std::env::var_os("SKIFF_KERNEL") {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                assert!(p.is_file(), "SKIFF_KERNEL={} is not a file", p.display());
+                p
+            }
+            None => build_kernel(),
+        })
+        .clone()
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is one level below the workspace root")
+}
+
+fn build_kernel() -> PathBuf {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--package",
+            "skiff-kernel",
+            "--target",
+            "x86_64-unknown-none",
+            "--profile",
+            "kernel",
+        ])
+        .status()
+        .expect("running cargo to build the kernel");
+    assert!(status.success(), "building the kernel failed: {status}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let elf = target.join("x86_64-unknown-none/kernel/skiff-kernel");
+    assert!(elf.is_file(), "kernel not found at {}", elf.display());
+    elf
+}
+
+/// Fails (never skips) when QEMU is missing.
+pub fn require_qemu() {
+    assert!(
+        skiff_qemu::qemu_available(skiff_qemu::QEMU),
+        "{} is not installed or does not run: run `cargo xtask setup`",
+        skiff_qemu::QEMU
+    );
+}
+
+/// TCG unless `SKIFF_KVM=1` (KVM here is nested and has timer quirks).
+pub fn accel() -> Accel {
+    match std::env::var("SKIFF_KVM").as_deref() {
+        Ok("1") => Accel::Kvm,
+        _ => Accel::Tcg,
+    }
+}
+
+static QEMU_LOCK: RwLock<()> = RwLock::new(());
+
+/// Held by every QEMU test: ordinary tests share it (they may run in
+/// parallel), timing tests take it exclusively via [`exclusive`].
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    require_qemu();
+    QEMU_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For timing tests: no other QEMU of this test process runs meanwhile.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    require_qemu();
+    QEMU_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A node spec for the test kernel on `machine` with the test accelerator.
+pub fn spec(machine: Machine) -> NodeSpec {
+    NodeSpec::new(kernel()).machine(machine).accel(accel())
+}
+
+/// How long a boot to `diag-ready` may take (generous: a hang fails, a slow
+/// shared CI machine should not). q35 runs SeaBIOS first.
+pub fn boot_timeout(machine: Machine) -> Duration {
+    match machine {
+        Machine::Microvm => Duration::from_secs(30),
+        Machine::Q35 => Duration::from_secs(90),
+    }
+}
+
+/// A node whose diag service answers.
+pub struct Booted {
+    pub node: Node,
+    pub diag: DiagClient,
+    pub status: Status,
+}
+
+/// Adds `skiff.diag` and (for user networking) a hostfwd to it, launches,
+/// waits for the `diag-ready` stage and for `status` to answer.
+pub fn boot(mut spec: NodeSpec) -> Booted {
+    spec = spec.arg(format!("skiff.diag={DIAG_PORT}"));
+    let ours = matches!(&spec.net, Net::User { hostfwd, .. }
+        if !hostfwd.iter().any(|f| f.guest_port == DIAG_PORT));
+    let timeout = boot_timeout(spec.machine);
+    let mut attempt = 0;
+    let node = loop {
+        let mut spec = spec.clone();
+        if ours && let Net::User { hostfwd, .. } = &mut spec.net {
+            hostfwd.push(HostFwd::new(
+                skiff_qemu::free_port().expect("free port"),
+                DIAG_PORT,
+            ));
+        }
+        let mut node = spec
+            .launch()
+            .unwrap_or_else(|e| panic!("launching QEMU: {e}"));
+        match node.wait_for_stage("diag-ready", timeout) {
+            Ok(_) => break node,
+            // free_port() is racy: another process may bind the port first.
+            Err(WaitError::Exited { .. })
+                if ours && attempt < 3 && node.stderr().contains("host forwarding") =>
+            {
+                attempt += 1;
+            }
+            Err(e) => panic!("node did not reach `stage: diag-ready`: {e}"),
+        }
+    };
+    let diag = node
+        .diag(DIAG_PORT)
+        .expect("boot() needs user networking to reach the diag service");
+    let status = diag
+        .wait_ready(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", node.log_text()));
+    Booted { node, diag, status }
+}
+
+/// A user-networking spec (QEMU's default 10.0.2.0/24 slirp network).
+pub fn user_net(machine: Machine) -> NodeSpec {
+    spec(machine).net(Net::User {
+        hostfwd: vec![],
+        subnet: None,
+    })
+}
+
+impl Booted {
+    /// Asks the node to shut down and checks it exits `SUCCESS`.
+    pub fn shutdown(mut self) {
+        let reply = self
+            .diag
+            .shutdown()
+            .unwrap_or_else(|e| panic!("diag shutdown: {e}\nlog:\n{}", self.node.log_text()));
+        assert_eq!(reply.trim(), "bye", "shutdown reply");
+        let exit = self
+            .node
+            .wait(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("node did not exit after shutdown: {e}"));
+        assert_eq!(
+            exit,
+            KernelExit::Success,
+            "exit after shutdown\nlog:\n{}",
+            self.node.log_text()
+        );
+    }
+
+    /// Panics with the node's log appended.
+    pub fn fail(&self, msg: &str) -> ! {
+        panic!("{msg}\nlog:\n{}", self.node.log_text())
+    }
+}
+
+/// Launches a node that is expected to stop by itself; returns its exit and
+/// the node (for its log). A hang fails after `timeout`.
+pub fn run_to_exit(spec: NodeSpec, timeout: Duration) -> (KernelExit, Node) {
+    let mut node = spec
+        .launch()
+        .unwrap_or_else(|e| panic!("launching QEMU: {e}"));
+    match node.wait(timeout) {
+        Ok(exit) => (exit, node),
+        Err(e) => panic!("node did not exit within {timeout:?} (hang?): {e}"),
+    }
+}
+
+/// Median of samples (sorted copy).
+pub fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 50.0)
+}
+
+/// Nearest-rank percentile, `p` in 0..=100.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    assert!(!samples.is_empty(), "no samples");
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let s = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(median(&s), 3.0);
+        assert_eq!(percentile(&s, 90.0), 5.0);
+        assert_eq!(percentile(&s, 0.0), 1.0);
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&ten, 90.0), 9.0);
+    }
+}

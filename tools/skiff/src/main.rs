@@ -1,1 +1,29 @@
-fn main() {}
+//! `skiff`: the Skiff command line.
+
+mod node;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skiff", about = "The Skiff command line", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Work with nodes.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Node(cmd) => {
+            let code = node::run(cmd)?;
+            std::process::exit(code)
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub struct Args {
 
 /// (name, package, example, needs the node kernel)
 const BENCHES: &[(&str, &str, &str, bool)] = &[
+    ("api", "skiff-apiserver", "bench-api", false),
     ("boot", "skiff-e2e", "bench-boot", true),
     ("node-tcp", "skiff-e2e", "bench-node-tcp", true),
     ("store", "skiff-store", "bench-store", false),

@@ -1,25 +1,216 @@
-//! `cargo xtask demo`: bring up the demo cluster and show it working.
+//! `cargo xtask demo`: boots N nodes under QEMU microvm through `skiff-qemu`,
+//! shows each node's diag `status`, has each ping its gateway, prints a
+//! summary and shuts them down cleanly (`--keep`: after Ctrl-C).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use skiff_qemu::{Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
 
 use crate::{kernel, setup};
+
+/// Guest port of the diag service on every demo node.
+const DIAG_PORT: u16 = 7000;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Number of QEMU nodes to boot.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Keep the nodes running until Ctrl-C, then shut them down.
+    #[arg(long)]
+    keep: bool,
+    /// Use KVM instead of TCG.
+    #[arg(long)]
+    kvm: bool,
+    /// Echo every node's serial log.
+    #[arg(long)]
+    serial: bool,
+}
+
+struct DemoNode {
+    name: String,
+    node: Node,
+    diag: DiagClient,
+    host_port: u16,
+}
+
+/// Builds the kernel; `kernel::elf_path` assumes `<root>/target`, but cargo
+/// builds into `$CARGO_TARGET_DIR` when that is set, so follow it.
+fn kernel_elf(root: &Path) -> Result<PathBuf> {
+    let built = kernel::build(root)?;
+    Ok(match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir)
+            .join(kernel::TARGET)
+            .join(kernel::PROFILE)
+            .join("skiff-kernel"),
+        None => built,
+    })
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let _tools = setup::run(root)?;
-    let elf = kernel::build(root)?;
+    let elf = kernel_elf(root)?;
+    if !skiff_qemu::qemu_available(skiff_qemu::QEMU) {
+        bail!("{} does not run: run `cargo xtask setup`", skiff_qemu::QEMU);
+    }
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    // Ctrl-C must reach only us (QEMU runs in its own process group), so the
+    // nodes can be shut down through their diag service, not killed.
+    let (stop_tx, stop_rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let accel = if args.kvm { Accel::Kvm } else { Accel::Tcg };
     eprintln!(
-        "demo: kernel {} ({} nodes requested)",
-        elf.display(),
-        args.nodes
+        "demo: booting {} nodes (microvm, {accel:?}) with kernel {}",
+        args.nodes,
+        elf.display()
     );
-    anyhow::bail!("demo: booting nodes is not implemented yet")
+    let t0 = Instant::now();
+    let mut nodes = Vec::new();
+    for i in 1..=args.nodes {
+        nodes.push(launch(&elf, i, accel, args.serial)?);
+    }
+
+    // Boot: wait for every node's diag service.
+    let mut boot_ms = Vec::new();
+    let mut statuses = Vec::new();
+    for n in &mut nodes {
+        if let Err(e) = n.node.wait_for_stage("diag-ready", Duration::from_secs(60)) {
+            bail!("{}: did not reach `stage: diag-ready`: {e}", n.name);
+        }
+        let status = n
+            .diag
+            .wait_ready(Duration::from_secs(30))
+            .with_context(|| format!("{}: diag `status`\n{}", n.name, n.node.log_text()))?;
+        boot_ms.push(n.node.started().elapsed().as_secs_f64() * 1e3);
+        println!(
+            "\n== {} status (diag at 127.0.0.1:{}) ==",
+            n.name, n.host_port
+        );
+        for (k, v) in &status.fields {
+            println!("  {k:13} {v}");
+        }
+        statuses.push(status);
+    }
+    let booted_in = t0.elapsed();
+
+    // Each node pings its gateway from inside the guest (ICMP via smoltcp).
+    let mut pings = Vec::new();
+    for (n, s) in nodes.iter().zip(&statuses) {
+        let gw = s
+            .get("gateway")
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let r = if gw.is_empty() || gw == "none" {
+            Err("no gateway".to_string())
+        } else {
+            match n.diag.ping(gw) {
+                Ok(Some(us)) => Ok(us),
+                Ok(None) => Err(format!("ping {gw}: timeout")),
+                Err(e) => Err(format!("ping {gw}: {e}")),
+            }
+        };
+        pings.push(r);
+    }
+
+    println!(
+        "\n== summary: {} nodes up in {booted_in:.2?} ==",
+        nodes.len()
+    );
+    println!(
+        "  {:8} {:>9} {:18} {:12} {:>14}  devices",
+        "node", "boot ms", "ip", "gateway", "gateway ping"
+    );
+    let mut failures = 0;
+    for ((n, s), (ms, ping)) in nodes.iter().zip(&statuses).zip(boot_ms.iter().zip(&pings)) {
+        let ping = match ping {
+            Ok(us) => format!("{us} us"),
+            Err(e) => {
+                failures += 1;
+                format!("FAILED ({e})")
+            }
+        };
+        println!(
+            "  {:8} {ms:9.1} {:18} {:12} {ping:>14}  {}",
+            n.name,
+            s.get("ip").unwrap_or("?"),
+            s.get("gateway").unwrap_or("?"),
+            s.get("devices").unwrap_or("?"),
+        );
+    }
+
+    if args.keep {
+        println!("\ndemo: nodes keep running; diag services:");
+        for n in &nodes {
+            println!("  {}: 127.0.0.1:{}", n.name, n.host_port);
+        }
+        println!("demo: press Ctrl-C to shut them down");
+        let _ = stop_rx.recv();
+        println!();
+    }
+
+    // Orderly shutdown through the diag service; each must exit SUCCESS.
+    for n in &mut nodes {
+        let reply = n.diag.shutdown().unwrap_or_else(|e| format!("error: {e}"));
+        let exit = n.node.wait(Duration::from_secs(20));
+        match exit {
+            Ok(KernelExit::Success) => println!("demo: {} shut down ({})", n.name, reply.trim()),
+            other => {
+                failures += 1;
+                println!(
+                    "demo: {} did not shut down cleanly: reply {reply:?}, exit {other:?}\n{}",
+                    n.name,
+                    n.node.log_text()
+                );
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("demo: {failures} check(s) failed");
+    }
+    println!(
+        "demo: all {} nodes booted, answered, pinged their gateway and shut down",
+        nodes.len()
+    );
+    Ok(())
+}
+
+fn launch(elf: &Path, i: usize, accel: Accel, serial: bool) -> Result<DemoNode> {
+    let name = format!("node-{i}");
+    let host_port = skiff_qemu::free_port()?;
+    // Each node gets its own slirp network so the addresses differ.
+    let mut spec = NodeSpec::new(elf)
+        .machine(Machine::Microvm)
+        .accel(accel)
+        .net(Net::User {
+            hostfwd: vec![HostFwd::new(host_port, DIAG_PORT)],
+            subnet: Some(format!("10.0.{}.0/24", i + 1)),
+        })
+        .arg(format!("skiff.hostname={name}"))
+        .arg(format!("skiff.diag={DIAG_PORT}"));
+    spec.own_process_group = true;
+    let hook: Option<skiff_qemu::LineHook> = serial.then(|| {
+        let prefix = name.clone();
+        Box::new(move |l: &skiff_qemu::LogLine| println!("[{prefix}] {}", l.text)) as _
+    });
+    let node = spec
+        .launch_with(hook)
+        .with_context(|| format!("{name}: launching QEMU"))?;
+    let diag = DiagClient::new(([127, 0, 0, 1], host_port).into());
+    Ok(DemoNode {
+        name,
+        node,
+        diag,
+        host_port,
+    })
 }

@@ -1,0 +1,79 @@
+//! The fault path: deliberate faults give a report on serial and the defined
+//! exit code, never a hang.
+
+use std::time::Duration;
+
+use skiff_e2e::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn faulting(kind: &str) -> (KernelExit, Node) {
+    run_to_exit(
+        user_net(Machine::Microvm).arg(format!("skiff.fault={kind}")),
+        TIMEOUT,
+    )
+}
+
+fn fault_report(node: &Node, vector: &str) {
+    let lines = node.lines();
+    let report = lines.iter().find_map(|l| {
+        l.record()
+            .filter(|r| r.level == "ERROR" && r.target == "fault")
+            .map(|r| {
+                (
+                    r.field("vector"),
+                    r.field("rip"),
+                    r.field("cr2"),
+                    r.field("error"),
+                )
+            })
+    });
+    let Some((v, rip, cr2, error)) = report else {
+        panic!("no `ERROR fault:` line\nlog:\n{}", node.log_text());
+    };
+    assert_eq!(v, Some(vector), "fault vector\nlog:\n{}", node.log_text());
+    for (k, val) in [("rip", rip), ("cr2", cr2), ("error", error)] {
+        assert!(
+            val.is_some_and(|x| x.starts_with("0x") && u64::from_str_radix(&x[2..], 16).is_ok()),
+            "fault report {k}={val:?} is not hex\nlog:\n{}",
+            node.log_text()
+        );
+    }
+}
+
+fn announced(node: &Node, name: &str) {
+    let want = format!("exit code={name}");
+    assert!(
+        node.lines().iter().any(|l| l
+            .record()
+            .is_some_and(|r| r.target == "skiff" && r.message == want)),
+        "no `skiff: {want}` line\nlog:\n{}",
+        node.log_text()
+    );
+}
+
+#[test]
+fn page_fault_reports_and_exits_fault() {
+    let _g = shared();
+    let (exit, node) = faulting("page");
+    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    fault_report(&node, "14");
+    announced(&node, "FAULT");
+}
+
+#[test]
+fn invalid_opcode_reports_and_exits_fault() {
+    let _g = shared();
+    let (exit, node) = faulting("ud");
+    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    fault_report(&node, "6");
+    announced(&node, "FAULT");
+}
+
+#[test]
+fn panic_exits_panic() {
+    let _g = shared();
+    let (exit, node) = faulting("panic");
+    assert_eq!(exit, KernelExit::Panic, "log:\n{}", node.log_text());
+    announced(&node, "PANIC");
+}
