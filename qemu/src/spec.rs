@@ -87,6 +87,11 @@ pub struct NodeSpec {
     /// Start QEMU in its own process group, so a terminal's Ctrl-C reaches
     /// only the caller, which can then shut the node down cleanly.
     pub own_process_group: bool,
+    /// Boot this ISO through the machine's firmware (e.g. a GRUB image from
+    /// `skiff-node-image`) instead of loading `kernel` directly: the ISO
+    /// carries its own kernel and command line, so `kernel` and `cmdline`
+    /// are not passed. q35 only (microvm has no disk boot path).
+    pub cdrom: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -105,7 +110,14 @@ impl NodeSpec {
             mac: None,
             extra_args: Vec::new(),
             own_process_group: false,
+            cdrom: None,
         }
+    }
+
+    /// Boot from a bootable ISO instead of `-kernel` (see [`NodeSpec::cdrom`]).
+    pub fn cdrom(mut self, iso: impl Into<PathBuf>) -> Self {
+        self.cdrom = Some(iso.into());
+        self
     }
 
     pub fn machine(mut self, machine: Machine) -> Self {
@@ -226,11 +238,16 @@ impl NodeSpec {
         push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         a.push("-m".into());
         a.push(format!("{}M", self.memory_mib));
-        a.push("-kernel".into());
-        a.push(self.kernel.display().to_string());
-        if !self.cmdline.is_empty() {
-            a.push("-append".into());
-            a.push(self.cmdline_string());
+        if let Some(iso) = &self.cdrom {
+            a.push("-cdrom".into());
+            a.push(iso.display().to_string());
+        } else {
+            a.push("-kernel".into());
+            a.push(self.kernel.display().to_string());
+            if !self.cmdline.is_empty() {
+                a.push("-append".into());
+                a.push(self.cmdline_string());
+            }
         }
         let netdev = match &self.net {
             Net::None => None,
@@ -426,6 +443,19 @@ mod tests {
             .collect();
         assert_eq!(&args[..4], ["netns", "exec", "skiff-t1", crate::QEMU]);
         assert_eq!(args[4], "-machine");
+    }
+
+    #[test]
+    fn cdrom_boot_replaces_kernel_and_cmdline() {
+        let a = NodeSpec::new("k")
+            .machine(Machine::Q35)
+            .arg("skiff.diag=7000")
+            .cdrom("/tmp/node.iso")
+            .qemu_args()
+            .join(" ");
+        assert!(a.contains("-cdrom /tmp/node.iso"));
+        assert!(!a.contains("-kernel"));
+        assert!(!a.contains("-append"));
     }
 
     #[test]

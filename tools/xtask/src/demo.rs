@@ -2,7 +2,7 @@
 //! shows each node's diag `status`, has each ping its gateway, prints a
 //! summary and shuts them down cleanly (`--keep`: after Ctrl-C).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,22 +37,9 @@ struct DemoNode {
     host_port: u16,
 }
 
-/// Builds the kernel; `kernel::elf_path` assumes `<root>/target`, but cargo
-/// builds into `$CARGO_TARGET_DIR` when that is set, so follow it.
-fn kernel_elf(root: &Path) -> Result<PathBuf> {
-    let built = kernel::build(root)?;
-    Ok(match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir)
-            .join(kernel::TARGET)
-            .join(kernel::PROFILE)
-            .join("skiff-kernel"),
-        None => built,
-    })
-}
-
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let _tools = setup::run(root)?;
-    let elf = kernel_elf(root)?;
+    let elf = kernel::build(root)?;
     if !skiff_qemu::qemu_available(skiff_qemu::QEMU) {
         bail!("{} does not run: run `cargo xtask setup`", skiff_qemu::QEMU);
     }
