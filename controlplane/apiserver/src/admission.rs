@@ -1,0 +1,850 @@
+//! Admission: defaulting and validation with Kubernetes' rules, then a typed
+//! round trip through the `k8s-openapi` type of the kind, which rejects
+//! ill-typed fields (400) and drops unknown ones, as kube's decoder does.
+
+use serde_json::{Map, Value, json};
+
+use crate::registry::Resource;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::target;
+
+type Causes = Vec<(String, String)>;
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// A label value or the name part of a qualified name.
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
+}
+
+pub fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+fn name_rule(r: &Resource) -> (fn(&str) -> bool, &'static str) {
+    match r.kind {
+        "Namespace" => (
+            is_dns1123_label,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+        ),
+        "Service" => (
+            is_dns1035_label,
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+        ),
+        // RBAC names are path segments: anything but '/' and '%'.
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => (
+            |s: &str| !s.is_empty() && !s.contains(['/', '%']) && s != "." && s != "..",
+            "may not contain '/' or '%'",
+        ),
+        _ => (
+            is_dns1123_subdomain,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        ),
+    }
+}
+
+fn validate_meta(r: &Resource, obj: &Value, causes: &mut Causes) {
+    let meta = obj.get("metadata").and_then(Value::as_object);
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (ok, why) = name_rule(r);
+    if name.is_empty() {
+        causes.push((
+            "metadata.name".into(),
+            "Required value: name or generateName is required".into(),
+        ));
+    } else if !ok(name) {
+        causes.push((
+            "metadata.name".into(),
+            format!("Invalid value: {name:?}: {why}"),
+        ));
+    }
+    if let Some(labels) = meta
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+    {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                causes.push(("metadata.labels".into(), format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+            }
+            if !v.as_str().is_some_and(is_label_value) {
+                causes.push(("metadata.labels".into(), format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+            }
+        }
+    }
+    if let Some(ann) = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    {
+        let total: usize = ann
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if total > 256 * 1024 {
+            causes.push((
+                "metadata.annotations".into(),
+                "Too long: must have at most 262144 bytes".into(),
+            ));
+        }
+        for k in ann.keys().filter(|k| !is_qualified_name(k)) {
+            causes.push(("metadata.annotations".into(), format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.'")));
+        }
+    }
+}
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !v.get(key).is_some_and(Value::is_object) {
+        v[key] = json!({});
+    }
+    v[key].as_object_mut().expect("just made an object")
+}
+
+fn default(m: &mut Map<String, Value>, k: &str, v: Value) {
+    m.entry(k.to_string()).or_insert(v);
+}
+
+fn default_pod_spec(spec: &mut Value) {
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
+    default(s, "restartPolicy", json!("Always"));
+    default(s, "dnsPolicy", json!("ClusterFirst"));
+    default(s, "schedulerName", json!("default-scheduler"));
+    default(s, "terminationGracePeriodSeconds", json!(30));
+    default(s, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        for c in s
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(c) = c.as_object_mut() else { continue };
+            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+            let tag_latest = !image.contains('@')
+                && image
+                    .rsplit('/')
+                    .next()
+                    .is_none_or(|last| !last.contains(':') || last.ends_with(":latest"));
+            default(
+                c,
+                "imagePullPolicy",
+                json!(if tag_latest { "Always" } else { "IfNotPresent" }),
+            );
+            default(c, "terminationMessagePath", json!("/dev/termination-log"));
+            default(c, "terminationMessagePolicy", json!("File"));
+            default(c, "resources", json!({}));
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = p.as_object_mut() {
+                    default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Causes) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => causes.push((format!("{path}.containers"), "Required value".into())),
+        Some(cs) if cs.is_empty() => {
+            causes.push((format!("{path}.containers"), "Required value".into()))
+        }
+        Some(cs) => {
+            let mut seen = Vec::new();
+            for (i, c) in cs.iter().enumerate() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                if name.is_empty() {
+                    causes.push((
+                        format!("{path}.containers[{i}].name"),
+                        "Required value".into(),
+                    ));
+                } else if !is_dns1123_label(name) {
+                    causes.push((format!("{path}.containers[{i}].name"), format!("Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'")));
+                } else if seen.contains(&name) {
+                    causes.push((
+                        format!("{path}.containers[{i}].name"),
+                        format!("Duplicate value: {name:?}"),
+                    ));
+                }
+                seen.push(name);
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push((
+                        format!("{path}.containers[{i}].image"),
+                        "Required value".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Job pods must not restart forever.
+fn validate_job_template(spec: Option<&Value>, path: &str, causes: &mut Causes) {
+    validate_pod_spec(spec, path, causes);
+    let policy = spec
+        .and_then(|s| s.get("restartPolicy"))
+        .and_then(Value::as_str);
+    if !matches!(policy, Some("OnFailure" | "Never")) {
+        causes.push((
+            format!("{path}.restartPolicy"),
+            format!(
+                "Unsupported value: {:?}: supported values: \"OnFailure\", \"Never\"",
+                policy.unwrap_or("Always")
+            ),
+        ));
+    }
+}
+
+/// The hash-derived ClusterIP for a service (10.96.0.0/16). Collisions are
+/// possible; a real allocator is future work.
+pub fn cluster_ip(ns: &str, name: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, format!("{ns}/{name}").as_bytes());
+    let b = d.as_ref();
+    format!("10.96.{}.{}", b[0], b[1].clamp(1, 254))
+}
+
+fn defaults(r: &Resource, obj: &mut Value, ns: &str) {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    match (r.group, r.kind) {
+        ("", "Pod") => {
+            obj_mut(obj, "spec");
+            default_pod_spec(&mut obj["spec"]);
+            let st = obj_mut(obj, "status");
+            default(st, "phase", json!("Pending"));
+            default(st, "qosClass", json!("BestEffort"));
+        }
+        ("", "Namespace") => {
+            default(obj_mut(obj, "spec"), "finalizers", json!(["kubernetes"]));
+            default(obj_mut(obj, "status"), "phase", json!("Active"));
+            obj_mut(obj, "metadata");
+            let labels = obj_mut(&mut obj["metadata"], "labels");
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+        ("", "Secret") => {
+            default(
+                obj.as_object_mut().expect("object"),
+                "type",
+                json!("Opaque"),
+            );
+            // stringData is write-only: fold it into data.
+            if let Some(Value::Object(sd)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                let data = obj_mut(obj, "data");
+                for (k, v) in sd {
+                    use base64::Engine as _;
+                    let s = v.as_str().unwrap_or_default();
+                    data.insert(
+                        k,
+                        json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                    );
+                }
+            }
+        }
+        ("", "Service") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "type", json!("ClusterIP"));
+            default(spec, "sessionAffinity", json!("None"));
+            if spec.get("type") != Some(&json!("ExternalName")) {
+                default(spec, "clusterIP", json!(cluster_ip(ns, &name)));
+                let ip = spec["clusterIP"].clone();
+                default(spec, "clusterIPs", json!([ip]));
+                default(spec, "ipFamilies", json!(["IPv4"]));
+                default(spec, "ipFamilyPolicy", json!("SingleStack"));
+                default(spec, "internalTrafficPolicy", json!("Cluster"));
+            }
+            for p in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = p.as_object_mut() {
+                    default(p, "protocol", json!("TCP"));
+                    if let Some(port) = p.get("port").cloned() {
+                        default(p, "targetPort", port);
+                    }
+                }
+            }
+            default(obj_mut(obj, "status"), "loadBalancer", json!({}));
+        }
+        ("apps", "Deployment") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            default(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
+                default_pod_spec(ps);
+            }
+        }
+        ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
+            if r.kind == "ReplicaSet" {
+                default(obj_mut(obj, "spec"), "replicas", json!(1));
+            } else {
+                default(obj_mut(obj, "spec"), "revisionHistoryLimit", json!(10));
+                default(
+                    obj_mut(obj, "spec"),
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
+            }
+            if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
+                default_pod_spec(ps);
+            }
+        }
+        ("batch", "Job") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "completions", json!(1));
+            default(spec, "parallelism", json!(1));
+            default(spec, "backoffLimit", json!(6));
+            default(spec, "completionMode", json!("NonIndexed"));
+            default(spec, "suspend", json!(false));
+            if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
+                default_pod_spec(ps);
+            }
+        }
+        ("batch", "CronJob") => {
+            let spec = obj_mut(obj, "spec");
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            if let Some(ps) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                default_pod_spec(ps);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_kind(r: &Resource, obj: &Value, causes: &mut Causes) {
+    match (r.group, r.kind) {
+        ("", "Pod") => validate_pod_spec(obj.get("spec"), "spec", causes),
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => {
+            let sel = obj
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object);
+            let has_exprs = obj.pointer("/spec/selector/matchExpressions").is_some();
+            if sel.is_none() && !has_exprs {
+                causes.push(("spec.selector".into(), "Required value".into()));
+            }
+            let labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .and_then(Value::as_object);
+            if let Some(sel) = sel
+                && !sel
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            {
+                causes.push((
+                    "spec.template.metadata.labels".into(),
+                    "Invalid value: `selector` does not match template `labels`".into(),
+                ));
+            }
+            if obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .is_some_and(|n| n < 0)
+            {
+                causes.push((
+                    "spec.replicas".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                ));
+            }
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                causes,
+            );
+        }
+        ("batch", "Job") => validate_job_template(
+            obj.pointer("/spec/template/spec"),
+            "spec.template.spec",
+            causes,
+        ),
+        ("batch", "CronJob") => {
+            if obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.split_whitespace().count() != 5 && !s.starts_with('@'))
+            {
+                causes.push((
+                    "spec.schedule".into(),
+                    "Invalid value: must be a standard cron schedule".into(),
+                ));
+            }
+            validate_job_template(
+                obj.pointer("/spec/jobTemplate/spec/template/spec"),
+                "spec.jobTemplate.spec.template.spec",
+                causes,
+            );
+        }
+        ("", "Service") => {
+            let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+            let headless = obj.pointer("/spec/clusterIP") == Some(&json!("None"));
+            let external = obj.pointer("/spec/type") == Some(&json!("ExternalName"));
+            if ports.is_none_or(|p| p.is_empty()) && !headless && !external {
+                causes.push(("spec.ports".into(), "Required value".into()));
+            }
+            for (i, p) in ports.into_iter().flatten().enumerate() {
+                if !p
+                    .get("port")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|n| (1..=65535).contains(&n))
+                {
+                    causes.push((
+                        format!("spec.ports[{i}].port"),
+                        "Invalid value: must be between 1 and 65535, inclusive".into(),
+                    ));
+                }
+            }
+        }
+        ("", "ConfigMap") | ("", "Secret") => {
+            for field in ["data", "binaryData"] {
+                for k in obj
+                    .get(field)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                {
+                    if k.is_empty()
+                        || k.len() > 253
+                        || !k
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                    {
+                        causes.push((format!("{field}[{k}]"), format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A pod's spec without the fields kube lets an update change (images,
+/// deadlines, tolerations, grace period; nodeName is checked on its own).
+fn pod_spec_mutable_part(pod: &Value) -> Value {
+    let mut s = pod.get("spec").cloned().unwrap_or_else(|| json!({}));
+    if let Some(m) = s.as_object_mut() {
+        for f in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+            "nodeName",
+        ] {
+            m.remove(f);
+        }
+        for list in ["containers", "initContainers"] {
+            for c in m
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = c.as_object_mut() {
+                    c.remove("image");
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Fields that may not change after creation.
+fn validate_immutable(r: &Resource, old: &Value, new: &Value, causes: &mut Causes) {
+    let fields: &[&str] = match (r.group, r.kind) {
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => &["/spec/selector"],
+        ("batch", "Job") => &["/spec/selector", "/spec/template"],
+        ("", "Service") => &["/spec/clusterIP"],
+        ("", "Pod") => &["/spec/nodeName"],
+        _ => &[],
+    };
+    for f in fields {
+        let (a, b) = (old.pointer(f), new.pointer(f));
+        // Setting nodeName once (binding) is allowed.
+        let binding = *f == "/spec/nodeName" && a.is_none_or(|v| v.as_str() == Some(""));
+        if a != b && !binding {
+            causes.push((
+                f.trim_start_matches('/').replace('/', "."),
+                "Invalid value: field is immutable".into(),
+            ));
+        }
+    }
+    if (r.group, r.kind) == ("", "Pod") && pod_spec_mutable_part(old) != pod_spec_mutable_part(new)
+    {
+        causes.push((
+            "spec".into(),
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`".into(),
+        ));
+    }
+    if ["Secret", "ConfigMap"].contains(&r.kind)
+        && old.get("immutable") == Some(&json!(true))
+        && (old.get("data") != new.get("data") || old.get("binaryData") != new.get("binaryData"))
+    {
+        causes.push((
+            "data".into(),
+            "Forbidden: field is immutable when `immutable` is set".into(),
+        ));
+    }
+}
+
+macro_rules! typed {
+    ($r:expr, $obj:expr, $($kind:literal, $g:literal => $ty:ty),* $(,)?) => {
+        match ($r.group, $r.kind) {
+            $(($g, $kind) => {
+                let t: $ty = serde_json::from_value($obj.clone())
+                    .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", $r.kind, $r.version, $r.kind)))?;
+                serde_json::to_value(&t).map_err(ApiError::internal)
+            })*
+            _ => Ok($obj.clone()),
+        }
+    };
+}
+
+/// Decodes through the typed struct, normalizing the JSON.
+pub fn round_trip(r: &Resource, obj: &Value) -> ApiResult<Value> {
+    use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
+    typed!(r, obj,
+        "Namespace", "" => core::v1::Namespace,
+        "Node", "" => core::v1::Node,
+        "Pod", "" => core::v1::Pod,
+        "Service", "" => core::v1::Service,
+        "Endpoints", "" => core::v1::Endpoints,
+        "ConfigMap", "" => core::v1::ConfigMap,
+        "Secret", "" => core::v1::Secret,
+        "ServiceAccount", "" => core::v1::ServiceAccount,
+        "Event", "" => core::v1::Event,
+        "Deployment", "apps" => apps::v1::Deployment,
+        "ReplicaSet", "apps" => apps::v1::ReplicaSet,
+        "DaemonSet", "apps" => apps::v1::DaemonSet,
+        "Job", "batch" => batch::v1::Job,
+        "CronJob", "batch" => batch::v1::CronJob,
+        "Lease", "coordination.k8s.io" => coordination::v1::Lease,
+        "EndpointSlice", "discovery.k8s.io" => discovery::v1::EndpointSlice,
+        "Event", "events.k8s.io" => events::v1::Event,
+        "Role", "rbac.authorization.k8s.io" => rbac::v1::Role,
+        "RoleBinding", "rbac.authorization.k8s.io" => rbac::v1::RoleBinding,
+        "ClusterRole", "rbac.authorization.k8s.io" => rbac::v1::ClusterRole,
+        "ClusterRoleBinding", "rbac.authorization.k8s.io" => rbac::v1::ClusterRoleBinding,
+    )
+}
+
+/// Checks apiVersion/kind of a body against the endpoint, filling them
+/// when absent.
+pub fn check_type(r: &Resource, obj: &mut Value) -> ApiResult<()> {
+    let Some(o) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    };
+    let av = r.api_version();
+    match o.get("apiVersion").and_then(Value::as_str) {
+        None => {
+            o.insert("apiVersion".into(), json!(av));
+        }
+        Some(v) if v == av => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({av})"
+            )));
+        }
+    }
+    match o.get("kind").and_then(Value::as_str) {
+        None => {
+            o.insert("kind".into(), json!(r.kind));
+        }
+        Some(k) if k == r.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )));
+        }
+    }
+    if !o.get("metadata").is_none_or(Value::is_object) {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
+    if o.get("metadata").is_none() {
+        o.insert("metadata".into(), json!({}));
+    }
+    Ok(())
+}
+
+/// Fields of `input` that the typed round trip dropped: unknown to the kind.
+fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a.iter().filter(|(_, v)| !v.is_null()) {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(t) => unknown_fields(v, t, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                unknown_fields(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Admits a new or updated object: type check, defaults, validation.
+/// `old` is the stored object for updates.
+pub fn admit(
+    r: &Resource,
+    ns: &str,
+    mut obj: Value,
+    old: Option<&Value>,
+    strict: bool,
+) -> ApiResult<Value> {
+    check_type(r, &mut obj)?;
+    let typed = round_trip(r, &obj)?;
+    if strict {
+        let mut unknown = Vec::new();
+        unknown_fields(&obj, &typed, "", &mut unknown);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+    }
+    let mut obj = typed;
+    defaults(r, &mut obj, ns);
+    let mut causes = Causes::new();
+    validate_meta(r, &obj, &mut causes);
+    validate_kind(r, &obj, &mut causes);
+    if let Some(old) = old {
+        validate_immutable(r, old, &obj, &mut causes);
+    }
+    if !causes.is_empty() {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Err(ApiError::invalid(target(r, name), &causes));
+    }
+    round_trip(r, &obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::find;
+
+    #[test]
+    fn names_and_labels() {
+        assert!(is_dns1123_subdomain("a.b-c"));
+        assert!(!is_dns1123_subdomain("A"));
+        assert!(!is_dns1123_subdomain("-a"));
+        assert!(is_qualified_name("app.kubernetes.io/name"));
+        assert!(!is_qualified_name("bad key"));
+        assert!(is_label_value(""));
+        assert!(!is_label_value("-x"));
+    }
+
+    #[test]
+    fn pod_defaults_and_required_fields() {
+        let pods = find("", "v1", "pods").unwrap();
+        let ok = admit(pods, "default", json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}), None, false).unwrap();
+        assert_eq!(ok["kind"], "Pod");
+        assert_eq!(ok["spec"]["restartPolicy"], "Always");
+        assert_eq!(ok["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(ok["status"]["phase"], "Pending");
+        let e = admit(
+            pods,
+            "default",
+            json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": []}}),
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message.contains("metadata.name") && e.message.contains("spec.containers"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_kinds_are_400() {
+        let cms = find("", "v1", "configmaps").unwrap();
+        let e = admit(
+            cms,
+            "default",
+            json!({"metadata": {"name": "c"}, "data": {"k": 1}}),
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = admit(
+            cms,
+            "default",
+            json!({"kind": "Secret", "metadata": {"name": "c"}}),
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn strict_validation_names_unknown_fields() {
+        let cms = find("", "v1", "configmaps").unwrap();
+        let body =
+            json!({"metadata": {"name": "c", "bogus": 1}, "data": {"k": "v"}, "extra": true});
+        let e = admit(cms, "default", body.clone(), None, true).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message.contains("metadata.bogus") && e.message.contains("extra"),
+            "{}",
+            e.message
+        );
+        let lax = admit(cms, "default", body, None, false).unwrap();
+        assert!(lax.get("extra").is_none());
+    }
+
+    #[test]
+    fn pod_updates_may_change_only_images_and_a_few_fields() {
+        let pods = find("", "v1", "pods").unwrap();
+        let old = admit(pods, "default", json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "app:1"}]}}), None, false).unwrap();
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("app:2");
+        new["spec"]["activeDeadlineSeconds"] = json!(60);
+        new["metadata"]["labels"] = json!({"x": "y"});
+        assert!(admit(pods, "default", new.clone(), Some(&old), false).is_ok());
+        new["spec"]["containers"][0]["env"] = json!([{"name": "E", "value": "1"}]);
+        let e = admit(pods, "default", new, Some(&old), false).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message.contains("pod updates may not change fields"),
+            "{}",
+            e.message
+        );
+        // Binding: nodeName may be set once.
+        let mut bound = old.clone();
+        bound["spec"]["nodeName"] = json!("n1");
+        let bound = admit(pods, "default", bound, Some(&old), false).unwrap();
+        let mut moved = bound.clone();
+        moved["spec"]["nodeName"] = json!("n2");
+        assert_eq!(
+            admit(pods, "default", moved, Some(&bound), false)
+                .unwrap_err()
+                .code,
+            422
+        );
+    }
+
+    #[test]
+    fn jobs_need_a_terminating_restart_policy() {
+        let jobs = find("batch", "v1", "jobs").unwrap();
+        let mk = |policy: Option<&str>| {
+            let mut spec = json!({"containers": [{"name": "c", "image": "i:1"}]});
+            if let Some(p) = policy {
+                spec["restartPolicy"] = json!(p);
+            }
+            json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": spec}}})
+        };
+        let ok = admit(jobs, "default", mk(Some("Never")), None, false).unwrap();
+        assert_eq!(ok["spec"]["backoffLimit"], 6);
+        let e = admit(jobs, "default", mk(None), None, false).unwrap_err();
+        assert!(e.message.contains("restartPolicy"), "{}", e.message);
+    }
+
+    #[test]
+    fn secret_string_data_is_folded() {
+        let s = find("", "v1", "secrets").unwrap();
+        let v = admit(
+            s,
+            "default",
+            json!({"metadata": {"name": "s"}, "stringData": {"a": "hi"}}),
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(v["data"]["a"], "aGk=");
+        assert!(v.get("stringData").is_none());
+        assert_eq!(v["type"], "Opaque");
+    }
+
+    #[test]
+    fn deployment_selector_must_match_and_is_immutable() {
+        let d = find("apps", "v1", "deployments").unwrap();
+        let mk = |sel: &str| json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": sel}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+        let ok = admit(d, "default", mk("a"), None, false).unwrap();
+        assert_eq!(ok["spec"]["replicas"], 1);
+        assert_eq!(
+            admit(d, "default", mk("b"), None, false).unwrap_err().code,
+            422
+        );
+        let mut changed = ok.clone();
+        changed["spec"]["selector"]["matchLabels"]["x"] = json!("y");
+        changed["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+        assert_eq!(
+            admit(d, "default", changed, Some(&ok), false)
+                .unwrap_err()
+                .code,
+            422
+        );
+    }
+}

@@ -1,0 +1,795 @@
+//! REST routing and verbs: parses kube's URL layout, authorizes, and runs
+//! get/list/watch/create/update/patch/delete/deletecollection plus the
+//! status, scale and binding subresources over [`crate::storage`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, Response};
+use axum::response::IntoResponse as _;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::authn::Identity;
+use crate::authz::{self, Attributes};
+use crate::clusterip::allocate_cluster_ip;
+use crate::http::{Query, decode_body, json_response, media_type, read_body};
+use crate::namespaces::delete_namespace;
+use crate::patch::{self, PatchType};
+use crate::registry::{self, Resource};
+use crate::selectors::{FieldSelector, Filter, LabelSelector};
+use crate::server::State;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::{self, Deleted, meta_str};
+use crate::subresources::{
+    bind, scale_of, self_subject_access_review, self_subject_rules_review, set_replicas,
+    token_request,
+};
+use crate::watch::{self, WatchParams};
+use crate::{admission, discovery, openapi, ssa, tables};
+
+/// Query options of a write.
+#[derive(Debug, Clone, Copy)]
+struct WriteOpts<'a> {
+    /// `dryRun=All`: admit and answer, store nothing.
+    dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields are a 400.
+    strict: bool,
+    /// `fieldManager`, required by server-side apply.
+    field_manager: Option<&'a str>,
+    /// `force=true`: server-side apply takes over conflicting fields.
+    force: bool,
+}
+
+/// A parsed resource URL.
+#[derive(Debug, Clone)]
+struct Path {
+    resource: &'static Resource,
+    namespace: String,
+    name: Option<String>,
+    sub: Option<String>,
+    watch: bool,
+}
+
+pub async fn handle(state: Arc<State>, id: Identity, req: Request<Incoming>) -> Response<Body> {
+    match dispatch(state, &id, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn text(code: u16, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Body::from(body))
+        .expect("static response parts")
+}
+
+async fn dispatch(
+    state: Arc<State>,
+    id: &Identity,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get = req.method() == Method::GET;
+    match segs.as_slice() {
+        ["version"] => return Ok(json_response(200, &discovery::version())),
+        [h, ..] if ["healthz", "livez", "readyz"].contains(h) => return Ok(text(200, "ok")),
+        ["openapi", "v2"] if get => {
+            return Ok(Response::builder()
+                .status(200)
+                .header(
+                    "content-type",
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                )
+                .body(Body::empty())
+                .expect("static response parts"));
+        }
+        ["openapi", "v3"] if get => return Ok(json_response(200, &openapi::v3_root())),
+        ["openapi", "v3", "api", v] if get => {
+            return openapi::v3_group_version("", v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        ["openapi", "v3", "apis", g, v] if get => {
+            return openapi::v3_group_version(g, v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        ["api" | "apis"] if get => {
+            let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
+            let core = segs[0] == "api";
+            return Ok(match discovery::aggregated_version(accept) {
+                Some(v) => Response::builder()
+                    .status(200)
+                    .header(
+                        "content-type",
+                        format!(
+                            "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                        ),
+                    )
+                    .body(Body::from(discovery::aggregated(core, v).to_string()))
+                    .expect("static response parts"),
+                None if core => json_response(200, &discovery::api_versions()),
+                None => json_response(200, &discovery::api_groups()),
+            });
+        }
+        ["api", v] if get => {
+            return discovery::resource_list("", v)
+                .map(|l| json_response(200, &l))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        ["apis", g] if get => {
+            return discovery::api_group(g)
+                .map(|l| json_response(200, &l))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        ["apis", g, v] if get => {
+            return discovery::resource_list(g, v)
+                .map(|l| json_response(200, &l))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        _ => {}
+    }
+    // Reviews are answered by the authorizer, not stored.
+    if let [
+        "apis",
+        g,
+        "v1",
+        review @ ("selfsubjectaccessreviews" | "selfsubjectrulesreviews"),
+    ] = segs.as_slice()
+        && *g == discovery::AUTHZ_GROUP
+        && req.method() == Method::POST
+    {
+        let review = review.to_string();
+        let ct = media_type(
+            req.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
+        return if review == "selfsubjectaccessreviews" {
+            self_subject_access_review(&state, id, body).await
+        } else {
+            self_subject_rules_review(&state, id, body).await
+        };
+    }
+    let p = parse_path(&segs).ok_or_else(ApiError::not_found_path)?;
+    let query = Query::parse(req.uri().query());
+    let verb = verb_of(req.method(), &p, &query)?;
+    authz::authorize(
+        &state,
+        id,
+        &Attributes {
+            verb,
+            group: p.resource.group,
+            resource: p.resource.plural,
+            subresource: p.sub.as_deref().unwrap_or(""),
+            namespace: &p.namespace,
+            name: p.name.as_deref().unwrap_or(""),
+            field_selector: query.get("fieldSelector").unwrap_or(""),
+        },
+    )
+    .await?;
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let ct = media_type(
+        req.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let table = tables::wants_table(accept.as_deref())
+        .then(|| query.get("includeObject").map(str::to_string));
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let opts = WriteOpts {
+        dry_run,
+        strict: query.get("fieldValidation") == Some("Strict"),
+        field_manager: query.get("fieldManager").filter(|m| !m.is_empty()),
+        force: query.flag("force"),
+    };
+    let r = p.resource;
+    let ns = p.namespace.clone();
+    match (verb, p.sub.as_deref()) {
+        ("get", None) => {
+            let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
+            Ok(respond_object(r, obj, &table, 200))
+        }
+        ("get", Some("status")) => {
+            let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
+            Ok(json_response(200, &obj))
+        }
+        ("get", Some("scale")) => {
+            let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
+            Ok(json_response(200, &scale_of(&obj)))
+        }
+        ("get", Some("log")) => Err(ApiError::bad_request(format!(
+            "pod {:?} has no logs: it is not running on a node",
+            p.name.as_deref().unwrap_or("")
+        ))),
+        ("list", _) => list(&state, r, &ns, &query, &table).await,
+        ("watch", _) => {
+            let params = WatchParams {
+                namespace: ns,
+                filter: filter_of(&query, p.name.as_deref())?,
+                resource_version: match query.get("resourceVersion") {
+                    None | Some("") => None,
+                    Some(s) => Some(s.parse().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
+                    })?),
+                },
+                bookmarks: query.flag("allowWatchBookmarks"),
+                timeout: query
+                    .get("timeoutSeconds")
+                    .and_then(|t| t.parse().ok())
+                    .map(Duration::from_secs),
+                table,
+            };
+            Ok(watch::watch(state, r, params).await)
+        }
+        ("create", Some("token")) => {
+            let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
+            token_request(&state, r, &ns, p.name.as_deref().unwrap_or(""), body).await
+        }
+        ("create", Some("binding")) => {
+            let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
+            bind(&state, r, &ns, p.name.as_deref().unwrap_or(""), &body).await
+        }
+        ("create", _) => {
+            let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
+            authz::node_may_create(id, r.plural, meta_str(&body, "name").unwrap_or(""))?;
+            create(&state, r, &ns, body, opts).await
+        }
+        ("update", sub) => {
+            let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
+            let name = p.name.clone().unwrap_or_default();
+            update(&state, r, &ns, &name, sub, body, opts).await
+        }
+        ("patch", sub) => {
+            let kind = PatchType::from_media_type(&ct)?;
+            let body = read_body(req.into_body()).await?;
+            let name = p.name.clone().unwrap_or_default();
+            patch_object(&state, r, &ns, &name, sub, kind, &body, opts).await
+        }
+        ("delete", None) => {
+            let body = read_body(req.into_body()).await?;
+            delete(
+                &state,
+                r,
+                &ns,
+                p.name.as_deref().unwrap_or(""),
+                &query,
+                &body,
+                dry_run,
+            )
+            .await
+        }
+        ("deletecollection", None) => {
+            let filter = filter_of(&query, None)?;
+            let page = storage::list(&state.store, r, &ns, &filter, 0, None).await?;
+            let mut gone = Vec::new();
+            for obj in page.items {
+                let (ons, oname) = (
+                    meta_str(&obj, "namespace").unwrap_or("").to_string(),
+                    meta_str(&obj, "name").unwrap_or("").to_string(),
+                );
+                match storage::delete(&state.store, r, &ons, &oname, None, None, dry_run).await {
+                    Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(
+                200,
+                &list_object(r, gone, page.revision, None, None),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn parse_path(segs: &[&str]) -> Option<Path> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let (watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    let (namespace, plural, rest) = match rest {
+        ["namespaces", ns, plural, rest @ ..] if !["status", "finalize"].contains(plural) => {
+            (ns.to_string(), *plural, rest)
+        }
+        [plural, rest @ ..] => (String::new(), *plural, rest),
+        [] => return None,
+    };
+    let resource = registry::find(group, version, plural)?;
+    if (resource.namespaced && namespace.is_empty() && !rest.is_empty())
+        || (!resource.namespaced && !namespace.is_empty())
+    {
+        // Cluster-scoped under a namespace, or a namespaced object without one.
+        return None;
+    }
+    let (name, sub) = match rest {
+        [] => (None, None),
+        [name] => (Some(name.to_string()), None),
+        [name, sub] if resource.has_sub(sub) => (Some(name.to_string()), Some(sub.to_string())),
+        _ => return None,
+    };
+    Some(Path {
+        resource,
+        namespace,
+        name,
+        sub,
+        watch,
+    })
+}
+
+fn verb_of(m: &Method, p: &Path, q: &Query) -> ApiResult<&'static str> {
+    let named = p.name.is_some();
+    Ok(match *m {
+        Method::GET if p.watch || q.flag("watch") => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST if named && matches!(p.sub.as_deref(), Some("binding" | "token")) => "create",
+        Method::POST if !named => "create",
+        Method::PUT if named => "update",
+        Method::PATCH if named => "patch",
+        Method::DELETE if named && p.sub.is_none() => "delete",
+        Method::DELETE if !named => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    })
+}
+
+fn filter_of(q: &Query, name: Option<&str>) -> ApiResult<Filter> {
+    let mut fields = q.get("fieldSelector").unwrap_or("").to_string();
+    if let Some(n) = name {
+        // A watch on one object is a watch with a name field selector.
+        fields = if fields.is_empty() {
+            format!("metadata.name={n}")
+        } else {
+            format!("{fields},metadata.name={n}")
+        };
+    }
+    Ok(Filter {
+        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?,
+        fields: FieldSelector::parse(&fields)?,
+    })
+}
+
+fn respond_object(
+    r: &Resource,
+    obj: Value,
+    table: &Option<Option<String>>,
+    code: u16,
+) -> Response<Body> {
+    match table {
+        Some(include) => {
+            let rv = meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
+            json_response(
+                code,
+                &tables::table(
+                    r,
+                    &[obj],
+                    include.as_deref(),
+                    json!({"resourceVersion": rv}),
+                ),
+            )
+        }
+        None => json_response(code, &obj),
+    }
+}
+
+fn list_object(
+    r: &Resource,
+    items: Vec<Value>,
+    rev: u64,
+    cont: Option<String>,
+    remaining: Option<u64>,
+) -> Value {
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    json!({
+        "kind": format!("{}List", r.kind),
+        "apiVersion": r.api_version(),
+        "metadata": meta,
+        "items": items,
+    })
+}
+
+async fn list(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    q: &Query,
+    table: &Option<Option<String>>,
+) -> ApiResult<Response<Body>> {
+    let filter = filter_of(q, None)?;
+    let limit = match q.get("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
+    };
+    // resourceVersion on a list: "Exact" reads that revision; otherwise the
+    // answer must be at least that new, and the current state always is.
+    let rv = match q.get("resourceVersion") {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
+    };
+    let current = state.store.current_revision();
+    if let Some(rv) = rv.filter(|rv| *rv > current) {
+        return Err(ApiError::timeout(format!(
+            "Too large resource version: {rv}, current: {current}"
+        )));
+    }
+    let at = rv.filter(|rv| *rv > 0 && q.get("resourceVersionMatch") == Some("Exact"));
+    if table.is_none() && filter.is_empty() {
+        // The common case: the stored JSON goes out as it is.
+        let page = storage::list_raw(&state.store, r, ns, limit, q.get("continue"), at).await?;
+        return Ok(raw_list_response(r, page));
+    }
+    let page = storage::list_at(&state.store, r, ns, &filter, limit, q.get("continue"), at).await?;
+    match table {
+        Some(include) => {
+            let mut meta = json!({"resourceVersion": page.revision.to_string()});
+            if let Some(c) = &page.continue_token {
+                meta["continue"] = json!(c);
+            }
+            Ok(json_response(
+                200,
+                &tables::table(r, &page.items, include.as_deref(), meta),
+            ))
+        }
+        None => Ok(json_response(
+            200,
+            &list_object(
+                r,
+                page.items,
+                page.revision,
+                page.continue_token,
+                page.remaining,
+            ),
+        )),
+    }
+}
+
+/// [`list_object`] of raw items, written without building a [`Value`].
+fn raw_list_response(r: &Resource, page: storage::Page<Vec<u8>>) -> Response<Body> {
+    let empty = list_object(
+        r,
+        Vec::new(),
+        page.revision,
+        page.continue_token,
+        page.remaining,
+    );
+    let head = serde_json::to_vec(&empty).unwrap_or_default();
+    // Put the items into the empty array.
+    const ITEMS: &[u8] = b"\"items\":[";
+    let Some(close) = head
+        .windows(ITEMS.len())
+        .position(|w| w == ITEMS)
+        .map(|at| at + ITEMS.len())
+    else {
+        return json_response(500, &empty);
+    };
+    let size = head.len() + page.items.iter().map(|i| i.len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(&head[..close]);
+    for (n, item) in page.items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(&head[close..]);
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .expect("static response parts")
+}
+
+fn random_suffix() -> String {
+    // kube's generateName suffix alphabet avoids vowels and look-alikes.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 5];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("system randomness");
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+async fn create(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    mut body: Value,
+    opts: WriteOpts<'_>,
+) -> ApiResult<Response<Body>> {
+    admission::check_type(r, &mut body)?;
+    if r.namespaced {
+        match meta_str(&body, "namespace") {
+            Some(n) if !n.is_empty() && n != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => body["metadata"]["namespace"] = json!(ns),
+        }
+    }
+    if meta_str(&body, "name").is_none_or(str::is_empty)
+        && let Some(g) = meta_str(&body, "generateName").map(str::to_string)
+    {
+        body["metadata"]["name"] = json!(format!("{g}{}", random_suffix()));
+    }
+    let requested_ip = body
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .is_some_and(|ip| !ip.is_empty());
+    let mut obj = admission::admit(r, ns, body, None, opts.strict)?;
+    if (r.group, r.kind) == ("", "Service") {
+        allocate_cluster_ip(state, r, &mut obj, requested_ip).await?;
+    }
+    let lease = lease_for(state, r, opts.dry_run).await?;
+    let created = storage::create_with_lease(&state.store, r, ns, obj, opts.dry_run, lease).await?;
+    Ok(json_response(201, &created))
+}
+
+/// The store lease a new object is attached to: events expire, nothing
+/// else does.
+async fn lease_for(state: &State, r: &Resource, dry_run: bool) -> ApiResult<skiff_store::LeaseId> {
+    Ok(if r.kind == "Event" && !dry_run {
+        state.event_lease().await?
+    } else {
+        0
+    })
+}
+
+/// Keeps the half of an object a request may not change: the status for a
+/// main-resource write, everything but the status for a status write.
+fn scope_change(r: &Resource, sub: Option<&str>, current: &Value, mut new: Value) -> Value {
+    match sub {
+        Some("status") => {
+            let mut out = current.clone();
+            match new.get_mut("status").map(Value::take) {
+                Some(s) => out["status"] = s,
+                None => {
+                    if let Some(o) = out.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            if let Some(rv) = new.pointer("/metadata/resourceVersion") {
+                out["metadata"]["resourceVersion"] = rv.clone();
+            }
+            out
+        }
+        _ if r.has_sub("status") => {
+            match current.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            new
+        }
+        _ => new,
+    }
+}
+
+async fn update(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+    body: Value,
+    opts: WriteOpts<'_>,
+) -> ApiResult<Response<Body>> {
+    if sub == Some("scale") {
+        let replicas = body.pointer("/spec/replicas").and_then(Value::as_i64);
+        let rv = storage::client_rv(&body)?;
+        return set_replicas(state, r, ns, name, replicas, rv, opts.dry_run).await;
+    }
+    if let Some(n) = meta_str(&body, "namespace")
+        && r.namespaced
+        && !n.is_empty()
+        && n != ns
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let updated = storage::update(&state.store, r, ns, name, opts.dry_run, |current| {
+        let mut new = body.clone();
+        admission::check_type(r, &mut new)?;
+        let new = scope_change(r, sub, &current, new);
+        admission::admit(r, ns, new, Some(&current), opts.strict)
+    })
+    .await?;
+    Ok(json_response(200, &updated))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn patch_object(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+    kind: PatchType,
+    body: &[u8],
+    opts: WriteOpts<'_>,
+) -> ApiResult<Response<Body>> {
+    if kind == PatchType::Apply && sub.is_none() {
+        return server_side_apply(state, r, ns, name, body, opts).await;
+    }
+    if sub == Some("scale") {
+        let current = storage::get(&state.store, r, ns, name).await?;
+        let scale = patch::apply(kind, &scale_of(&current), body)?;
+        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64);
+        return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
+    }
+    let updated = storage::update(&state.store, r, ns, name, opts.dry_run, |current| {
+        let new = patch::apply(kind, &current, body)?;
+        let new = scope_change(r, sub, &current, new);
+        admission::admit(r, ns, new, Some(&current), opts.strict)
+    })
+    .await?;
+    Ok(json_response(200, &updated))
+}
+
+/// `kubectl apply --server-side`: creates the object if it is missing,
+/// otherwise merges the applied configuration as [`crate::ssa`] describes.
+async fn server_side_apply(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    opts: WriteOpts<'_>,
+) -> ApiResult<Response<Body>> {
+    let manager = opts.field_manager.ok_or_else(|| {
+        ApiError::bad_request("PATCH requests with apply content type must specify fieldManager")
+    })?;
+    let mut applied = decode_body("application/yaml", body)?;
+    admission::check_type(r, &mut applied)?;
+    if meta_str(&applied, "name") != Some(name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta_str(&applied, "name").unwrap_or_default()
+        )));
+    }
+    if r.namespaced {
+        applied["metadata"]["namespace"] = json!(ns);
+    }
+    let now = storage::now_rfc3339();
+    match storage::get(&state.store, r, ns, name).await {
+        Err(e) if e.code == 404 => {
+            let obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            let obj = admission::admit(r, ns, obj, None, opts.strict)?;
+            let lease = lease_for(state, r, opts.dry_run).await?;
+            let created =
+                storage::create_with_lease(&state.store, r, ns, obj, opts.dry_run, lease).await?;
+            Ok(json_response(201, &created))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let updated = storage::update(&state.store, r, ns, name, opts.dry_run, |current| {
+                let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
+                // The applier does not hold the object's version.
+                new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+                let new = scope_change(r, None, &current, new);
+                admission::admit(r, ns, new, Some(&current), opts.strict)
+            })
+            .await?;
+            Ok(json_response(200, &updated))
+        }
+    }
+}
+
+async fn delete(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    q: &Query,
+    body: &[u8],
+    dry_run: bool,
+) -> ApiResult<Response<Body>> {
+    let opts: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let grace = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| opts.get("gracePeriodSeconds").and_then(Value::as_i64));
+    let precondition = opts
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid precondition resourceVersion"))
+        })
+        .transpose()?;
+    if r.kind == "Namespace" && r.group.is_empty() {
+        return delete_namespace(state, r, name, dry_run).await;
+    }
+    match storage::delete(&state.store, r, ns, name, grace, precondition, dry_run).await? {
+        Deleted::Pending(obj) => Ok(json_response(202, &obj)),
+        Deleted::Now(obj) if r.kind == "Pod" => Ok(json_response(200, &obj)),
+        Deleted::Now(obj) => Ok(json_response(
+            200,
+            &json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": r.group, "kind": r.plural, "uid": obj.pointer("/metadata/uid")},
+            }),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(p: &str) -> Option<Path> {
+        let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+        parse_path(&segs)
+    }
+
+    #[test]
+    fn url_layout() {
+        let p = parse("/api/v1/namespaces/default/pods/web/status").unwrap();
+        assert_eq!(
+            (
+                p.resource.plural,
+                p.namespace.as_str(),
+                p.name.as_deref(),
+                p.sub.as_deref()
+            ),
+            ("pods", "default", Some("web"), Some("status"))
+        );
+        let p = parse("/api/v1/namespaces/kube-system").unwrap();
+        assert_eq!(
+            (p.resource.plural, p.name.as_deref()),
+            ("namespaces", Some("kube-system"))
+        );
+        let p = parse("/api/v1/namespaces/x/status").unwrap();
+        assert_eq!(
+            (p.resource.plural, p.name.as_deref(), p.sub.as_deref()),
+            ("namespaces", Some("x"), Some("status"))
+        );
+        let p = parse("/apis/apps/v1/watch/namespaces/a/deployments").unwrap();
+        assert!(p.watch && p.name.is_none());
+        assert!(parse("/api/v1/pods").unwrap().namespace.is_empty());
+        assert!(parse("/api/v1/pods/x").is_none());
+        assert!(parse("/api/v1/namespaces/a/nodes/n").is_none());
+        assert!(parse("/api/v1/namespaces/a/pods/p/bogus").is_none());
+        assert!(parse("/apis/apps/v1/widgets").is_none());
+    }
+}

@@ -1,0 +1,205 @@
+//! OpenAPI documents for clients. kubectl reads `/openapi/v3` to learn that
+//! the server validates fields itself (`fieldValidation` on PATCH/POST), and
+//! `/openapi/v2`, fetched as protobuf, only has to decode: an empty body is
+//! an empty Document. Strategic merge patch is deliberately not advertised
+//! in the v3 request bodies: kubectl then computes apply patches from its
+//! compiled-in Go types, which carry the exact merge keys.
+
+use serde_json::{Value, json};
+
+use crate::registry::{self, Resource};
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: one entry per group-version.
+pub fn v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs = vec![(String::new(), "v1".to_string())];
+    gvs.extend(
+        registry::groups()
+            .into_iter()
+            .map(|(g, v)| (g.to_string(), v.to_string())),
+    );
+    for (g, v) in gvs {
+        let p = gv_path(&g, &v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", crate::discovery::version()["gitVersion"].as_str().unwrap_or(""))}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// The components.schemas name kube uses for a kind.
+pub fn schema_name(r: &Resource) -> String {
+    let pkg = match r.group {
+        "" => "core".to_string(),
+        g => g
+            .trim_end_matches(".k8s.io")
+            .replace('.', "_")
+            .split('_')
+            .next()
+            .unwrap_or(g)
+            .to_string(),
+    };
+    format!("io.k8s.api.{pkg}.{}.{}", r.version, r.kind)
+}
+
+fn gvk(r: &Resource) -> Value {
+    json!({"group": r.group, "version": r.version, "kind": r.kind})
+}
+
+fn param(name: &str) -> Value {
+    json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn op(r: &Resource, action: &str, content: &[&str]) -> Value {
+    let schema = json!({"$ref": format!("#/components/schemas/{}", schema_name(r))});
+    let mut o = json!({
+        "x-kubernetes-group-version-kind": gvk(r),
+        "x-kubernetes-action": action,
+        "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}},
+    });
+    if !content.is_empty() {
+        let body: serde_json::Map<String, Value> = content
+            .iter()
+            .map(|c| (c.to_string(), json!({"schema": schema})))
+            .collect();
+        o["requestBody"] = json!({"content": body});
+    }
+    o
+}
+
+macro_rules! subschema {
+    ($r:expr, $gen:expr, $($kind:literal, $g:literal => $ty:ty),* $(,)?) => {
+        match ($r.group, $r.kind) {
+            $(($g, $kind) => { $gen.subschema_for::<$ty>(); })*
+            _ => {}
+        }
+    };
+}
+
+/// components.schemas for these kinds and everything they reference, from
+/// the `k8s-openapi` types (descriptions included, for `kubectl explain`).
+fn schemas(kinds: &[&Resource]) -> serde_json::Map<String, Value> {
+    use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    for r in kinds {
+        subschema!(r, generator,
+            "Namespace", "" => core::v1::Namespace,
+            "Node", "" => core::v1::Node,
+            "Pod", "" => core::v1::Pod,
+            "Service", "" => core::v1::Service,
+            "Endpoints", "" => core::v1::Endpoints,
+            "ConfigMap", "" => core::v1::ConfigMap,
+            "Secret", "" => core::v1::Secret,
+            "ServiceAccount", "" => core::v1::ServiceAccount,
+            "Event", "" => core::v1::Event,
+            "Deployment", "apps" => apps::v1::Deployment,
+            "ReplicaSet", "apps" => apps::v1::ReplicaSet,
+            "DaemonSet", "apps" => apps::v1::DaemonSet,
+            "Job", "batch" => batch::v1::Job,
+            "CronJob", "batch" => batch::v1::CronJob,
+            "Lease", "coordination.k8s.io" => coordination::v1::Lease,
+            "EndpointSlice", "discovery.k8s.io" => discovery::v1::EndpointSlice,
+            "Event", "events.k8s.io" => events::v1::Event,
+            "Role", "rbac.authorization.k8s.io" => rbac::v1::Role,
+            "RoleBinding", "rbac.authorization.k8s.io" => rbac::v1::RoleBinding,
+            "ClusterRole", "rbac.authorization.k8s.io" => rbac::v1::ClusterRole,
+            "ClusterRoleBinding", "rbac.authorization.k8s.io" => rbac::v1::ClusterRoleBinding,
+        );
+    }
+    let mut defs = generator.take_definitions(true);
+    for r in kinds {
+        if let Some(d) = defs.get_mut(&schema_name(r)).and_then(Value::as_object_mut) {
+            d.insert("x-kubernetes-group-version-kind".into(), json!([gvk(r)]));
+        }
+    }
+    defs
+}
+
+/// The document of one group-version.
+pub fn v3_group_version(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<&Resource> = registry::in_group_version(group, version).collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    let mut kinds = Vec::new();
+    for r in resources {
+        let base = format!("/{}", gv_path(r.group, r.version));
+        let collection = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{base}/{}", r.plural)
+        };
+        paths.insert(
+            collection.clone(),
+            json!({"get": op(r, "list", &[]), "post": op(r, "post", &["application/json", "application/yaml"])}),
+        );
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({
+                "get": op(r, "get", &[]),
+                "put": op(r, "put", &["application/json", "application/yaml"]),
+                "patch": op(r, "patch", &["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]),
+                "delete": op(r, "delete", &[]),
+            }),
+        );
+        kinds.push(r);
+    }
+    let schemas = schemas(&kinds);
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_version_has_a_document_with_field_validation() {
+        let root = v3_root();
+        for (p, _) in root["paths"].as_object().unwrap() {
+            let parts: Vec<&str> = p.split('/').collect();
+            let (g, v) = match parts.as_slice() {
+                ["api", v] => ("", *v),
+                ["apis", g, v] => (*g, *v),
+                _ => panic!("{p}"),
+            };
+            let doc = v3_group_version(g, v).unwrap();
+            let patch = doc["paths"]
+                .as_object()
+                .unwrap()
+                .values()
+                .find_map(|p| p.get("patch"))
+                .unwrap();
+            assert!(
+                patch["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == "fieldValidation")
+            );
+        }
+        assert_eq!(
+            schema_name(registry::find("apps", "v1", "deployments").unwrap()),
+            "io.k8s.api.apps.v1.Deployment"
+        );
+        assert_eq!(
+            schema_name(registry::find("rbac.authorization.k8s.io", "v1", "roles").unwrap()),
+            "io.k8s.api.rbac.v1.Role"
+        );
+    }
+}

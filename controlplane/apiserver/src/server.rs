@@ -1,0 +1,250 @@
+//! The HTTPS listener: rustls with optional client certificates verified
+//! against the cluster CA, one hyper HTTP/1.1 connection per TLS stream, and
+//! per-request authentication before anything else runs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hyper::body::Incoming;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::authn::{self, Authenticator, Identity};
+use crate::status::ApiError;
+use crate::{handlers, pki};
+
+/// Everything a request handler needs.
+pub struct State {
+    pub store: skiff_store::Store,
+    pub authn: Authenticator,
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: std::time::Duration,
+    /// The store lease new events are attached to, and when it was granted.
+    pub event_lease: tokio::sync::Mutex<Option<(skiff_store::LeaseId, std::time::Instant)>>,
+}
+
+/// Events live this long (kube's --event-ttl default).
+pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Events created within this window share one lease, so the store holds a
+/// lease per minute rather than per event.
+const EVENT_LEASE_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl State {
+    /// A lease that expires at least [`EVENT_TTL`] from now.
+    pub async fn event_lease(&self) -> Result<skiff_store::LeaseId, skiff_store::Error> {
+        let mut cur = self.event_lease.lock().await;
+        if let Some((id, at)) = *cur
+            && at.elapsed() < EVENT_LEASE_REUSE
+        {
+            return Ok(id);
+        }
+        let ttl = (EVENT_TTL + EVENT_LEASE_REUSE).as_secs();
+        let id = self.store.lease_grant(0, ttl).await?;
+        *cur = Some((id, std::time::Instant::now()));
+        Ok(id)
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+/// Where `serve` reads its PKI and keeps its data.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub pki_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How often watches that allow bookmarks get one (kube: about a minute).
+    pub bookmark_interval: std::time::Duration,
+}
+
+impl ServeConfig {
+    pub fn new(pki_dir: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> ServeConfig {
+        ServeConfig {
+            pki_dir,
+            data_dir,
+            listen,
+            bookmark_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca_path = pki_dir.join(pki::CA_CERT);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| err(&ca_path, e))? {
+        roots
+            .add(c.map_err(|e| err(&ca_path, e))?)
+            .map_err(|e| err(&ca_path, e))?;
+    }
+    // Client certificates are optional at the TLS layer: token clients have
+    // none. Unauthenticated requests are refused per request with a 401.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| format!("client verifier: {e}"))?;
+    let cert_path = pki_dir.join(pki::SERVING_CERT);
+    let key_path = pki_dir.join(pki::SERVING_KEY);
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| err(&cert_path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(&cert_path, e))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| err(&key_path, e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| err(&cert_path, e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A running server (tests start one in-process).
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Opens the store, binds and serves in the background.
+pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
+    let tls = tls_config(&cfg.pki_dir)?;
+    let authn = Authenticator::load(&cfg.pki_dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err(&cfg.data_dir, e))?;
+    let db = cfg.data_dir.join("store.redb");
+    let store = skiff_store::Store::open(&db, skiff_store::Options::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = Arc::new(State {
+        store,
+        authn,
+        bookmark_interval: cfg.bookmark_interval,
+        event_lease: tokio::sync::Mutex::new(None),
+    });
+    crate::storage::bootstrap(&state.store)
+        .await
+        .map_err(|e| format!("bootstrapping default objects: {}", e.message))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let task = tokio::spawn(accept_loop(listener, Arc::new(tls), state.clone()));
+    Ok(Running { addr, state, task })
+}
+
+async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("apiserver: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Responses are written whole; don't let Nagle hold back a last
+        // small TLS record until the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let peer: Option<Identity> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| authn::identity_from_cert(c));
+            let peer = Arc::new(peer);
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(route(state, &peer, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+/// Authenticates, then dispatches. Health and version are open to any
+/// authenticated caller, as kube's default RBAC allows them.
+async fn route(
+    state: Arc<State>,
+    peer: &Option<Identity>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let identity = match authenticate(&state, peer, &req) {
+        Some(id) if service_account_exists(&state, &id).await => {
+            authn::with_authenticated_group(id)
+        }
+        _ => {
+            use axum::response::IntoResponse as _;
+            return ApiError::unauthorized().into_response();
+        }
+    };
+    handlers::handle(state, identity, req).await
+}
+
+/// A service account token is only good while its account exists with the
+/// uid the token names (kube's bound-token check).
+async fn service_account_exists(state: &State, id: &Identity) -> bool {
+    let Some((ns, name)) = &id.service_account else {
+        return true;
+    };
+    let r = crate::registry::find("", "v1", "serviceaccounts").expect("registered");
+    match crate::storage::get(&state.store, r, ns, name).await {
+        Ok(sa) => crate::storage::meta_str(&sa, "uid") == Some(id.uid.as_str()),
+        Err(_) => false,
+    }
+}
+
+fn authenticate(
+    state: &State,
+    peer: &Option<Identity>,
+    req: &Request<Incoming>,
+) -> Option<Identity> {
+    // kube's union authenticator tries x509 before tokens; the first that
+    // succeeds decides.
+    if peer.is_some() {
+        return peer.clone();
+    }
+    let auth = req.headers().get("authorization")?;
+    let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+    state.authn.authenticate_token(token)
+}

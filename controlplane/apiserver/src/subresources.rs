@@ -1,0 +1,266 @@
+//! Subresources and review endpoints that are not plain object writes:
+//! `scale`, pod `binding`, service account `token` (TokenRequest) and
+//! SelfSubjectAccessReview.
+
+use axum::body::Body;
+use axum::http::Response;
+use serde_json::{Value, json};
+
+use crate::authn::Identity;
+use crate::authz::{self, Attributes};
+use crate::http::json_response;
+use crate::registry::Resource;
+use crate::server::State;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::{self, meta_str, target};
+
+/// `kubectl auth can-i`: evaluates the caller's own permission.
+pub(crate) async fn self_subject_access_review(
+    state: &State,
+    id: &Identity,
+    mut review: Value,
+) -> ApiResult<Response<Body>> {
+    let ra = review.pointer("/spec/resourceAttributes").cloned();
+    let allowed = match &ra {
+        Some(ra) => {
+            let f = |k: &str| ra.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let (verb, group, resource, sub, ns, name) = (
+                f("verb"),
+                f("group"),
+                f("resource"),
+                f("subresource"),
+                f("namespace"),
+                f("name"),
+            );
+            authz::allowed(
+                state,
+                id,
+                &Attributes {
+                    verb: &verb,
+                    group: &group,
+                    resource: &resource,
+                    subresource: &sub,
+                    namespace: &ns,
+                    name: &name,
+                    field_selector: "",
+                },
+            )
+            .await?
+        }
+        // Non-resource URLs (discovery, health, version) are open to every
+        // authenticated user.
+        None => {
+            review
+                .pointer("/spec/nonResourceAttributes/verb")
+                .and_then(Value::as_str)
+                == Some("get")
+        }
+    };
+    review["status"] = json!({"allowed": allowed});
+    if review.get("metadata").is_none() {
+        review["metadata"] = json!({});
+    }
+    Ok(json_response(201, &review))
+}
+
+/// TokenRequest (`kubectl create token`): a signed token for an existing
+/// service account.
+pub(crate) async fn token_request(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    mut req: Value,
+) -> ApiResult<Response<Body>> {
+    let keys = state.authn.service_accounts.as_ref().ok_or_else(|| {
+        ApiError::internal("no service account signing key (sa.key) in the PKI directory")
+    })?;
+    let sa = storage::get(&state.store, r, ns, name).await?;
+    let ttl = req
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if ttl < 600 {
+        return Err(ApiError::invalid(
+            storage::target(r, name),
+            &[(
+                "spec.expirationSeconds".into(),
+                "Invalid value: may not specify a duration less than 10 minutes".into(),
+            )],
+        ));
+    }
+    let audiences: Vec<String> = req
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = storage::unix_now();
+    let claims = crate::satoken::Claims {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        uid: meta_str(&sa, "uid").unwrap_or_default().to_string(),
+    };
+    let token = keys.issue(&claims, &audiences, now, ttl);
+    let expires = k8s_openapi::jiff::Timestamp::from_second(now + ttl)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] =
+        json!({"name": name, "namespace": ns, "creationTimestamp": storage::now_rfc3339()});
+    req["spec"]["expirationSeconds"] = json!(ttl);
+    req["status"] = json!({"token": token, "expirationTimestamp": expires});
+    Ok(json_response(201, &req))
+}
+
+pub(crate) fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj.pointer("/metadata/name"),
+            "namespace": obj.pointer("/metadata/namespace"),
+            "uid": obj.pointer("/metadata/uid"),
+            "resourceVersion": obj.pointer("/metadata/resourceVersion"),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+    })
+}
+
+pub(crate) async fn set_replicas(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    replicas: Option<i64>,
+    rv: Option<u64>,
+    dry_run: bool,
+) -> ApiResult<Response<Body>> {
+    let Some(n) = replicas.filter(|n| *n >= 0) else {
+        return Err(ApiError::invalid(
+            target(r, name),
+            &[(
+                "spec.replicas".into(),
+                "Invalid value: must be greater than or equal to 0".into(),
+            )],
+        ));
+    };
+    let updated = storage::update(&state.store, r, ns, name, dry_run, |mut current| {
+        if let Some(rv) = rv {
+            current["metadata"]["resourceVersion"] = json!(rv.to_string());
+        }
+        current["spec"]["replicas"] = json!(n);
+        Ok(current)
+    })
+    .await?;
+    Ok(json_response(200, &scale_of(&updated)))
+}
+
+pub(crate) async fn bind(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    body: &Value,
+) -> ApiResult<Response<Body>> {
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                target(r, name),
+                &[("target.name".into(), "Required value".into())],
+            )
+        })?
+        .to_string();
+    storage::update(&state.store, r, ns, name, false, |mut current| {
+        if current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "pod {name} is already assigned to node {:?}",
+                    current["spec"]["nodeName"]
+                ),
+            ));
+        }
+        if meta_str(&current, "deletionTimestamp").is_some() {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        current["spec"]["nodeName"] = json!(node);
+        Ok(current)
+    })
+    .await?;
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// `kubectl auth can-i --list`: the caller's rules in a namespace.
+pub(crate) async fn self_subject_rules_review(
+    state: &State,
+    id: &Identity,
+    mut review: Value,
+) -> ApiResult<Response<Body>> {
+    let ns = review
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let everything = json!([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]);
+    let (rules, incomplete) = if id.in_group("system:masters") {
+        (everything.as_array().cloned().unwrap_or_default(), false)
+    } else if id.name.starts_with("system:node:") && id.in_group("system:nodes") {
+        // The node authorizer decides per object; it has no rule list.
+        (Vec::new(), true)
+    } else {
+        (authz::rbac_rules(state, id, &ns).await?, false)
+    };
+    let resource_rules: Vec<Value> = rules
+        .iter()
+        .filter(|r| r.get("resources").is_some())
+        .map(|r| {
+            let mut out = json!({"verbs": r["verbs"], "apiGroups": r.get("apiGroups").cloned().unwrap_or(json!([])), "resources": r["resources"]});
+            if let Some(n) = r.get("resourceNames").filter(|n| n.as_array().is_some_and(|a| !a.is_empty())) {
+                out["resourceNames"] = n.clone();
+            }
+            out
+        })
+        .collect();
+    review["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/version", "/openapi", "/openapi/*"]}],
+        "incomplete": incomplete,
+    });
+    if review.get("metadata").is_none() {
+        review["metadata"] = json!({});
+    }
+    Ok(json_response(201, &review))
+}

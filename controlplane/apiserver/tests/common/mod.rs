@@ -1,0 +1,219 @@
+//! Test harness: a control plane in-process on a free loopback port with a
+//! temporary PKI and data directory, and the real kubectl / Python client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use skiff_apiserver::{ServeConfig, pki};
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    running: Option<skiff_apiserver::Running>,
+    // Dropped last: the server's tasks live on it.
+    rt: tokio::runtime::Runtime,
+}
+
+pub fn kubectl_path() -> PathBuf {
+    let p = std::env::var_os("SKIFF_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/tools/kubectl-v1.33/kubectl")
+        });
+    assert!(
+        p.exists(),
+        "kubectl 1.33 not found at {} (set SKIFF_KUBECTL or run `cargo xtask setup`)",
+        p.display()
+    );
+    p
+}
+
+pub fn python_path() -> PathBuf {
+    let p = std::env::var_os("SKIFF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "python with the kubernetes client not found at {} (set SKIFF_PYTHON or run `cargo xtask setup`)",
+        p.display()
+    );
+    p
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::start_with(|_| {})
+    }
+
+    /// `prepare` may add credentials to the PKI directory before the server
+    /// loads it.
+    pub fn start_with(prepare: impl FnOnce(&Path)) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir, &pki::InitOptions::default()).expect("pki init");
+        prepare(&pki_dir);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut cfg = ServeConfig::new(
+            pki_dir.clone(),
+            dir.path().join("data"),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        cfg.bookmark_interval = Duration::from_millis(300);
+        let running = rt
+            .block_on(skiff_apiserver::start(&cfg))
+            .expect("server starts");
+        let url = format!("https://{}", running.addr);
+        let kubeconfig = pki_dir.join(pki::ADMIN_KUBECONFIG);
+        let text = std::fs::read_to_string(&kubeconfig).unwrap();
+        std::fs::write(&kubeconfig, text.replace("https://127.0.0.1:6443", &url)).unwrap();
+        Cluster {
+            dir,
+            url,
+            kubeconfig,
+            running: Some(running),
+            rt,
+        }
+    }
+
+    /// Runs `f` against the server's state on its runtime.
+    pub fn with_state<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce(std::sync::Arc<skiff_apiserver::server::State>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let state = self.running.as_ref().unwrap().state.clone();
+        self.rt.block_on(f(state))
+    }
+
+    /// Compacts the store's history up to its current revision.
+    pub fn compact(&self) -> u64 {
+        let state = self.running.as_ref().unwrap().state.clone();
+        self.rt.block_on(async move {
+            let rev = state.store.current_revision();
+            state.store.compact(rev).await.unwrap();
+            rev
+        })
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// A kubeconfig for a client certificate with this user and groups.
+    pub fn cert_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let ca = pki::Ca::load(&self.pki_dir()).unwrap();
+        let cert = ca.client_cert(user, groups).unwrap();
+        let text = pki::kubeconfig(&self.url, &ca.cert_pem, user, &cert);
+        self.write(&format!("{}.kubeconfig", user.replace(':', "_")), &text)
+    }
+
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let ca = pki::Ca::load(&self.pki_dir()).unwrap();
+        let text = pki::token_kubeconfig(&self.url, &ca.cert_pem, name, token);
+        self.write(&format!("{name}.kubeconfig"), &text)
+    }
+
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new(kubectl_path())
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBE_EDITOR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_as(&self.kubeconfig, args)
+    }
+
+    /// Runs kubectl as admin, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {so}\nstderr: {se}"
+        );
+        so.into_owned()
+    }
+
+    /// Runs kubectl as admin, asserting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        fails(self.kubectl(args), args)
+    }
+
+    pub fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.abort();
+            drop(r);
+        }
+    }
+}
+
+pub fn fails(out: Output, args: &[&str]) -> String {
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} unexpectedly succeeded:\n{so}"
+    );
+    se.into_owned()
+}
+
+pub fn succeeds(out: Output, args: &[&str]) -> String {
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {so}\nstderr: {se}"
+    );
+    so.into_owned()
+}
+
+/// Asserts every needle occurs in the haystack.
+#[track_caller]
+pub fn contains_all(hay: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(hay.contains(n), "expected {n:?} in:\n{hay}");
+    }
+}

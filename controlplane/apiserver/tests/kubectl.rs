@@ -1,0 +1,849 @@
+//! Real kubectl 1.33 against an in-process control plane; every command's
+//! output is checked.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Cluster, contains_all, kubectl_path};
+
+const APP: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: demo
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+  namespace: demo
+stringData:
+  password: s3cret
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: registry.local/web:1.0
+        ports:
+        - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+";
+
+#[test]
+fn apply_get_edit_scale_and_delete_a_manifest() {
+    let c = Cluster::start();
+    let app = c.write("app.yaml", APP);
+    let app = app.to_str().unwrap();
+
+    let out = c.ok(&["apply", "-f", app]);
+    contains_all(
+        &out,
+        &[
+            "namespace/demo created",
+            "configmap/web-config created",
+            "secret/web-secret created",
+            "deployment.apps/web created",
+            "service/web created",
+        ],
+    );
+
+    let out = c.ok(&["get", "deploy", "-n", "demo", "-o", "wide"]);
+    contains_all(
+        &out,
+        &[
+            "NAME",
+            "READY",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR",
+            "web",
+            "0/2",
+            "registry.local/web:1.0",
+            "app=web",
+        ],
+    );
+    let out = c.ok(&["get", "svc", "web", "-n", "demo"]);
+    contains_all(
+        &out,
+        &[
+            "TYPE",
+            "CLUSTER-IP",
+            "PORT(S)",
+            "ClusterIP",
+            "10.96.",
+            "80/TCP",
+        ],
+    );
+    let out = c.ok(&["get", "cm", "web-config", "-n", "demo", "-o", "yaml"]);
+    contains_all(
+        &out,
+        &[
+            "greeting: hello",
+            "kind: ConfigMap",
+            "resourceVersion:",
+            "uid:",
+            "last-applied-configuration",
+        ],
+    );
+    let out = c.ok(&[
+        "get",
+        "secret",
+        "web-secret",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    assert_eq!(out, "czNjcmV0", "stringData is stored base64 in data");
+    let out = c.ok(&["get", "cm", "-A"]);
+    contains_all(&out, &["NAMESPACE", "demo", "web-config"]);
+    let out = c.ok(&["get", "ns"]);
+    contains_all(&out, &["default", "kube-system", "demo", "Active"]);
+
+    // label / annotate, then select by label.
+    contains_all(
+        &c.ok(&["label", "cm", "web-config", "-n", "demo", "tier=fe"]),
+        &["configmap/web-config labeled"],
+    );
+    contains_all(
+        &c.ok(&["annotate", "cm", "web-config", "-n", "demo", "note=kept"]),
+        &["configmap/web-config annotated"],
+    );
+    contains_all(
+        &c.ok(&["get", "cm", "-n", "demo", "-l", "tier=fe", "--show-labels"]),
+        &["web-config", "tier=fe"],
+    );
+    let none = c.kubectl(&["get", "cm", "-n", "demo", "-l", "tier=be"]);
+    contains_all(
+        &String::from_utf8_lossy(&none.stderr),
+        &["No resources found in demo namespace."],
+    );
+
+    // scale goes through the scale subresource.
+    contains_all(
+        &c.ok(&["scale", "deploy/web", "-n", "demo", "--replicas=4"]),
+        &["deployment.apps/web scaled"],
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
+
+    // A second apply of a changed manifest patches: what kubectl label and
+    // annotate added survives, unchanged objects stay unchanged.
+    let changed = APP
+        .replace("greeting: hello", "greeting: bonjour")
+        .replace("web:1.0", "web:1.1")
+        .replace("replicas: 2", "replicas: 3");
+    let app2 = c.write("app2.yaml", &changed);
+    let out = c.ok(&["apply", "-f", app2.to_str().unwrap()]);
+    contains_all(
+        &out,
+        &[
+            "namespace/demo unchanged",
+            "configmap/web-config configured",
+            "deployment.apps/web configured",
+            "service/web unchanged",
+        ],
+    );
+    let out = c.ok(&[
+        "get",
+        "cm",
+        "web-config",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.data.greeting} {.metadata.labels.tier} {.metadata.annotations.note}",
+    ]);
+    assert_eq!(out, "bonjour fe kept");
+    let out = c.ok(&["get", "deploy", "web", "-n", "demo", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.generation}"]);
+    assert_eq!(
+        out, "3 registry.local/web:1.1 3",
+        "scale and apply each bumped the generation"
+    );
+
+    // edit through KUBE_EDITOR.
+    let out = Command::new(kubectl_path())
+        .args(["edit", "cm", "web-config", "-n", "demo"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("KUBE_EDITOR", "sed -i s/bonjour/hola/")
+        .env("HOME", c.dir.path())
+        .output()
+        .unwrap();
+    contains_all(
+        &String::from_utf8_lossy(&out.stdout),
+        &["configmap/web-config edited"],
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "web-config",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.greeting}"
+        ]),
+        "hola"
+    );
+
+    let out = c.ok(&["describe", "deploy", "web", "-n", "demo"]);
+    contains_all(
+        &out,
+        &[
+            "Name:",
+            "web",
+            "Namespace:",
+            "demo",
+            "Replicas:",
+            "3 desired",
+            "registry.local/web:1.1",
+            "8080/TCP",
+            "StrategyType:",
+            "RollingUpdate",
+        ],
+    );
+    let out = c.ok(&["describe", "svc", "web", "-n", "demo"]);
+    contains_all(&out, &["Selector:", "app=web", "TargetPort:", "8080/TCP"]);
+
+    let out = c.ok(&["explain", "deployment.spec.replicas"]);
+    contains_all(
+        &out,
+        &["FIELD: replicas <integer>", "Number of desired pods"],
+    );
+    let out = c.ok(&["explain", "deployment"]);
+    contains_all(&out, &["KIND:", "Deployment", "VERSION:", "v1"]);
+    let out = c.ok(&["api-resources"]);
+    contains_all(
+        &out,
+        &[
+            "deployments",
+            "deploy",
+            "apps/v1",
+            "true",
+            "Deployment",
+            "namespaces",
+            "ns",
+            "false",
+            "leases",
+            "coordination.k8s.io/v1",
+        ],
+    );
+    assert_eq!(
+        c.ok(&["auth", "can-i", "create", "deployments", "-n", "demo"])
+            .trim(),
+        "yes"
+    );
+
+    let out = c.ok(&["delete", "-f", app2.to_str().unwrap()]);
+    contains_all(
+        &out,
+        &[
+            "namespace \"demo\" deleted",
+            "deployment.apps \"web\" deleted",
+            "service \"web\" deleted",
+        ],
+    );
+    c.eventually("namespace demo to disappear", || {
+        !c.kubectl(&["get", "ns", "demo"]).status.success()
+    });
+    let err = c.fails(&["get", "cm", "web-config", "-n", "demo"]);
+    contains_all(&err, &["NotFound", "namespaces \"demo\" not found"]);
+}
+
+#[test]
+fn create_with_typed_clients_and_watch() {
+    let c = Cluster::start();
+    // A sentinel row tells when the watch is running.
+    c.ok(&["create", "cm", "w0", "-n", "default"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]))
+            .unwrap();
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut watch = Command::new(kubectl_path())
+        .args(["get", "cm", "-n", "default", "--watch", "-o", "wide"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let rows = |prefix: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    };
+    c.eventually("the watch to list w0", || rows("w0 ") >= 1);
+    // `kubectl create` uses client-go's protobuf encoding.
+    contains_all(
+        &c.ok(&["create", "cm", "w1", "-n", "default", "--from-literal=a=b"]),
+        &["configmap/w1 created"],
+    );
+    contains_all(
+        &c.ok(&["create", "ns", "other"]),
+        &["namespace/other created"],
+    );
+    contains_all(
+        &c.ok(&["create", "secret", "generic", "s1", "--from-literal=k=v"]),
+        &["secret/s1 created"],
+    );
+    contains_all(&c.ok(&["label", "cm", "w1", "x=y"]), &["labeled"]);
+    contains_all(
+        &c.ok(&["delete", "cm", "w1"]),
+        &["configmap \"w1\" deleted"],
+    );
+    // Added, modified, deleted.
+    c.eventually("three w1 rows", || rows("w1 ") >= 3);
+    watch.kill().unwrap();
+    let _ = watch.wait();
+    reader.join().unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    assert!(out.starts_with("NAME"), "watch output: {out}");
+    assert_eq!(
+        c.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.k}"]),
+        "dg=="
+    );
+
+    // Watch from a resourceVersion replays what happened after it.
+    let out = c.ok(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"
+        ),
+    ]);
+    let types: Vec<&str> = out
+        .lines()
+        .map(|l| {
+            if l.contains("\"ADDED\"") {
+                "ADDED"
+            } else if l.contains("\"MODIFIED\"") {
+                "MODIFIED"
+            } else if l.contains("\"DELETED\"") {
+                "DELETED"
+            } else {
+                "?"
+            }
+        })
+        .collect();
+    assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"], "{out}");
+}
+
+#[test]
+fn bad_input_gets_the_right_status_and_changes_nothing() {
+    let c = Cluster::start();
+    let before = c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]);
+    let bad = c.write(
+        "bad.json",
+        "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", ",
+    );
+    let err = c.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        bad.to_str().unwrap(),
+    ]);
+    contains_all(&err, &["BadRequest"]);
+
+    let yaml = c.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+    );
+    let err = c.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        yaml.to_str().unwrap(),
+    ]);
+    contains_all(&err, &["BadRequest"]);
+
+    let invalid = c.write(
+        "invalid.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n  namespace: default\n",
+    );
+    let err = c.fails(&["apply", "-f", invalid.to_str().unwrap()]);
+    contains_all(
+        &err,
+        &[
+            "ConfigMap \"Bad_Name\" is invalid",
+            "metadata.name: Invalid value",
+        ],
+    );
+
+    let unknown = c.write(
+        "unknown.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
+    );
+    let err = c.fails(&["apply", "-f", unknown.to_str().unwrap()]);
+    contains_all(&err, &["no matches for kind \"Widget\""]);
+    let err = c.fails(&["get", "--raw", "/apis/example.com/v1/widgets"]);
+    contains_all(&err, &["NotFound"]);
+
+    let strict = c.write("strict.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\n  namespace: default\ndatta:\n  a: b\n");
+    let err = c.fails(&["apply", "-f", strict.to_str().unwrap()]);
+    contains_all(&err, &["unknown field \"datta\""]);
+
+    let big = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(4 * 1024 * 1024)
+    );
+    let big = c.write("big.json", &big);
+    let err = c.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        big.to_str().unwrap(),
+    ]);
+    contains_all(&err, &["RequestEntityTooLarge"]);
+
+    // Conflicting update: replace with a stale resourceVersion.
+    c.ok(&["create", "cm", "c1", "--from-literal=a=1"]);
+    let stale = c.ok(&["get", "cm", "c1", "-o", "json"]);
+    c.ok(&["label", "cm", "c1", "bump=1"]);
+    let stale = c.write("stale.json", &stale.replace("\"a\": \"1\"", "\"a\": \"2\""));
+    let err = c.fails(&["replace", "-f", stale.to_str().unwrap()]);
+    contains_all(&err, &["Conflict", "the object has been modified"]);
+    assert_eq!(c.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]), "1");
+    c.ok(&["delete", "cm", "c1"]);
+
+    let err = c.fails(&["create", "cm", "c2", "-n", "nope", "--from-literal=a=1"]);
+    contains_all(&err, &["namespaces \"nope\" not found"]);
+
+    let after = c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]);
+    let items = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["items"].clone();
+    assert_eq!(items(&before), items(&after), "the store is unchanged");
+}
+
+#[test]
+fn watch_bookmarks_and_gone_after_compaction() {
+    let c = Cluster::start();
+    c.ok(&["create", "cm", "a", "--from-literal=k=1"]);
+    let rv = c.ok(&[
+        "get",
+        "cm",
+        "a",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    c.ok(&["label", "cm", "a", "x=y"]);
+    let path = format!(
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1"
+    );
+    let out = c.ok(&["get", "--raw", &path]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "MODIFIED", "{out}");
+    let bookmark = events
+        .iter()
+        .find(|e| e["type"] == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no bookmark in {out}"));
+    let brv: u64 = bookmark["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(brv > rv.parse::<u64>().unwrap(), "{out}");
+
+    // A list at an exact past revision sees the past.
+    let path = format!(
+        "/api/v1/namespaces/default/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"
+    );
+    let past: serde_json::Value = serde_json::from_str(&c.ok(&["get", "--raw", &path])).unwrap();
+    assert!(
+        past["items"][0]["metadata"].get("labels").is_none(),
+        "{past}"
+    );
+    assert_eq!(past["metadata"]["resourceVersion"], rv.as_str());
+    let err = c.fails(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=999999",
+    ]);
+    contains_all(&err, &["Too large resource version"]);
+
+    // History before the compaction point is gone: 410 in an ERROR event.
+    c.ok(&["label", "cm", "a", "z=w"]);
+    c.compact();
+    let out = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}"),
+    ]);
+    let ev: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(ev["type"], "ERROR", "{out}");
+    assert_eq!(ev["object"]["code"], 410, "{out}");
+    assert_eq!(ev["object"]["reason"], "Expired", "{out}");
+    let err = c.fails(&["get", "--raw", &path]);
+    contains_all(&err, &["Expired", "too old resource version"]);
+}
+
+#[test]
+fn pod_binding_status_and_graceful_deletion() {
+    let c = Cluster::start();
+    contains_all(
+        &c.ok(&["run", "loose", "--image=app:1"]),
+        &["pod/loose created"],
+    );
+    let pod = c.write(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p2, namespace: default, labels: {app: x}}\nspec:\n  containers: [{name: c, image: app:1}]\n",
+    );
+    c.ok(&["apply", "-f", pod.to_str().unwrap()]);
+    let binding = c.write(
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p2"},"target":{"kind":"Node","name":"n1"}}"#,
+    );
+    let path = "/api/v1/namespaces/default/pods/p2/binding";
+    contains_all(
+        &c.ok(&["create", "--raw", path, "-f", binding.to_str().unwrap()]),
+        &["\"Success\""],
+    );
+    contains_all(
+        &c.fails(&["create", "--raw", path, "-f", binding.to_str().unwrap()]),
+        &["Conflict", "already assigned"],
+    );
+    let out = c.ok(&["get", "pods", "-o", "wide"]);
+    contains_all(&out, &["NODE", "loose", "p2", "n1", "Pending", "0/1"]);
+
+    // Status goes through the status subresource only.
+    c.ok(&[
+        "patch",
+        "pod",
+        "p2",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","podIP":"10.1.0.7"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "pod",
+        "p2",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Failed"}}"#,
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "p2",
+            "-o",
+            "jsonpath={.status.phase} {.status.podIP}"
+        ]),
+        "Running 10.1.0.7"
+    );
+    contains_all(
+        &c.fails(&["logs", "p2"]),
+        &["BadRequest", "not running on a node"],
+    );
+
+    // An unscheduled pod goes at once; a bound one terminates gracefully.
+    contains_all(
+        &c.ok(&["delete", "pod", "loose"]),
+        &["pod \"loose\" deleted"],
+    );
+    contains_all(
+        &c.ok(&["delete", "pod", "p2", "--wait=false"]),
+        &["pod \"p2\" deleted"],
+    );
+    let out = c.ok(&["get", "pods"]);
+    contains_all(&out, &["p2", "Terminating"]);
+    assert!(!out.contains("loose"), "{out}");
+    let out = c.ok(&["describe", "pod", "p2"]);
+    contains_all(
+        &out,
+        &[
+            "Node:",
+            "n1",
+            "Status:",
+            "Terminating",
+            "Termination Grace Period:  30s",
+        ],
+    );
+    contains_all(
+        &c.ok(&["delete", "pod", "p2", "--grace-period=0", "--force"]),
+        &["pod \"p2\" force deleted"],
+    );
+    let none = c.kubectl(&["get", "pods"]);
+    contains_all(
+        &String::from_utf8_lossy(&none.stderr),
+        &["No resources found in default namespace."],
+    );
+}
+
+#[test]
+fn server_side_apply_tracks_managers() {
+    let c = Cluster::start();
+    let v1 = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  namespace: default\n  labels: {app: ssa, extra: \"1\"}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: ssa}\n  template:\n    metadata:\n      labels: {app: ssa}\n    spec:\n      containers:\n      - {name: c, image: img:1}\n";
+    let f1 = c.write("ssa1.yaml", v1);
+    contains_all(
+        &c.ok(&["apply", "--server-side", "-f", f1.to_str().unwrap()]),
+        &["deployment.apps/ssa serverside-applied"],
+    );
+    let out = c.ok(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
+    contains_all(
+        &out,
+        &[
+            "managedFields:",
+            "manager: kubectl",
+            "operation: Apply",
+            "f:replicas: {}",
+        ],
+    );
+
+    // Re-applying without a label this manager set removes it.
+    let f2 = c.write("ssa2.yaml", &v1.replace(", extra: \"1\"", ""));
+    c.ok(&["apply", "--server-side", "-f", f2.to_str().unwrap()]);
+    assert_eq!(
+        c.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.metadata.labels}"]),
+        r#"{"app":"ssa"}"#
+    );
+
+    // Another manager changing an owned field conflicts unless forced.
+    let other = c.write(
+        "other.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  namespace: default\nspec:\n  replicas: 5\n",
+    );
+    let err = c.fails(&[
+        "apply",
+        "--server-side",
+        "--field-manager=scaler",
+        "-f",
+        other.to_str().unwrap(),
+    ]);
+    contains_all(&err, &["conflict", "kubectl", ".spec.replicas"]);
+    assert_eq!(
+        c.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=scaler",
+        "--force-conflicts",
+        "-f",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "ssa",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
+        ]),
+        "5 img:1"
+    );
+}
+
+#[test]
+fn events_print_like_kube() {
+    let c = Cluster::start();
+    let ev = c.write(
+        "ev.yaml",
+        "apiVersion: v1\nkind: Event\nmetadata: {name: e1, namespace: default}\ninvolvedObject: {kind: Pod, name: web-1, namespace: default}\nreason: Scheduled\nmessage: assigned to n1\ntype: Normal\n",
+    );
+    c.ok(&["create", "-f", ev.to_str().unwrap()]);
+    c.ok(&["label", "event", "e1", "seen=yes"]);
+    // Events expire with their store lease (kube's event TTL), kept across
+    // updates; revoking it plays the hour forward.
+    let lease = c.with_state(|state| async move {
+        let kv = state
+            .store
+            .get("/registry/core/events/default/e1")
+            .await
+            .unwrap()
+            .unwrap();
+        kv.lease
+    });
+    assert_ne!(lease, 0, "events carry a lease");
+    let out = c.ok(&["get", "events"]);
+    contains_all(
+        &out,
+        &[
+            "LAST SEEN",
+            "TYPE",
+            "REASON",
+            "OBJECT",
+            "MESSAGE",
+            "Normal",
+            "Scheduled",
+            "pod/web-1",
+            "assigned to n1",
+        ],
+    );
+    c.with_state(move |state| async move { state.store.lease_revoke(lease).await.unwrap() });
+    let none = c.kubectl(&["get", "events"]);
+    contains_all(
+        &String::from_utf8_lossy(&none.stderr),
+        &["No resources found"],
+    );
+}
+
+#[test]
+fn finalizers_hold_deletion_until_removed() {
+    let c = Cluster::start();
+    let cm = c.write(
+        "fin.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: default\n  finalizers: [skiff.dev/hold]\ndata: {a: b}\n",
+    );
+    c.ok(&["apply", "-f", cm.to_str().unwrap()]);
+    contains_all(
+        &c.ok(&["delete", "cm", "held", "--wait=false"]),
+        &["configmap \"held\" deleted"],
+    );
+    let ts = c.ok(&[
+        "get",
+        "cm",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(ts.ends_with('Z'), "marked for deletion: {ts:?}");
+    // Still there; a second delete changes nothing.
+    c.ok(&["delete", "cm", "held", "--wait=false"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ]),
+        ts
+    );
+    c.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let err = c.fails(&["get", "cm", "held"]);
+    contains_all(&err, &["NotFound"]);
+}
+
+#[test]
+fn service_cluster_ips_are_unique() {
+    let c = Cluster::start();
+    let docs: Vec<String> = (0..12)
+        .map(|i| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default}}\nspec:\n  ports: [{{port: 80}}]\n"))
+        .collect();
+    let f = c.write("svcs.yaml", &docs.join("---\n"));
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let mut ips = std::collections::HashSet::new();
+    for i in 0..12 {
+        let ip = c.ok(&[
+            "get",
+            "svc",
+            &format!("s{i}"),
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        assert!(ip.starts_with("10.96."), "{ip}");
+        assert!(ips.insert(ip.clone()), "duplicate {ip}");
+    }
+    // Occupy the address "b" would hash to: "b" moves to a free one.
+    let squat = skiff_apiserver::admission::cluster_ip("default", "b");
+    let f = c.write(
+        "squat.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: default}}\nspec:\n  clusterIP: {squat}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: default}}\nspec:\n  ports: [{{port: 80}}]\n"),
+    );
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(
+        c.ok(&["get", "svc", "a", "-o", "jsonpath={.spec.clusterIP}"]),
+        squat
+    );
+    let b = c.ok(&[
+        "get",
+        "svc",
+        "b",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.clusterIPs[0]}",
+    ]);
+    let (b_ip, b_ips) = b.split_once(' ').unwrap();
+    assert!(
+        b_ip != squat && b_ip.starts_with("10.96.") && b_ip == b_ips,
+        "{b}"
+    );
+    let taken = ips.iter().next().unwrap().clone();
+    let svc = c.write(
+        "taken.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: taken, namespace: default}}\nspec:\n  clusterIP: {taken}\n  ports: [{{port: 80}}]\n"),
+    );
+    let err = c.fails(&["create", "-f", svc.to_str().unwrap()]);
+    contains_all(&err, &["provided IP is already allocated"]);
+}
