@@ -1,0 +1,214 @@
+//! Container log buffers for `kubectl logs` (`--tail`, `--since`,
+//! `--limit-bytes`, `--timestamps`, `--follow`).
+//!
+//! Invariants:
+//! - a buffer holds whole lines, oldest first, numbered by a sequence that
+//!   never repeats; it keeps at most `cap_bytes` of line data, evicting the
+//!   oldest lines; a line longer than [`MAX_LINE`] or the cap is split;
+//! - an unterminated line stays invisible until its newline arrives or the
+//!   buffer is closed (the instance exited), so readers never see half lines;
+//! - a [`LogCursor`] is just a sequence number and a byte budget: any number
+//!   of followers can read one buffer, and a follower that fell behind
+//!   eviction resumes at the oldest retained line.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use skiff_node_proto::UnixMillis;
+
+/// Longest line kept as one (CRI's 16 KiB partial-line size). With the
+/// timestamp prefix it stays well inside [`skiff_node_proto::MAX_LOG_CHUNK`].
+pub const MAX_LINE: usize = 16 << 10;
+
+#[derive(Debug, Clone)]
+struct Line {
+    at: UnixMillis,
+    /// Including the trailing `\n` (absent only for a final partial line).
+    text: Vec<u8>,
+}
+
+/// One container instance's log.
+#[derive(Debug, Clone)]
+pub struct LogBuffer {
+    cap_bytes: usize,
+    lines: VecDeque<Line>,
+    bytes: usize,
+    /// Sequence number of `lines[0]`.
+    first_seq: u64,
+    partial: Vec<u8>,
+    partial_at: UnixMillis,
+    closed: bool,
+}
+
+/// Where a reader is, and how many bytes it may still receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    next_seq: u64,
+    remaining: Option<u64>,
+    timestamps: bool,
+}
+
+/// Reader options (the subset of `LogRequest` that concerns the buffer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOptions {
+    pub tail_lines: Option<u32>,
+    pub since: Option<UnixMillis>,
+    pub limit_bytes: Option<u64>,
+    pub timestamps: bool,
+}
+
+impl LogBuffer {
+    pub fn new(cap_bytes: usize) -> Self {
+        Self {
+            cap_bytes: cap_bytes.max(1),
+            lines: VecDeque::new(),
+            bytes: 0,
+            first_seq: 0,
+            partial: Vec::new(),
+            partial_at: 0,
+            closed: false,
+        }
+    }
+
+    /// Appends output written at `at`.
+    pub fn append(&mut self, at: UnixMillis, mut data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        // Lines longer than MAX_LINE (or the cap) are split, as CRI runtimes
+        // split them into 16 KiB partial lines: bounded memory, and a read
+        // of one line always fits a log chunk frame.
+        let limit = self.cap_bytes.min(MAX_LINE);
+        while !data.is_empty() {
+            if self.partial.is_empty() {
+                self.partial_at = at;
+            }
+            let nl = data.iter().position(|&b| b == b'\n');
+            let take = nl
+                .map_or(data.len(), |i| i + 1)
+                .min(limit - self.partial.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == limit || self.partial.last() == Some(&b'\n') {
+                let text = core::mem::take(&mut self.partial);
+                self.push_line(Line {
+                    at: self.partial_at,
+                    text,
+                });
+            }
+        }
+    }
+
+    /// The instance exited: flush the partial line; followers then get EOF.
+    pub fn close(&mut self) {
+        if !self.partial.is_empty() {
+            let text = core::mem::take(&mut self.partial);
+            self.push_line(Line {
+                at: self.partial_at,
+                text,
+            });
+        }
+        self.closed = true;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn push_line(&mut self, line: Line) {
+        self.bytes += line.text.len();
+        self.lines.push_back(line);
+        while self.bytes > self.cap_bytes {
+            let old = self.lines.pop_front().expect("bytes > 0 implies a line");
+            self.bytes -= old.text.len();
+            self.first_seq += 1;
+        }
+    }
+
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.lines.len() as u64
+    }
+
+    /// A reader positioned per `opts`: at the last `tail_lines` lines (all
+    /// retained lines if `None`), skipping lines older than `since`.
+    pub fn reader(&self, opts: &LogOptions) -> LogCursor {
+        let mut start = match opts.tail_lines {
+            Some(n) => self
+                .end_seq()
+                .saturating_sub(u64::from(n))
+                .max(self.first_seq),
+            None => self.first_seq,
+        };
+        if let Some(since) = opts.since {
+            while start < self.end_seq() && self.lines[(start - self.first_seq) as usize].at < since
+            {
+                start += 1;
+            }
+        }
+        LogCursor {
+            next_seq: start,
+            remaining: opts.limit_bytes,
+            timestamps: opts.timestamps,
+        }
+    }
+
+    /// Reads up to about `max` bytes (at least one line if any is ready)
+    /// from `cursor`. Returns the data and whether the stream has ended
+    /// (closed and fully read, or the byte limit reached).
+    pub fn read(&self, cursor: &mut LogCursor, max: usize) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        cursor.next_seq = cursor.next_seq.max(self.first_seq);
+        while cursor.next_seq < self.end_seq() && cursor.remaining != Some(0) {
+            let line = &self.lines[(cursor.next_seq - self.first_seq) as usize];
+            let mut chunk = Vec::new();
+            if cursor.timestamps {
+                chunk.extend_from_slice(&rfc3339(line.at));
+                chunk.push(b' ');
+            }
+            chunk.extend_from_slice(&line.text);
+            if !out.is_empty() && out.len() + chunk.len() > max {
+                break;
+            }
+            if let Some(rem) = cursor.remaining.as_mut() {
+                chunk.truncate((*rem).min(chunk.len() as u64) as usize);
+                *rem -= chunk.len() as u64;
+            }
+            out.extend_from_slice(&chunk);
+            cursor.next_seq += 1;
+        }
+        let eof = cursor.remaining == Some(0) || (self.closed && cursor.next_seq >= self.end_seq());
+        (out, eof)
+    }
+}
+
+/// `2006-01-02T15:04:05.000000000Z` (Kubernetes' RFC 3339 with nanoseconds).
+pub fn rfc3339(ms: UnixMillis) -> [u8; 30] {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (0..width).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, m as u64);
+    put(8, 2, d as u64);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, ms % 1000);
+    b
+}
