@@ -64,9 +64,17 @@ pub struct BootInfo {
     pub memory: MemoryMap,
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
-    /// Physical address of the ACPI RSDP, when the loader gave one.
+    /// Physical address of the ACPI RSDP, when the loader gave one. For
+    /// Multiboot2 this points into the loader's info block, which the frame
+    /// allocator may reuse: read [`BootInfo::rsdp_copy`] instead.
     pub rsdp: Option<u64>,
+    /// The RSDP bytes copied out of a Multiboot2 tag during parsing.
+    rsdp_copy: [u8; RSDP_MAX],
+    rsdp_copy_len: usize,
 }
+
+/// Size of an ACPI 2.0 RSDP (a 1.0 one is the first 20 bytes).
+pub const RSDP_MAX: usize = 36;
 
 impl BootInfo {
     pub fn empty(protocol: BootProtocol) -> Self {
@@ -76,6 +84,8 @@ impl BootInfo {
             cmdline: [0; CMDLINE_MAX],
             cmdline_len: 0,
             rsdp: None,
+            rsdp_copy: [0; RSDP_MAX],
+            rsdp_copy_len: 0,
         }
     }
 
@@ -83,6 +93,19 @@ impl BootInfo {
     pub fn cmdline(&self) -> &str {
         // `set_cmdline` only stores valid UTF-8.
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// The RSDP as copied from the boot information (Multiboot2 carries it
+    /// inline), valid after the loader's memory is reused; `None` when the
+    /// loader only gave an address (PVH: firmware-reserved memory).
+    pub fn rsdp_copy(&self) -> Option<&[u8]> {
+        (self.rsdp_copy_len > 0).then(|| &self.rsdp_copy[..self.rsdp_copy_len])
+    }
+
+    fn set_rsdp_copy(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(RSDP_MAX);
+        self.rsdp_copy[..n].copy_from_slice(&bytes[..n]);
+        self.rsdp_copy_len = n;
     }
 
     fn set_cmdline(&mut self, bytes: &[u8]) -> Result<(), BootError> {

@@ -58,10 +58,15 @@ pub fn parse<M: PhysMemory>(mem: &M, paddr: u64) -> Result<BootInfo, BootError> 
                     })?;
                 }
             }
-            // The tag holds a copy of the RSDP; prefer the 2.0 one.
-            14 if !rsdp_v2 => info.rsdp = Some(paddr + off as u64 + 8),
+            // The tag holds a copy of the RSDP; prefer the 2.0 one. Copy
+            // it out: the info block's memory is free for reuse after boot.
+            14 if !rsdp_v2 => {
+                info.rsdp = Some(paddr + off as u64 + 8);
+                info.set_rsdp_copy(payload);
+            }
             15 => {
                 info.rsdp = Some(paddr + off as u64 + 8);
+                info.set_rsdp_copy(payload);
                 rsdp_v2 = true;
             }
             _ => {}
@@ -131,6 +136,25 @@ mod tests {
         assert_eq!(r[2].start, 0x100000);
         let rsdp = info.rsdp.unwrap();
         assert_eq!(m.read(rsdp, 1).unwrap(), b"R");
+        assert_eq!(info.rsdp_copy(), Some(&[b'R'; 20][..]));
+    }
+
+    #[test]
+    fn copies_the_rsdp_and_prefers_acpi2() {
+        let mut b = vec![0u8; 8];
+        tag(&mut b, 15, &[b'2'; 36]);
+        tag(&mut b, 14, &[b'1'; 20]);
+        tag(&mut b, 0, &[]);
+        let total = b.len() as u32;
+        b[0..4].copy_from_slice(&total.to_le_bytes());
+        let info = {
+            let m = FlatMemory { base: 0, bytes: &b };
+            parse(&m, 0).unwrap()
+        };
+        // The copy outlives the loader's block.
+        b.fill(0);
+        assert_eq!(info.rsdp_copy(), Some(&[b'2'; 36][..]));
+        assert_eq!(info.rsdp, Some(16));
     }
 
     #[test]

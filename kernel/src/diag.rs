@@ -15,7 +15,10 @@ use crate::arch::time;
 use crate::executor;
 use crate::net::{self, TcpSocket};
 
-const SOCKET_BUF: usize = 64 * 1024;
+/// Per-direction TCP buffer of each diag socket. 256 KiB gives a scaled
+/// window large enough for `sink`/`source` to stream at device speed; the
+/// `BACKLOG` listeners hold 8 × 512 KiB = 4 MiB of the ~16 MiB heap.
+const SOCKET_BUF: usize = 256 * 1024;
 
 pub struct Ctx {
     pub diag_rw: bool,
@@ -172,7 +175,7 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
         }
         Request::Sink => {
             let t0 = time::uptime_us();
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             let mut total = early as u64;
             loop {
                 let n = sock.read(&mut buf).await;
@@ -184,7 +187,7 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
             let _ = write!(out, "received bytes={total} us={}", time::uptime_us() - t0);
         }
         Request::Source { bytes } => {
-            let buf = vec![b'x'; 16 * 1024];
+            let buf = vec![b'x'; 64 * 1024];
             let mut left = bytes;
             while left > 0 {
                 let n = left.min(buf.len() as u64) as usize;
@@ -196,8 +199,10 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
         }
         Request::Shutdown => {
             let _ = sock.write_all(b"bye\n").await;
-            // Let the reply reach the peer before the machine goes away.
-            let _ = executor::select(sock.flush(), executor::sleep_us(500_000)).await;
+            // Send our FIN and let the reply and the FIN reach the peer before
+            // the machine goes away (bounded: `close` gives up after 2 s), so
+            // the client sees a clean end of stream even over tap.
+            sock.close().await;
             exit(ExitCode::Success);
         }
     }

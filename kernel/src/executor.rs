@@ -37,6 +37,11 @@ unsafe impl Sync for Spawned {}
 /// `select`) do not pile up.
 static TIMERS: spin::Mutex<BTreeMap<(u64, u64), Waker>> = spin::Mutex::new(BTreeMap::new());
 static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(0);
+/// The deadline the APIC timer is armed for (`DISARMED`: none); reset when
+/// the timer fires.
+static ARMED: AtomicU64 = AtomicU64::new(DISARMED);
+const DISARMED: u64 = u64::MAX;
+const TIMER_SCAN_EVERY: u32 = 64;
 static IRQ_WAKERS: spin::Mutex<[Option<Waker>; interrupts::IRQ_LINES]> =
     spin::Mutex::new([const { None }; interrupts::IRQ_LINES]);
 
@@ -59,6 +64,7 @@ pub fn spawn(f: impl Future<Output = ()> + 'static) {
 /// Runs tasks forever.
 pub fn run() -> ! {
     let mut tasks: Vec<Option<(Task, Waker)>> = Vec::new();
+    let mut round = 0u32;
     loop {
         // Adopt newly spawned tasks.
         let new: Vec<Task> = core::mem::take(&mut *SPAWNED.0.lock());
@@ -74,7 +80,8 @@ pub fn run() -> ! {
             tasks[id] = Some((t, waker));
             READY.lock().push_back(id);
         }
-        dispatch_interrupt_events();
+        round = round.wrapping_add(1);
+        dispatch_interrupt_events(round);
         let next =
             x86_64::instructions::interrupts::without_interrupts(|| READY.lock().pop_front());
         if let Some(id) = next {
@@ -91,17 +98,27 @@ pub fn run() -> ! {
 }
 
 /// Wakes timer waiters whose deadline passed and IRQ waiters whose line fired.
-fn dispatch_interrupt_events() {
-    interrupts::TIMER_FIRED.store(false, Ordering::Relaxed);
-    let now = time::rdtsc();
-    let mut timers = TIMERS.lock();
-    while let Some(entry) = timers.first_entry() {
-        if entry.key().0 > now {
-            break;
-        }
-        entry.remove().wake();
+///
+/// Timers are scanned after the timer interrupt (`idle` arms the earliest
+/// deadline) and, for a loop that never idles, every `TIMER_SCAN_EVERY`
+/// rounds: RDTSC traps to the hypervisor under some KVM setups (~10 µs
+/// each), so it stays off the per-task path.
+fn dispatch_interrupt_events(round: u32) {
+    let fired = interrupts::TIMER_FIRED.swap(false, Ordering::AcqRel);
+    if fired {
+        // The one-shot (or TSC-deadline) timer is spent: `idle` re-arms.
+        ARMED.store(DISARMED, Ordering::Relaxed);
     }
-    drop(timers);
+    if fired || round.is_multiple_of(TIMER_SCAN_EVERY) {
+        let now = time::rdtsc();
+        let mut timers = TIMERS.lock();
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            entry.remove().wake();
+        }
+    }
     let pending = interrupts::IRQ_PENDING.load(Ordering::Acquire);
     if pending != 0 {
         let mut wakers = IRQ_WAKERS.lock();
@@ -130,9 +147,17 @@ fn idle() {
         x86_64::instructions::interrupts::enable();
         return;
     }
-    match TIMERS.lock().first_key_value() {
-        Some((&(deadline, _), _)) => apic::arm(deadline),
-        None => apic::disarm(),
+    // Reprogram the timer only when the earliest deadline changed: each
+    // write is a VM exit.
+    let want = TIMERS
+        .lock()
+        .first_key_value()
+        .map_or(DISARMED, |(&(deadline, _), _)| deadline);
+    if ARMED.swap(want, Ordering::Relaxed) != want {
+        match want {
+            DISARMED => apic::disarm(),
+            deadline => apic::arm(deadline),
+        }
     }
     // `sti; hlt` back to back: an interrupt pending since `disable` above is
     // taken after `hlt` starts, so it cannot be lost.

@@ -82,10 +82,11 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
     });
     debug!(
         "boot",
-        "protocol={} usable_bytes={} rsdp={:?} cmdline=\"{}\"",
+        "protocol={} usable_bytes={} rsdp={:?} rsdp_copied={} cmdline=\"{}\"",
         boot.protocol.name(),
         boot.memory.usable_bytes(),
         boot.rsdp,
+        boot.rsdp_copy().map_or(0, <[u8]>::len),
         boot.cmdline()
     );
     for r in boot.memory.regions() {

@@ -13,10 +13,11 @@ use core::net::Ipv4Addr;
 use core::task::Poll;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::{dhcpv4, dns, icmp, tcp};
+use smoltcp::socket::{dhcpv4, dns, icmp, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Cidr,
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
+    Ipv4Cidr,
 };
 
 use crate::arch::time;
@@ -139,10 +140,14 @@ impl Stack {
     }
 
     /// One round of smoltcp processing; returns how long until the next.
-    fn poll(&mut self) -> Option<Duration> {
-        self.dev.ack_interrupt();
-        if let Some(pin) = self.irq.pin() {
-            crate::arch::apic::ioapic_unmask(pin);
+    /// `irq`: the NIC interrupted, so acknowledge it first (two MMIO
+    /// accesses, each a costly VM exit: skipped on kicks and timeouts).
+    fn poll(&mut self, irq: bool) -> Option<Duration> {
+        if irq {
+            self.dev.ack_interrupt();
+            if let Some(pin) = self.irq.pin() {
+                crate::arch::apic::ioapic_unmask(pin);
+            }
         }
         let t = now();
         self.iface.poll(t, &mut self.dev, &mut self.sockets);
@@ -174,8 +179,10 @@ impl Stack {
 }
 
 async fn run(irq: Irq) {
+    // The first round acknowledges whatever fired before we started.
+    let mut irq_fired = true;
     loop {
-        let delay = with(|s| s.poll());
+        let delay = with(|s| s.poll(core::mem::take(&mut irq_fired) || irq.pin().is_none()));
         let us = delay.map_or(1_000_000, |d| d.total_micros()).min(1_000_000);
         if us == 0 {
             continue;
@@ -183,7 +190,11 @@ async fn run(irq: Irq) {
         let kick = poll_fn(|cx| KICK.poll_notified(cx));
         match irq.pin() {
             Some(p) => {
-                let _ = select(select(IrqWait(p as usize), executor::sleep_us(us)), kick).await;
+                if let Ok(Ok(())) =
+                    select(select(IrqWait(p as usize), executor::sleep_us(us)), kick).await
+                {
+                    irq_fired = true;
+                }
             }
             // No interrupt line: fall back to a 1 ms poll.
             None => {
@@ -196,14 +207,93 @@ async fn run(irq: Irq) {
 /// A TCP socket in the stack's socket set; removed when dropped.
 pub struct TcpSocket(SocketHandle);
 
+/// Why `TcpSocket::connect` failed.
+// The client API (connect, UDP) is for the node agent's control-plane
+// link, which is not built yet: nothing in the kernel calls it today.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// No address yet, or the address/port is unusable.
+    Unaddressable,
+    /// The peer answered with a reset (nothing listening).
+    Refused,
+    TimedOut,
+}
+
+/// Next local port for outgoing connections and UDP sockets (IANA dynamic
+/// range), starting at a random point so reboots do not reuse 4-tuples.
+#[allow(dead_code)]
+static NEXT_EPHEMERAL: spin::Mutex<u16> = spin::Mutex::new(0);
+
+#[allow(dead_code)]
+fn ephemeral_port() -> u16 {
+    const FIRST: u16 = 49152;
+    let mut p = NEXT_EPHEMERAL.lock();
+    if *p < FIRST {
+        *p = FIRST + crate::entropy::weak_u16() % (u16::MAX - FIRST);
+    }
+    let port = *p;
+    *p = if port == u16::MAX { FIRST } else { port + 1 };
+    port
+}
+
 impl TcpSocket {
-    pub fn listen(port: u16, buf: usize) -> Result<TcpSocket, tcp::ListenError> {
+    /// A socket with `buf` bytes of receive and of send buffer. Above
+    /// 64 KiB smoltcp negotiates window scaling (RFC 7323) from the
+    /// receive buffer's size, so large buffers give large windows.
+    fn new_socket(buf: usize) -> tcp::Socket<'static> {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; buf]),
             tcp::SocketBuffer::new(vec![0; buf]),
         );
+        // Disable smoltcp's 10 ms delayed ACK: our reader drains the buffer
+        // promptly, and a late ACK stalls a bulk sender's window.
+        s.set_ack_delay(None);
+        s
+    }
+
+    pub fn listen(port: u16, buf: usize) -> Result<TcpSocket, tcp::ListenError> {
+        let mut s = Self::new_socket(buf);
         s.listen(port)?;
         Ok(TcpSocket(with(|st| st.sockets.add(s))))
+    }
+
+    /// Opens a connection to `addr:port`, giving up after `timeout_us`.
+    #[allow(dead_code)]
+    pub async fn connect(
+        addr: Ipv4Addr,
+        port: u16,
+        buf: usize,
+        timeout_us: u64,
+    ) -> Result<TcpSocket, ConnectError> {
+        let sock = with(|st| {
+            let mut s = Self::new_socket(buf);
+            let remote = IpEndpoint::new(IpAddress::Ipv4(addr), port);
+            s.connect(st.iface.context(), remote, ephemeral_port())
+                .map_err(|_| ConnectError::Unaddressable)?;
+            Ok(TcpSocket(st.sockets.add(s)))
+        })?;
+        kick();
+        let established = poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<tcp::Socket>(sock.0);
+                match s.state() {
+                    tcp::State::SynSent | tcp::State::SynReceived => {
+                        s.register_send_waker(cx.waker());
+                        s.register_recv_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    // A reset in SYN-SENT closes the socket.
+                    tcp::State::Closed => Poll::Ready(Err(ConnectError::Refused)),
+                    _ => Poll::Ready(Ok(())),
+                }
+            })
+        });
+        match select(established, executor::sleep_us(timeout_us)).await {
+            Ok(Ok(())) => Ok(sock),
+            Ok(Err(e)) => Err(e),
+            Err(()) => Err(ConnectError::TimedOut),
+        }
     }
 
     /// Waits until a peer connected.
@@ -267,24 +357,8 @@ impl TcpSocket {
         true
     }
 
-    /// Waits until everything written was acknowledged (or the peer left).
-    pub async fn flush(&self) {
-        poll_fn(|cx| {
-            with(|st| {
-                let s = st.sockets.get_mut::<tcp::Socket>(self.0);
-                if s.send_queue() == 0 || !s.may_send() {
-                    Poll::Ready(())
-                } else {
-                    s.register_send_waker(cx.waker());
-                    Poll::Pending
-                }
-            })
-        })
-        .await
-    }
-
     /// Closes our side and waits (at most 2 s) until the data is out.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         with(|st| st.sockets.get_mut::<tcp::Socket>(self.0).close());
         kick();
         let done = poll_fn(|cx| {
@@ -311,6 +385,94 @@ impl Drop for TcpSocket {
             st.sockets.remove(self.0);
         });
         kick();
+    }
+}
+
+/// A UDP socket bound to a local port; removed when dropped.
+#[allow(dead_code)]
+pub struct UdpSocket(SocketHandle);
+
+#[allow(dead_code)]
+impl UdpSocket {
+    /// Binds `port` (0: an ephemeral port) with room for `packets`
+    /// datagrams of up to `payload` bytes in each direction.
+    pub fn bind(port: u16, packets: usize, payload: usize) -> Result<UdpSocket, udp::BindError> {
+        let buf = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; packets],
+                vec![0; packets * payload],
+            )
+        };
+        let mut s = udp::Socket::new(buf(), buf());
+        s.bind(if port == 0 { ephemeral_port() } else { port })?;
+        Ok(UdpSocket(with(|st| st.sockets.add(s))))
+    }
+
+    pub fn local_port(&self) -> u16 {
+        with(|st| st.sockets.get::<udp::Socket>(self.0).endpoint().port)
+    }
+
+    /// Queues one datagram to `addr:port`, waiting for buffer room.
+    pub async fn send_to(
+        &self,
+        data: &[u8],
+        addr: Ipv4Addr,
+        port: u16,
+    ) -> Result<(), udp::SendError> {
+        let to = IpEndpoint::new(IpAddress::Ipv4(addr), port);
+        let r = poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<udp::Socket>(self.0);
+                match s.send_slice(data, to) {
+                    Err(udp::SendError::BufferFull) => {
+                        s.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    r => Poll::Ready(r),
+                }
+            })
+        })
+        .await;
+        kick();
+        r
+    }
+
+    /// Receives one datagram into `buf` (truncated to fit): its length and
+    /// sender, or `None` after `timeout_us`.
+    pub async fn recv_from(
+        &self,
+        buf: &mut [u8],
+        timeout_us: u64,
+    ) -> Option<(usize, Ipv4Addr, u16)> {
+        let rx = poll_fn(|cx| {
+            with(|st| {
+                let s = st.sockets.get_mut::<udp::Socket>(self.0);
+                loop {
+                    match s.recv() {
+                        Ok((data, meta)) => {
+                            #[allow(irrefutable_let_patterns)]
+                            let IpAddress::Ipv4(from) = meta.endpoint.addr else {
+                                continue;
+                            };
+                            let n = data.len().min(buf.len());
+                            buf[..n].copy_from_slice(&data[..n]);
+                            return Poll::Ready((n, from, meta.endpoint.port));
+                        }
+                        Err(_) => {
+                            s.register_recv_waker(cx.waker());
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            })
+        });
+        select(rx, executor::sleep_us(timeout_us)).await.ok()
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        with(|st| st.sockets.remove(self.0));
     }
 }
 
