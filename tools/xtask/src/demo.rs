@@ -1,6 +1,17 @@
-//! `cargo xtask demo`: boots N nodes under QEMU microvm through `skiff-qemu`,
-//! shows each node's diag `status`, has each ping its gateway, prints a
-//! summary and shuts them down cleanly (`--keep`: after Ctrl-C).
+//! `cargo xtask demo`: the demo cluster.
+//!
+//! 1. The control plane (`skiff-controlplane`: API server, embedded store,
+//!    node gateway) starts with a fresh PKI; the real kubectl applies a
+//!    multi-document manifest and reads it back.
+//! 2. Hollow nodes (the real kubelet core and node protocol over TLS, fake
+//!    runtime) bootstrap with a token and become Ready; a pod bound to one
+//!    runs to completion and kubectl shows its exit.
+//! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu`; the demo
+//!    shows each node's diag `status`, has each ping its gateway, prints a
+//!    summary and shuts them down cleanly (`--keep`: after Ctrl-C).
+//!
+//! Kernel nodes do not join the control plane yet: their TLS client and
+//! kubelet wiring are the next step of the node agent.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -9,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use skiff_qemu::{Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
 
-use crate::{kernel, setup};
+use crate::{cluster, kernel, setup};
 
 /// Guest port of the diag service on every demo node.
 const DIAG_PORT: u16 = 7000;
@@ -38,8 +49,9 @@ struct DemoNode {
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let _tools = setup::run(root)?;
+    let tools = setup::run(root)?;
     let elf = kernel::build(root)?;
+    let cp = control_plane(root, &tools)?;
     if !skiff_qemu::qemu_available(skiff_qemu::QEMU) {
         bail!("{} does not run: run `cargo xtask setup`", skiff_qemu::QEMU);
     }
@@ -137,7 +149,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
 
     if args.keep {
-        println!("\ndemo: nodes keep running; diag services:");
+        println!(
+            "\ndemo: the control plane keeps running: KUBECONFIG={} kubectl get nodes",
+            cp.kubeconfig.display()
+        );
+        println!("demo: QEMU nodes keep running; diag services:");
         for n in &nodes {
             println!("  {}: 127.0.0.1:{}", n.name, n.host_port);
         }
@@ -171,6 +187,74 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     );
     Ok(())
 }
+
+/// Control plane, kubectl, hollow nodes and a pod run to completion.
+fn control_plane(root: &Path, tools: &setup::Tools) -> Result<cluster::ControlPlane> {
+    let mut cp = cluster::ControlPlane::start(root, tools)?;
+    let manifest = root.join("tools/xtask/demo/cluster.yaml");
+    cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    cp.kubectl(&[
+        "get",
+        "deployments,services,configmaps,secrets",
+        "-n",
+        "demo",
+    ])?;
+
+    cp.hollow_nodes(root, "hollow", 3)?;
+    cp.wait_until(30, "3 hollow nodes Ready", |cp| {
+        let nodes = cp.get(&["nodes", "--no-headers"])?;
+        Ok(nodes
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+            .count()
+            == 3)
+    })?;
+    cp.kubectl(&["get", "nodes", "-o", "wide"])?;
+
+    // No scheduler yet (issue 7): the pod names its node. The hollow node's
+    // fake runtime reads its script from the annotations.
+    let pod = root.join("target/demo/batch-pod.yaml");
+    std::fs::write(&pod, BATCH_POD)?;
+    cp.kubectl(&["apply", "-f", &pod.to_string_lossy()])?;
+    cp.wait_until(30, "the batch pod to succeed", |cp| {
+        let phase = cp.get(&[
+            "pod",
+            "batch",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?;
+        Ok(phase == "Succeeded")
+    })?;
+    cp.kubectl(&["get", "pod", "batch", "-n", "demo", "-o", "wide"])?;
+    cp.kubectl(&[
+        "get",
+        "pod",
+        "batch",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated}{\"\\n\"}",
+    ])?;
+    Ok(cp)
+}
+
+const BATCH_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+  namespace: demo
+  annotations:
+    hollow.skiff.dev/run-ms: \"1500\"
+    hollow.skiff.dev/exit-code: \"0\"
+spec:
+  nodeName: hollow-1
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: localhost:5000/skiff/hello:v1
+";
 
 fn launch(elf: &Path, i: usize, accel: Accel, serial: bool) -> Result<DemoNode> {
     let name = format!("node-{i}");

@@ -21,8 +21,11 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     Ok(elf_path(root))
 }
 
+/// Where cargo puts the kernel: it honours `CARGO_TARGET_DIR`, so do we.
 pub fn elf_path(root: &Path) -> PathBuf {
-    root.join("target")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
         .join(TARGET)
         .join(PROFILE)
         .join("skiff-kernel")

@@ -2,6 +2,7 @@
 //! and benchmarking Skiff. Each verb first runs the idempotent machine setup.
 
 mod bench;
+mod cluster;
 mod demo;
 mod kernel;
 mod setup;

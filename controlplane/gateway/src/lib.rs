@@ -1,0 +1,207 @@
+//! skiff-gateway: the control plane's node gateway.
+//!
+//! Nodes dial out to it over TLS and speak the postcard node protocol
+//! (`skiff-node-proto`). A node without a certificate may only bootstrap
+//! ([`bootstrap`]): token check and CSR signing ([`signer`]). A node with a
+//! certificate (`CN=system:node:<name>`, `O=system:nodes`) gets a session
+//! ([`session`]): its messages become API objects ([`node_objects`]) and its
+//! pods are pushed to it ([`pod_sync`], [`pod_spec`]). Every API call is made
+//! in process as the node's own identity ([`local_api`]), so the API server's
+//! node authorizer decides what a node may touch. [`health`] marks silent
+//! nodes NotReady. [`tls`] is the listener's rustls setup, [`wire`] the
+//! async framing, [`journal`] and [`metrics`] what it reports.
+
+pub mod bootstrap;
+pub mod health;
+pub mod journal;
+pub mod local_api;
+pub mod metrics;
+pub mod node_objects;
+pub mod pod_spec;
+pub mod pod_sync;
+pub mod session;
+pub mod signer;
+pub mod timefmt;
+pub mod tls;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::journal::Journal;
+use crate::local_api::LocalApi;
+use crate::metrics::Metrics;
+use crate::signer::NodeSigner;
+
+/// How the gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The API server's PKI directory (CA, serving certificate).
+    pub pki_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Lifetime of issued node certificates (nodes rotate at ~80 %).
+    pub cert_validity: Duration,
+    /// Node Lease duration (kube default 40 s).
+    pub lease_duration_secs: u32,
+    /// How often nodes renew (kube default 10 s).
+    pub renew_interval: Duration,
+    /// How often nodes resend an unchanged NodeStatus (kube default 5 min).
+    pub node_status_report: Duration,
+    /// No renewal for this long makes a node NotReady (kube's
+    /// node-monitor-grace-period, 40 s by default).
+    pub node_grace: Duration,
+    /// TLS handshake plus the first frame must arrive within this.
+    pub handshake_timeout: Duration,
+    /// Keep the log off stderr (benchmarks).
+    pub quiet: bool,
+}
+
+impl GatewayConfig {
+    pub fn new(pki_dir: PathBuf, listen: SocketAddr) -> GatewayConfig {
+        GatewayConfig {
+            pki_dir,
+            listen,
+            cert_validity: Duration::from_secs(365 * 24 * 3600),
+            lease_duration_secs: 40,
+            renew_interval: Duration::from_secs(10),
+            node_status_report: Duration::from_secs(300),
+            node_grace: Duration::from_secs(40),
+            handshake_timeout: Duration::from_secs(10),
+            quiet: false,
+        }
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: GatewayConfig,
+    pub api: LocalApi,
+    pub signer: NodeSigner,
+    pub health: health::Health,
+    pub journal: Journal,
+    pub metrics: Metrics,
+}
+
+/// A running gateway; dropping it stops the listener and the health loop
+/// (sessions end when their connections do).
+#[derive(Debug)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds and serves in the background, calling the API server in process.
+pub async fn start(
+    cfg: GatewayConfig,
+    api: Arc<skiff_apiserver::server::State>,
+) -> Result<Gateway, String> {
+    let tls = tls::server_config(&cfg.pki_dir)?;
+    let signer = NodeSigner::load(&cfg.pki_dir, cfg.cert_validity)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        journal: Journal::new(cfg.quiet),
+        cfg,
+        api: LocalApi::new(api),
+        signer,
+        health: health::Health::default(),
+        metrics: Metrics::default(),
+    });
+    let tasks = vec![
+        tokio::spawn(accept_loop(listener, tls, shared.clone())),
+        tokio::spawn(health::run(shared.clone())),
+    ];
+    Ok(Gateway {
+        addr,
+        shared,
+        tasks,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(connection(shared.clone(), acceptor.clone(), tcp, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                shared.journal.log(format!("accept: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One node connection: TLS, then bootstrap or a node session depending on
+/// the client certificate.
+async fn connection(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    Metrics::inc(&shared.metrics.connections);
+    let stream =
+        match tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                Metrics::inc(&shared.metrics.refused);
+                shared
+                    .journal
+                    .log(format!("{peer}: TLS handshake refused: {e}"));
+                return;
+            }
+            Err(_) => {
+                shared
+                    .journal
+                    .log(format!("{peer}: TLS handshake timed out"));
+                return;
+            }
+        };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    match cert {
+        None => bootstrap::run(&shared, stream, peer).await,
+        Some(der) => match skiff_apiserver::authn::identity_from_cert(&der) {
+            Some(id) if id.in_group("system:nodes") && id.name.starts_with("system:node:") => {
+                let node = id.name["system:node:".len()..].to_string();
+                session::run(shared, stream, node, peer).await
+            }
+            other => {
+                Metrics::inc(&shared.metrics.refused);
+                let who = other.map(|i| i.name).unwrap_or_else(|| "no subject".into());
+                session::refuse(
+                    &shared,
+                    stream,
+                    peer,
+                    skiff_node_proto::RefusalReason::Forbidden,
+                    format!("certificate for {who:?} is not a node certificate"),
+                )
+                .await
+            }
+        },
+    }
+}

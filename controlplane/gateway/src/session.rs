@@ -1,0 +1,512 @@
+//! An authenticated node session (mutual TLS, `system:node:<name>`):
+//! hello, registration, then the node's messages applied to the API as the
+//! node itself, while [`crate::pod_sync`] pushes it its pods. Frames are
+//! handled one at a time, in order, so a `Ping` answered after a
+//! `LeaseRenew` proves the renewal was stored.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hyper::Method;
+use serde_json::{Value, json};
+use skiff_apiserver::authn::Identity;
+use skiff_node_proto::{
+    self as proto, Capabilities, FrameError, Hello, MAX_FRAME, NodeToPlane, PlaneToNode,
+    RefusalReason, Welcome,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::bootstrap::{not_after, send_refusal};
+use crate::local_api::{Answer, node_identity};
+use crate::metrics::Metrics;
+use crate::node_objects as objects;
+use crate::pod_sync::{self, SyncState};
+use crate::timefmt::now_millis;
+use crate::wire::{ReadError, read_frame, write_frame};
+use crate::{Shared, health};
+
+/// What this gateway offers.
+pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA.union(Capabilities::CERT_ROTATION);
+
+/// Queue of frames to one node; a node that stops reading is cut off rather
+/// than growing it without bound.
+const OUT_QUEUE: usize = 1024;
+
+/// Refuses a connection with a logged reason and closes it.
+pub async fn refuse<S: AsyncWrite + Unpin>(
+    shared: &Shared,
+    mut s: S,
+    peer: SocketAddr,
+    reason: RefusalReason,
+    message: String,
+) {
+    let message = if message.contains(&peer.to_string()) {
+        message
+    } else {
+        format!("{peer}: {message}")
+    };
+    send_refusal(shared, &mut s, reason, message).await;
+}
+
+/// Reads and answers the hello; `None` when the connection was closed.
+pub async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    s: &mut S,
+    who: &str,
+    max: usize,
+) -> Option<Hello> {
+    let first = tokio::time::timeout(
+        shared.cfg.handshake_timeout,
+        read_frame::<NodeToPlane, _>(s, max),
+    )
+    .await;
+    let hello = match first {
+        Ok(Ok(NodeToPlane::Hello(h))) => h,
+        Ok(Ok(_)) => {
+            send_refusal(
+                shared,
+                s,
+                RefusalReason::ProtocolError,
+                format!("{who}: the first frame must be Hello"),
+            )
+            .await;
+            return None;
+        }
+        Ok(Err(e)) => {
+            shared.journal.log(format!("{who}: closing: {e}"));
+            return None;
+        }
+        Err(_) => {
+            shared
+                .journal
+                .log(format!("{who}: closing: no hello in time"));
+            return None;
+        }
+    };
+    let Some(version) = proto::negotiate(hello.min_version, hello.max_version) else {
+        send_refusal(
+            shared,
+            s,
+            RefusalReason::UnsupportedVersion {
+                min: proto::MIN_PROTOCOL_VERSION,
+                max: proto::PROTOCOL_VERSION,
+            },
+            format!(
+                "{who}: node speaks versions {}..={}",
+                hello.min_version, hello.max_version
+            ),
+        )
+        .await;
+        return None;
+    };
+    let welcome = PlaneToNode::Welcome(Welcome {
+        version,
+        capabilities: CAPABILITIES.intersect(hello.capabilities),
+        server_time: now_millis(),
+    });
+    if let Err(e) = write_frame(s, &welcome, max).await {
+        shared.journal.log(format!("{who}: closing: {e}"));
+        return None;
+    }
+    Some(hello)
+}
+
+/// Per-session state shared with the pod sync task.
+struct Session {
+    shared: Arc<Shared>,
+    node: String,
+    who: String,
+    id: Identity,
+    node_uid: String,
+    tx: mpsc::Sender<PlaneToNode>,
+    sync: Arc<Mutex<SyncState>>,
+    resync: Arc<tokio::sync::Notify>,
+}
+
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: Arc<Shared>,
+    mut s: S,
+    node: String,
+    peer: SocketAddr,
+) {
+    let who = format!("node {node} ({peer})");
+    let Some(hello) = hello(&shared, &mut s, &who, MAX_FRAME).await else {
+        return;
+    };
+    if hello.node_name != node {
+        return refuse(
+            &shared,
+            s,
+            peer,
+            RefusalReason::NodeNameMismatch,
+            format!(
+                "{who}: hello names {:?} but the certificate is for {node:?}",
+                hello.node_name
+            ),
+        )
+        .await;
+    }
+    let info = match tokio::time::timeout(
+        shared.cfg.handshake_timeout,
+        read_frame::<NodeToPlane, _>(&mut s, MAX_FRAME),
+    )
+    .await
+    {
+        Ok(Ok(NodeToPlane::Register(info))) if info.name == node => info,
+        Ok(Ok(NodeToPlane::Register(info))) => {
+            return refuse(
+                &shared,
+                s,
+                peer,
+                RefusalReason::NodeNameMismatch,
+                format!("{who}: registration for {:?}", info.name),
+            )
+            .await;
+        }
+        Ok(Ok(_)) => {
+            return refuse(
+                &shared,
+                s,
+                peer,
+                RefusalReason::ProtocolError,
+                format!("{who}: expected Register after Hello"),
+            )
+            .await;
+        }
+        Ok(Err(e)) => return shared.journal.log(format!("{who}: closing: {e}")),
+        Err(_) => {
+            return shared
+                .journal
+                .log(format!("{who}: closing: no registration in time"));
+        }
+    };
+    let id = node_identity(&node);
+    let node_uid = match register(&shared, &id, &info).await {
+        Ok(uid) => uid,
+        Err(e) => {
+            return refuse(
+                &shared,
+                s,
+                peer,
+                RefusalReason::Forbidden,
+                format!("{who}: registration failed: {e}"),
+            )
+            .await;
+        }
+    };
+    let registered = PlaneToNode::Registered(proto::Registered {
+        node_uid: node_uid.clone(),
+        lease_duration_secs: shared.cfg.lease_duration_secs,
+        renew_interval_ms: shared.cfg.renew_interval.as_millis() as u32,
+        node_status_report_ms: shared.cfg.node_status_report.as_millis() as u32,
+        pod_cidrs: Vec::new(),
+    });
+    if let Err(e) = write_frame(&mut s, &registered, MAX_FRAME).await {
+        return shared.journal.log(format!("{who}: closing: {e}"));
+    }
+    Metrics::inc(&shared.metrics.sessions);
+    if shared.health.renewed(&node)
+        && let Err(e) = health::set_ready(&shared, &node, true).await
+    {
+        shared.journal.log(format!("{who}: marking Ready: {e}"));
+    }
+    shared.journal.log(format!("{who}: registered"));
+
+    let (rd, mut wr) = tokio::io::split(s);
+    let (tx, mut rx) = mpsc::channel::<PlaneToNode>(OUT_QUEUE);
+    let writer_who = who.clone();
+    let writer_shared = shared.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if let Err(e) = write_frame(&mut wr, &m, MAX_FRAME).await {
+                writer_shared
+                    .journal
+                    .log(format!("{writer_who}: write failed: {e}"));
+                break;
+            }
+            if matches!(m, PlaneToNode::Goodbye { .. } | PlaneToNode::Refused(_)) {
+                break;
+            }
+        }
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+    });
+    let sess = Arc::new(Session {
+        shared: shared.clone(),
+        node: node.clone(),
+        who: who.clone(),
+        id,
+        node_uid,
+        tx: tx.clone(),
+        sync: Arc::new(Mutex::new(SyncState::default())),
+        resync: Arc::new(tokio::sync::Notify::new()),
+    });
+    let sync_task = tokio::spawn(pod_sync::run(
+        shared.clone(),
+        node.clone(),
+        sess.id.clone(),
+        tx.clone(),
+        sess.sync.clone(),
+        sess.resync.clone(),
+        CAPABILITIES
+            .intersect(hello.capabilities)
+            .contains(Capabilities::POD_DELTA),
+    ));
+    let reason = serve(&sess, rd).await;
+    sync_task.abort();
+    shared.journal.log(format!("{who}: closing: {reason}"));
+    if !reason.starts_with("node said goodbye") && reason != "connection closed" {
+        let _ = tx.try_send(PlaneToNode::Goodbye { reason });
+    }
+    drop(sess);
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Reads frames until the connection ends; returns why.
+async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> String {
+    loop {
+        let msg = match read_frame::<NodeToPlane, _>(&mut rd, MAX_FRAME).await {
+            Ok(m) => m,
+            Err(ReadError::Frame(FrameError::UnknownMessage { variant })) => {
+                // A newer node's message: the stream is still in sync.
+                sess.shared
+                    .journal
+                    .log(format!("{}: skipping unknown message {variant}", sess.who));
+                continue;
+            }
+            Err(e) => return e.to_string(),
+        };
+        if let Err(e) = handle(sess, msg).await {
+            return e;
+        }
+    }
+}
+
+fn send(sess: &Session, m: PlaneToNode) -> Result<(), String> {
+    sess.tx
+        .try_send(m)
+        .map_err(|_| "node is not reading its frames".to_string())
+}
+
+/// Applies one message. `Err` closes the session with that reason; API
+/// refusals are logged and the session goes on.
+async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
+    let shared = &sess.shared;
+    let api = &shared.api;
+    let node = &sess.node;
+    let result: Result<Answer, String> = match msg {
+        NodeToPlane::LeaseRenew { renew_time, .. } => {
+            let t = Instant::now();
+            let a = renew_lease(sess, renew_time).await;
+            shared.metrics.observe_lease(t.elapsed());
+            if shared.health.renewed(node)
+                && let Err(e) = health::set_ready(shared, node, true).await
+            {
+                shared
+                    .journal
+                    .log(format!("{}: marking Ready: {e}", sess.who));
+            }
+            a
+        }
+        NodeToPlane::NodeStatus(st) => {
+            api.merge_patch(
+                &sess.id,
+                &format!("/api/v1/nodes/{node}/status"),
+                &objects::node_status_update(&st),
+            )
+            .await
+        }
+        NodeToPlane::PodStatus(st) => pod_status(sess, st).await,
+        NodeToPlane::Event(e) => {
+            let (ns, ev) = objects::event_object(node, &e);
+            api.create(&sess.id, &format!("/api/v1/namespaces/{ns}/events"), &ev)
+                .await
+        }
+        NodeToPlane::SyncAck { generation } => {
+            sess.sync.lock().unwrap_or_else(|e| e.into_inner()).acked = generation;
+            return Ok(());
+        }
+        NodeToPlane::ResyncRequest { .. } => {
+            sess.resync.notify_one();
+            return Ok(());
+        }
+        NodeToPlane::RenewCertificate { csr_der } => {
+            return match shared.signer.sign(node, &csr_der) {
+                Ok(der) => {
+                    shared
+                        .journal
+                        .log(format!("{}: rotated its certificate", sess.who));
+                    send(
+                        sess,
+                        PlaneToNode::Certificate {
+                            chain_der: vec![der],
+                            not_after: not_after(shared),
+                        },
+                    )
+                }
+                Err(e) => Err(format!("certificate renewal refused: {e}")),
+            };
+        }
+        NodeToPlane::Ping { nonce } => return send(sess, PlaneToNode::Pong { nonce }),
+        NodeToPlane::Pong { .. } | NodeToPlane::LogChunk { .. } => return Ok(()),
+        NodeToPlane::Goodbye { reason } => return Err(format!("node said goodbye: {reason}")),
+        NodeToPlane::Hello(_) | NodeToPlane::Bootstrap { .. } | NodeToPlane::Register(_) => {
+            return Err("protocol error: handshake message in an established session".into());
+        }
+    };
+    match result {
+        Ok(a) if a.ok() => {}
+        Ok(a) => shared
+            .journal
+            .log(format!("{}: API refused: {}", sess.who, a.message())),
+        Err(e) => shared
+            .journal
+            .log(format!("{}: API call failed: {e}", sess.who)),
+    }
+    Ok(())
+}
+
+/// Creates or updates the Node; returns its uid.
+async fn register(
+    shared: &Shared,
+    id: &Identity,
+    info: &proto::NodeInfo,
+) -> Result<String, String> {
+    let api = &shared.api;
+    let node = &info.name;
+    let path = format!("/api/v1/nodes/{node}");
+    let obj = objects::node_object(info);
+    let created = api.create(id, "/api/v1/nodes", &obj).await?;
+    let uid_of = |a: &Answer| {
+        a.body
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let uid = match created.code {
+        201 => uid_of(&created),
+        409 => {
+            let labels = json!({"metadata": {"labels": obj["metadata"]["labels"]}});
+            let a = api.merge_patch(id, &path, &labels).await?;
+            if !a.ok() {
+                return Err(a.message());
+            }
+            uid_of(&a)
+        }
+        _ => return Err(created.message()),
+    };
+    let a = api
+        .merge_patch(
+            id,
+            &format!("{path}/status"),
+            &objects::node_status_patch(info, &objects::initial_conditions()),
+        )
+        .await?;
+    if !a.ok() {
+        return Err(a.message());
+    }
+    let lease = objects::lease_object(node, &uid, shared.cfg.lease_duration_secs, now_millis());
+    let a = api
+        .create(
+            id,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            &lease,
+        )
+        .await?;
+    if !(a.ok() || a.code == 409) {
+        return Err(a.message());
+    }
+    Ok(uid)
+}
+
+async fn renew_lease(sess: &Session, renew_time: u64) -> Result<Answer, String> {
+    let api = &sess.shared.api;
+    let d = sess.shared.cfg.lease_duration_secs;
+    let path = format!(
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}",
+        sess.node
+    );
+    let a = api
+        .merge_patch(
+            &sess.id,
+            &path,
+            &objects::lease_renew_patch(&sess.node, d, renew_time),
+        )
+        .await?;
+    if a.code != 404 {
+        return Ok(a);
+    }
+    // Deleted behind our back: create it again.
+    api.create(
+        &sess.id,
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        &objects::lease_object(&sess.node, &sess.node_uid, d, renew_time),
+    )
+    .await
+}
+
+/// Writes a pod's status, but only for a pod this session gave the node:
+/// the uid must match, so a status for a deleted and re-created pod of the
+/// same name is dropped. A pod being deleted whose containers have all
+/// stopped is then removed for good (what the kubelet does).
+async fn pod_status(sess: &Session, st: proto::PodStatus) -> Result<Answer, String> {
+    let known = {
+        let sync = sess.sync.lock().unwrap_or_else(|e| e.into_inner());
+        sync.pods.get(&st.uid).map(|p| {
+            (
+                p.namespace == st.namespace && p.name == st.name,
+                p.deletion_grace_period_secs.is_some(),
+            )
+        })
+    };
+    let deleting = match known {
+        Some((true, deleting)) => deleting,
+        Some((false, _)) => {
+            return Err(format!(
+                "status for pod uid {} names {}/{}, which is not that pod",
+                st.uid, st.namespace, st.name
+            ));
+        }
+        None => {
+            return Err(format!(
+                "status for pod {}/{} (uid {}) that is not assigned to this node",
+                st.namespace, st.name, st.uid
+            ));
+        }
+    };
+    let path = format!("/api/v1/namespaces/{}/pods/{}", st.namespace, st.name);
+    let a = sess
+        .shared
+        .api
+        .merge_patch(
+            &sess.id,
+            &format!("{path}/status"),
+            &objects::pod_status_patch(&st),
+        )
+        .await?;
+    let stopped = st
+        .container_statuses
+        .iter()
+        .all(|c| matches!(c.state, proto::ContainerState::Terminated { .. }));
+    if a.ok() && deleting && stopped {
+        return sess
+            .shared
+            .api
+            .call(
+                &sess.id,
+                Method::DELETE,
+                &path,
+                "application/json",
+                Some(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": st.uid}})),
+            )
+            .await;
+    }
+    Ok(a)
+}
+
+/// Pods this session pushed, by uid.
+pub type PodMap = HashMap<String, proto::PodSpec>;

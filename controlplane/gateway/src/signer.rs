@@ -1,0 +1,133 @@
+//! Node certificates: signs a node's CSR with the cluster CA after checking
+//! that it asks for exactly `CN=system:node:<name>`. Everything else in the
+//! request (other subject fields, extensions) is ignored: the gateway, not the
+//! node, decides what a node certificate may do.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DnType, DnValue, ExtendedKeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateSigningRequestDer;
+
+/// The cluster CA, able to sign node certificates.
+pub struct NodeSigner {
+    issuer: Issuer<'static, KeyPair>,
+    /// How long an issued node certificate is valid.
+    pub validity: Duration,
+}
+
+impl std::fmt::Debug for NodeSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSigner")
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Node names follow DNS-1123 subdomain rules, like kube's Node names.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+fn common_name(p: &CertificateParams) -> Option<String> {
+    match p.distinguished_name.get(&DnType::CommonName)? {
+        DnValue::Utf8String(s) => Some(s.clone()),
+        DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+impl NodeSigner {
+    /// Loads `ca.crt` and `ca.key` from the API server's PKI directory.
+    pub fn load(pki_dir: &Path, validity: Duration) -> Result<NodeSigner, String> {
+        use skiff_apiserver::pki::{CA_CERT, CA_KEY};
+        let read = |f: &str| {
+            std::fs::read_to_string(pki_dir.join(f))
+                .map_err(|e| format!("{}: {e}", pki_dir.join(f).display()))
+        };
+        let key = KeyPair::from_pem(&read(CA_KEY)?).map_err(|e| format!("{CA_KEY}: {e}"))?;
+        let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, key)
+            .map_err(|e| format!("{CA_CERT}: {e}"))?;
+        Ok(NodeSigner { issuer, validity })
+    }
+
+    /// Signs `csr_der` for node `name`; the error is the reason to log and
+    /// send back.
+    pub fn sign(&self, name: &str, csr_der: &[u8]) -> Result<Vec<u8>, String> {
+        if !valid_node_name(name) {
+            return Err(format!("invalid node name {name:?}"));
+        }
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| format!("bad certificate signing request: {e}"))?;
+        let want = format!("system:node:{name}");
+        match common_name(&csr.params) {
+            Some(cn) if cn == want => {}
+            Some(cn) => return Err(format!("CSR common name {cn:?} is not {want:?}")),
+            None => return Err("CSR has no common name".into()),
+        }
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, want);
+        p.distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = SystemTime::now();
+        // A little back-dating absorbs clock skew between node and control plane.
+        p.not_before = (now - Duration::from_secs(300)).into();
+        p.not_after = (now + self.validity).into();
+        let signed = CertificateSigningRequestParams {
+            params: p,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)
+        .map_err(|e| format!("signing: {e}"))?;
+        Ok(signed.der().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(cn: &str) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    fn signer() -> (tempfile::TempDir, NodeSigner) {
+        let dir = tempfile::tempdir().unwrap();
+        skiff_apiserver::pki::init(dir.path(), &Default::default()).unwrap();
+        let s = NodeSigner::load(dir.path(), Duration::from_secs(3600)).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn signs_only_the_matching_common_name() {
+        let (_d, s) = signer();
+        let der = s.sign("n1", &csr("system:node:n1")).unwrap();
+        let id = skiff_apiserver::authn::identity_from_cert(&der).unwrap();
+        assert_eq!(id.name, "system:node:n1");
+        assert_eq!(id.groups, vec!["system:nodes"]);
+        let e = s.sign("n1", &csr("system:node:n2")).unwrap_err();
+        assert!(e.contains("is not"), "{e}");
+        let e = s.sign("n1", &csr("system:masters")).unwrap_err();
+        assert!(e.contains("is not"), "{e}");
+        assert!(s.sign("N/1", &csr("system:node:N/1")).is_err());
+        let mut bad = csr("system:node:n1");
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(s.sign("n1", &bad).unwrap_err().contains("bad certificate"));
+    }
+}

@@ -1,0 +1,121 @@
+//! skiff-hollow-node: simulated Skiff nodes for scale tests, like
+//! Kubernetes' kubemark. Each hollow node speaks the real node protocol
+//! (`skiff-node-proto`) over its own TLS connection: token bootstrap, mutual
+//! TLS, registration, lease heartbeats, pod sync; containers "run" on a fake
+//! runtime for a scripted time ([`fake_runtime`]) under the real
+//! `skiff-kubelet` core. Many nodes share one process and
+//! one tokio runtime ([`Fleet`]).
+//!
+//! Modules: [`identity`] (key, CSR, TLS client configs), [`node`] (one
+//! node's connection life and kubelet driver), [`fake_runtime`], [`stats`].
+
+pub mod fake_runtime;
+pub mod identity;
+pub mod node;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+use skiff_node_proto::Resources;
+
+pub use node::NodeConfig;
+pub use stats::Stats;
+
+/// What every node of a fleet shares.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub gateway: SocketAddr,
+    pub ca: Vec<CertificateDer<'static>>,
+    pub token: String,
+    pub capacity: Resources,
+}
+
+impl FleetConfig {
+    /// Reads the cluster CA from a PEM file.
+    pub fn new(gateway: SocketAddr, ca_pem: &Path, token: &str) -> Result<FleetConfig, String> {
+        let ca = CertificateDer::pem_file_iter(ca_pem)
+            .map_err(|e| format!("{}: {e}", ca_pem.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", ca_pem.display()))?;
+        Ok(FleetConfig {
+            gateway,
+            ca,
+            token: token.to_string(),
+            capacity: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                pods: 110,
+                ephemeral_storage_bytes: 20 << 30,
+            },
+        })
+    }
+
+    /// The config of node number `i` named `name`: a fake InternalIP in
+    /// 10.64.0.0/10 derived from `i`.
+    pub fn node(&self, name: &str, i: u32) -> NodeConfig {
+        let ip = 0x0a40_0000u32 + 1 + i;
+        NodeConfig {
+            name: name.to_string(),
+            gateway: self.gateway,
+            ca: self.ca.clone(),
+            token: self.token.clone(),
+            ip: std::net::Ipv4Addr::from(ip).to_string(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// Hollow nodes running on the current tokio runtime.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    nodes: HashMap<String, tokio::task::JoinHandle<()>>,
+    pub stats: Arc<Stats>,
+}
+
+impl Fleet {
+    pub fn new() -> Fleet {
+        Fleet::default()
+    }
+
+    /// Starts one node.
+    pub fn start(&mut self, cfg: NodeConfig) {
+        let name = cfg.name.clone();
+        let task = tokio::spawn(node::run(Arc::new(cfg), self.stats.clone()));
+        if let Some(old) = self.nodes.insert(name, task) {
+            old.abort();
+        }
+    }
+
+    /// Starts `count` nodes named `<prefix>-<i>`.
+    pub fn start_many(&mut self, cfg: &FleetConfig, prefix: &str, count: u32) {
+        for i in 0..count {
+            self.start(cfg.node(&format!("{prefix}-{i}"), i));
+        }
+    }
+
+    /// Stops a node as if it lost power: its connection just drops.
+    pub fn stop(&mut self, name: &str) -> bool {
+        self.nodes.remove(name).map(|t| t.abort()).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for t in self.nodes.values() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Hollow nodes against an in-process control plane, checked with kubectl.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+use skiff_hollow_node::Stats;
+
+fn pod_yaml(name: &str, node: &str, run_ms: u64, exit: i32) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+  annotations:
+    hollow.skiff.dev/run-ms: \"{run_ms}\"
+    hollow.skiff.dev/exit-code: \"{exit}\"
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.local/job:1
+"
+    )
+}
+
+#[test]
+fn node_ready_pods_complete_and_stopped_node_goes_not_ready() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-0", 0);
+    c.wait_output(&["get", "nodes"], "hn-0   Ready", 20);
+    let cap = c.ok(&[
+        "get",
+        "node",
+        "hn-0",
+        "-o",
+        "jsonpath={.status.capacity.cpu} {.status.capacity.memory} {.status.capacity.pods} {.status.addresses[?(@.type==\"InternalIP\")].address} {.status.nodeInfo.kernelVersion}",
+    ]);
+    assert_eq!(cap, "4 8Gi 110 10.64.0.1 skiff-hollow 0.1.0");
+    assert!(c.ok(&["get", "nodes", "-o", "wide"]).contains("10.64.0.1"));
+    assert!(
+        c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            "hn-0",
+            "-o",
+            "jsonpath={.spec.holderIdentity}"
+        ]) == "hn-0"
+    );
+
+    let ok = c.write("ok.yaml", &pod_yaml("job-ok", "hn-0", 1500, 0));
+    let bad = c.write("bad.yaml", &pod_yaml("job-bad", "hn-0", 1500, 3));
+    c.ok(&["apply", "-f", ok.to_str().unwrap()]);
+    c.ok(&["apply", "-f", bad.to_str().unwrap()]);
+    c.wait_output(
+        &["get", "pod", "job-ok", "-o", "jsonpath={.status.phase}"],
+        "Running",
+        20,
+    );
+    c.wait_output(
+        &["get", "pod", "job-ok", "-o", "jsonpath={.status.phase}"],
+        "Succeeded",
+        20,
+    );
+    c.wait_output(
+        &["get", "pod", "job-bad", "-o", "jsonpath={.status.phase}"],
+        "Failed",
+        20,
+    );
+    let code = |p: &str| {
+        c.ok(&[
+            "get",
+            "pod",
+            p,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ])
+    };
+    assert_eq!(code("job-ok"), "0");
+    assert_eq!(code("job-bad"), "3");
+    let table = c.ok(&["get", "pods"]);
+    assert!(
+        table.contains("Succeeded") && table.contains("Failed"),
+        "{table}"
+    );
+
+    // The kubelet's Events, created by the gateway as the node.
+    let ev = c.wait_output(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=job-ok",
+        ],
+        "Started",
+        10,
+    );
+    assert!(ev.contains("job-ok"), "{ev}");
+
+    // Graceful deletion: the node stops the pod, then the object goes away.
+    c.ok(&["delete", "pod", "job-ok", "--wait=false"]);
+    c.wait_output(&["get", "pods"], "job-bad", 5);
+    c.eventually("job-ok deleted", 20, || {
+        !c.ok(&["get", "pods", "-o", "name"]).contains("job-ok")
+    });
+
+    c.stop_node("hn-0");
+    c.wait_output(&["get", "nodes"], "hn-0   NotReady", 20);
+    assert!(c.journal().iter().any(|l| l.contains("hn-0: NotReady")));
+}
+
+#[test]
+fn bad_token_and_foreign_certificates_are_refused() {
+    let c = Cluster::start(|_| {});
+    let (id, _) = c.token.split_once('.').unwrap();
+    let e = c
+        .bootstrap("hn-x", &format!("{id}.0000000000000000"))
+        .err()
+        .expect("wrong token refused");
+    assert!(e.contains("BadToken"), "{e}");
+    let e = c
+        .bootstrap("hn-x", "abcdef.0123456789abcdef")
+        .err()
+        .unwrap();
+    assert!(e.contains("BadToken"), "{e}");
+    assert!(
+        c.journal()
+            .iter()
+            .any(|l| l.contains("BadToken") && l.contains("hn-x")),
+        "{:?}",
+        c.journal()
+    );
+
+    // A node certificate from another CA fails the TLS handshake.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "system:node:evil");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let cert = p.self_signed(&key).unwrap();
+    let creds = skiff_hollow_node::node::Creds {
+        key,
+        chain: vec![cert.der().to_vec()],
+        issued: 0,
+        not_after: u64::MAX,
+    };
+    let cfg = c.fleet_cfg.node("evil", 7);
+    let client =
+        skiff_hollow_node::identity::node_config(&cfg.ca, creds.chain, &creds.key).unwrap();
+    let r = c.rt.block_on(async {
+        use tokio::io::AsyncReadExt as _;
+        let mut s = skiff_hollow_node::node::tls(&cfg, client).await?;
+        // TLS 1.3: the client learns of the refusal on its first read.
+        let mut b = [0u8; 1];
+        match s.read(&mut b).await {
+            Ok(0) => Err("closed".to_string()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    assert!(r.is_err());
+    c.eventually("a logged TLS refusal", 5, || {
+        c.journal()
+            .iter()
+            .any(|l| l.contains("TLS handshake refused"))
+    });
+}
+
+#[test]
+fn a_node_cannot_read_another_nodes_pods_or_secrets() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-a", 1);
+    c.wait_output(&["get", "nodes"], "hn-a   Ready", 20);
+    c.ok(&["create", "secret", "generic", "sa", "--from-literal=k=v"]);
+    let pod = "apiVersion: v1
+kind: Pod
+metadata: {name: pa, namespace: default}
+spec:
+  nodeName: hn-a
+  containers:
+  - name: main
+    image: registry.local/app:1
+    env:
+    - name: K
+      valueFrom: {secretKeyRef: {name: sa, key: k}}
+";
+    let f = c.write("pa.yaml", pod);
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    c.wait_output(
+        &["get", "pod", "pa", "-o", "jsonpath={.status.phase}"],
+        "Running",
+        20,
+    );
+
+    // Real node certificates from TLS bootstrap.
+    let a = c.bootstrap("hn-a", &c.token.clone()).unwrap();
+    let b = c.bootstrap("hn-b", &c.token.clone()).unwrap();
+    let ka = c.node_kubeconfig("hn-a", &a);
+    let kb = c.node_kubeconfig("hn-b", &b);
+    let run = |k: &std::path::Path, args: &[&str]| {
+        let o = c.kubectl_as(k, args);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, out) = run(&ka, &["get", "secret", "sa", "-o", "jsonpath={.data.k}"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&ka, &["get", "pod", "pa"]);
+    assert!(ok, "{out}");
+    for args in [
+        &["get", "secret", "sa"][..],
+        &["get", "pod", "pa"][..],
+        &["get", "pods", "--field-selector", "spec.nodeName=hn-a"][..],
+    ] {
+        let (ok, out) = run(&kb, args);
+        assert!(!ok && out.contains("Forbidden"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn forged_and_truncated_frames_close_only_that_connection() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-good", 2);
+    c.wait_output(&["get", "nodes"], "hn-good   Ready", 20);
+    let creds = c.bootstrap("hn-evil", &c.token.clone()).unwrap();
+    let cfg = c.fleet_cfg.node("hn-evil", 3);
+    let attacks: [(&str, Vec<u8>); 3] = [
+        // A valid length with a body that is no message.
+        ("forged", [&7u32.to_be_bytes()[..], &[0xff; 7]].concat()),
+        // A header promising more than arrives before the peer closes.
+        (
+            "truncated",
+            [&100u32.to_be_bytes()[..], &[0u8; 10]].concat(),
+        ),
+        // Over the frame limit.
+        ("oversized", u32::MAX.to_be_bytes().to_vec()),
+    ];
+    for (what, bytes) in attacks {
+        let before = c.journal().len();
+        let client =
+            skiff_hollow_node::identity::node_config(&cfg.ca, creds.chain.clone(), &creds.key)
+                .unwrap();
+        c.rt.block_on(async {
+            let mut s = skiff_hollow_node::node::tls(&cfg, client).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            if what == "truncated" {
+                s.shutdown().await.unwrap();
+            }
+            // The gateway closes the connection.
+            let mut buf = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+            assert!(r.is_ok(), "{what}: connection not closed");
+        });
+        c.eventually(&format!("{what}: logged reason"), 5, || {
+            c.journal()[before.min(c.journal().len())..]
+                .iter()
+                .any(|l| l.contains("hn-evil") && l.contains("closing"))
+        });
+    }
+    let j = c.journal().join("\n");
+    assert!(j.contains("Malformed") || j.contains("malformed"), "{j}");
+    assert!(j.contains("stream ended inside a frame"), "{j}");
+    assert!(j.contains("exceeds limit"), "{j}");
+
+    // The good node kept going.
+    let stats = c.stats();
+    let beats = Stats::get(&stats.heartbeats);
+    c.eventually("more heartbeats", 10, || {
+        Stats::get(&stats.heartbeats) > beats + 3
+    });
+    assert!(c.ok(&["get", "nodes"]).contains("hn-good   Ready"));
+}
+
+#[test]
+fn certificates_rotate_before_expiry() {
+    let mut c = Cluster::start(|g| g.cert_validity = Duration::from_secs(3));
+    c.start_node("hn-r", 4);
+    c.wait_output(&["get", "nodes"], "hn-r   Ready", 20);
+    let stats = c.stats();
+    c.eventually("a rotation", 15, || Stats::get(&stats.rotations) >= 2);
+    assert!(Stats::get(&stats.sessions) >= 3);
+    assert_eq!(Stats::get(&stats.bootstraps), 1, "{:?}", stats.last_error());
+    assert!(c.ok(&["get", "nodes"]).contains("hn-r   Ready"));
+}
