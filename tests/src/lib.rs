@@ -234,3 +234,40 @@ mod tests {
         assert_eq!(percentile(&ten, 90.0), 9.0);
     }
 }
+
+/// The real third-party clients the tests drive, installed by
+/// `cargo xtask setup` into `.cache/` and handed over as `SKIFF_KUBECTL` and
+/// `SKIFF_PYTHON`. A missing tool fails the test (never skips it).
+pub mod peers {
+    use std::path::PathBuf;
+
+    fn find(var: &str, cached: &str, what: &str) -> PathBuf {
+        let p = std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| super::workspace_root().join(".cache").join(cached));
+        assert!(
+            p.exists(),
+            "{what} not found at {} (set {var} or run `cargo xtask setup`)",
+            p.display()
+        );
+        p
+    }
+
+    /// kubectl 1.33.
+    pub fn kubectl() -> PathBuf {
+        find(
+            "SKIFF_KUBECTL",
+            "tools/kubectl-v1.33/kubectl",
+            "kubectl 1.33",
+        )
+    }
+
+    /// A Python with the official `kubernetes` client and `oras`.
+    pub fn python() -> PathBuf {
+        find(
+            "SKIFF_PYTHON",
+            "venv/bin/python",
+            "python with the kubernetes client",
+        )
+    }
+}

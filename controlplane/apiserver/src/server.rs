@@ -81,7 +81,21 @@ fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
+/// The API server's TLS configuration (HTTP/1.1, default TLS versions).
 pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, String> {
+    let mut cfg = tls_server_config(pki_dir, rustls::DEFAULT_VERSIONS)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The cluster's TLS server identity, shared by the API server and the node
+/// gateway: the serving certificate, and client certificates verified
+/// against the cluster CA but optional at the TLS layer (token clients and
+/// bootstrapping nodes have none; each listener refuses them per request).
+pub fn tls_server_config(
+    pki_dir: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca_path = pki_dir.join(pki::CA_CERT);
     let mut roots = rustls::RootCertStore::empty();
@@ -90,8 +104,6 @@ pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, String> {
             .add(c.map_err(|e| err(&ca_path, e))?)
             .map_err(|e| err(&ca_path, e))?;
     }
-    // Client certificates are optional at the TLS layer: token clients have
-    // none. Unauthenticated requests are refused per request with a 401.
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
@@ -106,14 +118,12 @@ pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(&cert_path, e))?;
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| err(&key_path, e))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
-        .map_err(|e| err(&cert_path, e))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+        .map_err(|e| err(&cert_path, e))
 }
 
 /// A running server (tests start one in-process).

@@ -2,10 +2,11 @@
 //! server and the node gateway, driven by the real kubectl 1.33 and by
 //! hollow nodes that bootstrap with the printed token.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use skiff_e2e::peers::kubectl as kubectl_path;
 use skiff_hollow_node::{Fleet, FleetConfig};
 
 struct Child(std::process::Child);
@@ -15,21 +16,6 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn kubectl_path() -> PathBuf {
-    let p = std::env::var_os("SKIFF_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/tools/kubectl-v1.33/kubectl")
-        });
-    assert!(
-        p.exists(),
-        "kubectl 1.33 not found at {} (set SKIFF_KUBECTL or run `cargo xtask setup`)",
-        p.display()
-    );
-    p
 }
 
 fn free_port() -> u16 {

@@ -18,34 +18,11 @@ pub struct Cluster {
     rt: tokio::runtime::Runtime,
 }
 
-pub fn kubectl_path() -> PathBuf {
-    let p = std::env::var_os("SKIFF_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/tools/kubectl-v1.33/kubectl")
-        });
-    assert!(
-        p.exists(),
-        "kubectl 1.33 not found at {} (set SKIFF_KUBECTL or run `cargo xtask setup`)",
-        p.display()
-    );
-    p
-}
+#[allow(unused_imports)] // not every test binary runs kubectl
+pub use skiff_e2e::peers::kubectl as kubectl_path;
 
-pub fn python_path() -> PathBuf {
-    let p = std::env::var_os("SKIFF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "python with the kubernetes client not found at {} (set SKIFF_PYTHON or run `cargo xtask setup`)",
-        p.display()
-    );
-    p
-}
+#[allow(unused_imports)] // not every test binary runs Python
+pub use skiff_e2e::peers::python as python_path;
 
 impl Cluster {
     pub fn start() -> Cluster {

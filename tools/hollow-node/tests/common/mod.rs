@@ -27,20 +27,8 @@ pub struct Cluster {
     pub rt: tokio::runtime::Runtime,
 }
 
-pub fn kubectl_path() -> PathBuf {
-    let p = std::env::var_os("SKIFF_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/tools/kubectl-v1.33/kubectl")
-        });
-    assert!(
-        p.exists(),
-        "kubectl 1.33 not found at {} (set SKIFF_KUBECTL)",
-        p.display()
-    );
-    p
-}
+#[allow(unused_imports)] // not every test binary runs kubectl
+pub use skiff_e2e::peers::kubectl as kubectl_path;
 
 /// Short timings so health and rotation are observable in a test.
 pub fn fast(cfg: &mut GatewayConfig) {
