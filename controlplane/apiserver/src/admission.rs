@@ -550,30 +550,7 @@ macro_rules! typed {
 
 /// Decodes through the typed struct, normalizing the JSON.
 pub fn round_trip(r: &Resource, obj: &Value) -> ApiResult<Value> {
-    use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
-    typed!(r, obj,
-        "Namespace", "" => core::v1::Namespace,
-        "Node", "" => core::v1::Node,
-        "Pod", "" => core::v1::Pod,
-        "Service", "" => core::v1::Service,
-        "Endpoints", "" => core::v1::Endpoints,
-        "ConfigMap", "" => core::v1::ConfigMap,
-        "Secret", "" => core::v1::Secret,
-        "ServiceAccount", "" => core::v1::ServiceAccount,
-        "Event", "" => core::v1::Event,
-        "Deployment", "apps" => apps::v1::Deployment,
-        "ReplicaSet", "apps" => apps::v1::ReplicaSet,
-        "DaemonSet", "apps" => apps::v1::DaemonSet,
-        "Job", "batch" => batch::v1::Job,
-        "CronJob", "batch" => batch::v1::CronJob,
-        "Lease", "coordination.k8s.io" => coordination::v1::Lease,
-        "EndpointSlice", "discovery.k8s.io" => discovery::v1::EndpointSlice,
-        "Event", "events.k8s.io" => events::v1::Event,
-        "Role", "rbac.authorization.k8s.io" => rbac::v1::Role,
-        "RoleBinding", "rbac.authorization.k8s.io" => rbac::v1::RoleBinding,
-        "ClusterRole", "rbac.authorization.k8s.io" => rbac::v1::ClusterRole,
-        "ClusterRoleBinding", "rbac.authorization.k8s.io" => rbac::v1::ClusterRoleBinding,
-    )
+    with_typed_kinds!(typed!(r, obj))
 }
 
 /// Checks apiVersion/kind of a body against the endpoint, filling them

@@ -89,32 +89,9 @@ macro_rules! subschema {
 /// components.schemas for these kinds and everything they reference, from
 /// the `k8s-openapi` types (descriptions included, for `kubectl explain`).
 fn schemas(kinds: &[&Resource]) -> serde_json::Map<String, Value> {
-    use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     for r in kinds {
-        subschema!(r, generator,
-            "Namespace", "" => core::v1::Namespace,
-            "Node", "" => core::v1::Node,
-            "Pod", "" => core::v1::Pod,
-            "Service", "" => core::v1::Service,
-            "Endpoints", "" => core::v1::Endpoints,
-            "ConfigMap", "" => core::v1::ConfigMap,
-            "Secret", "" => core::v1::Secret,
-            "ServiceAccount", "" => core::v1::ServiceAccount,
-            "Event", "" => core::v1::Event,
-            "Deployment", "apps" => apps::v1::Deployment,
-            "ReplicaSet", "apps" => apps::v1::ReplicaSet,
-            "DaemonSet", "apps" => apps::v1::DaemonSet,
-            "Job", "batch" => batch::v1::Job,
-            "CronJob", "batch" => batch::v1::CronJob,
-            "Lease", "coordination.k8s.io" => coordination::v1::Lease,
-            "EndpointSlice", "discovery.k8s.io" => discovery::v1::EndpointSlice,
-            "Event", "events.k8s.io" => events::v1::Event,
-            "Role", "rbac.authorization.k8s.io" => rbac::v1::Role,
-            "RoleBinding", "rbac.authorization.k8s.io" => rbac::v1::RoleBinding,
-            "ClusterRole", "rbac.authorization.k8s.io" => rbac::v1::ClusterRole,
-            "ClusterRoleBinding", "rbac.authorization.k8s.io" => rbac::v1::ClusterRoleBinding,
-        );
+        with_typed_kinds!(subschema!(r, generator));
     }
     let mut defs = generator.take_definitions(true);
     for r in kinds {
