@@ -83,6 +83,61 @@ impl Cluster {
         })
     }
 
+    /// POSTs `body` with this content type over HTTPS as the admin
+    /// (what a typed client sends); returns the status code and body.
+    pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        use http_body_util::{BodyExt as _, Full};
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+        let ca = pki::Ca::load(&self.pki_dir()).expect("load CA");
+        let admin = ca
+            .client_cert("kubernetes-admin", &["system:masters"])
+            .expect("admin certificate");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
+            roots.add(c.expect("CA PEM")).expect("CA certificate");
+        }
+        let chain = CertificateDer::pem_slice_iter(admin.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(admin.key_pem.as_bytes()).expect("client key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client auth");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let addr = self.running.as_ref().unwrap().addr;
+        let (path, ct) = (path.to_string(), content_type.to_string());
+        self.rt.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from("127.0.0.1").expect("server name");
+            let tls = tls.connect(name, tcp).await.expect("TLS handshake");
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .expect("HTTP handshake");
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = hyper::Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("host", "127.0.0.1")
+                .header("accept", "application/json")
+                .header("content-type", ct)
+                .body(Full::new(bytes::Bytes::from(body)))
+                .expect("request");
+            let resp = send.send_request(req).await.expect("response");
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, body.to_vec())
+        })
+    }
+
     pub fn pki_dir(&self) -> PathBuf {
         self.dir.path().join("pki")
     }
