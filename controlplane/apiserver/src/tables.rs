@@ -262,11 +262,7 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                 .unwrap_or_default();
             let ready = statuses.iter().filter(|c| c["ready"] == true).count();
             let restarts: i64 = statuses.iter().map(|c| n(c.get("restartCount"))).sum();
-            let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating".to_string()
-            } else {
-                s(o.pointer("/status/phase"))
-            };
+            let status = pod_status(o, &statuses);
             vec![
                 name,
                 json!(format!("{ready}/{total}")),
@@ -523,6 +519,41 @@ pub fn table(r: &Resource, objects: &[Value], include: Option<&str>, list_meta: 
     })
 }
 
+/// The STATUS column the way kubectl's pod printer derives it: the phase,
+/// overridden by the pod's reason, then by the last container's waiting or
+/// terminated reason (so a finished batch pod reads `Completed` or `Error`,
+/// a crash-looping one `CrashLoopBackOff`), and `Terminating` while deleted.
+fn pod_status(o: &Value, statuses: &[Value]) -> String {
+    let mut reason = s(o.pointer("/status/phase"));
+    if let Some(r) = o.pointer("/status/reason").and_then(Value::as_str) {
+        reason = r.to_string();
+    }
+    let mut running = false;
+    for c in statuses.iter().rev() {
+        let state = &c["state"];
+        if let Some(r) = state.pointer("/waiting/reason").and_then(Value::as_str) {
+            reason = r.to_string();
+        } else if let Some(t) = state.get("terminated") {
+            reason = match t.get("reason").and_then(Value::as_str) {
+                Some(r) => r.to_string(),
+                None => match t.get("signal").and_then(Value::as_i64) {
+                    Some(sig) if sig != 0 => format!("Signal:{sig}"),
+                    _ => format!("ExitCode:{}", n(t.get("exitCode"))),
+                },
+            };
+        } else if c["ready"] == true && state.get("running").is_some() {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        reason = "Running".to_string();
+    }
+    if o.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = "Terminating".to_string();
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +577,40 @@ mod tests {
                 "10.0.0.2"
             ])
         );
+    }
+
+    #[test]
+    fn pod_status_column_follows_kubectl() {
+        let status = |st: Value| {
+            let statuses = st["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            pod_status(&json!({ "status": st }), &statuses)
+        };
+        let term = |reason: Option<&str>, code: i64| {
+            let mut t = json!({"exitCode": code});
+            if let Some(r) = reason {
+                t["reason"] = json!(r);
+            }
+            json!({"phase": "Succeeded", "containerStatuses": [{"ready": false, "state": {"terminated": t}}]})
+        };
+        assert_eq!(status(term(Some("Completed"), 0)), "Completed");
+        assert_eq!(status(term(Some("Error"), 3)), "Error");
+        assert_eq!(status(term(None, 3)), "ExitCode:3");
+        assert_eq!(
+            status(json!({"phase": "Running", "containerStatuses": [
+                {"ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]})),
+            "CrashLoopBackOff"
+        );
+        assert_eq!(
+            status(json!({"phase": "Running", "containerStatuses": [
+                {"ready": true, "state": {"running": {}}}]})),
+            "Running"
+        );
+        assert_eq!(status(json!({"phase": "Failed", "reason": "Evicted"})), "Evicted");
+        let deleting = json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
+        assert_eq!(pod_status(&deleting, &[]), "Terminating");
     }
 
     #[test]

@@ -83,11 +83,18 @@ fn node_ready_pods_complete_and_stopped_node_goes_not_ready() {
     };
     assert_eq!(code("job-ok"), "0");
     assert_eq!(code("job-bad"), "3");
+    // kubectl's STATUS column reads like kube's: the container's reason.
     let table = c.ok(&["get", "pods"]);
-    assert!(
-        table.contains("Succeeded") && table.contains("Failed"),
-        "{table}"
-    );
+    let status = |pod: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(pod))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(status("job-ok"), "Completed", "{table}");
+    assert_eq!(status("job-bad"), "Error", "{table}");
 
     // The kubelet's Events, created by the gateway as the node.
     let ev = c.wait_output(
