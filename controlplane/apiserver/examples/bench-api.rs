@@ -30,6 +30,10 @@ use skiff_apiserver::{ServeConfig, pki};
 
 /// Objects a list returns.
 const LIST_SIZE: usize = 1000;
+/// Unrelated RoleBindings and ClusterRoleBindings created beside the
+/// bench user's (RBAC evaluates every binding of the namespace and cluster).
+const RBAC_NOISE: usize = 50;
+
 /// No row runs longer than this; a row cut short says so in the notes.
 const ROW_LIMIT: Duration = Duration::from_secs(12);
 
@@ -72,18 +76,25 @@ type Conn = SendRequest<Full<Bytes>>;
 struct Target {
     addr: SocketAddr,
     tls: tokio_rustls::TlsConnector,
+    /// A non-admin client certificate (CN=bench-user, no groups): its
+    /// requests go through RBAC (a RoleBinding in namespace bench).
+    user_tls: tokio_rustls::TlsConnector,
 }
 
 impl Target {
     /// A new keep-alive connection: TCP, TLS with the client certificate,
     /// HTTP/1.1.
     async fn connect(&self) -> Conn {
+        self.connect_with(&self.tls).await
+    }
+
+    async fn connect_with(&self, tls: &tokio_rustls::TlsConnector) -> Conn {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
         let name = ServerName::try_from("127.0.0.1").expect("server name");
-        let tls = self.tls.connect(name, tcp).await.expect("TLS handshake");
+        let tls = tls.connect(name, tcp).await.expect("TLS handshake");
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .expect("HTTP handshake");
@@ -94,11 +105,9 @@ impl Target {
     }
 }
 
-fn tls_client(pki_dir: &std::path::Path) -> tokio_rustls::TlsConnector {
+fn tls_client(pki_dir: &std::path::Path, cn: &str, groups: &[&str]) -> tokio_rustls::TlsConnector {
     let ca = pki::Ca::load(pki_dir).expect("load CA");
-    let admin = ca
-        .client_cert("kubernetes-admin", &["system:masters"])
-        .expect("admin certificate");
+    let admin = ca.client_cert(cn, groups).expect("client certificate");
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
         roots.add(c.expect("CA PEM")).expect("CA certificate");
@@ -224,6 +233,9 @@ impl Verb {
         }
     }
 }
+
+/// The non-admin user of the `get_rbac` rows.
+const USER: &str = "bench-user";
 
 /// Objects `get` reads (created before the rows run).
 const GET_POOL: usize = 200;
@@ -518,7 +530,8 @@ fn main() {
         .expect("server starts");
     let target = Target {
         addr: running.addr,
-        tls: tls_client(&pki_dir),
+        tls: tls_client(&pki_dir, "kubernetes-admin", &["system:masters"]),
+        user_tls: tls_client(&pki_dir, USER, &[]),
     };
     eprintln!("bench-api: serving on https://{}", running.addr);
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -588,6 +601,65 @@ async fn run(target: &Target, a: &Args) -> (Vec<Value>, Vec<String>) {
         .map_or(0, Vec::len);
     assert_eq!(items, LIST_SIZE, "the list namespace");
 
+    // A non-admin user allowed to read ConfigMaps in bench through a Role
+    // and RoleBinding, among unrelated bindings as a cluster has them.
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "cm-reader", "namespace": "bench"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]});
+    let r = call(
+        &mut conns[0],
+        Method::POST,
+        &format!("{rbac}/namespaces/bench/roles"),
+        Some(&role),
+    )
+    .await;
+    expect("create role", &r, 201);
+    for i in 0..RBAC_NOISE {
+        let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("other-{i}"), "namespace": "bench"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+            "subjects": [{"kind": "User", "name": format!("someone-{i}")}]});
+        let r = call(
+            &mut conns[0],
+            Method::POST,
+            &format!("{rbac}/namespaces/bench/rolebindings"),
+            Some(&rb),
+        )
+        .await;
+        expect("create rolebinding", &r, 201);
+        let crb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("bench-other-{i}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": format!("someone-{i}")}]});
+        let r = call(
+            &mut conns[0],
+            Method::POST,
+            &format!("{rbac}/clusterrolebindings"),
+            Some(&crb),
+        )
+        .await;
+        expect("create clusterrolebinding", &r, 201);
+    }
+    let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "bench-user", "namespace": "bench"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+        "subjects": [{"kind": "User", "name": USER}]});
+    let r = call(
+        &mut conns[0],
+        Method::POST,
+        &format!("{rbac}/namespaces/bench/rolebindings"),
+        Some(&rb),
+    )
+    .await;
+    expect("create rolebinding", &r, 201);
+    let mut user_conns = Vec::new();
+    for _ in 0..64 {
+        user_conns.push(target.connect_with(&target.user_tls).await);
+    }
+    // Warm (not measured); also checks the binding took effect at once.
+    row(&mut user_conns, 64, 5, Verb::Get).await;
+
     let s = a.scale;
     // (verb, ops per client at 1 client, ops per client at 64 clients)
     let plan = [
@@ -599,12 +671,25 @@ async fn run(target: &Target, a: &Args) -> (Vec<Value>, Vec<String>) {
     let mut figures = Vec::new();
     let mut notes = Vec::new();
     let mut cut = Vec::new();
-    for (verb, one, many) in plan {
+    // (verb, as the RBAC user) rows, in order.
+    let plan = plan
+        .into_iter()
+        .flat_map(|(v, one, many)| {
+            let mut rows = vec![(v, false, one, many)];
+            if let Verb::Get = v {
+                rows.push((v, true, one, many));
+            }
+            rows
+        })
+        .collect::<Vec<_>>();
+    for (verb, as_user, one, many) in plan {
         for (clients, per) in [(1, one), (64, many)] {
-            let st = row(&mut conns, clients, per, verb).await;
+            let pool = if as_user { &mut user_conns } else { &mut conns };
+            let st = row(pool, clients, per, verb).await;
             let label = format!(
-                "{}_{clients}_client{}",
+                "{}{}_{clients}_client{}",
                 verb.name(),
+                if as_user { "_rbac_user" } else { "" },
                 if clients == 1 { "" } else { "s" }
             );
             eprintln!(
@@ -646,7 +731,7 @@ async fn run(target: &Target, a: &Args) -> (Vec<Value>, Vec<String>) {
 
     notes.push(
         "server: skiff_apiserver::start (what `skiff-controlplane serve` runs) in this process on its own tokio runtime (one worker per core, as the binary), fresh PKI, store file in a temp dir beside the output (same disk; skiff-store fsyncs each commit); client: a second tokio runtime (2 workers) in the same process, so client and server share the CPUs"    .to_string());
-    notes.push("transport: HTTPS to 127.0.0.1 with rustls (TLS 1.3, ring) and the admin client certificate (CN=kubernetes-admin, O=system:masters: RBAC short-circuits for system:masters), HTTP/1.1 keep-alive via hyper, one connection per client, established and warmed before measuring; JSON request and response bodies".into());
+    notes.push(format!("transport: HTTPS to 127.0.0.1 with rustls (TLS 1.3, ring) and the admin client certificate (CN=kubernetes-admin, O=system:masters: RBAC short-circuits for system:masters), HTTP/1.1 keep-alive via hyper, one connection per client, established and warmed before measuring; JSON request and response bodies; the get_rbac_user rows use a second set of 64 connections with a client certificate CN=bench-user (no groups), allowed by a Role (get/list/watch configmaps) and a RoleBinding in namespace bench, beside {RBAC_NOISE} unrelated RoleBindings in bench and {RBAC_NOISE} unrelated ClusterRoleBindings (to ClusterRole view), so every request is authorized by RBAC"));
     notes.push(format!(
         "rows: N clients each send requests back to back (a client awaits its previous answer); latency = request sent to whole response body read; ops/s = all requests of the row / its wall time. create: POST of a new ConfigMap (~300 B: a label, two data keys) to namespace bench; get: GET of one of {GET_POOL} ConfigMaps; update: PUT of the client's own ConfigMap with the resourceVersion of its previous answer (no conflicts); list_1000: GET of namespace list holding exactly {LIST_SIZE} such ConfigMaps ({list_bytes} bytes of JSON). Counts: 1 client x 1000/3000/1000/200 and 64 clients x 50/150/50/5 (create/get/update/list) times --scale {s}; each row stops after {} s",
         ROW_LIMIT.as_secs()

@@ -1,10 +1,13 @@
 //! Authorization: RBAC with Kubernetes' semantics, evaluated from the Roles
-//! and bindings in the store, plus the node authorizer that confines a node
+//! and bindings in the RBAC cache ([`crate::rbac_cache`], waited on until it
+//! has applied the store's current revision; read from the store if it lags
+//! too long), plus the node authorizer that confines a node
 //! identity (`system:node:<name>` in `system:nodes`) to its own objects.
 
 use serde_json::{Value, json};
 
 use crate::authn::Identity;
+use crate::rbac_cache::{self, Objects};
 use crate::registry;
 use crate::selectors::{Filter, LabelSelector};
 use crate::server::State;
@@ -114,6 +117,119 @@ pub fn rule_allows(rule: &Value, a: &Attributes<'_>) -> bool {
     }
 }
 
+/// An aggregationRule's clusterRoleSelector (matchLabels) as a selector.
+fn aggregation_selector(sel: &Value) -> ApiResult<LabelSelector> {
+    let expr = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    LabelSelector::parse(&expr)
+}
+
+fn rules_of(v: &Value) -> impl Iterator<Item = &Value> {
+    v.get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// A ClusterRole's rules, including those aggregated into it by label, from
+/// the cache: calls `f` on each until it returns true (then returns true).
+fn cached_cluster_role_rules(
+    o: &Objects,
+    name: &str,
+    f: &mut dyn FnMut(&Value) -> bool,
+) -> ApiResult<bool> {
+    let Some(role) = o.cluster_roles.get(name) else {
+        return Ok(false);
+    };
+    if rules_of(role).any(&mut *f) {
+        return Ok(true);
+    }
+    for sel in role
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let ls = aggregation_selector(sel)?;
+        for (other_name, other) in &o.cluster_roles {
+            if other_name != name
+                && ls.matches(other.pointer("/metadata/labels").and_then(Value::as_object))
+                && rules_of(other).any(&mut *f)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// [`rbac_rules`] over the cache, visiting rules until `f` returns true.
+fn cached_rbac_rules(
+    o: &Objects,
+    id: &Identity,
+    namespace: &str,
+    f: &mut dyn FnMut(&Value) -> bool,
+) -> ApiResult<bool> {
+    let subjects_match = |b: &Value, ns: &str| {
+        b.get("subjects")
+            .and_then(Value::as_array)
+            .is_some_and(|s| s.iter().any(|s| subject_matches(s, id, ns)))
+    };
+    let role_name = |b: &Value| -> String {
+        b.pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    for b in o.cluster_role_bindings.values() {
+        if subjects_match(b, "") && cached_cluster_role_rules(o, &role_name(b), f)? {
+            return Ok(true);
+        }
+    }
+    if namespace.is_empty() {
+        return Ok(false);
+    }
+    for b in o
+        .role_bindings
+        .get(namespace)
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        if !subjects_match(b, namespace) {
+            continue;
+        }
+        let found = match b.pointer("/roleRef/kind").and_then(Value::as_str) {
+            Some("ClusterRole") => cached_cluster_role_rules(o, &role_name(b), f)?,
+            _ => o
+                .roles
+                .get(namespace)
+                .and_then(|m| m.get(&role_name(b)))
+                .is_some_and(|r| rules_of(r).any(&mut *f)),
+        };
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the RBAC cache reflects every write committed before now (waits
+/// briefly for it); false means: read the store.
+async fn cache_current(state: &State) -> bool {
+    state
+        .rbac
+        .wait_applied(state.store.current_revision(), rbac_cache::WAIT)
+        .await
+}
+
 /// A ClusterRole's rules, including those aggregated into it by label.
 async fn cluster_role_rules(state: &State, name: &str) -> ApiResult<Vec<Value>> {
     let r = registry::find("rbac.authorization.k8s.io", "v1", "clusterroles").expect("registered");
@@ -135,17 +251,7 @@ async fn cluster_role_rules(state: &State, name: &str) -> ApiResult<Vec<Value>> 
     if !selectors.is_empty() {
         let all = storage::list(&state.store, r, "", &Filter::default(), 0, None).await?;
         for sel in &selectors {
-            let expr = sel
-                .get("matchLabels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            let ls = LabelSelector::parse(&expr)?;
+            let ls = aggregation_selector(sel)?;
             for other in &all.items {
                 if storage::meta_str(other, "name") != Some(name)
                     && ls.matches(other.pointer("/metadata/labels").and_then(Value::as_object))
@@ -165,7 +271,12 @@ async fn cluster_role_rules(state: &State, name: &str) -> ApiResult<Vec<Value>> 
 }
 
 async fn rbac_allows(state: &State, id: &Identity, a: &Attributes<'_>) -> ApiResult<bool> {
-    Ok(rbac_rules(state, id, a.namespace)
+    if cache_current(state).await {
+        return cached_rbac_rules(&state.rbac.read(), id, a.namespace, &mut |r| {
+            rule_allows(r, a)
+        });
+    }
+    Ok(store_rbac_rules(state, id, a.namespace)
         .await?
         .iter()
         .any(|r| rule_allows(r, a)))
@@ -174,6 +285,19 @@ async fn rbac_allows(state: &State, id: &Identity, a: &Attributes<'_>) -> ApiRes
 /// Every PolicyRule granted to `id` cluster-wide and, when `namespace` is
 /// set, in that namespace.
 pub async fn rbac_rules(state: &State, id: &Identity, namespace: &str) -> ApiResult<Vec<Value>> {
+    if cache_current(state).await {
+        let mut rules = Vec::new();
+        cached_rbac_rules(&state.rbac.read(), id, namespace, &mut |r| {
+            rules.push(r.clone());
+            false
+        })?;
+        return Ok(rules);
+    }
+    store_rbac_rules(state, id, namespace).await
+}
+
+/// [`rbac_rules`] read from the store (when the cache lags).
+async fn store_rbac_rules(state: &State, id: &Identity, namespace: &str) -> ApiResult<Vec<Value>> {
     let g = "rbac.authorization.k8s.io";
     let mut rules = Vec::new();
     let subjects_match = |b: &Value, ns: &str| {

@@ -51,6 +51,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod rbac_cache;
 pub mod registry;
 pub mod satoken;
 pub mod selectors;

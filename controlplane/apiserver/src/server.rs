@@ -26,6 +26,8 @@ pub struct State {
     pub bookmark_interval: std::time::Duration,
     /// The store lease new events are attached to, and when it was granted.
     pub event_lease: tokio::sync::Mutex<Option<(skiff_store::LeaseId, std::time::Instant)>>,
+    /// The RBAC objects, kept current by a store watch.
+    pub rbac: Arc<crate::rbac_cache::RbacCache>,
 }
 
 /// Events live this long (kube's --event-ttl default).
@@ -132,17 +134,19 @@ pub struct Running {
     pub addr: SocketAddr,
     pub state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
+    rbac_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     pub fn abort(&self) {
         self.task.abort();
+        self.rbac_task.abort();
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.task.abort();
+        self.abort();
     }
 }
 
@@ -160,6 +164,7 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
         authn,
         bookmark_interval: cfg.bookmark_interval,
         event_lease: tokio::sync::Mutex::new(None),
+        rbac: Arc::default(),
     });
     crate::storage::bootstrap(&state.store)
         .await
@@ -168,8 +173,14 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
         .await
         .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let rbac_task = crate::rbac_cache::spawn(state.rbac.clone(), state.store.clone());
     let task = tokio::spawn(accept_loop(listener, Arc::new(tls), state.clone()));
-    Ok(Running { addr, state, task })
+    Ok(Running {
+        addr,
+        state,
+        task,
+        rbac_task,
+    })
 }
 
 async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>) {

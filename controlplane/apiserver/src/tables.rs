@@ -608,8 +608,12 @@ mod tests {
                 {"ready": true, "state": {"running": {}}}]})),
             "Running"
         );
-        assert_eq!(status(json!({"phase": "Failed", "reason": "Evicted"})), "Evicted");
-        let deleting = json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
+        assert_eq!(
+            status(json!({"phase": "Failed", "reason": "Evicted"})),
+            "Evicted"
+        );
+        let deleting =
+            json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
         assert_eq!(pod_status(&deleting, &[]), "Terminating");
     }
 
