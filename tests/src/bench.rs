@@ -2,6 +2,7 @@
 //! (format: `tools/xtask/src/bench.rs`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -57,6 +58,32 @@ impl Figure {
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// The latencies of one measured row and the wall time the row took.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    pub lat: Vec<Duration>,
+    pub wall: Duration,
+}
+
+impl Latencies {
+    /// The `q` quantile (0..=1) in milliseconds, by rounded rank; NaN (a
+    /// `null` in the report) when nothing was measured.
+    pub fn pct(&self, q: f64) -> f64 {
+        let mut v = self.lat.clone();
+        v.sort();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v[i].as_secs_f64() * 1000.0
+    }
+
+    /// Operations per second over the row's wall time.
+    pub fn ops(&self) -> f64 {
+        self.lat.len() as f64 / self.wall.as_secs_f64()
+    }
 }
 
 /// `--out PATH` plus `--name value` options, from `std::env::args`.

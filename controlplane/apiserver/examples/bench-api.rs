@@ -27,6 +27,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 use skiff_apiserver::{ServeConfig, pki};
+use skiff_e2e::bench::{Figure, Latencies, write_report};
 
 /// Objects a list returns.
 const LIST_SIZE: usize = 1000;
@@ -192,27 +193,11 @@ fn cm_path(ns: &str) -> String {
     format!("/api/v1/namespaces/{ns}/configmaps")
 }
 
-/// Latencies of one measured row.
+/// Latencies of one measured row, and whether the time limit cut it short.
 #[derive(Default)]
 struct Stats {
-    lat: Vec<Duration>,
-    wall: Duration,
+    t: Latencies,
     cut_short: bool,
-}
-
-impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let mut v = self.lat.clone();
-        v.sort();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i].as_secs_f64() * 1000.0
-    }
-    fn ops(&self) -> f64 {
-        self.lat.len() as f64 / self.wall.as_secs_f64()
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -311,10 +296,10 @@ async fn row(conns: &mut Vec<Conn>, clients: usize, per_client: usize, verb: Ver
     for t in tasks {
         let (conn, lat, cut) = t.await.expect("client task");
         conns.push(conn);
-        s.lat.extend(lat);
+        s.t.lat.extend(lat);
         s.cut_short |= cut;
     }
-    s.wall = start.elapsed();
+    s.t.wall = start.elapsed();
     s
 }
 
@@ -393,9 +378,9 @@ fn take_seqs(buf: &mut Vec<u8>, mut f: impl FnMut(usize)) {
 
 struct WatchResult {
     /// write acknowledged → last watcher has it
-    from_ack: Stats,
+    from_ack: Latencies,
     /// write sent → last watcher has it
-    from_send: Stats,
+    from_send: Latencies,
     setup: Duration,
 }
 
@@ -467,8 +452,8 @@ async fn watch_fan_out(
                 .unwrap_or_else(|_| panic!("{what}: not every watcher saw it within 30 s"));
         }
     };
-    let mut from_ack = Stats::default();
-    let mut from_send = Stats::default();
+    let mut from_ack = Latencies::default();
+    let mut from_send = Latencies::default();
     let path = format!("{}/fan", cm_path(ns));
     let t_all = Instant::now();
     let mut setup = Duration::ZERO;
@@ -541,26 +526,7 @@ fn main() {
         .build()
         .expect("client runtime");
     let (figures, notes) = client_rt.block_on(run(&target, &a));
-    let mut text = String::from("{ \"bench\": \"api\",\n  \"figures\": [\n");
-    // One figure a line, fields in the documented order.
-    let lines: Vec<String> = figures
-        .iter()
-        .map(|f| {
-            format!(
-                "    {{ \"name\": {}, \"unit\": {}, \"value\": {:.3}, \"better\": {} }}",
-                f["name"],
-                f["unit"],
-                f["value"].as_f64().unwrap_or(f64::NAN),
-                f["better"]
-            )
-        })
-        .collect();
-    text += &lines.join(",\n");
-    text += "\n  ],\n  \"notes\": ";
-    text += &serde_json::to_string_pretty(&notes).expect("JSON");
-    text += "\n}\n";
-    std::fs::write(&a.out, text).expect("write the result");
-    eprintln!("bench-api: wrote {}", a.out.display());
+    write_report(&a.out, "api", &figures, &notes);
     drop(client_rt);
     running.abort();
     let store = running.state.store.clone();
@@ -568,11 +534,7 @@ fn main() {
     let _ = server_rt.block_on(store.close());
 }
 
-fn figure(name: String, unit: &str, value: f64, better: &str) -> Value {
-    json!({"name": name, "unit": unit, "value": value, "better": better})
-}
-
-async fn run(target: &Target, a: &Args) -> (Vec<Value>, Vec<String>) {
+async fn run(target: &Target, a: &Args) -> (Vec<Figure>, Vec<String>) {
     let mut conns = Vec::new();
     for _ in 0..64 {
         conns.push(target.connect().await);
@@ -694,17 +656,27 @@ async fn run(target: &Target, a: &Args) -> (Vec<Value>, Vec<String>) {
             );
             eprintln!(
                 "bench-api: {label}: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
-                st.lat.len(),
-                st.ops(),
-                st.pct(0.5),
-                st.pct(0.99)
+                st.t.lat.len(),
+                st.t.ops(),
+                st.t.pct(0.5),
+                st.t.pct(0.99)
             );
             if st.cut_short {
                 cut.push(label.clone());
             }
-            figures.push(figure(format!("{label}_p50"), "ms", st.pct(0.5), "lower"));
-            figures.push(figure(format!("{label}_p99"), "ms", st.pct(0.99), "lower"));
-            figures.push(figure(label, "ops/s", st.ops(), "higher"));
+            figures.push(Figure::new(
+                format!("{label}_p50"),
+                "ms",
+                st.t.pct(0.5),
+                "lower",
+            ));
+            figures.push(Figure::new(
+                format!("{label}_p99"),
+                "ms",
+                st.t.pct(0.99),
+                "lower",
+            ));
+            figures.push(Figure::new(label, "ops/s", st.t.ops(), "higher"));
         }
     }
     let w = watch_fan_out(target, &mut conns[0], a.watchers, a.writes).await;
@@ -720,7 +692,7 @@ async fn run(target: &Target, a: &Args) -> (Vec<Value>, Vec<String>) {
     let n = a.watchers;
     for (what, st) in [("ack", &w.from_ack), ("send", &w.from_send)] {
         for (p, q) in [("p50", 0.5), ("p99", 0.99)] {
-            figures.push(figure(
+            figures.push(Figure::new(
                 format!("watch_{n}_watchers_{what}_to_last_{p}"),
                 "ms",
                 st.pct(q),

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions, WatchOptions};
+use skiff_e2e::bench::{Figure, Latencies, write_report};
 use skiff_store::{KeySet, Options, RangeRequest, Store, WatchRequest};
 
 const VALUE_LEN: usize = 256;
@@ -50,26 +51,7 @@ fn args() -> Args {
 }
 
 /// Latencies of one measured phase.
-#[derive(Clone, Default)]
-struct Stats {
-    lat: Vec<Duration>,
-    wall: Duration,
-}
-
-impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let mut v = self.lat.clone();
-        v.sort();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i].as_secs_f64() * 1000.0
-    }
-    fn ops(&self) -> f64 {
-        self.lat.len() as f64 / self.wall.as_secs_f64()
-    }
-}
+type Stats = Latencies;
 
 /// The load generator, written once against both back ends.
 trait Backend: Clone + Send + Sync + 'static {
@@ -348,28 +330,6 @@ async fn start_etcd(bin: &Path, dir: &Path) -> (EtcdProc, Client, String) {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{:.3}", x)
-    } else {
-        "null".into()
-    }
-}
-
 fn main() {
     let a = args();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -466,28 +426,15 @@ async fn async_main(a: Args) {
     ];
     let mut figures = Vec::new();
     for (name, unit, f, better) in rows {
-        let v = f(&ours);
-        let mut fig = format!(
-            "{{ \"name\": {}, \"unit\": {}, \"value\": {}",
-            json_str(name),
-            json_str(unit),
-            num(v)
-        );
+        let mut fig = Figure::new(name, unit, f(&ours), better);
         if let Some((pname, p)) = &peer {
-            let pv = f(p);
-            fig += &format!(
-                ", \"peer\": {}, \"peer_value\": {}, \"ratio\": {}",
-                json_str(pname),
-                num(pv),
-                num(v / pv)
-            );
+            fig = fig.peer(pname.clone(), f(p));
         }
-        fig += &format!(", \"better\": {} }}", json_str(better));
-        eprintln!("  {fig}");
+        eprintln!("  {fig:?}");
         figures.push(fig);
     }
     let s = a.scale;
-    let notes = [
+    let notes = vec![
         "each phase ran twice per side, alternating which side goes first; the better of the two runs of each side is reported (higher ops/s; lower p99 for watch)".to_string(),
         "value: skiff-store called in process through its async Rust API (Store::put/range/watch), as the skiff API server uses it; peer_value: etcd (Debian etcd-server, single member on 127.0.0.1, data dir on the same disk) through the etcd-client crate (tonic gRPC, one HTTP/2 connection shared by all client tasks), as kube-apiserver uses etcd; ratio = value / peer_value".to_string(),
         "durability equal: skiff-store answers after a redb commit with Durability::Immediate (fsync); etcd answers after its WAL fsync (default settings); both group concurrent writers into one sync".to_string(),
@@ -496,19 +443,7 @@ async fn async_main(a: Args) {
         format!("watch: {WATCHERS} watchers on prefix /watch/ (ours: {WATCHERS} Store::watch; etcd: {WATCHERS} gRPC watch streams on one connection), {} puts 5 ms apart; latency = from the start of the put call to each watcher receiving the event, so it includes the commit", 200 * s),
         "machine: 2 vCPUs shared with other work; small default run (--scale N multiplies the counts)".to_string(),
     ];
-    let json = format!(
-        "{{ \"bench\": \"store\",\n  \"figures\": [\n    {}\n  ],\n  \"notes\": [\n    {}\n  ]\n}}\n",
-        figures.join(",\n    "),
-        notes
-            .iter()
-            .map(|n| json_str(n))
-            .collect::<Vec<_>>()
-            .join(",\n    ")
-    );
-    if let Some(dir) = a.out.parent() {
-        std::fs::create_dir_all(dir).expect("out dir");
-    }
-    std::fs::write(&a.out, json).expect("write out");
+    write_report(&a.out, "store", &figures, &notes);
     let _ = std::fs::remove_dir_all(&base);
     eprintln!("bench-store: wrote {}", a.out.display());
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use skiff_e2e::bench::{Figure, write_report};
 use skiff_hollow_node::stats::quantile;
 use skiff_hollow_node::{Fleet, FleetConfig, Stats};
 
@@ -119,13 +120,6 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (ticks / 100.0, hwm)
 }
 
-struct Figure {
-    name: String,
-    unit: &'static str,
-    value: f64,
-    better: &'static str,
-}
-
 fn run_one(n: u32, a: &Args, notes: &mut Vec<String>) -> Vec<Figure> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child: Child = Command::new(std::env::current_exe().unwrap())
@@ -197,42 +191,37 @@ fn run_one(n: u32, a: &Args, notes: &mut Vec<String>) -> Vec<Figure> {
         hb.len()
     ));
     vec![
-        Figure {
-            name: format!("nodes_{n}_startup"),
-            unit: "s",
-            value: startup,
-            better: "lower",
-        },
-        Figure {
-            name: format!("nodes_{n}_heartbeats"),
-            unit: "1/s",
-            value: hb.len() as f64 / wall,
-            better: "higher",
-        },
-        Figure {
-            name: format!("nodes_{n}_heartbeat_p50"),
-            unit: "ms",
-            value: ms(quantile(&mut hb, 0.5)),
-            better: "lower",
-        },
-        Figure {
-            name: format!("nodes_{n}_heartbeat_p99"),
-            unit: "ms",
-            value: ms(quantile(&mut hb, 0.99)),
-            better: "lower",
-        },
-        Figure {
-            name: format!("nodes_{n}_controlplane_cpu"),
-            unit: "% of a core",
-            value: 100.0 * (cpu3 - cpu2) / wall,
-            better: "lower",
-        },
-        Figure {
-            name: format!("nodes_{n}_controlplane_rss_peak"),
-            unit: "MiB",
-            value: hwm as f64 / (1 << 20) as f64,
-            better: "lower",
-        },
+        Figure::new(format!("nodes_{n}_startup"), "s", startup, "lower"),
+        Figure::new(
+            format!("nodes_{n}_heartbeats"),
+            "1/s",
+            hb.len() as f64 / wall,
+            "higher",
+        ),
+        Figure::new(
+            format!("nodes_{n}_heartbeat_p50"),
+            "ms",
+            ms(quantile(&mut hb, 0.5)),
+            "lower",
+        ),
+        Figure::new(
+            format!("nodes_{n}_heartbeat_p99"),
+            "ms",
+            ms(quantile(&mut hb, 0.99)),
+            "lower",
+        ),
+        Figure::new(
+            format!("nodes_{n}_controlplane_cpu"),
+            "% of a core",
+            100.0 * (cpu3 - cpu2) / wall,
+            "lower",
+        ),
+        Figure::new(
+            format!("nodes_{n}_controlplane_rss_peak"),
+            "MiB",
+            hwm as f64 / (1 << 20) as f64,
+            "lower",
+        ),
     ]
 }
 
@@ -249,27 +238,5 @@ fn main() {
         eprintln!("bench-node: {n} nodes…");
         figures.extend(run_one(n, &a, &mut notes));
     }
-    let fig: Vec<String> = figures
-        .iter()
-        .map(|f| {
-            format!(
-                "    {{ \"name\": \"{}\", \"unit\": \"{}\", \"value\": {:.3}, \"better\": \"{}\" }}",
-                f.name, f.unit, f.value, f.better
-            )
-        })
-        .collect();
-    let notes: Vec<String> = notes
-        .iter()
-        .map(|n| format!("    {}", serde_json::Value::String(n.clone())))
-        .collect();
-    let text = format!(
-        "{{ \"bench\": \"node\",\n  \"figures\": [\n{}\n  ],\n  \"notes\": [\n{}\n  ]\n}}\n",
-        fig.join(",\n"),
-        notes.join(",\n")
-    );
-    if let Some(p) = a.out.parent() {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    std::fs::write(&a.out, &text).unwrap();
-    print!("{text}");
+    write_report(&a.out, "node", &figures, &notes);
 }
