@@ -249,7 +249,26 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
 
 /// A kubeconfig with the certificates embedded (so it can be copied alone).
 pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, client: &Issued) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let credential = format!(
+        "client-certificate-data: {}\n    client-key-data: {}",
+        b64(&client.cert_pem),
+        b64(&client.key_pem)
+    );
+    kubeconfig_with(server, ca_pem, user, &credential)
+}
+
+/// A kubeconfig authenticating with a bearer token.
+pub fn token_kubeconfig(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    kubeconfig_with(server, ca_pem, user, &format!("token: {token}"))
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+/// One cluster (the CA embedded), one user with `credential` (the lines of
+/// its `user:` map), and the context joining them.
+fn kubeconfig_with(server: &str, ca_pem: &str, user: &str, credential: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -261,8 +280,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
+    {credential}
 contexts:
 - name: {user}@skiff
   context:
@@ -271,33 +289,6 @@ contexts:
 current-context: {user}@skiff
 ",
         ca = b64(ca_pem),
-        cert = b64(&client.cert_pem),
-        key = b64(&client.key_pem),
-    )
-}
-
-/// A kubeconfig authenticating with a bearer token.
-pub fn token_kubeconfig(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: skiff
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: {user}
-  user:
-    token: {token}
-contexts:
-- name: {user}@skiff
-  context:
-    cluster: skiff
-    user: {user}
-current-context: {user}@skiff
-"
     )
 }
 
