@@ -18,6 +18,10 @@ pub const CA_KEY: &str = "ca.key";
 pub const SERVING_CERT: &str = "apiserver.crt";
 pub const SERVING_KEY: &str = "apiserver.key";
 pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+/// The scheduler's credentials (`CN=system:kube-scheduler`).
+pub const SCHEDULER_KUBECONFIG: &str = "scheduler.kubeconfig";
+/// The controller manager's credentials (`CN=system:kube-controller-manager`).
+pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "controller-manager.kubeconfig";
 pub const TOKEN_FILE: &str = "tokens.csv";
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-tokens.csv";
 /// Signs service account tokens (PKCS#8 P-256).
@@ -326,6 +330,23 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitOutput, PkiError> {
         &kubeconfig(&opts.server_url, &ca.cert_pem, "kubernetes-admin", &admin),
         true,
     )?;
+
+    // Control-plane components get their own identities, bound to kube's
+    // system:kube-scheduler / system:kube-controller-manager ClusterRoles.
+    for (file, user) in [
+        (SCHEDULER_KUBECONFIG, "system:kube-scheduler"),
+        (
+            CONTROLLER_MANAGER_KUBECONFIG,
+            "system:kube-controller-manager",
+        ),
+    ] {
+        let cert = ca.client_cert(user, &[])?;
+        write(
+            &dir.join(file),
+            &kubeconfig(&opts.server_url, &ca.cert_pem, user, &cert),
+            true,
+        )?;
+    }
 
     // Static token file in kube-apiserver's format: token,user,uid,"groups".
     let admin_token = random_token(32);

@@ -777,7 +777,56 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
         "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
         "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": "cluster-admin"},
         "subjects": [{"apiGroup": g, "kind": "Group", "name": "system:masters"}]});
-    ensure(store, bindings, binding).await
+    ensure(store, bindings, binding).await?;
+    // Control-plane components: each user gets its same-named role and
+    // binding, as kube's bootstrap policy does.
+    for (user, rules) in component_roles() {
+        let role = json!({"apiVersion": format!("{g}/v1"), "kind": "ClusterRole",
+            "metadata": {"name": user, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "rules": rules});
+        ensure(store, roles, role).await?;
+        let binding = json!({"apiVersion": format!("{g}/v1"), "kind": "ClusterRoleBinding",
+            "metadata": {"name": user, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": user},
+            "subjects": [{"apiGroup": g, "kind": "User", "name": user}]});
+        ensure(store, bindings, binding).await?;
+    }
+    Ok(())
+}
+
+/// The scheduler reads the cluster and binds pods; the controller manager
+/// reconciles workloads, nodes and endpoints (kube splits the latter per
+/// controller; one identity keeps it simple here).
+fn component_roles() -> [(&'static str, Value); 2] {
+    let read = json!(["get", "list", "watch"]);
+    let all = json!([
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection"
+    ]);
+    let scheduler = json!([
+        {"apiGroups": [""], "resources": ["pods", "nodes", "namespaces", "services", "persistentvolumeclaims",
+            "persistentvolumes", "replicationcontrollers"], "verbs": read},
+        {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets"], "verbs": read},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["*"], "verbs": read},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": read},
+        {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": read},
+        {"apiGroups": [""], "resources": ["pods/binding", "bindings"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": all},
+    ]);
+    let controller_manager = json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": all}]);
+    [
+        ("system:kube-scheduler", scheduler),
+        ("system:kube-controller-manager", controller_manager),
+    ]
 }
 
 #[cfg(test)]
