@@ -92,7 +92,6 @@ pub fn sources() -> &'static str {
 }
 
 /// Fills `buf` from the CSPRNG; `false` when there is no entropy source.
-#[allow(dead_code)] // first user: the TLS client
 pub fn fill(buf: &mut [u8]) -> bool {
     match STATE.lock().rng.as_mut() {
         Some(r) => {
@@ -111,3 +110,14 @@ pub fn weak_u16() -> u16 {
     }
     u16::from_le_bytes(b)
 }
+
+/// `getrandom`'s source on this target (rustls, key generation): the CSPRNG,
+/// failing closed when the node has no entropy source.
+fn getrandom_hook(buf: &mut [u8]) -> Result<(), getrandom::Error> {
+    if fill(buf) {
+        Ok(())
+    } else {
+        Err(getrandom::Error::UNSUPPORTED)
+    }
+}
+getrandom::register_custom_getrandom!(getrandom_hook);

@@ -28,6 +28,8 @@ mod executor;
 mod mem;
 #[cfg(target_os = "none")]
 mod net;
+#[cfg(target_os = "none")]
+mod node;
 
 #[cfg(target_os = "none")]
 use arch::exit::{ExitCode, exit};
@@ -206,16 +208,20 @@ fn start_network(
         arch::apic::ioapic_enable(pin, matches!(irq, drivers::Irq::Level(_)));
     }
     net::init(dev, irq, config);
-    if let Some(port) = config.diag_port {
-        let ctx = diag::Ctx {
-            diag_rw: config.diag_rw,
-            devices,
-        };
-        executor::spawn(async move {
-            core::future::poll_fn(|cx| net::UP.poll_notified(cx)).await;
-            diag::serve(port, ctx);
-        });
-    }
+    let usable = BOOT.get().map_or(0, |b| b.memory.usable_bytes());
+    executor::spawn(async move {
+        core::future::poll_fn(|cx| net::UP.poll_notified(cx)).await;
+        if let Some(port) = config.diag_port {
+            diag::serve(
+                port,
+                diag::Ctx {
+                    diag_rw: config.diag_rw,
+                    devices,
+                },
+            );
+        }
+        node::start(config, usable);
+    });
 }
 
 #[cfg(target_os = "none")]

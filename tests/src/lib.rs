@@ -18,6 +18,7 @@ pub use skiff_qemu::{
 
 pub mod bench;
 pub mod netns;
+pub mod plane;
 
 /// Guest port of the diagnostic service in every test.
 pub const DIAG_PORT: u16 = 7000;

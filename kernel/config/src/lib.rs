@@ -75,6 +75,12 @@ pub struct NodeConfig<'a> {
     pub diag_rw: bool,
     pub log_level: LogLevel,
     pub fault: Option<FaultKind>,
+    /// The control plane's node gateway (`skiff.gateway=a.b.c.d:port`).
+    pub gateway: Option<(Ipv4Addr, u16)>,
+    /// Bootstrap token `id.secret` (`skiff.token`).
+    pub token: Option<&'a str>,
+    /// The cluster CA certificate, base64 DER (`skiff.ca`).
+    pub ca_base64: Option<&'a str>,
     mmio: [MmioDevice; MAX_MMIO_DEVICES],
     mmio_len: usize,
     /// Allow-listed words that were ignored.
@@ -104,6 +110,9 @@ impl Default for NodeConfig<'_> {
             diag_rw: false,
             log_level: LogLevel::Info,
             fault: None,
+            gateway: None,
+            token: None,
+            ca_base64: None,
             mmio: [MmioDevice {
                 size: 0,
                 addr: 0,
@@ -135,6 +144,8 @@ pub enum ConfigError<'a> {
     MissingStaticIp,
     /// A key that only makes sense with `skiff.net=static`.
     RequiresStatic(&'a str),
+    /// `skiff.gateway` without `skiff.token` and `skiff.ca` (or the reverse).
+    IncompleteControlPlane,
     TooManyMmioDevices,
 }
 
@@ -152,6 +163,9 @@ impl fmt::Display for ConfigError<'_> {
             } => write!(f, "malformed {key}={value}: expected {expected}"),
             ConfigError::MissingStaticIp => f.write_str("skiff.net=static needs skiff.ip"),
             ConfigError::RequiresStatic(k) => write!(f, "{k} needs skiff.net=static"),
+            ConfigError::IncompleteControlPlane => f.write_str(
+                "skiff.gateway, skiff.token and skiff.ca go together (the node needs all three to join)",
+            ),
             ConfigError::TooManyMmioDevices => {
                 write!(f, "more than {MAX_MMIO_DEVICES} virtio_mmio.device words")
             }
@@ -181,6 +195,9 @@ const KEYS: &[&str] = &[
     "skiff.diag_rw",
     "skiff.log",
     "skiff.fault",
+    "skiff.gateway",
+    "skiff.token",
+    "skiff.ca",
 ];
 
 /// Parses a kernel command line.
@@ -266,6 +283,28 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
                         _ => return Err(bad("page, ud or panic")),
                     })
                 }
+                "skiff.gateway" => {
+                    let (ip, port) = value.split_once(':').ok_or(bad("a.b.c.d:port"))?;
+                    let ip = ip.parse().map_err(|_| bad("a.b.c.d:port"))?;
+                    let port: u16 = port.parse().map_err(|_| bad("a.b.c.d:port"))?;
+                    if port == 0 {
+                        return Err(bad("a.b.c.d:port"));
+                    }
+                    cfg.gateway = Some((ip, port));
+                }
+                "skiff.token" => {
+                    if !is_bootstrap_token(value) {
+                        return Err(bad("a bootstrap token [a-z0-9]{6}.[a-z0-9]{16}"));
+                    }
+                    cfg.token = Some(value);
+                }
+                "skiff.ca" => {
+                    let b64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=".contains(&b);
+                    if value.is_empty() || value.len() % 4 != 0 || !value.bytes().all(b64) {
+                        return Err(bad("the CA certificate as base64 DER"));
+                    }
+                    cfg.ca_base64 = Some(value);
+                }
                 _ => unreachable!("every entry of KEYS is handled"),
             }
         } else if key == "virtio_mmio.device" {
@@ -286,6 +325,15 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
         } else {
             return Err(ConfigError::UnknownWord(word));
         }
+    }
+
+    let joins = [
+        cfg.gateway.is_some(),
+        cfg.token.is_some(),
+        cfg.ca_base64.is_some(),
+    ];
+    if joins.contains(&true) && joins.contains(&false) {
+        return Err(ConfigError::IncompleteControlPlane);
     }
 
     cfg.net = match net {
@@ -320,6 +368,16 @@ fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
         addr: addr.parse().ok()?,
         prefix_len,
     })
+}
+
+/// kube's bootstrap token format: `[a-z0-9]{6}.[a-z0-9]{16}`.
+fn is_bootstrap_token(s: &str) -> bool {
+    let ok = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    matches!(s.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -536,5 +594,32 @@ mod tests {
             .map(|i| format!("virtio_mmio.device=512@{:#x}:5 ", 0x1000 * (i + 1)))
             .collect();
         assert_eq!(parse(&line), Err(ConfigError::TooManyMmioDevices));
+    }
+
+    #[test]
+    fn control_plane_keys_go_together_and_are_checked() {
+        let c =
+            parse("skiff.gateway=10.0.2.2:6444 skiff.token=abcdef.0123456789abcdef skiff.ca=QUJD")
+                .unwrap();
+        assert_eq!(c.gateway, Some((Ipv4Addr::new(10, 0, 2, 2), 6444)));
+        assert_eq!(c.token, Some("abcdef.0123456789abcdef"));
+        assert_eq!(c.ca_base64, Some("QUJD"));
+        assert_eq!(
+            parse("skiff.gateway=10.0.2.2:6444"),
+            Err(ConfigError::IncompleteControlPlane)
+        );
+        for bad in [
+            "skiff.gateway=10.0.2.2",
+            "skiff.gateway=10.0.2.2:0",
+            "skiff.token=ABCDEF.0123456789abcdef",
+            "skiff.token=abcdef.0123",
+            "skiff.ca=QUJ",
+            "skiff.ca=QU*D",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ConfigError::Malformed { .. })),
+                "{bad} must be refused"
+            );
+        }
     }
 }

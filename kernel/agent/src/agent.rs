@@ -1,0 +1,521 @@
+//! The connection manager: one state machine from "no certificate" to a
+//! registered, heartbeating node, and back to reconnecting when the link
+//! drops. No I/O: the driver connects TCP when [`Agent::connect_at`] says,
+//! moves bytes and calls [`Agent::on_timer`] at [`Agent::next_wakeup`].
+//!
+//! ```text
+//!  Idle ──connect──> [no cert] BootstrapHello ─Welcome─> BootstrapCert ─Certificate─┐
+//!   ^                 [cert]   Hello ─Welcome─> Registering ─Registered─> Running   │
+//!   └──── closed / error / rotated (back-off with jitter; immediate after a ────────┘
+//!         new certificate)
+//! ```
+//!
+//! Invariants:
+//! - the kubelet (and so every pod) outlives connections: after a reconnect
+//!   the node re-registers and the kubelet resends its full state;
+//! - a connection that has not reached `Running` within
+//!   [`HANDSHAKE_TIMEOUT`] is abandoned;
+//! - the certificate is renewed over the live session at 80 % of its
+//!   lifetime; the node then reconnects with it.
+
+use alloc::string::{String, ToString as _};
+use alloc::vec::Vec;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use skiff_kubelet::{Kubelet, MILLI, Nanos, Prober, Runtime, SEC};
+use skiff_node_proto::{
+    self as proto, Capabilities, FrameDecoder, MAX_BOOTSTRAP_FRAME, MAX_FRAME, NodeInfo,
+    NodeToPlane, PlaneToNode, RefusalReason, encode_frame,
+};
+
+use crate::identity::NodeKey;
+use crate::tls::{self, Clock, TlsClient};
+
+/// A connection must be registered within this time.
+pub const HANDSHAKE_TIMEOUT: Nanos = 10 * SEC;
+/// Reconnect back-off: first delay, cap, and cap after a refusal that
+/// retrying will not fix by itself (a wrong token).
+pub const BACKOFF_INITIAL: Nanos = 200 * MILLI;
+pub const BACKOFF_MAX: Nanos = 30 * SEC;
+pub const BACKOFF_REFUSED: Nanos = 60 * SEC;
+
+/// What a node is told at boot.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Registration data (name, boot id, addresses, capacity, versions).
+    pub node: NodeInfo,
+    /// The gateway's name as its certificate says (its IP address here).
+    pub gateway: ServerName<'static>,
+    /// The cluster CA: the only trust anchor.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// `id.secret` bootstrap token.
+    pub token: String,
+    /// e.g. `"skiff-kernel 0.1.0 build=…"`.
+    pub software: String,
+    pub capabilities: Capabilities,
+}
+
+/// Something worth a log line on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub level: Level,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where the link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    BootstrapHello,
+    BootstrapCert,
+    Hello,
+    Registering,
+    Running,
+}
+
+struct Creds {
+    key: NodeKey,
+    chain: Vec<CertificateDer<'static>>,
+    issued_ms: u64,
+    not_after_ms: u64,
+}
+
+impl Creds {
+    fn rotate_at_ms(&self) -> u64 {
+        self.issued_ms + self.not_after_ms.saturating_sub(self.issued_ms) * 8 / 10
+    }
+}
+
+struct Conn {
+    tls: TlsClient,
+    dec: FrameDecoder<PlaneToNode>,
+    opened: Nanos,
+    /// Set when we are done with this connection (rotation, bootstrap).
+    closing: bool,
+}
+
+/// The node agent. See the module docs.
+pub struct Agent {
+    cfg: AgentConfig,
+    clock: Clock,
+    kubelet: Kubelet,
+    phase: Phase,
+    conn: Option<Conn>,
+    creds: Option<Creds>,
+    /// A key whose renewal CSR is in flight.
+    renewing: Option<NodeKey>,
+    backoff: Nanos,
+    reconnect_at: Nanos,
+    /// The connection is closing on purpose: reconnect at once.
+    planned: bool,
+    notes: Vec<Note>,
+    /// Counters for the status report.
+    pub stats: Stats,
+}
+
+/// Link counters (shown by the kernel's diag service).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connects: u32,
+    pub bootstraps: u32,
+    pub sessions: u32,
+    pub rotations: u32,
+    pub frames_in: u64,
+    pub frames_out: u64,
+}
+
+impl core::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Agent")
+            .field("phase", &self.phase)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig, clock: Clock, kubelet: Kubelet) -> Agent {
+        Agent {
+            cfg,
+            clock,
+            kubelet,
+            phase: Phase::Idle,
+            conn: None,
+            creds: None,
+            renewing: None,
+            backoff: BACKOFF_INITIAL,
+            reconnect_at: 0,
+            planned: false,
+            notes: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn kubelet(&self) -> &Kubelet {
+        &self.kubelet
+    }
+
+    pub fn kubelet_mut(&mut self) -> &mut Kubelet {
+        &mut self.kubelet
+    }
+
+    /// When to open the next TCP connection (`None` while connected).
+    pub fn connect_at(&self) -> Option<Nanos> {
+        (self.phase == Phase::Idle).then_some(self.reconnect_at)
+    }
+
+    /// Log lines since the last call.
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        core::mem::take(&mut self.notes)
+    }
+
+    fn note(&mut self, level: Level, message: String) {
+        self.notes.push(Note { level, message });
+    }
+
+    fn wall_ms(&self, now: Nanos) -> u64 {
+        self.kubelet.config().boot_wall_ms + now / MILLI
+    }
+
+    /// The TCP connection is up: start TLS (server-only when we have no
+    /// certificate yet) and say hello.
+    pub fn on_connected(&mut self, now: Nanos) -> Result<(), String> {
+        self.stats.connects += 1;
+        let bootstrap = self
+            .creds
+            .as_ref()
+            .is_none_or(|c| self.wall_ms(now) >= c.not_after_ms);
+        let config = match &self.creds {
+            Some(c) if !bootstrap => tls::node_config(
+                &self.cfg.ca,
+                c.chain.clone(),
+                c.key.private_key_der()?,
+                &self.clock,
+            )?,
+            _ => tls::bootstrap_config(&self.cfg.ca, &self.clock)?,
+        };
+        let max = if bootstrap {
+            MAX_BOOTSTRAP_FRAME
+        } else {
+            MAX_FRAME
+        };
+        self.conn = Some(Conn {
+            tls: TlsClient::new(config, self.cfg.gateway.clone())?,
+            dec: FrameDecoder::new(max),
+            opened: now,
+            closing: false,
+        });
+        self.phase = if bootstrap {
+            Phase::BootstrapHello
+        } else {
+            Phase::Hello
+        };
+        let hello = NodeToPlane::Hello(proto::Hello {
+            min_version: proto::MIN_PROTOCOL_VERSION,
+            max_version: proto::PROTOCOL_VERSION,
+            node_name: self.cfg.node.name.clone(),
+            capabilities: self.cfg.capabilities,
+            software: self.cfg.software.clone(),
+        });
+        self.send(&hello)
+    }
+
+    fn send(&mut self, m: &NodeToPlane) -> Result<(), String> {
+        let conn = self.conn.as_mut().ok_or("not connected")?;
+        let max = conn.dec.max();
+        let frame = encode_frame(m, max).map_err(|e| alloc::format!("encoding {m:?}: {e}"))?;
+        self.stats.frames_out += 1;
+        conn.tls.send(&frame)
+    }
+
+    /// Ciphertext for the socket.
+    pub fn take_outgoing(&mut self) -> Vec<u8> {
+        self.conn
+            .as_mut()
+            .map(|c| c.tls.take_outgoing())
+            .unwrap_or_default()
+    }
+
+    /// True when the driver should close the connection (after sending
+    /// what [`Agent::take_outgoing`] returns) and call [`Agent::on_closed`].
+    pub fn should_close(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.closing || c.tls.peer_closed())
+    }
+
+    /// Ciphertext from the socket. An `Err` means: close the connection and
+    /// call [`Agent::on_closed`] with the message.
+    pub fn on_data<R: Runtime, P: Prober>(
+        &mut self,
+        now: Nanos,
+        data: &[u8],
+        rt: &mut R,
+        prober: &mut P,
+    ) -> Result<(), String> {
+        let conn = self.conn.as_mut().ok_or("not connected")?;
+        conn.tls.receive(data)?;
+        let plain = conn.tls.take_plaintext();
+        let mut input = plain.as_slice();
+        let mut msgs = Vec::new();
+        while let Some(m) = conn.dec.push(&mut input) {
+            msgs.push(m.map_err(|e| alloc::format!("bad frame from the gateway: {e}"))?);
+        }
+        for m in msgs {
+            self.stats.frames_in += 1;
+            self.handle(now, m)?;
+        }
+        if self.phase == Phase::Running {
+            self.on_timer(now, rt, prober)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, now: Nanos, m: PlaneToNode) -> Result<(), String> {
+        match (self.phase, m) {
+            (_, PlaneToNode::Refused(r)) => Err(self.refused(r)),
+            (_, PlaneToNode::Goodbye { reason }) => {
+                Err(alloc::format!("gateway said goodbye: {reason}"))
+            }
+            (Phase::BootstrapHello | Phase::Hello, PlaneToNode::Welcome(w)) => {
+                if self.kubelet.config().boot_wall_ms == 0 {
+                    // No RTC: take the plane's clock.
+                    self.kubelet
+                        .set_boot_wall_ms(w.server_time.saturating_sub(now / MILLI));
+                }
+                if self.phase == Phase::BootstrapHello {
+                    let key = NodeKey::generate();
+                    let csr = key.csr(&self.cfg.node.name)?;
+                    self.renewing = Some(key);
+                    self.phase = Phase::BootstrapCert;
+                    self.send(&NodeToPlane::Bootstrap {
+                        node_name: self.cfg.node.name.clone(),
+                        token: self.cfg.token.clone(),
+                        csr_der: csr,
+                    })
+                } else {
+                    self.phase = Phase::Registering;
+                    self.send(&NodeToPlane::Register(self.cfg.node.clone()))
+                }
+            }
+            (
+                Phase::BootstrapCert,
+                PlaneToNode::Certificate {
+                    chain_der,
+                    not_after,
+                },
+            ) => {
+                self.stats.bootstraps += 1;
+                self.install(now, chain_der, not_after)?;
+                self.note(
+                    Level::Info,
+                    alloc::format!(
+                        "bootstrap: certificate issued for system:node:{} (valid until unix_ms={not_after})",
+                        self.cfg.node.name
+                    ),
+                );
+                Ok(())
+            }
+            (Phase::Registering, m @ PlaneToNode::Registered(_)) => {
+                self.kubelet.handle(&m);
+                self.phase = Phase::Running;
+                self.backoff = BACKOFF_INITIAL;
+                self.stats.sessions += 1;
+                let PlaneToNode::Registered(r) = &m else {
+                    unreachable!()
+                };
+                self.note(
+                    Level::Info,
+                    alloc::format!(
+                        "registered node={} uid={} lease_s={} renew_ms={}",
+                        self.cfg.node.name,
+                        r.node_uid,
+                        r.lease_duration_secs,
+                        r.renew_interval_ms
+                    ),
+                );
+                Ok(())
+            }
+            (Phase::Running, PlaneToNode::Ping { nonce }) => {
+                self.send(&NodeToPlane::Pong { nonce })
+            }
+            (Phase::Running, PlaneToNode::Pong { .. }) => Ok(()),
+            (
+                Phase::Running,
+                PlaneToNode::Certificate {
+                    chain_der,
+                    not_after,
+                },
+            ) => {
+                if self.renewing.is_none() {
+                    return Err("gateway sent a certificate we did not ask for".into());
+                }
+                self.stats.rotations += 1;
+                self.install(now, chain_der, not_after)?;
+                self.note(
+                    Level::Info,
+                    "certificate rotated; reconnecting with it".into(),
+                );
+                self.send(&NodeToPlane::Goodbye {
+                    reason: "certificate rotated".into(),
+                })
+            }
+            (Phase::Running, m) => match self.kubelet.handle(&m) {
+                Some(reply) => self.send(&reply),
+                None => Ok(()),
+            },
+            (phase, m) => Err(alloc::format!(
+                "unexpected {} from the gateway in phase {phase:?}",
+                kind(&m)
+            )),
+        }
+    }
+
+    /// Takes the certificate for the key in `renewing`, then closes this
+    /// connection so the next one uses it.
+    fn install(
+        &mut self,
+        now: Nanos,
+        chain_der: Vec<Vec<u8>>,
+        not_after: u64,
+    ) -> Result<(), String> {
+        let key = self
+            .renewing
+            .take()
+            .ok_or("certificate without a pending key")?;
+        if chain_der.is_empty() {
+            return Err("gateway sent an empty certificate chain".into());
+        }
+        self.creds = Some(Creds {
+            key,
+            chain: chain_der.into_iter().map(CertificateDer::from).collect(),
+            issued_ms: self.wall_ms(now),
+            not_after_ms: not_after,
+        });
+        self.planned = true;
+        if let Some(c) = self.conn.as_mut() {
+            c.closing = true;
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, r: proto::Refusal) -> String {
+        if matches!(r.reason, RefusalReason::BadToken | RefusalReason::BadCsr) {
+            // Retrying soon will not fix the token: back off hard.
+            self.backoff = BACKOFF_REFUSED;
+        }
+        if matches!(
+            r.reason,
+            RefusalReason::Forbidden | RefusalReason::NodeNameMismatch
+        ) {
+            // The certificate is no good any more: bootstrap again.
+            self.creds = None;
+        }
+        alloc::format!("refused by the gateway ({:?}): {}", r.reason, r.message)
+    }
+
+    /// Time passed: heartbeats, pod sync, handshake timeout, rotation.
+    pub fn on_timer<R: Runtime, P: Prober>(
+        &mut self,
+        now: Nanos,
+        rt: &mut R,
+        prober: &mut P,
+    ) -> Result<(), String> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        if self.phase != Phase::Running {
+            if now >= conn.opened + HANDSHAKE_TIMEOUT {
+                return Err(alloc::format!(
+                    "handshake timed out in phase {:?}",
+                    self.phase
+                ));
+            }
+            return Ok(());
+        }
+        if conn.closing {
+            return Ok(());
+        }
+        for m in self.kubelet.tick(now, rt, prober) {
+            self.send(&m)?;
+        }
+        let due = self
+            .creds
+            .as_ref()
+            .is_some_and(|c| self.wall_ms(now) >= c.rotate_at_ms());
+        if due && self.renewing.is_none() {
+            let key = NodeKey::generate();
+            let csr = key.csr(&self.cfg.node.name)?;
+            self.renewing = Some(key);
+            self.note(
+                Level::Info,
+                "certificate at 80% of its lifetime: renewing".into(),
+            );
+            self.send(&NodeToPlane::RenewCertificate { csr_der: csr })?;
+        }
+        Ok(())
+    }
+
+    /// When [`Agent::on_timer`] is next due while connected.
+    pub fn next_wakeup(&self) -> Option<Nanos> {
+        let conn = self.conn.as_ref()?;
+        if self.phase != Phase::Running {
+            return Some(conn.opened + HANDSHAKE_TIMEOUT);
+        }
+        let rotate = self.creds.as_ref().and_then(|c| {
+            let boot = self.kubelet.config().boot_wall_ms;
+            (c.rotate_at_ms() >= boot).then(|| (c.rotate_at_ms() - boot) * MILLI)
+        });
+        [self.kubelet.next_wakeup(), rotate]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The connection ended (`reason` for the log): schedule the next one.
+    pub fn on_closed(&mut self, now: Nanos, reason: &str) {
+        let had_conn = self.conn.take().is_some();
+        if core::mem::take(&mut self.planned) {
+            self.reconnect_at = now;
+        } else {
+            let jitter = self.backoff / 5 * u64::from(rand_u8()) / 255;
+            self.reconnect_at = now + self.backoff - self.backoff / 10 + jitter;
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX).max(self.backoff);
+            let level = if had_conn { Level::Warn } else { Level::Info };
+            self.note(
+                level,
+                alloc::format!(
+                    "link down ({reason}); reconnecting in {} ms",
+                    (self.reconnect_at - now) / MILLI
+                ),
+            );
+        }
+        if self.renewing.is_some() && self.phase != Phase::BootstrapCert {
+            // A renewal lost with its connection starts over next session.
+            self.renewing = None;
+        }
+        self.phase = Phase::Idle;
+    }
+}
+
+fn rand_u8() -> u8 {
+    let mut b = [0u8; 1];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b[0]
+}
+
+fn kind(m: &PlaneToNode) -> String {
+    let dbg = alloc::format!("{m:?}");
+    dbg.split(['(', ' ', '{']).next().unwrap_or("?").to_string()
+}

@@ -1,0 +1,26 @@
+//! The Skiff node agent: everything between the node's TCP socket and its
+//! kubelet core, without I/O, so the kernel and host tests run the same code.
+//!
+//! - [`identity`]: the node's P-256 key and its PKCS#10 CSR;
+//! - [`tls`]: a TLS 1.3 client over rustls' unbuffered API (no_std), with the
+//!   pure-Rust RustCrypto provider;
+//! - [`agent`]: the connection manager — token bootstrap, mutual-TLS
+//!   sessions (hello, register, heartbeats, pods), certificate rotation,
+//!   reconnects with back-off and jitter — driving a [`skiff_kubelet::Kubelet`];
+//! - [`testrt`]: the built-in *test* runtime (scripted containers) that runs
+//!   until the wasm runtime lands. It is labelled as such everywhere it shows.
+//!
+//! Randomness comes from `getrandom` (the kernel registers its CSPRNG).
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod agent;
+pub mod identity;
+pub mod tls;
+
+pub use agent::{Agent, AgentConfig, Level, Note, Phase};
+pub mod testrt;

@@ -1,0 +1,242 @@
+//! The node's link to the control plane: kernel glue around
+//! `skiff-node-agent` (which holds the TLS bootstrap, the session protocol
+//! and the kubelet core, all host-tested). This task only moves bytes
+//! between the agent and a TCP socket, feeds it the clock and logs its notes.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString as _};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use skiff_kubelet::{Kubelet, Nanos, ProbeId, ProbeResult, ProbeTarget, Prober};
+use skiff_node_agent::testrt::{self, TestRuntime};
+use skiff_node_agent::{Agent, AgentConfig, Level};
+use skiff_node_config::NodeConfig;
+use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources};
+use smoltcp::wire::Ipv4Address as Ipv4Addr;
+
+use crate::arch::time;
+use crate::executor::{self, select};
+use crate::net::{self, TcpSocket};
+
+/// Socket buffers for the control-plane link (a full pod set is < 1 MiB and
+/// arrives in pieces; 64 KiB keeps the window open without hogging memory).
+const SOCKET_BUF: usize = 64 << 10;
+const CONNECT_TIMEOUT_US: u64 = 5_000_000;
+/// Pods per node: Kubernetes' default `maxPods`.
+const MAX_PODS: u32 = 110;
+
+fn now() -> Nanos {
+    time::uptime_us() * 1000
+}
+
+/// The wall clock for certificate validity (RTC/kvmclock anchored).
+#[derive(Debug)]
+struct KernelClock;
+
+impl rustls::time_provider::TimeProvider for KernelClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        match time::wall_unix() {
+            0 => None,
+            s => Some(UnixTime::since_unix_epoch(core::time::Duration::from_secs(
+                s,
+            ))),
+        }
+    }
+}
+
+/// Probes need a runtime that serves the pod's ports; the test runtime
+/// serves none, so every probe fails and says why.
+struct NoProber;
+
+impl Prober for NoProber {
+    fn start(&mut self, _: ProbeId, _: &ProbeTarget<'_>) {}
+    fn poll(&mut self, _: ProbeId) -> Option<ProbeResult> {
+        Some(ProbeResult::Failure(
+            "probes need the wasm runtime; this node runs the built-in test runtime".into(),
+        ))
+    }
+    fn cancel(&mut self, _: ProbeId) {}
+}
+
+/// Starts the agent if the command line names a control plane. Called once
+/// the network is up.
+pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
+    let (Some((gw_ip, gw_port)), Some(token), Some(ca_b64)) =
+        (cfg.gateway, cfg.token, cfg.ca_base64)
+    else {
+        return;
+    };
+    let ca = match base64::engine::general_purpose::STANDARD.decode(ca_b64) {
+        Ok(der) => der,
+        Err(e) => {
+            error!("node", "skiff.ca is not valid base64: {e}");
+            return;
+        }
+    };
+    let Some(ip) = net::with(|s| s.ip) else {
+        error!("node", "no address; cannot join the control plane");
+        return;
+    };
+    let ip = ip.address().to_string();
+    let mut boot_id = [0u8; 16];
+    crate::entropy::fill(&mut boot_id);
+    let capacity = Resources {
+        cpu_millis: 1000, // one vCPU: the kernel runs on the boot CPU only
+        memory_bytes: usable_memory,
+        pods: MAX_PODS,
+        ephemeral_storage_bytes: 0,
+    };
+    let allocatable = Resources {
+        memory_bytes: (crate::mem::heap_total() - crate::mem::heap_used()) as u64,
+        ..capacity
+    };
+    let node = NodeInfo {
+        name: cfg.hostname.to_string(),
+        boot_id,
+        addresses: vec![
+            NodeAddress {
+                kind: AddressKind::InternalIP,
+                address: ip.clone(),
+            },
+            NodeAddress {
+                kind: AddressKind::Hostname,
+                address: cfg.hostname.to_string(),
+            },
+        ],
+        capacity,
+        allocatable,
+        kernel_version: alloc::format!("skiff-kernel {}", crate::VERSION),
+        runtime_version: testrt::RUNTIME_VERSION.into(),
+        os_image: "Skiff unikernel".into(),
+        architecture: "amd64".into(),
+        labels: vec![("skiff.dev/runtime".into(), "testrt".into())],
+    };
+    let agent_cfg = AgentConfig {
+        node,
+        gateway: ServerName::IpAddress(rustls::pki_types::IpAddr::V4(gw_ip.octets().into())),
+        ca: vec![CertificateDer::from(ca)],
+        token: token.to_string(),
+        software: alloc::format!("skiff-kernel {} build={}", crate::VERSION, crate::BUILD_ID),
+        capabilities: Capabilities::POD_DELTA
+            .union(Capabilities::CERT_ROTATION)
+            .union(Capabilities::LOG_FOLLOW),
+    };
+    let boot_wall_ms = (time::wall_unix() * 1000).saturating_sub(time::uptime_us() / 1000);
+    let mut kcfg = skiff_kubelet::Config::new(cfg.hostname, capacity);
+    kcfg.allocatable = allocatable;
+    kcfg.host_ip = Some(ip.clone());
+    kcfg.boot_wall_ms = boot_wall_ms;
+    let agent = Agent::new(agent_cfg, Arc::new(KernelClock), Kubelet::new(kcfg));
+    let rt = TestRuntime::new(boot_wall_ms, Some(ip));
+    info!(
+        "node",
+        "joining control plane gateway={gw_ip}:{gw_port} node={} runtime={}",
+        cfg.hostname,
+        testrt::RUNTIME_VERSION
+    );
+    executor::spawn(run(Box::new(agent), rt, gw_ip, gw_port));
+}
+
+fn log_notes(agent: &mut Agent) {
+    for n in agent.take_notes() {
+        match n.level {
+            Level::Info => info!("node", "{}", n.message),
+            Level::Warn => warn!("node", "{}", n.message),
+            Level::Error => error!("node", "{}", n.message),
+        }
+    }
+}
+
+async fn sleep_until_nanos(t: Nanos) {
+    let n = now();
+    if t > n {
+        executor::sleep_us((t - n).div_ceil(1000)).await;
+    }
+}
+
+async fn run(mut agent: Box<Agent>, mut rt: TestRuntime, gw_ip: Ipv4Addr, gw_port: u16) {
+    let mut prober = NoProber;
+    let mut buf: Vec<u8> = vec![0; 16 << 10];
+    let mut was_running = false;
+    loop {
+        if let Some(at) = agent.connect_at() {
+            sleep_until_nanos(at).await;
+        }
+        let sock = match TcpSocket::connect(gw_ip, gw_port, SOCKET_BUF, CONNECT_TIMEOUT_US).await {
+            Ok(s) => s,
+            Err(e) => {
+                agent.on_closed(now(), &alloc::format!("connect {gw_ip}:{gw_port}: {e:?}"));
+                log_notes(&mut agent);
+                continue;
+            }
+        };
+        let reason = session(
+            &mut agent,
+            &mut rt,
+            &mut prober,
+            &sock,
+            &mut buf,
+            &mut was_running,
+        )
+        .await;
+        sock.close().await;
+        agent.on_closed(now(), &reason);
+        log_notes(&mut agent);
+    }
+}
+
+/// One connection; returns why it ended (empty: closed on purpose).
+async fn session(
+    agent: &mut Agent,
+    rt: &mut TestRuntime,
+    prober: &mut NoProber,
+    sock: &TcpSocket,
+    buf: &mut [u8],
+    was_running: &mut bool,
+) -> String {
+    if let Err(e) = agent.on_connected(now()) {
+        return e;
+    }
+    loop {
+        let out = agent.take_outgoing();
+        if !out.is_empty() && !sock.write_all(&out).await {
+            return "connection closed while sending".into();
+        }
+        log_notes(agent);
+        let running = agent.phase() == skiff_node_agent::Phase::Running;
+        if running && !*was_running {
+            info!("stage", "node-registered t_us={}", time::uptime_us());
+        }
+        *was_running |= running;
+        if agent.should_close() {
+            return String::new();
+        }
+        let due = [agent.next_wakeup(), rt.next_change()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now() + 1_000_000_000);
+        rt.now = now();
+        let result = match select(sock.read(buf), sleep_until_nanos(due)).await {
+            Ok(0) => return "gateway closed the connection".into(),
+            Ok(n) => {
+                rt.now = now();
+                agent.on_data(now(), &buf[..n], rt, prober)
+            }
+            Err(()) => {
+                rt.now = now();
+                agent.on_timer(now(), rt, prober)
+            }
+        };
+        if let Err(e) = result {
+            // Flush what the agent queued (e.g. an alert) before closing.
+            let out = agent.take_outgoing();
+            let _ = sock.write_all(&out).await;
+            return e;
+        }
+    }
+}
