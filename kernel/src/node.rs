@@ -83,7 +83,14 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
     };
     let ip = ip.address().to_string();
     let mut boot_id = [0u8; 16];
-    crate::entropy::fill(&mut boot_id);
+    if !crate::entropy::fill(&mut boot_id) {
+        // Fail closed: without entropy the node cannot make its key.
+        error!(
+            "node",
+            "no entropy source (needs RDRAND or a virtio-rng device): cannot create the node key; not joining"
+        );
+        return;
+    }
     let capacity = Resources {
         cpu_millis: 1000, // one vCPU: the kernel runs on the boot CPU only
         memory_bytes: usable_memory,

@@ -295,7 +295,7 @@ impl Agent {
                         .set_boot_wall_ms(w.server_time.saturating_sub(now / MILLI));
                 }
                 if self.phase == Phase::BootstrapHello {
-                    let key = NodeKey::generate();
+                    let key = NodeKey::generate()?;
                     let csr = key.csr(&self.cfg.node.name)?;
                     self.renewing = Some(key);
                     self.phase = Phase::BootstrapCert;
@@ -455,7 +455,7 @@ impl Agent {
             .as_ref()
             .is_some_and(|c| self.wall_ms(now) >= c.rotate_at_ms());
         if due && self.renewing.is_none() {
-            let key = NodeKey::generate();
+            let key = NodeKey::generate()?;
             let csr = key.csr(&self.cfg.node.name)?;
             self.renewing = Some(key);
             self.note(
@@ -509,9 +509,10 @@ impl Agent {
     }
 }
 
+/// Jitter only: no randomness is no reason to fail.
 fn rand_u8() -> u8 {
     let mut b = [0u8; 1];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    let _ = rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut b);
     b[0]
 }
 

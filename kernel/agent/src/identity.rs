@@ -26,11 +26,19 @@ impl core::fmt::Debug for NodeKey {
 }
 
 impl NodeKey {
-    /// A fresh key from the system's randomness.
-    pub fn generate() -> NodeKey {
-        NodeKey {
-            signing: SigningKey::random(&mut rand_core::OsRng),
+    /// A fresh key from the system's randomness (fails, never panics,
+    /// when the node has none).
+    pub fn generate() -> Result<NodeKey, String> {
+        // A uniformly random scalar: retry the (~2^-32) out-of-range draws.
+        for _ in 0..8 {
+            let mut bytes = [0u8; 32];
+            rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut bytes)
+                .map_err(|e| alloc::format!("no randomness for the node key: {e}"))?;
+            if let Ok(signing) = SigningKey::from_slice(&bytes) {
+                return Ok(NodeKey { signing });
+            }
         }
+        Err("no valid P-256 scalar from the randomness source".into())
     }
 
     /// The key for rustls (PKCS#8 DER).
@@ -128,7 +136,7 @@ mod tests {
     #[test]
     fn csr_parses_with_the_node_subject_and_a_valid_signature() {
         use x509_parser::prelude::*;
-        let key = NodeKey::generate();
+        let key = NodeKey::generate().unwrap();
         let der = key.csr("worker-1").unwrap();
         let (rest, csr) = X509CertificationRequest::from_der(&der).unwrap();
         assert!(rest.is_empty());
@@ -145,6 +153,6 @@ mod tests {
         assert_eq!(cn, ["system:node:worker-1"]);
         assert_eq!(o, ["system:nodes"]);
         // Two keys are different (the randomness is wired).
-        assert_ne!(NodeKey::generate().csr("worker-1").unwrap(), der);
+        assert_ne!(NodeKey::generate().unwrap().csr("worker-1").unwrap(), der);
     }
 }

@@ -1,0 +1,147 @@
+//! A kernel node in QEMU joins the real control plane: token bootstrap,
+//! its own certificate, registration with its real capacity and address,
+//! a pod through the built-in test runtime to a failed exit with its code,
+//! and NotReady after the grace period once QEMU is killed.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use skiff_e2e::plane::{Plane, SLIRP_HOST};
+use skiff_e2e::*;
+
+/// Kernel arguments that make a node join `plane` as `name`.
+fn join_args(plane: &Plane, name: &str, token: &str) -> Vec<String> {
+    vec![
+        format!("skiff.hostname={name}"),
+        format!("skiff.gateway={SLIRP_HOST}:{}", plane.gateway_addr.port()),
+        format!("skiff.token={token}"),
+        format!(
+            "skiff.ca={}",
+            base64::engine::general_purpose::STANDARD.encode(&plane.ca_der)
+        ),
+    ]
+}
+
+fn spec_for(plane: &Plane, name: &str, token: &str) -> NodeSpec {
+    // TCG's CPU has no RDRAND: virtio-rng gives the node its entropy.
+    let mut spec = user_net(Machine::Microvm).rng(true);
+    for a in join_args(plane, name, token) {
+        spec = spec.arg(a);
+    }
+    spec
+}
+
+#[test]
+fn a_kernel_node_joins_runs_a_pod_and_goes_not_ready_when_killed() {
+    let _g = shared();
+    let plane = Plane::start(|cfg| {
+        cfg.renew_interval = Duration::from_millis(500);
+        cfg.node_grace = Duration::from_secs(3);
+    });
+    let mut b = boot(spec_for(&plane, "kernel-1", &plane.token));
+    let log = || b.node.log_text();
+    let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} \
+                    {.status.addresses[?(@.type==\"InternalIP\")].address} \
+                    {.status.capacity.cpu} {.status.nodeInfo.containerRuntimeVersion}";
+    let got = plane.wait_output(
+        &["get", "node", "kernel-1", "-o", jsonpath],
+        "True 10.0.2.15 1 skiff-testrt://",
+        60,
+        log,
+    );
+    assert!(got.contains("skiff-testrt"), "{got}");
+    // Real capacity: the guest's usable RAM (32 MiB guest, a bit less usable).
+    let mem = plane.ok(&[
+        "get",
+        "node",
+        "kernel-1",
+        "-o",
+        "jsonpath={.status.capacity.memory}",
+    ]);
+    let kib: u64 = mem.trim_end_matches("Ki").parse().unwrap_or_else(|_| {
+        // kube renders whole MiB as "Mi".
+        mem.trim_end_matches("Mi")
+            .parse::<u64>()
+            .expect("memory quantity")
+            * 1024
+    });
+    assert!(
+        (20 << 10..=32 << 10).contains(&kib),
+        "capacity.memory {mem}"
+    );
+    let text = b.node.log_text();
+    assert!(
+        text.contains("bootstrap: certificate issued for system:node:kernel-1"),
+        "{text}"
+    );
+    assert!(text.contains("stage: node-registered"), "{text}");
+
+    plane.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: on-kernel, namespace: default}
+spec:
+  nodeName: kernel-1
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: skiff.dev/testrt
+    args: ["echo hello from a Skiff kernel", "sleep 1000", "exit 7"]
+"#,
+    );
+    plane.wait_output(
+        &["get", "pod", "on-kernel", "-o", "jsonpath={.status.phase}"],
+        "Running",
+        30,
+        || b.node.log_text(),
+    );
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "on-kernel",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+        "Failed 7",
+        30,
+        || b.node.log_text(),
+    );
+
+    // Kill the VM: the lease stops, and after the grace period the node is
+    // no longer Ready.
+    b.node.kill();
+    plane.wait_output(
+        &[
+            "get",
+            "node",
+            "kernel-1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "Unknown",
+        20,
+        String::new,
+    );
+}
+
+#[test]
+fn a_kernel_node_with_a_wrong_token_is_refused_and_says_why() {
+    let _g = shared();
+    let plane = Plane::start(|_| {});
+    let mut b = boot(spec_for(&plane, "kernel-bad", "abcdef.0123456789abcdef"));
+    if let Err(e) = b
+        .node
+        .wait_for_line(|l| l.contains("BadToken"), Duration::from_secs(30))
+    {
+        b.fail(&format!("no refusal logged: {e}"));
+    }
+    assert!(
+        !plane
+            .kubectl(&["get", "node", "kernel-bad"])
+            .status
+            .success()
+    );
+    b.shutdown();
+}
