@@ -124,7 +124,12 @@ pub struct Booted {
 
 /// Adds `skiff.diag` and (for user networking) a hostfwd to it, launches,
 /// waits for the `diag-ready` stage and for `status` to answer.
-pub fn boot(mut spec: NodeSpec) -> Booted {
+pub fn boot(spec: NodeSpec) -> Booted {
+    try_boot(spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`boot`], with failures as errors (benchmarks probing limits).
+pub fn try_boot(mut spec: NodeSpec) -> Result<Booted, String> {
     spec = spec.arg(format!("skiff.diag={DIAG_PORT}"));
     let ours = matches!(&spec.net, Net::User { hostfwd, .. }
         if !hostfwd.iter().any(|f| f.guest_port == DIAG_PORT));
@@ -134,13 +139,11 @@ pub fn boot(mut spec: NodeSpec) -> Booted {
         let mut spec = spec.clone();
         if ours && let Net::User { hostfwd, .. } = &mut spec.net {
             hostfwd.push(HostFwd::new(
-                skiff_qemu::free_port().expect("free port"),
+                skiff_qemu::free_port().map_err(|e| format!("free port: {e}"))?,
                 DIAG_PORT,
             ));
         }
-        let mut node = spec
-            .launch()
-            .unwrap_or_else(|e| panic!("launching QEMU: {e}"));
+        let mut node = spec.launch().map_err(|e| format!("launching QEMU: {e}"))?;
         match node.wait_for_stage("diag-ready", timeout) {
             Ok(_) => break node,
             // free_port() is racy: another process may bind the port first.
@@ -149,16 +152,16 @@ pub fn boot(mut spec: NodeSpec) -> Booted {
             {
                 attempt += 1;
             }
-            Err(e) => panic!("node did not reach `stage: diag-ready`: {e}"),
+            Err(e) => return Err(format!("node did not reach `stage: diag-ready`: {e}")),
         }
     };
     let diag = node
         .diag(DIAG_PORT)
-        .expect("boot() needs user networking to reach the diag service");
+        .ok_or("boot() needs user networking to reach the diag service")?;
     let status = diag
         .wait_ready(Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", node.log_text()));
-    Booted { node, diag, status }
+        .map_err(|e| format!("{e}\nlog:\n{}", node.log_text()))?;
+    Ok(Booted { node, diag, status })
 }
 
 /// A user-networking spec (QEMU's default 10.0.2.0/24 slirp network).

@@ -1,8 +1,16 @@
-//! `cargo xtask bench node`: N hollow nodes heartbeating against one control
-//! plane (API server + node gateway, in a child process so its CPU and memory
-//! are measured alone from /proc).
+//! `cargo xtask bench node`: kernel nodes joining a control plane, and N
+//! hollow nodes heartbeating against one (API server + node gateway, in a
+//! child process so its CPU and memory are measured alone from /proc).
 //!
-//! Usage: bench-node --out FILE [--nodes 1000,5000] [--window SECS] [--renew-ms MS]
+//! Usage: bench-node --out FILE [--boots 10] [--nodes 1000,5000] [--window SECS]
+//!                   [--renew-ms MS]   (`--boots 0` / `--nodes ""` skip a part)
+//!
+//! Kernel part (QEMU microvm, TCG unless SKIFF_KVM=1): boot -> Node Ready seen
+//! through a real `kubectl get nodes --watch`, from QEMU's spawn, median of
+//! `--boots`, with the stage breakdown from the serial log (first byte, the
+//! kernel's net-up, its certificate, its registration); then the smallest guest
+//! RAM that boots, registers and runs 10 idle pods, and the heap each idle pod
+//! costs (diag `status` before and after).
 //!
 //! Per node count: a fresh control plane; all nodes bootstrap (token + CSR),
 //! connect with mutual TLS and register; then over a steady window with
@@ -22,6 +30,7 @@ use skiff_hollow_node::{Fleet, FleetConfig, Stats};
 
 struct Args {
     out: PathBuf,
+    boots: u32,
     nodes: Vec<u32>,
     window: u64,
     renew_ms: u64,
@@ -30,6 +39,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         out: PathBuf::from("target/bench/node.json"),
+        boots: 10,
         nodes: vec![1000, 5000],
         window: 30,
         renew_ms: 10_000,
@@ -39,7 +49,14 @@ fn args() -> Args {
         let mut v = || it.next().expect("value");
         match x.as_str() {
             "--out" => a.out = v().into(),
-            "--nodes" => a.nodes = v().split(',').map(|n| n.parse().expect("count")).collect(),
+            "--boots" => a.boots = v().parse().expect("count"),
+            "--nodes" => {
+                a.nodes = v()
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.parse().expect("count"))
+                    .collect()
+            }
             "--window" => a.window = v().parse().expect("secs"),
             "--renew-ms" => a.renew_ms = v().parse().expect("ms"),
             "--serve" => {
@@ -234,9 +251,277 @@ fn main() {
          both share the machine's cores",
         a.renew_ms, a.window
     )];
+    if a.boots > 0 {
+        eprintln!("bench-node: {} kernel boots to Ready…", a.boots);
+        figures.extend(kernel::boots_to_ready(a.boots, &mut notes));
+        eprintln!("bench-node: kernel node memory…");
+        figures.extend(kernel::memory_for_idle_pods(10, &mut notes));
+    }
     for &n in &a.nodes {
         eprintln!("bench-node: {n} nodes…");
         figures.extend(run_one(n, &a, &mut notes));
     }
     write_report(&a.out, "node", &figures, &notes);
+}
+
+/// Kernel nodes in QEMU against the control plane in this process.
+mod kernel {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use base64::Engine as _;
+    use skiff_e2e::bench::Figure;
+    use skiff_e2e::plane::{Plane, SLIRP_HOST};
+    use skiff_e2e::{Machine, Node, NodeSpec, user_net};
+
+    fn spec(plane: &Plane, name: &str) -> NodeSpec {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&plane.ca_der);
+        user_net(Machine::Microvm)
+            .rng(true)
+            .arg(format!("skiff.hostname={name}"))
+            .arg(format!(
+                "skiff.gateway={SLIRP_HOST}:{}",
+                plane.gateway_addr.port()
+            ))
+            .arg(format!("skiff.token={}", plane.token))
+            .arg(format!("skiff.ca={ca}"))
+    }
+
+    /// `kubectl get nodes --watch`, each line with the time it arrived.
+    fn watch_nodes(plane: &Plane) -> (std::process::Child, mpsc::Receiver<(Instant, String)>) {
+        let mut child = Command::new(skiff_e2e::peers::kubectl())
+            .args([
+                "get",
+                "nodes",
+                "--watch",
+                "--no-headers",
+                "-o",
+                "custom-columns=N:.metadata.name,R:.status.conditions[?(@.type==\"Ready\")].status",
+            ])
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .env("HOME", plane.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl watch");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    fn ready_seen(rx: &mpsc::Receiver<(Instant, String)>, name: &str) -> Option<Instant> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Ok((at, line)) =
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            let mut f = line.split_whitespace();
+            if f.next() == Some(name) && f.next() == Some("True") {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// When the serial line containing `needle` arrived (the serial reader
+    /// may trail the network by a moment: wait a little for it).
+    fn line_at(node: &mut Node, needle: &str) -> Option<Instant> {
+        node.wait_for_line(|l| l.contains(needle), Duration::from_secs(2))
+            .ok()
+            .map(|l| l.at)
+    }
+
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v[v.len() / 2]
+        }
+    }
+
+    pub fn boots_to_ready(boots: u32, notes: &mut Vec<String>) -> Vec<Figure> {
+        let plane = Plane::start(|g| g.quiet = true);
+        let (mut watch, rx) = watch_nodes(&plane);
+        std::thread::sleep(Duration::from_millis(500)); // the watch is established
+        let stages = [
+            "first_byte",
+            "net_up",
+            "certificate",
+            "registered",
+            "ready_watch",
+        ];
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
+        for i in 0..boots {
+            let name = format!("boot-{i}");
+            let mut node = spec(&plane, &name).launch().expect("launch QEMU");
+            let t0 = node.started();
+            let ready = ready_seen(&rx, &name);
+            let ms = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1000.0);
+            let row = [
+                ms(node.first_byte()),
+                ms(line_at(&mut node, "stage: net-up")),
+                ms(line_at(&mut node, "bootstrap: certificate issued")),
+                ms(line_at(&mut node, "stage: node-registered")),
+                ms(ready),
+            ];
+            if ready.is_none() {
+                notes.push(format!(
+                    "boot {i}: no Ready within 60 s; log:\n{}",
+                    node.log_text()
+                ));
+            }
+            eprintln!("boot {i}: {row:.1?} ms");
+            for (s, v) in samples.iter_mut().zip(row) {
+                if v.is_finite() {
+                    s.push(v);
+                }
+            }
+            node.kill();
+        }
+        let _ = watch.kill();
+        notes.push(format!(
+            "boot -> Ready: {boots} boots of a 32 MiB microvm ({}), times from QEMU spawn; \
+             `ready_watch` is when `kubectl get nodes --watch` printed the node Ready \
+             (includes DHCP, key generation, TLS bootstrap, mutual-TLS registration)",
+            if std::env::var_os("SKIFF_KVM").is_some() {
+                "KVM"
+            } else {
+                "TCG"
+            }
+        ));
+        stages
+            .iter()
+            .zip(samples.iter_mut())
+            .map(|(s, v)| {
+                Figure::new(
+                    format!("kernel_boot_to_{s}_median"),
+                    "ms",
+                    median(v),
+                    "lower",
+                )
+            })
+            .collect()
+    }
+
+    /// Boots a node with `mib` MiB, runs `pods` idle pods on it; returns
+    /// the heap bytes per pod when it worked.
+    fn try_memory(plane: &Plane, mib: u32, pods: usize) -> Result<f64, String> {
+        let name = format!("mem-{mib}");
+        let mut b = skiff_e2e::try_boot(spec(plane, &name).memory_mib(mib))?;
+        let ready = |plane: &Plane| {
+            let out = plane.kubectl(&[
+                "get",
+                "node",
+                &name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            String::from_utf8_lossy(&out.stdout).contains("True")
+        };
+        let t = Instant::now();
+        while !ready(plane) {
+            if t.elapsed() > Duration::from_secs(30) || matches!(b.node.try_exit(), Ok(Some(_))) {
+                return Err(format!("not Ready; log tail: {}", tail(&b.node)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let heap = |b: &skiff_e2e::Booted| {
+            b.diag.request("status").ok().and_then(|s| {
+                skiff_e2e::log::field(&s, "heap_used").and_then(|v| v.parse::<f64>().ok())
+            })
+        };
+        let before = heap(&b).ok_or("no status")?;
+        let mut yaml = String::new();
+        for p in 0..pods {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: idle-{mib}-{p}, labels: {{mem: \"{mib}\"}}}}\n\
+                 spec:\n  nodeName: {name}\n  containers: [{{name: c, image: skiff.dev/testrt, args: [\"forever\"]}}]\n"
+            ));
+        }
+        plane.apply(&yaml);
+        let t = Instant::now();
+        loop {
+            let out = plane.kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                &format!("mem={mib}"),
+                "-o",
+                "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+            ]);
+            let running = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| *l == "Running")
+                .count();
+            if running == pods {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(60) || matches!(b.node.try_exit(), Ok(Some(_))) {
+                return Err(format!(
+                    "{running}/{pods} pods Running; log tail: {}",
+                    tail(&b.node)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let after = heap(&b).ok_or("no status")?;
+        let _ = plane.kubectl(&[
+            "delete",
+            "pods",
+            "-l",
+            &format!("mem={mib}"),
+            "--wait=false",
+        ]);
+        b.node.kill();
+        Ok((after - before) / pods as f64)
+    }
+
+    fn tail(node: &Node) -> String {
+        let text = node.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    }
+
+    pub fn memory_for_idle_pods(pods: usize, notes: &mut Vec<String>) -> Vec<Figure> {
+        let plane = Plane::start(|g| g.quiet = true);
+        let mut out = Vec::new();
+        for mib in [8, 12, 16, 24, 32, 48] {
+            match try_memory(&plane, mib, pods) {
+                Ok(per_pod) => {
+                    notes.push(format!(
+                        "node memory: {mib} MiB is the smallest guest RAM (of 8,12,16,24,32,48) that \
+                         boots, registers and runs {pods} idle test-runtime pods (a k3s agent needs ~275 MB); \
+                         heap per idle pod {per_pod:.0} bytes"
+                    ));
+                    out.push(
+                        Figure::new(
+                            "kernel_min_ram_10_idle_pods",
+                            "MiB",
+                            f64::from(mib),
+                            "lower",
+                        )
+                        .peer("k3s agent RSS (~275 MB)", 275.0),
+                    );
+                    out.push(Figure::new(
+                        "kernel_heap_per_idle_pod",
+                        "KiB",
+                        per_pod / 1024.0,
+                        "lower",
+                    ));
+                    break;
+                }
+                Err(e) => eprintln!("{mib} MiB: {e}"),
+            }
+        }
+        out
+    }
 }
