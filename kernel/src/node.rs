@@ -15,7 +15,7 @@ use skiff_kubelet::{Kubelet, Nanos, ProbeId, ProbeResult, ProbeTarget, Prober};
 use skiff_node_agent::testrt::{self, TestRuntime};
 use skiff_node_agent::{Agent, AgentConfig, Level};
 use skiff_node_config::NodeConfig;
-use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources};
+use skiff_node_proto::{AddressKind, NodeAddress, NodeInfo, Resources};
 use smoltcp::wire::Ipv4Address as Ipv4Addr;
 
 use crate::arch::time;
@@ -128,9 +128,6 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         ca: vec![CertificateDer::from(ca)],
         token: token.to_string(),
         software: alloc::format!("skiff-kernel {} build={}", crate::VERSION, crate::BUILD_ID),
-        capabilities: Capabilities::POD_DELTA
-            .union(Capabilities::CERT_ROTATION)
-            .union(Capabilities::LOG_FOLLOW),
     };
     let boot_wall_ms = (time::wall_unix() * 1000).saturating_sub(time::uptime_us() / 1000);
     let mut kcfg = skiff_kubelet::Config::new(cfg.hostname, capacity);

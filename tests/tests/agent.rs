@@ -16,7 +16,7 @@ use skiff_kubelet::{Kubelet, ProbeId, ProbeResult, ProbeTarget, Prober};
 use skiff_node_agent::agent::Stats;
 use skiff_node_agent::testrt::{self, TestRuntime};
 use skiff_node_agent::{Agent, AgentConfig};
-use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources};
+use skiff_node_proto::{AddressKind, NodeAddress, NodeInfo, Resources};
 
 #[derive(Debug)]
 struct SystemClock;
@@ -81,7 +81,6 @@ impl HostNode {
             ca: vec![CertificateDer::from(plane.ca_der.clone())],
             token: token.into(),
             software: "agent host test".into(),
-            capabilities: Capabilities::POD_DELTA.union(Capabilities::CERT_ROTATION),
         };
         let boot = Instant::now();
         let boot_wall = wall_ms();
@@ -247,6 +246,34 @@ spec:
         ctx,
     );
     assert!(done.starts_with("Failed 3"), "{done}");
+    let logs = plane.ok(&["logs", "scripted"]);
+    assert_eq!(logs, "hello from the test runtime\nGREETING=hi\n");
+    assert_eq!(plane.ok(&["logs", "scripted", "--tail=1"]), "GREETING=hi\n");
+
+    // `kubectl logs -f` sees a line written after it started and exits when
+    // the container does.
+    plane.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker, namespace: default}
+spec:
+  nodeName: agent-1
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: skiff.dev/testrt
+    args: ["echo one", "sleep 2000", "echo two", "exit 0"]
+"#,
+    );
+    plane.wait_output(
+        &["get", "pod", "ticker", "-o", "jsonpath={.status.phase}"],
+        "Running",
+        20,
+        ctx,
+    );
+    let followed = plane.ok(&["logs", "-f", "ticker"]);
+    assert_eq!(followed, "one\ntwo\n");
 
     // An image the test runtime cannot run fails with a message saying so.
     plane.apply(

@@ -109,6 +109,12 @@ spec:
         || b.node.log_text(),
     );
 
+    let logs = plane.ok(&["logs", "on-kernel"]);
+    assert_eq!(
+        logs, "hello from a Skiff kernel\n",
+        "kubectl logs of a pod on the kernel"
+    );
+
     // Kill the VM: the lease stops, and after the grace period the node is
     // no longer Ready.
     b.node.kill();

@@ -1,6 +1,7 @@
 //! REST routing and verbs: parses kube's URL layout, authorizes, and runs
 //! get/list/watch/create/update/patch/delete/deletecollection plus the
-//! status, scale and binding subresources over [`crate::storage`].
+//! status, scale and binding subresources over [`crate::storage`], and
+//! hands `pods/log` to [`crate::pod_logs`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,10 +209,9 @@ async fn dispatch(
             let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
             Ok(json_response(200, &scale_of(&obj)))
         }
-        ("get", Some("log")) => Err(ApiError::bad_request(format!(
-            "pod {:?} has no logs: it is not running on a node",
-            p.name.as_deref().unwrap_or("")
-        ))),
+        ("get", Some("log")) => {
+            crate::pod_logs::get(&state, &ns, p.name.as_deref().unwrap_or(""), &query).await
+        }
         ("list", _) => list(&state, r, &ns, &query, &table).await,
         ("watch", _) => {
             let params = WatchParams {
@@ -739,6 +739,42 @@ async fn delete(
         .transpose()?;
     if r.kind == "Namespace" && r.group.is_empty() {
         return delete_namespace(state, r, name, dry_run).await;
+    }
+    // Foreground and Orphan propagation leave a finalizer that the
+    // controller manager's garbage collector acts on and then removes.
+    let policy = q
+        .get("propagationPolicy")
+        .or_else(|| opts.get("propagationPolicy").and_then(Value::as_str))
+        .or_else(|| (opts.get("orphanDependents") == Some(&json!(true))).then_some("Orphan"));
+    let finalizer = match policy {
+        None | Some("Background") => None,
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        Some(p) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {p:?}: must be Orphan, Foreground or Background"
+            )));
+        }
+    };
+    if let Some(f) = finalizer
+        && !dry_run
+    {
+        storage::update(&state.store, r, ns, name, false, |mut o| {
+            if meta_str(&o, "deletionTimestamp").is_none() {
+                let list = o["metadata"]
+                    .as_object_mut()
+                    .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?
+                    .entry("finalizers")
+                    .or_insert_with(|| json!([]));
+                if let Some(l) = list.as_array_mut()
+                    && !l.iter().any(|x| x == f)
+                {
+                    l.push(json!(f));
+                }
+            }
+            Ok(o)
+        })
+        .await?;
     }
     match storage::delete(&state.store, r, ns, name, grace, precondition, dry_run).await? {
         Deleted::Pending(obj) => Ok(json_response(202, &obj)),

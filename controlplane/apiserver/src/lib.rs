@@ -5,7 +5,7 @@
 //! authorizes ([`authz`]) and runs verbs over [`storage`], with
 //! [`admission`], [`patch`], [`ssa`], [`watch`], [`tables`], [`discovery`],
 //! [`openapi`] and [`protobuf`] around it, and the subresources, namespace
-//! deletion and ClusterIP allocation in their own modules; the [`registry`]
+//! deletion, ClusterIP allocation and [`pod_logs`] in their own modules; the [`registry`]
 //! table describes every served resource.
 
 /// Calls `$callback!(<args>, "Kind", "group" => Type, ...)` with every kind
@@ -50,6 +50,7 @@ mod namespaces;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod pod_logs;
 pub mod protobuf;
 pub mod rbac_cache;
 pub mod registry;

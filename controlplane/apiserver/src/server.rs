@@ -28,6 +28,8 @@ pub struct State {
     pub event_lease: tokio::sync::Mutex<Option<(skiff_store::LeaseId, std::time::Instant)>>,
     /// The RBAC objects, kept current by a store watch.
     pub rbac: Arc<crate::rbac_cache::RbacCache>,
+    /// Serves `pods/log`; the node gateway registers itself here.
+    pub log_provider: std::sync::RwLock<Option<Arc<dyn crate::pod_logs::LogProvider>>>,
 }
 
 /// Events live this long (kube's --event-ttl default).
@@ -37,6 +39,11 @@ pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 const EVENT_LEASE_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl State {
+    /// Routes `pods/log` to `p` (the node gateway calls this when it starts).
+    pub fn set_log_provider(&self, p: Arc<dyn crate::pod_logs::LogProvider>) {
+        *self.log_provider.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
     /// A lease that expires at least [`EVENT_TTL`] from now.
     pub async fn event_lease(&self) -> Result<skiff_store::LeaseId, skiff_store::Error> {
         let mut cur = self.event_lease.lock().await;
@@ -165,6 +172,7 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
         bookmark_interval: cfg.bookmark_interval,
         event_lease: tokio::sync::Mutex::new(None),
         rbac: Arc::default(),
+        log_provider: std::sync::RwLock::new(None),
     });
     crate::storage::bootstrap(&state.store)
         .await

@@ -8,13 +8,15 @@
 //! pods are pushed to it ([`pod_sync`], [`pod_spec`]). Every API call is made
 //! in process as the node's own identity ([`local_api`]), so the API server's
 //! node authorizer decides what a node may touch. [`health`] marks silent
-//! nodes NotReady. [`tls`] is the listener's rustls setup, [`wire`] the
+//! nodes NotReady. [`logs`] routes `kubectl logs` streams to the nodes
+//! (the API server's log provider). [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
 pub mod bootstrap;
 pub mod health;
 pub mod journal;
 pub mod local_api;
+pub mod logs;
 pub mod metrics;
 pub mod node_objects;
 pub mod pod_spec;
@@ -85,6 +87,7 @@ pub struct Shared {
     pub health: health::Health,
     pub journal: Journal,
     pub metrics: Metrics,
+    pub logs: Arc<logs::LogRouter>,
 }
 
 /// A running gateway; dropping it stops the listener and the health loop
@@ -115,9 +118,12 @@ pub async fn start(
         .await
         .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = Arc::new(logs::LogRouter::default());
+    api.set_log_provider(router.clone());
     let shared = Arc::new(Shared {
         journal: Journal::new(cfg.quiet),
         cfg,
+        logs: router,
         api: LocalApi::new(api),
         signer,
         health: health::Health::default(),

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::bootstrap::{not_after, send_refusal};
 use crate::local_api::{Answer, node_identity};
+use crate::logs::NodeLogs;
 use crate::metrics::Metrics;
 use crate::node_objects as objects;
 use crate::pod_sync::{self, SyncState};
@@ -29,7 +30,9 @@ use crate::wire::{ReadError, read_frame, write_frame};
 use crate::{Shared, health};
 
 /// What this gateway offers.
-pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA.union(Capabilities::CERT_ROTATION);
+pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
+    .union(Capabilities::CERT_ROTATION)
+    .union(Capabilities::LOG_FOLLOW);
 
 /// Queue of frames to one node; a node that stops reading is cut off rather
 /// than growing it without bound.
@@ -124,6 +127,7 @@ struct Session {
     tx: mpsc::Sender<PlaneToNode>,
     sync: Arc<Mutex<SyncState>>,
     resync: Arc<tokio::sync::Notify>,
+    logs: Arc<NodeLogs>,
 }
 
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
@@ -233,6 +237,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
     });
+    let caps = CAPABILITIES.intersect(hello.capabilities);
+    let logs = shared
+        .logs
+        .attach(&node, tx.clone(), caps.contains(Capabilities::LOG_FOLLOW));
     let sess = Arc::new(Session {
         shared: shared.clone(),
         node: node.clone(),
@@ -242,6 +250,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tx: tx.clone(),
         sync: Arc::new(Mutex::new(SyncState::default())),
         resync: Arc::new(tokio::sync::Notify::new()),
+        logs,
     });
     let sync_task = tokio::spawn(pod_sync::run(
         shared.clone(),
@@ -250,12 +259,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tx.clone(),
         sess.sync.clone(),
         sess.resync.clone(),
-        CAPABILITIES
-            .intersect(hello.capabilities)
-            .contains(Capabilities::POD_DELTA),
+        caps.contains(Capabilities::POD_DELTA),
     ));
     let reason = serve(&sess, rd).await;
     sync_task.abort();
+    shared
+        .logs
+        .detach(&sess.logs, &format!("disconnected: {reason}"));
     shared.journal.log(format!("{who}: closing: {reason}"));
     if !reason.starts_with("node said goodbye") && reason != "connection closed" {
         let _ = tx.try_send(PlaneToNode::Goodbye { reason });
@@ -351,7 +361,20 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
             };
         }
         NodeToPlane::Ping { nonce } => return send(sess, PlaneToNode::Pong { nonce }),
-        NodeToPlane::Pong { .. } | NodeToPlane::LogChunk { .. } => return Ok(()),
+        NodeToPlane::LogChunk {
+            stream,
+            data,
+            eof,
+            error,
+        } => {
+            if let Some(cancel) = sess.logs.chunk(stream, data, eof, error) {
+                // Best effort: the node also stops when the stream's
+                // container ends or the session closes.
+                let _ = sess.tx.try_send(cancel);
+            }
+            return Ok(());
+        }
+        NodeToPlane::Pong { .. } => return Ok(()),
         NodeToPlane::Goodbye { reason } => return Err(format!("node said goodbye: {reason}")),
         NodeToPlane::Hello(_) | NodeToPlane::Bootstrap { .. } | NodeToPlane::Register(_) => {
             return Err("protocol error: handshake message in an established session".into());

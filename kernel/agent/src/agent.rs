@@ -22,7 +22,7 @@ use alloc::string::{String, ToString as _};
 use alloc::vec::Vec;
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use skiff_kubelet::{Kubelet, MILLI, Nanos, Prober, Runtime, SEC};
+use skiff_kubelet::{Kubelet, LogSource, LogStreams, MILLI, Nanos, Prober, Runtime, SEC};
 use skiff_node_proto::{
     self as proto, Capabilities, FrameDecoder, MAX_BOOTSTRAP_FRAME, MAX_FRAME, NodeInfo,
     NodeToPlane, PlaneToNode, RefusalReason, encode_frame,
@@ -52,8 +52,12 @@ pub struct AgentConfig {
     pub token: String,
     /// e.g. `"skiff-kernel 0.1.0 build=…"`.
     pub software: String,
-    pub capabilities: Capabilities,
 }
+
+/// What this agent implements: pod deltas, certificate rotation, followed logs.
+pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
+    .union(Capabilities::CERT_ROTATION)
+    .union(Capabilities::LOG_FOLLOW);
 
 /// Something worth a log line on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +110,8 @@ pub struct Agent {
     cfg: AgentConfig,
     clock: Clock,
     kubelet: Kubelet,
+    /// `kubectl logs` streams of the current connection.
+    logs: LogStreams,
     phase: Phase,
     conn: Option<Conn>,
     creds: Option<Creds>,
@@ -146,6 +152,7 @@ impl Agent {
             cfg,
             clock,
             kubelet,
+            logs: LogStreams::new(),
             phase: Phase::Idle,
             conn: None,
             creds: None,
@@ -225,7 +232,7 @@ impl Agent {
             min_version: proto::MIN_PROTOCOL_VERSION,
             max_version: proto::PROTOCOL_VERSION,
             node_name: self.cfg.node.name.clone(),
-            capabilities: self.cfg.capabilities,
+            capabilities: CAPABILITIES,
             software: self.cfg.software.clone(),
         });
         self.send(&hello)
@@ -257,7 +264,7 @@ impl Agent {
 
     /// Ciphertext from the socket. An `Err` means: close the connection and
     /// call [`Agent::on_closed`] with the message.
-    pub fn on_data<R: Runtime, P: Prober>(
+    pub fn on_data<R: Runtime + LogSource, P: Prober>(
         &mut self,
         now: Nanos,
         data: &[u8],
@@ -274,7 +281,7 @@ impl Agent {
         }
         for m in msgs {
             self.stats.frames_in += 1;
-            self.handle(now, m)?;
+            self.handle(now, m, rt)?;
         }
         if self.phase == Phase::Running {
             self.on_timer(now, rt, prober)?;
@@ -282,7 +289,7 @@ impl Agent {
         Ok(())
     }
 
-    fn handle(&mut self, now: Nanos, m: PlaneToNode) -> Result<(), String> {
+    fn handle<S: LogSource>(&mut self, now: Nanos, m: PlaneToNode, logs: &S) -> Result<(), String> {
         match (self.phase, m) {
             (_, PlaneToNode::Refused(r)) => Err(self.refused(r)),
             (_, PlaneToNode::Goodbye { reason }) => {
@@ -371,10 +378,15 @@ impl Agent {
                     reason: "certificate rotated".into(),
                 })
             }
-            (Phase::Running, m) => match self.kubelet.handle(&m) {
-                Some(reply) => self.send(&reply),
-                None => Ok(()),
-            },
+            (Phase::Running, m) => {
+                if let Some(replies) = self.logs.handle(&m, &self.kubelet, logs) {
+                    return replies.iter().try_for_each(|r| self.send(r));
+                }
+                match self.kubelet.handle(&m) {
+                    Some(reply) => self.send(&reply),
+                    None => Ok(()),
+                }
+            }
             (phase, m) => Err(alloc::format!(
                 "unexpected {} from the gateway in phase {phase:?}",
                 kind(&m)
@@ -426,7 +438,7 @@ impl Agent {
     }
 
     /// Time passed: heartbeats, pod sync, handshake timeout, rotation.
-    pub fn on_timer<R: Runtime, P: Prober>(
+    pub fn on_timer<R: Runtime + LogSource, P: Prober>(
         &mut self,
         now: Nanos,
         rt: &mut R,
@@ -448,6 +460,10 @@ impl Agent {
             return Ok(());
         }
         for m in self.kubelet.tick(now, rt, prober) {
+            self.send(&m)?;
+        }
+        // Followed logs: whatever the containers wrote since.
+        for m in self.logs.poll(rt) {
             self.send(&m)?;
         }
         let due = self
@@ -486,6 +502,7 @@ impl Agent {
     /// The connection ended (`reason` for the log): schedule the next one.
     pub fn on_closed(&mut self, now: Nanos, reason: &str) {
         let had_conn = self.conn.take().is_some();
+        self.logs.clear(); // the plane's streams died with the connection
         if core::mem::take(&mut self.planned) {
             self.reconnect_at = now;
         } else {

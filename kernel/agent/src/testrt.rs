@@ -24,7 +24,9 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString as _};
 use alloc::vec::Vec;
 
-use skiff_kubelet::{ContainerId, LogBuffer, MILLI, Nanos, Runtime, RuntimeState, StartSpec};
+use skiff_kubelet::{
+    ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartSpec,
+};
 
 /// The image this runtime accepts.
 pub const IMAGE: &str = "skiff.dev/testrt";
@@ -227,5 +229,11 @@ impl Runtime for TestRuntime {
 
     fn pod_ip(&mut self, _pod_uid: &str) -> Option<String> {
         self.pod_ip.clone()
+    }
+}
+
+impl LogSource for TestRuntime {
+    fn log_buffer(&self, id: ContainerId) -> Option<&LogBuffer> {
+        self.log(id)
     }
 }

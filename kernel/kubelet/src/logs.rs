@@ -10,11 +10,22 @@
 //! - a [`LogCursor`] is just a sequence number and a byte budget: any number
 //!   of followers can read one buffer, and a follower that fell behind
 //!   eviction resumes at the oldest retained line.
+//!
+//! [`LogStreams`] serves the plane's `LogRequest`s from those buffers: it
+//! answers every request at once (data so far, or an error), then sends
+//! what appears later to followers until the instance ends or the plane
+//! cancels.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
-use skiff_node_proto::UnixMillis;
+use skiff_node_proto::{
+    ContainerState, LogRequest, MAX_LOG_CHUNK, NodeToPlane, PlaneToNode, StreamId, UnixMillis,
+};
+
+use crate::{ContainerId, Kubelet};
 
 /// Longest line kept as one (CRI's 16 KiB partial-line size). With the
 /// timestamp prefix it stays well inside [`skiff_node_proto::MAX_LOG_CHUNK`].
@@ -152,6 +163,12 @@ impl LogBuffer {
         }
     }
 
+    /// True when `cursor` has read every line appended so far (or its byte
+    /// limit is used up): a read now would return nothing.
+    pub fn caught_up(&self, cursor: &LogCursor) -> bool {
+        cursor.remaining == Some(0) || cursor.next_seq.max(self.first_seq) >= self.end_seq()
+    }
+
     /// Reads up to about `max` bytes (at least one line if any is ready)
     /// from `cursor`. Returns the data and whether the stream has ended
     /// (closed and fully read, or the byte limit reached).
@@ -179,6 +196,210 @@ impl LogBuffer {
         let eof = cursor.remaining == Some(0) || (self.closed && cursor.next_seq >= self.end_seq());
         (out, eof)
     }
+}
+
+/// Read access to the runtime's per-instance log buffers (the runtime keeps
+/// one per instance until [`crate::Runtime::remove`]).
+pub trait LogSource {
+    fn log_buffer(&self, id: ContainerId) -> Option<&LogBuffer>;
+}
+
+/// Most streams a node serves at once; more are refused, so a plane (or a
+/// bug) can't make the node hold unbounded reader state.
+pub const MAX_STREAMS: usize = 64;
+
+#[derive(Debug, Clone)]
+struct Stream {
+    instance: ContainerId,
+    cursor: LogCursor,
+    follow: bool,
+}
+
+/// The node's open log streams (one connection's worth: the driver drops
+/// them all when its connection to the plane ends).
+#[derive(Debug, Default)]
+pub struct LogStreams {
+    streams: BTreeMap<StreamId, Stream>,
+}
+
+fn chunk(stream: StreamId, data: Vec<u8>, eof: bool, error: Option<String>) -> NodeToPlane {
+    NodeToPlane::LogChunk {
+        stream,
+        data,
+        eof,
+        error,
+    }
+}
+
+impl LogStreams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of open (following) streams.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Forgets every stream (the connection they belong to is gone).
+    pub fn clear(&mut self) {
+        self.streams.clear();
+    }
+
+    /// Handles `LogRequest` and `LogCancel`; `None` for other messages
+    /// (they are the kubelet's).
+    pub fn handle<S: LogSource>(
+        &mut self,
+        msg: &PlaneToNode,
+        kubelet: &Kubelet,
+        src: &S,
+    ) -> Option<Vec<NodeToPlane>> {
+        match msg {
+            PlaneToNode::LogRequest(req) => Some(self.open(req, kubelet, src)),
+            PlaneToNode::LogCancel { stream } => Some(self.cancel(*stream).into_iter().collect()),
+            _ => None,
+        }
+    }
+
+    /// Starts a stream. The answer comes at once: what is readable now
+    /// (possibly nothing but an empty chunk when following, so the plane
+    /// knows the stream started), or `eof` with an error in kubelet words.
+    pub fn open<S: LogSource>(
+        &mut self,
+        req: &LogRequest,
+        kubelet: &Kubelet,
+        src: &S,
+    ) -> Vec<NodeToPlane> {
+        let fail = |e: String| alloc::vec![chunk(req.stream, Vec::new(), true, Some(e))];
+        if self.streams.contains_key(&req.stream) {
+            return fail(format!("log stream {} is already open", req.stream));
+        }
+        if req.follow && self.streams.len() >= MAX_STREAMS {
+            return fail(format!(
+                "node {:?} already serves {MAX_STREAMS} log streams",
+                kubelet.config().node_name
+            ));
+        }
+        let instance = match resolve(req, kubelet) {
+            Ok(id) => id,
+            Err(e) => return fail(e),
+        };
+        let Some(buf) = src.log_buffer(instance) else {
+            return fail(format!(
+                "container {:?} has no log: its instance is gone",
+                req.container
+            ));
+        };
+        let cursor = buf.reader(&LogOptions {
+            tail_lines: req.tail_lines,
+            since: req.since,
+            limit_bytes: req.limit_bytes,
+            timestamps: req.timestamps,
+        });
+        let mut s = Stream {
+            instance,
+            cursor,
+            follow: req.follow,
+        };
+        let mut out = Vec::new();
+        let ended = drain(req.stream, &mut s, buf, &mut out);
+        if !ended {
+            self.streams.insert(req.stream, s);
+        }
+        if out.is_empty() {
+            out.push(chunk(req.stream, Vec::new(), false, None));
+        }
+        out
+    }
+
+    /// Stops a stream; the final chunk says it was cancelled. Unknown
+    /// streams (already ended) get no answer.
+    pub fn cancel(&mut self, stream: StreamId) -> Option<NodeToPlane> {
+        self.streams
+            .remove(&stream)
+            .map(|_| chunk(stream, Vec::new(), true, Some("cancelled".into())))
+    }
+
+    /// Sends followers what appeared since the last poll, and ends the
+    /// streams whose instance exited (or was removed). Call after every
+    /// kubelet tick and whenever the runtime wrote output.
+    pub fn poll<S: LogSource>(&mut self, src: &S) -> Vec<NodeToPlane> {
+        let mut out = Vec::new();
+        self.streams
+            .retain(|&id, s| match src.log_buffer(s.instance) {
+                Some(buf) => !drain(id, s, buf, &mut out),
+                None => {
+                    out.push(chunk(id, Vec::new(), true, None));
+                    false
+                }
+            });
+        out
+    }
+}
+
+/// Reads everything readable into chunks of at most [`MAX_LOG_CHUNK`];
+/// returns whether the stream ended (its last chunk then has `eof`).
+fn drain(id: StreamId, s: &mut Stream, buf: &LogBuffer, out: &mut Vec<NodeToPlane>) -> bool {
+    loop {
+        let (data, end) = buf.read(&mut s.cursor, MAX_LOG_CHUNK);
+        // Without follow the stream is a snapshot: it ends once caught up.
+        let end = end || (!s.follow && buf.caught_up(&s.cursor));
+        if data.is_empty() && !end {
+            return false;
+        }
+        out.push(chunk(id, data, end, None));
+        if end {
+            return true;
+        }
+    }
+}
+
+/// The instance a request reads, or the kubelet's error for why there is
+/// none (`validateContainerLogStatus`' wording).
+fn resolve(req: &LogRequest, kubelet: &Kubelet) -> Result<ContainerId, String> {
+    let node = &kubelet.config().node_name;
+    let Some(pod) = kubelet.pod(&req.pod_uid) else {
+        return Err(format!(
+            "pod with uid {:?} is not on node {node:?}",
+            req.pod_uid
+        ));
+    };
+    let spec = pod.spec();
+    let (c, p) = (&req.container, &spec.name);
+    if !spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .any(|x| &x.name == c)
+    {
+        return Err(format!("container {c} is not valid for pod {p}"));
+    }
+    if let Some(id) = pod.log_instance(c, req.previous) {
+        return Ok(id);
+    }
+    if req.previous {
+        return Err(format!(
+            "previous terminated container {c:?} in pod {p:?} not found"
+        ));
+    }
+    let waiting = pod.status().and_then(|st| {
+        st.init_container_statuses
+            .iter()
+            .chain(&st.container_statuses)
+            .find(|s| &s.name == c)
+            .and_then(|s| match &s.state {
+                ContainerState::Waiting { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+    });
+    Err(match waiting {
+        Some(reason) => format!("container {c:?} in pod {p:?} is waiting to start: {reason}"),
+        None => format!("container {c:?} in pod {p:?} is waiting to start - no logs yet"),
+    })
 }
 
 /// `2006-01-02T15:04:05.000000000Z` (Kubernetes' RFC 3339 with nanoseconds).

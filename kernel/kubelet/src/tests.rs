@@ -1776,3 +1776,365 @@ fn long_log_lines_are_split_at_16k() {
         [31 + (16 << 10), 31 + (16 << 10), 31 + (8 << 10) + 1]
     );
 }
+
+// ---------------------------------------------------------------------------
+// Log streams
+// ---------------------------------------------------------------------------
+
+/// Per-instance log buffers, as a runtime keeps them.
+#[derive(Default)]
+struct Bufs(BTreeMap<ContainerId, LogBuffer>);
+
+impl LogSource for Bufs {
+    fn log_buffer(&self, id: ContainerId) -> Option<&LogBuffer> {
+        self.0.get(&id)
+    }
+}
+
+impl Bufs {
+    fn write(&mut self, id: u64, text: &str) {
+        self.0
+            .entry(ContainerId(id))
+            .or_insert_with(|| LogBuffer::new(1 << 20))
+            .append(1_700_000_000_000, text.as_bytes());
+    }
+    fn close(&mut self, id: u64) {
+        self.0.get_mut(&ContainerId(id)).unwrap().close();
+    }
+}
+
+fn log_req(stream: u32, container: &str) -> LogRequest {
+    LogRequest {
+        stream,
+        pod_uid: "u1".into(),
+        container: container.into(),
+        follow: false,
+        tail_lines: None,
+        since: None,
+        limit_bytes: None,
+        timestamps: false,
+        previous: false,
+    }
+}
+
+/// (concatenated data, eof, error) of the chunks of `stream` in `out`,
+/// checking that nothing follows an eof.
+fn chunks_of(out: &[NodeToPlane], stream: u32) -> (String, bool, Option<String>) {
+    let mut text = Vec::new();
+    let (mut eof, mut err) = (false, None);
+    for m in out {
+        if let NodeToPlane::LogChunk {
+            stream: s,
+            data,
+            eof: e,
+            error,
+        } = m
+            && *s == stream
+        {
+            assert!(!eof, "chunk after eof: {out:?}");
+            assert!(data.len() <= MAX_LOG_CHUNK);
+            text.extend_from_slice(data);
+            eof = *e;
+            err = error.clone();
+        }
+    }
+    (String::from_utf8(text).unwrap(), eof, err)
+}
+
+fn running_pod() -> H {
+    let mut h = H::with_pods(vec![pod(
+        "u1",
+        RestartPolicy::Always,
+        vec![container("main"), container("side")],
+    )]);
+    h.run_to(0.5);
+    h
+}
+
+#[test]
+fn log_stream_tail_limit_and_timestamps() {
+    let h = running_pod();
+    let main = h.k.log_instance("u1", "main", false).unwrap();
+    let mut b = Bufs::default();
+    b.write(main.0, "one\ntwo\nthree\n");
+    let mut ls = LogStreams::new();
+    let out = ls.open(&log_req(1, "main"), &h.k, &b);
+    assert_eq!(chunks_of(&out, 1), ("one\ntwo\nthree\n".into(), true, None));
+    let out = ls.open(
+        &LogRequest {
+            tail_lines: Some(1),
+            ..log_req(2, "main")
+        },
+        &h.k,
+        &b,
+    );
+    assert_eq!(chunks_of(&out, 2), ("three\n".into(), true, None));
+    let out = ls.open(
+        &LogRequest {
+            limit_bytes: Some(5),
+            ..log_req(3, "main")
+        },
+        &h.k,
+        &b,
+    );
+    assert_eq!(chunks_of(&out, 3), ("one\nt".into(), true, None));
+    let out = ls.open(
+        &LogRequest {
+            tail_lines: Some(1),
+            timestamps: true,
+            ..log_req(4, "main")
+        },
+        &h.k,
+        &b,
+    );
+    assert_eq!(
+        chunks_of(&out, 4).0,
+        "2023-11-14T22:13:20.000000000Z three\n"
+    );
+    // A running container with no output yet: an empty, finished stream.
+    let side = h.k.log_instance("u1", "side", false).unwrap();
+    b.write(side.0, "");
+    let out = ls.open(&log_req(5, "side"), &h.k, &b);
+    assert_eq!(chunks_of(&out, 5), (String::new(), true, None));
+    assert!(ls.is_empty(), "snapshots hold no state");
+}
+
+#[test]
+fn log_stream_follow_sends_new_output_then_eof_when_the_instance_ends() {
+    let h = running_pod();
+    let main = h.k.log_instance("u1", "main", false).unwrap().0;
+    let mut b = Bufs::default();
+    b.write(main, "early\n");
+    let mut ls = LogStreams::new();
+    let req = LogRequest {
+        follow: true,
+        ..log_req(7, "main")
+    };
+    let out = ls.open(&req, &h.k, &b);
+    assert_eq!(chunks_of(&out, 7), ("early\n".into(), false, None));
+    assert_eq!(ls.len(), 1);
+    // Nothing new: nothing sent. A partial line waits for its newline.
+    assert!(ls.poll(&b).is_empty());
+    b.write(main, "later");
+    assert!(ls.poll(&b).is_empty());
+    b.write(main, " line\nmore\n");
+    assert_eq!(
+        chunks_of(&ls.poll(&b), 7),
+        ("later line\nmore\n".into(), false, None)
+    );
+    b.write(main, "last words");
+    b.close(main);
+    assert_eq!(
+        chunks_of(&ls.poll(&b), 7),
+        ("last words".into(), true, None)
+    );
+    assert!(ls.is_empty());
+    assert!(ls.poll(&b).is_empty());
+
+    // Following with nothing written yet: an empty first chunk says it started.
+    let side = h.k.log_instance("u1", "side", false).unwrap().0;
+    b.write(side, "");
+    let out = ls.open(
+        &LogRequest {
+            follow: true,
+            ..log_req(8, "side")
+        },
+        &h.k,
+        &b,
+    );
+    assert_eq!(
+        out,
+        vec![NodeToPlane::LogChunk {
+            stream: 8,
+            data: vec![],
+            eof: false,
+            error: None
+        }]
+    );
+    // The runtime freed the instance: the stream ends.
+    b.0.remove(&ContainerId(side));
+    assert_eq!(chunks_of(&ls.poll(&b), 8), (String::new(), true, None));
+}
+
+#[test]
+fn log_stream_previous_reads_the_exited_instance() {
+    let mut h = H::with_pods(vec![pod(
+        "u1",
+        RestartPolicy::Always,
+        vec![container("main")],
+    )]);
+    h.rt.script("main", &[exits(1, 1), FOREVER]);
+    h.run_to(0.5);
+    let mut b = Bufs::default();
+    b.write(1, "first run\n");
+    let mut ls = LogStreams::new();
+    let prev = LogRequest {
+        previous: true,
+        ..log_req(1, "main")
+    };
+    let out = ls.open(&prev, &h.k, &b);
+    assert_eq!(
+        chunks_of(&out, 1),
+        (
+            String::new(),
+            true,
+            Some("previous terminated container \"main\" in pod \"pod-u1\" not found".into())
+        )
+    );
+    h.run_to(2.0);
+    b.close(1);
+    b.write(2, "second run\n");
+    let out = ls.open(&LogRequest { stream: 2, ..prev }, &h.k, &b);
+    assert_eq!(chunks_of(&out, 2), ("first run\n".into(), true, None));
+    let out = ls.open(&log_req(3, "main"), &h.k, &b);
+    assert_eq!(chunks_of(&out, 3), ("second run\n".into(), true, None));
+}
+
+#[test]
+fn log_stream_cancel_and_errors() {
+    let h = running_pod();
+    let main = h.k.log_instance("u1", "main", false).unwrap().0;
+    let mut b = Bufs::default();
+    b.write(main, "x\n");
+    let mut ls = LogStreams::new();
+    let follow = LogRequest {
+        follow: true,
+        ..log_req(1, "main")
+    };
+    let open = PlaneToNode::LogRequest(follow.clone());
+    assert_eq!(chunks_of(&ls.handle(&open, &h.k, &b).unwrap(), 1).0, "x\n");
+    // The same id twice is a plane bug, refused without touching the first.
+    let again = ls.handle(&open, &h.k, &b).unwrap();
+    assert_eq!(
+        chunks_of(&again, 1).2.as_deref(),
+        Some("log stream 1 is already open")
+    );
+    let cancel = PlaneToNode::LogCancel { stream: 1 };
+    assert_eq!(
+        ls.handle(&cancel, &h.k, &b).unwrap(),
+        vec![NodeToPlane::LogChunk {
+            stream: 1,
+            data: vec![],
+            eof: true,
+            error: Some("cancelled".into())
+        }]
+    );
+    assert!(ls.is_empty());
+    b.write(main, "after cancel\n");
+    assert!(ls.poll(&b).is_empty());
+    assert!(ls.handle(&cancel, &h.k, &b).unwrap().is_empty());
+    assert!(
+        ls.handle(&PlaneToNode::Ping { nonce: 1 }, &h.k, &b)
+            .is_none()
+    );
+
+    let err = |req: LogRequest, ls: &mut LogStreams| {
+        let out = ls.open(&req, &h.k, &b);
+        let (text, eof, e) = chunks_of(&out, req.stream);
+        assert!(text.is_empty() && eof);
+        e.unwrap()
+    };
+    assert_eq!(
+        err(log_req(2, "nope"), &mut ls),
+        "container nope is not valid for pod pod-u1"
+    );
+    assert_eq!(
+        err(
+            LogRequest {
+                pod_uid: "u9".into(),
+                ..log_req(3, "main")
+            },
+            &mut ls
+        ),
+        "pod with uid \"u9\" is not on node \"node-1\""
+    );
+    for i in 0..logs::MAX_STREAMS as u32 {
+        ls.open(
+            &LogRequest {
+                stream: 100 + i,
+                ..follow.clone()
+            },
+            &h.k,
+            &b,
+        );
+    }
+    assert_eq!(ls.len(), logs::MAX_STREAMS);
+    assert!(
+        err(
+            LogRequest {
+                stream: 9,
+                ..follow
+            },
+            &mut ls
+        )
+        .contains("already serves 64")
+    );
+    ls.clear();
+    assert!(ls.is_empty());
+}
+
+#[test]
+fn log_stream_waiting_container_says_why() {
+    let mut h = H::with_pods(vec![pod(
+        "u1",
+        RestartPolicy::Always,
+        vec![container("main")],
+    )]);
+    h.rt.script(
+        "main",
+        &[Behave {
+            create: 10 * SEC,
+            ..FOREVER
+        }],
+    );
+    h.run_to(0.5);
+    let b = Bufs::default();
+    let out = LogStreams::new().open(&log_req(1, "main"), &h.k, &b);
+    // The instance exists but the runtime has no buffer for it yet.
+    assert!(chunks_of(&out, 1).2.unwrap().contains("has no log"));
+    let h = H::with_pods(vec![pod(
+        "u1",
+        RestartPolicy::Always,
+        vec![container("main")],
+    )]);
+    let out = LogStreams::new().open(&log_req(1, "main"), &h.k, &b);
+    assert_eq!(
+        chunks_of(&out, 1).2.unwrap(),
+        "container \"main\" in pod \"pod-u1\" is waiting to start - no logs yet"
+    );
+}
+
+#[test]
+fn log_stream_splits_output_into_bounded_chunks() {
+    let h = running_pod();
+    let main = h.k.log_instance("u1", "main", false).unwrap().0;
+    let mut b = Bufs::default();
+    let mut all = String::new();
+    for i in 0..20_000 {
+        all.push_str(&alloc::format!("line {i:05} of the log\n"));
+    }
+    b.write(main, &all);
+    let mut ls = LogStreams::new();
+    let out = ls.open(&log_req(1, "main"), &h.k, &b);
+    assert!(
+        out.len() > all.len() / MAX_LOG_CHUNK,
+        "{} chunks",
+        out.len()
+    );
+    assert_eq!(chunks_of(&out, 1), (all.clone(), true, None));
+    for m in &out {
+        encode_frame(m, MAX_FRAME).expect("every chunk fits a frame");
+    }
+    // Followers get a burst in bounded chunks too.
+    let mut ls = LogStreams::new();
+    let follow = LogRequest {
+        follow: true,
+        tail_lines: Some(0),
+        ..log_req(2, "main")
+    };
+    assert_eq!(chunks_of(&ls.open(&follow, &h.k, &b), 2).0, "");
+    b.write(main, &all);
+    let out = ls.poll(&b);
+    assert!(out.len() > 1);
+    assert_eq!(chunks_of(&out, 2), (all, false, None));
+}

@@ -3,7 +3,8 @@
 //! (`skiff-node-proto`) over its own TLS connection: token bootstrap, mutual
 //! TLS, registration, lease heartbeats, pod sync; containers "run" on a fake
 //! runtime for a scripted time ([`fake_runtime`]) under the real
-//! `skiff-kubelet` core. Many nodes share one process and
+//! `skiff-kubelet` core, printing scripted output that `kubectl logs` reads
+//! through the core's log streams. Many nodes share one process and
 //! one tokio runtime ([`Fleet`]).
 //!
 //! Modules: [`identity`] (key, CSR, TLS client configs), [`node`] (one

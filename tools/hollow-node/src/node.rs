@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::fake_runtime::{FakeRuntime, PassingProber};
 use crate::identity;
 use crate::stats::Stats;
-use skiff_kubelet::{Kubelet, Nanos, SEC};
+use skiff_kubelet::{Kubelet, LogStreams, Nanos, SEC};
 
 /// How one hollow node is set up.
 #[derive(Debug, Clone)]
@@ -56,7 +56,9 @@ impl Creds {
     }
 }
 
-pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA.union(Capabilities::CERT_ROTATION);
+pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
+    .union(Capabilities::CERT_ROTATION)
+    .union(Capabilities::LOG_FOLLOW);
 
 fn hello(name: &str) -> NodeToPlane {
     NodeToPlane::Hello(proto::Hello {
@@ -166,9 +168,11 @@ pub async fn run(cfg: Arc<NodeConfig>, stats: Arc<Stats>) {
     let mut kcfg = skiff_kubelet::Config::new(cfg.name.clone(), cfg.capacity);
     kcfg.host_ip = Some(cfg.ip.clone());
     kcfg.boot_wall_ms = now_ms();
+    let mut rt = FakeRuntime::new(Some(cfg.ip.clone()));
+    rt.boot_wall_ms = kcfg.boot_wall_ms;
     let mut local = Local {
         kubelet: Kubelet::new(kcfg),
-        rt: FakeRuntime::new(Some(cfg.ip.clone())),
+        rt,
         boot: Instant::now(),
     };
     let mut creds: Option<Creds> = None;
@@ -305,7 +309,7 @@ async fn session(
 }
 
 /// Drives the kubelet: tick when it or the fake runtime is due, or when a
-/// frame arrives; send what it returns.
+/// frame arrives; send what it returns, and the log streams' output.
 async fn run_session<W: AsyncWrite + Unpin>(
     cfg: &NodeConfig,
     stats: &Stats,
@@ -316,6 +320,8 @@ async fn run_session<W: AsyncWrite + Unpin>(
 ) -> Result<Creds, (String, Option<Creds>)> {
     let mut pings: HashMap<u64, Instant> = HashMap::new();
     let mut renewing: Option<KeyPair> = None;
+    // Log streams belong to this connection: the plane forgets them when it ends.
+    let mut logs = LogStreams::new();
     macro_rules! out {
         ($m:expr) => {
             if let Err(e) = send(wr, &$m, MAX_FRAME).await {
@@ -324,8 +330,8 @@ async fn run_session<W: AsyncWrite + Unpin>(
         };
     }
     loop {
-        local.rt.now = local.now();
-        let now = local.rt.now;
+        let now = local.now();
+        local.rt.advance(now);
         for m in local.kubelet.tick(now, &mut local.rt, &mut PassingProber) {
             out!(m);
             if let NodeToPlane::LeaseRenew { seq, .. } = m {
@@ -333,6 +339,9 @@ async fn run_session<W: AsyncWrite + Unpin>(
                 out!(NodeToPlane::Ping { nonce: seq });
                 pings.insert(seq, Instant::now());
             }
+        }
+        for m in logs.poll(&local.rt) {
+            out!(m);
         }
         if renewing.is_none() && now_ms() >= creds.rotate_at() {
             let (key, csr) = match identity::key_and_csr(&cfg.name) {
@@ -375,6 +384,18 @@ async fn run_session<W: AsyncWrite + Unpin>(
                     }
                     m @ (PlaneToNode::Goodbye { .. } | PlaneToNode::Refused(_)) => {
                         return Err((refused(m), Some(creds)));
+                    }
+                    m @ (PlaneToNode::LogRequest(_) | PlaneToNode::LogCancel { .. }) => {
+                        Stats::inc(if matches!(m, PlaneToNode::LogCancel { .. }) {
+                            &stats.log_cancels
+                        } else {
+                            &stats.log_requests
+                        });
+                        // Serve the output up to this moment.
+                        local.rt.advance(local.now());
+                        for reply in logs.handle(&m, &local.kubelet, &local.rt).unwrap_or_default() {
+                            out!(reply);
+                        }
                     }
                     m => {
                         if let Some(reply) = local.kubelet.handle(&m) {

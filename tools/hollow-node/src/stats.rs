@@ -14,6 +14,9 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub refusals: AtomicU64,
     pub rotations: AtomicU64,
+    /// `kubectl logs` requests served, and cancels received (a follower left).
+    pub log_requests: AtomicU64,
+    pub log_cancels: AtomicU64,
     heartbeat_us: Mutex<Vec<u32>>,
     last_error: Mutex<Option<String>>,
 }

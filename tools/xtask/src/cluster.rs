@@ -15,7 +15,10 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub api: String,
     pub gateway: String,
-    token: String,
+    /// A node bootstrap token.
+    pub token: String,
+    /// The cluster CA certificate, base64 DER (what `skiff.ca=` takes).
+    pub ca_base64: String,
     kubectl: PathBuf,
     home: PathBuf,
     children: Vec<Child>,
@@ -54,8 +57,9 @@ fn bin_dir(root: &Path) -> PathBuf {
 impl ControlPlane {
     /// Builds the binaries, creates a fresh PKI and store under
     /// `target/demo`, starts `skiff-controlplane serve` and waits for
-    /// `/readyz` through kubectl.
-    pub fn start(root: &Path, tools: &Tools) -> Result<ControlPlane> {
+    /// `/readyz` through kubectl. `sans` are extra names for the serving
+    /// certificate (the addresses QEMU guests reach the host at).
+    pub fn start(root: &Path, tools: &Tools, sans: &[String]) -> Result<ControlPlane> {
         crate::sh(crate::cargo().args([
             "build",
             "--package",
@@ -76,6 +80,7 @@ impl ControlPlane {
             .args(["pki", "init", "--dir"])
             .arg(&pki)
             .args(["--server", &format!("https://{api}")])
+            .args(sans.iter().flat_map(|s| ["--san", s.as_str()]))
             .output()
             .context("running skiff-controlplane pki init")?;
         if !out.status.success() {
@@ -108,11 +113,14 @@ impl ControlPlane {
             .stderr(log)
             .spawn()
             .context("starting skiff-controlplane serve")?;
+        let ca_pem = std::fs::read_to_string(pki.join("ca.crt"))?;
+        let ca_base64: String = ca_pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let cp = ControlPlane {
             kubeconfig: pki.join("admin.kubeconfig"),
             api,
             gateway,
             token,
+            ca_base64,
             kubectl: tools.kubectl.clone(),
             home: dir.clone(),
             children: vec![server],

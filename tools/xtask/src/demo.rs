@@ -6,12 +6,13 @@
 //! 2. Hollow nodes (the real kubelet core and node protocol over TLS, fake
 //!    runtime) bootstrap with a token and become Ready; a pod bound to one
 //!    runs to completion and kubectl shows its exit.
-//! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu`; the demo
-//!    shows each node's diag `status`, has each ping its gateway, prints a
-//!    summary and shuts them down cleanly (`--keep`: after Ctrl-C).
-//!
-//! Kernel nodes do not join the control plane yet: their TLS client and
-//! kubelet wiring are the next step of the node agent.
+//! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu` and join
+//!    the control plane: each generates its key, bootstraps its certificate
+//!    with the token, registers and shows Ready in `kubectl get nodes`; a pod
+//!    on the built-in *test runtime* (scripted steps, no wasm yet) runs on
+//!    one to completion. The demo shows each node's diag `status`, has each
+//!    ping its gateway, prints a summary and shuts them down cleanly
+//!    (`--keep`: after Ctrl-C).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -51,7 +52,7 @@ struct DemoNode {
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let tools = setup::run(root)?;
     let elf = kernel::build(root)?;
-    let cp = control_plane(root, &tools)?;
+    let cp = control_plane(root, &tools, args.nodes)?;
     if !skiff_qemu::qemu_available(skiff_qemu::QEMU) {
         bail!("{} does not run: run `cargo xtask setup`", skiff_qemu::QEMU);
     }
@@ -75,7 +76,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let t0 = Instant::now();
     let mut nodes = Vec::new();
     for i in 1..=args.nodes {
-        nodes.push(launch(&elf, i, accel, args.serial)?);
+        nodes.push(launch(&elf, i, accel, args.serial, &cp)?);
     }
 
     // Boot: wait for every node's diag service.
@@ -101,6 +102,33 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
     let booted_in = t0.elapsed();
 
+    // The kernels join the cluster: Ready in kubectl, then a pod on one.
+    cp.wait_until(60, "the kernel nodes to be Ready", |cp| {
+        let out = cp.get(&["nodes", "-l", "skiff.dev/runtime=testrt", "--no-headers"])?;
+        Ok(out
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+            .count()
+            == nodes.len())
+    })?;
+    let joined_in = t0.elapsed();
+    cp.kubectl(&["get", "nodes", "-o", "wide"])?;
+    let pod = root.join("target/demo/kernel-pod.yaml");
+    std::fs::write(&pod, KERNEL_POD)?;
+    cp.kubectl(&["apply", "-f", &pod.to_string_lossy()])?;
+    cp.wait_until(30, "the pod on node-1 to succeed", |cp| {
+        let phase = cp.get(&[
+            "pod",
+            "on-node-1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?;
+        Ok(phase == "Succeeded")
+    })?;
+    cp.kubectl(&["get", "pod", "on-node-1", "-n", "demo", "-o", "wide"])?;
+
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
     for (n, s) in nodes.iter().zip(&statuses) {
@@ -123,7 +151,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
 
     println!(
-        "\n== summary: {} nodes up in {booted_in:.2?} ==",
+        "\n== summary: {} nodes up in {booted_in:.2?}, Ready in the cluster after {joined_in:.2?} ==",
         nodes.len()
     );
     println!(
@@ -189,8 +217,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 }
 
 /// Control plane, kubectl, hollow nodes and a pod run to completion.
-fn control_plane(root: &Path, tools: &setup::Tools) -> Result<cluster::ControlPlane> {
-    let mut cp = cluster::ControlPlane::start(root, tools)?;
+fn control_plane(root: &Path, tools: &setup::Tools, nodes: usize) -> Result<cluster::ControlPlane> {
+    // Node i lives on slirp network 10.0.(i+1).0/24 and reaches the host's
+    // loopback (where the gateway listens) at 10.0.(i+1).2.
+    let sans: Vec<String> = (1..=nodes).map(|i| format!("10.0.{}.2", i + 1)).collect();
+    let mut cp = cluster::ControlPlane::start(root, tools, &sans)?;
     let manifest = root.join("tools/xtask/demo/cluster.yaml");
     cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
     cp.kubectl(&[
@@ -256,7 +287,33 @@ spec:
       image: localhost:5000/skiff/hello:v1
 ";
 
-fn launch(elf: &Path, i: usize, accel: Accel, serial: bool) -> Result<DemoNode> {
+const KERNEL_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: on-node-1
+  namespace: demo
+spec:
+  nodeName: node-1
+  restartPolicy: Never
+  containers:
+    - name: main
+      # The kernel's built-in test runtime: scripted steps, labelled as such.
+      image: skiff.dev/testrt
+      args: [\"echo hello from a Skiff kernel node\", \"sleep 1000\", \"exit 0\"]
+";
+
+fn launch(
+    elf: &Path,
+    i: usize,
+    accel: Accel,
+    serial: bool,
+    cp: &cluster::ControlPlane,
+) -> Result<DemoNode> {
+    let gateway_port = cp
+        .gateway
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .context("gateway address")?;
     let name = format!("node-{i}");
     let host_port = skiff_qemu::free_port()?;
     // Each node gets its own slirp network so the addresses differ.
@@ -267,8 +324,13 @@ fn launch(elf: &Path, i: usize, accel: Accel, serial: bool) -> Result<DemoNode> 
             hostfwd: vec![HostFwd::new(host_port, DIAG_PORT)],
             subnet: Some(format!("10.0.{}.0/24", i + 1)),
         })
+        // TCG's CPU has no RDRAND: virtio-rng is the node's entropy.
+        .rng(true)
         .arg(format!("skiff.hostname={name}"))
-        .arg(format!("skiff.diag={DIAG_PORT}"));
+        .arg(format!("skiff.diag={DIAG_PORT}"))
+        .arg(format!("skiff.gateway=10.0.{}.2:{gateway_port}", i + 1))
+        .arg(format!("skiff.token={}", cp.token))
+        .arg(format!("skiff.ca={}", cp.ca_base64));
     spec.own_process_group = true;
     let hook: Option<skiff_qemu::LineHook> = serial.then(|| {
         let prefix = name.clone();
