@@ -128,6 +128,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         Ok(phase == "Succeeded")
     })?;
     cp.kubectl(&["get", "pod", "on-node-1", "-n", "demo", "-o", "wide"])?;
+    cp.kubectl(&["logs", "on-node-1", "-n", "demo"])?;
 
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
