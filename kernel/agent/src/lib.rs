@@ -2,8 +2,9 @@
 //! kubelet core, without I/O, so the kernel and host tests run the same code.
 //!
 //! - [`identity`]: the node's P-256 key and its PKCS#10 CSR;
-//! - [`tls`]: a TLS 1.3 client over rustls' unbuffered API (no_std), with the
-//!   pure-Rust RustCrypto provider;
+//! - [`tls`]: a TLS 1.3 client over rustls' unbuffered API (no_std), with
+//!   [`crypto`]: a provider of just the algorithms the node uses
+//!   (ChaCha20-Poly1305, X25519, ECDSA P-256) over RustCrypto;
 //! - [`agent`]: the connection manager — token bootstrap, mutual-TLS
 //!   sessions (hello, register, heartbeats, pods), certificate rotation,
 //!   reconnects with back-off and jitter — driving a [`skiff_kubelet::Kubelet`];
@@ -19,6 +20,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod agent;
+pub mod crypto;
 pub mod identity;
 pub mod tls;
 

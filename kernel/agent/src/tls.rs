@@ -29,7 +29,7 @@ const MAX_RECORD: usize = 5 + (1 << 14) + 256;
 fn base(
     clock: &Clock,
 ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {
-    ClientConfig::builder_with_details(Arc::new(rustls_rustcrypto::provider()), clock.clone())
+    ClientConfig::builder_with_details(Arc::new(crate::crypto::provider()), clock.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())
 }
