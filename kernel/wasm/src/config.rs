@@ -1,0 +1,153 @@
+//! The one wasmtime configuration shared by the node (runtime) and the control
+//! plane (AOT compiler). A `.cwasm` records the target triple, the ISA flags,
+//! the tunables and the wasm features of the `Config` that produced it, and
+//! wasmtime refuses to load it under a different one, so both sides must build
+//! their `Config` here and nowhere else.
+
+use wasmtime::Config;
+
+/// What the compiled code will run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The Skiff unikernel: `x86_64-unknown-none`.
+    Kernel,
+    /// The machine running this process (host tests and benchmarks). Same
+    /// settings as [`Target::Kernel`] except the triple.
+    Host,
+}
+
+impl Target {
+    /// The target triple this configuration compiles for.
+    pub fn triple(self) -> &'static str {
+        match self {
+            Target::Kernel => "x86_64-unknown-none",
+            Target::Host => HOST_TRIPLE,
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+const HOST_TRIPLE: &str = "x86_64-unknown-none";
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("skiff-wasm targets x86_64 only (the node kernel's architecture)");
+
+/// x86-64-v2: the ISA baseline compiled code may use. It is explicit (never
+/// inferred from the compiling machine) so a `.cwasm` built anywhere runs on
+/// any node CPU that has these features; SSE4.1 also keeps float rounding
+/// inline instead of calling back into the soft-float kernel (see
+/// `Config::x86_float_abi_ok`). The node checks them with CPUID at load time.
+pub const ISA_BASELINE: &[&str] = &[
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+    "has_cmpxchg16b",
+];
+
+/// Largest wasm stack a guest may use (checked by generated code).
+pub const MAX_WASM_STACK: usize = 512 << 10;
+/// Each container's fiber stack: the wasm stack plus room for our WASI host
+/// functions and wasmtime's own frames, which run on the same stack. On the
+/// node it comes from the heap without a guard page, so keep the margin.
+pub const FIBER_STACK: usize = 1 << 20;
+
+/// THE configuration. The kernel may add settings that do not change the
+/// compiled artifact (`with_custom_code_memory`); anything else must be
+/// changed here so both sides stay identical.
+pub fn engine_config(target: Target) -> Config {
+    let mut config = Config::new();
+    // Pinning the triple also stops Cranelift from inferring the compiling
+    // machine's CPU features (see `Config::target`).
+    config
+        .target(target.triple())
+        .expect("the target triples above are known to wasmtime");
+    #[cfg(feature = "compile")]
+    {
+        for flag in ISA_BASELINE {
+            // SAFETY: the runtime side checks these features with CPUID
+            // (`detect_host_feature`) before running code that uses them.
+            unsafe {
+                config.cranelift_flag_enable(flag);
+            }
+        }
+    }
+    // No MMU tricks on the node: explicit bounds checks, heap-allocated linear
+    // memories that grow by reallocation, no copy-on-write images.
+    config
+        .signals_based_traps(false)
+        .memory_guard_size(0)
+        .memory_reservation(0)
+        .memory_reservation_for_growth(1 << 20)
+        .memory_init_cow(false)
+        .guard_before_linear_memory(false)
+        // Preemption: generated code checks the engine's epoch counter, which
+        // the node's timer advances; see `container.rs` for the yield.
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(FIBER_STACK);
+    if target == Target::Kernel {
+        // SAFETY: generated code uses SSE while the kernel's own code is
+        // soft-float. The ISA baseline includes SSE4.1, so Cranelift emits
+        // float rounding inline and no float crosses into kernel code; the
+        // kernel enables SSE in CR0/CR4 before running any guest.
+        unsafe {
+            config.x86_float_abi_ok(true);
+        }
+    }
+    #[cfg(target_os = "none")]
+    {
+        // SAFETY: `cpu_has` answers from CPUID, so only features the CPU
+        // really has are reported present.
+        unsafe {
+            config.detect_host_feature(cpu_has);
+        }
+    }
+    config
+}
+
+/// Runtime feature probe for the node (std builds use wasmtime's own).
+#[cfg(target_os = "none")]
+fn cpu_has(feature: &str) -> Option<bool> {
+    use core::arch::x86_64::__cpuid;
+    let leaf1 = __cpuid(1);
+    let bit = |reg: u32, n: u32| Some(reg & (1 << n) != 0);
+    match feature {
+        "sse3" => bit(leaf1.ecx, 0),
+        "ssse3" => bit(leaf1.ecx, 9),
+        "cmpxchg16b" => bit(leaf1.ecx, 13),
+        "sse4.1" => bit(leaf1.ecx, 19),
+        "sse4.2" => bit(leaf1.ecx, 20),
+        "popcnt" => bit(leaf1.ecx, 23),
+        // Not in the baseline: report absent rather than guess.
+        _ => Some(false),
+    }
+}
+
+/// Validates `wasm` and compiles it for the node under [`engine_config`]. The
+/// result is what the control plane ships to nodes.
+#[cfg(feature = "compile")]
+pub fn precompile(wasm: &[u8]) -> Result<alloc::vec::Vec<u8>, crate::Error> {
+    precompile_for(Target::Kernel, wasm)
+}
+
+/// [`precompile`] for a chosen target (host tests and benchmarks use
+/// [`Target::Host`] so they can run the result).
+#[cfg(feature = "compile")]
+pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>, crate::Error> {
+    use crate::Error;
+    if !wasm.starts_with(b"\0asm") {
+        return Err(Error::NotWasm);
+    }
+    // Components (preview 2) have layer 1 in the header; not supported yet.
+    if wasm.get(6..8) != Some(&[0, 0]) {
+        return Err(Error::Unsupported("wasm components (only core modules)"));
+    }
+    let engine = wasmtime::Engine::new(&engine_config(target))
+        .map_err(|e| Error::Engine(alloc::format!("{e}")))?;
+    engine
+        .precompile_module(wasm)
+        .map_err(|e| Error::Invalid(alloc::format!("{e:?}")))
+}

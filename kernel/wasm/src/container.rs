@@ -1,0 +1,291 @@
+//! Loading artifacts and running containers in time slices.
+//!
+//! Preemption: wasmtime can only suspend a running guest and resume it later
+//! on a fiber (its `async` support; a trap would unwind the instance). So a
+//! container's whole life (instantiate, `_start`) is one future, polled once
+//! per [`Container::step`] with a no-op waker. Generated code checks the
+//! engine's epoch counter (advanced by the node's timer through
+//! [`Runtime::tick`]); at the deadline our callback either grants the budget
+//! of a new step or yields the fiber, which ends the step with
+//! [`Step::Running`]. Blocking WASI calls suspend the same way and report
+//! [`Step::Blocked`] so the executor can park the container.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::Ordering;
+use core::task::{Context, Poll, Waker};
+
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Precompiled, Store, UpdateDeadline};
+
+use crate::Error;
+use crate::fs::Volume;
+use crate::host::Host;
+use crate::wasi::{self, Ctx, Fd, Limits, MemoryLimitExceeded, ProcExit, Shared};
+
+/// One engine (shared by all pods of a node) and the WASI linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Ctx>,
+}
+
+/// A loaded, linked module: spawn containers from it cheaply.
+#[derive(Clone)]
+pub struct Image {
+    pre: InstancePre<Ctx>,
+}
+
+/// What a container gets: the compact pod spec's view of one container.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// argv, including argv\[0\] (the container name by convention).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Linear memory limit in bytes (`resources.limits.memory`).
+    pub memory_limit: usize,
+    /// Preopened at fd 3, 4, … in this order, at their mount paths.
+    pub volumes: Vec<Volume>,
+    /// containerPorts: a listening socket each, preopened after the volumes
+    /// (fd 3 when there are no volumes). Directories come first because
+    /// wasi-libc stops scanning preopens at the first fd that is not one.
+    pub ports: Vec<u16>,
+}
+
+/// The result of one [`Container::step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The slice ended with the guest still runnable.
+    Running,
+    /// The guest waits for socket I/O or, if `until` is set, at most until
+    /// that monotonic time ([`Host::monotonic_ns`]). Step it again when
+    /// either may have happened.
+    Blocked { until: Option<u64> },
+    /// `_start` returned (code 0) or the guest called `proc_exit`.
+    Exited(i32),
+    /// The guest trapped (or the module could not be instantiated).
+    Trapped(String),
+    /// The guest went over its memory limit and was killed.
+    OutOfMemory,
+}
+
+impl Step {
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, Step::Running | Step::Blocked { .. })
+    }
+}
+
+type Run = Pin<Box<dyn Future<Output = Step> + Send>>;
+
+/// A running (or finished) container.
+pub struct Container {
+    run: Option<Run>,
+    shared: Arc<Shared>,
+    finished: Option<Step>,
+}
+
+impl Runtime {
+    /// Builds the engine from [`crate::engine_config`] (plus any kernel-only
+    /// additions the caller made to it).
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let engine = Engine::new(config).map_err(|e| Error::Engine(format!("{e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e}")))?;
+        Ok(Self { engine, linker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Advances the epoch by one tick: call it from the node's timer. Safe
+    /// from interrupt context (one atomic add).
+    pub fn tick(&self) {
+        self.engine.increment_epoch();
+    }
+
+    /// Loads an artifact made by [`crate::precompile`] for this runtime's
+    /// configuration.
+    pub fn load(&self, artifact: &[u8]) -> Result<Image, Error> {
+        match Engine::detect_precompiled(artifact) {
+            Some(Precompiled::Module) => {}
+            Some(Precompiled::Component) => {
+                return Err(Error::Unsupported(
+                    "precompiled components (only core modules)",
+                ));
+            }
+            None if artifact.starts_with(b"\0asm") => {
+                return Err(Error::Artifact(
+                    "this is raw WebAssembly; nodes only run precompiled modules".into(),
+                ));
+            }
+            None => return Err(Error::Artifact("not a precompiled wasmtime module".into())),
+        }
+        // SAFETY: artifacts come only from Skiff's own compiler (the control
+        // plane's image service, over mutual TLS, digest-checked), i.e. they
+        // are wasmtime's output for this exact wasmtime. wasmtime itself
+        // checks the header (version, target, ISA flags, tunables, features)
+        // and the ELF structure, so mismatched or truncated input is an error.
+        let module = unsafe { Module::deserialize(&self.engine, artifact) }
+            .map_err(|e| Error::Artifact(format!("{e:?}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Link(format!("{e:?}")))?;
+        Ok(Image { pre })
+    }
+
+    /// Creates a container; nothing runs until the first [`Container::step`].
+    pub fn spawn(
+        &self,
+        image: &Image,
+        spec: ContainerSpec,
+        host: Box<dyn Host>,
+    ) -> Result<Container, Error> {
+        if spec.memory_limit == 0 {
+            return Err(Error::Spec("memory limit must be positive".into()));
+        }
+        // C guests see NUL-terminated strings and `KEY=VALUE` pairs.
+        let env_strings = spec.env.iter().flat_map(|(k, v)| [k, v]);
+        if let Some(bad) = spec
+            .args
+            .iter()
+            .chain(env_strings)
+            .find(|s| s.contains('\0'))
+        {
+            return Err(Error::Spec(format!("{bad:?} contains a NUL byte")));
+        }
+        if let Some((bad, _)) = spec
+            .env
+            .iter()
+            .find(|(k, _)| k.is_empty() || k.contains('='))
+        {
+            return Err(Error::Spec(format!(
+                "bad environment variable name {bad:?}"
+            )));
+        }
+        let shared = Arc::new(Shared::default());
+        let mut fds: Vec<Option<Fd>> = wasi::stdio().into_iter().map(Some).collect();
+        for (vol, _) in spec.volumes.iter().enumerate() {
+            fds.push(Some(Fd::Dir {
+                vol,
+                path: Vec::new(),
+                preopen: true,
+            }));
+        }
+        for &port in &spec.ports {
+            fds.push(Some(Fd::Listener {
+                port,
+                nonblock: false,
+            }));
+        }
+        let ctx = Ctx {
+            args: spec.args.into_iter().map(String::into_bytes).collect(),
+            env: spec
+                .env
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}").into_bytes())
+                .collect(),
+            fds,
+            volumes: spec.volumes,
+            host,
+            limits: Limits {
+                memory: spec.memory_limit,
+                oom: false,
+            },
+            shared: shared.clone(),
+            seen_slice: 0,
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|ctx| &mut ctx.limits);
+        store.epoch_deadline_callback(|mut store| {
+            let ctx = store.data_mut();
+            let slice = ctx.shared.slice.load(Ordering::Relaxed);
+            if slice != ctx.seen_slice {
+                // First check in a new step: grant its budget.
+                ctx.seen_slice = slice;
+                Ok(UpdateDeadline::Continue(
+                    ctx.shared.budget.load(Ordering::Relaxed),
+                ))
+            } else {
+                // Budget used up: end this step. The deadline set here may
+                // have passed when the next step resumes us; that only
+                // brings us straight back here to take the new budget.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        // Enter the callback at the first check so the first step's budget
+        // applies.
+        store.set_epoch_deadline(0);
+        let pre = image.pre.clone();
+        let run = async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            }
+            .await;
+            outcome(result, store.data().limits.oom)
+        };
+        Ok(Container {
+            run: Some(Box::pin(run)),
+            shared,
+            finished: None,
+        })
+    }
+}
+
+/// Maps how the guest ended to a [`Step`].
+fn outcome(result: wasmtime::Result<()>, oom: bool) -> Step {
+    match result {
+        Ok(()) => Step::Exited(0),
+        Err(e) => {
+            if let Some(ProcExit(code)) = e.downcast_ref::<ProcExit>() {
+                Step::Exited(*code)
+            } else if oom || e.is::<MemoryLimitExceeded>() {
+                Step::OutOfMemory
+            } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+                Step::Trapped(trap.to_string())
+            } else {
+                Step::Trapped(format!("{e}"))
+            }
+        }
+    }
+}
+
+impl Container {
+    /// Runs the guest for about `budget` epoch ticks (or until it blocks or
+    /// ends). After the end, returns the final outcome again.
+    pub fn step(&mut self, budget: u64) -> Step {
+        // wasmtime adds the budget to the current epoch unchecked.
+        let budget = budget.clamp(1, 1 << 48);
+        if let Some(done) = &self.finished {
+            return done.clone();
+        }
+        let Some(run) = self.run.as_mut() else {
+            unreachable!("a container without a future has finished");
+        };
+        self.shared.budget.store(budget, Ordering::Relaxed);
+        self.shared.slice.fetch_add(1, Ordering::Relaxed);
+        self.shared.blocked.store(false, Ordering::Relaxed);
+        let mut cx = Context::from_waker(Waker::noop());
+        match run.as_mut().poll(&mut cx) {
+            Poll::Ready(step) => {
+                // Dropping the future drops the store: memory and sockets go.
+                self.run = None;
+                self.finished = Some(step.clone());
+                step
+            }
+            Poll::Pending if self.shared.blocked.load(Ordering::Relaxed) => {
+                let until = self.shared.wake_at.load(Ordering::Relaxed);
+                Step::Blocked {
+                    until: (until != u64::MAX).then_some(until),
+                }
+            }
+            Poll::Pending => Step::Running,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Errors from loading artifacts and creating containers. What happens inside
+//! a running guest is reported by [`crate::Step`], not here.
+
+use alloc::string::String;
+use core::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The input does not start with the wasm magic number.
+    NotWasm,
+    /// The module failed validation or compilation.
+    Invalid(String),
+    /// A valid input this runtime does not run (yet).
+    Unsupported(&'static str),
+    /// The artifact is not a precompiled module for this runtime's
+    /// configuration (other wasmtime version, target, flags, or corrupt).
+    Artifact(String),
+    /// The module imports something this runtime does not provide (only
+    /// `wasi_snapshot_preview1` exists).
+    Link(String),
+    /// The container spec cannot be honoured.
+    Spec(String),
+    /// wasmtime refused the engine configuration.
+    Engine(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotWasm => f.write_str("not a WebAssembly module (missing \\0asm magic)"),
+            Error::Invalid(e) => write!(f, "invalid WebAssembly module: {e}"),
+            Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::Artifact(e) => write!(f, "unusable precompiled artifact: {e}"),
+            Error::Link(e) => write!(f, "cannot link module: {e}"),
+            Error::Spec(e) => write!(f, "invalid container spec: {e}"),
+            Error::Engine(e) => write!(f, "wasm engine configuration rejected: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,32 @@
+//! Skiff's pod runtime: runs precompiled WebAssembly containers on wasmtime's
+//! `runtime` (no compiler on the node) with a WASI preview 1 layer of our own.
+//!
+//! - [`engine_config`]: the one `wasmtime::Config` shared by node and control
+//!   plane; with feature `compile`, [`precompile`] builds node artifacts.
+//! - [`Runtime`] loads artifacts into [`Image`]s and spawns [`Container`]s
+//!   from a [`ContainerSpec`]; [`Container::step`] runs one time slice so the
+//!   node's executor can interleave pods.
+//! - [`Host`] is everything a container needs from the node (clocks,
+//!   entropy, log sink, TCP); it knows nothing of the preview 1 ABI so a
+//!   preview 2 layer can reuse it.
+//! - [`Volume`]: in-memory directories mounted into containers.
+#![no_std]
+
+extern crate alloc;
+
+mod config;
+mod container;
+mod error;
+mod fs;
+mod host;
+mod wasi;
+
+pub use config::{FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
+#[cfg(feature = "compile")]
+pub use config::{precompile, precompile_for};
+pub use container::{Container, ContainerSpec, Image, Runtime, Step};
+pub use error::Error;
+pub use fs::Volume;
+pub use host::{ConnId, Host, NetError, Shutdown, Stream};
+/// The wasmtime this crate is built on (the kernel needs its `Config`).
+pub use wasmtime;

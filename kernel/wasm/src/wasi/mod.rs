@@ -1,0 +1,384 @@
+//! WASI preview 1 host functions over `Linker::func_wrap` (wasmtime-wasi
+//! needs std). Each call gets the guest's memory and the container's
+//! [`Ctx`]; every guest pointer and length goes through [`Mem`], which
+//! bounds-checks it. Calls that may block (socket I/O, `poll_oneoff`,
+//! `sched_yield`) are async host functions: returning `Pending` suspends the
+//! guest's fiber and `Container::step` reports why.
+
+mod abi;
+mod files;
+mod misc;
+mod net;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::task::Poll;
+
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
+
+use crate::fs::Volume;
+use crate::host::{ConnId, Host, Stream};
+pub(crate) use abi::Errno;
+
+const MODULE: &str = "wasi_snapshot_preview1";
+
+/// `proc_exit` unwinds the guest with this error.
+#[derive(Debug)]
+pub(crate) struct ProcExit(pub i32);
+
+impl core::fmt::Display for ProcExit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "guest exited with code {}", self.0)
+    }
+}
+impl core::error::Error for ProcExit {}
+
+/// The memory limit was hit: the guest is killed, like a cgroup OOM kill.
+#[derive(Debug)]
+pub(crate) struct MemoryLimitExceeded;
+
+impl core::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("container memory limit exceeded")
+    }
+}
+impl core::error::Error for MemoryLimitExceeded {}
+
+/// State the running (fiber-owned) store and `Container::step` both see.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Bumped by every `step`; the epoch callback grants a fresh budget when
+    /// it sees a new value.
+    pub slice: AtomicU64,
+    /// Epoch ticks per slice.
+    pub budget: AtomicU64,
+    /// Set when the guest is suspended in a blocking call (not a time-slice
+    /// yield), with the monotonic deadline that ends the wait (`u64::MAX`:
+    /// only I/O can).
+    pub blocked: AtomicBool,
+    pub wake_at: AtomicU64,
+}
+
+/// An open file descriptor.
+#[derive(Debug)]
+pub(crate) enum Fd {
+    Stdin,
+    Log(Stream),
+    Dir {
+        vol: usize,
+        path: Vec<String>,
+        preopen: bool,
+    },
+    File {
+        vol: usize,
+        path: Vec<String>,
+        pos: u64,
+        read: bool,
+        write: bool,
+        append: bool,
+    },
+    Listener {
+        port: u16,
+        nonblock: bool,
+    },
+    Conn {
+        id: ConnId,
+        nonblock: bool,
+    },
+}
+
+pub(crate) struct Limits {
+    pub memory: usize,
+    pub oom: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.oom = true;
+            return Err(wasmtime::Error::new(MemoryLimitExceeded));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables live in the node heap too; a million entries is plenty.
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// A container's store data.
+pub(crate) struct Ctx {
+    pub args: Vec<Vec<u8>>,
+    /// `KEY=VALUE` strings.
+    pub env: Vec<Vec<u8>>,
+    /// Indexed by fd number; closed fds are `None`.
+    pub fds: Vec<Option<Fd>>,
+    pub volumes: Vec<Volume>,
+    pub host: Box<dyn Host>,
+    pub limits: Limits,
+    pub shared: Arc<Shared>,
+    pub seen_slice: u64,
+}
+
+impl Ctx {
+    pub fn fd(&self, fd: i32) -> Result<&Fd, Errno> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.fds.get(i))
+            .and_then(Option::as_ref)
+            .ok_or(abi::BADF)
+    }
+
+    pub fn fd_mut(&mut self, fd: i32) -> Result<&mut Fd, Errno> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.fds.get_mut(i))
+            .and_then(Option::as_mut)
+            .ok_or(abi::BADF)
+    }
+
+    /// Lowest free fd number, as POSIX does.
+    pub fn insert(&mut self, fd: Fd) -> Result<u32, Errno> {
+        const MAX_FDS: usize = 1024;
+        let slot = match self.fds.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.fds.len() < MAX_FDS => {
+                self.fds.push(None);
+                self.fds.len() - 1
+            }
+            None => return Err(abi::NOSPC),
+        };
+        self.fds[slot] = Some(fd);
+        Ok(slot as u32)
+    }
+
+    /// Records why the guest is about to be suspended.
+    pub fn block(&self, until: Option<u64>) {
+        self.shared
+            .wake_at
+            .store(until.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.shared.blocked.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        for fd in self.fds.drain(..).flatten() {
+            if let Fd::Conn { id, .. } = fd {
+                self.host.close(id);
+            }
+        }
+    }
+}
+
+/// Bounds-checked view of the guest's linear memory.
+pub(crate) struct Mem<'a>(&'a mut [u8]);
+
+impl Mem<'_> {
+    fn range(&self, ptr: u32, len: usize) -> Result<Range<usize>, Errno> {
+        let start = ptr as usize;
+        let end = start.checked_add(len).ok_or(abi::FAULT)?;
+        if end > self.0.len() {
+            return Err(abi::FAULT);
+        }
+        Ok(start..end)
+    }
+
+    pub fn bytes(&self, ptr: u32, len: u32) -> Result<&[u8], Errno> {
+        let r = self.range(ptr, len as usize)?;
+        Ok(&self.0[r])
+    }
+
+    pub fn bytes_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Errno> {
+        let r = self.range(ptr, len as usize)?;
+        Ok(&mut self.0[r])
+    }
+
+    pub fn write(&mut self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
+        let r = self.range(ptr, data.len())?;
+        self.0[r].copy_from_slice(data);
+        Ok(())
+    }
+
+    pub fn u32(&self, ptr: u32) -> Result<u32, Errno> {
+        let r = self.range(ptr, 4)?;
+        Ok(u32::from_le_bytes(self.0[r].try_into().expect("4 bytes")))
+    }
+
+    pub fn u64(&self, ptr: u32) -> Result<u64, Errno> {
+        let r = self.range(ptr, 8)?;
+        Ok(u64::from_le_bytes(self.0[r].try_into().expect("8 bytes")))
+    }
+
+    pub fn set_u32(&mut self, ptr: u32, v: u32) -> Result<(), Errno> {
+        self.write(ptr, &v.to_le_bytes())
+    }
+
+    pub fn set_u64(&mut self, ptr: u32, v: u64) -> Result<(), Errno> {
+        self.write(ptr, &v.to_le_bytes())
+    }
+
+    pub fn str(&self, ptr: u32, len: u32) -> Result<&str, Errno> {
+        core::str::from_utf8(self.bytes(ptr, len)?).map_err(|_| abi::INVAL)
+    }
+
+    /// An iovec array as (pointer, length) pairs, each checked.
+    pub fn iovecs(&self, ptr: u32, count: u32) -> Result<Vec<(u32, u32)>, Errno> {
+        let size = count.checked_mul(abi::IOVEC_SIZE).ok_or(abi::FAULT)?;
+        self.range(ptr, size as usize)?;
+        let mut out = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let at = ptr + i * abi::IOVEC_SIZE;
+            let (buf, len) = (self.u32(at)?, self.u32(at + 4)?);
+            self.range(buf, len as usize)?;
+            out.push((buf, len));
+        }
+        Ok(out)
+    }
+
+    /// Concatenates the buffers of an iovec array (for writes).
+    pub fn gather(&self, ptr: u32, count: u32) -> Result<Vec<u8>, Errno> {
+        let mut data = Vec::new();
+        for (buf, len) in self.iovecs(ptr, count)? {
+            data.extend_from_slice(self.bytes(buf, len)?);
+        }
+        Ok(data)
+    }
+
+    /// Copies `data` across the buffers of an iovec array (for reads).
+    pub fn scatter(&mut self, iovs: &[(u32, u32)], mut data: &[u8]) -> Result<usize, Errno> {
+        let mut total = 0;
+        for &(buf, len) in iovs {
+            if data.is_empty() {
+                break;
+            }
+            let n = data.len().min(len as usize);
+            self.write(buf, &data[..n])?;
+            data = &data[n..];
+            total += n;
+        }
+        Ok(total)
+    }
+}
+
+type Ret = Result<(), Errno>;
+
+fn code(result: Ret) -> i32 {
+    i32::from(result.err().unwrap_or(abi::SUCCESS))
+}
+
+/// Runs `f` with the guest memory and the context.
+fn call(caller: &mut Caller<'_, Ctx>, f: impl FnOnce(&mut Mem<'_>, &mut Ctx) -> Ret) -> i32 {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        // A module without an exported memory cannot use pointer-taking calls.
+        return i32::from(abi::NOSYS);
+    };
+    let (data, ctx) = memory.data_and_store_mut(caller);
+    code(f(&mut Mem(data), ctx))
+}
+
+/// [`call`] for operations that may have to wait.
+fn poll_call(
+    caller: &mut Caller<'_, Ctx>,
+    f: impl FnOnce(&mut Mem<'_>, &mut Ctx) -> Poll<Ret>,
+) -> Poll<i32> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Poll::Ready(i32::from(abi::NOSYS));
+    };
+    let (data, ctx) = memory.data_and_store_mut(caller);
+    f(&mut Mem(data), ctx).map(code)
+}
+
+/// Defines a non-blocking call: `sync_fn!(l, "name", |m, cx, a: i32| body)`.
+macro_rules! sync_fn {
+    ($linker:expr, $name:literal, |$m:ident, $cx:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {
+        $linker.func_wrap(
+            crate::wasi::MODULE,
+            $name,
+            |mut caller: wasmtime::Caller<'_, crate::wasi::Ctx> $(, $arg: $ty)*| -> i32 {
+                crate::wasi::call(&mut caller, |$m, $cx| $body)
+            },
+        )?;
+    };
+}
+
+/// Defines a call whose body returns `Poll<Ret>`; `Pending` suspends the
+/// guest until a later step finds the body ready.
+macro_rules! blocking_fn {
+    ($linker:expr, $name:literal, |$m:ident, $cx:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {
+        $linker.func_wrap_async(
+            crate::wasi::MODULE,
+            $name,
+            |mut caller: wasmtime::Caller<'_, crate::wasi::Ctx>, ($($arg,)*): ($($ty,)*)| {
+                alloc::boxed::Box::new(async move {
+                    Ok::<i32, wasmtime::Error>(
+                        core::future::poll_fn(|_| {
+                            crate::wasi::poll_call(&mut caller, |$m, $cx| $body)
+                        })
+                        .await,
+                    )
+                })
+            },
+        )?;
+    };
+}
+
+/// Calls we do not implement: present (so modules importing them still
+/// link) and answering ENOSYS.
+macro_rules! unsupported_fn {
+    ($linker:expr, $name:literal, $($ty:ty),*) => {
+        $linker.func_wrap(crate::wasi::MODULE, $name, |$(_: $ty),*| -> i32 {
+            i32::from(crate::wasi::abi::NOSYS)
+        })?;
+    };
+}
+
+pub(crate) use files::stdio;
+use {blocking_fn, sync_fn};
+
+/// Adds every `wasi_snapshot_preview1` function to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
+    misc::add(linker)?;
+    files::add(linker)?;
+    net::add(linker)?;
+    unsupported_fn!(linker, "fd_advise", i32, i64, i64, i32);
+    unsupported_fn!(linker, "fd_allocate", i32, i64, i64);
+    unsupported_fn!(linker, "fd_fdstat_set_rights", i32, i64, i64);
+    unsupported_fn!(linker, "fd_filestat_set_size", i32, i64);
+    unsupported_fn!(linker, "fd_filestat_set_times", i32, i64, i64, i32);
+    unsupported_fn!(linker, "fd_pread", i32, i32, i32, i64, i32);
+    unsupported_fn!(linker, "fd_pwrite", i32, i32, i32, i64, i32);
+    unsupported_fn!(linker, "fd_renumber", i32, i32);
+    unsupported_fn!(
+        linker,
+        "path_filestat_set_times",
+        i32,
+        i32,
+        i32,
+        i32,
+        i64,
+        i64,
+        i32
+    );
+    unsupported_fn!(linker, "path_link", i32, i32, i32, i32, i32, i32, i32);
+    unsupported_fn!(linker, "path_readlink", i32, i32, i32, i32, i32, i32);
+    unsupported_fn!(linker, "path_rename", i32, i32, i32, i32, i32, i32);
+    unsupported_fn!(linker, "path_symlink", i32, i32, i32, i32, i32);
+    unsupported_fn!(linker, "proc_raise", i32);
+    Ok(())
+}

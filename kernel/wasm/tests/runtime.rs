@@ -1,0 +1,472 @@
+//! The pod runtime end to end on the host: real guests (tests/wasm, built for
+//! wasm32-wasip1), precompiled by our compiler, run through the container API
+//! with a fake node host.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use skiff_wasm::{ContainerSpec, Error, Step, Target, Volume};
+use support::{FakeHost, artifact, run_to_end, runtime, wasm};
+
+const MIB: usize = 1 << 20;
+
+fn spec(args: &[&str], env: &[(&str, &str)]) -> ContainerSpec {
+    ContainerSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        memory_limit: 64 * MIB,
+        ..ContainerSpec::default()
+    }
+}
+
+fn spawn(
+    name: &str,
+    spec: ContainerSpec,
+) -> (
+    skiff_wasm::Container,
+    support::Output,
+    std::sync::Arc<std::sync::Mutex<support::Net>>,
+) {
+    let rt = runtime();
+    let image = rt.load(&artifact(name)).expect("load artifact");
+    let (host, out, net) = FakeHost::new(&spec.ports);
+    let c = rt.spawn(&image, spec, host).expect("spawn");
+    (c, out, net)
+}
+
+#[test]
+fn hello_prints_and_exits_with_the_requested_code() {
+    let (mut c, out, _) = spawn("hello", spec(&["hello", "7"], &[]));
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(10)), Step::Exited(7));
+    let stdout = out.stdout();
+    assert!(stdout.contains("hello from a Skiff pod\n"), "{stdout}");
+    assert!(stdout.contains("args: 2\n"), "{stdout}");
+    assert!(stdout.contains("exiting with 7\n"), "{stdout}");
+    assert_eq!(out.stderr(), "this line goes to stderr\n");
+    // Finished containers keep answering with their outcome.
+    assert_eq!(c.step(1), Step::Exited(7));
+
+    let (mut c, out, _) = spawn("hello", spec(&["hello"], &[("EXIT_CODE", "3")]));
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(10)), Step::Exited(3));
+    assert!(out.stdout().contains("exiting with 3"));
+
+    let (mut c, _, _) = spawn("hello", spec(&["hello"], &[]));
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(10)), Step::Exited(0));
+}
+
+#[test]
+fn env_reader_sees_args_env_and_configmap_and_cannot_write_it() {
+    let config = Volume::read_only(
+        "/config",
+        [
+            ("app.conf", b"mode=fast".to_vec()),
+            ("greeting", b"hi there".to_vec()),
+        ],
+    )
+    .unwrap();
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    let mut s = spec(
+        &["env-reader", "--flag", "two words"],
+        &[("POD_NAME", "pod-a"), ("DATA_DIR", "/data")],
+    );
+    s.volumes = vec![config.clone(), data.clone()];
+    let (mut c, out, _) = spawn("env-reader", s);
+    let end = run_to_end(&mut c, Duration::from_secs(10));
+    let stdout = out.stdout();
+    assert_eq!(
+        end,
+        Step::Exited(0),
+        "stdout: {stdout}\nstderr: {}",
+        out.stderr()
+    );
+    for line in [
+        "arg[0]=env-reader",
+        "arg[1]=--flag",
+        "arg[2]=two words",
+        "env DATA_DIR=/data",
+        "env POD_NAME=pod-a",
+        "file app.conf=mode=fast",
+        "file greeting=hi there",
+        // EROFS (69): ConfigMap volumes are read-only.
+        "write /config: errno 69",
+        "data written by env-reader",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{stdout}"
+        );
+    }
+    assert_eq!(config.read("written-by-guest"), None);
+    // The emptyDir write is visible to the node (and other containers).
+    assert_eq!(
+        data.read("note.txt").as_deref(),
+        Some(&b"written by env-reader"[..])
+    );
+}
+
+#[test]
+fn echo_server_answers_http_through_the_socket_host() {
+    let mut s = spec(
+        &["echo-server"],
+        &[("POD_NAME", "echo-1"), ("MAX_REQUESTS", "2")],
+    );
+    s.ports = vec![8080];
+    let (mut c, out, net) = spawn("echo-server", s);
+    // No connection yet: the guest blocks in accept (I/O only, no deadline).
+    let mut step = c.step(5);
+    let t = Instant::now();
+    while step == Step::Running && t.elapsed() < Duration::from_secs(5) {
+        step = c.step(5);
+    }
+    assert_eq!(step, Step::Blocked { until: None }, "{}", out.stderr());
+
+    for path in ["/hello", "/again?x=1"] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: echo.test\r\nUser-Agent: skiff-test\r\n\r\n");
+        let id = net.lock().unwrap().connect(8080, request.as_bytes());
+        let t = Instant::now();
+        while !net.lock().unwrap().conns[&id].closed {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no response; stderr: {}",
+                out.stderr()
+            );
+            if c.step(5).is_finished() {
+                break;
+            }
+        }
+        let conn = &net.lock().unwrap().conns[&id];
+        let response = String::from_utf8(conn.outbound.clone()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.contains("Hostname: echo-1"), "{response}");
+        assert!(
+            response.contains(&format!("request_uri={path}")),
+            "{response}"
+        );
+        assert!(response.contains("host=echo.test"), "{response}");
+        assert!(response.contains("user-agent=skiff-test"), "{response}");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{response}"
+        );
+        assert!(conn.shut_write && conn.closed);
+    }
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(10)), Step::Exited(0));
+    assert!(out.stdout().contains("served GET /hello HTTP/1.1"));
+}
+
+#[test]
+fn busy_loops_are_preempted_and_share_the_cpu() {
+    // Forever, printing progress every 200k iterations.
+    let burner = || spawn("cpu-burner", spec(&["cpu-burner", "0", "200000"], &[]));
+    let (mut a, out_a, _) = burner();
+    let (mut b, out_b, _) = burner();
+    let mut longest = Duration::ZERO;
+    for _ in 0..60 {
+        for c in [&mut a, &mut b] {
+            let t = Instant::now();
+            assert_eq!(c.step(2), Step::Running);
+            longest = longest.max(t.elapsed());
+        }
+    }
+    // A 2-tick (2 ms) budget; allow for a loaded machine, but a slice that
+    // never ends would hang the loop above and one that ignored the budget
+    // would take seconds.
+    assert!(
+        longest < Duration::from_millis(500),
+        "longest slice {longest:?}"
+    );
+    let progress = |out: &support::Output| {
+        out.stdout()
+            .lines()
+            .filter(|l| l.starts_with("progress "))
+            .count()
+    };
+    let (pa, pb) = (progress(&out_a), progress(&out_b));
+    assert!(pa >= 3 && pb >= 3, "both must progress: {pa} vs {pb}");
+    assert!(pa <= pb * 4 && pb <= pa * 4, "unfair split: {pa} vs {pb}");
+}
+
+#[test]
+fn a_finite_burner_exits_with_its_result() {
+    let (mut c, out, _) = spawn("cpu-burner", spec(&["cpu-burner", "1000000"], &[]));
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(20)), Step::Exited(0));
+    assert!(
+        out.stdout().contains("after 1000000 iterations"),
+        "{}",
+        out.stdout()
+    );
+}
+
+#[test]
+fn going_over_the_memory_limit_is_an_oom_kill() {
+    let mut s = spec(&["oom"], &[]);
+    s.memory_limit = 16 * MIB;
+    let (mut c, out, _) = spawn("oom", s);
+    assert_eq!(
+        run_to_end(&mut c, Duration::from_secs(20)),
+        Step::OutOfMemory
+    );
+    let allocated = out
+        .stdout()
+        .lines()
+        .filter(|l| l.starts_with("allocated"))
+        .count();
+    assert!(
+        (1..16).contains(&allocated),
+        "allocated {allocated} MiB under a 16 MiB limit"
+    );
+}
+
+#[test]
+fn traps_are_reported() {
+    let (mut c, out, _) = spawn("trap", spec(&["trap"], &[]));
+    match run_to_end(&mut c, Duration::from_secs(10)) {
+        Step::Trapped(reason) => assert!(reason.contains("unreachable"), "{reason}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(out.stdout(), "about to trap\n");
+}
+
+#[test]
+fn sleeping_guests_block_until_their_deadline() {
+    let (mut c, out, _) = spawn("hello", spec(&["hello"], &[("SLEEP_MS", "200")]));
+    let t = Instant::now();
+    let mut blocked_until = None;
+    loop {
+        match c.step(2) {
+            Step::Running => {}
+            Step::Blocked { until } => {
+                blocked_until = blocked_until.or(until);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            end => {
+                assert_eq!(end, Step::Exited(0), "{}", out.stderr());
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+    assert!(blocked_until.is_some(), "sleep must report its deadline");
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "woke early: {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    assert_eq!(skiff_wasm::precompile(b"hello world"), Err(Error::NotWasm));
+    let hello = wasm("hello");
+    match skiff_wasm::precompile(&hello[..hello.len() / 2]) {
+        Err(Error::Invalid(msg)) => assert!(!msg.is_empty()),
+        other => panic!("truncated wasm: {other:?}"),
+    }
+
+    let rt = runtime();
+    let err = |r: Result<skiff_wasm::Image, Error>| r.err().expect("load must fail").to_string();
+    assert!(err(rt.load(&hello)).contains("raw WebAssembly"));
+    assert!(err(rt.load(b"garbage")).contains("not a precompiled"));
+    let good = artifact("hello");
+    let e = err(rt.load(&good[..good.len() - 100]));
+    assert!(e.contains("unusable precompiled artifact"), "{e}");
+    // An artifact for the node kernel is rejected by the host runtime: the
+    // header pins the target.
+    let kernel = skiff_wasm::precompile(&hello).expect("kernel artifact");
+    let e = err(rt.load(&kernel));
+    assert!(e.contains("compiled for operating system 'none'"), "{e}");
+    // A different configuration (no epoch checks) is rejected too.
+    let mut other = skiff_wasm::engine_config(Target::Host);
+    other.epoch_interruption(false);
+    let foreign = skiff_wasm::wasmtime::Engine::new(&other)
+        .unwrap()
+        .precompile_module(&hello)
+        .unwrap();
+    let e = err(rt.load(&foreign));
+    assert!(e.contains("unusable precompiled artifact"), "{e}");
+}
+
+#[test]
+fn modules_importing_unknown_functions_are_refused() {
+    let module =
+        wat::parse_str(r#"(module (import "env" "nope" (func)) (func (export "_start")))"#)
+            .unwrap();
+    let a = skiff_wasm::precompile_for(Target::Host, &module).unwrap();
+    let e = runtime().load(&a).err().expect("must fail").to_string();
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn guest_pointers_are_bounds_checked() {
+    // fd_write with an iovec array past the end of memory must answer
+    // EFAULT (21), which the module passes to proc_exit.
+    let module = wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (call $exit (call $w (i32.const 1) (i32.const 65530) (i32.const 4) (i32.const 0)))))"#,
+    )
+    .unwrap();
+    let rt = runtime();
+    let image = rt
+        .load(&skiff_wasm::precompile_for(Target::Host, &module).unwrap())
+        .unwrap();
+    let (host, _, _) = FakeHost::new(&[]);
+    let mut c = rt.spawn(&image, spec(&["x"], &[]), host).unwrap();
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(5)), Step::Exited(21));
+}
+
+/// Runs a module whose `_start` exits with the i32 left by `body`, with
+/// `data` at address 64 of its memory and the given volumes preopened.
+fn exit_code_of(body: &str, data: &str, volumes: Vec<Volume>) -> Step {
+    let module = wat::parse_str(format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "path_open"
+                (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "path_create_directory"
+                (func $mkdir (param i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "{data}")
+            (func (export "_start") (call $exit {body})))"#
+    ))
+    .unwrap();
+    let rt = runtime();
+    let image = rt
+        .load(&skiff_wasm::precompile_for(Target::Host, &module).unwrap())
+        .unwrap();
+    let (host, _, _) = FakeHost::new(&[]);
+    let mut s = spec(&["x"], &[]);
+    s.volumes = volumes;
+    let mut c = rt.spawn(&image, s, host).unwrap();
+    run_to_end(&mut c, Duration::from_secs(5))
+}
+
+#[test]
+fn volumes_enforce_their_bounds() {
+    let config = || Volume::read_only("/config", [("a", b"x".to_vec())]).unwrap();
+    // Climbing out of the preopened directory: ENOTCAPABLE (76).
+    let open = |path_len: usize, oflags: i32, rights: i64| {
+        format!(
+            "(call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const {path_len}) \
+             (i32.const {oflags}) (i64.const {rights}) (i64.const 0) (i32.const 0) (i32.const 0))"
+        )
+    };
+    assert_eq!(
+        exit_code_of(&open(4, 0, 2), "../a", vec![config()]),
+        Step::Exited(76)
+    );
+    // Reading a ConfigMap file is fine, creating one is EROFS (69), so is mkdir.
+    assert_eq!(
+        exit_code_of(&open(1, 0, 2), "a", vec![config()]),
+        Step::Exited(0)
+    );
+    assert_eq!(
+        exit_code_of(&open(1, 1, 64), "b", vec![config()]),
+        Step::Exited(69)
+    );
+    let mkdir = "(call $mkdir (i32.const 3) (i32.const 64) (i32.const 1))";
+    assert_eq!(exit_code_of(mkdir, "d", vec![config()]), Step::Exited(69));
+    // An emptyDir holds at most its capacity: the 9th byte is ENOSPC (51).
+    // Opens "f" (fd 4), then writes 9 bytes from an iovec at 80.
+    let write = format!(
+        "(block (result i32) (drop {}) \
+         (i32.store (i32.const 80) (i32.const 64)) (i32.store (i32.const 84) (i32.const 9)) \
+         (call $write (i32.const 4) (i32.const 80) (i32.const 1) (i32.const 96)))",
+        open(1, 1, 64)
+    );
+    let small = Volume::empty_dir("/data", 8).unwrap();
+    assert_eq!(
+        exit_code_of(&write, "f", vec![small.clone()]),
+        Step::Exited(51)
+    );
+    assert_eq!(small.read("f").as_deref(), Some(&b""[..]));
+    let big = Volume::empty_dir("/data", 9).unwrap();
+    assert_eq!(
+        exit_code_of(&write, "f", vec![big.clone()]),
+        Step::Exited(0)
+    );
+    assert_eq!(big.read("f").as_deref(), Some(&b"f\0\0\0\0\0\0\0\0"[..]));
+}
+
+#[test]
+fn nonblocking_listeners_answer_eagain() {
+    // fd 3 is the listener (no volumes): set O_NONBLOCK, then accept with an
+    // empty backlog must give EAGAIN (6) instead of suspending the guest.
+    let module = wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_fdstat_set_flags" (func $flags (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "sock_accept" (func $accept (param i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (drop (call $flags (i32.const 3) (i32.const 4)))
+                (call $exit (call $accept (i32.const 3) (i32.const 0) (i32.const 0)))))"#,
+    )
+    .unwrap();
+    let rt = runtime();
+    let image = rt
+        .load(&skiff_wasm::precompile_for(Target::Host, &module).unwrap())
+        .unwrap();
+    let mut s = spec(&["x"], &[]);
+    s.ports = vec![8080];
+    let (host, _, _) = FakeHost::new(&s.ports);
+    let mut c = rt.spawn(&image, s, host).unwrap();
+    assert_eq!(run_to_end(&mut c, Duration::from_secs(5)), Step::Exited(6));
+}
+
+#[test]
+fn killing_a_container_mid_run_releases_it() {
+    // A burner suspended mid-slice can be dropped (pod deletion).
+    let (mut burner, _, _) = spawn("cpu-burner", spec(&["cpu-burner"], &[]));
+    assert_eq!(burner.step(1), Step::Running);
+    assert_eq!(burner.step(1), Step::Running);
+    drop(burner);
+
+    // An echo server blocked reading a half-sent request: dropping it closes
+    // the connection on the node side.
+    let mut s = spec(&["echo-server"], &[("POD_NAME", "p")]);
+    s.ports = vec![8080];
+    let (mut c, _, net) = spawn("echo-server", s);
+    let id = net.lock().unwrap().connect(8080, b"GET / HTTP/1.1\r\n");
+    net.lock().unwrap().conns.get_mut(&id).unwrap().peer_done = false;
+    let t = Instant::now();
+    // Accepted, then stuck in recv.
+    while c.step(2) == Step::Running || !net.lock().unwrap().backlog.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    assert_eq!(c.step(2), Step::Blocked { until: None });
+    assert!(!net.lock().unwrap().conns[&id].closed);
+    drop(c);
+    assert!(net.lock().unwrap().conns[&id].closed);
+}
+
+#[test]
+fn invalid_specs_are_refused() {
+    let rt = runtime();
+    let image = rt.load(&artifact("hello")).unwrap();
+    let err = |s: ContainerSpec| {
+        let (host, _, _) = FakeHost::new(&[]);
+        rt.spawn(&image, s, host)
+            .err()
+            .expect("spawn must fail")
+            .to_string()
+    };
+    assert!(err(spec(&["a\0b"], &[])).contains("NUL"));
+    assert!(err(spec(&["a"], &[("A=B", "c")])).contains("environment variable name"));
+    let mut s = spec(&["a"], &[]);
+    s.memory_limit = 0;
+    assert!(err(s).contains("memory limit"));
+    assert!(Volume::empty_dir("relative", 1).is_err());
+    assert!(Volume::read_only("/c", [("../x", vec![])]).is_err());
+}

@@ -1,0 +1,22 @@
+//! Busy loop: iterates a 64-bit mixing function. Arguments: iteration count
+//! (0 or absent: forever) and how often to print progress (0: never).
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let iterations: u64 = args.next().map_or(0, |a| a.parse().expect("iterations"));
+    let report: u64 = args.next().map_or(0, |a| a.parse().expect("report interval"));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut i: u64 = 0;
+    while iterations == 0 || i < iterations {
+        // splitmix64 step: integer multiply/xor/shift, no memory traffic.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= z ^ (z >> 31);
+        i += 1;
+        if report != 0 && i % report == 0 {
+            println!("progress {i}");
+        }
+    }
+    println!("result {x:016x} after {i} iterations");
+}

@@ -1,0 +1,5 @@
+//! Executes `unreachable`.
+fn main() {
+    println!("about to trap");
+    core::arch::wasm32::unreachable();
+}
