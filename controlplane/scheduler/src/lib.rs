@@ -11,13 +11,14 @@
 pub mod cache;
 pub mod framework;
 pub mod labels;
-pub mod leader;
+pub use skiff_client::leader;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
 mod scheduler;
 
-pub use scheduler::{SchedulerConfig, Stats, client_from_kubeconfig, run};
+pub use scheduler::{SchedulerConfig, Stats, run};
+pub use skiff_client::client_from_kubeconfig;
 
 /// The `spec.schedulerName` this scheduler serves by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";

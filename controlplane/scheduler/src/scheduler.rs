@@ -4,7 +4,6 @@
 //! and record a FailedScheduling event.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ use tokio::task::JoinSet;
 
 use crate::cache::{Cache, PodInfo};
 use crate::framework::{Framework, Profile};
-use crate::leader::{self, LeaderElection};
 use crate::queue::SchedulingQueue;
+use skiff_client::leader::{self, LeaderElection};
 
 /// How to run.
 pub struct SchedulerConfig {
@@ -55,7 +54,11 @@ impl Default for SchedulerConfig {
     /// kube's default profile, elected through `kube-system/kube-scheduler`.
     fn default() -> SchedulerConfig {
         let mut c = SchedulerConfig::new(crate::plugins::default_profile());
-        c.leader_election = Some(LeaderElection::kube_scheduler(leader::default_identity()));
+        c.leader_election = Some(LeaderElection::kube_defaults(
+            "scheduler",
+            "kube-scheduler",
+            leader::default_identity(),
+        ));
         c
     }
 }
@@ -80,21 +83,6 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Terms as leader (1 after the first election).
     pub leader_terms: AtomicU64,
-}
-
-/// A client for the API server from a kubeconfig, optionally pointed at
-/// another server URL (the control plane passes its actual listen address).
-pub async fn client_from_kubeconfig(path: &Path, server: Option<&str>) -> Result<Client, String> {
-    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
-    let mut cfg =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| err(&e))?;
-    if let Some(s) = server {
-        cfg.cluster_url = s.parse().map_err(|e| format!("server URL {s:?}: {e}"))?;
-    }
-    Client::try_from(cfg).map_err(|e| err(&e))
 }
 
 /// Runs the scheduler until its watches end for good. With leader election

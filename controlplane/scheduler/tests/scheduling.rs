@@ -225,7 +225,7 @@ fn only_the_leader_schedules_and_a_standby_takes_over() {
     c.create_node(&node("n1", "4", "8Gi", &[], &[]));
     let election = |id: &str| {
         let mut cfg = SchedulerConfig::new(default_profile());
-        let mut le = LeaderElection::kube_scheduler(id);
+        let mut le = LeaderElection::kube_defaults("scheduler", "kube-scheduler", id);
         le.lease_duration = Duration::from_secs(3);
         le.renew_deadline = Duration::from_secs(2);
         le.retry_period = Duration::from_millis(300);

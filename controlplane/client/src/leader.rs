@@ -18,6 +18,8 @@ use kube::api::PostParams;
 /// Where and how to elect.
 #[derive(Debug, Clone)]
 pub struct LeaderElection {
+    /// The component, for log lines (e.g. `"scheduler"`).
+    pub component: &'static str,
     pub namespace: String,
     pub name: String,
     /// Unique per replica.
@@ -29,12 +31,17 @@ pub struct LeaderElection {
 }
 
 impl LeaderElection {
-    /// kube-scheduler's defaults: `kube-system/kube-scheduler`, 15 s lease,
-    /// 10 s renew deadline, 2 s retry.
-    pub fn kube_scheduler(identity: impl Into<String>) -> LeaderElection {
+    /// kube's component defaults for Lease `kube-system/<lease>`: 15 s
+    /// lease, 10 s renew deadline, 2 s retry.
+    pub fn kube_defaults(
+        component: &'static str,
+        lease: &str,
+        identity: impl Into<String>,
+    ) -> LeaderElection {
         LeaderElection {
+            component,
             namespace: "kube-system".into(),
-            name: "kube-scheduler".into(),
+            name: lease.into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
@@ -121,7 +128,7 @@ pub async fn acquire(api: &Api<Lease>, cfg: &LeaderElection) {
         match try_acquire_or_renew(api, cfg).await {
             Ok(true) => return,
             Ok(false) => {}
-            Err(e) => eprintln!("scheduler: leader election: {e}"),
+            Err(e) => eprintln!("{}: leader election: {e}", cfg.component),
         }
         tokio::time::sleep(cfg.retry_period).await;
     }
@@ -137,7 +144,7 @@ pub async fn hold(api: &Api<Lease>, cfg: &LeaderElection) {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => return,
             Err(e) => {
-                eprintln!("scheduler: renewing the lease: {e}");
+                eprintln!("{}: renewing the lease: {e}", cfg.component);
                 if renewed.elapsed() > cfg.renew_deadline {
                     return;
                 }
