@@ -24,6 +24,8 @@ pub struct Plane {
     pub ca_der: Vec<u8>,
     pub gateway_addr: SocketAddr,
     gateway: Option<Gateway>,
+    /// Scheduler and controller manager, when started.
+    loops: Vec<tokio::task::JoinHandle<()>>,
     api: Option<skiff_apiserver::Running>,
     // Dropped last: everything above runs on it.
     pub rt: tokio::runtime::Runtime,
@@ -70,10 +72,45 @@ impl Plane {
             ca_der: pem_to_der(&ca_pem),
             gateway_addr: gateway.addr,
             gateway: Some(gateway),
+            loops: Vec::new(),
             api: Some(api),
             rt,
             dir,
         }
+    }
+
+    /// Starts the scheduler and the controller manager as API clients
+    /// with their own credentials, as `skiff-controlplane serve` does;
+    /// `grace` is the node-monitor grace period.
+    pub fn start_control_loops(&mut self, grace: Duration) {
+        let pki_dir = self.dir.path().join("pki");
+        let url = self.url.clone();
+        let (sched, ctrl) = self.rt.block_on(async {
+            let s = skiff_scheduler::client_from_kubeconfig(
+                &pki_dir.join(pki::SCHEDULER_KUBECONFIG),
+                Some(&url),
+            )
+            .await
+            .expect("scheduler client");
+            let c = skiff_controllers::client_from_kubeconfig(
+                &pki_dir.join(pki::CONTROLLER_MANAGER_KUBECONFIG),
+                Some(&url),
+            )
+            .await
+            .expect("controller-manager client");
+            (s, c)
+        });
+        self.loops.push(self.rt.spawn(async move {
+            if let Err(e) = skiff_scheduler::run(sched, Default::default()).await {
+                eprintln!("scheduler: {e}");
+            }
+        }));
+        let cfg = skiff_controllers::Config {
+            node_monitor_grace_period: grace,
+            ..Default::default()
+        };
+        self.loops
+            .push(self.rt.spawn(skiff_controllers::run(ctrl, cfg)));
     }
 
     /// The gateway's log of connections, refusals and errors.
@@ -162,6 +199,9 @@ impl Plane {
 impl Drop for Plane {
     fn drop(&mut self) {
         let _g = self.rt.enter();
+        for t in self.loops.drain(..) {
+            t.abort();
+        }
         self.gateway.take();
         if let Some(a) = self.api.take() {
             a.abort();

@@ -2,8 +2,8 @@
 //!
 //! `pki init` creates the cluster's credentials; `serve` runs the
 //! Kubernetes API server over its embedded store and, beside it, the node
-//! gateway that nodes dial over TLS. Scheduler and controllers join this
-//! process as they land.
+//! gateway that nodes dial over TLS, and the scheduler and the controller
+//! manager as API clients.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +72,12 @@ struct ServeArgs {
     /// (kube's node-monitor-grace-period).
     #[arg(long, default_value_t = 40)]
     node_grace: u64,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    no_scheduler: bool,
+    /// Do not run the controller manager in this process.
+    #[arg(long)]
+    no_controllers: bool,
 }
 
 fn pki_init(
@@ -103,12 +109,49 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let cfg = server::ServeConfig::new(args.dir.clone(), args.data, args.listen);
     let api = server::start(&cfg).await?;
     println!("serving the Kubernetes API on https://{}", api.addr);
-    let mut gw_cfg = GatewayConfig::new(args.dir, args.node_listen);
+    let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
     let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;
     println!("serving the node gateway on {}", gateway.addr);
+    // The scheduler is an ordinary API client with its own credentials,
+    // dialing this server's actual address (not the kubeconfig's URL).
+    let scheduler = if args.no_scheduler {
+        None
+    } else {
+        let kubeconfig = args.dir.join(pki::SCHEDULER_KUBECONFIG);
+        let client =
+            skiff_scheduler::client_from_kubeconfig(&kubeconfig, Some(&local_url(api.addr)))
+                .await?;
+        Some(tokio::spawn(async move {
+            if let Err(e) = skiff_scheduler::run(client, Default::default()).await {
+                eprintln!("scheduler: {e}");
+            }
+        }))
+    };
+
+    // The controller manager likewise, with `controller-manager.kubeconfig`;
+    // `--node-grace` is its node-monitor-grace-period too.
+    let controllers = if args.no_controllers {
+        None
+    } else {
+        let kubeconfig = args.dir.join(pki::CONTROLLER_MANAGER_KUBECONFIG);
+        let client =
+            skiff_controllers::client_from_kubeconfig(&kubeconfig, Some(&local_url(api.addr)))
+                .await?;
+        let cfg = skiff_controllers::Config {
+            node_monitor_grace_period: Duration::from_secs(args.node_grace),
+            ..Default::default()
+        };
+        Some(tokio::spawn(skiff_controllers::run(client, cfg)))
+    };
 
     shutdown_signal().await?;
+    if let Some(c) = controllers {
+        c.abort();
+    }
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     // Stop taking nodes and requests, then let the store finish queued writes
     // and release its file.
     drop(gateway);
@@ -116,6 +159,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let store = api.state.store.clone();
     drop(api);
     store.close().await.map_err(|e| e.to_string())
+}
+
+/// How in-process clients reach the API server: loopback when it listens
+/// on all addresses.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Ctrl-C or SIGTERM (how service managers and tests stop us).

@@ -30,6 +30,7 @@ pub struct Args {
 const BENCHES: &[(&str, &str, &str, bool)] = &[
     ("api", "skiff-apiserver", "bench-api", false),
     ("boot", "skiff-e2e", "bench-boot", true),
+    ("deploy", "skiff-controllers", "bench-deploy", false),
     ("logs", "skiff-hollow-node", "bench-logs", false),
     ("node", "skiff-hollow-node", "bench-node", true),
     ("node-tcp", "skiff-e2e", "bench-node-tcp", true),

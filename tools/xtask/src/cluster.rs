@@ -101,14 +101,7 @@ impl ControlPlane {
             .arg(&pki)
             .arg("--data")
             .arg(dir.join("data"))
-            .args([
-                "--listen",
-                &api,
-                "--node-listen",
-                &gateway,
-                "--node-grace",
-                "10",
-            ])
+            .args(["--listen", &api, "--node-listen", &gateway])
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
