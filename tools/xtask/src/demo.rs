@@ -4,8 +4,9 @@
 //!    node gateway) starts with a fresh PKI; the real kubectl applies a
 //!    multi-document manifest and reads it back.
 //! 2. Hollow nodes (the real kubelet core and node protocol over TLS, fake
-//!    runtime) bootstrap with a token and become Ready; a pod bound to one
-//!    runs to completion and kubectl shows its exit.
+//!    runtime) bootstrap with a token and become Ready; the scheduler places
+//!    the Deployment's replicas on them (`kubectl rollout status`); a pod
+//!    bound to one runs to completion and kubectl shows its exit.
 //! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu` and join
 //!    the control plane: each generates its key, bootstraps its certificate
 //!    with the token, registers and shows Ready in `kubectl get nodes`; a pod
@@ -242,9 +243,20 @@ fn control_plane(root: &Path, tools: &setup::Tools, nodes: usize) -> Result<clus
             == 3)
     })?;
     cp.kubectl(&["get", "nodes", "-o", "wide"])?;
+    // The scheduler places the Deployment's replicas; the controllers
+    // report the rollout.
+    cp.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/echo",
+        "-n",
+        "demo",
+        "--timeout=60s",
+    ])?;
+    cp.kubectl(&["get", "pods", "-n", "demo", "-o", "wide"])?;
 
-    // No scheduler yet (issue 7): the pod names its node. The hollow node's
-    // fake runtime reads its script from the annotations.
+    // The batch pod names its node. The hollow node's fake runtime reads
+    // its script from the annotations.
     let pod = root.join("target/demo/batch-pod.yaml");
     std::fs::write(&pod, BATCH_POD)?;
     cp.kubectl(&["apply", "-f", &pod.to_string_lossy()])?;
