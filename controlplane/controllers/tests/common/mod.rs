@@ -2,21 +2,17 @@
 //! node gateway ([`skiff_e2e::plane::Plane`]), the controller manager as a
 //! client with `controller-manager.kubeconfig`, hollow nodes, and the real
 //! kubectl.
-//!
-//! Pods need a node and the scheduler is not part of this crate, so
-//! [`Cluster::start`] runs a stand-in binder: it binds each unscheduled pod
-//! (through the real `pods/binding` subresource) to the Ready node without
-//! NoSchedule taints that has the fewest pods. It exists only here.
+//! The real scheduler (`skiff-scheduler`, with `scheduler.kubeconfig`)
+//! places the pods, as in `skiff-controlplane serve`.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use skiff_e2e::plane::Plane;
 use skiff_hollow_node::{Fleet, FleetConfig};
 
@@ -54,6 +50,13 @@ impl Cluster {
                 Some(&plane.url),
             ))
             .expect("controller-manager client");
+        let scheduler = plane
+            .rt
+            .block_on(skiff_scheduler::client_from_kubeconfig(
+                &pki.join("scheduler.kubeconfig"),
+                Some(&plane.url),
+            ))
+            .expect("scheduler client");
         let cfg = skiff_controllers::Config {
             node_monitor_grace_period: grace,
             node_monitor_period: Duration::from_millis(500),
@@ -64,7 +67,11 @@ impl Cluster {
             plane
                 .rt
                 .spawn(skiff_controllers::run(client.clone(), cfg.clone())),
-            plane.rt.spawn(binder(client.clone())),
+            plane.rt.spawn(async move {
+                if let Err(e) = skiff_scheduler::run(scheduler, Default::default()).await {
+                    eprintln!("scheduler: {e}");
+                }
+            }),
         ];
         let fleet_cfg = FleetConfig::new(plane.gateway_addr, &pki.join("ca.crt"), &plane.token)
             .expect("fleet config");
@@ -218,77 +225,4 @@ pub struct PodRow {
     pub ready: bool,
     pub deleting: bool,
     pub image: String,
-}
-
-/// The test's stand-in for the scheduler (see the module comment).
-async fn binder(client: kube::Client) {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (Ok(pl), Ok(nl)) = (
-            pods.list(&ListParams::default()).await,
-            nodes.list(&ListParams::default()).await,
-        ) else {
-            continue;
-        };
-        let mut load: BTreeMap<String, usize> = nl
-            .items
-            .iter()
-            .filter(|n| {
-                let ready = n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                let no_schedule = n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .any(|t| t.effect == "NoSchedule");
-                ready && !no_schedule
-            })
-            .map(|n| (n.metadata.name.clone().unwrap_or_default(), 0))
-            .collect();
-        for p in &pl.items {
-            if let Some(n) = load.get_mut(skiff_controllers::util::pod_node(p)) {
-                *n += 1;
-            }
-        }
-        for p in pl.items.iter().filter(|p| {
-            skiff_controllers::util::pod_node(p).is_empty()
-                && p.metadata.deletion_timestamp.is_none()
-        }) {
-            let Some((node, _)) = load
-                .iter()
-                .min_by_key(|(_, n)| **n)
-                .map(|(a, b)| (a.clone(), *b))
-            else {
-                break;
-            };
-            let ns = p.metadata.namespace.clone().unwrap_or_default();
-            let name = p.metadata.name.clone().unwrap_or_default();
-            let binding = serde_json::json!({
-                "apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": name, "namespace": ns},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-            });
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            let bound = api
-                .create_subresource::<serde_json::Value, serde_json::Value>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await;
-            if bound.is_ok() {
-                *load.get_mut(&node).unwrap() += 1;
-            }
-        }
-    }
 }
