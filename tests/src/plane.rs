@@ -113,6 +113,23 @@ impl Plane {
             .push(self.rt.spawn(skiff_controllers::run(ctrl, cfg)));
     }
 
+    /// A microvm node on user networking that joins this plane as `name`
+    /// with `token` (virtio-rng: TCG's CPU has no RDRAND, and joining
+    /// needs entropy).
+    pub fn node_spec(&self, name: &str, token: &str) -> crate::NodeSpec {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_der);
+        crate::user_net(crate::Machine::Microvm)
+            .rng(true)
+            .arg(format!("skiff.hostname={name}"))
+            .arg(format!(
+                "skiff.gateway={SLIRP_HOST}:{}",
+                self.gateway_addr.port()
+            ))
+            .arg(format!("skiff.token={token}"))
+            .arg(format!("skiff.ca={ca}"))
+    }
+
     /// The gateway's log of connections, refusals and errors.
     pub fn journal(&self) -> Vec<String> {
         self.gateway

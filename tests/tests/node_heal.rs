@@ -5,22 +5,8 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use skiff_e2e::plane::{Plane, SLIRP_HOST};
+use skiff_e2e::plane::Plane;
 use skiff_e2e::*;
-
-fn spec_for(plane: &Plane, name: &str) -> NodeSpec {
-    let ca = base64::engine::general_purpose::STANDARD.encode(&plane.ca_der);
-    user_net(Machine::Microvm)
-        .rng(true)
-        .arg(format!("skiff.hostname={name}"))
-        .arg(format!(
-            "skiff.gateway={SLIRP_HOST}:{}",
-            plane.gateway_addr.port()
-        ))
-        .arg(format!("skiff.token={}", plane.token))
-        .arg(format!("skiff.ca={ca}"))
-}
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -53,8 +39,8 @@ fn a_deployment_heals_onto_the_surviving_kernel_node() {
         cfg.node_grace = grace;
     });
     plane.start_control_loops(grace);
-    let mut a = boot(spec_for(&plane, "heal-a"));
-    let b = boot(spec_for(&plane, "heal-b"));
+    let mut a = boot(plane.node_spec("heal-a", &plane.token));
+    let b = boot(plane.node_spec("heal-b", &plane.token));
     let logs = || {
         format!(
             "heal-a:\n{}\nheal-b:\n{}",

@@ -5,31 +5,8 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use skiff_e2e::plane::{Plane, SLIRP_HOST};
+use skiff_e2e::plane::Plane;
 use skiff_e2e::*;
-
-/// Kernel arguments that make a node join `plane` as `name`.
-fn join_args(plane: &Plane, name: &str, token: &str) -> Vec<String> {
-    vec![
-        format!("skiff.hostname={name}"),
-        format!("skiff.gateway={SLIRP_HOST}:{}", plane.gateway_addr.port()),
-        format!("skiff.token={token}"),
-        format!(
-            "skiff.ca={}",
-            base64::engine::general_purpose::STANDARD.encode(&plane.ca_der)
-        ),
-    ]
-}
-
-fn spec_for(plane: &Plane, name: &str, token: &str) -> NodeSpec {
-    // TCG's CPU has no RDRAND: virtio-rng gives the node its entropy.
-    let mut spec = user_net(Machine::Microvm).rng(true);
-    for a in join_args(plane, name, token) {
-        spec = spec.arg(a);
-    }
-    spec
-}
 
 #[test]
 fn a_kernel_node_joins_runs_a_pod_and_goes_not_ready_when_killed() {
@@ -38,7 +15,7 @@ fn a_kernel_node_joins_runs_a_pod_and_goes_not_ready_when_killed() {
         cfg.renew_interval = Duration::from_millis(500);
         cfg.node_grace = Duration::from_secs(3);
     });
-    let mut b = boot(spec_for(&plane, "kernel-1", &plane.token));
+    let mut b = boot(plane.node_spec("kernel-1", &plane.token));
     let log = || b.node.log_text();
     let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} \
                     {.status.addresses[?(@.type==\"InternalIP\")].address} \
@@ -136,7 +113,7 @@ spec:
 fn a_kernel_node_with_a_wrong_token_is_refused_and_says_why() {
     let _g = shared();
     let plane = Plane::start(|_| {});
-    let mut b = boot(spec_for(&plane, "kernel-bad", "abcdef.0123456789abcdef"));
+    let mut b = boot(plane.node_spec("kernel-bad", "abcdef.0123456789abcdef"));
     if let Err(e) = b
         .node
         .wait_for_line(|l| l.contains("BadToken"), Duration::from_secs(30))

@@ -271,23 +271,9 @@ mod kernel {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    use base64::Engine as _;
+    use skiff_e2e::Node;
     use skiff_e2e::bench::Figure;
-    use skiff_e2e::plane::{Plane, SLIRP_HOST};
-    use skiff_e2e::{Machine, Node, NodeSpec, user_net};
-
-    fn spec(plane: &Plane, name: &str) -> NodeSpec {
-        let ca = base64::engine::general_purpose::STANDARD.encode(&plane.ca_der);
-        user_net(Machine::Microvm)
-            .rng(true)
-            .arg(format!("skiff.hostname={name}"))
-            .arg(format!(
-                "skiff.gateway={SLIRP_HOST}:{}",
-                plane.gateway_addr.port()
-            ))
-            .arg(format!("skiff.token={}", plane.token))
-            .arg(format!("skiff.ca={ca}"))
-    }
+    use skiff_e2e::plane::Plane;
 
     /// `kubectl get nodes --watch`, each line with the time it arrived.
     fn watch_nodes(plane: &Plane) -> (std::process::Child, mpsc::Receiver<(Instant, String)>) {
@@ -362,7 +348,10 @@ mod kernel {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
         for i in 0..boots {
             let name = format!("boot-{i}");
-            let mut node = spec(&plane, &name).launch().expect("launch QEMU");
+            let mut node = plane
+                .node_spec(&name, &plane.token)
+                .launch()
+                .expect("launch QEMU");
             let t0 = node.started();
             let ready = ready_seen(&rx, &name);
             let ms = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1000.0);
@@ -416,7 +405,7 @@ mod kernel {
     /// the heap bytes per pod when it worked.
     fn try_memory(plane: &Plane, mib: u32, pods: usize) -> Result<f64, String> {
         let name = format!("mem-{mib}");
-        let mut b = skiff_e2e::try_boot(spec(plane, &name).memory_mib(mib))?;
+        let mut b = skiff_e2e::try_boot(plane.node_spec(&name, &plane.token).memory_mib(mib))?;
         let ready = |plane: &Plane| {
             let out = plane.kubectl(&[
                 "get",
