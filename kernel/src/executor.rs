@@ -164,6 +164,27 @@ fn idle() {
     x86_64::instructions::interrupts::enable_and_hlt();
 }
 
+/// The APIC timer was re-programmed behind the executor's back (guest epoch
+/// ticks, see `wasm::with_ticks`): re-arm for the earliest deadline when idle.
+pub fn timer_rearm() {
+    ARMED.store(DISARMED, Ordering::Relaxed);
+}
+
+/// Lets every other ready task run once before continuing.
+pub async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Completes at TSC value `deadline`.
 pub struct Sleep {
     deadline: u64,

@@ -30,6 +30,10 @@ mod mem;
 mod net;
 #[cfg(target_os = "none")]
 mod node;
+#[cfg(target_os = "none")]
+mod pods;
+#[cfg(target_os = "none")]
+mod wasm;
 
 #[cfg(target_os = "none")]
 use arch::exit::{ExitCode, exit};
@@ -264,6 +268,16 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
             loc.map_or(0, |l| l.line())
         ),
     );
+    // Rust's alloc error handler panics from library/alloc: that is the
+    // heap running out under an allocation that cannot fail.
+    if loc.is_some_and(|l| l.file().ends_with("alloc/src/alloc.rs")) {
+        log::log_unlocked(
+            log::Level::Info,
+            "skiff",
+            format_args!("exit code=OUT_OF_MEMORY"),
+        );
+        arch::exit::exit_quiet(ExitCode::OutOfMemory)
+    }
     log::log_unlocked(log::Level::Info, "skiff", format_args!("exit code=PANIC"));
     arch::exit::exit_quiet(ExitCode::Panic)
 }

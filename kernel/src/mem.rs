@@ -4,8 +4,11 @@
 //!   memory map, minus low memory and the kernel image, below 4 GiB (what the
 //!   boot identity map covers, so every frame is addressable at its physical
 //!   address).
-//! * The heap is one contiguous run of frames; allocation failure exits with
-//!   `OUT_OF_MEMORY` rather than unwinding into code that cannot cope.
+//! * The heap is one contiguous run of frames. A failed allocation returns
+//!   null: fallible users (`try_reserve`, e.g. wasmtime growing a guest's
+//!   linear memory) see an error and cope (the guest ends OOMKilled); an
+//!   infallible one reaches Rust's alloc error handler, whose panic the
+//!   panic handler turns into exit `OUT_OF_MEMORY`.
 //! * Stacks live in their own virtual window above the identity map, mapped
 //!   4 KiB at a time with an unmapped guard page below each, so an overflow
 //!   faults instead of corrupting its neighbour.
@@ -26,7 +29,8 @@ use crate::arch::exit::{ExitCode, exit};
 const IDENTITY_LIMIT: u64 = 1 << 32;
 /// Start of the stack window (PML4 slot 1: nothing else lives there).
 const STACK_WINDOW: u64 = 0x0000_0080_0000_0000;
-const MAX_HEAP: u64 = 64 << 20;
+/// Wasm containers' linear memories and code live in the heap.
+const MAX_HEAP: u64 = 512 << 20;
 
 static FRAMES: spin::Mutex<Option<FrameAllocator>> = spin::Mutex::new(None);
 static NEXT_STACK: AtomicU64 = AtomicU64::new(STACK_WINDOW);
@@ -53,13 +57,13 @@ unsafe impl GlobalAlloc for KernelHeap {
         match self.heap.lock().allocate_first_fit(layout) {
             Ok(p) => p.as_ptr(),
             Err(()) => {
-                error!(
+                warn!(
                     "mem",
-                    "heap exhausted size={} align={}",
+                    "heap allocation failed size={} align={}",
                     layout.size(),
                     layout.align()
                 );
-                exit(ExitCode::OutOfMemory)
+                core::ptr::null_mut()
             }
         }
     }
@@ -78,6 +82,10 @@ pub fn heap_used() -> usize {
 
 pub fn heap_total() -> usize {
     HEAP.heap.lock().size()
+}
+
+pub fn heap_free() -> usize {
+    HEAP.heap.lock().free()
 }
 
 /// (free, total) frames.

@@ -388,6 +388,28 @@ impl Drop for TcpSocket {
     }
 }
 
+/// A bare listening TCP socket for owners that manage sockets themselves
+/// (the pod hosts in `pods.rs`); see [`with_tcp`] and [`remove_tcp`].
+pub fn tcp_listen(port: u16, buf: usize) -> Result<SocketHandle, tcp::ListenError> {
+    let mut s = TcpSocket::new_socket(buf);
+    s.listen(port)?;
+    Ok(with(|st| st.sockets.add(s)))
+}
+
+/// Runs `f` on a socket from [`tcp_listen`].
+pub fn with_tcp<R>(h: SocketHandle, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
+    with(|st| f(st.sockets.get_mut::<tcp::Socket>(h)))
+}
+
+/// Aborts (RST if connected) and frees a socket from [`tcp_listen`].
+pub fn remove_tcp(h: SocketHandle) {
+    with(|st| {
+        st.sockets.get_mut::<tcp::Socket>(h).abort();
+        st.sockets.remove(h);
+    });
+    kick();
+}
+
 /// A UDP socket bound to a local port; removed when dropped.
 #[allow(dead_code)]
 pub struct UdpSocket(SocketHandle);

@@ -4,23 +4,27 @@
 //! between the agent and a TCP socket, feeds it the clock and logs its notes.
 
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::string::{String, ToString as _};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::future::poll_fn;
 
 use base64::Engine as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use skiff_kubelet::{Kubelet, Nanos, ProbeId, ProbeResult, ProbeTarget, Prober};
-use skiff_node_agent::testrt::{self, TestRuntime};
+use skiff_node_agent::wasmrt;
 use skiff_node_agent::{Agent, AgentConfig, Level};
 use skiff_node_config::NodeConfig;
-use skiff_node_proto::{AddressKind, NodeAddress, NodeInfo, Resources};
+use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources};
 use smoltcp::wire::Ipv4Address as Ipv4Addr;
 
 use crate::arch::time;
 use crate::executor::{self, select};
 use crate::net::{self, TcpSocket};
+use crate::pods::{self, POD_EVENT, PodRuntime, RUNNER};
 
 /// Socket buffers for the control-plane link (a full pod set is < 1 MiB and
 /// arrives in pieces; 64 KiB keeps the window open without hogging memory).
@@ -48,15 +52,14 @@ impl rustls::time_provider::TimeProvider for KernelClock {
     }
 }
 
-/// Probes need a runtime that serves the pod's ports; the test runtime
-/// serves none, so every probe fails and says why.
+/// Probes are not implemented on the node yet: every probe fails and says why.
 struct NoProber;
 
 impl Prober for NoProber {
     fn start(&mut self, _: ProbeId, _: &ProbeTarget<'_>) {}
     fn poll(&mut self, _: ProbeId) -> Option<ProbeResult> {
         Some(ProbeResult::Failure(
-            "probes need the wasm runtime; this node runs the built-in test runtime".into(),
+            "probes are not implemented on Skiff nodes yet".into(),
         ))
     }
     fn cancel(&mut self, _: ProbeId) {}
@@ -74,6 +77,21 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         Ok(der) => der,
         Err(e) => {
             error!("node", "skiff.ca is not valid base64: {e}");
+            return;
+        }
+    };
+    let t0 = time::uptime_us();
+    let engine = match crate::wasm::init() {
+        Ok(rt) => {
+            debug!(
+                "node",
+                "wasm runtime ready in {} us",
+                time::uptime_us() - t0
+            );
+            rt
+        }
+        Err(e) => {
+            error!("node", "cannot create the wasm runtime: {e}; not joining");
             return;
         }
     };
@@ -117,10 +135,10 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         capacity,
         allocatable,
         kernel_version: alloc::format!("skiff-kernel {}", crate::VERSION),
-        runtime_version: testrt::RUNTIME_VERSION.into(),
+        runtime_version: wasmrt::RUNTIME_VERSION.into(),
         os_image: "Skiff unikernel".into(),
         architecture: "amd64".into(),
-        labels: vec![("skiff.dev/runtime".into(), "testrt".into())],
+        labels: vec![("skiff.dev/runtime".into(), "wasm".into())],
     };
     let agent_cfg = AgentConfig {
         node,
@@ -134,14 +152,17 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
     kcfg.allocatable = allocatable;
     kcfg.host_ip = Some(ip.clone());
     kcfg.boot_wall_ms = boot_wall_ms;
-    let agent = Agent::new(agent_cfg, Arc::new(KernelClock), Kubelet::new(kcfg));
-    let rt = TestRuntime::new(boot_wall_ms, Some(ip));
+    let mut agent = Agent::new(agent_cfg, Arc::new(KernelClock), Kubelet::new(kcfg));
+    agent.advertise(Capabilities::WASM);
+    let reserved: Vec<u16> = cfg.diag_port.into_iter().collect();
+    let rt = pods::new_runtime(engine, agent.artifacts(), boot_wall_ms, Some(ip), &reserved);
     info!(
         "node",
         "joining control plane gateway={gw_ip}:{gw_port} node={} runtime={}",
         cfg.hostname,
-        testrt::RUNTIME_VERSION
+        wasmrt::RUNTIME_VERSION
     );
+    executor::spawn(pods::runner(rt.clone()));
     executor::spawn(run(Box::new(agent), rt, gw_ip, gw_port));
 }
 
@@ -162,7 +183,7 @@ async fn sleep_until_nanos(t: Nanos) {
     }
 }
 
-async fn run(mut agent: Box<Agent>, mut rt: TestRuntime, gw_ip: Ipv4Addr, gw_port: u16) {
+async fn run(mut agent: Box<Agent>, rt: Rc<RefCell<PodRuntime>>, gw_ip: Ipv4Addr, gw_port: u16) {
     let mut prober = NoProber;
     let mut buf: Vec<u8> = vec![0; 16 << 10];
     let mut was_running = false;
@@ -180,7 +201,7 @@ async fn run(mut agent: Box<Agent>, mut rt: TestRuntime, gw_ip: Ipv4Addr, gw_por
         };
         let reason = session(
             &mut agent,
-            &mut rt,
+            &rt,
             &mut prober,
             &sock,
             &mut buf,
@@ -196,7 +217,7 @@ async fn run(mut agent: Box<Agent>, mut rt: TestRuntime, gw_ip: Ipv4Addr, gw_por
 /// One connection; returns why it ended (empty: closed on purpose).
 async fn session(
     agent: &mut Agent,
-    rt: &mut TestRuntime,
+    rt: &Rc<RefCell<PodRuntime>>,
     prober: &mut NoProber,
     sock: &TcpSocket,
     buf: &mut [u8],
@@ -219,23 +240,30 @@ async fn session(
         if agent.should_close() {
             return String::new();
         }
-        let due = [agent.next_wakeup(), rt.next_change()]
+        let due = [agent.next_wakeup(), rt.borrow().next_change()]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(now() + 1_000_000_000);
-        rt.now = now();
-        let result = match select(sock.read(buf), sleep_until_nanos(due)).await {
-            Ok(0) => return "gateway closed the connection".into(),
-            Ok(n) => {
-                rt.now = now();
-                agent.on_data(now(), &buf[..n], rt, prober)
-            }
-            Err(()) => {
-                rt.now = now();
-                agent.on_timer(now(), rt, prober)
+        // A container changing state (exit, artifact loaded) also ticks the
+        // kubelet.
+        let wake = select(
+            sleep_until_nanos(due),
+            poll_fn(|cx| POD_EVENT.poll_notified(cx)),
+        );
+        let read = select(sock.read(buf), wake).await;
+        let result = {
+            let mut rt = rt.borrow_mut();
+            rt.set_now(now());
+            match read {
+                Ok(0) => return "gateway closed the connection".into(),
+                Ok(n) => agent.on_data(now(), &buf[..n], &mut *rt, prober),
+                Err(_) => agent.on_timer(now(), &mut *rt, prober),
             }
         };
+        // The kubelet may have started or stopped containers, or an
+        // artifact may have arrived.
+        RUNNER.notify();
         if let Err(e) = result {
             // Flush what the agent queued (e.g. an alert) before closing.
             let out = agent.take_outgoing();

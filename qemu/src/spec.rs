@@ -219,7 +219,9 @@ impl NodeSpec {
             }
         };
         match self.accel {
-            Accel::Tcg => push(&["-accel", "tcg"]),
+            // `-cpu max`: the default qemu64 model lacks SSSE3/SSE4.x/POPCNT,
+            // the ISA baseline of compiled wasm (kernel/wasm/README.md).
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
         }
         push(&[
@@ -360,7 +362,7 @@ mod tests {
                 subnet: None,
             });
         let mut expected = words(
-            "-machine microvm,acpi=off -accel tcg -nodefaults -no-user-config -display none \
+            "-machine microvm,acpi=off -accel tcg -cpu max -nodefaults -no-user-config -display none \
              -no-reboot -serial stdio -global virtio-mmio.force-legacy=false \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -m 32M -kernel /k/skiff-kernel",
         );

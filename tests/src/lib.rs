@@ -17,8 +17,10 @@ pub use skiff_qemu::{
 };
 
 pub mod bench;
+pub mod guests;
 pub mod netns;
 pub mod plane;
+pub mod registry;
 
 /// Guest port of the diagnostic service in every test.
 pub const DIAG_PORT: u16 = 7000;

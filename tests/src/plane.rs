@@ -56,6 +56,12 @@ impl Plane {
             .block_on(skiff_apiserver::start(&cfg))
             .expect("API server");
         let mut gcfg = GatewayConfig::new(pki_dir.clone(), "127.0.0.1:0".parse().unwrap());
+        // Wasm nodes get their images pulled and compiled, as in `serve`.
+        let images =
+            skiff_images::ImageService::new(skiff_images::Config::new(dir.path().join("images")))
+                .expect("image service");
+        gcfg.images = Some(skiff_gateway::images::Images(images));
+        gcfg.image_backoff = Duration::from_secs(2);
         tune(&mut gcfg);
         let gateway = rt
             .block_on(skiff_gateway::start(gcfg, api.state.clone()))

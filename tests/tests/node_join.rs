@@ -22,11 +22,11 @@ fn a_kernel_node_joins_runs_a_pod_and_goes_not_ready_when_killed() {
                     {.status.capacity.cpu} {.status.nodeInfo.containerRuntimeVersion}";
     let got = plane.wait_output(
         &["get", "node", "kernel-1", "-o", jsonpath],
-        "True 10.0.2.15 1 skiff-testrt://",
+        "True 10.0.2.15 1 skiff-wasm://",
         60,
         log,
     );
-    assert!(got.contains("skiff-testrt"), "{got}");
+    assert!(got.contains("skiff-wasm"), "{got}");
     // Real capacity: the guest's usable RAM (32 MiB guest, a bit less usable).
     let mem = plane.ok(&[
         "get",

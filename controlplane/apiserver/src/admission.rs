@@ -345,8 +345,32 @@ fn defaults(r: &Resource, obj: &mut Value, ns: &str) {
             default(spec, "backoffLimit", json!(6));
             default(spec, "completionMode", json!("NonIndexed"));
             default(spec, "suspend", json!(false));
+            let manual = spec.get("manualSelector") == Some(&json!(true));
             if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
                 default_pod_spec(ps);
+            }
+            // As kube does: unless the selector is manual, the Job selects
+            // its pods by its uid, and its pods carry these labels.
+            let uid = obj
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let (false, Some(uid)) = (manual, uid)
+                && obj.pointer("/spec/selector").is_none()
+            {
+                obj["spec"]["selector"] =
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                let tmpl = obj_mut(&mut obj["spec"], "template");
+                tmpl.entry("metadata").or_insert_with(|| json!({}));
+                let labels = obj_mut(&mut obj["spec"]["template"]["metadata"], "labels");
+                for (k, v) in [
+                    ("batch.kubernetes.io/controller-uid", uid.as_str()),
+                    ("controller-uid", uid.as_str()),
+                    ("batch.kubernetes.io/job-name", name.as_str()),
+                    ("job-name", name.as_str()),
+                ] {
+                    labels.insert(k.into(), json!(v));
+                }
             }
         }
         ("batch", "CronJob") => {
@@ -645,6 +669,11 @@ pub fn admit(
         }
     }
     let mut obj = typed;
+    if old.is_none() {
+        // A new object's uid is the server's, never the client's; chosen
+        // here so defaults can refer to it (a Job's selector does).
+        obj_mut(&mut obj, "metadata").insert("uid".into(), json!(crate::storage::new_uid()));
+    }
     defaults(r, &mut obj, ns);
     let mut causes = Causes::new();
     validate_meta(r, &obj, &mut causes);
@@ -770,6 +799,23 @@ mod tests {
                 .code,
             422
         );
+    }
+
+    #[test]
+    fn jobs_select_their_pods_by_uid() {
+        let jobs = find("batch", "v1", "jobs").unwrap();
+        let body = json!({"metadata": {"name": "j", "uid": "client-chosen"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+        let j = admit(jobs, "default", body, None, false).unwrap();
+        let uid = j["metadata"]["uid"].as_str().unwrap();
+        assert_ne!(uid, "client-chosen");
+        assert_eq!(
+            j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            uid
+        );
+        let labels = &j["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["controller-uid"], uid);
+        assert_eq!(labels["job-name"], "j");
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "j");
     }
 
     #[test]

@@ -234,7 +234,8 @@ pub async fn create_with_lease(
     let meta = obj["metadata"]
         .as_object_mut()
         .expect("admitted object has metadata");
-    meta.insert("uid".into(), json!(new_uid()));
+    // Admission chose it (see `admission::admit`); other writers get one here.
+    meta.entry("uid").or_insert_with(|| json!(new_uid()));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");

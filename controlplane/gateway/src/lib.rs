@@ -9,11 +9,13 @@
 //! in process as the node's own identity ([`local_api`]), so the API server's
 //! node authorizer decides what a node may touch. [`health`] marks silent
 //! nodes NotReady. [`logs`] routes `kubectl logs` streams to the nodes
-//! (the API server's log provider). [`tls`] is the listener's rustls setup, [`wire`] the
+//! (the API server's log provider). [`images`] gets nodes their pods'
+//! images pulled and compiled, and serves the artifacts. [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
 pub mod bootstrap;
 pub mod health;
+pub mod images;
 pub mod journal;
 pub mod local_api;
 pub mod logs;
@@ -60,6 +62,11 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Keep the log off stderr (benchmarks).
     pub quiet: bool,
+    /// The image service that pulls and compiles wasm images for nodes
+    /// that run them (`None`: such pods wait with `ErrImagePull`).
+    pub images: Option<images::Images>,
+    /// First image pull retry delay (kube: 10 s, doubling to 5 min).
+    pub image_backoff: Duration,
 }
 
 impl GatewayConfig {
@@ -74,6 +81,8 @@ impl GatewayConfig {
             node_grace: Duration::from_secs(40),
             handshake_timeout: Duration::from_secs(10),
             quiet: false,
+            images: None,
+            image_backoff: Duration::from_secs(10),
         }
     }
 }

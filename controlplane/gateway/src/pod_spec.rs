@@ -240,8 +240,8 @@ fn container(c: &Value) -> proto::Container {
     proto::Container {
         image: proto::ImageRef {
             reference: s(c, "/image"),
-            // No image service yet: the digest is resolved when it lands.
-            digest: String::new(),
+            // The gateway's image pulls fill this in for wasm nodes.
+            pull: proto::ImagePull::Unresolved,
         },
         command: strings(c.get("command")),
         args: strings(c.get("args")),

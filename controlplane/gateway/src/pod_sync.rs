@@ -19,6 +19,7 @@ use skiff_apiserver::authn::Identity;
 use skiff_node_proto::{self as proto, ConfigKind, PlaneToNode};
 use tokio::sync::{Notify, mpsc};
 
+use crate::images::NodeImages;
 use crate::local_api::LocalApi;
 use crate::pod_spec::{config_refs, pod_spec};
 use crate::session::PodMap;
@@ -45,6 +46,8 @@ fn enc(s: &str) -> String {
         .replace('&', "%26")
 }
 
+// The session's handles, passed as they are (the session owns them).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     shared: Arc<crate::Shared>,
     node: String,
@@ -53,11 +56,13 @@ pub async fn run(
     state: Arc<Mutex<SyncState>>,
     resync: Arc<Notify>,
     deltas: bool,
+    mut images: Option<(Arc<NodeImages>, mpsc::UnboundedReceiver<String>)>,
 ) {
     let api = shared.api.clone();
     let selector = enc(&format!("spec.nodeName={node}"));
     loop {
-        let rv = match full_sync(&api, &id, &selector, &tx, &state).await {
+        let imgs = images.as_ref().map(|(i, _)| i.clone());
+        let rv = match full_sync(&api, &id, &selector, &tx, &state, imgs.as_ref()).await {
             Ok(rv) => rv,
             Err(e) => {
                 shared
@@ -67,7 +72,15 @@ pub async fn run(
                 continue;
             }
         };
-        if let Err(e) = watch(&api, &id, &selector, rv, &tx, &state, &resync, deltas).await {
+        let ctx = WatchCtx {
+            api: &api,
+            id: &id,
+            tx: &tx,
+            state: &state,
+            resync: &resync,
+            deltas,
+        };
+        if let Err(e) = watch(&ctx, &selector, rv, images.as_mut()).await {
             shared
                 .journal
                 .log(format!("node {node}: pod watch ended: {e}"));
@@ -85,6 +98,7 @@ async fn full_sync(
     selector: &str,
     tx: &mpsc::Sender<PlaneToNode>,
     state: &Mutex<SyncState>,
+    images: Option<&Arc<NodeImages>>,
 ) -> Result<String, String> {
     let a = api
         .get(id, &format!("/api/v1/pods?fieldSelector={selector}"))
@@ -105,8 +119,13 @@ async fn full_sync(
         .map(|items| {
             items
                 .iter()
-                .map(pod_spec)
-                .map(|p| (p.uid.clone(), p))
+                .map(|v| {
+                    let mut p = pod_spec(v);
+                    if let Some(i) = images {
+                        i.apply(&mut p, v);
+                    }
+                    (p.uid.clone(), p)
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -215,18 +234,31 @@ fn config_object(
     }
 }
 
-/// Follows the watch until it ends (timeout, compaction, error).
-#[allow(clippy::too_many_arguments)]
+struct WatchCtx<'a> {
+    api: &'a LocalApi,
+    id: &'a Identity,
+    tx: &'a mpsc::Sender<PlaneToNode>,
+    state: &'a Mutex<SyncState>,
+    resync: &'a Notify,
+    deltas: bool,
+}
+
+/// Follows the watch until it ends (timeout, compaction, error). Also
+/// resends pods whose image pull state changed.
 async fn watch(
-    api: &LocalApi,
-    id: &Identity,
+    ctx: &WatchCtx<'_>,
     selector: &str,
     rv: String,
-    tx: &mpsc::Sender<PlaneToNode>,
-    state: &Mutex<SyncState>,
-    resync: &Notify,
-    deltas: bool,
+    mut images: Option<&mut (Arc<NodeImages>, mpsc::UnboundedReceiver<String>)>,
 ) -> Result<(), String> {
+    let WatchCtx {
+        api,
+        id,
+        tx,
+        state,
+        resync,
+        deltas,
+    } = *ctx;
     let path = format!(
         "/api/v1/pods?watch=1&fieldSelector={selector}&resourceVersion={rv}&allowWatchBookmarks=true"
     );
@@ -241,6 +273,22 @@ async fn watch(
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
+            Some(uid) = async {
+                match images.as_mut() {
+                    Some((_, rx)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((imgs, _)) = images.as_ref() else { continue };
+                let updated = lock(state).pods.get(&uid).cloned().and_then(|mut p| {
+                    imgs.refresh(&mut p).then_some(p)
+                });
+                if let Some(p) = updated {
+                    let msg = change(state, Some(p), None, deltas);
+                    tx.send(msg).await.map_err(|_| "session closed".to_string())?;
+                }
+                continue;
+            }
             _ = resync.notified() => {
                 let msg = {
                     let s = lock(state);
@@ -268,7 +316,10 @@ async fn watch(
             match ev.get("type").and_then(Value::as_str) {
                 Some("ADDED" | "MODIFIED") => {
                     remove_if_terminal(api, id, &ev["object"]).await;
-                    let p = pod_spec(&ev["object"]);
+                    let mut p = pod_spec(&ev["object"]);
+                    if let Some((imgs, _)) = images.as_ref() {
+                        imgs.apply(&mut p, &ev["object"]);
+                    }
                     if lock(state).pods.get(&p.uid) == Some(&p) {
                         continue;
                     }
@@ -284,6 +335,9 @@ async fn watch(
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string();
+                    if let Some((imgs, _)) = images.as_ref() {
+                        imgs.forget(&uid);
+                    }
                     if !lock(state).pods.contains_key(&uid) {
                         continue;
                     }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::bootstrap::{not_after, send_refusal};
+use crate::images::{self, NodeImages};
 use crate::local_api::{Answer, node_identity};
 use crate::logs::NodeLogs;
 use crate::metrics::Metrics;
@@ -32,7 +33,8 @@ use crate::{Shared, health};
 /// What this gateway offers.
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
-    .union(Capabilities::LOG_FOLLOW);
+    .union(Capabilities::LOG_FOLLOW)
+    .union(Capabilities::WASM);
 
 /// Queue of frames to one node; a node that stops reading is cut off rather
 /// than growing it without bound.
@@ -128,6 +130,8 @@ struct Session {
     sync: Arc<Mutex<SyncState>>,
     resync: Arc<tokio::sync::Notify>,
     logs: Arc<NodeLogs>,
+    /// Image pulls for a node that runs wasm.
+    images: Option<Arc<NodeImages>>,
 }
 
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
@@ -241,6 +245,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let logs = shared
         .logs
         .attach(&node, tx.clone(), caps.contains(Capabilities::LOG_FOLLOW));
+    let (images, image_changes) = match (&shared.cfg.images, caps.contains(Capabilities::WASM)) {
+        (Some(svc), true) => {
+            let (i, rx) = NodeImages::new(shared.clone(), svc.0.clone(), node.clone(), id.clone());
+            (Some(i), Some(rx))
+        }
+        _ => (None, None),
+    };
     let sess = Arc::new(Session {
         shared: shared.clone(),
         node: node.clone(),
@@ -251,6 +262,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         sync: Arc::new(Mutex::new(SyncState::default())),
         resync: Arc::new(tokio::sync::Notify::new()),
         logs,
+        images: images.clone(),
     });
     let sync_task = tokio::spawn(pod_sync::run(
         shared.clone(),
@@ -260,6 +272,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         sess.sync.clone(),
         sess.resync.clone(),
         caps.contains(Capabilities::POD_DELTA),
+        images.zip(image_changes),
     ));
     let reason = serve(&sess, rd).await;
     sync_task.abort();
@@ -375,6 +388,16 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
             return Ok(());
         }
         NodeToPlane::Pong { .. } => return Ok(()),
+        NodeToPlane::FetchArtifact {
+            digest,
+            offset,
+            len,
+        } => {
+            return send(
+                sess,
+                images::fetch(sess.images.as_deref(), &digest, offset, len),
+            );
+        }
         NodeToPlane::Goodbye { reason } => return Err(format!("node said goodbye: {reason}")),
         NodeToPlane::Hello(_) | NodeToPlane::Bootstrap { .. } | NodeToPlane::Register(_) => {
             return Err("protocol error: handshake message in an established session".into());

@@ -78,6 +78,13 @@ struct ServeArgs {
     /// Do not run the controller manager in this process.
     #[arg(long)]
     no_controllers: bool,
+    /// Where compiled wasm images are cached (default: `<data>/images`).
+    #[arg(long)]
+    image_cache: Option<PathBuf>,
+    /// A registry (`host[:port]`) to reach over plain HTTP; loopback
+    /// registries always are. Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 fn pki_init(
@@ -106,11 +113,19 @@ fn pki_init(
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let image_cache = args
+        .image_cache
+        .clone()
+        .unwrap_or_else(|| args.data.join("images"));
     let cfg = server::ServeConfig::new(args.dir.clone(), args.data, args.listen);
     let api = server::start(&cfg).await?;
     println!("serving the Kubernetes API on https://{}", api.addr);
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
+    let mut img_cfg = skiff_images::Config::new(image_cache);
+    img_cfg.insecure_registries = args.insecure_registries.clone();
+    let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
+    gw_cfg.images = Some(skiff_gateway::images::Images(images));
     let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;
     println!("serving the node gateway on {}", gateway.addr);
     // The scheduler is an ordinary API client with its own credentials,

@@ -28,6 +28,7 @@ use skiff_node_proto::{
     NodeToPlane, PlaneToNode, RefusalReason, encode_frame,
 };
 
+use crate::artifacts::ArtifactStore;
 use crate::identity::NodeKey;
 use crate::tls::{self, Clock, TlsClient};
 
@@ -54,7 +55,13 @@ pub struct AgentConfig {
     pub software: String,
 }
 
-/// What this agent implements: pod deltas, certificate rotation, followed logs.
+/// Bytes of compiled wasm artifacts a node keeps (artifacts in use are kept
+/// beyond it).
+pub const ARTIFACT_CACHE_BYTES: usize = 16 << 20;
+
+/// What this agent implements: pod deltas, certificate rotation, followed
+/// logs. A node whose runtime runs wasm adds [`Capabilities::WASM`]
+/// ([`Agent::advertise`]).
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
     .union(Capabilities::LOG_FOLLOW);
@@ -112,6 +119,9 @@ pub struct Agent {
     kubelet: Kubelet,
     /// `kubectl logs` streams of the current connection.
     logs: LogStreams,
+    /// Compiled wasm artifacts, shared with the runtime.
+    artifacts: ArtifactStore,
+    capabilities: Capabilities,
     phase: Phase,
     conn: Option<Conn>,
     creds: Option<Creds>,
@@ -153,6 +163,8 @@ impl Agent {
             clock,
             kubelet,
             logs: LogStreams::new(),
+            artifacts: ArtifactStore::new(ARTIFACT_CACHE_BYTES),
+            capabilities: CAPABILITIES,
             phase: Phase::Idle,
             conn: None,
             creds: None,
@@ -175,6 +187,18 @@ impl Agent {
 
     pub fn kubelet_mut(&mut self) -> &mut Kubelet {
         &mut self.kubelet
+    }
+
+    /// The node's artifact cache: the runtime asks it for artifacts, the
+    /// agent fetches them from the plane.
+    pub fn artifacts(&self) -> ArtifactStore {
+        self.artifacts.clone()
+    }
+
+    /// Adds what the node's runtime can do (e.g. [`Capabilities::WASM`]) to
+    /// the next hello.
+    pub fn advertise(&mut self, caps: Capabilities) {
+        self.capabilities = self.capabilities.union(caps);
     }
 
     /// When to open the next TCP connection (`None` while connected).
@@ -232,7 +256,7 @@ impl Agent {
             min_version: proto::MIN_PROTOCOL_VERSION,
             max_version: proto::PROTOCOL_VERSION,
             node_name: self.cfg.node.name.clone(),
-            capabilities: CAPABILITIES,
+            capabilities: self.capabilities,
             software: self.cfg.software.clone(),
         });
         self.send(&hello)
@@ -360,6 +384,20 @@ impl Agent {
             (Phase::Running, PlaneToNode::Pong { .. }) => Ok(()),
             (
                 Phase::Running,
+                PlaneToNode::ArtifactChunk {
+                    digest,
+                    offset,
+                    total,
+                    data,
+                    error,
+                },
+            ) => {
+                self.artifacts
+                    .on_chunk(&digest, offset, total, &data, error.as_deref());
+                Ok(())
+            }
+            (
+                Phase::Running,
                 PlaneToNode::Certificate {
                     chain_der,
                     not_after,
@@ -462,6 +500,10 @@ impl Agent {
         for m in self.kubelet.tick(now, rt, prober) {
             self.send(&m)?;
         }
+        // Artifacts the runtime asked for while starting containers.
+        for m in self.artifacts.next_fetches() {
+            self.send(&m)?;
+        }
         // Followed logs: whatever the containers wrote since.
         for m in self.logs.poll(rt) {
             self.send(&m)?;
@@ -503,6 +545,7 @@ impl Agent {
     pub fn on_closed(&mut self, now: Nanos, reason: &str) {
         let had_conn = self.conn.take().is_some();
         self.logs.clear(); // the plane's streams died with the connection
+        self.artifacts.on_disconnect();
         if core::mem::take(&mut self.planned) {
             self.reconnect_at = now;
         } else {

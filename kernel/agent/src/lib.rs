@@ -8,8 +8,12 @@
 //! - [`agent`]: the connection manager — token bootstrap, mutual-TLS
 //!   sessions (hello, register, heartbeats, pods), certificate rotation,
 //!   reconnects with back-off and jitter — driving a [`skiff_kubelet::Kubelet`];
+//! - [`artifacts`]: the node's cache of compiled wasm artifacts, fetched
+//!   from the plane and checked against their digest;
 //! - [`testrt`]: the built-in *test* runtime (scripted containers) that runs
-//!   until the wasm runtime lands. It is labelled as such everywhere it shows.
+//!   for `skiff.dev/testrt` images. It is labelled as such everywhere it shows;
+//! - [`wasmrt`]: the wasm runtime over `skiff-wasm` (and [`wasmrt::NodeRuntime`],
+//!   which dispatches between the two).
 //!
 //! Randomness comes from `getrandom` (the kernel registers its CSPRNG).
 #![no_std]
@@ -20,9 +24,11 @@ extern crate alloc;
 extern crate std;
 
 pub mod agent;
+pub mod artifacts;
 pub mod crypto;
 pub mod identity;
 pub mod tls;
 
 pub use agent::{Agent, AgentConfig, Level, Note, Phase};
 pub mod testrt;
+pub mod wasmrt;

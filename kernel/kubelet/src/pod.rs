@@ -32,8 +32,9 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use skiff_node_proto::{
-    ConditionStatus, Container, ContainerState, ContainerStatus, Event, EventType, NodeToPlane,
-    ObjectRef, PodCondition, PodConditionType, PodPhase, PodSpec, PodStatus, Probe, RestartPolicy,
+    ConditionStatus, Container, ContainerState, ContainerStatus, Event, EventType, ImagePull,
+    NodeToPlane, ObjectRef, PodCondition, PodConditionType, PodPhase, PodSpec, PodStatus, Probe,
+    RestartPolicy,
 };
 
 use crate::env::{self, ConfigStore, PodContext};
@@ -683,6 +684,39 @@ impl PodState {
                 return;
             }
         }
+        // The plane pulls images for the node; until it has, the container
+        // waits (the plane sends the pod again when the pull state changes).
+        match &spec.image.pull {
+            ImagePull::Pulling => {
+                c.waiting = Some(("ContainerCreating".into(), None));
+                return;
+            }
+            ImagePull::Failed { reason, message } => {
+                let first = c.waiting.as_ref().is_none_or(|w| w.0 != *reason);
+                c.waiting = Some((reason.clone(), Some(message.clone())));
+                if first {
+                    let (name, image) = (c.name.clone(), spec.image.reference.clone());
+                    let (ev_reason, ev) = if reason == "ImagePullBackOff" {
+                        ("BackOff", format!("Back-off pulling image \"{image}\""))
+                    } else {
+                        (
+                            "Failed",
+                            format!("Failed to pull image \"{image}\": {message}"),
+                        )
+                    };
+                    self.event(
+                        ctx,
+                        out,
+                        Some((&name, init)),
+                        EventType::Warning,
+                        ev_reason,
+                        ev,
+                    );
+                }
+                return;
+            }
+            ImagePull::Unresolved | ImagePull::Ready { .. } => {}
+        }
         let pctx = PodContext {
             node_name: &ctx.config.node_name,
             host_ip: ctx.config.host_ip.as_deref(),
@@ -1090,7 +1124,10 @@ impl PodState {
             started: c.running() && c.started,
             restart_count: c.restart_count,
             image: spec.image.reference.clone(),
-            image_id: spec.image.digest.clone(),
+            image_id: match &spec.image.pull {
+                ImagePull::Ready { image_id, .. } => image_id.clone(),
+                _ => String::new(),
+            },
             container_id: id.map(|i| format!("skiff://{}", i.0)).unwrap_or_default(),
         }
     }

@@ -345,7 +345,11 @@ fn container(name: &str) -> Container {
         name: name.into(),
         image: ImageRef {
             reference: "r/hello:1".into(),
-            digest: "sha256:aa".into(),
+            pull: ImagePull::Ready {
+                artifact_digest: "sha256:aa".into(),
+                artifact_size: 10,
+                image_id: "r/hello@sha256:bb".into(),
+            },
         },
         command: vec![],
         args: vec![],
@@ -1421,6 +1425,58 @@ fn repeated_events_form_a_series() {
         series,
         [(1, t0, t0), (2, t0, t0 + 10_000), (3, t0, t0 + 20_000)]
     );
+}
+
+#[test]
+fn containers_wait_for_the_planes_image_pull() {
+    let mut c = container("main");
+    c.image.pull = ImagePull::Pulling;
+    let mut spec = pod("u1", RestartPolicy::Always, vec![c]);
+    let mut h = H::with_pods(vec![spec.clone()]);
+    h.run_to(1.0);
+    assert_eq!(waiting(&h.main("u1").state), "ContainerCreating");
+    assert!(h.rt.starts("main").is_empty());
+
+    let fail = |reason: &str| ImagePull::Failed {
+        reason: reason.into(),
+        message: "manifest unknown".into(),
+    };
+    spec.containers[0].image.pull = fail("ErrImagePull");
+    h.send(PlaneToNode::DesiredPods {
+        generation: 2,
+        pods: vec![spec.clone()],
+    });
+    h.run_to(2.0);
+    let st = h.main("u1");
+    assert_eq!(waiting(&st.state), "ErrImagePull");
+    assert_eq!(
+        h.events("Failed")[0].1,
+        "Failed to pull image \"r/hello:1\": manifest unknown"
+    );
+    spec.containers[0].image.pull = fail("ImagePullBackOff");
+    h.send(PlaneToNode::DesiredPods {
+        generation: 3,
+        pods: vec![spec.clone()],
+    });
+    h.run_to(3.0);
+    assert_eq!(waiting(&h.main("u1").state), "ImagePullBackOff");
+    assert_eq!(
+        h.events("BackOff")[0].1,
+        "Back-off pulling image \"r/hello:1\""
+    );
+    assert_eq!(h.status("u1").phase, PodPhase::Pending);
+    assert!(h.rt.starts("main").is_empty());
+
+    spec.containers[0].image.pull = container("x").image.pull;
+    h.send(PlaneToNode::DesiredPods {
+        generation: 4,
+        pods: vec![spec],
+    });
+    h.run_to(4.0);
+    let st = h.main("u1");
+    assert!(matches!(st.state, ContainerState::Running { .. }));
+    assert_eq!(st.image_id, "r/hello@sha256:bb");
+    assert_eq!(secs(&h.rt.starts("main")), [3.0]);
 }
 
 #[test]

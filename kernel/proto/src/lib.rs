@@ -93,9 +93,12 @@ pub use frame::{
 };
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: images resolved by the plane ([`ImagePull`]) and artifact
+/// fetches. No version-1 peer was ever released, so 1 is not spoken.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame body on an authenticated node connection (4 MiB): bounds a
 /// full desired-pod set and one log chunk batch, and the decoder's buffer.
@@ -105,6 +108,10 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const MAX_BOOTSTRAP_FRAME: usize = 64 << 10;
 /// Largest `data` in one [`NodeToPlane::LogChunk`]; senders split larger output.
 pub const MAX_LOG_CHUNK: usize = 64 << 10;
+/// Largest `data` in one [`PlaneToNode::ArtifactChunk`] (and largest `len` a
+/// node may ask for): well under [`MAX_FRAME`], small enough to interleave
+/// with heartbeats.
+pub const MAX_ARTIFACT_CHUNK: usize = 256 << 10;
 
 /// Milliseconds since the Unix epoch (sender's wall clock).
 pub type UnixMillis = u64;
@@ -185,6 +192,13 @@ pub enum NodeToPlane {
     Goodbye {
         reason: String,
     },
+    /// Ask for `len` bytes at `offset` of a compiled artifact named by an
+    /// [`ImagePull::Ready`] of one of this node's pods.
+    FetchArtifact {
+        digest: String,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// Everything the control plane sends. Variant order is the wire format: append only.
@@ -243,17 +257,27 @@ pub enum PlaneToNode {
     Goodbye {
         reason: String,
     },
+    /// Answer to [`NodeToPlane::FetchArtifact`]: `data` (at most
+    /// [`MAX_ARTIFACT_CHUNK`] bytes) from `offset` of an artifact of `total`
+    /// bytes, or `error` (unknown digest, not this node's) with no data.
+    ArtifactChunk {
+        digest: String,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+        error: Option<String>,
+    },
 }
 
 impl NodeToPlane {
     /// Number of variants this build knows (the decoder reports higher indices
     /// as [`FrameError::UnknownMessage`]).
-    pub const VARIANTS: u32 = 14;
+    pub const VARIANTS: u32 = 15;
 }
 
 impl PlaneToNode {
     /// Number of variants this build knows.
-    pub const VARIANTS: u32 = 13;
+    pub const VARIANTS: u32 = 14;
 }
 
 /// A message type the frame codec can carry: one of the two top-level enums.
@@ -508,14 +532,39 @@ pub struct Container {
     pub startup_probe: Option<Probe>,
 }
 
-/// An image pinned by digest: the node runs exactly `digest`, `reference` is
-/// for status and events.
+/// A container image as the plane resolved it for this node. The node never
+/// talks to a registry: the plane's image service pulls, verifies and
+/// compiles the image, and the node fetches the compiled artifact by digest
+/// ([`NodeToPlane::FetchArtifact`]) and checks it against that digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRef {
     /// As written in the pod spec, e.g. `"registry.local/hello:1.0"`.
     pub reference: String,
-    /// e.g. `"sha256:…"` of the AOT artifact the image service produced.
-    pub digest: String,
+    pub pull: ImagePull,
+}
+
+/// Where the plane stands with a container's image. A change is sent as a
+/// [`PlaneToNode::PodDelta`] upsert of the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImagePull {
+    /// Not resolved by the plane: the node's runtime knows the image by its
+    /// reference (built-in images; nodes without [`Capabilities::WASM`]).
+    Unresolved,
+    /// Being pulled and compiled (`ContainerCreating`).
+    Pulling,
+    /// Ready to run.
+    Ready {
+        /// `"sha256:<hex>"` of the compiled artifact the node must load.
+        artifact_digest: String,
+        artifact_size: u64,
+        /// The pulled image by digest, as `status.containerStatuses[].imageID`
+        /// shows it: `"<registry>/<repository>@sha256:<manifest digest>"`.
+        image_id: String,
+    },
+    /// The pull failed: the container waits with this `reason`
+    /// (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`,
+    /// `ErrImageNeverPull`) and `message`; the plane retries with back-off.
+    Failed { reason: String, message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

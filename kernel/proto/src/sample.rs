@@ -39,7 +39,11 @@ pub fn pod(uid: &str, name: &str) -> PodSpec {
             name: s("main"),
             image: ImageRef {
                 reference: s("registry.local/hello:1.0"),
-                digest: s("sha256:00ff"),
+                pull: ImagePull::Ready {
+                    artifact_digest: s("sha256:00ff"),
+                    artifact_size: 4096,
+                    image_id: s("registry.local/hello@sha256:11ee"),
+                },
             },
             command: vec![],
             args: vec![s("--port=8080")],
@@ -274,6 +278,11 @@ pub fn node_to_plane() -> Vec<NodeToPlane> {
         NodeToPlane::Goodbye {
             reason: s("shutdown"),
         },
+        NodeToPlane::FetchArtifact {
+            digest: s("sha256:00ff"),
+            offset: 0,
+            len: 4096,
+        },
     ]
 }
 
@@ -337,5 +346,12 @@ pub fn plane_to_node() -> Vec<PlaneToNode> {
         PlaneToNode::Ping { nonce: 1 },
         PlaneToNode::Pong { nonce: 2 },
         PlaneToNode::Goodbye { reason: s("bye") },
+        PlaneToNode::ArtifactChunk {
+            digest: s("sha256:00ff"),
+            offset: 0,
+            total: 4096,
+            data: vec![0x7f, b'E', b'L', b'F'],
+            error: None,
+        },
     ]
 }

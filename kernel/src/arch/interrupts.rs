@@ -109,6 +109,7 @@ extern "C" fn skiff_isr_dispatch(frame: &mut Frame) {
         0..=31 => fault(frame),
         TIMER_VECTOR => {
             TIMER_FIRED.store(true, Ordering::Release);
+            crate::wasm::on_timer_interrupt();
             apic::eoi();
         }
         SPURIOUS_VECTOR => {}

@@ -200,7 +200,7 @@ impl Runtime {
             seen_slice: 0,
         };
         let mut store = Store::new(&self.engine, ctx);
-        store.limiter(|ctx| &mut ctx.limits);
+        store.limiter(|ctx| ctx);
         store.epoch_deadline_callback(|mut store| {
             let ctx = store.data_mut();
             let slice = ctx.shared.slice.load(Ordering::Relaxed);

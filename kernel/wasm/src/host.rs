@@ -50,6 +50,14 @@ pub trait Host: Send {
     fn random(&mut self, buf: &mut [u8]);
     /// Container output, in the order written (chunks are not lines).
     fn log(&mut self, stream: Stream, bytes: &[u8]);
+    /// Whether the node can back a linear memory growing from `current` to
+    /// `desired` bytes (within the container's own limit, already checked).
+    /// Refusing kills the guest as out of memory, like a cgroup OOM kill, so a
+    /// node whose allocator cannot fail gracefully refuses before it runs out.
+    fn memory_growing(&mut self, current: usize, desired: usize) -> bool {
+        let _ = (current, desired);
+        true
+    }
 
     /// Accept a connection on the listener for container port `port`.
     fn accept(&mut self, port: u16) -> Result<Option<ConnId>, NetError> {

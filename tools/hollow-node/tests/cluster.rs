@@ -297,3 +297,69 @@ fn certificates_rotate_before_expiry() {
     assert_eq!(Stats::get(&stats.bootstraps), 1, "{:?}", stats.last_error());
     assert!(c.ok(&["get", "nodes"]).contains("hn-r   Ready"));
 }
+
+#[test]
+fn a_node_may_fetch_only_its_own_pods_artifacts() {
+    use skiff_gateway::wire::{read_frame, write_frame};
+    use skiff_node_proto::{self as proto, Capabilities, MAX_FRAME, NodeToPlane, PlaneToNode};
+    let cache = tempfile::tempdir().unwrap();
+    let c = Cluster::start(|g| {
+        let svc = skiff_images::ImageService::new(skiff_images::Config::new(cache.path().into()))
+            .expect("image service");
+        g.images = Some(skiff_gateway::images::Images(svc));
+    });
+    let creds = c.bootstrap("hn-fetch", &c.token.clone()).unwrap();
+    let cfg = c.fleet_cfg.node("hn-fetch", 4);
+    let client =
+        skiff_hollow_node::identity::node_config(&cfg.ca, creds.chain.clone(), &creds.key).unwrap();
+    let answer = c.rt.block_on(async {
+        let mut s = skiff_hollow_node::node::tls(&cfg, client).await.unwrap();
+        let hello = NodeToPlane::Hello(proto::Hello {
+            min_version: proto::MIN_PROTOCOL_VERSION,
+            max_version: proto::PROTOCOL_VERSION,
+            node_name: "hn-fetch".into(),
+            capabilities: Capabilities::WASM,
+            software: "test".into(),
+        });
+        write_frame(&mut s, &hello, MAX_FRAME).await.unwrap();
+        let info = proto::NodeInfo {
+            name: "hn-fetch".into(),
+            boot_id: [7; 16],
+            addresses: vec![],
+            capacity: cfg.capacity,
+            allocatable: cfg.capacity,
+            kernel_version: "test".into(),
+            runtime_version: "test://0".into(),
+            os_image: "test".into(),
+            architecture: "amd64".into(),
+            labels: vec![],
+        };
+        write_frame(&mut s, &NodeToPlane::Register(info), MAX_FRAME)
+            .await
+            .unwrap();
+        // Any artifact not named by this node's own pods is refused, even one
+        // the plane holds for other nodes.
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let fetch = NodeToPlane::FetchArtifact {
+            digest: digest.clone(),
+            offset: 0,
+            len: 1024,
+        };
+        write_frame(&mut s, &fetch, MAX_FRAME).await.unwrap();
+        loop {
+            match read_frame::<PlaneToNode, _>(&mut s, MAX_FRAME)
+                .await
+                .unwrap()
+            {
+                PlaneToNode::ArtifactChunk { data, error, .. } => break (data, error),
+                _ => continue,
+            }
+        }
+    });
+    assert!(answer.0.is_empty());
+    let err = answer.1.expect("an error");
+    assert!(
+        err.contains("is not one of this node's pods' images"),
+        "{err}"
+    );
+}

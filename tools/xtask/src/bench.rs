@@ -34,6 +34,7 @@ const BENCHES: &[(&str, &str, &str, bool)] = &[
     ("logs", "skiff-hollow-node", "bench-logs", false),
     ("node", "skiff-hollow-node", "bench-node", true),
     ("node-tcp", "skiff-e2e", "bench-node-tcp", true),
+    ("pods", "skiff-e2e", "bench-pods", true),
     ("scheduler", "skiff-scheduler", "bench-scheduler", false),
     ("store", "skiff-store", "bench-store", false),
 ];

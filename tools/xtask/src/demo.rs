@@ -9,9 +9,11 @@
 //!    bound to one runs to completion and kubectl shows its exit.
 //! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu` and join
 //!    the control plane: each generates its key, bootstraps its certificate
-//!    with the token, registers and shows Ready in `kubectl get nodes`; a pod
-//!    on the built-in *test runtime* (scripted steps, no wasm yet) runs on
-//!    one to completion. The demo shows each node's diag `status`, has each
+//!    with the token, registers and shows Ready in `kubectl get nodes`.
+//! 4. Wasm pods: the example guests are built for `wasm32-wasip1` and pushed
+//!    with oras to a real registry; a Job runs the hello image to completion
+//!    on node-1 (`kubectl logs`) and a Deployment of the echo server answers
+//!    HTTP through node-1's forwarded port. The demo shows each node's diag `status`, has each
 //!    ping its gateway, prints a summary and shuts them down cleanly
 //!    (`--keep`: after Ctrl-C).
 
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use skiff_qemu::{Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
 
-use crate::{cluster, kernel, setup};
+use crate::{cluster, kernel, setup, wasm_demo};
 
 /// Guest port of the diag service on every demo node.
 const DIAG_PORT: u16 = 7000;
@@ -48,6 +50,8 @@ struct DemoNode {
     node: Node,
     diag: DiagClient,
     host_port: u16,
+    /// Host port forwarded to the node's port 8080 (the echo server).
+    http_port: u16,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -105,7 +109,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 
     // The kernels join the cluster: Ready in kubectl, then a pod on one.
     cp.wait_until(60, "the kernel nodes to be Ready", |cp| {
-        let out = cp.get(&["nodes", "-l", "skiff.dev/runtime=testrt", "--no-headers"])?;
+        let out = cp.get(&["nodes", "-l", "skiff.dev/runtime=wasm", "--no-headers"])?;
         Ok(out
             .lines()
             .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
@@ -114,22 +118,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     })?;
     let joined_in = t0.elapsed();
     cp.kubectl(&["get", "nodes", "-o", "wide"])?;
-    let pod = root.join("target/demo/kernel-pod.yaml");
-    std::fs::write(&pod, KERNEL_POD)?;
-    cp.kubectl(&["apply", "-f", &pod.to_string_lossy()])?;
-    cp.wait_until(30, "the pod on node-1 to succeed", |cp| {
-        let phase = cp.get(&[
-            "pod",
-            "on-node-1",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.status.phase}",
-        ])?;
-        Ok(phase == "Succeeded")
-    })?;
-    cp.kubectl(&["get", "pod", "on-node-1", "-n", "demo", "-o", "wide"])?;
-    cp.kubectl(&["logs", "on-node-1", "-n", "demo"])?;
+    wasm_pods(root, &tools, &cp, &nodes[0])?;
 
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
@@ -218,6 +207,106 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Wasm images from a real registry run on node-1: a Job and an HTTP server.
+fn wasm_pods(
+    root: &Path,
+    tools: &setup::Tools,
+    cp: &cluster::ControlPlane,
+    node: &DemoNode,
+) -> Result<()> {
+    println!("\n== wasm pods: build the examples, push them with oras, run them on node-1 ==");
+    let guests = wasm_demo::build_guests(root)?;
+    let reg = wasm_demo::Registry::start(root)?;
+    for (repo, guest) in [
+        ("demo/hello:1.0", "hello"),
+        ("demo/echo:1.0", "echo-server"),
+    ] {
+        let digest = reg.push(&tools.python, repo, &guests.join(format!("{guest}.wasm")))?;
+        println!("demo: pushed {}/{repo} ({digest})", reg.host);
+    }
+    let manifest = root.join("target/demo/wasm-pods.yaml");
+    std::fs::write(&manifest, WASM_PODS.replace("REGISTRY", &reg.host))?;
+    cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    cp.wait_until(120, "the wasm Job to complete", |cp| {
+        let s = cp.get(&[
+            "job",
+            "hello",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.succeeded}",
+        ])?;
+        Ok(s == "1")
+    })?;
+    cp.kubectl(&["get", "pods", "-n", "demo", "-o", "wide"])?;
+    cp.kubectl(&["logs", "job/hello", "-n", "demo"])?;
+    cp.wait_until(120, "the echo server to be available", |cp| {
+        let s = cp.get(&[
+            "deployment",
+            "wasm-echo",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ])?;
+        Ok(s == "1")
+    })?;
+    cp.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "demo",
+        "-l",
+        "app=wasm-echo",
+        "-o",
+        "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,STATUS:.status.phase,IMAGE-ID:.status.containerStatuses[0].imageID",
+    ])?;
+    let answer = wasm_demo::http_get(node.http_port, "/from-the-demo")
+        .with_context(|| format!("HTTP to the echo server via {}", node.name))?;
+    println!(
+        "demo: GET http://127.0.0.1:{}/from-the-demo (node-1:8080) answered:\n{answer}",
+        node.http_port
+    );
+    if !answer.starts_with("HTTP/1.1 200") {
+        bail!("the echo server answered {answer:?}");
+    }
+    Ok(())
+}
+
+const WASM_PODS: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: hello, namespace: demo}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      nodeName: node-1
+      restartPolicy: Never
+      containers:
+        - name: hello
+          image: REGISTRY/demo/hello:1.0
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: wasm-echo, namespace: demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: wasm-echo}}
+  template:
+    metadata: {labels: {app: wasm-echo}}
+    spec:
+      # No pod IPs yet: the container port is served on the node's address.
+      nodeName: node-1
+      containers:
+        - name: echo
+          image: REGISTRY/demo/echo:1.0
+          ports: [{containerPort: 8080}]
+          resources: {limits: {memory: 16Mi, cpu: 500m}}
+          env:
+            - name: POD_NAME
+              valueFrom: {fieldRef: {fieldPath: metadata.name}}
+";
+
 /// Control plane, kubectl, hollow nodes and a pod run to completion.
 fn control_plane(root: &Path, tools: &setup::Tools, nodes: usize) -> Result<cluster::ControlPlane> {
     // Node i lives on slirp network 10.0.(i+1).0/24 and reaches the host's
@@ -300,21 +389,6 @@ spec:
       image: localhost:5000/skiff/hello:v1
 ";
 
-const KERNEL_POD: &str = "apiVersion: v1
-kind: Pod
-metadata:
-  name: on-node-1
-  namespace: demo
-spec:
-  nodeName: node-1
-  restartPolicy: Never
-  containers:
-    - name: main
-      # The kernel's built-in test runtime: scripted steps, labelled as such.
-      image: skiff.dev/testrt
-      args: [\"echo hello from a Skiff kernel node\", \"sleep 1000\", \"exit 0\"]
-";
-
 fn launch(
     elf: &Path,
     i: usize,
@@ -329,12 +403,18 @@ fn launch(
         .context("gateway address")?;
     let name = format!("node-{i}");
     let host_port = skiff_qemu::free_port()?;
+    let http_port = skiff_qemu::free_port()?;
     // Each node gets its own slirp network so the addresses differ.
     let mut spec = NodeSpec::new(elf)
         .machine(Machine::Microvm)
         .accel(accel)
+        // Room for a few wasm pods next to the node's own heap.
+        .memory_mib(64)
         .net(Net::User {
-            hostfwd: vec![HostFwd::new(host_port, DIAG_PORT)],
+            hostfwd: vec![
+                HostFwd::new(host_port, DIAG_PORT),
+                HostFwd::new(http_port, 8080),
+            ],
             subnet: Some(format!("10.0.{}.0/24", i + 1)),
         })
         // TCG's CPU has no RDRAND: virtio-rng is the node's entropy.
@@ -358,5 +438,6 @@ fn launch(
         node,
         diag,
         host_port,
+        http_port,
     })
 }

@@ -7,6 +7,7 @@ mod demo;
 mod kernel;
 mod setup;
 mod test;
+mod wasm_demo;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

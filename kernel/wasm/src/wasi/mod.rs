@@ -96,18 +96,28 @@ pub(crate) struct Limits {
     pub oom: bool,
 }
 
-impl ResourceLimiter for Limits {
+/// The container's limit first, then the node's say ([`Host::memory_growing`]):
+/// either refusal kills the guest as out of memory.
+impl ResourceLimiter for Ctx {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.oom = true;
+        if desired > self.limits.memory || !self.host.memory_growing(current, desired) {
+            self.limits.oom = true;
             return Err(wasmtime::Error::new(MemoryLimitExceeded));
         }
         Ok(true)
+    }
+
+    /// Allowed, but the node could not allocate it (a fragmented or full
+    /// heap): the node is out of memory, so the guest is OOM-killed rather
+    /// than handed a failed `memory.grow` it would usually abort on.
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.oom = true;
+        Err(wasmtime::Error::new(MemoryLimitExceeded))
     }
 
     fn table_growing(

@@ -1,0 +1,469 @@
+//! The control plane's image service: pulls a pod's image (a CNCF wasm
+//! artifact in an OCI registry), verifies every manifest and blob against
+//! its sha256 digest, validates the module and AOT-compiles it for the node
+//! (`skiff_wasm::precompile`, `Target::Kernel`), and keeps the compiled
+//! `.cwasm` in a disk cache that nodes fetch from by digest.
+//!
+//! See README.md for the cache layout and the failure reasons.
+
+mod auth;
+mod cache;
+mod fetch;
+mod reference;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_client::secrets::RegistryAuth;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+
+pub use auth::credentials_from_docker_config;
+pub use fetch::{WASM_CONFIG, WASM_LAYERS};
+
+use crate::cache::Cache;
+use crate::fetch::Fetcher;
+
+/// Pulls, verifies, compiles and caches images. Cheap to clone.
+#[derive(Clone)]
+pub struct ImageService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    max_module_bytes: u64,
+    fetcher: Fetcher,
+    cache: Cache,
+    /// Normalised reference -> its last resolution (IfNotPresent, Never).
+    refs: Mutex<HashMap<String, Arc<Pulled>>>,
+    /// Module digest -> lock held while it is downloaded and compiled.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    resolves: AtomicU64,
+    downloads: AtomicU64,
+    compiles: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+/// Service configuration.
+pub struct Config {
+    pub cache_dir: PathBuf,
+    /// Registries (host[:port]) reached over plain HTTP, e.g.
+    /// "127.0.0.1:5000"; loopback registries are always allowed over http.
+    pub insecure_registries: Vec<String>,
+    /// Largest module accepted (default 64 MiB).
+    pub max_module_bytes: u64,
+}
+
+impl Config {
+    pub fn new(cache_dir: PathBuf) -> Self {
+        Self {
+            cache_dir,
+            insecure_registries: Vec::new(),
+            max_module_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters for observability and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Manifest resolutions (registry round trips for a reference).
+    pub resolves: u64,
+    /// Module blobs downloaded.
+    pub downloads: u64,
+    /// Modules compiled.
+    pub compiles: u64,
+    /// Pulls whose module was already compiled (memory or disk cache).
+    pub cache_hits: u64,
+}
+
+/// One image pull.
+pub struct PullRequest<'a> {
+    pub reference: &'a str,
+    pub policy: PullPolicy,
+    /// Candidates (from the pod's pull secrets); the one whose registry
+    /// matches the image's is used, else the pull is anonymous.
+    pub credentials: &'a [Credential],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// Kubernetes' default: Always for `:latest` or no tag, else
+    /// IfNotPresent; parses "Always"/"IfNotPresent"/"Never".
+    pub fn from_k8s(policy: Option<&str>, reference: &str) -> Self {
+        match policy {
+            Some("Always") => PullPolicy::Always,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            Some("Never") => PullPolicy::Never,
+            _ if reference::is_latest(reference) => PullPolicy::Always,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// Registry credentials (from a pull secret).
+#[derive(Clone, Debug)]
+pub struct Credential {
+    /// Registry host[:port] or URL, as the docker config key.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// A pulled and compiled image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pulled {
+    /// The reference as requested.
+    pub reference: String,
+    /// "<registry>/<repo>@sha256:<manifest digest>" as kubectl shows imageID.
+    pub image_id: String,
+    /// Digest of the wasm module (the image's layer).
+    pub module_digest: String,
+    /// Digest of the compiled artifact, the name nodes fetch it by.
+    pub artifact_digest: String,
+    pub artifact_size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PullError {
+    pub reason: PullFailure,
+    pub message: String,
+}
+
+impl std::fmt::Display for PullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for PullError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullFailure {
+    /// The reference does not parse.
+    InvalidImageName,
+    /// Registry unreachable, not found, unauthorized, digest mismatch.
+    ErrImagePull,
+    /// Policy Never and the image is not present.
+    ErrImageNeverPull,
+    /// The image was fetched but is not a usable wasm module image (wrong
+    /// media types, not wasm, a component, too large, fails validation).
+    InvalidImage,
+}
+
+impl PullFailure {
+    /// Kubernetes' container waiting reason. `InvalidImage` has no kube
+    /// reason of its own and reports `ErrImagePull` (the message says why).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullFailure::InvalidImageName => "InvalidImageName",
+            PullFailure::ErrImagePull | PullFailure::InvalidImage => "ErrImagePull",
+            PullFailure::ErrImageNeverPull => "ErrImageNeverPull",
+        }
+    }
+}
+
+fn err(reason: PullFailure, message: String) -> PullError {
+    PullError { reason, message }
+}
+
+impl ImageService {
+    /// Opens (creates) the cache directory. Installs ring as the process'
+    /// default rustls provider if none is installed yet.
+    pub fn new(cfg: Config) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let fingerprint = cache::engine_fingerprint()?;
+        let cache = Cache::open(&cfg.cache_dir, fingerprint)
+            .map_err(|e| anyhow::anyhow!("image cache {}: {e}", cfg.cache_dir.display()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                max_module_bytes: cfg.max_module_bytes,
+                fetcher: Fetcher::new(cfg.insecure_registries),
+                cache,
+                refs: Mutex::default(),
+                flights: Mutex::default(),
+                resolves: AtomicU64::new(0),
+                downloads: AtomicU64::new(0),
+                compiles: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Resolve + pull + verify + validate + compile (single-flight per
+    /// module digest; the compiler runs in `spawn_blocking`).
+    pub async fn pull(&self, req: &PullRequest<'_>) -> Result<Arc<Pulled>, PullError> {
+        let span =
+            tracing::info_span!("image_pull", reference = req.reference, policy = ?req.policy);
+        async {
+            let start = Instant::now();
+            let result = self.pull_inner(req).await;
+            match &result {
+                Ok(p) => tracing::info!(
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    image_id = %p.image_id,
+                    artifact = %p.artifact_digest,
+                    "image ready"
+                ),
+                Err(e) => tracing::warn!(
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    reason = e.reason.as_str(),
+                    error = %e.message,
+                    "image pull failed"
+                ),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A compiled artifact by its digest ("sha256:<hex>"), from memory or
+    /// the disk cache (re-verified on load).
+    pub fn artifact(&self, digest: &str) -> Option<Arc<[u8]>> {
+        self.inner.cache.load(digest)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        Stats {
+            resolves: i.resolves.load(Ordering::Relaxed),
+            downloads: i.downloads.load(Ordering::Relaxed),
+            compiles: i.compiles.load(Ordering::Relaxed),
+            cache_hits: i.cache_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn pull_inner(&self, req: &PullRequest<'_>) -> Result<Arc<Pulled>, PullError> {
+        let r = reference::parse(req.reference)?;
+        let key = r.whole();
+        if req.policy != PullPolicy::Always
+            && let Some(present) = self.present(&key, req.reference)
+        {
+            return Ok(present);
+        }
+        if req.policy == PullPolicy::Never {
+            return Err(err(
+                PullFailure::ErrImageNeverPull,
+                format!(
+                    "Container image {:?} is not present with pull policy of Never",
+                    req.reference
+                ),
+            ));
+        }
+        let inner = &self.inner;
+        let auth = match auth::find(req.credentials, r.registry()) {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+
+        let t = Instant::now();
+        inner.resolves.fetch_add(1, Ordering::Relaxed);
+        let resolved = inner.fetcher.resolve(&r, &auth).await?;
+        let module = resolved.module;
+        tracing::debug!(
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            manifest = %resolved.manifest_digest,
+            module = %module.digest,
+            size = module.size,
+            "resolved"
+        );
+        if module.size > inner.max_module_bytes {
+            return Err(err(
+                PullFailure::InvalidImage,
+                format!(
+                    "module {} of {} is {} bytes, more than the {} allowed",
+                    module.digest, req.reference, module.size, inner.max_module_bytes
+                ),
+            ));
+        }
+
+        let flight = {
+            let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+            flights.entry(module.digest.clone()).or_default().clone()
+        };
+        let (artifact_digest, artifact) = {
+            let _guard = flight.lock().await;
+            let found = inner.cache.lookup(&module.digest);
+            let result = match found {
+                Some(hit) => {
+                    inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    Ok(hit)
+                }
+                None => {
+                    self.download_and_compile(&r, &auth, &module, req.reference)
+                        .await
+                }
+            };
+            drop(_guard);
+            let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the lock once nobody else waits on it.
+            if Arc::strong_count(&flight) <= 2 {
+                flights.remove(&module.digest);
+            }
+            result?
+        };
+
+        let pulled = Arc::new(Pulled {
+            reference: req.reference.to_string(),
+            image_id: format!(
+                "{}@{}",
+                reference::repository_name(&r),
+                resolved.manifest_digest
+            ),
+            module_digest: module.digest.clone(),
+            artifact_digest,
+            artifact_size: artifact.len() as u64,
+        });
+        if let Err(e) = inner.cache.save_ref(&key, &pulled) {
+            tracing::warn!(error = %e, "cannot record the image resolution on disk");
+        }
+        inner
+            .refs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, pulled.clone());
+        Ok(pulled)
+    }
+
+    /// The last resolution of `key` if its artifact is still servable.
+    fn present(&self, key: &str, requested: &str) -> Option<Arc<Pulled>> {
+        let inner = &self.inner;
+        let known = inner
+            .refs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        let pulled = match known {
+            Some(p) if p.reference == requested => p,
+            // The same image spelled differently (`hello` and
+            // `docker.io/library/hello`): answer with this spelling.
+            Some(p) => Arc::new(Pulled {
+                reference: requested.to_string(),
+                ..(*p).clone()
+            }),
+            None => {
+                let mut p = inner.cache.load_ref(key)?;
+                p.reference = requested.to_string();
+                Arc::new(p)
+            }
+        };
+        inner.cache.load(&pulled.artifact_digest)?;
+        inner
+            .refs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), pulled.clone());
+        Some(pulled)
+    }
+
+    async fn download_and_compile(
+        &self,
+        r: &oci_client::Reference,
+        auth: &RegistryAuth,
+        module: &fetch::Descriptor,
+        requested: &str,
+    ) -> Result<(String, Arc<[u8]>), PullError> {
+        let inner = &self.inner;
+        let t = Instant::now();
+        inner.downloads.fetch_add(1, Ordering::Relaxed);
+        // Generous for a slow link, bounded for a stalled one.
+        let timeout = Duration::from_secs(120 + module.size / (1 << 20));
+        let wasm = inner
+            .fetcher
+            .module(r, auth, module, inner.max_module_bytes, timeout)
+            .await?;
+        tracing::debug!(
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            bytes = wasm.len(),
+            "module downloaded"
+        );
+
+        let t = Instant::now();
+        inner.compiles.fetch_add(1, Ordering::Relaxed);
+        let compiled = tokio::task::spawn_blocking(move || {
+            let out = skiff_wasm::precompile(&wasm);
+            (out, wasm)
+        })
+        .await
+        .map_err(|e| {
+            err(
+                PullFailure::ErrImagePull,
+                format!("the compiler task failed: {e}"),
+            )
+        })?;
+        let artifact = match compiled {
+            (Ok(a), _) => a,
+            (Err(e), wasm) => {
+                let what = match e {
+                    skiff_wasm::Error::NotWasm => format!("{e}; it starts with {}", preview(&wasm)),
+                    other => other.to_string(),
+                };
+                return Err(err(
+                    PullFailure::InvalidImage,
+                    format!(
+                        "the wasm layer {} of {requested} is not a usable module: {what}",
+                        module.digest
+                    ),
+                ));
+            }
+        };
+        tracing::info!(
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            module = %module.digest,
+            module_bytes = module.size,
+            artifact_bytes = artifact.len(),
+            "module compiled"
+        );
+        inner.cache.store(&module.digest, artifact).map_err(|e| {
+            err(
+                PullFailure::ErrImagePull,
+                format!("storing the compiled artifact: {e}"),
+            )
+        })
+    }
+}
+
+/// The first bytes of a blob, printable, for "not wasm" messages.
+fn preview(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(16)];
+    format!("{:?}", String::from_utf8_lossy(head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_like_kubernetes() {
+        use PullPolicy::*;
+        assert_eq!(PullPolicy::from_k8s(None, "hello"), Always);
+        assert_eq!(PullPolicy::from_k8s(None, "r:5000/hello:latest"), Always);
+        assert_eq!(PullPolicy::from_k8s(None, "r:5000/hello:1.0"), IfNotPresent);
+        let pinned = format!("hello@sha256:{}", "a".repeat(64));
+        assert_eq!(PullPolicy::from_k8s(None, &pinned), IfNotPresent);
+        assert_eq!(PullPolicy::from_k8s(Some("Never"), "hello"), Never);
+        assert_eq!(PullPolicy::from_k8s(Some("Always"), "hello:1"), Always);
+        assert_eq!(
+            PullPolicy::from_k8s(Some("IfNotPresent"), "hello"),
+            IfNotPresent
+        );
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(PullFailure::InvalidImageName.as_str(), "InvalidImageName");
+        assert_eq!(PullFailure::InvalidImage.as_str(), "ErrImagePull");
+        assert_eq!(PullFailure::ErrImageNeverPull.as_str(), "ErrImageNeverPull");
+    }
+}

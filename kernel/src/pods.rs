@@ -1,0 +1,403 @@
+//! The node side of wasm containers: each container's `skiff_wasm::Host`
+//! (clocks, the kernel CSPRNG, its log sink, smoltcp sockets for its
+//! containerPorts), the `NodeHost` that makes them, and the task that steps
+//! the containers between the other tasks' turns.
+//!
+//! Ports: no pod IPs yet, so a containerPort listens on the node's address;
+//! a port is held by one container at a time on a node (a second start on
+//! it fails). Each port keeps [`BACKLOG`] listening sockets; `accept` takes
+//! an established one and arms a fresh listener in its place.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::future::poll_fn;
+use core::task::Poll;
+
+use skiff_kubelet::Nanos;
+use skiff_node_agent::wasmrt::{HostSpec, LogSink, NodeHost, NodeRuntime};
+use skiff_wasm::{ConnId, Host, NetError, Shutdown, Stream};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::State;
+
+use crate::arch::time;
+use crate::executor::{self, Notify, select};
+use crate::{mem, net, wasm};
+
+/// Listening sockets kept armed per containerPort.
+const BACKLOG: usize = 4;
+/// Receive and send buffer of each pod socket.
+const SOCKET_BUF: usize = 16 << 10;
+/// Heap kept free for the kernel itself (network buffers, the agent, TLS):
+/// container memory is refused before the heap gets this low.
+const HEAP_MARGIN: usize = 4 << 20;
+/// wasmtime grows a linear memory by reallocating it with this much extra
+/// room (`memory_reservation_for_growth`); old and new coexist while copying.
+const GROWTH_ROOM: usize = 1 << 20;
+/// Guest CPU time per runner turn before other tasks get the CPU.
+const RUN_BUDGET: Nanos = 5_000_000;
+
+pub type PodRuntime = NodeRuntime<KernelNode>;
+
+/// Wakes the kubelet's session: a container changed state.
+pub static POD_EVENT: Notify = Notify::new();
+/// Wakes the runner: the kubelet started or stopped something, or an
+/// artifact arrived.
+pub static RUNNER: Notify = Notify::new();
+
+pub fn now() -> Nanos {
+    time::uptime_us() * 1000
+}
+
+/// Sockets and ports shared by all container hosts.
+#[derive(Default)]
+struct Shared {
+    /// Ports held (by containers, or reserved for the node's own services).
+    ports: Vec<u16>,
+    /// Every pod socket, for I/O wakeups.
+    sockets: Vec<SocketHandle>,
+}
+
+/// The node's [`NodeHost`].
+pub struct KernelNode {
+    boot_wall_ns: u64,
+    shared: Arc<spin::Mutex<Shared>>,
+}
+
+impl KernelNode {
+    /// `reserved`: ports the node itself serves (the diagnostic port).
+    pub fn new(boot_wall_ms: u64, reserved: &[u16]) -> Self {
+        Self {
+            boot_wall_ns: boot_wall_ms * 1_000_000,
+            shared: Arc::new(spin::Mutex::new(Shared {
+                ports: reserved.to_vec(),
+                sockets: Vec::new(),
+            })),
+        }
+    }
+}
+
+/// Completes on the next activity on any pod socket (or spuriously).
+fn io_activity(shared: &spin::Mutex<Shared>) -> impl core::future::Future<Output = ()> + '_ {
+    let mut armed = false;
+    poll_fn(move |cx| {
+        if armed {
+            return Poll::Ready(());
+        }
+        armed = true;
+        let sockets = shared.lock().sockets.clone();
+        for h in sockets {
+            net::with_tcp(h, |s| {
+                s.register_recv_waker(cx.waker());
+                s.register_send_waker(cx.waker());
+            });
+        }
+        Poll::Pending
+    })
+}
+
+impl NodeHost for KernelNode {
+    type Host = KernelHost;
+
+    fn host(&mut self, spec: &HostSpec<'_>, log: LogSink) -> Result<KernelHost, String> {
+        let mut host = KernelHost {
+            boot_wall_ns: self.boot_wall_ns,
+            log,
+            shared: self.shared.clone(),
+            ports: Vec::new(),
+            listeners: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            closing: Vec::new(),
+            next_conn: 0,
+        };
+        for &port in spec.ports {
+            {
+                let mut sh = self.shared.lock();
+                if sh.ports.contains(&port) {
+                    // `host` drops here and releases what it took.
+                    return Err(format!(
+                        "port {port} is already in use on this node (no pod IPs yet: one container per port per node)"
+                    ));
+                }
+                sh.ports.push(port);
+            }
+            host.ports.push(port);
+            let mut backlog = Vec::with_capacity(BACKLOG);
+            for _ in 0..BACKLOG {
+                backlog.push(host.listen(port)?);
+            }
+            host.listeners.insert(port, backlog);
+        }
+        Ok(host)
+    }
+
+    fn now(&self) -> Nanos {
+        now()
+    }
+
+    fn memory_available(&self) -> usize {
+        mem::heap_free().saturating_sub(HEAP_MARGIN + skiff_wasm::FIBER_STACK + GROWTH_ROOM)
+    }
+}
+
+/// One container's view of the node.
+pub struct KernelHost {
+    boot_wall_ns: u64,
+    log: LogSink,
+    shared: Arc<spin::Mutex<Shared>>,
+    ports: Vec<u16>,
+    /// Listening sockets per port.
+    listeners: BTreeMap<u16, Vec<SocketHandle>>,
+    conns: BTreeMap<u64, SocketHandle>,
+    /// Closed by the guest, finishing their FIN exchange.
+    closing: Vec<SocketHandle>,
+    next_conn: u64,
+}
+
+fn connected(state: State) -> bool {
+    !matches!(state, State::Listen | State::SynReceived | State::Closed)
+}
+
+impl KernelHost {
+    fn listen(&mut self, port: u16) -> Result<SocketHandle, String> {
+        let h = net::tcp_listen(port, SOCKET_BUF)
+            .map_err(|e| format!("cannot listen on port {port}: {e:?}"))?;
+        self.shared.lock().sockets.push(h);
+        Ok(h)
+    }
+
+    fn forget(&self, h: SocketHandle) {
+        self.shared.lock().sockets.retain(|&s| s != h);
+        net::remove_tcp(h);
+    }
+
+    fn conn(&self, conn: ConnId) -> Result<SocketHandle, NetError> {
+        self.conns
+            .get(&conn.0)
+            .copied()
+            .ok_or(NetError::NotConnected)
+    }
+
+    /// Frees closed sockets whose FIN exchange is over.
+    fn reap(&mut self) {
+        let done: Vec<SocketHandle> = self
+            .closing
+            .iter()
+            .copied()
+            .filter(|&h| net::with_tcp(h, |s| matches!(s.state(), State::Closed | State::TimeWait)))
+            .collect();
+        for h in done {
+            self.closing.retain(|&c| c != h);
+            self.forget(h);
+        }
+    }
+}
+
+impl Host for KernelHost {
+    fn realtime_ns(&mut self) -> u64 {
+        self.boot_wall_ns + now()
+    }
+
+    fn monotonic_ns(&mut self) -> u64 {
+        now()
+    }
+
+    fn random(&mut self, buf: &mut [u8]) {
+        // The node joins only with a working entropy source (node.rs), so
+        // this cannot fail short of a hardware fault; never hand out zeros.
+        assert!(crate::entropy::fill(buf), "entropy source failed");
+    }
+
+    fn log(&mut self, _stream: Stream, bytes: &[u8]) {
+        self.log.write(bytes);
+    }
+
+    fn memory_growing(&mut self, current: usize, desired: usize) -> bool {
+        let extra = desired.saturating_sub(current);
+        // A reallocation holds old and new memory at once.
+        let need = desired.max(extra) + GROWTH_ROOM + HEAP_MARGIN;
+        mem::heap_free() >= need
+    }
+
+    fn accept(&mut self, port: u16) -> Result<Option<ConnId>, NetError> {
+        self.reap();
+        let Some(backlog) = self.listeners.get(&port) else {
+            return Err(NetError::NotConnected);
+        };
+        let mut found = None;
+        let mut dead = Vec::new();
+        for (i, &h) in backlog.iter().enumerate() {
+            match net::with_tcp(h, |s| s.state()) {
+                State::Closed => dead.push(i),
+                s if connected(s) && found.is_none() => found = Some(i),
+                _ => {}
+            }
+        }
+        // Reset before we took it: re-arm as a listener.
+        for &i in &dead {
+            let h = self.listeners[&port][i];
+            let _ = net::with_tcp(h, |s| s.listen(port));
+        }
+        let Some(i) = found else {
+            return Ok(None);
+        };
+        let h = self
+            .listeners
+            .get_mut(&port)
+            .expect("checked above")
+            .remove(i);
+        match self.listen(port) {
+            Ok(fresh) => self.listeners.get_mut(&port).expect("checked").push(fresh),
+            Err(e) => self.log.write(format!("[skiff: {e}]\n").as_bytes()),
+        }
+        self.next_conn += 1;
+        self.conns.insert(self.next_conn, h);
+        Ok(Some(ConnId(self.next_conn)))
+    }
+
+    fn acceptable(&mut self, port: u16) -> bool {
+        self.listeners.get(&port).is_some_and(|b| {
+            b.iter()
+                .any(|&h| net::with_tcp(h, |s| connected(s.state())))
+        })
+    }
+
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
+        let h = self.conn(conn)?;
+        let r = net::with_tcp(h, |s| {
+            if s.can_recv() {
+                Ok(Some(s.recv_slice(buf).unwrap_or(0)))
+            } else if !s.may_recv() {
+                Ok(Some(0))
+            } else {
+                Ok(None)
+            }
+        });
+        net::kick(); // window update
+        r
+    }
+
+    fn readable(&mut self, conn: ConnId) -> bool {
+        self.conn(conn)
+            .ok()
+            .is_none_or(|h| net::with_tcp(h, |s| s.can_recv() || !s.may_recv()))
+    }
+
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, NetError> {
+        let h = self.conn(conn)?;
+        let r = net::with_tcp(h, |s| {
+            if !s.may_send() {
+                Err(if s.state() == State::Closed {
+                    NetError::Reset
+                } else {
+                    NetError::NotConnected
+                })
+            } else if s.can_send() {
+                Ok(Some(s.send_slice(data).unwrap_or(0)))
+            } else {
+                Ok(None)
+            }
+        });
+        net::kick();
+        r
+    }
+
+    fn writable(&mut self, conn: ConnId) -> bool {
+        self.conn(conn)
+            .ok()
+            .is_none_or(|h| net::with_tcp(h, |s| s.can_send() || !s.may_send()))
+    }
+
+    fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), NetError> {
+        let h = self.conn(conn)?;
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            net::with_tcp(h, |s| s.close());
+            net::kick();
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(h) = self.conns.remove(&conn.0) {
+            net::with_tcp(h, |s| s.close());
+            net::kick();
+            self.closing.push(h);
+        }
+    }
+}
+
+impl Drop for KernelHost {
+    fn drop(&mut self) {
+        let all: Vec<SocketHandle> = self
+            .listeners
+            .values()
+            .flatten()
+            .chain(self.conns.values())
+            .chain(&self.closing)
+            .copied()
+            .collect();
+        for h in all {
+            self.forget(h);
+        }
+        let ports = core::mem::take(&mut self.ports);
+        self.shared.lock().ports.retain(|p| !ports.contains(p));
+    }
+}
+
+/// Steps wasm containers whenever any can run, yielding to the other tasks
+/// (network, kubelet, diagnostics) after every [`RUN_BUDGET`] of guest time.
+pub async fn runner(rt: Rc<RefCell<PodRuntime>>) {
+    // Never hold a borrow of `rt` across an await: the session uses it too.
+    let shared = rt.borrow().wasm.node().shared.clone();
+    loop {
+        let r = wasm::with_ticks(|| rt.borrow_mut().wasm.run(RUN_BUDGET));
+        if r.changed {
+            POD_EVENT.notify();
+        }
+        if r.runnable {
+            executor::yield_now().await;
+            // While guests are busy the runner never waits on the sockets,
+            // so containers waiting for I/O re-check readiness every turn
+            // (a step of a still-blocked guest returns at once).
+            rt.borrow_mut().wasm.wake_io();
+            continue;
+        }
+        let until = r.next_deadline.unwrap_or(now() + 1_000_000_000);
+        let sleep = async {
+            let n = now();
+            if until > n {
+                executor::sleep_us((until - n).div_ceil(1000)).await;
+            }
+        };
+        let _ = select(
+            poll_fn(|cx| RUNNER.poll_notified(cx)),
+            select(sleep, io_activity(&shared)),
+        )
+        .await;
+        rt.borrow_mut().wasm.wake_io();
+    }
+}
+
+/// The node's runtime (wasm + the built-in test runtime), shared by the
+/// kubelet's session and the [`runner`].
+pub fn new_runtime(
+    engine: &'static skiff_wasm::Runtime,
+    artifacts: skiff_node_agent::artifacts::ArtifactStore,
+    boot_wall_ms: u64,
+    pod_ip: Option<String>,
+    reserved_ports: &[u16],
+) -> Rc<RefCell<PodRuntime>> {
+    let wasm = skiff_node_agent::wasmrt::WasmRuntime::new(
+        engine,
+        KernelNode::new(boot_wall_ms, reserved_ports),
+        artifacts,
+        boot_wall_ms,
+        pod_ip.clone(),
+    );
+    let test = skiff_node_agent::testrt::TestRuntime::new(boot_wall_ms, pod_ip);
+    Rc::new(RefCell::new(NodeRuntime::new(wasm, test)))
+}

@@ -1,0 +1,367 @@
+//! Wasm pods end to end: images built from `tests/wasm`, pushed to a real
+//! registry (Debian's `docker-registry`) with a real client (oras), pulled
+//! and compiled by the control plane, fetched by a kernel node in QEMU and
+//! run in its wasm runtime — driven with real kubectl.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use skiff_e2e::plane::Plane;
+use skiff_e2e::registry::Registry;
+use skiff_e2e::*;
+
+/// GET / from the node's forwarded port; the echo server's answer.
+fn http_get(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /hello?x=1 HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
+    let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn describe(plane: &Plane, what: &str) -> String {
+    let out = plane.kubectl(&["describe", what]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn wasm_images_from_a_registry_run_as_pods_on_a_kernel_node() {
+    let _g = shared();
+    let mut plane = Plane::start(|cfg| {
+        cfg.renew_interval = Duration::from_millis(500);
+    });
+    plane.start_control_loops(Duration::from_secs(40));
+    let reg = Registry::start();
+    let host = reg.host();
+    let echo_digest = reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
+    reg.push_wasm("demo/hello:1.0", &guests::path("hello"));
+    reg.push_wasm_old_layer_type("demo/burner:1.0", &guests::path("cpu-burner"));
+    reg.push_wasm("demo/trap:1.0", &guests::path("trap"));
+    reg.push_wasm("demo/oom:1.0", &guests::path("oom"));
+
+    let (spec, http_port) = plane
+        .node_spec("wasm-1", &plane.token)
+        .memory_mib(64)
+        .user_net_forwarding(8080)
+        .expect("forward a port");
+    let b = boot(spec);
+    let log = || b.node.log_text();
+    plane.wait_output(
+        &[
+            "get",
+            "node",
+            "wasm-1",
+            "-o",
+            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
+        ],
+        "skiff-wasm://",
+        60,
+        log,
+    );
+
+    // A Deployment of the echo server, reached through the node's port.
+    plane.apply(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: echo}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      containers:
+      - name: echo
+        image: {host}/demo/echo:1.0
+        ports: [{{containerPort: 8080}}]
+        env:
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+"#
+    ));
+    plane.wait_output(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=echo",
+            "-o",
+            "jsonpath={.items[0].status.phase}",
+        ],
+        "Running",
+        120,
+        || format!("{}\n{}", describe(&plane, "pods"), log()),
+    );
+    plane.wait_output(
+        &[
+            "get",
+            "deployment",
+            "echo",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ],
+        "1",
+        60,
+        || format!("{}\n{}", describe(&plane, "pods"), log()),
+    );
+    let pod = jsonpath(
+        &plane,
+        &["get", "pods", "-l", "app=echo"],
+        "{.items[0].metadata.name}",
+    );
+    let image_id = jsonpath(
+        &plane,
+        &["get", "pod", &pod],
+        "{.status.containerStatuses[0].imageID}",
+    );
+    assert_eq!(image_id, format!("{host}/demo/echo@{echo_digest}"));
+    let mut answer = String::new();
+    plane.eventually("the echo server to answer", 30, log, || {
+        answer = http_get(http_port).unwrap_or_default();
+        answer.contains("200 OK")
+    });
+    assert!(answer.contains(&format!("Hostname: {pod}")), "{answer}");
+    assert!(answer.contains("request_uri=/hello?x=1"), "{answer}");
+    plane.wait_output(&["logs", &pod], "served GET /hello?x=1", 10, log);
+
+    // A Job runs to completion; a failing pod ends with its exit code.
+    plane.apply(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: hello, namespace: default}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: hello
+        image: {host}/demo/hello:1.0
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: exit3, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {host}/demo/hello:1.0
+    args: ["3"]
+"#
+    ));
+    plane.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=120s",
+    ]);
+    let logs = plane.ok(&["logs", "job/hello"]);
+    assert!(logs.contains("hello from a Skiff pod"), "{logs}");
+    assert!(logs.contains("this line goes to stderr"), "{logs}");
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "exit3",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+        "Failed 3",
+        60,
+        log,
+    );
+
+    // A busy loop is throttled, not starving: the echo server still answers
+    // and the node keeps renewing its lease. A trapping module and one that
+    // runs out of memory end with the right reason and restart.
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: burner, namespace: default}}
+spec:
+  containers:
+  - name: main
+    image: {host}/demo/burner:1.0
+    resources: {{limits: {{cpu: 500m}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: trap, namespace: default}}
+spec:
+  containers:
+  - name: main
+    image: {host}/demo/trap:1.0
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: oom, namespace: default}}
+spec:
+  containers:
+  - name: main
+    image: {host}/demo/oom:1.0
+    resources: {{limits: {{memory: 8Mi}}}}
+"#
+    ));
+    plane.wait_output(
+        &["get", "pod", "burner", "-o", "jsonpath={.status.phase}"],
+        "Running",
+        60,
+        log,
+    );
+    for _ in 0..3 {
+        let a =
+            http_get(http_port).unwrap_or_else(|e| panic!("echo while burning: {e}\n{}", log()));
+        assert!(a.contains(&format!("Hostname: {pod}")), "{a}");
+    }
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "trap",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}",
+        ],
+        "134",
+        60,
+        log,
+    );
+    let prev = plane.wait_output(&["logs", "trap"], "wasm trap", 20, log);
+    assert!(prev.contains("about to trap"), "{prev}");
+    assert!(
+        prev.contains("unreachable"),
+        "the trap is explained: {prev}"
+    );
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "oom",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].lastState.terminated.reason}",
+        ],
+        "OOMKilled",
+        60,
+        log,
+    );
+    let ready = jsonpath(
+        &plane,
+        &["get", "node", "wasm-1"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+    );
+    assert_eq!(ready, "True", "the node stays Ready\n{}", log());
+    let a = http_get(http_port).unwrap_or_else(|e| panic!("echo after the bad pods: {e}"));
+    assert!(a.contains("200 OK"), "{a}");
+    b.shutdown();
+}
+
+#[test]
+fn bad_images_show_clear_pull_errors() {
+    let _g = shared();
+    let mut plane = Plane::start(|cfg| {
+        cfg.renew_interval = Duration::from_millis(500);
+    });
+    plane.start_control_loops(Duration::from_secs(40));
+    let reg = Registry::start();
+    let host = reg.host();
+    // Not wasm at all, under the wasm media type.
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "this is not a wasm module\n").unwrap();
+    reg.push_wasm("demo/text:1.0", &text);
+    // A layer whose stored bytes no longer match its digest.
+    reg.push_wasm("demo/corrupt:1.0", &guests::path("hello"));
+    reg.corrupt_blob(&registry::file_digest(&guests::path("hello")));
+
+    let b = boot(plane.node_spec("wasm-2", &plane.token));
+    let log = || b.node.log_text();
+    plane.wait_output(
+        &[
+            "get",
+            "node",
+            "wasm-2",
+            "-o",
+            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
+        ],
+        "skiff-wasm://",
+        60,
+        log,
+    );
+    for (name, image) in [
+        ("unknown", format!("{host}/demo/nope:1.0")),
+        ("text", format!("{host}/demo/text:1.0")),
+        ("corrupt", format!("{host}/demo/corrupt:1.0")),
+    ] {
+        plane.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  containers:
+  - name: main
+    image: {image}
+"#
+        ));
+    }
+    let waiting = |name: &str, needle: &str| {
+        plane.wait_output(
+            &[
+                "get",
+                "pod",
+                name,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}",
+            ],
+            needle,
+            60,
+            log,
+        )
+    };
+    let w = waiting("unknown", "Err");
+    assert!(
+        w.contains("ErrImagePull") || w.contains("ImagePullBackOff"),
+        "{w}"
+    );
+    let w = waiting("unknown", "ImagePullBackOff");
+    assert!(w.contains("Back-off pulling image"), "{w}");
+    let w = waiting("text", "ErrImagePull");
+    assert!(
+        w.to_lowercase().contains("wasm"),
+        "says it is not wasm: {w}"
+    );
+    let w = waiting("corrupt", "ErrImagePull");
+    assert!(w.contains("digest"), "names the digest mismatch: {w}");
+    let events = plane.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=unknown",
+    ]);
+    assert!(events.contains("Failed to pull image"), "{events}");
+    // Nothing ran, and the node is fine.
+    assert_eq!(
+        jsonpath(&plane, &["get", "pod", "unknown"], "{.status.phase}"),
+        "Pending"
+    );
+    assert_eq!(
+        jsonpath(
+            &plane,
+            &["get", "node", "wasm-2"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        ),
+        "True"
+    );
+    b.shutdown();
+}
