@@ -142,6 +142,31 @@ impl NodeImages {
             }
             let policy =
                 PullPolicy::from_k8s(policies.get(&c.name).and_then(|p| p.as_deref()), &reference);
+            if let Some(p) = self.service.present_for(&reference, policy) {
+                // Already here: ready at once, as the kubelet's "already
+                // present on machine".
+                let state = ImagePull::Ready {
+                    artifact_digest: p.artifact_digest.clone(),
+                    artifact_size: p.artifact_size,
+                    image_id: p.image_id.clone(),
+                };
+                c.image.pull = state.clone();
+                let (me, object) = (self.clone(), objects[&c.name].clone());
+                let msg = format!("Container image \"{reference}\" already present on machine");
+                let task = tokio::spawn(async move {
+                    me.event(&object, proto::EventType::Normal, "Pulled", msg)
+                        .await
+                });
+                entries.insert(
+                    key,
+                    Entry {
+                        reference,
+                        state,
+                        task,
+                    },
+                );
+                continue;
+            }
             let task = tokio::spawn(self.clone().pull_loop(
                 key.clone(),
                 reference.clone(),

@@ -336,6 +336,17 @@ impl ImageService {
     }
 
     /// The last resolution of `key` if its artifact is still servable.
+    /// The image if it is already here and `policy` lets it be used without
+    /// asking the registry (`IfNotPresent`, `Never`); `None` otherwise.
+    /// Synchronous: callers can answer at once instead of awaiting a pull.
+    pub fn present_for(&self, reference: &str, policy: PullPolicy) -> Option<Arc<Pulled>> {
+        if policy == PullPolicy::Always {
+            return None;
+        }
+        let r = reference::parse(reference).ok()?;
+        self.present(&r.whole(), reference)
+    }
+
     fn present(&self, key: &str, requested: &str) -> Option<Arc<Pulled>> {
         let inner = &self.inner;
         let known = inner
