@@ -781,10 +781,30 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
             }
         }
     }
+    // Running is reported once an instance is spawned, before its first
+    // slice allocates its fiber stack: let every guest run, then count only
+    // pods still Running that never restarted (a guest the node could not
+    // give memory ends and restarts).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let out = ctx.plane.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "bench=density",
+        "-o",
+        "jsonpath={range .items[*]}{.status.phase}/{.status.containerStatuses[0].restartCount} {end}",
+    ]);
+    let settled = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|s| *s == "Running/0")
+        .count();
+    let after = heap_used(&b).or(after);
     eprintln!(
-        "density: {running} echo pods Running on a 64 MiB node; stopped: {}",
+        "density: {running} echo pods reached Running on a 64 MiB node (stopped: {}); \
+         {settled} still Running without a restart 5 s later",
         first_line(&stop)
     );
+    let running = settled;
     let per_pod = match (before, after) {
         (Some(a), Some(z)) if running > 0 => Some((z - a) / running as f64),
         _ => None,
@@ -792,8 +812,9 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
     notes.push(format!(
         "density: idle echo-server pods (one distinct containerPort each, 20000+i, served on the \
          node's address; limits.memory 4Mi) pinned one at a time to one 64 MiB kernel node ({:?}), \
-         each waited Running; stopped because: {}. Heap per pod = (diag heap_used after the last \
-         Running pod − before the first) / pods{}",
+         each waited Running; stopped because: {}. Counted: pods still Running with no restart 5 s \
+         after the last one started. Heap per pod = (diag heap_used then − before the first) / \
+         those pods{}",
         accel(),
         first_line(&stop),
         per_pod.map_or(String::new(), |p| format!(" = {:.0} KiB", p / 1024.0))
