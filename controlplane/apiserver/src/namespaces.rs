@@ -48,7 +48,7 @@ pub(crate) async fn delete_namespace(
         // deleting a namespace and its content in one go still find it.
         tokio::time::sleep(NAMESPACE_CLEANUP_DELAY).await;
         if let Err(e) = finish_namespace(&store, r, &name).await {
-            eprintln!("apiserver: deleting namespace {name}: {}", e.message);
+            tracing::error!(namespace = %name, error = %e.message, "deleting the namespace's content");
         }
     });
     Ok(json_response(202, &terminating))

@@ -2,10 +2,19 @@
 //! certificates (CN = user, O = groups), kubeconfigs, the static token file
 //! and node bootstrap tokens. Everything lives as PEM/CSV files in one
 //! directory so `serve --dir` can load it back.
+//!
+//! Lifetimes are kubeadm's, counted from the moment of issue: the CA lasts
+//! ten years, every other certificate one year, and each starts five
+//! minutes in the past to absorb clock skew between hosts. [`expirations`]
+//! lists what the plane holds (`pki check-expiration`) and [`renew`]
+//! re-issues from the existing CA (`pki renew`); the API server and the
+//! node gateway pick a renewed serving certificate up without a restart
+//! (`server::tls_server_config`).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rcgen::{
@@ -29,24 +38,53 @@ pub const SA_KEY: &str = "sa.key";
 
 const CA_CN: &str = "skiff-ca";
 
-#[derive(Debug)]
-pub struct PkiError(pub String);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The CA's lifetime (kubeadm: ten years).
+pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Serving and client certificates (kubeadm: one year).
+pub const CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How far `not_before` is set in the past (kubeadm's backdate).
+pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// The plane warns this long before one of its certificates expires.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
-impl std::fmt::Display for PkiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// What can go wrong with the PKI directory.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0}: a CA already exists; refusing to overwrite it")]
+    CaExists(PathBuf),
+    #[error("a client certificate carries at most two groups")]
+    TooManyGroups,
+    #[error("unknown certificate {0:?}; known: {known}", known = known_names())]
+    UnknownCertificate(String),
+    #[error(
+        "the CA is not renewed in place: every credential it signed would stop working; \
+         create a new PKI with `pki init` instead"
+    )]
+    CaRenewal,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> PkiError {
+    PkiError::Io {
+        path: path.to_path_buf(),
+        source,
     }
 }
-impl std::error::Error for PkiError {}
 
-impl From<rcgen::Error> for PkiError {
-    fn from(e: rcgen::Error) -> Self {
-        PkiError(format!("certificate generation: {e}"))
+fn invalid(path: &Path, reason: impl std::fmt::Display) -> PkiError {
+    PkiError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
     }
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> PkiError {
-    PkiError(format!("{}: {e}", path.display()))
 }
 
 /// What `pki init` is asked for.
@@ -95,41 +133,22 @@ pub fn random_token(len: usize) -> String {
     out
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Validity window: from last year (clock skew between hosts) for `years`.
-fn validity(params: &mut CertificateParams, years: i32) {
-    let year = 1970 + (now_secs() / 31_556_952) as i32;
-    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year + years, 1, 1);
+/// Sets the validity window: from `now - BACKDATE` for `lifetime`.
+fn validity(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + lifetime).into();
 }
 
-/// The CA's parameters. Deterministic, so an [`Issuer`] can be rebuilt from
-/// the CA key alone when more certificates are issued later.
-fn ca_params() -> CertificateParams {
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_CN);
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    validity(&mut p, 10);
-    p
-}
-
-/// A loaded CA able to issue certificates.
+/// A CA able to issue certificates.
 pub struct Ca {
     pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// Issue as of this instant instead of the wall clock (tests).
+    clock: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -146,30 +165,58 @@ pub struct Issued {
 }
 
 impl Ca {
-    pub fn generate() -> Result<(Ca, String), PkiError> {
+    /// A new CA valid from `now` for [`CA_LIFETIME`], and its key (PEM).
+    pub fn generate(now: SystemTime) -> Result<(Ca, String), PkiError> {
         let key = KeyPair::generate()?;
         let key_pem = key.serialize_pem();
-        let params = ca_params();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, CA_CN);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        validity(&mut params, now, CA_LIFETIME);
         let cert = params.self_signed(&key)?;
         Ok((
             Ca {
                 cert_pem: cert.pem(),
                 issuer: Issuer::new(params, key),
+                clock: Some(now),
             },
             key_pem,
         ))
     }
 
+    /// The CA in `dir` (`ca.crt`, `ca.key`), issuing on the wall clock.
     pub fn load(dir: &Path) -> Result<Ca, PkiError> {
-        let cert_pem = read(&dir.join(CA_CERT))?;
-        let key = KeyPair::from_pem(&read(&dir.join(CA_KEY))?)?;
+        let cert_path = dir.join(CA_CERT);
+        let cert_pem = read(&cert_path)?;
+        let key_path = dir.join(CA_KEY);
+        let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| invalid(&key_path, e))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| invalid(&cert_path, e))?;
         Ok(Ca {
             cert_pem,
-            issuer: Issuer::new(ca_params(), key),
+            issuer,
+            clock: None,
         })
     }
 
-    /// The API server's serving certificate.
+    /// Issues as of `now` rather than the wall clock.
+    pub fn at(mut self, now: SystemTime) -> Ca {
+        self.clock = Some(now);
+        self
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.unwrap_or_else(SystemTime::now)
+    }
+
+    /// The API server's serving certificate (also the node gateway's).
     pub fn serving_cert(&self, extra_sans: &[String]) -> Result<Issued, PkiError> {
         let mut sans: Vec<String> = vec![
             "localhost".into(),
@@ -192,7 +239,6 @@ impl Ca {
             KeyUsagePurpose::KeyEncipherment,
         ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        validity(&mut p, 1);
         self.issue(p)
     }
 
@@ -211,22 +257,18 @@ impl Ca {
                 p.distinguished_name
                     .push(DnType::CustomDnType(vec![2, 5, 4, 10]), *g2);
             }
-            _ => {
-                return Err(PkiError(
-                    "a client certificate carries at most two groups".into(),
-                ));
-            }
+            _ => return Err(PkiError::TooManyGroups),
         }
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        validity(&mut p, 1);
         self.issue(p)
     }
 
-    fn issue(&self, params: CertificateParams) -> Result<Issued, PkiError> {
+    fn issue(&self, mut params: CertificateParams) -> Result<Issued, PkiError> {
+        validity(&mut params, self.now(), CERT_LIFETIME);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
@@ -240,15 +282,31 @@ fn read(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(|e| io_err(path, e))
 }
 
-/// Writes a file; private material is made owner-only.
+/// Writes a file atomically: a temporary file created with its final mode
+/// (owner-only for private material, so a key is never world-readable, not
+/// even for an instant), synced, renamed over the target, and the directory
+/// synced so the rename survives a crash.
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    std::fs::write(path, contents).map_err(|e| io_err(path, e))?;
-    if secret {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err(path, e))?;
-    }
-    Ok(())
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
 }
 
 /// A kubeconfig with the certificates embedded (so it can be copied alone).
@@ -305,17 +363,33 @@ pub struct InitOutput {
     pub bootstrap_tokens: Vec<String>,
 }
 
-/// Creates the whole PKI in `dir`. Refuses to overwrite an existing CA: a
-/// second run would silently invalidate every issued credential.
+/// The client identities `pki init` writes kubeconfigs for: (file, user,
+/// groups). The components get their own users, bound to kube's
+/// `system:kube-scheduler` / `system:kube-controller-manager` roles.
+const KUBECONFIGS: &[(&str, &str, &[&str])] = &[
+    (ADMIN_KUBECONFIG, "kubernetes-admin", &["system:masters"]),
+    (SCHEDULER_KUBECONFIG, "system:kube-scheduler", &[]),
+    (
+        CONTROLLER_MANAGER_KUBECONFIG,
+        "system:kube-controller-manager",
+        &[],
+    ),
+];
+
+/// Creates the whole PKI in `dir`, issued now.
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitOutput, PkiError> {
+    init_at(dir, opts, SystemTime::now())
+}
+
+/// Creates the whole PKI in `dir` as of `now`. Refuses to overwrite an
+/// existing CA: a second run would silently invalidate every issued
+/// credential.
+pub fn init_at(dir: &Path, opts: &InitOptions, now: SystemTime) -> Result<InitOutput, PkiError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     if dir.join(CA_KEY).exists() {
-        return Err(PkiError(format!(
-            "{}: a CA already exists; refusing to overwrite it",
-            dir.join(CA_KEY).display()
-        )));
+        return Err(PkiError::CaExists(dir.join(CA_KEY)));
     }
-    let (ca, ca_key_pem) = Ca::generate()?;
+    let (ca, ca_key_pem) = Ca::generate(now)?;
     write(&dir.join(CA_KEY), &ca_key_pem, true)?;
     write(&dir.join(CA_CERT), &ca.cert_pem, false)?;
 
@@ -323,24 +397,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitOutput, PkiError> {
     write(&dir.join(SERVING_CERT), &serving.cert_pem, false)?;
     write(&dir.join(SERVING_KEY), &serving.key_pem, true)?;
 
-    let admin = ca.client_cert("kubernetes-admin", &["system:masters"])?;
-    let admin_kubeconfig = dir.join(ADMIN_KUBECONFIG);
-    write(
-        &admin_kubeconfig,
-        &kubeconfig(&opts.server_url, &ca.cert_pem, "kubernetes-admin", &admin),
-        true,
-    )?;
-
-    // Control-plane components get their own identities, bound to kube's
-    // system:kube-scheduler / system:kube-controller-manager ClusterRoles.
-    for (file, user) in [
-        (SCHEDULER_KUBECONFIG, "system:kube-scheduler"),
-        (
-            CONTROLLER_MANAGER_KUBECONFIG,
-            "system:kube-controller-manager",
-        ),
-    ] {
-        let cert = ca.client_cert(user, &[])?;
+    for (file, user, groups) in KUBECONFIGS {
+        let cert = ca.client_cert(user, groups)?;
         write(
             &dir.join(file),
             &kubeconfig(&opts.server_url, &ca.cert_pem, user, &cert),
@@ -357,7 +415,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitOutput, PkiError> {
     )?;
 
     // Bootstrap tokens: id,secret,expiry (unix seconds).
-    let expires = now_secs() + opts.bootstrap_ttl_secs;
+    let expires = unix_secs(now) + opts.bootstrap_ttl_secs;
     let mut csv = String::new();
     let mut bootstrap_tokens = Vec::new();
     for _ in 0..opts.bootstrap_tokens {
@@ -373,10 +431,266 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitOutput, PkiError> {
     )?;
 
     Ok(InitOutput {
-        admin_kubeconfig,
+        admin_kubeconfig: dir.join(ADMIN_KUBECONFIG),
         admin_token,
         bootstrap_tokens,
     })
+}
+
+/// The certificates the plane holds in its PKI directory, by the names
+/// `check-expiration` shows and `renew` takes.
+const MANAGED: &[&str] = &[
+    "ca",
+    "apiserver",
+    ADMIN_KUBECONFIG,
+    SCHEDULER_KUBECONFIG,
+    CONTROLLER_MANAGER_KUBECONFIG,
+];
+
+fn known_names() -> String {
+    MANAGED.join(", ")
+}
+
+/// One certificate's expiry, as `pki check-expiration` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiration {
+    /// `ca`, `apiserver` or a kubeconfig's file name.
+    pub name: &'static str,
+    /// The file it is read from.
+    pub path: PathBuf,
+    pub not_after: SystemTime,
+    /// `ca` for certificates the CA signed, empty for the CA itself.
+    pub authority: &'static str,
+}
+
+impl Expiration {
+    /// Time left as of `now` (zero once expired).
+    pub fn residual(&self, now: SystemTime) -> Duration {
+        self.not_after.duration_since(now).unwrap_or_default()
+    }
+}
+
+/// The PEM certificate held by managed item `name`.
+fn managed_cert_pem(dir: &Path, name: &str) -> Result<(PathBuf, String), PkiError> {
+    match name {
+        "ca" => Ok((dir.join(CA_CERT), read(&dir.join(CA_CERT))?)),
+        "apiserver" => Ok((dir.join(SERVING_CERT), read(&dir.join(SERVING_CERT))?)),
+        file => {
+            let path = dir.join(file);
+            let cfg = KubeconfigParts::read(&path)?;
+            Ok((path, cfg.client_cert_pem))
+        }
+    }
+}
+
+fn not_after(path: &Path, pem: &str) -> Result<SystemTime, PkiError> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(path, e))?;
+    let cert = p.parse_x509().map_err(|e| invalid(path, e))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+}
+
+/// The expiry of every certificate in `dir`, CA first.
+pub fn expirations(dir: &Path) -> Result<Vec<Expiration>, PkiError> {
+    MANAGED
+        .iter()
+        .map(|&name| {
+            let (path, pem) = managed_cert_pem(dir, name)?;
+            Ok(Expiration {
+                name,
+                not_after: not_after(&path, &pem)?,
+                path,
+                authority: if name == "ca" { "" } else { "ca" },
+            })
+        })
+        .collect()
+}
+
+/// `residual` the way kubeadm prints it: `364d`, `23h`, `<invalid>`.
+pub fn residual_text(left: Duration) -> String {
+    if left.is_zero() {
+        "<invalid>".into()
+    } else if left >= DAY {
+        format!("{}d", left.as_secs() / DAY.as_secs())
+    } else if left >= Duration::from_secs(3600) {
+        format!("{}h", left.as_secs() / 3600)
+    } else {
+        format!("{}m", left.as_secs() / 60)
+    }
+}
+
+/// `pki check-expiration`: kubeadm's table.
+pub fn expiration_table(list: &[Expiration], now: SystemTime) -> String {
+    let mut out = format!(
+        "{:<32}{:<26}{:<16}{}\n",
+        "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY"
+    );
+    for e in list {
+        let expires = time::OffsetDateTime::from(e.not_after);
+        let when = format!(
+            "{} {:02}, {} {:02}:{:02} UTC",
+            month_abbrev(expires.month()),
+            expires.day(),
+            expires.year(),
+            expires.hour(),
+            expires.minute()
+        );
+        let _ = writeln!(
+            out,
+            "{:<32}{:<26}{:<16}{}",
+            e.name,
+            when,
+            residual_text(e.residual(now)),
+            e.authority
+        );
+    }
+    out
+}
+
+fn month_abbrev(m: time::Month) -> &'static str {
+    use time::Month::*;
+    match m {
+        January => "Jan",
+        February => "Feb",
+        March => "Mar",
+        April => "Apr",
+        May => "May",
+        June => "Jun",
+        July => "Jul",
+        August => "Aug",
+        September => "Sep",
+        October => "Oct",
+        November => "Nov",
+        December => "Dec",
+    }
+}
+
+/// The certificates that expire within [`EXPIRY_WARNING`] of `now`.
+pub fn expiring_soon(dir: &Path, now: SystemTime) -> Result<Vec<Expiration>, PkiError> {
+    Ok(expirations(dir)?
+        .into_iter()
+        .filter(|e| e.residual(now) < EXPIRY_WARNING)
+        .collect())
+}
+
+/// The parts of one of our kubeconfigs that renewal keeps.
+struct KubeconfigParts {
+    server: String,
+    user: String,
+    client_cert_pem: String,
+}
+
+impl KubeconfigParts {
+    fn read(path: &Path) -> Result<KubeconfigParts, PkiError> {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&read(path)?).map_err(|e| invalid(path, e))?;
+        let field = |v: &serde_yaml::Value, name: &str| -> Result<String, PkiError> {
+            v.get(name)
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| invalid(path, format!("no {name}")))
+        };
+        let cluster = doc
+            .get("clusters")
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("cluster"))
+            .ok_or_else(|| invalid(path, "no cluster"))?;
+        let user = doc
+            .get("users")
+            .and_then(|u| u.get(0))
+            .ok_or_else(|| invalid(path, "no user"))?;
+        let data = user
+            .get("user")
+            .map(|u| field(u, "client-certificate-data"))
+            .ok_or_else(|| invalid(path, "no client certificate"))??;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| invalid(path, "client-certificate-data is not base64 PEM"))?;
+        Ok(KubeconfigParts {
+            server: field(cluster, "server")?,
+            user: field(user, "name")?,
+            client_cert_pem: pem,
+        })
+    }
+}
+
+/// The subject alternative names of a serving certificate, as
+/// [`Ca::serving_cert`] takes them.
+fn sans_of(path: &Path, pem: &str) -> Result<Vec<String>, PkiError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(path, e))?;
+    let cert = p.parse_x509().map_err(|e| invalid(path, e))?;
+    let Some(san) = cert
+        .subject_alternative_name()
+        .map_err(|e| invalid(path, e))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => out.push(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => out.push(
+                    std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).expect("4")).to_string(),
+                ),
+                16 => out.push(
+                    std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).expect("16")).to_string(),
+                ),
+                _ => return Err(invalid(path, "malformed IP address SAN")),
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Re-issues `name` (`apiserver`, a kubeconfig's file name, or `all`) from
+/// the existing CA with a fresh key, keeping its subject, SANs and server
+/// URL. Returns the names renewed. The CA itself is not renewed.
+pub fn renew(dir: &Path, name: &str) -> Result<Vec<&'static str>, PkiError> {
+    renew_with(&Ca::load(dir)?, dir, name)
+}
+
+fn renew_with(ca: &Ca, dir: &Path, name: &str) -> Result<Vec<&'static str>, PkiError> {
+    let names: Vec<&'static str> = match name {
+        "all" => MANAGED.iter().copied().filter(|n| *n != "ca").collect(),
+        "ca" => return Err(PkiError::CaRenewal),
+        other => vec![
+            *MANAGED
+                .iter()
+                .find(|n| **n == other)
+                .ok_or_else(|| PkiError::UnknownCertificate(other.to_string()))?,
+        ],
+    };
+    for &n in &names {
+        if n == "apiserver" {
+            let path = dir.join(SERVING_CERT);
+            let sans = sans_of(&path, &read(&path)?)?;
+            let issued = ca.serving_cert(&sans)?;
+            // Key first: a reloading server only switches once the
+            // certificate file changes, and then finds the matching key.
+            write(&dir.join(SERVING_KEY), &issued.key_pem, true)?;
+            write(&path, &issued.cert_pem, false)?;
+        } else {
+            let path = dir.join(n);
+            let old = KubeconfigParts::read(&path)?;
+            let (_, groups) = KUBECONFIGS
+                .iter()
+                .find(|(f, ..)| *f == n)
+                .map(|(_, u, g)| (*u, *g))
+                .expect("managed kubeconfigs are in KUBECONFIGS");
+            let issued = ca.client_cert(&old.user, groups)?;
+            write(
+                &path,
+                &kubeconfig(&old.server, &ca.cert_pem, &old.user, &issued),
+                true,
+            )?;
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -387,6 +701,22 @@ mod tests {
     fn der(pem: &str) -> Vec<u8> {
         let (_, p) = parse_x509_pem(pem.as_bytes()).unwrap();
         p.contents
+    }
+
+    /// Midnight UTC on the given date.
+    fn date(year: i32, month: u8, day: u8) -> SystemTime {
+        let t = rcgen::date_time_ymd(year, month, day);
+        UNIX_EPOCH + Duration::from_secs(t.unix_timestamp() as u64)
+    }
+
+    fn window(pem: &str) -> (SystemTime, SystemTime) {
+        let d = der(pem);
+        let (_, x) = parse_x509_certificate(&d).unwrap();
+        let at = |t: i64| UNIX_EPOCH + Duration::from_secs(t as u64);
+        (
+            at(x.validity().not_before.timestamp()),
+            at(x.validity().not_after.timestamp()),
+        )
     }
 
     #[test]
@@ -404,6 +734,8 @@ mod tests {
             SERVING_CERT,
             SERVING_KEY,
             ADMIN_KUBECONFIG,
+            SCHEDULER_KUBECONFIG,
+            CONTROLLER_MANAGER_KUBECONFIG,
             TOKEN_FILE,
             BOOTSTRAP_TOKEN_FILE,
             SA_KEY,
@@ -415,44 +747,178 @@ mod tests {
             let (id, secret) = t.split_once('.').unwrap();
             assert_eq!((id.len(), secret.len()), (6, 16));
         }
-        let err = init(dir.path(), &opts).unwrap_err();
-        assert!(err.0.contains("refusing"), "{err}");
+        assert!(matches!(
+            init(dir.path(), &opts),
+            Err(PkiError::CaExists(_))
+        ));
+    }
+
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &InitOptions::default()).unwrap();
+        for f in [CA_KEY, SERVING_KEY, ADMIN_KUBECONFIG, TOKEN_FILE, SA_KEY] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        let mode = std::fs::metadata(dir.path().join(CA_CERT))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    /// The bug this replaces: validity counted in calendar years, so a PKI
+    /// made on 5 or 31 December expired on the next 1 January.
+    #[test]
+    fn lifetimes_count_from_the_moment_of_issue() {
+        for now in [
+            date(2026, 12, 5),
+            date(2026, 12, 31),
+            date(2027, 1, 1),
+            date(2028, 2, 29),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            init_at(dir.path(), &InitOptions::default(), now).unwrap();
+            let (nb, na) = window(&read(&dir.path().join(CA_CERT)).unwrap());
+            assert_eq!(nb, now - BACKDATE);
+            assert_eq!(na, now + CA_LIFETIME);
+            let (nb, na) = window(&read(&dir.path().join(SERVING_CERT)).unwrap());
+            assert_eq!(nb, now - BACKDATE);
+            assert_eq!(na, now + CERT_LIFETIME);
+            let list = expirations(dir.path()).unwrap();
+            assert_eq!(list.len(), MANAGED.len());
+            for e in &list {
+                let want = if e.name == "ca" {
+                    CA_LIFETIME
+                } else {
+                    CERT_LIFETIME
+                };
+                assert_eq!(e.not_after, now + want, "{}", e.name);
+                assert_eq!(e.residual(now), want);
+            }
+            // Nothing is due for renewal on the day of issue, everything but
+            // the CA is within the warning a month before the year is out.
+            assert!(expiring_soon(dir.path(), now).unwrap().is_empty());
+            let late = now + CERT_LIFETIME - 29 * DAY;
+            let soon: Vec<_> = expiring_soon(dir.path(), late)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            assert_eq!(soon, &MANAGED[1..]);
+        }
+    }
+
+    #[test]
+    fn renew_keeps_identity_and_extends_from_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = date(2026, 12, 5);
+        let opts = InitOptions {
+            sans: vec!["10.9.8.7".into(), "cp.example".into()],
+            server_url: "https://cp.example:6443".into(),
+            ..Default::default()
+        };
+        init_at(dir.path(), &opts, t0).unwrap();
+        let before = std::fs::read_to_string(dir.path().join(SERVING_KEY)).unwrap();
+        let t1 = t0 + 300 * DAY;
+        let ca = Ca::load(dir.path()).unwrap().at(t1);
+        let renewed = renew_with(&ca, dir.path(), "all").unwrap();
+        assert_eq!(renewed, &MANAGED[1..]);
+        for e in expirations(dir.path()).unwrap() {
+            let want = if e.name == "ca" {
+                t0 + CA_LIFETIME
+            } else {
+                t1 + CERT_LIFETIME
+            };
+            assert_eq!(e.not_after, want, "{}", e.name);
+        }
+        // A fresh key, the same SANs and the same issuer.
+        assert_ne!(before, read(&dir.path().join(SERVING_KEY)).unwrap());
+        let serving = read(&dir.path().join(SERVING_CERT)).unwrap();
+        let sans = sans_of(Path::new("x"), &serving).unwrap();
+        assert!(sans.contains(&"10.9.8.7".to_string()), "{sans:?}");
+        assert!(sans.contains(&"cp.example".to_string()), "{sans:?}");
+        let (ca_d, s_d) = (der(&ca.cert_pem), der(&serving));
+        let (_, cax) = parse_x509_certificate(&ca_d).unwrap();
+        let (_, sx) = parse_x509_certificate(&s_d).unwrap();
+        sx.verify_signature(Some(cax.public_key())).unwrap();
+        // The kubeconfig keeps its server and user, and its cert its groups.
+        let admin = KubeconfigParts::read(&dir.path().join(ADMIN_KUBECONFIG)).unwrap();
+        assert_eq!(admin.server, "https://cp.example:6443");
+        assert_eq!(admin.user, "kubernetes-admin");
+        let id = crate::authn::identity_from_cert(&der(&admin.client_cert_pem)).unwrap();
+        assert_eq!(id.groups, vec!["system:masters"]);
+        // One at a time, and clear refusals.
+        assert_eq!(
+            renew_with(&ca, dir.path(), "apiserver").unwrap(),
+            ["apiserver"]
+        );
+        assert!(matches!(
+            renew_with(&ca, dir.path(), "ca"),
+            Err(PkiError::CaRenewal)
+        ));
+        let err = renew_with(&ca, dir.path(), "etcd").unwrap_err();
+        assert!(matches!(err, PkiError::UnknownCertificate(_)));
+        assert!(err.to_string().contains("admin.kubeconfig"), "{err}");
+    }
+
+    #[test]
+    fn expiration_table_reads_like_kubeadms() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = date(2026, 12, 5);
+        init_at(dir.path(), &InitOptions::default(), t0).unwrap();
+        let table = expiration_table(&expirations(dir.path()).unwrap(), t0 + DAY);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("CERTIFICATE"), "{table}");
+        assert!(
+            lines[1].starts_with("ca ") && lines[1].contains("Dec 02, 2036"),
+            "{table}"
+        );
+        assert!(lines[1].contains("3649d"), "{table}");
+        assert!(
+            lines[2].starts_with("apiserver ") && lines[2].contains("Dec 05, 2027"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("364d") && lines[2].trim_end().ends_with("ca"),
+            "{table}"
+        );
+        assert_eq!(residual_text(Duration::ZERO), "<invalid>");
+        assert_eq!(residual_text(Duration::from_secs(7200)), "2h");
     }
 
     #[test]
     fn serving_cert_has_sans_and_chains_to_ca() {
-        let (ca, _) = Ca::generate().unwrap();
+        let (ca, _) = Ca::generate(SystemTime::now()).unwrap();
         let s = ca.serving_cert(&["10.1.2.3".into()]).unwrap();
         let ca_der = der(&ca.cert_pem);
         let s_der = der(&s.cert_pem);
         let (_, ca_x) = parse_x509_certificate(&ca_der).unwrap();
         let (_, x) = parse_x509_certificate(&s_der).unwrap();
         assert_eq!(x.issuer(), ca_x.subject());
-        let san = x.subject_alternative_name().unwrap().unwrap();
-        let names: Vec<String> = san
-            .value
-            .general_names
-            .iter()
-            .map(|n| match n {
-                GeneralName::DNSName(d) => d.to_string(),
-                GeneralName::IPAddress(ip) => format!("{ip:?}"),
-                other => format!("{other:?}"),
-            })
-            .collect();
-        assert!(names.contains(&"localhost".to_string()), "{names:?}");
-        assert!(names.contains(&"[127, 0, 0, 1]".to_string()), "{names:?}");
-        assert!(names.contains(&"[10, 1, 2, 3]".to_string()), "{names:?}");
+        let names = sans_of(Path::new("x"), &s.cert_pem).unwrap();
+        for want in ["localhost", "127.0.0.1", "::1", "10.1.2.3"] {
+            assert!(names.contains(&want.to_string()), "{names:?}");
+        }
     }
 
     #[test]
     fn client_cert_carries_user_and_groups() {
-        let (ca, _) = Ca::generate().unwrap();
+        let (ca, _) = Ca::generate(SystemTime::now()).unwrap();
         let c = ca.client_cert("alice", &["dev", "ops"]).unwrap();
         let d = der(&c.cert_pem);
         let id = crate::authn::identity_from_cert(&d).unwrap();
         assert_eq!(id.name, "alice");
         assert_eq!(id.groups, vec!["dev", "ops"]);
-        assert!(ca.client_cert("x", &["a", "b", "c"]).is_err());
+        assert!(matches!(
+            ca.client_cert("x", &["a", "b", "c"]),
+            Err(PkiError::TooManyGroups)
+        ));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// How often watches that allow bookmarks get one (kube: about a minute).
     pub bookmark_interval: std::time::Duration,
+    /// How often the plane's certificates are checked for coming expiry.
+    pub cert_check_interval: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -82,6 +84,7 @@ impl ServeConfig {
             data_dir,
             listen,
             bookmark_interval: std::time::Duration::from_secs(60),
+            cert_check_interval: std::time::Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -120,19 +123,119 @@ pub fn tls_server_config(
     .allow_unauthenticated()
     .build()
     .map_err(|e| format!("client verifier: {e}"))?;
-    let cert_path = pki_dir.join(pki::SERVING_CERT);
-    let key_path = pki_dir.join(pki::SERVING_KEY);
-    let certs = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| err(&cert_path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(&cert_path, e))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| err(&key_path, e))?;
-    rustls::ServerConfig::builder_with_provider(provider)
+    let serving = ServingCert::load(pki_dir, provider.clone())?;
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| err(&cert_path, e))
+        .with_cert_resolver(Arc::new(serving)))
+}
+
+/// The serving certificate, re-read when its file is replaced so that
+/// `pki renew` takes effect at the next handshake without a restart;
+/// connections already open (nodes included) keep theirs. A replacement
+/// that fails to load is logged and the previous certificate stays.
+#[derive(Debug)]
+struct ServingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// (inode, mtime) of the certificate file it came from: renewal renames
+    /// a new file into place.
+    file: Option<(u64, std::time::SystemTime)>,
+    checked: std::time::Instant,
+}
+
+/// How often a handshake may look at the certificate file.
+const CERT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ServingCert {
+    fn load(
+        pki_dir: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<ServingCert, String> {
+        let cert_path = pki_dir.join(pki::SERVING_CERT);
+        let key_path = pki_dir.join(pki::SERVING_KEY);
+        let file = file_id(&cert_path);
+        let key = certified_key(&cert_path, &key_path, &provider)?;
+        Ok(ServingCert {
+            cert_path,
+            key_path,
+            provider,
+            current: std::sync::RwLock::new(Loaded {
+                key,
+                file,
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        {
+            let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if cur.checked.elapsed() < CERT_RECHECK {
+                return cur.key.clone();
+            }
+        }
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        cur.checked = std::time::Instant::now();
+        let file = file_id(&self.cert_path);
+        if file != cur.file {
+            match certified_key(&self.cert_path, &self.key_path, &self.provider) {
+                Ok(key) => {
+                    tracing::info!(path = %self.cert_path.display(), "serving certificate reloaded");
+                    cur.key = key;
+                    cur.file = file;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "keeping the previous serving certificate");
+                    cur.file = file;
+                }
+            }
+        }
+        cur.key.clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.modified().ok()?))
+}
+
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| err(cert_path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(cert_path, e))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| err(key_path, e))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| err(key_path, e))?;
+    let ck = rustls::sign::CertifiedKey::new(certs, signing);
+    ck.keys_match()
+        .map_err(|e| format!("{} and {}: {e}", cert_path.display(), key_path.display()))?;
+    Ok(Arc::new(ck))
 }
 
 /// A running server (tests start one in-process).
@@ -142,12 +245,14 @@ pub struct Running {
     pub state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
     rbac_task: tokio::task::JoinHandle<()>,
+    cert_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     pub fn abort(&self) {
         self.task.abort();
         self.rbac_task.abort();
+        self.cert_task.abort();
     }
 }
 
@@ -183,12 +288,75 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let rbac_task = crate::rbac_cache::spawn(state.rbac.clone(), state.store.clone());
     let task = tokio::spawn(accept_loop(listener, Arc::new(tls), state.clone()));
+    let cert_task = tokio::spawn(watch_certificates(
+        state.clone(),
+        cfg.pki_dir.clone(),
+        cfg.cert_check_interval,
+    ));
     Ok(Running {
         addr,
         state,
         task,
         rbac_task,
+        cert_task,
     })
+}
+
+/// Every `every`, warns about each of the plane's certificates that expires
+/// within [`pki::EXPIRY_WARNING`]: in the log and as a Warning Event in
+/// `kube-system` (reason `CertificateExpiring`), which `kubectl get events`
+/// shows.
+async fn watch_certificates(state: Arc<State>, pki_dir: PathBuf, every: std::time::Duration) {
+    loop {
+        let now = std::time::SystemTime::now();
+        match pki::expiring_soon(&pki_dir, now) {
+            Ok(list) => {
+                for e in list {
+                    let days = e.residual(now).as_secs() / 86_400;
+                    let message = format!(
+                        "certificate {} ({}) expires in {days} days; renew it with \
+                         `skiff-controlplane pki renew {} --dir {}`",
+                        e.name,
+                        e.path.display(),
+                        e.name,
+                        pki_dir.display()
+                    );
+                    tracing::warn!(certificate = e.name, days_left = days, "{message}");
+                    if let Err(err) = certificate_event(&state, e.name, &message).await {
+                        tracing::error!(error = %err.message, "recording the certificate warning");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "checking certificate expiry"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn certificate_event(state: &State, name: &str, message: &str) -> Result<(), ApiError> {
+    let events = crate::registry::find("", "v1", "events").expect("events registered");
+    let now = crate::storage::now_rfc3339();
+    let event = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("certificate-expiring.{}.{}", name.replace('.', "-"), crate::storage::unix_now()),
+            "namespace": "kube-system",
+        },
+        "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": "kube-system"},
+        "reason": "CertificateExpiring",
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "skiff-controlplane"},
+        "reportingComponent": "skiff-controlplane",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let lease = state.event_lease().await?;
+    crate::storage::create_with_lease(&state.store, events, "kube-system", event, false, lease)
+        .await
+        .map(|_| ())
 }
 
 async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>) {
@@ -197,7 +365,7 @@ async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, stat
         let (tcp, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("apiserver: accept: {e}");
+                tracing::warn!(error = %e, "accept");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }

@@ -128,7 +128,7 @@ pub async fn acquire(api: &Api<Lease>, cfg: &LeaderElection) {
         match try_acquire_or_renew(api, cfg).await {
             Ok(true) => return,
             Ok(false) => {}
-            Err(e) => eprintln!("{}: leader election: {e}", cfg.component),
+            Err(e) => tracing::warn!(component = %cfg.component, error = %e, "leader election"),
         }
         tokio::time::sleep(cfg.retry_period).await;
     }
@@ -144,7 +144,7 @@ pub async fn hold(api: &Api<Lease>, cfg: &LeaderElection) {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => return,
             Err(e) => {
-                eprintln!("{}: renewing the lease: {e}", cfg.component);
+                tracing::warn!(component = %cfg.component, error = %e, "renewing the leader lease");
                 if renewed.elapsed() > cfg.renew_deadline {
                     return;
                 }

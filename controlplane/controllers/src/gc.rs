@@ -392,16 +392,13 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
                     Ok(true) => {}
                     Ok(false) => go = false,
                     Err(e) => {
-                        eprintln!(
-                            "controller-manager: gc: looking up {}/{}: {e}",
-                            o.kind, o.name
-                        );
+                        tracing::warn!(kind = %o.kind, name = %o.name, error = %e, "gc: looking up an owner");
                         go = false;
                     }
                 }
             }
             if go && let Err(e) = execute(&shared, &action).await {
-                eprintln!("controller-manager: gc: {action:?}: {e}");
+                tracing::warn!(action = ?action, error = %e, "gc action failed");
             }
         }
         // Wait for a change (then let a burst settle) or the periodic sweep.

@@ -192,7 +192,7 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default()
     );
-    eprintln!("controller-manager: {key}: {e}");
+    tracing::warn!(object = %key, error = %e, "reconcile failed; retrying");
     Action::requeue(shared.retry_delay(key))
 }
 
@@ -230,11 +230,11 @@ pub async fn run(client: Client, cfg: Config) {
         Api::namespaced(client.clone(), &le.namespace);
     loop {
         leader::acquire(&leases, &le).await;
-        eprintln!("controller-manager: {} is the leader", cfg.identity);
+        tracing::info!(identity = %cfg.identity, "controller manager is the leader");
         tokio::select! {
             () = run_controllers(client.clone(), cfg.clone()) => {}
             () = leader::hold(&leases, &le) => {
-                eprintln!("controller-manager: {} lost the lease", cfg.identity);
+                tracing::warn!(identity = %cfg.identity, "controller manager lost the lease");
             }
         }
     }

@@ -242,7 +242,7 @@ async fn reconcile(node: Arc<Node>, shared: Arc<Shared>) -> Result<Action, Error
     // Say so once when every node goes down.
     static ALL_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if ALL_DOWN.swap(all_down, std::sync::atomic::Ordering::Relaxed) != all_down && all_down {
-        eprintln!("controller-manager: every node is down: holding evictions");
+        tracing::warn!("every node is down: holding evictions");
     }
     let now = Timestamp::now();
     let grace = shared.cfg.node_monitor_grace_period;
@@ -250,9 +250,7 @@ async fn reconcile(node: Arc<Node>, shared: Arc<Shared>) -> Result<Action, Error
     let api: Api<Node> = Api::all(shared.client.clone());
     let pp = PatchParams::default();
     if let Some(c) = &plan.conditions {
-        eprintln!(
-            "controller-manager: node {name}: no heartbeat for the grace period: conditions Unknown"
-        );
+        tracing::warn!(node = %name, "no heartbeat for the grace period: conditions Unknown");
         api.patch_status(
             &name,
             &pp,
@@ -273,7 +271,7 @@ async fn reconcile(node: Arc<Node>, shared: Arc<Shared>) -> Result<Action, Error
             .await?;
     }
     for (ns, pod) in &plan.evict {
-        eprintln!("controller-manager: node {name}: evicting pod {ns}/{pod} (NoExecute taint)");
+        tracing::info!(node = %name, pod = %format_args!("{ns}/{pod}"), "evicting pod (NoExecute taint)");
         match Api::<Pod>::namespaced(shared.client.clone(), ns)
             .delete(pod, &DeleteParams::default())
             .await

@@ -24,7 +24,7 @@ impl Journal {
 
     pub fn log(&self, line: String) {
         if !self.quiet {
-            eprintln!("skiff-gateway: {line}");
+            tracing::info!("{line}");
         }
         let mut l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() == KEEP {

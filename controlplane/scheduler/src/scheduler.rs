@@ -114,11 +114,11 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), String> 
     loop {
         leader::acquire(&leases, &le).await;
         stats.leader_terms.fetch_add(1, Ordering::Relaxed);
-        eprintln!("scheduler: {} is the leader", le.identity);
+        tracing::info!(identity = %le.identity, "scheduler is the leader");
         tokio::select! {
             r = schedule_loop(client.clone(), &mut fw, &opts) => return r,
             () = leader::hold(&leases, &le) => {
-                eprintln!("scheduler: {} lost the lease; standing by", le.identity);
+                tracing::warn!(identity = %le.identity, "scheduler lost the lease; standing by");
             }
         }
     }
@@ -300,7 +300,7 @@ async fn schedule_loop(
         tokio::select! {
             ev = pods.next() => match ev {
                 None => return Err("the pod watch ended".into()),
-                Some(Err(e)) => eprintln!("scheduler: pod watch: {e}"),
+                Some(Err(e)) => tracing::warn!(error = %e, "pod watch"),
                 Some(Ok(ev)) => {
                     let now = Instant::now();
                     match ev {
@@ -313,7 +313,7 @@ async fn schedule_loop(
             },
             ev = nodes.next() => match ev {
                 None => return Err("the node watch ended".into()),
-                Some(Err(e)) => eprintln!("scheduler: node watch: {e}"),
+                Some(Err(e)) => tracing::warn!(error = %e, "node watch"),
                 Some(Ok(ev)) => {
                     let now = Instant::now();
                     match ev {
@@ -383,7 +383,7 @@ fn schedule_one(
             let name = pod.name.clone();
             tasks.spawn(async move {
                 if let Err(e) = set_unschedulable(&api, &name, &msg).await {
-                    eprintln!("scheduler: updating the status of {name}: {e}");
+                    tracing::warn!(pod = %name, error = %e, "updating the pod status");
                 }
             });
         }
@@ -406,7 +406,7 @@ fn finish_bind(st: &mut State, o: BindOutcome, recorder: &Recorder, stats: &Stat
                 // Deleted meanwhile; the watch removes it.
                 kube::Error::Api(s) if s.is_not_found() => st.queue.delete(&o.pod.key),
                 _ => {
-                    eprintln!("scheduler: binding {} to {}: {e}", o.pod.key, o.node);
+                    tracing::warn!(pod = %o.pod.key, node = %o.node, error = %e, "binding failed; retrying");
                     st.queue.retry(&o.pod.key);
                 }
             }
@@ -509,7 +509,7 @@ async fn write_events(client: Client, rx: mpsc::Receiver<Value>) {
                     Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = result {
-                    eprintln!("scheduler: writing an event: {e}");
+                    tracing::warn!(error = %e, "writing an event");
                 }
             }
         })

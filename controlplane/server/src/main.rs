@@ -23,6 +23,8 @@ use skiff_gateway::GatewayConfig;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    log: skiff_logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +53,21 @@ enum PkiCmd {
         /// How many node bootstrap tokens to create.
         #[arg(long)]
         bootstrap_tokens: Option<usize>,
+    },
+    /// Show when each certificate in DIR expires (like kubeadm's).
+    CheckExpiration {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Re-issue a certificate from the existing CA with a fresh key, keeping
+    /// its names: `apiserver`, a kubeconfig (`admin.kubeconfig`...) or `all`.
+    /// A running plane serves a renewed `apiserver` certificate at the next
+    /// handshake; components reading a renewed kubeconfig need a restart.
+    Renew {
+        /// What to renew (see `check-expiration`), or `all`.
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -112,14 +129,31 @@ fn pki_init(
     Ok(())
 }
 
+fn pki_check_expiration(dir: PathBuf) -> Result<(), String> {
+    let list = pki::expirations(&dir).map_err(|e| e.to_string())?;
+    print!(
+        "{}",
+        pki::expiration_table(&list, std::time::SystemTime::now())
+    );
+    Ok(())
+}
+
+fn pki_renew(dir: PathBuf, name: String) -> Result<(), String> {
+    for n in pki::renew(&dir, &name).map_err(|e| e.to_string())? {
+        println!("{n}: renewed");
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    survive_file_size_limit()?;
     let image_cache = args
         .image_cache
         .clone()
         .unwrap_or_else(|| args.data.join("images"));
     let cfg = server::ServeConfig::new(args.dir.clone(), args.data, args.listen);
     let api = server::start(&cfg).await?;
-    println!("serving the Kubernetes API on https://{}", api.addr);
+    tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
     let mut img_cfg = skiff_images::Config::new(image_cache);
@@ -127,7 +161,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
     gw_cfg.images = Some(skiff_gateway::images::Images(images));
     let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;
-    println!("serving the node gateway on {}", gateway.addr);
+    tracing::info!(addr = %gateway.addr, "serving the node gateway");
     // The scheduler is an ordinary API client with its own credentials,
     // dialing this server's actual address (not the kubeconfig's URL).
     let scheduler = if args.no_scheduler {
@@ -139,7 +173,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 .await?;
         Some(tokio::spawn(async move {
             if let Err(e) = skiff_scheduler::run(client, Default::default()).await {
-                eprintln!("scheduler: {e}");
+                tracing::error!(error = %e, "the scheduler stopped");
             }
         }))
     };
@@ -197,8 +231,28 @@ async fn shutdown_signal() -> Result<(), String> {
     }
 }
 
+/// A file-size limit (`ulimit -f`) must fail the write that crosses it
+/// (EFBIG, which the store reports and logs), not kill the whole plane with
+/// SIGXFSZ's default action: catching the signal is enough for that.
+fn survive_file_size_limit() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    const SIGXFSZ: i32 = 25;
+    let mut xfsz = signal(SignalKind::from_raw(SIGXFSZ)).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while xfsz.recv().await.is_some() {
+            tracing::error!("a write crossed the file size limit (SIGXFSZ)");
+        }
+    });
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let result = match Cli::parse().cmd {
+    let cli = Cli::parse();
+    if let Err(e) = skiff_logging::init(&cli.log) {
+        eprintln!("skiff-controlplane: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.cmd {
         Cmd::Pki {
             cmd:
                 PkiCmd::Init {
@@ -208,6 +262,12 @@ fn main() -> ExitCode {
                     bootstrap_tokens,
                 },
         } => pki_init(dir, san, server, bootstrap_tokens),
+        Cmd::Pki {
+            cmd: PkiCmd::CheckExpiration { dir },
+        } => pki_check_expiration(dir),
+        Cmd::Pki {
+            cmd: PkiCmd::Renew { name, dir },
+        } => pki_renew(dir, name),
         Cmd::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(serve(args))),
@@ -215,7 +275,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("skiff-controlplane: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -1,58 +1,77 @@
 //! `skiff-hollow-node --gateway ADDR --ca ca.crt --token ID.SECRET [--nodes N] [--prefix NAME]`:
-//! runs N hollow nodes against a node gateway and prints heartbeat figures
+//! runs N hollow nodes against a node gateway and logs heartbeat figures
 //! every 10 s.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use skiff_hollow_node::{Fleet, FleetConfig, Stats, stats::quantile};
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: skiff-hollow-node --gateway HOST:PORT --ca CA.crt --token ID.SECRET [--nodes N] [--prefix NAME]"
-    );
-    std::process::exit(2)
+#[derive(Parser)]
+#[command(
+    name = "skiff-hollow-node",
+    about = "Simulated Skiff nodes (the real kubelet core and node protocol, a fake runtime)",
+    version
+)]
+struct Cli {
+    /// The node gateway's address.
+    #[arg(long)]
+    gateway: SocketAddr,
+    /// The cluster CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// A bootstrap token, `ID.SECRET`.
+    #[arg(long)]
+    token: String,
+    /// How many nodes to run.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// Node names are `<prefix>-<i>`.
+    #[arg(long, default_value = "hollow")]
+    prefix: String,
+    #[command(flatten)]
+    log: skiff_logging::LogArgs,
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let (mut gateway, mut ca, mut token) = (None, None, None);
-    let (mut nodes, mut prefix) = (1u32, "hollow".to_string());
-    while let Some(a) = args.next() {
-        let mut v = || args.next().unwrap_or_else(|| usage());
-        match a.as_str() {
-            "--gateway" => gateway = Some(v()),
-            "--ca" => ca = Some(v()),
-            "--token" => token = Some(v()),
-            "--nodes" => nodes = v().parse().unwrap_or_else(|_| usage()),
-            "--prefix" => prefix = v(),
-            _ => usage(),
-        }
-    }
-    let (Some(gateway), Some(ca), Some(token)) = (gateway, ca, token) else {
-        usage()
-    };
-    let gateway = gateway.parse().unwrap_or_else(|_| usage());
-    let cfg = FleetConfig::new(gateway, std::path::Path::new(&ca), &token).unwrap_or_else(|e| {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = skiff_logging::init(&cli.log) {
         eprintln!("skiff-hollow-node: {e}");
-        std::process::exit(1)
-    });
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        return ExitCode::FAILURE;
+    }
+    let cfg = match FleetConfig::new(cli.gateway, &cli.ca, &cli.token) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "starting the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
     rt.block_on(async move {
         let mut fleet = Fleet::new();
-        fleet.start_many(&cfg, &prefix, nodes);
+        fleet.start_many(&cfg, &cli.prefix, cli.nodes);
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let s = &fleet.stats;
             let mut hb = s.take_heartbeats();
-            println!(
-                "sessions={} heartbeats={} p50={}us p99={}us errors={} last_error={:?}",
-                Stats::get(&s.sessions),
-                hb.len(),
-                quantile(&mut hb, 0.5),
-                quantile(&mut hb, 0.99),
-                Stats::get(&s.errors),
-                s.last_error()
+            tracing::info!(
+                sessions = Stats::get(&s.sessions),
+                heartbeats = hb.len(),
+                p50_us = quantile(&mut hb, 0.5),
+                p99_us = quantile(&mut hb, 0.99),
+                errors = Stats::get(&s.errors),
+                last_error = ?s.last_error(),
+                "heartbeats"
             );
         }
-    });
+    })
 }

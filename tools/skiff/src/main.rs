@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    log: skiff_logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -20,6 +22,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    skiff_logging::init(&cli.log)?;
     match cli.cmd {
         Cmd::Node(cmd) => {
             let code = node::run(cmd)?;

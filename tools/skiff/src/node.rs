@@ -151,8 +151,8 @@ pub fn run(cmd: NodeCmd) -> Result<i32> {
         );
     }
     if let Some(p) = diag_host {
-        eprintln!(
-            "skiff: diag service will be at 127.0.0.1:{p} (e.g. `echo status | nc 127.0.0.1 {p}`)"
+        tracing::info!(
+            "diag service will be at 127.0.0.1:{p} (e.g. `echo status | nc 127.0.0.1 {p}`)"
         );
     }
     let timestamps = a.timestamps;
@@ -175,7 +175,7 @@ pub fn run(cmd: NodeCmd) -> Result<i32> {
     if !stderr.trim().is_empty() {
         eprint!("{stderr}");
     }
-    eprintln!("skiff: node exited: {exit}");
+    tracing::info!("node exited: {exit}");
     Ok(exit.code())
 }
 

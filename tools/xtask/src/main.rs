@@ -25,7 +25,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what this machine lacks (QEMU, rustup targets, test peers). Idempotent.
-    Setup,
+    Setup {
+        /// Only check: name every missing file or tool, install nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the node kernel ELF for x86_64-unknown-none.
     Kernel,
     /// Bring up the demo cluster and show it working.
@@ -41,7 +45,8 @@ fn main() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match cli.cmd {
-        Cmd::Setup => setup::run(&root).map(|_| ()),
+        Cmd::Setup { check: true } => setup::check(&root),
+        Cmd::Setup { check: false } => setup::run(&root).map(|_| ()),
         Cmd::Kernel => kernel::build(&root).map(|p| println!("{}", p.display())),
         Cmd::Demo(args) => demo::run(&root, args),
         Cmd::Test(args) => test::run(&root, args),

