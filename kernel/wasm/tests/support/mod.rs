@@ -4,52 +4,16 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skiff_wasm::{ConnId, Container, Host, NetError, Runtime, Shutdown, Step, Stream, Target};
 
+#[path = "../../../../tests/wasm/build_guests.rs"]
+mod build;
+
 /// Builds the guests once per test process (cargo caches across runs).
-pub fn guest_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/wasm");
-        // Tests get a scratch dir from cargo; examples live in
-        // <target>/<profile>/examples/ and use <target>/tmp.
-        let tmp = option_env!("CARGO_TARGET_TMPDIR").map_or_else(
-            || {
-                let exe = std::env::current_exe().expect("current exe");
-                exe.ancestors().nth(3).expect("target dir").join("tmp")
-            },
-            PathBuf::from,
-        );
-        let target = tmp.join("wasm-guests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--target",
-                "wasm32-wasip1",
-                "--locked",
-            ])
-            .arg("--target-dir")
-            .arg(&target)
-            .current_dir(&src)
-            // Do not inherit the host build's flags or target dir.
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .status()
-            .expect("run cargo for the wasm guests");
-        assert!(status.success(), "building tests/wasm failed");
-        target.join("wasm32-wasip1/release")
-    })
-}
+pub use build::dir as guest_dir;
 
 pub fn wasm(name: &str) -> Vec<u8> {
     let path = guest_dir().join(format!("{name}.wasm"));
