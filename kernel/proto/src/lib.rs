@@ -72,8 +72,8 @@
 //! pins the frozen handshake bytes, checks the decoder's edge cases, and runs
 //! a seeded, time-bounded fuzz loop over random and mutated frames
 //! (`SKIFF_FUZZ_SECS`, default 2; `SKIFF_FUZZ_SEED`). Deeper, coverage-guided
-//! fuzzing is the cargo-fuzz target in `kernel/proto/fuzz` (nightly, its own
-//! workspace): `cd kernel/proto/fuzz && cargo +nightly fuzz run decode -- -max_total_time=60`.
+//! fuzzing is the libFuzzer target `node_proto` in `tests/fuzz`:
+//! `cargo xtask fuzz node_proto --time 60`.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! Round trips, frozen handshake encodings, decoder edge cases, and a bounded
-//! in-process fuzz run (stable; the cargo-fuzz target in `fuzz/` goes deeper).
+//! in-process fuzz run (the libFuzzer target `tests/fuzz` `node_proto` goes deeper).
 
 use alloc::vec;
 use alloc::vec::Vec;

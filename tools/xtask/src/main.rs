@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod fuzz;
 mod kernel;
 mod setup;
 mod test;
@@ -38,6 +39,8 @@ enum Cmd {
     Test(test::Args),
     /// Run a benchmark; writes target/bench/NAME.json.
     Bench(bench::Args),
+    /// Coverage-guided fuzzing of a decoder with libFuzzer (`list` names them).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::Demo(args) => demo::run(&root, args),
         Cmd::Test(args) => test::run(&root, args),
         Cmd::Bench(args) => bench::run(&root, args),
+        Cmd::Fuzz(args) => fuzz::run(&root, args),
     }
 }
 

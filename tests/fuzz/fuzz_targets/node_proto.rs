@@ -1,7 +1,8 @@
-//! Feeds arbitrary bytes to both directions' decoders, in chunks chosen by the
-//! input itself, and checks the decoder invariants: no panic, the body buffer
-//! never exceeds the limit, and every accepted message re-encodes and decodes
-//! to itself.
+//! The node protocol (`skiff-node-proto`), which the gateway decodes from
+//! every node and the node from the gateway. Feeds arbitrary bytes to both
+//! directions' decoders, in chunks chosen by the input itself, and checks the
+//! decoder invariants: no panic, the body buffer never exceeds the limit, and
+//! every accepted message re-encodes and decodes to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
