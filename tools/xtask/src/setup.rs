@@ -123,6 +123,7 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
             "qemu-system-x86",
         ),
         apt("ip (network namespaces, tap devices)", "ip", "iproute2"),
+        apt("prlimit (the store failure test)", "prlimit", "util-linux"),
         apt(
             "OCI registry (distribution 2.8)",
             "docker-registry",
@@ -454,4 +455,31 @@ fn venv(cache: &Path) -> Result<()> {
             ])
             .args(PY_PACKAGES),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--check` on a machine whose cache lacks the vendored and fetched
+    /// pieces names each of them and where it comes from.
+    #[test]
+    fn check_names_what_is_missing() {
+        let cache = std::env::temp_dir().join(format!("skiff-setup-{}", std::process::id()));
+        let missing = missing(&cache);
+        let named: Vec<(&str, Source)> = missing.iter().map(|(r, _)| (r.what, r.source)).collect();
+        for (what, source) in [
+            ("protoc", Source::VendoredProtoc),
+            ("protobuf well-known types", Source::VendoredProtoc),
+            ("kubectl 1.33", Source::Kubectl),
+            ("Python kubernetes client and oras", Source::Venv),
+        ] {
+            assert!(
+                named.contains(&(what, source)),
+                "{what} not reported: {named:?}"
+            );
+        }
+        let (_, why) = missing.iter().find(|(r, _)| r.what == "protoc").unwrap();
+        assert!(why.contains(".cache") || why.contains("protoc"), "{why}");
+    }
 }
