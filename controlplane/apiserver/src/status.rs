@@ -103,11 +103,17 @@ impl ApiError {
     pub fn gone(msg: impl Into<String>) -> Self {
         Self::new(410, "Expired", msg)
     }
+    /// A request body over [`crate::http::MAX_BODY`] (kube's wording).
     pub fn too_large() -> Self {
+        Self::too_large_msg(format!("limit is {}", crate::http::MAX_BODY))
+    }
+    /// 413 for a request whose result would be too large (kube's
+    /// `NewRequestEntityTooLargeError`).
+    pub fn too_large_msg(detail: impl std::fmt::Display) -> Self {
         Self::new(
             413,
             "RequestEntityTooLarge",
-            "Request entity too large: limit is 3145728",
+            format!("Request entity too large: {detail}"),
         )
     }
     pub fn unsupported_media(ct: &str) -> Self {

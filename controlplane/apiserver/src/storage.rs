@@ -178,12 +178,33 @@ pub fn set_rv(v: &mut Value, rev: u64) {
     }
 }
 
-fn encode(v: &Value) -> Vec<u8> {
+/// The largest object stored, encoded: etcd's default request limit
+/// (`--max-request-bytes`, 1.5 MiB), which bounds kube's objects too.
+pub const MAX_OBJECT: usize = 3 * 512 * 1024;
+
+/// The stored form of an object: its JSON without resourceVersion.
+fn stored_json(v: &Value) -> ApiResult<Vec<u8>> {
     let mut v = v.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    serde_json::to_vec(&v).expect("JSON values serialize")
+    serde_json::to_vec(&v).map_err(ApiError::internal)
+}
+
+/// [`stored_json`], refused with 413 when larger than [`MAX_OBJECT`]
+/// (whatever made it so: a large body, a patch or an apply), before
+/// anything is written.
+fn encode(r: &Resource, v: &Value) -> ApiResult<Vec<u8>> {
+    let bytes = stored_json(v)?;
+    if bytes.len() > MAX_OBJECT {
+        let name = meta_str(v, "name").unwrap_or_default();
+        return Err(ApiError::too_large_msg(format!(
+            "{} \"{name}\" would be {} bytes, more than the limit of {MAX_OBJECT}",
+            r.kind,
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
 }
 
 pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
@@ -259,6 +280,7 @@ pub async fn create_with_lease(
         }
     }
     let key = r.key(ns, &name);
+    let value = encode(r, &obj)?;
     if dry_run {
         if store.get(key.clone()).await?.is_some() {
             return Err(ApiError::already_exists(target(r, &name)));
@@ -270,7 +292,7 @@ pub async fn create_with_lease(
             compare: vec![Compare::missing(key.clone())],
             success: vec![Op::Put {
                 key: key.into(),
-                value: encode(&obj).into(),
+                value: value.into(),
                 lease,
             }],
             failure: vec![],
@@ -374,7 +396,7 @@ where
                 .unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
         }
-        if new == current || dry_run {
+        if new == current {
             return Ok(new);
         }
         let finalizers_empty = new
@@ -388,10 +410,13 @@ where
             // Keep the key's lease (an updated event still expires).
             Op::Put {
                 key: key.clone().into(),
-                value: encode(&new).into(),
+                value: encode(r, &new)?.into(),
                 lease: kv.lease,
             }
         };
+        if dry_run {
+            return Ok(new);
+        }
         let resp = store
             .txn(Txn {
                 compare: vec![Compare::mod_revision(key.clone(), kv.mod_revision)],
@@ -465,6 +490,9 @@ pub async fn delete(
             let mut new = current.clone();
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(pod_grace.unwrap_or(0));
+            // Unchecked: marking an object for deletion must never fail on
+            // its size.
+            let value = stored_json(&new)?;
             if dry_run {
                 return Ok(Deleted::Pending(new));
             }
@@ -473,7 +501,7 @@ pub async fn delete(
                     compare: vec![Compare::mod_revision(key.clone(), kv.mod_revision)],
                     success: vec![Op::Put {
                         key: key.clone().into(),
-                        value: encode(&new).into(),
+                        value: value.into(),
                         lease: kv.lease,
                     }],
                     failure: vec![],
@@ -841,7 +869,8 @@ mod tests {
             json!({"aaa": {"metadata": {"inner": 1}}, "metadata": {}, "spec": {"template": {"metadata": {"labels": {}}}}}),
             json!({"a": [1, {"b": "\\"}], "n": -1.5e3, "t": true, "z": null, "metadata": {"name": "x"}}),
         ] {
-            let bytes = encode(&obj);
+            let r = registry::find("", "v1", "configmaps").expect("registered");
+            let bytes = encode(r, &obj).unwrap();
             let kv = KeyValue {
                 key: Default::default(),
                 value: bytes.clone().into(),
