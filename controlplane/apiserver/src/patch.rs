@@ -396,6 +396,72 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], field: &str) {
     *list = named;
 }
 
+/// The invariants the `patch` fuzz target (`tests/fuzz`) and the bounded
+/// test below check over arbitrary patch bodies.
+#[doc(hidden)]
+pub mod fuzz {
+    use serde_json::{Value, json};
+
+    use super::{MAX_DEPTH, MAX_JSON_PATCH_COPY_BYTES, PatchType, apply, measure};
+
+    /// The object every patch is applied to: lists with and without merge
+    /// keys, primitive lists, nesting, and a server-side applier.
+    pub fn object() -> Value {
+        let applied = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "web", "image": "web:1", "ports": [{"containerPort": 80}],
+                 "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}}}});
+        let mut obj = crate::ssa::apply(None, &applied, "kubectl", false, "2026-01-01T00:00:00Z")
+            .expect("applies");
+        obj["metadata"]["finalizers"] = json!(["a", "b"]);
+        obj["spec"]["template"]["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
+        obj["spec"]["strategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
+        obj["status"] = json!({"conditions": [{"type": "Available", "status": "True"}]});
+        obj
+    }
+
+    /// Applies `data` (first byte: which kind of patch) to [`object`];
+    /// panics if an accepted result breaks a bound: nesting past
+    /// [`MAX_DEPTH`], JSON that does not read back as itself, or a size
+    /// out of proportion to the object and the patch.
+    pub fn one(doc: &Value, data: &[u8]) {
+        let Some((&ctl, body)) = data.split_first() else {
+            return;
+        };
+        let result = match ctl % 5 {
+            0 => apply(PatchType::Merge, doc, body),
+            1 => apply(PatchType::Json, doc, body),
+            2 => apply(PatchType::Strategic, doc, body),
+            3 => crate::http::yaml_to_json(body).and_then(|applied| {
+                crate::ssa::apply(
+                    Some(doc),
+                    &applied,
+                    "fuzz",
+                    ctl & 8 != 0,
+                    "2026-01-01T00:00:00Z",
+                )
+            }),
+            _ => crate::http::yaml_to_json(body),
+        };
+        let Ok(out) = result else { return };
+        let m = measure(&out, usize::MAX);
+        assert!(m.depth <= MAX_DEPTH, "nested {} deep", m.depth);
+        let bytes = serde_json::to_vec(&out).expect("encodes");
+        let back: Value = serde_json::from_slice(&bytes).expect("reads back");
+        assert_eq!(back, out);
+        let doc_len = serde_json::to_vec(doc).expect("encodes").len();
+        let bound = 3 * (doc_len + body.len()) + MAX_JSON_PATCH_COPY_BYTES + 4096;
+        assert!(
+            bytes.len() <= bound,
+            "{} bytes from a {}-byte patch",
+            bytes.len(),
+            body.len()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +617,90 @@ mod tests {
         assert_eq!(
             out["spec"]["containers"],
             json!([{"name": "b"}, {"name": "a", "dup": true, "y": 2}, {"name": "c", "x": 1}])
+        );
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Bounded fuzzing on stable, over the invariants of [`fuzz::one`]:
+    /// seeded mutations of patches of every kind for a couple of seconds
+    /// (`SKIFF_FUZZ_SECS`, `SKIFF_FUZZ_SEED` override).
+    #[test]
+    fn fuzz_patches_bounded() {
+        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2.0);
+        let seed: u64 = std::env::var("SKIFF_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed);
+        let seeds: Vec<Vec<u8>> = [
+            (0u8, r#"{"metadata":{"labels":{"app":null,"x":"y"}},"spec":{"replicas":3}}"#),
+            (1, r#"[{"op":"copy","from":"/spec","path":"/spec/template/x"},{"op":"move","from":"/status","path":"/spec/s"},{"op":"add","path":"/metadata/finalizers/-","value":"c"},{"op":"test","path":"/spec/replicas","value":2}]"#),
+            (2, r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["a"],"finalizers":["z"]},"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"side"},{"name":"web"}],"containers":[{"name":"side","image":"s:1"},{"name":"web","env":[{"name":"A","$patch":"delete"}],"ports":[{"containerPort":81}]}],"volumes":[{"$patch":"replace"}]}},"strategy":{"$retainKeys":["type"],"type":"Recreate"}}}"#),
+            (3, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 5\n  template:\n    spec:\n      containers:\n      - name: web\n        image: web:2\n"),
+            (4, "a: &x [1, 2, {b: c}]\nb: [*x, *x]\n"),
+        ]
+        .iter()
+        .map(|(k, p)| [&[*k][..], p.as_bytes()].concat())
+        .collect();
+        let doc = fuzz::object();
+        let start = std::time::Instant::now();
+        let mut rng = Rng(seed);
+        let mut runs = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let mut input = seeds[rng.below(seeds.len())].clone();
+            for _ in 0..rng.below(6) {
+                let len = input.len();
+                match rng.below(6) {
+                    0 if len > 1 => input[1 + rng.below(len - 1)] = rng.next() as u8,
+                    1 => {
+                        let b = b"{}[]\",:/-0$*&"[rng.below(13)];
+                        input.insert(1 + rng.below(len), b);
+                    }
+                    2 if len > 1 => {
+                        input.remove(1 + rng.below(len - 1));
+                    }
+                    3 if len > 1 => {
+                        // Repeat a slice: long lists, deep nesting.
+                        let a = 1 + rng.below(len - 1);
+                        let b = (a + rng.below(16)).min(len);
+                        let piece = input[a..b].to_vec();
+                        for _ in 0..rng.below(64) {
+                            input.splice(a..a, piece.iter().copied());
+                        }
+                    }
+                    4 => input[0] = rng.next() as u8,
+                    _ => {}
+                }
+            }
+            fuzz::one(&doc, &input);
+            runs += 1;
+        }
+        eprintln!("fuzz: {runs} patches, seed {seed:#x}");
+        assert!(runs > 100);
+    }
+
+    /// Found by the fuzz target: without serde_json's `float_roundtrip`
+    /// a float read back from its JSON could be one ULP off.
+    #[test]
+    fn floats_read_back_exactly() {
+        fuzz::one(
+            &fuzz::object(),
+            b"77777777777777777000000000000000000001716964822",
         );
     }
 

@@ -381,7 +381,14 @@ pub fn apply(
         "fieldsType": "FieldsV1",
         "fieldsV1": new_set,
     }));
-    result["metadata"]["managedFields"] = json!(entries);
+    let meta = result
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| {
+            ApiError::bad_request("an applied configuration must be an object with object metadata")
+        })?;
+    meta.insert("managedFields".into(), json!(entries));
     Ok(result)
 }
 
