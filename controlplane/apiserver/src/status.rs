@@ -187,6 +187,11 @@ impl From<skiff_store::Error> for ApiError {
             skiff_store::Error::FutureRevision { requested, current } => ApiError::timeout(
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
+            // etcd's NOSPACE reaches kube clients as a 500; 507 says what
+            // it is (the server is out of the storage it may use).
+            e @ skiff_store::Error::NoSpace { .. } => {
+                ApiError::new(507, "InsufficientStorage", e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }

@@ -238,18 +238,66 @@ pub async fn create(
     obj: Value,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    create_with_lease(store, r, ns, obj, dry_run, 0).await
+    insert(store, r, ns, obj, dry_run, 0, usize::MAX).await
 }
 
-/// [`create`] with the key attached to a store lease (0 = none): the object
-/// goes when the lease expires, as kube's events do.
+/// [`create`] as a client asks it: within the namespace object limit of
+/// `state`, with the key attached to a store lease (0 = none) so that the
+/// object goes when the lease expires, as kube's events do.
 pub async fn create_with_lease(
+    state: &crate::server::State,
+    r: &Resource,
+    ns: &str,
+    obj: Value,
+    dry_run: bool,
+    lease: skiff_store::LeaseId,
+) -> ApiResult<Value> {
+    let max = state.gate.limits.max_objects_per_namespace;
+    insert(&state.store, r, ns, obj, dry_run, lease, max).await
+}
+
+/// Objects namespace `ns` holds, all kinds together: key counts of every
+/// namespaced resource in one read transaction.
+pub async fn namespace_objects(store: &Store, ns: &str) -> ApiResult<u64> {
+    // One range per stored prefix (a kind served at two versions is
+    // stored once).
+    let prefixes: std::collections::BTreeSet<String> = registry::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && r.kind != "Namespace")
+        .map(|r| r.list_prefix(ns))
+        .collect();
+    let ranges = prefixes
+        .into_iter()
+        .map(|p| {
+            let mut req = RangeRequest::prefix(p.into_bytes());
+            req.count_only = true;
+            Op::Range(req)
+        })
+        .collect();
+    let resp = store
+        .txn(Txn {
+            success: ranges,
+            ..Txn::default()
+        })
+        .await?;
+    Ok(resp
+        .responses
+        .iter()
+        .map(|r| match r {
+            skiff_store::OpResponse::Range(r) => r.count,
+            _ => 0,
+        })
+        .sum())
+}
+
+async fn insert(
     store: &Store,
     r: &Resource,
     ns: &str,
     mut obj: Value,
     dry_run: bool,
     lease: skiff_store::LeaseId,
+    max_objects: usize,
 ) -> ApiResult<Value> {
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     let meta = obj["metadata"]
@@ -277,6 +325,17 @@ pub async fn create_with_lease(
                 "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 r.plural
             )));
+        }
+        if max_objects != usize::MAX {
+            let used = namespace_objects(store, ns).await?;
+            if used >= max_objects as u64 {
+                // kube's ResourceQuota wording.
+                return Err(ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: exceeded quota: objects per namespace, \
+                     requested: 1, used: {used}, limited: {max_objects}",
+                    r.plural
+                )));
+            }
         }
     }
     let key = r.key(ns, &name);

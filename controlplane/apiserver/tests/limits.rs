@@ -187,3 +187,63 @@ fn yaml_alias_bombs_are_refused() {
     assert!(body.contains("aliases"), "{body}");
     c.ok(&["get", "ns", "default"]);
 }
+
+#[test]
+fn a_namespace_holds_at_most_its_object_limit() {
+    let c = Cluster::start_tuned(|_| {}, |cfg| cfg.limits.max_objects_per_namespace = 10);
+    c.ok(&["create", "ns", "full"]);
+    for i in 0..10 {
+        c.ok(&["create", "cm", &format!("c{i}"), "-n", "full"]);
+    }
+    let err = c.fails(&["create", "cm", "c10", "-n", "full"]);
+    contains_all(
+        &err,
+        &[
+            "configmaps \"c10\" is forbidden: exceeded quota: objects per namespace",
+            "used: 10, limited: 10",
+        ],
+    );
+    // Any kind counts; other namespaces are not affected.
+    let err = c.fails(&["create", "secret", "generic", "s", "-n", "full"]);
+    assert!(err.contains("exceeded quota"), "{err}");
+    c.ok(&["create", "cm", "c10", "-n", "default"]);
+    // Updates and deletes still work; a delete makes room.
+    c.ok(&["label", "cm", "c0", "x=y", "-n", "full"]);
+    c.ok(&["delete", "cm", "c0", "-n", "full"]);
+    c.ok(&["create", "cm", "c10", "-n", "full"]);
+}
+
+/// etcd's NOSPACE through the API: past the store quota writes get a clear
+/// error; reads and deletes work; compaction frees the space.
+#[test]
+fn the_store_quota_refuses_writes_and_allows_deletes() {
+    let c = Cluster::start_tuned(|_| {}, |cfg| cfg.store.quota_bytes = 2 << 20);
+    let value = "q".repeat(200_000);
+    let file = c.write("value.txt", &value);
+    let file = format!("--from-file=a={}", file.to_str().unwrap());
+    let file = file.as_str();
+    let mut created = 0;
+    let err = loop {
+        let out = c.kubectl(&["create", "cm", &format!("q{created}"), file]);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        created += 1;
+        let stored = c.with_state(|s| async move { s.store.stored_bytes() });
+        assert!(
+            created < 20,
+            "the quota never refused a write ({stored} bytes stored)"
+        );
+    };
+    contains_all(&err, &["database space exceeded", "quota 2097152"]);
+    assert!(created >= 5, "{created}");
+    // Reads work; so do deletes, even of everything.
+    let out = c.ok(&["get", "cm", "-o", "name"]);
+    assert_eq!(out.lines().filter(|l| l.contains("/q")).count(), created);
+    c.ok(&["delete", "cm", "--all"]);
+    // History still holds the values until compaction frees them.
+    let err = c.fails(&["create", "cm", "again", file]);
+    assert!(err.contains("database space exceeded"), "{err}");
+    c.compact();
+    c.ok(&["create", "cm", "again", file]);
+}
