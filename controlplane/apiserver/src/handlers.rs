@@ -551,7 +551,7 @@ async fn create(
         allocate_cluster_ip(state, r, &mut obj, requested_ip).await?;
     }
     let lease = lease_for(state, r, opts.dry_run).await?;
-    let created = storage::create_with_lease(&state.store, r, ns, obj, opts.dry_run, lease).await?;
+    let created = storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
     Ok(json_response(201, &created))
 }
 
@@ -692,7 +692,7 @@ async fn server_side_apply(
             let obj = admission::admit(r, ns, obj, None, opts.strict)?;
             let lease = lease_for(state, r, opts.dry_run).await?;
             let created =
-                storage::create_with_lease(&state.store, r, ns, obj, opts.dry_run, lease).await?;
+                storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
             Ok(json_response(201, &created))
         }
         Err(e) => Err(e),

@@ -103,14 +103,125 @@ pub fn decode_body(ct: &str, body: &[u8]) -> Result<Value, ApiError> {
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            let v: Value = serde_yaml::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("error converting YAML to JSON: {e}"))
-            })?;
-            Ok(v)
-        }
+        "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_to_json(body),
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
         other => Err(ApiError::unsupported_media(other)),
+    }
+}
+
+/// Decodes a YAML document into JSON, refusing one that stands for more
+/// than a JSON body of the largest size could hold: an alias repeats the
+/// anchored node wherever it appears, so a few kilobytes of nested aliases
+/// ("billion laughs") would otherwise expand to gigabytes.
+pub fn yaml_to_json(body: &[u8]) -> Result<Value, ApiError> {
+    use serde::de::DeserializeSeed as _;
+    let budget = std::cell::Cell::new(MAX_BODY.max(body.len().saturating_mul(2)));
+    bounded::Seed(&budget)
+        .deserialize(serde_yaml::Deserializer::from_slice(body))
+        .map_err(|e| {
+            if budget.get() == 0 {
+                ApiError::too_large_msg(format!(
+                    "the YAML document expands (through its aliases) to more than {} bytes",
+                    MAX_BODY.max(body.len().saturating_mul(2))
+                ))
+            } else {
+                ApiError::bad_request(format!("error converting YAML to JSON: {e}"))
+            }
+        })
+}
+
+/// A [`Value`] built from any serde format, charging about the JSON size of
+/// every node it builds to a budget and failing once that runs out.
+mod bounded {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    #[derive(Clone, Copy)]
+    pub struct Seed<'a>(pub &'a Cell<usize>);
+
+    impl Seed<'_> {
+        fn charge<E: de::Error>(self, n: usize) -> Result<(), E> {
+            match self.0.get().checked_sub(n) {
+                Some(left) => {
+                    self.0.set(left);
+                    Ok(())
+                }
+                None => {
+                    self.0.set(0);
+                    Err(E::custom("document too large"))
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            self.charge(5)?;
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            self.charge(8)?;
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            self.charge(8)?;
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            self.charge(8)?;
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.charge(v.len() + 2)?;
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            self.charge(v.len() + 2)?;
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            self.charge(4)?;
+            Ok(Value::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.charge(2)?;
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(self)? {
+                self.charge(1)?;
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.charge(2)?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                self.charge(k.len() + 4)?;
+                let v = map.next_value_seed(self)?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
     }
 }
 
@@ -127,6 +238,41 @@ mod tests {
         assert!(q.flag("watch"));
         assert_eq!(q.get("limit"), Some("5"));
         assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    /// "Billion laughs": nine levels of ten aliases each stand for 10^9
+    /// strings. Refused after a few megabytes of work, not gigabytes.
+    #[test]
+    fn yaml_alias_expansion_is_bounded() {
+        let mut doc = String::from("a0: &a0 [\"lol\", \"lol\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let start = std::time::Instant::now();
+        // serde_yaml's own limit (alias jumps per event) refuses this one.
+        let e = decode_body("application/yaml", doc.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 400, "{}", e.message);
+        // Padding raises that limit (it grows with the document); a
+        // kilobyte string through seven levels is 10 GB in ~10^7 jumps.
+        let pad = vec!["0"; 200_000].join(",");
+        let mut doc = format!("pad: [{pad}]\na0: &a0 \"{}\"\n", "x".repeat(1000));
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = decode_body("application/yaml", doc.as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.code, e.reason),
+            (413, "RequestEntityTooLarge"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("aliases"), "{}", e.message);
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        // Aliases that stay small are fine.
+        let v = decode_body("application/yaml", b"a: &x {k: v}\nb: *x\n").unwrap();
+        assert_eq!(v["b"]["k"], "v");
     }
 
     #[test]

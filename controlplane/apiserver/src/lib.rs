@@ -46,6 +46,7 @@ mod clusterip;
 pub mod discovery;
 pub mod handlers;
 pub mod http;
+pub mod limits;
 mod namespaces;
 pub mod openapi;
 pub mod patch;

@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use crate::authn::{self, Authenticator, Identity};
+use crate::limits::{self, Gate, Kind, Limits};
 use crate::status::ApiError;
 use crate::{handlers, pki};
 
@@ -30,6 +31,8 @@ pub struct State {
     pub rbac: Arc<crate::rbac_cache::RbacCache>,
     /// Serves `pods/log`; the node gateway registers itself here.
     pub log_provider: std::sync::RwLock<Option<Arc<dyn crate::pod_logs::LogProvider>>>,
+    /// Connections, requests in flight, watches and objects per namespace.
+    pub gate: Gate,
 }
 
 /// Events live this long (kube's --event-ttl default).
@@ -75,6 +78,10 @@ pub struct ServeConfig {
     pub bookmark_interval: std::time::Duration,
     /// How often the plane's certificates are checked for coming expiry.
     pub cert_check_interval: std::time::Duration,
+    /// What one client may hold of the server.
+    pub limits: Limits,
+    /// The embedded store's tuning, its quota among it.
+    pub store: skiff_store::Options,
 }
 
 impl ServeConfig {
@@ -85,6 +92,8 @@ impl ServeConfig {
             listen,
             bookmark_interval: std::time::Duration::from_secs(60),
             cert_check_interval: std::time::Duration::from_secs(12 * 3600),
+            limits: Limits::default(),
+            store: skiff_store::Options::default(),
         }
     }
 }
@@ -268,7 +277,7 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
     let authn = Authenticator::load(&cfg.pki_dir).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err(&cfg.data_dir, e))?;
     let db = cfg.data_dir.join("store.redb");
-    let store = skiff_store::Store::open(&db, skiff_store::Options::default())
+    let store = skiff_store::Store::open(&db, cfg.store.clone())
         .await
         .map_err(|e| e.to_string())?;
     let state = Arc::new(State {
@@ -278,6 +287,7 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
         event_lease: tokio::sync::Mutex::new(None),
         rbac: Arc::default(),
         log_provider: std::sync::RwLock::new(None),
+        gate: Gate::new(cfg.limits.clone()),
     });
     crate::storage::bootstrap(&state.store)
         .await
@@ -354,7 +364,7 @@ async fn certificate_event(state: &State, name: &str, message: &str) -> Result<(
         "count": 1,
     });
     let lease = state.event_lease().await?;
-    crate::storage::create_with_lease(&state.store, events, "kube-system", event, false, lease)
+    crate::storage::create_with_lease(state, events, "kube-system", event, false, lease)
         .await
         .map(|_| ())
 }
@@ -362,7 +372,7 @@ async fn certificate_event(state: &State, name: &str, message: &str) -> Result<(
 async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, addr) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept");
@@ -370,52 +380,112 @@ async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, stat
                 continue;
             }
         };
+        // Closed at once when too many handshakes are under way: they are
+        // the only connections whose owner is not known yet.
+        let Some(handshake) = state.gate.handshake() else {
+            tracing::debug!(%addr, "too many TLS handshakes in progress: closed");
+            continue;
+        };
         // Responses are written whole; don't let Nagle hold back a last
         // small TLS record until the client's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let peer: Option<Identity> = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| authn::identity_from_cert(c));
-            let peer = Arc::new(peer);
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(route(state, &peer, req).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
-        });
+        tokio::spawn(connection(state.clone(), acceptor.clone(), tcp, handshake));
     }
 }
 
-/// Authenticates, then dispatches. Health and version are open to any
-/// authenticated caller, as kube's default RBAC allows them.
+/// One connection: a TLS handshake within the handshake timeout, a
+/// connection slot (the reserved share for the plane's own certificates),
+/// then HTTP/1.1 with the header read timeout (which also closes idle
+/// keep-alive connections; the plane's own are left open) and, under all
+/// of it, a write timeout for clients that stop reading.
+async fn connection(
+    state: Arc<State>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
+    let limits = &state.gate.limits;
+    let mut io = tokio_io_timeout::TimeoutStream::new(tcp);
+    io.set_write_timeout(Some(limits.write_timeout));
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(limits.handshake_timeout, acceptor.accept(Box::pin(io))).await
+    else {
+        return;
+    };
+    drop(handshake);
+    let peer: Option<Identity> = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| authn::identity_from_cert(c));
+    let Some(_slot) = state.gate.connection(peer.as_ref()) else {
+        tracing::debug!("connection limit reached: closed");
+        return;
+    };
+    let header_timeout =
+        (!peer.as_ref().is_some_and(limits::privileged)).then_some(limits.header_read_timeout);
+    let peer = Arc::new(peer);
+    let svc_state = state.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = svc_state.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(route(state, &peer, req).await) }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, svc)
+        .await;
+}
+
+/// Authenticates, admits past the limits, then dispatches. Health and
+/// version are open to any authenticated caller, as kube's default RBAC
+/// allows them.
 async fn route(
     state: Arc<State>,
     peer: &Option<Identity>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    use axum::response::IntoResponse as _;
     let identity = match authenticate(&state, peer, &req) {
         Some(id) if service_account_exists(&state, &id).await => {
             authn::with_authenticated_group(id)
         }
         _ => {
-            use axum::response::IntoResponse as _;
             return ApiError::unauthorized().into_response();
         }
     };
-    handlers::handle(state, identity, req).await
+    let kind = Kind::of(
+        req.method(),
+        req.uri().path(),
+        &crate::http::Query::parse(req.uri().query()),
+    );
+    let ticket = match state.gate.admit(&identity, kind) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            return resp;
+        }
+    };
+    let resp = match kind {
+        Kind::LongRunning { .. } => handlers::handle(state, identity, req).await,
+        _ => {
+            let timeout = state.gate.limits.request_timeout;
+            match tokio::time::timeout(timeout, handlers::handle(state, identity, req)).await {
+                Ok(r) => r,
+                Err(_) => ApiError::timeout(format!(
+                    "Timeout: request did not complete within the allotted timeout of {}s",
+                    timeout.as_secs()
+                ))
+                .into_response(),
+            }
+        }
+    };
+    limits::hold(resp, ticket)
 }
 
 /// A service account token is only good while its account exists with the

@@ -103,11 +103,17 @@ impl ApiError {
     pub fn gone(msg: impl Into<String>) -> Self {
         Self::new(410, "Expired", msg)
     }
+    /// A request body over [`crate::http::MAX_BODY`] (kube's wording).
     pub fn too_large() -> Self {
+        Self::too_large_msg(format!("limit is {}", crate::http::MAX_BODY))
+    }
+    /// 413 for a request whose result would be too large (kube's
+    /// `NewRequestEntityTooLargeError`).
+    pub fn too_large_msg(detail: impl std::fmt::Display) -> Self {
         Self::new(
             413,
             "RequestEntityTooLarge",
-            "Request entity too large: limit is 3145728",
+            format!("Request entity too large: {detail}"),
         )
     }
     pub fn unsupported_media(ct: &str) -> Self {
@@ -181,6 +187,11 @@ impl From<skiff_store::Error> for ApiError {
             skiff_store::Error::FutureRevision { requested, current } => ApiError::timeout(
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
+            // etcd's NOSPACE reaches kube clients as a 500; 507 says what
+            // it is (the server is out of the storage it may use).
+            e @ skiff_store::Error::NoSpace { .. } => {
+                ApiError::new(507, "InsufficientStorage", e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }

@@ -178,12 +178,33 @@ pub fn set_rv(v: &mut Value, rev: u64) {
     }
 }
 
-fn encode(v: &Value) -> Vec<u8> {
+/// The largest object stored, encoded: etcd's default request limit
+/// (`--max-request-bytes`, 1.5 MiB), which bounds kube's objects too.
+pub const MAX_OBJECT: usize = 3 * 512 * 1024;
+
+/// The stored form of an object: its JSON without resourceVersion.
+fn stored_json(v: &Value) -> ApiResult<Vec<u8>> {
     let mut v = v.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    serde_json::to_vec(&v).expect("JSON values serialize")
+    serde_json::to_vec(&v).map_err(ApiError::internal)
+}
+
+/// [`stored_json`], refused with 413 when larger than [`MAX_OBJECT`]
+/// (whatever made it so: a large body, a patch or an apply), before
+/// anything is written.
+fn encode(r: &Resource, v: &Value) -> ApiResult<Vec<u8>> {
+    let bytes = stored_json(v)?;
+    if bytes.len() > MAX_OBJECT {
+        let name = meta_str(v, "name").unwrap_or_default();
+        return Err(ApiError::too_large_msg(format!(
+            "{} \"{name}\" would be {} bytes, more than the limit of {MAX_OBJECT}",
+            r.kind,
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
 }
 
 pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
@@ -217,18 +238,66 @@ pub async fn create(
     obj: Value,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    create_with_lease(store, r, ns, obj, dry_run, 0).await
+    insert(store, r, ns, obj, dry_run, 0, usize::MAX).await
 }
 
-/// [`create`] with the key attached to a store lease (0 = none): the object
-/// goes when the lease expires, as kube's events do.
+/// [`create`] as a client asks it: within the namespace object limit of
+/// `state`, with the key attached to a store lease (0 = none) so that the
+/// object goes when the lease expires, as kube's events do.
 pub async fn create_with_lease(
+    state: &crate::server::State,
+    r: &Resource,
+    ns: &str,
+    obj: Value,
+    dry_run: bool,
+    lease: skiff_store::LeaseId,
+) -> ApiResult<Value> {
+    let max = state.gate.limits.max_objects_per_namespace;
+    insert(&state.store, r, ns, obj, dry_run, lease, max).await
+}
+
+/// Objects namespace `ns` holds, all kinds together: key counts of every
+/// namespaced resource in one read transaction.
+pub async fn namespace_objects(store: &Store, ns: &str) -> ApiResult<u64> {
+    // One range per stored prefix (a kind served at two versions is
+    // stored once).
+    let prefixes: std::collections::BTreeSet<String> = registry::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && r.kind != "Namespace")
+        .map(|r| r.list_prefix(ns))
+        .collect();
+    let ranges = prefixes
+        .into_iter()
+        .map(|p| {
+            let mut req = RangeRequest::prefix(p.into_bytes());
+            req.count_only = true;
+            Op::Range(req)
+        })
+        .collect();
+    let resp = store
+        .txn(Txn {
+            success: ranges,
+            ..Txn::default()
+        })
+        .await?;
+    Ok(resp
+        .responses
+        .iter()
+        .map(|r| match r {
+            skiff_store::OpResponse::Range(r) => r.count,
+            _ => 0,
+        })
+        .sum())
+}
+
+async fn insert(
     store: &Store,
     r: &Resource,
     ns: &str,
     mut obj: Value,
     dry_run: bool,
     lease: skiff_store::LeaseId,
+    max_objects: usize,
 ) -> ApiResult<Value> {
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     let meta = obj["metadata"]
@@ -257,8 +326,20 @@ pub async fn create_with_lease(
                 r.plural
             )));
         }
+        if max_objects != usize::MAX {
+            let used = namespace_objects(store, ns).await?;
+            if used >= max_objects as u64 {
+                // kube's ResourceQuota wording.
+                return Err(ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: exceeded quota: objects per namespace, \
+                     requested: 1, used: {used}, limited: {max_objects}",
+                    r.plural
+                )));
+            }
+        }
     }
     let key = r.key(ns, &name);
+    let value = encode(r, &obj)?;
     if dry_run {
         if store.get(key.clone()).await?.is_some() {
             return Err(ApiError::already_exists(target(r, &name)));
@@ -270,7 +351,7 @@ pub async fn create_with_lease(
             compare: vec![Compare::missing(key.clone())],
             success: vec![Op::Put {
                 key: key.into(),
-                value: encode(&obj).into(),
+                value: value.into(),
                 lease,
             }],
             failure: vec![],
@@ -374,7 +455,7 @@ where
                 .unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
         }
-        if new == current || dry_run {
+        if new == current {
             return Ok(new);
         }
         let finalizers_empty = new
@@ -388,10 +469,13 @@ where
             // Keep the key's lease (an updated event still expires).
             Op::Put {
                 key: key.clone().into(),
-                value: encode(&new).into(),
+                value: encode(r, &new)?.into(),
                 lease: kv.lease,
             }
         };
+        if dry_run {
+            return Ok(new);
+        }
         let resp = store
             .txn(Txn {
                 compare: vec![Compare::mod_revision(key.clone(), kv.mod_revision)],
@@ -465,6 +549,9 @@ pub async fn delete(
             let mut new = current.clone();
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(pod_grace.unwrap_or(0));
+            // Unchecked: marking an object for deletion must never fail on
+            // its size.
+            let value = stored_json(&new)?;
             if dry_run {
                 return Ok(Deleted::Pending(new));
             }
@@ -473,7 +560,7 @@ pub async fn delete(
                     compare: vec![Compare::mod_revision(key.clone(), kv.mod_revision)],
                     success: vec![Op::Put {
                         key: key.clone().into(),
-                        value: encode(&new).into(),
+                        value: value.into(),
                         lease: kv.lease,
                     }],
                     failure: vec![],
@@ -841,7 +928,8 @@ mod tests {
             json!({"aaa": {"metadata": {"inner": 1}}, "metadata": {}, "spec": {"template": {"metadata": {"labels": {}}}}}),
             json!({"a": [1, {"b": "\\"}], "n": -1.5e3, "t": true, "z": null, "metadata": {"name": "x"}}),
         ] {
-            let bytes = encode(&obj);
+            let r = registry::find("", "v1", "configmaps").expect("registered");
+            let bytes = encode(r, &obj).unwrap();
             let kv = KeyValue {
                 key: Default::default(),
                 value: bytes.clone().into(),

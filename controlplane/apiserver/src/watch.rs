@@ -12,7 +12,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use skiff_store::{EventKind, KeySet, WatchRequest};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::registry::Resource;
 use crate::selectors::Filter;
@@ -73,11 +73,46 @@ fn raw_event(p: &WatchParams, ev: &skiff_store::Event) -> Option<Bytes> {
     Some(Bytes::from(line))
 }
 
+/// Event lines a watch may have waiting for a client that reads slowly,
+/// in bytes (past that, the watch waits; its store watcher then falls
+/// behind and is cut off).
+const BUFFER_BYTES: usize = 4 << 20;
+
+/// The sending half of a watch's response body, bounded in bytes: each
+/// line holds permits of `budget` until the body hands it to hyper.
+struct Tx {
+    lines: mpsc::Sender<(Bytes, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+impl Tx {
+    async fn send(&self, line: Bytes) -> Result<(), ()> {
+        let n = line.len().clamp(1, BUFFER_BYTES) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(drop)?;
+        self.lines.send((line, permit)).await.map_err(drop)
+    }
+
+    async fn closed(&self) {
+        self.lines.closed().await
+    }
+}
+
 pub async fn watch(state: Arc<State>, r: &'static Resource, p: WatchParams) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (lines, rx) = mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(256);
+    let tx = Tx {
+        lines,
+        budget: Arc::new(Semaphore::new(BUFFER_BYTES)),
+    };
     tokio::spawn(run(state, r, p, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        rx.recv()
+            .await
+            .map(|(b, _permit)| (Ok::<_, Infallible>(b), rx))
     });
     Response::builder()
         .status(200)
@@ -86,7 +121,7 @@ pub async fn watch(state: Arc<State>, r: &'static Resource, p: WatchParams) -> R
         .expect("static response parts")
 }
 
-async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: mpsc::Sender<Bytes>) {
+async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: Tx) {
     let shape = |obj: Value| -> Value {
         match &p.table {
             Some(include) => {

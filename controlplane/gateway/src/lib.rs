@@ -58,8 +58,16 @@ pub struct GatewayConfig {
     /// No renewal for this long makes a node NotReady (kube's
     /// node-monitor-grace-period, 40 s by default).
     pub node_grace: Duration,
-    /// TLS handshake plus the first frame must arrive within this.
+    /// TLS handshake plus the first frame must arrive within this (and
+    /// each further frame of a bootstrap).
     pub handshake_timeout: Duration,
+    /// Node sessions (mutual TLS) at once; more are refused.
+    pub max_connections: usize,
+    /// Connections not yet known to be a node's (TLS handshake, bootstrap)
+    /// at once: their own pool, so strangers cannot take the sessions'.
+    pub max_unauthenticated: usize,
+    /// Of those, from one source address.
+    pub max_unauthenticated_per_source: usize,
     /// Keep the log off stderr (benchmarks).
     pub quiet: bool,
     /// The image service that pulls and compiles wasm images for nodes
@@ -80,6 +88,9 @@ impl GatewayConfig {
             node_status_report: Duration::from_secs(300),
             node_grace: Duration::from_secs(40),
             handshake_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_unauthenticated: 1024,
+            max_unauthenticated_per_source: 32,
             quiet: false,
             images: None,
             image_backoff: Duration::from_secs(10),
@@ -97,6 +108,73 @@ pub struct Shared {
     pub journal: Journal,
     pub metrics: Metrics,
     pub logs: Arc<logs::LogRouter>,
+    slots: Slots,
+}
+
+/// The connection limits of [`GatewayConfig`]: a pool for node sessions
+/// and one for connections still unauthenticated, capped per source
+/// address, so that one address cannot hold the gateway's sockets and
+/// strangers cannot crowd out nodes.
+#[derive(Debug)]
+struct Slots {
+    sessions: Arc<tokio::sync::Semaphore>,
+    pending: Arc<tokio::sync::Semaphore>,
+    per_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    max_per_source: usize,
+}
+
+/// An unauthenticated connection's place; given back when dropped.
+#[derive(Debug)]
+struct Pending {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    source: std::net::IpAddr,
+    per_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut m = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Slots {
+    fn new(cfg: &GatewayConfig) -> Slots {
+        Slots {
+            sessions: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
+            pending: Arc::new(tokio::sync::Semaphore::new(cfg.max_unauthenticated)),
+            per_source: Arc::default(),
+            max_per_source: cfg.max_unauthenticated_per_source,
+        }
+    }
+
+    fn pending(&self, source: std::net::IpAddr) -> Result<Pending, &'static str> {
+        let mut m = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(source).or_default();
+        if *n >= self.max_per_source {
+            return Err("too many unauthenticated connections from this address");
+        }
+        let permit = self
+            .pending
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many unauthenticated connections")?;
+        *n += 1;
+        Ok(Pending {
+            _permit: permit,
+            source,
+            per_source: self.per_source.clone(),
+        })
+    }
+
+    fn session(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.sessions.clone().try_acquire_owned().ok()
+    }
 }
 
 /// A running gateway; dropping it stops the listener and the health loop
@@ -130,6 +208,7 @@ pub async fn start(
     let router = Arc::new(logs::LogRouter::default());
     api.set_log_provider(router.clone());
     let shared = Arc::new(Shared {
+        slots: Slots::new(&cfg),
         journal: Journal::new(cfg.quiet),
         cfg,
         logs: router,
@@ -154,8 +233,24 @@ async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shar
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
+                // Until its certificate is seen, a connection takes a place
+                // of the unauthenticated pool; none left: closed at once.
+                let pending = match shared.slots.pending(peer.ip()) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        Metrics::inc(&shared.metrics.refused);
+                        shared.journal.log(format!("{peer}: closed: {why}"));
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(connection(shared.clone(), acceptor.clone(), tcp, peer));
+                tokio::spawn(connection(
+                    shared.clone(),
+                    acceptor.clone(),
+                    tcp,
+                    peer,
+                    pending,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -173,6 +268,7 @@ async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    pending: Pending,
 ) {
     Metrics::inc(&shared.metrics.connections);
     let stream =
@@ -202,6 +298,15 @@ async fn connection(
         None => bootstrap::run(&shared, stream, peer).await,
         Some(der) => match skiff_apiserver::authn::identity_from_cert(&der) {
             Some(id) if id.in_group("system:nodes") && id.name.starts_with("system:node:") => {
+                drop(pending);
+                let Some(_session) = shared.slots.session() else {
+                    Metrics::inc(&shared.metrics.refused);
+                    shared.journal.log(format!(
+                        "{peer}: closed: node session limit ({}) reached",
+                        shared.cfg.max_connections
+                    ));
+                    return;
+                };
                 let node = id.name["system:node:".len()..].to_string();
                 session::run(shared, stream, node, peer).await
             }

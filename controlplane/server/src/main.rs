@@ -102,6 +102,19 @@ struct ServeArgs {
     /// registries always are. Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// The store quota in bytes (etcd's flag): past it writes are refused
+    /// until deletes and compaction free space. 0 = none.
+    #[arg(long, default_value_t = 2 << 30)]
+    quota_backend_bytes: u64,
+    /// Read-only API requests in flight, beyond which 429 (kube's flag).
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating API requests in flight, beyond which 429 (kube's flag).
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    /// Objects one namespace may hold, all kinds together.
+    #[arg(long, default_value_t = 50_000)]
+    max_objects_per_namespace: usize,
 }
 
 fn pki_init(
@@ -151,7 +164,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .image_cache
         .clone()
         .unwrap_or_else(|| args.data.join("images"));
-    let cfg = server::ServeConfig::new(args.dir.clone(), args.data, args.listen);
+    raise_open_file_limit();
+    let mut cfg = server::ServeConfig::new(args.dir.clone(), args.data, args.listen);
+    cfg.store.quota_bytes = args.quota_backend_bytes;
+    cfg.limits.max_requests_inflight = args.max_requests_inflight;
+    cfg.limits.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
+    cfg.limits.max_objects_per_namespace = args.max_objects_per_namespace;
     let api = server::start(&cfg).await?;
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
@@ -228,6 +246,22 @@ async fn shutdown_signal() -> Result<(), String> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
         _ = term.recv() => Ok(()),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (as Go programs,
+/// kube-apiserver among them, do at start): the listeners' connection caps
+/// are what should turn clients away, not EMFILE at accept, which would
+/// refuse the plane's own components too.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "could not raise the open file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "reading the open file limit"),
     }
 }
 

@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+mod db;
 mod snapshot;
 mod state;
 mod watch;
@@ -43,6 +44,7 @@ pub use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub use snapshot::{SnapshotInfo, inspect as inspect_snapshot};
 pub use watch::Watcher;
 
 /// A cluster-wide revision. 0 means "none" / "current" depending on context.
@@ -434,6 +436,14 @@ pub enum Error {
     Storage(String),
     #[error("store closed")]
     Closed,
+    /// etcd's `NOSPACE`: a put would take the store past
+    /// [`Options::quota_bytes`]. Reads, deletes and compaction still work,
+    /// and free the space.
+    #[error(
+        "database space exceeded: {stored} bytes stored, quota {quota}; \
+         writes are refused until deletes and compaction free space"
+    )]
+    NoSpace { stored: u64, quota: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -452,8 +462,19 @@ pub struct Options {
     pub max_batch: usize,
     /// Events kept in memory for watchers that start slightly in the past.
     pub watch_ring_events: usize,
+    /// Bytes (keys and values, current and previous) the ring may hold.
+    pub watch_ring_bytes: usize,
     /// Batches a watcher may have pending before it is cut off.
     pub watch_queue_batches: usize,
+    /// Bytes a watcher may have pending before it is cut off: a slow
+    /// watcher must not pin an unbounded share of memory.
+    pub watch_queue_bytes: usize,
+    /// The store quota (etcd's `--quota-backend-bytes`): the most the
+    /// retained versions of all keys may take (keys, values and record
+    /// overhead, as counted by [`Store::stored_bytes`]) before puts are
+    /// refused with [`Error::NoSpace`]. 0 = no quota. The file itself holds
+    /// somewhat more (B-tree pages, free pages awaiting reuse).
+    pub quota_bytes: u64,
     /// How often leases are checked for expiry.
     pub lease_check_interval: Duration,
     pub auto_compaction: Option<AutoCompaction>,
@@ -471,7 +492,11 @@ impl Default for Options {
         Options {
             max_batch: 1024,
             watch_ring_events: 16 * 1024,
+            watch_ring_bytes: 64 << 20,
             watch_queue_batches: 1024,
+            watch_queue_bytes: 16 << 20,
+            // etcd's default.
+            quota_bytes: 2 << 30,
             lease_check_interval: Duration::from_millis(500),
             auto_compaction: Some(AutoCompaction {
                 interval: Duration::from_secs(300),
@@ -503,8 +528,10 @@ impl std::fmt::Debug for Store {
 /// live watcher does not keep the writer alive).
 pub(crate) struct Shared {
     pub(crate) path: PathBuf,
-    pub(crate) db: redb::Database,
+    pub(crate) db: db::Db,
     pub(crate) hub: watch::Hub,
+    /// `Counters::bytes` as of the last commit.
+    pub(crate) stored_bytes: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -532,21 +559,34 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         let check_pages = options.verify_on_open;
-        let (db, counters, leases) =
-            tokio::task::spawn_blocking(move || state::open_db(&p, check_pages))
-                .await
-                .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
+        let (db, counters, leases) = tokio::task::spawn_blocking(move || {
+            let (db, mut counters, leases) = state::open_db(&p, check_pages)?;
+            counters.bytes = state::stored_bytes(&db)?;
+            Ok::<_, Error>((db, counters, leases))
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
         let shared = Arc::new(Shared {
+            db: db::Db::new(&path, db),
             path,
-            db,
             hub: watch::Hub::new(
                 counters.revision,
                 counters.compacted,
-                options.watch_ring_events,
-                options.watch_queue_batches,
+                watch::Bounds {
+                    ring_events: options.watch_ring_events,
+                    ring_bytes: options.watch_ring_bytes,
+                    queue_batches: options.watch_queue_batches,
+                    queue_bytes: options.watch_queue_bytes,
+                },
             ),
+            stored_bytes: counters.bytes.into(),
         });
-        let tx = writer::spawn(shared.clone(), counters, options.max_batch)?;
+        let tx = writer::spawn(
+            shared.clone(),
+            counters,
+            options.max_batch,
+            options.quota_bytes,
+        )?;
         let now = Instant::now();
         let leases = leases
             .into_iter()
@@ -587,6 +627,15 @@ impl Store {
         self.inner.shared.hub.watchers()
     }
 
+    /// What the retained versions of all keys take, as the quota counts it
+    /// ([`Options::quota_bytes`]).
+    pub fn stored_bytes(&self) -> u64 {
+        self.inner
+            .shared
+            .stored_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The compaction revision: reads must be at or after it, watches after it.
     pub fn compacted_revision(&self) -> Revision {
         self.inner.shared.hub.compacted_revision()
@@ -595,7 +644,7 @@ impl Store {
     /// Range read at the current or an older revision. Runs on the calling
     /// task (a redb read transaction; no I/O wait for a cached working set).
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        state::range_read(&self.inner.shared.db, &request)
+        state::range_read(&*self.inner.shared.db.get()?, &request)
     }
 
     /// Read one key at the current revision.
@@ -610,7 +659,7 @@ impl Store {
         let writes = |ops: &[Op]| ops.iter().any(|op| !matches!(op, Op::Range(_)));
         if !writes(&txn.success) && !writes(&txn.failure) {
             // Compares and reads only: one read transaction, no writer trip.
-            return state::read_only_txn(&self.inner.shared.db, &txn);
+            return state::read_only_txn(&*self.inner.shared.db.get()?, &txn);
         }
         match self.submit(Command::Txn(txn)).await? {
             CommandResult::Txn(r) => Ok(r),
@@ -773,7 +822,7 @@ impl Store {
     pub async fn snapshot(&self, path: impl AsRef<Path>) -> Result<()> {
         let shared = self.inner.shared.clone();
         let path = path.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || snapshot::write(&shared.db, &path))
+        tokio::task::spawn_blocking(move || snapshot::write(&*shared.db.get()?, &path))
             .await
             .map_err(|e| Error::Storage(format!("snapshot task failed: {e}")))?
     }

@@ -199,9 +199,43 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Parse and verify a snapshot completely.
+/// Parse and verify a snapshot file completely.
 fn read(path: &Path) -> Result<Vec<Rec>> {
     let data = std::fs::read(path).map_err(io(path))?;
+    parse(path, &data)
+}
+
+/// What [`inspect`] found in a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Records (key versions, live keys, log entries, leases...).
+    pub records: u64,
+    /// The store's revision and compaction revision when it was taken.
+    pub revision: crate::Revision,
+    pub compacted: crate::Revision,
+}
+
+/// Verifies a snapshot's bytes as restore does before writing anything
+/// (magic, checksum, every record, the end record, the store format).
+pub fn inspect(data: &[u8]) -> Result<SnapshotInfo> {
+    let recs = parse(Path::new("<snapshot>"), data)?;
+    let mut info = SnapshotInfo {
+        records: recs.len() as u64,
+        revision: 0,
+        compacted: 0,
+    };
+    for r in &recs {
+        match r {
+            Rec::Meta { key, value } if key == "compacted" => info.compacted = *value,
+            Rec::Log { rev, .. } => info.revision = info.revision.max(*rev),
+            _ => {}
+        }
+    }
+    info.revision = info.revision.max(info.compacted);
+    Ok(info)
+}
+
+fn parse(path: &Path, data: &[u8]) -> Result<Vec<Rec>> {
     let head = MAGIC.len() + 4;
     if data.len() < head + 32 {
         return Err(corrupt(path, format!("truncated ({} bytes)", data.len())));

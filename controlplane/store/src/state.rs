@@ -47,6 +47,9 @@ pub(crate) const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition
 /// Bumped on any incompatible change of the tables above.
 pub(crate) const FORMAT: u64 = 1;
 
+/// Most of what encoding a [`Record`] adds to its value (varints).
+const RECORD_OVERHEAD: usize = 48;
+
 /// One version of a key (`value: None` = tombstone).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Record {
@@ -88,12 +91,34 @@ pub(crate) fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// The state machine's scalar state, mirrored in `meta`.
-#[derive(Clone, Copy, Debug, Default)]
+/// The state machine's scalar state, mirrored in `meta` (except `bytes`,
+/// which is counted from the `kv` table when the file is opened).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
     pub revision: Revision,
     pub compacted: Revision,
     pub next_lease: LeaseId,
+    /// What the `kv` table holds (every retained version of every key):
+    /// the size the store quota limits. See [`entry_bytes`].
+    pub bytes: u64,
+}
+
+/// What one `kv` entry counts against the quota: key, revision and record.
+pub(crate) fn entry_bytes(key: &[u8], record_len: usize) -> u64 {
+    (key.len() + 8 + record_len) as u64
+}
+
+/// Sums [`entry_bytes`] over the `kv` table (one scan, no decoding): the
+/// `bytes` counter of a file being opened.
+pub(crate) fn stored_bytes(db: &Database) -> Result<u64> {
+    let r = db.begin_read().map_err(storage)?;
+    let kv = r.open_table(KV).map_err(storage)?;
+    let mut total = 0;
+    for e in kv.iter().map_err(storage)? {
+        let (k, v) = e.map_err(storage)?;
+        total += entry_bytes(k.value().0, v.value().len());
+    }
+    Ok(total)
 }
 
 fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -218,6 +243,7 @@ fn verify(db: &Database) -> std::result::Result<(Counters, Vec<(LeaseId, u64)>),
         revision: log_revision(&log, compacted).map_err(|e| e.to_string())?,
         compacted,
         next_lease: get("next_lease")?,
+        bytes: 0,
     };
     let n = log.len().map_err(|e| e.to_string())?;
     let first = log
@@ -296,10 +322,18 @@ where
     if empty_range(&req.keys) {
         return Ok(resp);
     }
-    for e in latest
+    let range = latest
         .range::<&[u8]>(key_bounds(&req.keys))
-        .map_err(storage)?
-    {
+        .map_err(storage)?;
+    if req.count_only {
+        // Keys only: a count costs no record decoding.
+        for e in range {
+            e.map_err(storage)?;
+            resp.count += 1;
+        }
+        return Ok(resp);
+    }
+    for e in range {
         let (k, v) = e.map_err(storage)?;
         push_kv(&mut resp, req, k.value(), &Record::decode(v.value())?);
     }
@@ -610,8 +644,15 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Delete one live key at `rev`; returns its previous record.
-    fn delete_key(&mut self, key: &[u8], prev: Record, rev: Revision) -> Result<Event> {
+    /// Delete one live key at `rev` (its tombstone counted in `c.bytes`);
+    /// returns the event.
+    fn delete_key(
+        &mut self,
+        c: &mut Counters,
+        key: &[u8],
+        prev: Record,
+        rev: Revision,
+    ) -> Result<Event> {
         let tomb = Record {
             create_revision: 0,
             mod_revision: rev,
@@ -619,9 +660,11 @@ impl<'t> Tables<'t> {
             lease: 0,
             value: None,
         };
+        let enc = tomb.encode();
         self.kv
-            .insert((key, rev), tomb.encode().as_slice())
+            .insert((key, rev), enc.as_slice())
             .map_err(storage)?;
+        c.bytes += entry_bytes(key, enc.len());
         self.latest.remove(key).map_err(storage)?;
         if prev.lease != 0 {
             self.lease_keys.remove((prev.lease, key)).map_err(storage)?;
@@ -652,13 +695,15 @@ fn compare(c: &Compare, rec: Option<&Record>) -> bool {
 
 /// Apply one command. On `Err` nothing was written, except for
 /// `Error::Storage`, after which the caller must abort the redb transaction.
+/// `quota`: the most `c.bytes` a txn that puts may leave (0 = no limit).
 pub(crate) fn apply(
     t: &mut Tables<'_>,
     c: &mut Counters,
     cmd: &Command,
+    quota: u64,
 ) -> Result<(CommandResult, Vec<Event>)> {
     match cmd {
-        Command::Txn(txn) => apply_txn(t, c, txn),
+        Command::Txn(txn) => apply_txn(t, c, txn, quota),
         Command::LeaseGrant { id, ttl_secs } => {
             if *ttl_secs == 0 {
                 return Err(Error::InvalidArgument("lease TTL must be > 0".into()));
@@ -702,7 +747,7 @@ pub(crate) fn apply(
                     let prev = t
                         .latest(key)?
                         .ok_or_else(|| Error::Storage(format!("leased key {key:?} not live")))?;
-                    events.push(t.delete_key(key, prev, rev)?);
+                    events.push(t.delete_key(c, key, prev, rev)?);
                 }
                 t.log
                     .insert(rev, encode_keys(&keys).as_slice())
@@ -748,16 +793,18 @@ pub(crate) fn apply(
                         .map_err(storage)?
                 {
                     let (k, v) = e.map_err(storage)?;
-                    versions.push((k.value().1, Record::decode(v.value())?.value.is_none()));
+                    let tomb = Record::decode(v.value())?.value.is_none();
+                    versions.push((k.value().1, tomb, v.value().len()));
                 }
                 // Keep the newest version <= revision unless it is a tombstone.
                 let keep = match versions.last() {
-                    Some((r, false)) => Some(*r),
+                    Some((r, false, _)) => Some(*r),
                     _ => None,
                 };
-                for (r, _) in versions {
+                for (r, _, len) in versions {
                     if Some(r) != keep {
                         t.kv.remove((key.as_ref(), r)).map_err(storage)?;
+                        c.bytes = c.bytes.saturating_sub(entry_bytes(key, len));
                     }
                 }
             }
@@ -772,6 +819,7 @@ fn apply_txn(
     t: &mut Tables<'_>,
     c: &mut Counters,
     txn: &Txn,
+    quota: u64,
 ) -> Result<(CommandResult, Vec<Event>)> {
     validate_txn(txn)?;
     let mut succeeded = true;
@@ -794,6 +842,21 @@ fn apply_txn(
             return Err(Error::LeaseNotFound(*lease));
         }
     }
+    // etcd's NOSPACE: puts are refused once the quota is reached; deletes,
+    // reads, lease revocations and compaction (what frees space) are not.
+    let cost: u64 = ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } => entry_bytes(key, value.len() + RECORD_OVERHEAD),
+            _ => 0,
+        })
+        .sum();
+    if quota > 0 && cost > 0 && c.bytes.saturating_add(cost) > quota {
+        return Err(Error::NoSpace {
+            stored: c.bytes,
+            quota,
+        });
+    }
     // From here on only storage errors can fail.
     let rev = c.revision + 1;
     let mut changed: Vec<Bytes> = Vec::new();
@@ -813,6 +876,7 @@ fn apply_txn(
                 let enc = rec.encode();
                 t.kv.insert((key.as_ref(), rev), enc.as_slice())
                     .map_err(storage)?;
+                c.bytes += entry_bytes(key, enc.len());
                 t.latest
                     .insert(key.as_ref(), enc.as_slice())
                     .map_err(storage)?;
@@ -855,7 +919,7 @@ fn apply_txn(
                 let mut prev_kvs = Vec::with_capacity(found.len());
                 for (key, prev) in found {
                     prev_kvs.push(prev.to_kv(&key));
-                    events.push(t.delete_key(&key, prev, rev)?);
+                    events.push(t.delete_key(c, &key, prev, rev)?);
                     changed.push(key);
                 }
                 responses.push(OpResponse::Delete {

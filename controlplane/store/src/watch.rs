@@ -4,18 +4,20 @@
 //! - The hub's `current` is the last revision published; the writer publishes
 //!   each group's events (in revision order) after its commit.
 //! - `ring` holds the events of the revisions `floor ..= current` (whole
-//!   revisions), at most about `ring_cap` events.
+//!   revisions), at most about `ring_events` events and `ring_bytes` bytes.
 //! - A registered watcher has been given every matching event before `next`
 //!   and gets every matching event `>= next` through its bounded channel.
-//!   If the channel is full the writer never waits: it drops the watcher,
-//!   which then reports [`Error::WatchCanceled`] after the events it had.
+//!   If the channel is full, by batches or by bytes (each watcher may have
+//!   at most `queue_bytes` of keys and values pending), the writer never
+//!   waits: it drops the watcher, which then reports
+//!   [`Error::WatchCanceled`] after the events it had.
 //! - An unregistered watcher (starting before `floor`) catches up by
 //!   reading history from redb in chunks, then registers; events published
 //!   meanwhile are either read from redb or found in the ring, so there is
 //!   neither gap nor duplicate (`next` only moves forward).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -29,40 +31,60 @@ pub(crate) struct Hub {
     state: Mutex<HubState>,
 }
 
+/// How much the hub keeps in memory (see [`crate::Options`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub ring_events: usize,
+    pub ring_bytes: usize,
+    pub queue_batches: usize,
+    pub queue_bytes: usize,
+}
+
 struct HubState {
     current: Revision,
     compacted: Revision,
     ring: VecDeque<Event>,
+    /// [`event_bytes`] of the ring.
+    ring_bytes: usize,
     floor: Revision,
-    ring_cap: usize,
-    queue: usize,
+    bounds: Bounds,
     watchers: HashMap<u64, Slot>,
     next_id: u64,
     closed: bool,
 }
 
+/// A batch and its [`event_bytes`].
+type Batch = (Vec<Event>, usize);
+
 struct Slot {
     keys: KeySet,
     next: Revision,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: mpsc::Sender<Batch>,
+    /// Bytes sent and not yet taken by the watcher.
+    queued: Arc<AtomicUsize>,
     cut: Arc<AtomicBool>,
 }
 
+/// What an event holds in memory: keys and values, current and previous.
+fn event_bytes(e: &Event) -> usize {
+    e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| p.value.len())
+}
+
 impl Hub {
-    pub(crate) fn new(
-        current: Revision,
-        compacted: Revision,
-        ring_cap: usize,
-        queue: usize,
-    ) -> Self {
+    pub(crate) fn new(current: Revision, compacted: Revision, bounds: Bounds) -> Self {
         Hub {
             state: Mutex::new(HubState {
                 current,
                 compacted,
                 ring: VecDeque::new(),
+                ring_bytes: 0,
                 floor: current + 1,
-                ring_cap: ring_cap.max(1),
-                queue: queue.max(1),
+                bounds: Bounds {
+                    ring_events: bounds.ring_events.max(1),
+                    ring_bytes: bounds.ring_bytes.max(1),
+                    queue_batches: bounds.queue_batches.max(1),
+                    queue_bytes: bounds.queue_bytes.max(1),
+                },
                 watchers: HashMap::new(),
                 next_id: 1,
                 closed: false,
@@ -92,6 +114,7 @@ impl Hub {
         s.compacted = compacted;
         if !events.is_empty() {
             let mut gone = Vec::new();
+            let queue_bytes = s.bounds.queue_bytes;
             for (id, w) in &s.watchers {
                 let batch: Vec<Event> = events
                     .iter()
@@ -101,27 +124,42 @@ impl Hub {
                 if batch.is_empty() {
                     continue;
                 }
-                match w.tx.try_send(batch) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        w.cut.store(true, Ordering::Release);
-                        gone.push(*id);
+                let bytes: usize = batch.iter().map(event_bytes).sum();
+                let pending = w.queued.load(Ordering::Acquire);
+                // One batch is always let through to an idle watcher, so
+                // an event larger than the bound is still delivered.
+                let over = pending > 0 && pending + bytes > queue_bytes;
+                let sent = !over && {
+                    w.queued.fetch_add(bytes, Ordering::AcqRel);
+                    match w.tx.try_send((batch, bytes)) {
+                        Ok(()) => true,
+                        Err(_) => {
+                            w.queued.fetch_sub(bytes, Ordering::AcqRel);
+                            false
+                        }
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+                };
+                if !sent {
+                    if !w.tx.is_closed() {
+                        w.cut.store(true, Ordering::Release);
+                    }
+                    gone.push(*id);
                 }
             }
             for id in gone {
                 s.watchers.remove(&id);
             }
+            s.ring_bytes += events.iter().map(event_bytes).sum::<usize>();
             s.ring.extend(events);
-            while s.ring.len() > s.ring_cap {
+            while s.ring.len() > s.bounds.ring_events || s.ring_bytes > s.bounds.ring_bytes {
                 // Drop whole revisions from the front.
                 let Some(first) = s.ring.pop_front() else {
                     break;
                 };
+                s.ring_bytes -= event_bytes(&first);
                 let r = first.revision();
-                while s.ring.front().is_some_and(|e| e.revision() == r) {
-                    s.ring.pop_front();
+                while let Some(e) = s.ring.pop_front_if(|e| e.revision() == r) {
+                    s.ring_bytes -= event_bytes(&e);
                 }
                 s.floor = r + 1;
             }
@@ -133,6 +171,22 @@ impl Hub {
         if s.ring.is_empty() {
             s.floor = current + 1;
         }
+    }
+
+    /// Forget what was published (the file holds something else now):
+    /// registered watchers are cut off and the ring emptied, so that every
+    /// watch resumes from the file's history.
+    pub(crate) fn reset(&self, current: Revision, compacted: Revision) {
+        let mut s = self.lock();
+        for w in s.watchers.values() {
+            w.cut.store(true, Ordering::Release);
+        }
+        s.watchers.clear();
+        s.ring.clear();
+        s.ring_bytes = 0;
+        s.current = current;
+        s.compacted = compacted;
+        s.floor = current + 1;
     }
 
     /// Drop all watchers: they report [`Error::Closed`].
@@ -150,9 +204,10 @@ pub struct Watcher {
     keys: KeySet,
     /// First revision not yet delivered.
     next: Revision,
-    rx: Option<mpsc::Receiver<Vec<Event>>>,
+    rx: Option<mpsc::Receiver<Batch>>,
     /// Hub slot, once registered.
     id: Option<u64>,
+    queued: Arc<AtomicUsize>,
     cut: Arc<AtomicBool>,
     pending: Vec<Event>,
 }
@@ -202,6 +257,7 @@ impl Watcher {
             next,
             rx: None,
             id: None,
+            queued: Arc::new(AtomicUsize::new(0)),
             cut: Arc::new(AtomicBool::new(false)),
             pending: Vec::new(),
         };
@@ -257,7 +313,7 @@ impl Watcher {
         // `next` may be past `current` if catch-up read commits that were not
         // published yet: those will come through the channel, filtered.
         let next = self.next.max(s.current + 1);
-        let (tx, rx) = mpsc::channel(s.queue);
+        let (tx, rx) = mpsc::channel(s.bounds.queue_batches);
         let id = s.next_id;
         s.next_id += 1;
         s.watchers.insert(
@@ -266,6 +322,7 @@ impl Watcher {
                 keys: self.keys.clone(),
                 next,
                 tx,
+                queued: self.queued.clone(),
                 cut: self.cut.clone(),
             },
         );
@@ -286,14 +343,17 @@ impl Watcher {
             }
             if let Some(rx) = self.rx.as_mut() {
                 return match rx.recv().await {
-                    Some(batch) => {
+                    Some((batch, bytes)) => {
+                        self.queued.fetch_sub(bytes, Ordering::AcqRel);
                         if let Some(last) = batch.last() {
                             self.next = last.revision() + 1;
                         }
                         Ok(batch)
                     }
                     None if self.cut.load(Ordering::Acquire) => Err(Error::WatchCanceled(
-                        "watcher fell too far behind (event queue full)".into(),
+                        "watcher fell too far behind (event queue full), or the store \
+                         restarted its watches"
+                            .into(),
                     )),
                     None => Err(Error::Closed),
                 };
@@ -306,7 +366,7 @@ impl Watcher {
             let keys = self.keys.clone();
             let from = self.next;
             let (events, last) = tokio::task::spawn_blocking(move || {
-                crate::state::read_events(&shared.db, &keys, from, CATCH_UP_EVENTS)
+                crate::state::read_events(&*shared.db.get()?, &keys, from, CATCH_UP_EVENTS)
             })
             .await
             .map_err(|e| Error::Storage(format!("watch catch-up task: {e}")))??;

@@ -8,8 +8,12 @@
 //! watcher never sees a change that could still be lost.
 //! If the commit fails, the in-memory counters are rolled back and every
 //! request of the group gets the error: nothing of the group is visible.
+//! If redb then refuses every transaction (an I/O error at commit latches
+//! it), the file is reopened (see `db`) so later groups can succeed.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use redb::Durability;
 use tokio::sync::{mpsc, oneshot};
@@ -22,20 +26,30 @@ pub(crate) enum Request {
     Close(oneshot::Sender<()>),
 }
 
+/// How long a reopen waits for readers to release the old handle.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
+
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     counters: Counters,
     max_batch: usize,
+    quota: u64,
 ) -> Result<mpsc::Sender<Request>> {
     let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
     std::thread::Builder::new()
         .name("skiff-store-writer".into())
-        .spawn(move || run(shared, rx, counters, max_batch.max(1)))
+        .spawn(move || run(shared, rx, counters, max_batch.max(1), quota))
         .map_err(|e| Error::Storage(format!("spawn writer thread: {e}")))?;
     Ok(tx)
 }
 
-fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut counters: Counters, max: usize) {
+fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Request>,
+    mut counters: Counters,
+    max: usize,
+    quota: u64,
+) {
     let mut closers = Vec::new();
     let mut batch = Vec::with_capacity(max);
     while closers.is_empty() {
@@ -56,11 +70,12 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut counters: Count
             continue;
         }
         let before = counters;
-        match commit_group(&shared, &mut counters, &batch) {
+        match commit_group(&shared, &mut counters, &batch, quota) {
             Ok((results, events)) => {
                 shared
                     .hub
                     .publish(events, counters.revision, counters.compacted);
+                shared.stored_bytes.store(counters.bytes, Ordering::Relaxed);
                 for ((_, reply), r) in batch.drain(..).zip(results) {
                     let _ = reply.send(r);
                 }
@@ -68,8 +83,15 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut counters: Count
             Err(e) => {
                 tracing::error!("store group commit failed: {e}");
                 counters = before;
+                let msg = match &e {
+                    Error::Storage(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(Error::Storage(e.to_string())));
+                    let _ = reply.send(Err(Error::Storage(msg.clone())));
+                }
+                if shared.db.latched() {
+                    recover(&shared, &mut counters);
                 }
             }
         }
@@ -88,14 +110,47 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut counters: Count
     }
 }
 
+/// Reopens a file redb refuses after an I/O error. The file holds the last
+/// group that committed, which is normally where `counters` stand; if the
+/// failed group reached the file after all, the file wins and watchers
+/// start over from it (their events for it were never published).
+fn recover(shared: &Shared, counters: &mut Counters) {
+    tracing::warn!(path = %shared.path.display(), "the store refuses transactions after an I/O error: reopening its file");
+    match shared.db.reopen(REOPEN_WAIT) {
+        Ok(disk) if (disk.revision, disk.compacted) == (counters.revision, counters.compacted) => {
+            tracing::info!(revision = counters.revision, "store file reopened");
+        }
+        Ok(mut disk) => {
+            tracing::warn!(
+                expected = counters.revision,
+                found = disk.revision,
+                "the failed group was committed after all; restarting watchers from the file"
+            );
+            disk.bytes = shared
+                .db
+                .get()
+                .and_then(|db| state::stored_bytes(&db))
+                .unwrap_or(counters.bytes);
+            *counters = disk;
+            shared.hub.reset(disk.revision, disk.compacted);
+            shared.stored_bytes.store(disk.bytes, Ordering::Relaxed);
+        }
+        Err(e) => tracing::error!(
+            "reopening the store file failed (retried after the next failed write): {e}"
+        ),
+    }
+}
+
 type GroupResult = (Vec<Result<CommandResult>>, Vec<crate::Event>);
 
 fn commit_group(
     shared: &Shared,
     counters: &mut Counters,
     batch: &[(Command, oneshot::Sender<Result<CommandResult>>)],
+    quota: u64,
 ) -> Result<GroupResult> {
-    let mut w = shared.db.begin_write().map_err(state::storage)?;
+    let db = shared.db.get()?;
+    let mut w = db.begin_write().map_err(state::storage)?;
     w.set_durability(Durability::Immediate)
         .map_err(state::storage)?;
     let mut results = Vec::with_capacity(batch.len());
@@ -105,7 +160,7 @@ fn commit_group(
     {
         let mut tables = Tables::open(&w)?;
         for (cmd, _) in batch {
-            match state::apply(&mut tables, counters, cmd) {
+            match state::apply(&mut tables, counters, cmd, quota) {
                 Ok((r, ev)) => {
                     wrote |= !matches!(r, CommandResult::Txn(_));
                     results.push(Ok(r));

@@ -89,6 +89,11 @@ fn serve(dir: &Path, renew_ms: u64) {
         g.quiet = true;
         g.renew_interval = Duration::from_millis(renew_ms);
         g.handshake_timeout = Duration::from_secs(60);
+        // Thousands of simulated nodes share one source address and
+        // bootstrap at once: lift the per-address and session limits.
+        g.max_unauthenticated = usize::MAX >> 4;
+        g.max_unauthenticated_per_source = usize::MAX;
+        g.max_connections = usize::MAX >> 4;
         let gw = skiff_gateway::start(g, api.state.clone())
             .await
             .expect("gateway");

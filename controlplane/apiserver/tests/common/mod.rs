@@ -32,6 +32,15 @@ impl Cluster {
     /// `prepare` may add credentials to the PKI directory before the server
     /// loads it.
     pub fn start_with(prepare: impl FnOnce(&Path)) -> Cluster {
+        Self::start_tuned(prepare, |_| {})
+    }
+
+    /// [`Cluster::start_with`], and `tune` adjusts the server's
+    /// configuration (limits, store options).
+    pub fn start_tuned(
+        prepare: impl FnOnce(&Path),
+        tune: impl FnOnce(&mut ServeConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki_dir = dir.path().join("pki");
         pki::init(&pki_dir, &pki::InitOptions::default()).expect("pki init");
@@ -47,6 +56,7 @@ impl Cluster {
             "127.0.0.1:0".parse().unwrap(),
         );
         cfg.bookmark_interval = Duration::from_millis(300);
+        tune(&mut cfg);
         let running = rt
             .block_on(skiff_apiserver::start(&cfg))
             .expect("server starts");
@@ -136,6 +146,16 @@ impl Cluster {
             let body = resp.into_body().collect().await.expect("body").to_bytes();
             (status, body.to_vec())
         })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().unwrap().addr
+    }
+
+    /// Runs `f` on the server's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     pub fn pki_dir(&self) -> PathBuf {
