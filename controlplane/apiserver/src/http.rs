@@ -19,14 +19,46 @@ pub fn json_response(code: u16, v: &Value) -> Response {
         .expect("static response parts")
 }
 
+/// How much of an over-limit body is read and thrown away before the 413 is
+/// sent. The server speaks HTTP/1.1, where replying before the body is read
+/// closes the connection under a client still writing: it then sees "broken
+/// pipe" instead of the status (Go's net/http drains for the same reason).
+const DRAIN_AFTER_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes with 413.
 pub async fn read_body(body: hyper::body::Incoming) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
+    read_bounded(body, MAX_BODY).await
+}
+
+async fn read_bounded<B>(mut body: B, limit: usize) -> Result<bytes::Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let declared = body.size_hint().exact().unwrap_or(0);
+    if declared > (limit + DRAIN_AFTER_LIMIT) as u64 {
+        return Err(ApiError::too_large());
     }
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit + DRAIN_AFTER_LIMIT {
+            break;
+        }
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::too_large());
+    }
+    Ok(kept.freeze())
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -273,6 +305,30 @@ mod tests {
         // Aliases that stay small are fine.
         let v = decode_body("application/yaml", b"a: &x {k: v}\nb: *x\n").unwrap();
         assert_eq!(v["b"]["k"], "v");
+    }
+
+    #[tokio::test]
+    async fn over_limit_bodies_are_drained_then_refused() {
+        use futures_util::StreamExt as _;
+        use http_body_util::{Full, StreamBody};
+        let ok = read_bounded(Full::new(bytes::Bytes::from_static(b"abc")), 3).await;
+        assert_eq!(&ok.unwrap()[..], b"abc");
+        let e = read_bounded(Full::new(bytes::Bytes::from_static(b"abcd")), 3).await;
+        assert_eq!(e.unwrap_err().code, 413);
+        // A chunked body is read to its end (so the client can read the
+        // status) but not kept; past the drain bound reading stops.
+        let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = polled.clone();
+        let chunks = futures_util::stream::iter(0..100_000).map(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(
+                vec![b'x'; 1024],
+            )))
+        });
+        let e = read_bounded(StreamBody::new(chunks), 1024).await;
+        assert_eq!(e.unwrap_err().code, 413);
+        let n = polled.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, 1 + DRAIN_AFTER_LIMIT / 1024 + 1, "read {n} chunks");
     }
 
     #[test]
