@@ -214,16 +214,30 @@ async fn dispatch(
         }
         ("list", _) => list(&state, r, &ns, &query, &table).await,
         ("watch", _) => {
+            let resource_version = match query.get("resourceVersion") {
+                None | Some("") => None,
+                Some(s) => Some(s.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
+                })?),
+            };
+            let bookmarks = query.flag("allowWatchBookmarks");
+            let send_initial_events = query
+                .get("sendInitialEvents")
+                .map(|_| query.flag("sendInitialEvents"));
+            let start = watch::Start::from_query(
+                resource_version,
+                query.get("resourceVersionMatch"),
+                send_initial_events,
+                bookmarks,
+            )
+            .map_err(|(field, why)| {
+                ApiError::new(422, "Invalid", format!("{field}: Forbidden: {why}"))
+            })?;
             let params = WatchParams {
                 namespace: ns,
                 filter: filter_of(&query, p.name.as_deref())?,
-                resource_version: match query.get("resourceVersion") {
-                    None | Some("") => None,
-                    Some(s) => Some(s.parse().map_err(|_| {
-                        ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
-                    })?),
-                },
-                bookmarks: query.flag("allowWatchBookmarks"),
+                start,
+                bookmarks,
                 timeout: query
                     .get("timeoutSeconds")
                     .and_then(|t| t.parse().ok())

@@ -2,6 +2,12 @@
 //! over the store's watch. Without a resourceVersion (or "0") it starts with
 //! synthetic ADDED events for what exists. A compacted start gets an ERROR
 //! event carrying a 410 Status, as kube sends it.
+//!
+//! Streaming lists (KEP-3157, what client-go 1.35 informers, `kubectl wait`
+//! and `rollout status` use): `sendInitialEvents=true` sends the state as
+//! ADDED events, then a BOOKMARK annotated `k8s.io/initial-events-end`
+//! carrying the revision of that state, so the client knows its list is
+//! complete without a separate LIST.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,11 +33,63 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 pub struct WatchParams {
     pub namespace: String,
     pub filter: Filter,
-    pub resource_version: Option<u64>,
+    pub start: Start,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     /// Some(includeObject) when the client wants Table rows.
     pub table: Option<Option<String>>,
+}
+
+/// Where a watch starts, from `resourceVersion`, `resourceVersionMatch`
+/// and `sendInitialEvents` (see [`Start::from_query`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The current state as ADDED events, then changes after it (no
+    /// resourceVersion, or "0").
+    State,
+    /// Changes after this revision only.
+    After(u64),
+    /// A streaming list: the current state, which is at least as new as
+    /// this revision, as ADDED events, then the initial-events-end bookmark.
+    InitialEvents { not_older_than: u64 },
+}
+
+/// The bookmark annotation that ends a streaming list's initial events.
+pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+impl Start {
+    /// kube's rules (`ValidateListOptions`): `sendInitialEvents` needs
+    /// `resourceVersionMatch=NotOlderThan`, and when true
+    /// `allowWatchBookmarks`; `resourceVersionMatch` on a watch needs
+    /// `sendInitialEvents`. Err: the offending field and why (422).
+    pub fn from_query(
+        resource_version: Option<u64>,
+        resource_version_match: Option<&str>,
+        send_initial_events: Option<bool>,
+        bookmarks: bool,
+    ) -> Result<Start, (&'static str, &'static str)> {
+        let rv = resource_version.unwrap_or(0);
+        match send_initial_events {
+            None if resource_version_match.is_some_and(|m| !m.is_empty()) => Err((
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            )),
+            None if rv == 0 => Ok(Start::State),
+            None => Ok(Start::After(rv)),
+            Some(_) if resource_version_match != Some("NotOlderThan") => Err((
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )),
+            Some(true) if !bookmarks => Err((
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            )),
+            Some(true) => Ok(Start::InitialEvents { not_older_than: rv }),
+            // No initial events: changes after the given revision, or
+            // after now.
+            Some(false) => Ok(Start::After(rv)),
+        }
+    }
 }
 
 fn event_line(kind: &str, obj: Value) -> Bytes {
@@ -131,9 +189,18 @@ async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: Tx) {
         }
     };
     let deadline = tokio::time::Instant::now() + p.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let start = match p.resource_version {
-        Some(rv) if rv > 0 => rv + 1,
-        _ => {
+    let current = state.store.current_revision();
+    let (start, initial_events_end) = match p.start {
+        Start::After(0) => (current + 1, false),
+        Start::After(rv) => (rv + 1, false),
+        Start::InitialEvents { not_older_than } if not_older_than > current => {
+            let e = ApiError::timeout(format!(
+                "Too large resource version: {not_older_than}, current: {current}"
+            ));
+            let _ = tx.send(event_line("ERROR", e.to_status())).await;
+            return;
+        }
+        Start::State | Start::InitialEvents { .. } => {
             // Synthetic ADDED events for the current state, then changes after it.
             let page = match storage::list(&state.store, r, &p.namespace, &p.filter, 0, None).await
             {
@@ -148,9 +215,25 @@ async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: Tx) {
                     return;
                 }
             }
-            page.revision + 1
+            (
+                page.revision + 1,
+                matches!(p.start, Start::InitialEvents { .. }),
+            )
         }
     };
+    if initial_events_end {
+        let obj = json!({
+            "kind": r.kind,
+            "apiVersion": r.api_version(),
+            "metadata": {
+                "resourceVersion": (start - 1).to_string(),
+                "annotations": {INITIAL_EVENTS_END: "true"},
+            },
+        });
+        if tx.send(event_line("BOOKMARK", obj)).await.is_err() {
+            return;
+        }
+    }
     let keys = KeySet::prefix(r.list_prefix(&p.namespace).into_bytes());
     let mut watcher = match state.store.watch(WatchRequest::new(keys, start)).await {
         Ok(w) => w,
@@ -218,5 +301,62 @@ async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: Tx) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Start;
+
+    #[test]
+    fn start_follows_kubes_list_options_rules() {
+        let not_older = Some("NotOlderThan");
+        // Legacy watches.
+        assert_eq!(Start::from_query(None, None, None, false), Ok(Start::State));
+        assert_eq!(
+            Start::from_query(Some(0), None, None, true),
+            Ok(Start::State)
+        );
+        assert_eq!(
+            Start::from_query(Some(7), None, None, false),
+            Ok(Start::After(7))
+        );
+        // Streaming lists.
+        assert_eq!(
+            Start::from_query(Some(7), not_older, Some(true), true),
+            Ok(Start::InitialEvents { not_older_than: 7 })
+        );
+        assert_eq!(
+            Start::from_query(None, not_older, Some(true), true),
+            Ok(Start::InitialEvents { not_older_than: 0 })
+        );
+        assert_eq!(
+            Start::from_query(None, not_older, Some(false), false),
+            Ok(Start::After(0))
+        );
+        assert_eq!(
+            Start::from_query(Some(9), not_older, Some(false), false),
+            Ok(Start::After(9))
+        );
+        // Refused combinations name the field.
+        fn field(r: Result<Start, (&'static str, &'static str)>) -> &'static str {
+            r.unwrap_err().0
+        }
+        assert_eq!(
+            field(Start::from_query(None, not_older, None, true)),
+            "resourceVersionMatch"
+        );
+        assert_eq!(
+            field(Start::from_query(None, None, Some(true), true)),
+            "resourceVersionMatch"
+        );
+        assert_eq!(
+            field(Start::from_query(None, Some("Exact"), Some(false), true)),
+            "resourceVersionMatch"
+        );
+        assert_eq!(
+            field(Start::from_query(None, not_older, Some(true), false)),
+            "allowWatchBookmarks"
+        );
     }
 }
