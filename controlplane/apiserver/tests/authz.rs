@@ -742,7 +742,7 @@ metadata: {name: by-expression}
 aggregationRule:
   clusterRoleSelectors:
   - matchExpressions:
-    - {key: skiff.dev/part, operator: In, values: [yes]}
+    - {key: skiff.dev/part, operator: In, values: ['yes']}
 rules: []
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -792,7 +792,10 @@ fn aggregation_selects_by_expression() {
         &["get", "pods", "-n", "default"],
         &["create", "cm", "x", "-n", "default"],
     ] {
-        contains_all(&fails(c.kubectl_as(&carol, args), args), &["Forbidden"]);
+        contains_all(
+            &fails(c.kubectl_as(&carol, args), args).to_lowercase(),
+            &["forbidden"],
+        );
     }
     let bad = c.write(
         "bad-agg.yaml",
@@ -850,7 +853,7 @@ fn node_restriction_in_the_api_server() {
     let run = |args: &[&str]| c.kubectl_as(&n1, args);
     let refused = |args: &[&str], want: &str| {
         let err = fails(run(args), args);
-        contains_all(&err, &["forbidden", want]);
+        contains_all(&err, &["Forbidden", want]);
     };
 
     // Its own Node: ordinary labels and status yes; role and restriction
