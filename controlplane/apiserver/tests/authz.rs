@@ -1259,7 +1259,7 @@ fn token_lifetime_cap_and_bound_pods() {
             "--bound-object-kind=Pod",
             "--bound-object-name=nope",
         ]),
-        &["NotFound"],
+        &["pods \"nope\" not found"],
     );
     c.ok(&["delete", "pod", "worker", "--grace-period=0", "--force"]);
     contains_all(
