@@ -480,8 +480,9 @@ fn describe(rules: &[Value]) -> String {
         let inner: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
         format!("[{}]", inner.join(" "))
     };
-    let mut merged: BTreeMap<(Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>), Vec<&str>> =
-        BTreeMap::new();
+    // (apiGroups, resources, nonResourceURLs, resourceNames) -> verbs
+    type Key<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>);
+    let mut merged: BTreeMap<Key<'_>, Vec<&str>> = BTreeMap::new();
     for r in rules {
         let verbs = merged
             .entry((
