@@ -469,6 +469,24 @@ fn validate_kind(r: &Resource, obj: &Value, causes: &mut Causes) {
                 }
             }
         }
+        ("rbac.authorization.k8s.io", "ClusterRole") => {
+            // A selector that does not parse must not reach the
+            // authorizer (which would aggregate nothing from it).
+            for (i, sel) in obj
+                .pointer("/aggregationRule/clusterRoleSelectors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if let Err(e) = crate::selectors::LabelSelector::from_object(sel) {
+                    causes.push((
+                        format!("aggregationRule.clusterRoleSelectors[{i}]"),
+                        format!("Invalid value: {}", e.message),
+                    ));
+                }
+            }
+        }
         ("", "ConfigMap") | ("", "Secret") => {
             for field in ["data", "binaryData"] {
                 for k in obj
@@ -540,6 +558,15 @@ fn validate_immutable(r: &Resource, old: &Value, new: &Value, causes: &mut Cause
                 "Invalid value: field is immutable".into(),
             ));
         }
+    }
+    if r.group == "rbac.authorization.k8s.io"
+        && matches!(r.kind, "RoleBinding" | "ClusterRoleBinding")
+        && old.get("roleRef") != new.get("roleRef")
+    {
+        causes.push((
+            "roleRef".into(),
+            "Invalid value: cannot change roleRef".into(),
+        ));
     }
     if (r.group, r.kind) == ("", "Pod") && pod_spec_mutable_part(old) != pod_spec_mutable_part(new)
     {
@@ -643,6 +670,175 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
     }
 }
 
+/// A label's prefix (the part before '/'), "" when it has none.
+fn label_namespace(key: &str) -> &str {
+    key.split_once('/').map_or("", |(ns, _)| ns)
+}
+
+fn in_label_domain(ns: &str, domain: &str) -> bool {
+    ns == domain
+        || ns
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Whether a node may set this label on its own Node (kube's
+/// NodeRestriction with `kubeletapis.IsKubeletLabel`): never under
+/// `node-restriction.kubernetes.io/`, and under `kubernetes.io`/`k8s.io`
+/// only the labels a kubelet sets itself (`node-role.kubernetes.io/` is
+/// not among them).
+pub fn node_may_set_label(key: &str) -> bool {
+    const KUBELET_LABELS: &[&str] = &[
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+    ];
+    let ns = label_namespace(key);
+    if in_label_domain(ns, "node-restriction.kubernetes.io") {
+        return false;
+    }
+    let kubernetes = in_label_domain(ns, "kubernetes.io") || in_label_domain(ns, "k8s.io");
+    !kubernetes
+        || KUBELET_LABELS.contains(&key)
+        || in_label_domain(ns, "kubelet.kubernetes.io")
+        || in_label_domain(ns, "node.kubernetes.io")
+}
+
+/// Keys whose value differs between two label maps (kube's
+/// getModifiedLabels), sorted.
+fn modified_labels(new: &Value, old: Option<&Value>) -> Vec<String> {
+    let labels = |v: Option<&Value>| {
+        v.and_then(|v| v.pointer("/metadata/labels"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (a, b) = (labels(Some(new)), labels(old));
+    let mut keys: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .chain(b.iter().filter(|(k, _)| !a.contains_key(*k)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn config_source(node: &Value) -> Option<&Value> {
+    node.pointer("/spec/configSource").filter(|c| !c.is_null())
+}
+
+/// A Node's taints; no list and an empty one are the same (kube's
+/// semantic equality).
+fn taints(node: &Value) -> Option<&Value> {
+    node.pointer("/spec/taints")
+        .filter(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
+}
+
+/// kube's NodeRestriction admission (`plugin/pkg/admission/noderestriction`)
+/// for a node identity, on every write path (create, update, patch, apply,
+/// status, delete): the node authorizer has already limited which objects a
+/// node reaches; this checks them as they are and as they will be stored.
+/// `old` is the stored object (`None` on create), `new` the result (`None`
+/// on delete). Other identities pass.
+pub fn node_restriction(
+    id: &crate::authn::Identity,
+    r: &Resource,
+    ns: &str,
+    name: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> ApiResult<()> {
+    let Some(node) = id.node_name() else {
+        return Ok(());
+    };
+    let no = |msg: String| Err(ApiError::forbidden(msg));
+    match (r.group, r.kind) {
+        ("", "Node") => {
+            if name != node {
+                return no(format!(
+                    "node \"{node}\" is not allowed to modify node \"{name}\""
+                ));
+            }
+            let Some(new) = new else { return Ok(()) };
+            match old {
+                None if config_source(new).is_some() => {
+                    return no(format!(
+                        "node \"{node}\" is not allowed to create pods with a non-nil configSource"
+                    ));
+                }
+                Some(old)
+                    if config_source(new).is_some() && config_source(new) != config_source(old) =>
+                {
+                    return no(format!(
+                        "node \"{node}\" is not allowed to update configSource to a new non-nil configSource"
+                    ));
+                }
+                Some(old) if taints(old) != taints(new) => {
+                    return no(format!("node \"{node}\" is not allowed to modify taints"));
+                }
+                _ => {}
+            }
+            let forbidden: Vec<String> = modified_labels(new, old)
+                .into_iter()
+                .filter(|k| !node_may_set_label(k))
+                .collect();
+            if !forbidden.is_empty() {
+                return no(if old.is_none() {
+                    format!(
+                        "node \"{node}\" is not allowed to set the following labels: {}",
+                        forbidden.join(", ")
+                    )
+                } else {
+                    format!(
+                        "node \"{node}\" is not allowed to modify labels: {}",
+                        forbidden.join(", ")
+                    )
+                });
+            }
+            Ok(())
+        }
+        ("coordination.k8s.io", "Lease") => {
+            if ns != "kube-node-lease" {
+                return no(format!(
+                    "node \"{node}\" can only access leases in the kube-node-lease namespace"
+                ));
+            }
+            if name != node {
+                return no(format!(
+                    "node \"{node}\" can only access node lease with the same name as the requesting node"
+                ));
+            }
+            Ok(())
+        }
+        ("", "Pod") => {
+            let Some(old) = old else {
+                // Mirror pods (static pods) are not served: a node creates
+                // no pods at all.
+                return no(format!("node \"{node}\" is not allowed to create pods"));
+            };
+            let bound =
+                |p: &Value| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
+            if !bound(old) || new.is_some_and(|n| !bound(n)) {
+                return no(format!(
+                    "node \"{node}\" can only modify pods bound to it; pod \"{name}\" is not"
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Admits a new or updated object: type check, defaults, validation.
 /// `old` is the stored object for updates.
 pub fn admit(
@@ -695,6 +891,251 @@ pub fn admit(
 mod tests {
     use super::*;
     use crate::registry::find;
+
+    /// Like kube's noderestriction admission tests: what a node identity
+    /// may do to Nodes, Leases and Pods, on create, update and delete.
+    #[test]
+    fn node_restriction_like_kube() {
+        use crate::authn::Identity;
+        let id = |name: &str, groups: &[&str]| Identity {
+            name: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            service_account: None,
+        };
+        let n1 = id("system:node:n1", &["system:nodes"]);
+        let admin = id("admin", &["system:masters"]);
+        // The node-like name alone is not a node: the group is needed.
+        let impostor = id("system:node:n1", &[]);
+        let nodes = find("", "v1", "nodes").unwrap();
+        let leases = find("coordination.k8s.io", "v1", "leases").unwrap();
+        let pods = find("", "v1", "pods").unwrap();
+        let node = |name: &str, labels: Value, taints: Value| json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}});
+        let base = node(
+            "n1",
+            json!({"kubernetes.io/hostname": "n1", "node-role.kubernetes.io/control-plane": ""}),
+            json!(null),
+        );
+        let ok = |r| -> ApiResult<()> { r };
+        let deny = |r: ApiResult<()>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(e.code, 403, "{what}: {}", e.message);
+            e.message
+        };
+
+        // Labels on update: only what a kubelet may set; an unchanged
+        // restricted label (set by an admin) may stay.
+        for (label, allowed) in [
+            ("team", true),
+            ("example.com/x", true),
+            ("kubernetes.io/hostname", true),
+            ("kubernetes.io/arch", true),
+            ("topology.kubernetes.io/zone", true),
+            ("node.kubernetes.io/instance-type", true),
+            ("kubelet.kubernetes.io/anything", true),
+            ("foo.node.kubernetes.io/anything", true),
+            ("node-role.kubernetes.io/worker", false),
+            ("node-restriction.kubernetes.io/trusted", false),
+            ("a.node-restriction.kubernetes.io/trusted", false),
+            ("other.kubernetes.io/x", false),
+            ("kubernetes.io/other", false),
+            ("k8s.io/x", false),
+            ("foo.k8s.io/x", false),
+        ] {
+            let mut new = base.clone();
+            new["metadata"]["labels"][label] = json!("v");
+            let r = node_restriction(&n1, nodes, "", "n1", Some(&base), Some(&new));
+            if allowed {
+                ok(r).unwrap_or_else(|e| panic!("{label}: {}", e.message));
+            } else {
+                let m = deny(r, label);
+                assert!(
+                    m.contains("is not allowed to modify labels") && m.contains(label),
+                    "{m}"
+                );
+            }
+            // The same label at registration.
+            let r = node_restriction(
+                &n1,
+                nodes,
+                "",
+                "n1",
+                None,
+                Some(&node("n1", json!({label: "v"}), json!(null))),
+            );
+            assert_eq!(r.is_ok(), allowed, "create with {label}");
+            // Anyone else may.
+            ok(node_restriction(
+                &admin,
+                nodes,
+                "",
+                "n1",
+                Some(&base),
+                Some(&new),
+            ))
+            .unwrap();
+            assert!(node_restriction(&impostor, nodes, "", "n1", Some(&base), Some(&new)).is_ok());
+        }
+        let mut relabelled = base.clone();
+        relabelled["metadata"]["labels"]["zone"] = json!("a");
+        ok(node_restriction(
+            &n1,
+            nodes,
+            "",
+            "n1",
+            Some(&base),
+            Some(&relabelled),
+        ))
+        .unwrap();
+        let mut removed = base.clone();
+        removed["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("node-role.kubernetes.io/control-plane");
+        deny(
+            node_restriction(&n1, nodes, "", "n1", Some(&base), Some(&removed)),
+            "remove role label",
+        );
+
+        // Taints: set at registration, never changed by the node after.
+        let tainted = node(
+            "n1",
+            json!({}),
+            json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+        );
+        ok(node_restriction(&n1, nodes, "", "n1", None, Some(&tainted))).unwrap();
+        let untainted = node("n1", json!({}), json!([]));
+        let m = deny(
+            node_restriction(&n1, nodes, "", "n1", Some(&tainted), Some(&untainted)),
+            "remove taint",
+        );
+        assert!(m.contains("is not allowed to modify taints"), "{m}");
+        deny(
+            node_restriction(&n1, nodes, "", "n1", Some(&untainted), Some(&tainted)),
+            "add taint",
+        );
+        ok(node_restriction(
+            &n1,
+            nodes,
+            "",
+            "n1",
+            Some(&tainted),
+            Some(&tainted.clone()),
+        ))
+        .unwrap();
+        ok(node_restriction(
+            &n1,
+            nodes,
+            "",
+            "n1",
+            Some(&node("n1", json!({}), json!(null))),
+            Some(&untainted),
+        ))
+        .unwrap();
+        let mut config = node("n1", json!({}), json!(null));
+        config["spec"]["configSource"] = json!({"configMap": {"name": "x"}});
+        deny(
+            node_restriction(&n1, nodes, "", "n1", None, Some(&config)),
+            "configSource",
+        );
+
+        // Other nodes: not created, changed or deleted.
+        let other = node("n2", json!({}), json!(null));
+        let m = deny(
+            node_restriction(&n1, nodes, "", "n2", None, Some(&other)),
+            "create n2",
+        );
+        assert!(m.contains("is not allowed to modify node \"n2\""), "{m}");
+        deny(
+            node_restriction(&n1, nodes, "", "n2", Some(&other), Some(&other)),
+            "update n2",
+        );
+        deny(
+            node_restriction(&n1, nodes, "", "n2", Some(&other), None),
+            "delete n2",
+        );
+
+        // Leases: its own, in kube-node-lease.
+        let lease = json!({"metadata": {"name": "n1"}});
+        ok(node_restriction(
+            &n1,
+            leases,
+            "kube-node-lease",
+            "n1",
+            None,
+            Some(&lease),
+        ))
+        .unwrap();
+        ok(node_restriction(
+            &n1,
+            leases,
+            "kube-node-lease",
+            "n1",
+            Some(&lease),
+            Some(&lease),
+        ))
+        .unwrap();
+        deny(
+            node_restriction(
+                &n1,
+                leases,
+                "kube-node-lease",
+                "n2",
+                Some(&lease),
+                Some(&lease),
+            ),
+            "other lease",
+        );
+        deny(
+            node_restriction(&n1, leases, "default", "n1", None, Some(&lease)),
+            "lease elsewhere",
+        );
+
+        // Pods: none created (mirror pods are not served); only pods bound
+        // to it updated (status) or deleted.
+        let pod = |node: &str| json!({"metadata": {"name": "p"}, "spec": {"nodeName": node}});
+        deny(
+            node_restriction(&n1, pods, "default", "p", None, Some(&pod("n1"))),
+            "create pod",
+        );
+        ok(node_restriction(
+            &n1,
+            pods,
+            "default",
+            "p",
+            Some(&pod("n1")),
+            Some(&pod("n1")),
+        ))
+        .unwrap();
+        ok(node_restriction(
+            &n1,
+            pods,
+            "default",
+            "p",
+            Some(&pod("n1")),
+            None,
+        ))
+        .unwrap();
+        deny(
+            node_restriction(
+                &n1,
+                pods,
+                "default",
+                "p",
+                Some(&pod("n2")),
+                Some(&pod("n2")),
+            ),
+            "other pod",
+        );
+        deny(
+            node_restriction(&n1, pods, "default", "p", Some(&pod("n2")), None),
+            "delete other pod",
+        );
+        deny(
+            node_restriction(&n1, pods, "default", "p", Some(&json!({"spec": {}})), None),
+            "unbound pod",
+        );
+    }
 
     #[test]
     fn names_and_labels() {

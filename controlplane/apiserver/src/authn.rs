@@ -14,14 +14,31 @@ pub struct Identity {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
-    /// (namespace, name) when authenticated by a service account token: the
-    /// account must still exist with `uid`.
-    pub service_account: Option<(String, String)>,
+    /// Set when authenticated by a service account token: the account must
+    /// still exist with `uid`, and the object the token is bound to with its.
+    pub service_account: Option<ServiceAccountToken>,
+}
+
+/// What a service account token names beyond the identity, checked
+/// against the store on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountToken {
+    pub namespace: String,
+    pub name: String,
+    pub bound: Option<crate::satoken::BoundObject>,
 }
 
 impl Identity {
     pub fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
+    }
+
+    /// The node name of a node identity (`system:node:NAME` in
+    /// `system:nodes`), which the node authorizer and NodeRestriction bound.
+    pub fn node_name(&self) -> Option<&str> {
+        self.name
+            .strip_prefix("system:node:")
+            .filter(|_| self.in_group("system:nodes"))
     }
 }
 
@@ -177,7 +194,9 @@ impl Authenticator {
             let c = self
                 .service_accounts
                 .as_ref()?
-                .verify(token, now_secs() as i64)?;
+                .verify(token, now_secs() as i64, crate::satoken::API_AUDIENCE)
+                .inspect_err(|e| tracing::debug!("service account token refused: {e}"))
+                .ok()?;
             return Some(Identity {
                 name: format!("system:serviceaccount:{}:{}", c.namespace, c.name),
                 uid: c.uid,
@@ -185,7 +204,11 @@ impl Authenticator {
                     "system:serviceaccounts".into(),
                     format!("system:serviceaccounts:{}", c.namespace),
                 ],
-                service_account: Some((c.namespace, c.name)),
+                service_account: Some(ServiceAccountToken {
+                    namespace: c.namespace,
+                    name: c.name,
+                    bound: c.bound,
+                }),
             });
         }
         // Bootstrap token: [a-z0-9]{6}.[a-z0-9]{16}.

@@ -256,24 +256,34 @@ async fn dispatch(
         }
         ("create", _) => {
             let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
-            authz::node_may_create(id, r.plural, meta_str(&body, "name").unwrap_or(""))?;
-            create(&state, r, &ns, body, opts).await
+            create(&state, id, r, &ns, body, opts).await
+        }
+        // Subresources that are not views of the object (binding, token,
+        // log) have their own verbs above; a PUT or PATCH of them must not
+        // fall through to a write of the whole object. Namespace finalize
+        // is an update only, as in kube.
+        ("update", Some(s)) if !matches!(s, "status" | "scale" | "finalize") => {
+            Err(ApiError::method_not_allowed())
+        }
+        ("patch", Some(s)) if !matches!(s, "status" | "scale") => {
+            Err(ApiError::method_not_allowed())
         }
         ("update", sub) => {
             let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
             let name = p.name.clone().unwrap_or_default();
-            update(&state, r, &ns, &name, sub, body, opts).await
+            update(&state, id, r, &ns, &name, sub, body, opts).await
         }
         ("patch", sub) => {
             let kind = PatchType::from_media_type(&ct)?;
             let body = read_body(req.into_body()).await?;
             let name = p.name.clone().unwrap_or_default();
-            patch_object(&state, r, &ns, &name, sub, kind, &body, opts).await
+            patch_object(&state, id, r, &ns, &name, sub, kind, &body, opts).await
         }
         ("delete", None) => {
             let body = read_body(req.into_body()).await?;
             delete(
                 &state,
+                id,
                 r,
                 &ns,
                 p.name.as_deref().unwrap_or(""),
@@ -292,7 +302,8 @@ async fn dispatch(
                     meta_str(&obj, "namespace").unwrap_or("").to_string(),
                     meta_str(&obj, "name").unwrap_or("").to_string(),
                 );
-                match storage::delete(&state.store, r, &ons, &oname, None, None, dry_run).await {
+                let pre = storage::Preconditions::default();
+                match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
                     Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
@@ -535,6 +546,7 @@ fn random_suffix() -> String {
 
 async fn create(
     state: &State,
+    id: &Identity,
     r: &'static Resource,
     ns: &str,
     mut body: Value,
@@ -561,6 +573,15 @@ async fn create(
         .and_then(Value::as_str)
         .is_some_and(|ip| !ip.is_empty());
     let mut obj = admission::admit(r, ns, body, None, opts.strict)?;
+    admission::node_restriction(
+        id,
+        r,
+        ns,
+        meta_str(&obj, "name").unwrap_or(""),
+        None,
+        Some(&obj),
+    )?;
+    authz::check_escalation(state, id, r, ns, "", None, &obj).await?;
     if (r.group, r.kind) == ("", "Service") {
         allocate_cluster_ip(state, r, &mut obj, requested_ip).await?;
     }
@@ -580,9 +601,25 @@ async fn lease_for(state: &State, r: &Resource, dry_run: bool) -> ApiResult<skif
 }
 
 /// Keeps the half of an object a request may not change: the status for a
-/// main-resource write, everything but the status for a status write.
+/// main-resource write, everything but the status for a status write, and
+/// everything but `spec.finalizers` for a namespace's finalize.
 fn scope_change(r: &Resource, sub: Option<&str>, current: &Value, mut new: Value) -> Value {
     match sub {
+        Some("finalize") => {
+            let mut out = current.clone();
+            let finalizers = new
+                .pointer_mut("/spec/finalizers")
+                .map(Value::take)
+                .unwrap_or_else(|| json!([]));
+            if !out.get("spec").is_some_and(Value::is_object) {
+                out["spec"] = json!({});
+            }
+            out["spec"]["finalizers"] = finalizers;
+            if let Some(rv) = new.pointer("/metadata/resourceVersion") {
+                out["metadata"]["resourceVersion"] = rv.clone();
+            }
+            out
+        }
         Some("status") => {
             let mut out = current.clone();
             match new.get_mut("status").map(Value::take) {
@@ -613,8 +650,10 @@ fn scope_change(r: &Resource, sub: Option<&str>, current: &Value, mut new: Value
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn update(
     state: &State,
+    id: &Identity,
     r: &'static Resource,
     ns: &str,
     name: &str,
@@ -636,11 +675,13 @@ async fn update(
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
-    let updated = storage::update(&state.store, r, ns, name, opts.dry_run, |current| {
+    let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let mut new = body.clone();
         admission::check_type(r, &mut new)?;
         let new = scope_change(r, sub, &current, new);
-        admission::admit(r, ns, new, Some(&current), opts.strict)
+        let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
+        admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
+        Ok(new)
     })
     .await?;
     Ok(json_response(200, &updated))
@@ -649,6 +690,7 @@ async fn update(
 #[allow(clippy::too_many_arguments)]
 async fn patch_object(
     state: &State,
+    id: &Identity,
     r: &'static Resource,
     ns: &str,
     name: &str,
@@ -658,7 +700,7 @@ async fn patch_object(
     opts: WriteOpts<'_>,
 ) -> ApiResult<Response<Body>> {
     if kind == PatchType::Apply && sub.is_none() {
-        return server_side_apply(state, r, ns, name, body, opts).await;
+        return server_side_apply(state, id, r, ns, name, body, opts).await;
     }
     if sub == Some("scale") {
         let current = storage::get(&state.store, r, ns, name).await?;
@@ -666,19 +708,64 @@ async fn patch_object(
         let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64);
         return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
     }
-    let updated = storage::update(&state.store, r, ns, name, opts.dry_run, |current| {
+    let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let new = patch::apply(kind, &current, body)?;
         let new = scope_change(r, sub, &current, new);
-        admission::admit(r, ns, new, Some(&current), opts.strict)
+        let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
+        admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
+        Ok(new)
     })
     .await?;
     Ok(json_response(200, &updated))
+}
+
+/// [`storage::update`] for writes the authorizer must see the result of
+/// (RBAC objects, see [`authz::check_escalation`]): the change is computed
+/// once without storing to learn the object as it would be stored, checked,
+/// then applied; if what the stored object grants moved in between, the
+/// write is a conflict rather than an unchecked grant.
+#[allow(clippy::too_many_arguments)]
+async fn checked_update<F>(
+    state: &State,
+    id: &Identity,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    dry_run: bool,
+    mut change: F,
+) -> ApiResult<Value>
+where
+    F: FnMut(Value) -> ApiResult<Value>,
+{
+    if !authz::guards_escalation(r) {
+        return storage::update(&state.store, r, ns, name, dry_run, change).await;
+    }
+    let mut seen = None;
+    storage::update(&state.store, r, ns, name, true, |current| {
+        let new = change(current.clone())?;
+        seen = Some((authz::grants(&current), new.clone(), current));
+        Ok(new)
+    })
+    .await?;
+    let (old_grants, checked, old) =
+        seen.ok_or_else(|| ApiError::internal("update ran no change"))?;
+    authz::check_escalation(state, id, r, ns, name, Some(&old), &checked).await?;
+    let checked = authz::grants(&checked);
+    storage::update(&state.store, r, ns, name, dry_run, |current| {
+        let new = change(current.clone())?;
+        if authz::grants(&current) != old_grants || authz::grants(&new) != checked {
+            return Err(ApiError::conflict(storage::target(r, name)));
+        }
+        Ok(new)
+    })
+    .await
 }
 
 /// `kubectl apply --server-side`: creates the object if it is missing,
 /// otherwise merges the applied configuration as [`crate::ssa`] describes.
 async fn server_side_apply(
     state: &State,
+    id: &Identity,
     r: &'static Resource,
     ns: &str,
     name: &str,
@@ -704,6 +791,8 @@ async fn server_side_apply(
         Err(e) if e.code == 404 => {
             let obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
             let obj = admission::admit(r, ns, obj, None, opts.strict)?;
+            admission::node_restriction(id, r, ns, name, None, Some(&obj))?;
+            authz::check_escalation(state, id, r, ns, name, None, &obj).await?;
             let lease = lease_for(state, r, opts.dry_run).await?;
             let created =
                 storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
@@ -711,12 +800,14 @@ async fn server_side_apply(
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let updated = storage::update(&state.store, r, ns, name, opts.dry_run, |current| {
+            let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
                 let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
                 // The applier does not hold the object's version.
                 new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
                 let new = scope_change(r, None, &current, new);
-                admission::admit(r, ns, new, Some(&current), opts.strict)
+                let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
+                admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
+                Ok(new)
             })
             .await?;
             Ok(json_response(200, &updated))
@@ -724,8 +815,10 @@ async fn server_side_apply(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn delete(
     state: &State,
+    id: &Identity,
     r: &'static Resource,
     ns: &str,
     name: &str,
@@ -743,14 +836,31 @@ async fn delete(
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse().ok())
         .or_else(|| opts.get("gracePeriodSeconds").and_then(Value::as_i64));
-    let precondition = opts
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-        .map(|s| {
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid precondition resourceVersion"))
-        })
-        .transpose()?;
+    let mut pre = storage::Preconditions {
+        resource_version: opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request("invalid precondition resourceVersion"))
+            })
+            .transpose()?,
+        uid: opts
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    if id.node_name().is_some() {
+        // NodeRestriction sees the object it deletes, and the delete is
+        // pinned to that object (not one recreated in between).
+        let current = storage::get(&state.store, r, ns, name).await?;
+        admission::node_restriction(id, r, ns, name, Some(&current), None)?;
+        let uid = meta_str(&current, "uid").unwrap_or("").to_string();
+        if pre.uid.as_ref().is_some_and(|u| *u != uid) {
+            return Err(ApiError::conflict(storage::target(r, name)));
+        }
+        pre.uid = Some(uid);
+    }
     if r.kind == "Namespace" && r.group.is_empty() {
         return delete_namespace(state, r, name, dry_run).await;
     }
@@ -790,7 +900,7 @@ async fn delete(
         })
         .await?;
     }
-    match storage::delete(&state.store, r, ns, name, grace, precondition, dry_run).await? {
+    match storage::delete(&state.store, r, ns, name, grace, &pre, dry_run).await? {
         Deleted::Pending(obj) => Ok(json_response(202, &obj)),
         Deleted::Now(obj) if r.kind == "Pod" => Ok(json_response(200, &obj)),
         Deleted::Now(obj) => Ok(json_response(

@@ -51,6 +51,10 @@ pub struct Limits {
     pub max_watches_per_user: usize,
     /// Objects one namespace may hold, all kinds together.
     pub max_objects_per_namespace: usize,
+    /// The longest a TokenRequest token lives (kube's
+    /// `--service-account-max-token-expiration`): longer requests are
+    /// shortened to it.
+    pub service_account_max_token_expiration: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +69,7 @@ impl Default for Limits {
             reserved_connections: 256,
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
+            service_account_max_token_expiration: Duration::from_secs(24 * 3600),
             max_watches_per_user: 250,
             max_objects_per_namespace: 50_000,
         }

@@ -707,6 +707,16 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
                             .as_array_mut()
                             .expect("array")
                             .push(json!(string(a)?)),
+                        // Dropping the reference would issue an unbound token.
+                        (3, Field::Bytes(b)) => {
+                            spec.insert(
+                                "boundObjectRef".into(),
+                                strings_message(
+                                    b,
+                                    &[(1, "kind"), (2, "apiVersion"), (3, "name"), (4, "uid")],
+                                )?,
+                            );
+                        }
                         (4, Field::Varint(v)) => {
                             spec.insert("expirationSeconds".into(), json!(v));
                         }

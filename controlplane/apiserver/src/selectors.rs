@@ -82,6 +82,73 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// A `metav1.LabelSelector` object (matchLabels and matchExpressions,
+    /// ANDed), as aggregation rules and workload selectors write it. An
+    /// unknown operator or a malformed field is an error, never "everything".
+    pub fn from_object(sel: &Value) -> Result<LabelSelector, ApiError> {
+        let bad = |why: String| ApiError::bad_request(format!("invalid label selector: {why}"));
+        let obj = sel
+            .as_object()
+            .ok_or_else(|| bad("must be an object".into()))?;
+        let mut reqs = Vec::new();
+        match obj.get("matchLabels") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| bad(format!("matchLabels[{k:?}] must be a string")))?;
+                    reqs.push(Req::Eq(k.clone(), v.to_string()));
+                }
+            }
+            Some(_) => return Err(bad("matchLabels must be an object".into())),
+        }
+        let exprs = match obj.get("matchExpressions") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(a)) => a.as_slice(),
+            Some(_) => return Err(bad("matchExpressions must be a list".into())),
+        };
+        for e in exprs {
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| bad("matchExpressions: key is required".into()))?
+                .to_string();
+            let values: Vec<String> = match e.get("values") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        bad(format!("matchExpressions[{key:?}]: values must be strings"))
+                    })?,
+                Some(_) => {
+                    return Err(bad(format!(
+                        "matchExpressions[{key:?}]: values must be a list"
+                    )));
+                }
+            };
+            let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+            // kube's LabelSelectorAsSelector: In/NotIn need values,
+            // Exists/DoesNotExist take none.
+            reqs.push(match (op, values.is_empty()) {
+                ("In", false) => Req::In(key, values),
+                ("NotIn", false) => Req::NotIn(key, values),
+                ("Exists", true) => Req::Exists(key),
+                ("DoesNotExist", true) => Req::NotExists(key),
+                _ => {
+                    return Err(bad(format!(
+                        "matchExpressions[{key:?}]: operator {op:?} with {} values",
+                        values.len()
+                    )));
+                }
+            });
+        }
+        Ok(LabelSelector(reqs))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -163,6 +230,70 @@ impl Filter {
     }
 }
 
+/// The invariants the `selectors` fuzz target (`tests/fuzz`) and the
+/// bounded test below check over arbitrary selector text and objects.
+#[doc(hidden)]
+pub mod fuzz {
+    use serde_json::{Value, json};
+
+    use super::{FieldSelector, Filter, LabelSelector};
+
+    /// The object selectors are matched against.
+    pub fn object() -> Value {
+        json!({"metadata": {"name": "p", "namespace": "ns",
+            "labels": {"app": "web", "tier": "fe", "example.com/x": "", "n": "1"}},
+            "spec": {"nodeName": "n1", "replicas": 3}, "status": {"phase": "Running"}})
+    }
+
+    /// First byte: 0 label selector text, 1 field selector text, otherwise
+    /// a `metav1.LabelSelector` as JSON. Parsing may refuse; nothing may
+    /// panic, and a selector object that asks for something never turns
+    /// into the empty selector that matches everything.
+    pub fn one(doc: &Value, data: &[u8]) {
+        let Some((&ctl, body)) = data.split_first() else {
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(body) else {
+            return;
+        };
+        match ctl % 3 {
+            0 => {
+                if let Ok(sel) = LabelSelector::parse(text) {
+                    let f = Filter {
+                        labels: sel.clone(),
+                        ..Default::default()
+                    };
+                    let _ = f.matches(doc);
+                    assert!(
+                        !sel.is_empty() || text.split(',').all(|p| p.trim().is_empty()),
+                        "{text:?} parsed to the empty selector"
+                    );
+                }
+            }
+            1 => {
+                if let Ok(sel) = FieldSelector::parse(text) {
+                    let _ = sel.matches(doc);
+                }
+            }
+            _ => {
+                let Ok(v) = serde_json::from_str::<Value>(text) else {
+                    return;
+                };
+                if let Ok(sel) = LabelSelector::from_object(&v) {
+                    let _ = sel.matches(doc.pointer("/metadata/labels").and_then(Value::as_object));
+                    let asks = ["matchLabels", "matchExpressions"].iter().any(|k| {
+                        v.get(*k).is_some_and(|x| {
+                            x.as_object().is_some_and(|m| !m.is_empty())
+                                || x.as_array().is_some_and(|a| !a.is_empty())
+                        })
+                    });
+                    assert_eq!(sel.is_empty(), !asks, "{text}");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +322,42 @@ mod tests {
     }
 
     #[test]
+    fn selector_objects_honour_expressions() {
+        let labels = json!({"a": "1", "b": "x"});
+        let labels = labels.as_object();
+        let m = |sel: Value| LabelSelector::from_object(&sel).unwrap().matches(labels);
+        assert!(m(json!({"matchLabels": {"a": "1"}})));
+        assert!(!m(json!({"matchLabels": {"a": "2"}})));
+        assert!(m(
+            json!({"matchExpressions": [{"key": "b", "operator": "In", "values": ["x", "y"]}]})
+        ));
+        assert!(!m(
+            json!({"matchExpressions": [{"key": "b", "operator": "NotIn", "values": ["x"]}]})
+        ));
+        assert!(!m(
+            json!({"matchExpressions": [{"key": "c", "operator": "Exists"}]})
+        ));
+        assert!(m(
+            json!({"matchExpressions": [{"key": "c", "operator": "DoesNotExist"}]})
+        ));
+        // Both parts are ANDed.
+        assert!(!m(
+            json!({"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "In", "values": ["z"]}]})
+        ));
+        // The empty selector is everything (kube), a malformed one an error.
+        assert!(m(json!({})));
+        for bad in [
+            json!({"matchExpressions": [{"key": "b", "operator": "Gt", "values": ["1"]}]}),
+            json!({"matchExpressions": [{"key": "b", "operator": "In"}]}),
+            json!({"matchExpressions": [{"key": "b", "operator": "Exists", "values": ["x"]}]}),
+            json!({"matchLabels": {"a": 1}}),
+            json!("a=1"),
+        ] {
+            assert!(LabelSelector::from_object(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn field_selector_paths() {
         let pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         let m = |s: &str| FieldSelector::parse(s).unwrap().matches(&pod);
@@ -199,5 +366,58 @@ mod tests {
         assert!(m("status.phase!=Pending"));
         assert!(!m("spec.nodeName="));
         assert!(FieldSelector::parse("nonsense").is_err());
+    }
+
+    /// Bounded fuzzing on stable over [`fuzz::one`] (`SKIFF_FUZZ_SECS`,
+    /// `SKIFF_FUZZ_SEED` override): seeded mutations of selectors of every
+    /// kind.
+    #[test]
+    fn fuzz_selectors_bounded() {
+        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0);
+        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5e1);
+        let mut next = move || {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let seeds: Vec<Vec<u8>> = [
+            (0u8, "app=web,tier in (fe, be),!gone,example.com/x,n notin (2)"),
+            (1, "metadata.name=p,spec.nodeName!=n2,status.phase==Running"),
+            (2, r#"{"matchLabels":{"app":"web"},"matchExpressions":[{"key":"tier","operator":"In","values":["fe"]},{"key":"x","operator":"DoesNotExist"}]}"#),
+        ]
+        .iter()
+        .map(|(k, p)| [&[*k][..], p.as_bytes()].concat())
+        .collect();
+        let doc = fuzz::object();
+        let start = std::time::Instant::now();
+        let mut runs = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let mut input = seeds[next() as usize % seeds.len()].clone();
+            for _ in 0..next() % 6 {
+                let len = input.len();
+                let at = 1 + next() as usize % len.max(1);
+                match next() % 4 {
+                    0 if at < len => input[at] = b"(),=!{}[]\" ainotx:"[next() as usize % 18],
+                    1 => input.insert(at.min(len), b"(),=!{}[]\" "[next() as usize % 11]),
+                    2 if at < len => {
+                        input.remove(at);
+                    }
+                    _ => input[0] = next() as u8,
+                }
+            }
+            fuzz::one(&doc, &input);
+            runs += 1;
+        }
+        eprintln!("fuzz: {runs} selectors");
+        assert!(runs > 100);
     }
 }

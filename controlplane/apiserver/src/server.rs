@@ -489,15 +489,41 @@ async fn route(
 }
 
 /// A service account token is only good while its account exists with the
-/// uid the token names (kube's bound-token check).
+/// uid the token names, and so does the object it is bound to (kube's
+/// bound-token checks: a pod deleted more than a minute ago no longer
+/// vouches for its token).
 async fn service_account_exists(state: &State, id: &Identity) -> bool {
-    let Some((ns, name)) = &id.service_account else {
+    let Some(sa) = &id.service_account else {
         return true;
     };
-    let r = crate::registry::find("", "v1", "serviceaccounts").expect("registered");
-    match crate::storage::get(&state.store, r, ns, name).await {
-        Ok(sa) => crate::storage::meta_str(&sa, "uid") == Some(id.uid.as_str()),
-        Err(_) => false,
+    let live = |kind: &str, name: &str, uid: &str| {
+        let plural = if kind == "Pod" {
+            "pods"
+        } else if kind == "Secret" {
+            "secrets"
+        } else {
+            "serviceaccounts"
+        };
+        let r = crate::registry::find("", "v1", plural).expect("registered");
+        let (ns, name, uid) = (sa.namespace.clone(), name.to_string(), uid.to_string());
+        async move {
+            match crate::storage::get(&state.store, r, &ns, &name).await {
+                Ok(o) => {
+                    let deleted_long_ago = crate::storage::meta_str(&o, "deletionTimestamp")
+                        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                        .is_some_and(|t| t.as_second() + 60 < crate::storage::unix_now());
+                    crate::storage::meta_str(&o, "uid") == Some(uid.as_str()) && !deleted_long_ago
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    if !live("ServiceAccount", &sa.name, &id.uid).await {
+        return false;
+    }
+    match &sa.bound {
+        Some(b) => live(&b.kind, &b.name, &b.uid).await,
+        None => true,
     }
 }
 

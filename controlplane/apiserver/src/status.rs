@@ -22,7 +22,7 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn resource(&self) -> String {
+    pub fn resource(&self) -> String {
         if self.group.is_empty() {
             self.plural.to_string()
         } else {

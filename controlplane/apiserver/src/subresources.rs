@@ -64,7 +64,10 @@ pub(crate) async fn self_subject_access_review(
 }
 
 /// TokenRequest (`kubectl create token`): a signed token for an existing
-/// service account.
+/// service account, for the API server's audience unless others are asked
+/// for, living at most the configured maximum, optionally bound to a Pod or
+/// Secret of the account's namespace (then valid only while that object
+/// exists with the same uid).
 pub(crate) async fn token_request(
     state: &State,
     r: &'static Resource,
@@ -76,19 +79,44 @@ pub(crate) async fn token_request(
         ApiError::internal("no service account signing key (sa.key) in the PKI directory")
     })?;
     let sa = storage::get(&state.store, r, ns, name).await?;
-    let ttl = req
-        .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(3600);
-    if ttl < 600 {
-        return Err(ApiError::invalid(
-            storage::target(r, name),
-            &[(
-                "spec.expirationSeconds".into(),
-                "Invalid value: may not specify a duration less than 10 minutes".into(),
-            )],
+    let invalid = |field: &str, msg: String| {
+        ApiError::invalid(storage::target(r, name), &[(field.to_string(), msg)])
+    };
+    let requested = match req.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => 3600,
+        Some(v) => v.as_i64().ok_or_else(|| {
+            invalid(
+                "spec.expirationSeconds",
+                format!("Invalid value: {v}: must be an integer"),
+            )
+        })?,
+    };
+    if requested < 600 {
+        return Err(invalid(
+            "spec.expirationSeconds",
+            "Invalid value: may not specify a duration less than 10 minutes".into(),
         ));
     }
+    if requested > 1 << 32 {
+        return Err(invalid(
+            "spec.expirationSeconds",
+            "Invalid value: may not specify a duration larger than 2^32 seconds".into(),
+        ));
+    }
+    // kube shortens (with a warning) rather than refuses a longer request.
+    let max = i64::try_from(
+        state
+            .gate
+            .limits
+            .service_account_max_token_expiration
+            .as_secs(),
+    )
+    .unwrap_or(i64::MAX)
+    .max(600);
+    let ttl = requested.min(max);
+    let warning = (ttl < requested).then(|| {
+        format!("299 - \"requested expiration of {requested} seconds shortened to {ttl} seconds\"")
+    });
     let audiences: Vec<String> = req
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
@@ -99,23 +127,102 @@ pub(crate) async fn token_request(
                 .collect()
         })
         .unwrap_or_default();
+    let bound = match req.pointer("/spec/boundObjectRef").filter(|b| !b.is_null()) {
+        None => None,
+        Some(b) => Some(bound_object(state, ns, name, b).await?),
+    };
     let now = storage::unix_now();
     let claims = crate::satoken::Claims {
         namespace: ns.to_string(),
         name: name.to_string(),
         uid: meta_str(&sa, "uid").unwrap_or_default().to_string(),
+        bound: bound.clone(),
     };
-    let token = keys.issue(&claims, &audiences, now, ttl);
-    let expires = k8s_openapi::jiff::Timestamp::from_second(now + ttl)
+    let token = keys.issue(&claims, &audiences, now, ttl).map_err(|e| {
+        invalid(
+            "spec.expirationSeconds",
+            format!("Invalid value: {ttl}: {e}"),
+        )
+    })?;
+    let expires = now
+        .checked_add(ttl)
+        .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
         .map(|t| t.to_string())
         .unwrap_or_default();
     req["apiVersion"] = json!("authentication.k8s.io/v1");
     req["kind"] = json!("TokenRequest");
     req["metadata"] =
         json!({"name": name, "namespace": ns, "creationTimestamp": storage::now_rfc3339()});
+    if !req.get("spec").is_some_and(Value::is_object) {
+        req["spec"] = json!({});
+    }
     req["spec"]["expirationSeconds"] = json!(ttl);
+    if audiences.is_empty() {
+        req["spec"]["audiences"] = json!([crate::satoken::API_AUDIENCE]);
+    }
+    if let Some(b) = &bound {
+        req["spec"]["boundObjectRef"]["uid"] = json!(b.uid);
+    }
     req["status"] = json!({"token": token, "expirationTimestamp": expires});
-    Ok(json_response(201, &req))
+    let mut resp = json_response(201, &req);
+    if let Some(w) = warning.and_then(|w| axum::http::HeaderValue::from_str(&w).ok()) {
+        resp.headers_mut().insert("warning", w);
+    }
+    Ok(resp)
+}
+
+/// Resolves a TokenRequest's `boundObjectRef` as kube does: a Pod or Secret
+/// in the account's namespace, its uid matching when one is given, and a
+/// pod running as this service account.
+async fn bound_object(
+    state: &State,
+    ns: &str,
+    sa: &str,
+    b: &Value,
+) -> ApiResult<crate::satoken::BoundObject> {
+    let f = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
+    let (kind, name, uid) = (f("kind"), f("name"), f("uid"));
+    let plural = match (f("apiVersion"), kind) {
+        ("v1" | "", "Pod") => "pods",
+        ("v1" | "", "Secret") => "secrets",
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of type {}, {kind}",
+                f("apiVersion")
+            )));
+        }
+    };
+    if name.is_empty() {
+        return Err(ApiError::bad_request("boundObjectRef.name is required"));
+    }
+    let r = crate::registry::find("", "v1", plural).expect("registered");
+    let obj = storage::get(&state.store, r, ns, name).await?;
+    let have = meta_str(&obj, "uid").unwrap_or("");
+    if !uid.is_empty() && uid != have {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {kind} \"{name}\": the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+            ),
+        ));
+    }
+    if kind == "Pod"
+        && obj
+            .pointer("/spec/serviceAccountName")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            != sa
+    {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token for serviceaccount \"{sa}\" to pod running with different serviceaccount name."
+        )));
+    }
+    Ok(crate::satoken::BoundObject {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        uid: have.to_string(),
+    })
 }
 
 pub(crate) fn scale_of(obj: &Value) -> Value {
@@ -256,7 +363,7 @@ pub(crate) async fn self_subject_rules_review(
         .collect();
     review["status"] = json!({
         "resourceRules": resource_rules,
-        "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/version", "/openapi", "/openapi/*"]}],
+        "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": authz::DISCOVERY_URLS}],
         "incomplete": incomplete,
     });
     if review.get("metadata").is_none() {

@@ -115,6 +115,24 @@ struct ServeArgs {
     /// Objects one namespace may hold, all kinds together.
     #[arg(long, default_value_t = 50_000)]
     max_objects_per_namespace: usize,
+    /// The longest a service account token from TokenRequest lives (kube's
+    /// flag; `s`, `m` or `h`): longer requests are shortened to it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    service_account_max_token_expiration: Duration,
+}
+
+/// `90s`, `30m`, `24h` (the Go duration units kube's flags use here).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: want a number with s, m or h");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        _ => None,
+    };
+    secs.map(Duration::from_secs).ok_or_else(bad)
 }
 
 fn pki_init(
@@ -170,6 +188,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     cfg.limits.max_requests_inflight = args.max_requests_inflight;
     cfg.limits.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
     cfg.limits.max_objects_per_namespace = args.max_objects_per_namespace;
+    cfg.limits.service_account_max_token_expiration = args.service_account_max_token_expiration;
     let api = server::start(&cfg).await?;
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);

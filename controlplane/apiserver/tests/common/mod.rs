@@ -21,6 +21,9 @@ pub struct Cluster {
 #[allow(unused_imports)] // not every test binary runs kubectl
 pub use skiff_e2e::peers::kubectl as kubectl_path;
 
+#[allow(unused_imports)] // not every test binary runs kubectl 1.35
+pub use skiff_e2e::peers::kubectl_latest as kubectl_latest_path;
+
 #[allow(unused_imports)] // not every test binary runs Python
 pub use skiff_e2e::peers::python as python_path;
 
@@ -96,6 +99,18 @@ impl Cluster {
     /// POSTs `body` with this content type over HTTPS as the admin
     /// (what a typed client sends); returns the status code and body.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        self.request_raw("POST", path, content_type, body)
+    }
+
+    /// Any method with `body` over HTTPS as the admin; returns the status
+    /// code and body.
+    pub fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
         use http_body_util::{BodyExt as _, Full};
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -121,7 +136,11 @@ impl Cluster {
             .expect("client auth");
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
         let addr = self.running.as_ref().unwrap().addr;
-        let (path, ct) = (path.to_string(), content_type.to_string());
+        let (method, path, ct) = (
+            method.to_string(),
+            path.to_string(),
+            content_type.to_string(),
+        );
         self.rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
             let name = ServerName::try_from("127.0.0.1").expect("server name");
@@ -134,7 +153,7 @@ impl Cluster {
                 let _ = conn.await;
             });
             let req = hyper::Request::builder()
-                .method("POST")
+                .method(method.as_str())
                 .uri(path)
                 .header("host", "127.0.0.1")
                 .header("accept", "application/json")
@@ -176,7 +195,14 @@ impl Cluster {
     pub fn cert_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
         let ca = pki::Ca::load(&self.pki_dir()).unwrap();
         let cert = ca.client_cert(user, groups).unwrap();
-        let text = pki::kubeconfig(&self.url, &ca.cert_pem, user, &cert);
+        self.issued_kubeconfig(user, &cert)
+    }
+
+    /// A kubeconfig presenting `cert` (whatever issued it) to this
+    /// cluster, which it trusts through the cluster CA.
+    pub fn issued_kubeconfig(&self, user: &str, cert: &pki::Issued) -> PathBuf {
+        let ca = pki::Ca::load(&self.pki_dir()).unwrap();
+        let text = pki::kubeconfig(&self.url, &ca.cert_pem, user, cert);
         self.write(&format!("{}.kubeconfig", user.replace(':', "_")), &text)
     }
 
@@ -187,7 +213,12 @@ impl Cluster {
     }
 
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
-        Command::new(kubectl_path())
+        self.kubectl_bin_as(&kubectl_path(), kubeconfig, args)
+    }
+
+    /// [`Cluster::kubectl_as`] with a given kubectl binary (1.33 or 1.35).
+    pub fn kubectl_bin_as(&self, bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new(bin)
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("HOME", self.dir.path())
