@@ -89,6 +89,10 @@ struct ServeArgs {
     /// (kube's node-monitor-grace-period).
     #[arg(long, default_value_t = 40)]
     node_grace: u64,
+    /// Days an issued node certificate is valid; nodes rotate it over their
+    /// session at about 80 % of that, and a deleted Node gets no new one.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=365))]
+    node_cert_days: u64,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     no_scheduler: bool,
@@ -174,6 +178,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
+    gw_cfg.cert_validity = Duration::from_secs(args.node_cert_days * 24 * 3600);
     let mut img_cfg = skiff_images::Config::new(image_cache);
     img_cfg.insecure_registries = args.insecure_registries.clone();
     let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
