@@ -102,10 +102,13 @@ struct ServeArgs {
     /// Where compiled wasm images are cached (default: `<data>/images`).
     #[arg(long)]
     image_cache: Option<PathBuf>,
-    /// A registry (`host[:port]`) to reach over plain HTTP; loopback
-    /// registries always are. Repeatable.
+    /// A registry (`host[:port]`) to reach over plain HTTP; all others,
+    /// loopback included, only over HTTPS. Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Wasm AOT compiles at once; more pulls wait for a slot.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_concurrent_compiles: u64,
     /// The store quota in bytes (etcd's flag): past it writes are refused
     /// until deletes and compaction free space. 0 = none.
     #[arg(long, default_value_t = 2 << 30)]
@@ -181,6 +184,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     gw_cfg.cert_validity = Duration::from_secs(args.node_cert_days * 24 * 3600);
     let mut img_cfg = skiff_images::Config::new(image_cache);
     img_cfg.insecure_registries = args.insecure_registries.clone();
+    img_cfg.max_concurrent_compiles = args.max_concurrent_compiles as usize;
     let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
     gw_cfg.images = Some(skiff_gateway::images::Images(images));
     let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;
