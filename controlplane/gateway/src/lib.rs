@@ -146,12 +146,18 @@ impl Shared {
         }
     }
 
-    /// Remembers the certificate bootstrap issued to `node`.
+    /// Remembers the certificate bootstrap issued to `node`. Bounded: token
+    /// holders choose the names; a node crowded out re-bootstraps.
     pub(crate) fn issued(&self, node: &str, der: &[u8]) {
-        self.fresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node.to_string(), der.to_vec());
+        const MAX_FRESH: usize = 4096;
+        let mut m = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_FRESH
+            && !m.contains_key(node)
+            && let Some(k) = m.keys().next().cloned()
+        {
+            m.remove(&k);
+        }
+        m.insert(node.to_string(), der.to_vec());
     }
 
     /// Whether `der` is the certificate bootstrap last issued to `node`;
