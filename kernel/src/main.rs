@@ -93,7 +93,7 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
         boot.memory.usable_bytes(),
         boot.rsdp,
         boot.rsdp_copy().map_or(0, <[u8]>::len),
-        boot.cmdline()
+        skiff_node_config::Redacted(boot.cmdline())
     );
     for r in boot.memory.regions() {
         debug!("boot", "memory {:#x}-{:#x} {:?}", r.start, r.end(), r.kind);

@@ -144,7 +144,7 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         node,
         gateway: ServerName::IpAddress(rustls::pki_types::IpAddr::V4(gw_ip.octets().into())),
         ca: vec![CertificateDer::from(ca)],
-        token: token.to_string(),
+        token: token.secret_str().to_string(),
         software: alloc::format!("skiff-kernel {} build={}", crate::VERSION, crate::BUILD_ID),
     };
     let boot_wall_ms = (time::wall_unix() * 1000).saturating_sub(time::uptime_us() / 1000);

@@ -843,9 +843,9 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
 fn main() {
     let o = opts();
     require_qemu();
-    let mut plane = Plane::start(|g| g.quiet = true);
-    plane.start_control_loops(Duration::from_secs(40));
     let reg = Registry::start();
+    let mut plane = Plane::start_with_registries(&[reg.host()], |g| g.quiet = true);
+    plane.start_control_loops(Duration::from_secs(40));
     reg.push_wasm("bench/hello:1.0", &guests::path("hello"));
     reg.push_wasm("bench/echo:1.0", &guests::path("echo-server"));
     reg.push_wasm("bench/burner:1.0", &guests::path("cpu-burner"));

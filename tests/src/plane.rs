@@ -35,6 +35,16 @@ impl Plane {
     /// Starts the plane; `tune` adjusts the gateway (tests shorten the
     /// renew interval and the node grace period).
     pub fn start(tune: impl FnOnce(&mut GatewayConfig)) -> Plane {
+        Plane::start_with_registries(&[], tune)
+    }
+
+    /// [`Plane::start`] whose image service reaches `registries`
+    /// (`host:port`, the tests' local docker-registry) over plain HTTP, as
+    /// `serve --insecure-registry` does; any other only over HTTPS.
+    pub fn start_with_registries(
+        registries: &[String],
+        tune: impl FnOnce(&mut GatewayConfig),
+    ) -> Plane {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki_dir = dir.path().join("pki");
         let opts = pki::InitOptions {
@@ -57,9 +67,9 @@ impl Plane {
             .expect("API server");
         let mut gcfg = GatewayConfig::new(pki_dir.clone(), "127.0.0.1:0".parse().unwrap());
         // Wasm nodes get their images pulled and compiled, as in `serve`.
-        let images =
-            skiff_images::ImageService::new(skiff_images::Config::new(dir.path().join("images")))
-                .expect("image service");
+        let mut icfg = skiff_images::Config::new(dir.path().join("images"));
+        icfg.insecure_registries = registries.to_vec();
+        let images = skiff_images::ImageService::new(icfg).expect("image service");
         gcfg.images = Some(skiff_gateway::images::Images(images));
         gcfg.image_backoff = Duration::from_secs(2);
         tune(&mut gcfg);

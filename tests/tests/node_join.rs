@@ -128,3 +128,49 @@ fn a_kernel_node_with_a_wrong_token_is_refused_and_says_why() {
     );
     b.shutdown();
 }
+
+#[test]
+fn a_kernel_nodes_token_secret_is_in_no_log() {
+    let _g = shared();
+    let plane = Plane::start(|_| {});
+    let (id, secret) = plane.token.split_once('.').unwrap();
+    // Debug level: the kernel logs its whole command line then.
+    let mut b = boot(
+        plane
+            .node_spec("kernel-quiet", &plane.token)
+            .arg("skiff.log=debug"),
+    );
+    if let Err(e) = b.node.wait_for_line(
+        |l| l.contains("stage: node-registered"),
+        Duration::from_secs(60),
+    ) {
+        b.fail(&format!("node did not register: {e}"));
+    }
+    // The serial log itself (log_text() adds the QEMU command for errors).
+    let text: String = b
+        .node
+        .lines()
+        .iter()
+        .map(|l| format!("{}\n", l.text))
+        .collect();
+    assert!(
+        text.contains(&format!("skiff.token={id}.<redacted>")),
+        "the command line was not logged (redacted): {text}"
+    );
+    assert!(
+        !text.contains(secret),
+        "token secret in the serial log: {text}"
+    );
+    let journal = plane.journal();
+    assert!(
+        journal
+            .iter()
+            .any(|l| l.contains("issued a node certificate")),
+        "{journal:?}"
+    );
+    assert!(
+        journal.iter().all(|l| !l.contains(secret)),
+        "token secret in the gateway log: {journal:?}"
+    );
+    b.shutdown();
+}

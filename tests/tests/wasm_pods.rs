@@ -36,12 +36,12 @@ fn describe(plane: &Plane, what: &str) -> String {
 #[test]
 fn wasm_images_from_a_registry_run_as_pods_on_a_kernel_node() {
     let _g = shared();
-    let mut plane = Plane::start(|cfg| {
+    let reg = Registry::start();
+    let host = reg.host();
+    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
         cfg.renew_interval = Duration::from_millis(500);
     });
     plane.start_control_loops(Duration::from_secs(40));
-    let reg = Registry::start();
-    let host = reg.host();
     let echo_digest = reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
     reg.push_wasm("demo/hello:1.0", &guests::path("hello"));
     reg.push_wasm_old_layer_type("demo/burner:1.0", &guests::path("cpu-burner"));
@@ -269,12 +269,12 @@ spec:
 #[test]
 fn bad_images_show_clear_pull_errors() {
     let _g = shared();
-    let mut plane = Plane::start(|cfg| {
+    let reg = Registry::start();
+    let host = reg.host();
+    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
         cfg.renew_interval = Duration::from_millis(500);
     });
     plane.start_control_loops(Duration::from_secs(40));
-    let reg = Registry::start();
-    let host = reg.host();
     // Not wasm at all, under the wasm media type.
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.txt");

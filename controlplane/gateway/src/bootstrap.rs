@@ -3,7 +3,9 @@
 //! token must be a valid bootstrap token of the API server (group
 //! `system:bootstrappers`); the CSR must ask for `CN=system:node:<node_name>`.
 //! The answer is the signed certificate, and the connection closes: the node
-//! reconnects with mutual TLS.
+//! reconnects with mutual TLS. [`crate::tokens`] decides which tokens may
+//! bootstrap which node; a node with a live session cannot be bootstrapped
+//! again (an impostor holding a token would get its pods).
 
 use std::net::SocketAddr;
 
@@ -70,40 +72,22 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, mut s: S, p
         )
         .await;
     }
-    let token_ok = shared
-        .api
-        .state()
-        .authn
-        .authenticate_token(&token)
-        .is_some_and(|id| id.in_group("system:bootstrappers"));
-    if !token_ok {
-        let id = token.split('.').next().unwrap_or("");
-        return refuse(
-            shared,
-            s,
-            peer,
-            RefusalReason::BadToken,
-            format!(
-                "{who}: node {node_name:?}: bootstrap token {id:?} is unknown, wrong or expired"
-            ),
-        )
-        .await;
-    }
-    let der = match shared.signer.sign(&node_name, &csr_der) {
-        Ok(d) => d,
-        Err(e) => {
+    let (grant, der) = match issue(shared, &token, &node_name, &csr_der).await {
+        Ok(issued) => issued,
+        Err((reason, why)) => {
             return refuse(
                 shared,
                 s,
                 peer,
-                RefusalReason::BadCsr,
-                format!("{who}: node {node_name:?}: {e}"),
+                reason,
+                format!("{who}: node {node_name:?}: {why}"),
             )
             .await;
         }
     };
     shared.journal.log(format!(
-        "{who}: issued a node certificate for {node_name:?}"
+        "{who}: issued a node certificate for {node_name:?} (bootstrap token {:?})",
+        grant.id
     ));
     let answer = PlaneToNode::Certificate {
         chain_der: vec![der],
@@ -115,6 +99,49 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, mut s: S, p
             .log(format!("{who}: sending certificate: {e}"));
     }
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
+}
+
+/// Checks the token, signs the CSR and consumes the token, under one lock
+/// (held for API calls only, never for a peer's I/O): a single-use or still
+/// unbound token must not issue two certificates.
+async fn issue(
+    shared: &Shared,
+    token: &str,
+    node_name: &str,
+    csr_der: &[u8],
+) -> Result<(crate::tokens::Grant, Vec<u8>), (RefusalReason, String)> {
+    let _one_at_a_time = shared.bootstrap.lock().await;
+    let grant = crate::tokens::check(shared, token, node_name)
+        .await
+        .map_err(|e| {
+            let reason = if e.is_bad_token() {
+                RefusalReason::BadToken
+            } else {
+                RefusalReason::Forbidden
+            };
+            (reason, e.to_string())
+        })?;
+    // A node with a live session is not taken over by whoever holds a
+    // token; the real node, if it restarted, gets in once its old session
+    // has closed.
+    if shared.is_live(node_name) {
+        return Err((
+            RefusalReason::Forbidden,
+            format!(
+                "has a live session; bootstrap with token {:?} refused",
+                grant.id
+            ),
+        ));
+    }
+    let der = shared
+        .signer
+        .sign(node_name, csr_der)
+        .map_err(|e| (RefusalReason::BadCsr, e))?;
+    crate::tokens::consume(shared, &grant, node_name)
+        .await
+        .map_err(|e| (RefusalReason::Forbidden, e.to_string()))?;
+    shared.issued(node_name, &der);
+    Ok((grant, der))
 }
 
 /// When a certificate issued now expires.

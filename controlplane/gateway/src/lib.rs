@@ -27,6 +27,7 @@ pub mod session;
 pub mod signer;
 pub mod timefmt;
 pub mod tls;
+pub mod tokens;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -47,7 +48,9 @@ pub struct GatewayConfig {
     /// The API server's PKI directory (CA, serving certificate).
     pub pki_dir: PathBuf,
     pub listen: SocketAddr,
-    /// Lifetime of issued node certificates (nodes rotate at ~80 %).
+    /// Lifetime of issued node certificates (nodes rotate at ~80 %; kept
+    /// short so that a deleted Node's certificate, refused renewal, soon
+    /// expires).
     pub cert_validity: Duration,
     /// Node Lease duration (kube default 40 s).
     pub lease_duration_secs: u32,
@@ -82,7 +85,7 @@ impl GatewayConfig {
         GatewayConfig {
             pki_dir,
             listen,
-            cert_validity: Duration::from_secs(365 * 24 * 3600),
+            cert_validity: Duration::from_secs(7 * 24 * 3600),
             lease_duration_secs: 40,
             renew_interval: Duration::from_secs(10),
             node_status_report: Duration::from_secs(300),
@@ -109,6 +112,84 @@ pub struct Shared {
     pub metrics: Metrics,
     pub logs: Arc<logs::LogRouter>,
     slots: Slots,
+    /// One bootstrap at a time: a token's check and its consumption
+    /// (single use, binding) must not interleave with another's.
+    bootstrap: tokio::sync::Mutex<()>,
+    /// Registered node sessions by node name.
+    live: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Certificates issued by bootstrap and not yet used to register, by
+    /// node name: only these may create a Node (a Node deleted by an
+    /// operator is not brought back by its old certificate).
+    fresh: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl Shared {
+    /// Whether `node` has a registered session now.
+    pub fn is_live(&self, node: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(node)
+    }
+
+    /// Marks `node` live until the guard drops.
+    pub(crate) fn live_guard(&self, node: &str) -> LiveGuard {
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.to_string())
+            .or_default() += 1;
+        LiveGuard {
+            live: self.live.clone(),
+            node: node.to_string(),
+        }
+    }
+
+    /// Remembers the certificate bootstrap issued to `node`. Bounded: token
+    /// holders choose the names; a node crowded out re-bootstraps.
+    pub(crate) fn issued(&self, node: &str, der: &[u8]) {
+        const MAX_FRESH: usize = 4096;
+        let mut m = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_FRESH
+            && !m.contains_key(node)
+            && let Some(k) = m.keys().next().cloned()
+        {
+            m.remove(&k);
+        }
+        m.insert(node.to_string(), der.to_vec());
+    }
+
+    /// Whether `der` is the certificate bootstrap last issued to `node`;
+    /// it stops being so (one registration per bootstrap).
+    pub(crate) fn take_issued(&self, node: &str, der: &[u8]) -> bool {
+        let mut m = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(node).is_some_and(|d| d == der) {
+            m.remove(node);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A registered session's mark in [`Shared`]'s live set.
+#[derive(Debug)]
+pub(crate) struct LiveGuard {
+    live: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    node: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut m = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// The connection limits of [`GatewayConfig`]: a pool for node sessions
@@ -216,6 +297,9 @@ pub async fn start(
         signer,
         health: health::Health::default(),
         metrics: Metrics::default(),
+        bootstrap: tokio::sync::Mutex::new(()),
+        live: Arc::default(),
+        fresh: Default::default(),
     });
     let tasks = vec![
         tokio::spawn(accept_loop(listener, tls, shared.clone())),
@@ -308,7 +392,7 @@ async fn connection(
                     return;
                 };
                 let node = id.name["system:node:".len()..].to_string();
-                session::run(shared, stream, node, peer).await
+                session::run(shared, stream, node, peer, der).await
             }
             other => {
                 Metrics::inc(&shared.metrics.refused);

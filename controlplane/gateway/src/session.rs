@@ -139,6 +139,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut s: S,
     node: String,
     peer: SocketAddr,
+    cert_der: Vec<u8>,
 ) {
     let who = format!("node {node} ({peer})");
     let Some(hello) = hello(&shared, &mut s, &who, MAX_FRAME).await else {
@@ -192,7 +193,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
     };
     let id = node_identity(&node);
-    let node_uid = match register(&shared, &id, &info).await {
+    let fresh = shared.take_issued(&node, &cert_der);
+    let node_uid = match register(&shared, &id, &info, fresh).await {
         Ok(uid) => uid,
         Err(e) => {
             return refuse(
@@ -216,6 +218,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         return shared.journal.log(format!("{who}: closing: {e}"));
     }
     Metrics::inc(&shared.metrics.sessions);
+    let _live = shared.live_guard(&node);
     if shared.health.renewed(&node)
         && let Err(e) = health::set_ready(&shared, &node, true).await
     {
@@ -274,7 +277,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         caps.contains(Capabilities::POD_DELTA),
         images.zip(image_changes),
     ));
-    let reason = serve(&sess, rd).await;
+    let reason = tokio::select! {
+        r = serve(&sess, rd) => r,
+        r = revoked(&sess) => r,
+    };
     sync_task.abort();
     shared
         .logs
@@ -288,10 +294,18 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let _ = writer.await;
 }
 
-/// Reads frames until the connection ends; returns why.
+/// Reads frames until the connection ends; returns why. A node renews its
+/// lease every `renew_interval`, so one silent for `node_grace` is gone (a
+/// crash leaves no FIN): its session ends, and the node may bootstrap
+/// again (a live session blocks that).
 async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> String {
+    let grace = sess.shared.cfg.node_grace;
     loop {
-        let msg = match read_frame::<NodeToPlane, _>(&mut rd, MAX_FRAME).await {
+        let read = tokio::time::timeout(grace, read_frame::<NodeToPlane, _>(&mut rd, MAX_FRAME));
+        let Ok(read) = read.await else {
+            return format!("node silent for {grace:?}");
+        };
+        let msg = match read {
             Ok(m) => m,
             Err(ReadError::Frame(FrameError::UnknownMessage { variant })) => {
                 // A newer node's message: the stream is still in sync.
@@ -357,6 +371,11 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
             return Ok(());
         }
         NodeToPlane::RenewCertificate { csr_der } => {
+            // A Node deleted (or re-created by someone else) since this
+            // session registered gets no new certificate.
+            if let Some(why) = node_gone(sess).await {
+                return Err(format!("certificate renewal refused: {why}"));
+            }
             return match shared.signer.sign(node, &csr_der) {
                 Ok(der) => {
                     shared
@@ -415,17 +434,56 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates or updates the Node; returns its uid.
+/// Why this session's Node no longer stands (deleted, being deleted, or
+/// re-created with another uid); `None` while it does or when the API could
+/// not say.
+async fn node_gone(sess: &Session) -> Option<String> {
+    let path = format!("/api/v1/nodes/{}", sess.node);
+    let a = sess
+        .shared
+        .api
+        .get(&crate::local_api::gateway_identity(), &path)
+        .await
+        .ok()?;
+    if a.code == 404 {
+        return Some(format!("Node {} was deleted", sess.node));
+    }
+    if !a.ok() {
+        return None;
+    }
+    if a.body.pointer("/metadata/deletionTimestamp").is_some() {
+        return Some(format!("Node {} is being deleted", sess.node));
+    }
+    let uid = a.body.pointer("/metadata/uid").and_then(Value::as_str);
+    (uid != Some(sess.node_uid.as_str()))
+        .then(|| format!("Node {} was deleted and re-created", sess.node))
+}
+
+/// Ends when the session's Node is gone (checked every `node_grace`): a
+/// deleted Node's session is closed, and its certificate alone does not
+/// bring it back (see [`register`]).
+async fn revoked(sess: &Session) -> String {
+    loop {
+        tokio::time::sleep(sess.shared.cfg.node_grace).await;
+        if let Some(why) = node_gone(sess).await {
+            return format!("revoked: {why}");
+        }
+    }
+}
+
+/// Creates or updates the Node; returns its uid. Only a certificate fresh
+/// from bootstrap (`fresh`) may create it: a Node an operator deleted stays
+/// deleted until the node bootstraps again with a token.
 async fn register(
     shared: &Shared,
     id: &Identity,
     info: &proto::NodeInfo,
+    fresh: bool,
 ) -> Result<String, String> {
     let api = &shared.api;
     let node = &info.name;
     let path = format!("/api/v1/nodes/{node}");
     let obj = objects::node_object(info);
-    let created = api.create(id, "/api/v1/nodes", &obj).await?;
     let uid_of = |a: &Answer| {
         a.body
             .pointer("/metadata/uid")
@@ -433,11 +491,26 @@ async fn register(
             .unwrap_or("")
             .to_string()
     };
+    let created = if fresh {
+        api.create(id, "/api/v1/nodes", &obj).await?
+    } else {
+        // As if it existed: the patch below tells.
+        Answer {
+            code: 409,
+            body: Value::Null,
+        }
+    };
     let uid = match created.code {
         201 => uid_of(&created),
         409 => {
             let labels = json!({"metadata": {"labels": obj["metadata"]["labels"]}});
             let a = api.merge_patch(id, &path, &labels).await?;
+            if a.code == 404 && !fresh {
+                return Err(format!(
+                    "Node {node} does not exist (deleted?); a node certificate alone does not \
+                     re-create it: bootstrap again with a token"
+                ));
+            }
             if !a.ok() {
                 return Err(a.message());
             }

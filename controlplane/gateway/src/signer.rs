@@ -95,9 +95,115 @@ impl NodeSigner {
     }
 }
 
+/// The CSR decoder and signer under arbitrary input, for the `csr` fuzz
+/// target and the bounded test below.
+pub mod fuzz {
+    use super::*;
+
+    /// Node names the first input byte picks from, invalid ones included.
+    pub const NAMES: &[&str] = &["n1", "node-a.example", "N/1", "", "a..b", "x"];
+
+    /// A signer with a throwaway CA (no files).
+    pub fn signer() -> NodeSigner {
+        let key = KeyPair::generate().expect("CA key");
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, "fuzz-ca");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        NodeSigner {
+            issuer: Issuer::new(p, key),
+            validity: Duration::from_secs(3600),
+        }
+    }
+
+    /// A CSR for `cn`.
+    pub fn csr(cn: &str) -> Vec<u8> {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serialize_request(&key).expect("CSR").der().to_vec()
+    }
+
+    /// First byte: the node name; the rest: the CSR's DER. Panics if an
+    /// accepted request yields anything but a client certificate for
+    /// exactly `system:node:<name>` in `system:nodes`, or an invalid name
+    /// is signed at all.
+    pub fn one(signer: &NodeSigner, data: &[u8]) {
+        let Some((&ctl, der)) = data.split_first() else {
+            return;
+        };
+        let name = NAMES[ctl as usize % NAMES.len()];
+        let Ok(cert) = signer.sign(name, der) else {
+            return;
+        };
+        assert!(valid_node_name(name), "signed for invalid name {name:?}");
+        let id = skiff_apiserver::authn::identity_from_cert(&cert).expect("issued cert parses");
+        assert_eq!(id.name, format!("system:node:{name}"));
+        assert_eq!(id.groups, vec!["system:nodes".to_string()]);
+        let (_, c) = x509_parser::parse_x509_certificate(&cert).expect("x509");
+        assert!(!c.is_ca(), "a node certificate must not be a CA");
+        let life = c.validity().not_after.timestamp() - c.validity().not_before.timestamp();
+        assert!(
+            life <= signer.validity.as_secs() as i64 + 300,
+            "lifetime {life}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bounded fuzzing on stable over [`fuzz::one`]'s invariants: seeded
+    /// mutations of CSRs for about a second (`SKIFF_FUZZ_SECS`,
+    /// `SKIFF_FUZZ_SEED` override).
+    #[test]
+    fn fuzz_csr_bounded() {
+        let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<f64>().ok());
+        let secs = env("SKIFF_FUZZ_SECS").unwrap_or(1.0);
+        let mut state = env("SKIFF_FUZZ_SEED").map_or(0x5eed, |s| s as u64);
+        let mut next = move || {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let signer = fuzz::signer();
+        let seeds: Vec<Vec<u8>> = fuzz::NAMES
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                [
+                    [&[i as u8][..], &fuzz::csr(&format!("system:node:{n}"))].concat(),
+                    [&[i as u8][..], &fuzz::csr("system:masters")].concat(),
+                ]
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let mut runs = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let mut input = seeds[next() as usize % seeds.len()].clone();
+            for _ in 0..next() % 4 {
+                let len = input.len().max(2);
+                let at = 1 + next() as usize % (len - 1);
+                match next() % 4 {
+                    0 if at < input.len() => input[at] = next() as u8,
+                    1 => input.insert(at.min(input.len()), next() as u8),
+                    2 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.truncate(at),
+                }
+            }
+            fuzz::one(&signer, &input);
+            runs += 1;
+        }
+        assert!(runs > 10, "{runs} runs");
+        // Unmutated seeds: the matching ones are signed.
+        assert!(signer.sign("n1", &seeds[0][1..]).is_ok());
+    }
 
     fn csr(cn: &str) -> Vec<u8> {
         let key = KeyPair::generate().unwrap();

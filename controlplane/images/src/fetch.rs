@@ -14,7 +14,7 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::reference::{is_loopback, is_sha256_hex};
+use crate::reference::is_sha256_hex;
 use crate::{PullError, PullFailure};
 
 /// The CNCF wasm artifact's config media type.
@@ -121,12 +121,13 @@ impl Fetcher {
         }
     }
 
+    /// Plain HTTP only for a registry the operator listed: a pod's image
+    /// name must not point the plane at a host (loopback included: the
+    /// plane's own ports) without TLS.
     fn plain_http(&self, registry: &str) -> bool {
-        is_loopback(registry)
-            || self
-                .insecure
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(registry))
+        self.insecure
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(registry))
     }
 
     fn client(&self, registry: &str, auth: &RegistryAuth) -> Arc<Client> {

@@ -45,16 +45,23 @@ struct Inner {
     downloads: AtomicU64,
     compiles: AtomicU64,
     cache_hits: AtomicU64,
+    /// Compiles running at once are bounded: each takes a core and
+    /// hundreds of MiB, and pods choose how many distinct images there are.
+    compile_slots: tokio::sync::Semaphore,
+    compiling: AtomicU64,
+    peak_compiling: AtomicU64,
 }
 
 /// Service configuration.
 pub struct Config {
     pub cache_dir: PathBuf,
     /// Registries (host[:port]) reached over plain HTTP, e.g.
-    /// "127.0.0.1:5000"; loopback registries are always allowed over http.
+    /// "127.0.0.1:5000"; every other registry (loopback too) over HTTPS.
     pub insecure_registries: Vec<String>,
     /// Largest module accepted (default 64 MiB).
     pub max_module_bytes: u64,
+    /// AOT compiles at once (default 2); further pulls wait their turn.
+    pub max_concurrent_compiles: usize,
 }
 
 impl Config {
@@ -63,6 +70,7 @@ impl Config {
             cache_dir,
             insecure_registries: Vec::new(),
             max_module_bytes: 64 << 20,
+            max_concurrent_compiles: 2,
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct Stats {
     pub compiles: u64,
     /// Pulls whose module was already compiled (memory or disk cache).
     pub cache_hits: u64,
+    /// Most compiles that ran at once.
+    pub peak_compiling: u64,
 }
 
 /// One image pull.
@@ -195,6 +205,9 @@ impl ImageService {
                 downloads: AtomicU64::new(0),
                 compiles: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
+                compile_slots: tokio::sync::Semaphore::new(cfg.max_concurrent_compiles.max(1)),
+                compiling: AtomicU64::new(0),
+                peak_compiling: AtomicU64::new(0),
             }),
         })
     }
@@ -240,6 +253,7 @@ impl ImageService {
             downloads: i.downloads.load(Ordering::Relaxed),
             compiles: i.compiles.load(Ordering::Relaxed),
             cache_hits: i.cache_hits.load(Ordering::Relaxed),
+            peak_compiling: i.peak_compiling.load(Ordering::Relaxed),
         }
     }
 
@@ -401,13 +415,22 @@ impl ImageService {
         );
 
         let t = Instant::now();
+        let _slot = inner.compile_slots.acquire().await.map_err(|_| {
+            err(
+                PullFailure::ErrImagePull,
+                "the image service stopped".into(),
+            )
+        })?;
         inner.compiles.fetch_add(1, Ordering::Relaxed);
+        let now = inner.compiling.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.peak_compiling.fetch_max(now, Ordering::Relaxed);
         let compiled = tokio::task::spawn_blocking(move || {
             let out = skiff_wasm::precompile(&wasm);
             (out, wasm)
         })
-        .await
-        .map_err(|e| {
+        .await;
+        inner.compiling.fetch_sub(1, Ordering::Relaxed);
+        let compiled = compiled.map_err(|e| {
             err(
                 PullFailure::ErrImagePull,
                 format!("the compiler task failed: {e}"),

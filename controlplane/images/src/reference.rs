@@ -48,18 +48,6 @@ pub(crate) fn is_sha256_hex(hex: &str) -> bool {
     hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `host` without a port, for the loopback check.
-pub(crate) fn is_loopback(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,15 +95,10 @@ mod tests {
     }
 
     #[test]
-    fn latest_and_loopback() {
+    fn latest() {
         assert!(is_latest("hello"));
         assert!(is_latest("r:5000/hello:latest"));
         assert!(!is_latest("hello:1.0"));
         assert!(!is_latest(&format!("hello@sha256:{}", "0".repeat(64))));
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("localhost:5000"));
-        assert!(is_loopback("[::1]:5000"));
-        assert!(!is_loopback("registry.example:5000"));
-        assert!(!is_loopback("10.0.0.1"));
     }
 }

@@ -10,8 +10,11 @@ use skiff_images::{
     Config, Credential, ImageService, PullError, PullFailure, PullPolicy, PullRequest, Pulled,
 };
 
-fn service(dir: &Path) -> ImageService {
-    ImageService::new(Config::new(dir.to_path_buf())).expect("image service")
+/// The service with `reg` listed as a plain-HTTP registry.
+fn service(dir: &Path, reg: &Registry) -> ImageService {
+    let mut cfg = Config::new(dir.to_path_buf());
+    cfg.insecure_registries = vec![reg.host()];
+    ImageService::new(cfg).expect("image service")
 }
 
 async fn pull(
@@ -62,13 +65,58 @@ fn check_artifact(svc: &ImageService, p: &Pulled) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_only_for_listed_registries() {
+    let hello = skiff_e2e::guests::path("hello");
+    let reg = Registry::start();
+    reg.push_wasm("demo/hello:1.0", &hello);
+    let image = format!("{}/demo/hello:1.0", reg.host());
+    let cache = tempfile::tempdir().unwrap();
+    // Not listed: HTTPS only, even on loopback, so the pull fails.
+    let strict = ImageService::new(Config::new(cache.path().join("strict"))).unwrap();
+    let e = pull(&strict, &image, PullPolicy::Always)
+        .await
+        .expect_err("plain HTTP to an unlisted registry");
+    assert_eq!(e.reason, PullFailure::ErrImagePull, "{e}");
+    assert_eq!(strict.stats().downloads, 0);
+    // Listed: plain HTTP.
+    let svc = service(cache.path(), &reg);
+    pull(&svc, &image, PullPolicy::Always)
+        .await
+        .expect("listed registry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiles_run_at_most_max_concurrent_compiles_at_once() {
+    let reg = Registry::start();
+    let guests = ["hello", "echo-server", "cpu-burner", "trap"];
+    for g in guests {
+        reg.push_wasm(&format!("demo/{g}:1"), &skiff_e2e::guests::path(g));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(cache.path().to_path_buf());
+    cfg.insecure_registries = vec![reg.host()];
+    cfg.max_concurrent_compiles = 1;
+    let svc = ImageService::new(cfg).unwrap();
+    let images: Vec<String> = guests
+        .iter()
+        .map(|g| format!("{}/demo/{g}:1", reg.host()))
+        .collect();
+    let pulls = images.iter().map(|i| pull(&svc, i, PullPolicy::Always));
+    for r in futures_util::future::join_all(pulls).await {
+        r.expect("pull");
+    }
+    let s = svc.stats();
+    assert_eq!((s.compiles, s.peak_compiling), (4, 1), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_by_tag_and_digest_compiles_once() {
     let hello = skiff_e2e::guests::path("hello");
     let reg = Registry::start();
     let manifest = reg.push_wasm("demo/hello:1.0", &hello);
     reg.push_wasm("demo/hello:copy", &hello);
     let cache = tempfile::tempdir().unwrap();
-    let svc = service(cache.path());
+    let svc = service(cache.path(), &reg);
     let host = reg.host();
 
     // Two tags of the same module at once: one download, one compile.
@@ -130,7 +178,7 @@ async fn old_layer_type_and_image_index() {
     let host = reg.host();
     let old = reg.push_wasm_old_layer_type("old:1", &hello);
     let cache = tempfile::tempdir().unwrap();
-    let svc = service(cache.path());
+    let svc = service(cache.path(), &reg);
     let p = pull(&svc, &format!("{host}/old:1"), PullPolicy::Always)
         .await
         .unwrap();
@@ -164,7 +212,7 @@ async fn registry_failures_are_clear() {
     let reg = Registry::start();
     let host = reg.host();
     let cache = tempfile::tempdir().unwrap();
-    let svc = service(cache.path());
+    let svc = service(cache.path(), &reg);
 
     for missing in [format!("{host}/nothing:1"), format!("{host}/nothing")] {
         let e = pull(&svc, &missing, PullPolicy::Always).await.unwrap_err();
@@ -216,7 +264,7 @@ async fn images_that_are_not_wasm_modules() {
     let reg = Registry::start();
     let host = reg.host();
     let cache = tempfile::tempdir().unwrap();
-    let svc = service(cache.path());
+    let svc = service(cache.path(), &reg);
     let files = tempfile::tempdir().unwrap();
 
     let text = files.path().join("notes.txt");
@@ -291,6 +339,7 @@ async fn images_that_are_not_wasm_modules() {
 
     // Over the size limit: refused before download.
     let mut cfg = Config::new(cache.path().join("small"));
+    cfg.insecure_registries = vec![reg.host()];
     cfg.max_module_bytes = 1000;
     let small = ImageService::new(cfg).unwrap();
     reg.push_wasm("big:1", &hello);
@@ -309,7 +358,7 @@ async fn basic_auth_registry() {
     let host = reg.host();
     reg.push_wasm("private/app:1", &hello);
     let cache = tempfile::tempdir().unwrap();
-    let svc = service(cache.path());
+    let svc = service(cache.path(), &reg);
     let image = format!("{host}/private/app:1");
 
     let e = pull(&svc, &image, PullPolicy::Always).await.unwrap_err();
@@ -353,7 +402,7 @@ async fn cache_survives_restart_and_corrupt_artifacts_are_recompiled() {
     let cache = tempfile::tempdir().unwrap();
 
     // Never before anything was pulled.
-    let first = service(cache.path());
+    let first = service(cache.path(), &reg);
     let e = pull(&first, &image, PullPolicy::Never).await.unwrap_err();
     assert_eq!(e.reason, PullFailure::ErrImageNeverPull, "{e}");
     assert_eq!(e.reason.as_str(), "ErrImageNeverPull");
@@ -369,7 +418,7 @@ async fn cache_survives_restart_and_corrupt_artifacts_are_recompiled() {
 
     // A new service on the same directory: present for Never/IfNotPresent
     // without touching the registry, and Always reuses the artifact.
-    let second = service(cache.path());
+    let second = service(cache.path(), &reg);
     let n = pull(&second, &image, PullPolicy::Never).await.unwrap();
     assert_eq!(n.artifact_digest, p.artifact_digest);
     pull(&second, &image, PullPolicy::IfNotPresent)
@@ -396,7 +445,7 @@ async fn cache_survives_restart_and_corrupt_artifacts_are_recompiled() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     std::fs::write(&file, &bytes).unwrap();
-    let third = service(cache.path());
+    let third = service(cache.path(), &reg);
     assert!(third.artifact(&p.artifact_digest).is_none());
     assert!(!file.exists(), "corrupt artifact left on disk");
     let e = pull(&third, &image, PullPolicy::Never).await.unwrap_err();

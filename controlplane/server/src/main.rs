@@ -89,6 +89,10 @@ struct ServeArgs {
     /// (kube's node-monitor-grace-period).
     #[arg(long, default_value_t = 40)]
     node_grace: u64,
+    /// Days an issued node certificate is valid; nodes rotate it over their
+    /// session at about 80 % of that, and a deleted Node gets no new one.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=365))]
+    node_cert_days: u64,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     no_scheduler: bool,
@@ -98,10 +102,13 @@ struct ServeArgs {
     /// Where compiled wasm images are cached (default: `<data>/images`).
     #[arg(long)]
     image_cache: Option<PathBuf>,
-    /// A registry (`host[:port]`) to reach over plain HTTP; loopback
-    /// registries always are. Repeatable.
+    /// A registry (`host[:port]`) to reach over plain HTTP; all others,
+    /// loopback included, only over HTTPS. Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Wasm AOT compiles at once; more pulls wait for a slot.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_concurrent_compiles: u64,
     /// The store quota in bytes (etcd's flag): past it writes are refused
     /// until deletes and compaction free space. 0 = none.
     #[arg(long, default_value_t = 2 << 30)]
@@ -193,8 +200,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
+    gw_cfg.cert_validity = Duration::from_secs(args.node_cert_days * 24 * 3600);
     let mut img_cfg = skiff_images::Config::new(image_cache);
     img_cfg.insecure_registries = args.insecure_registries.clone();
+    img_cfg.max_concurrent_compiles = args.max_concurrent_compiles as usize;
     let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
     gw_cfg.images = Some(skiff_gateway::images::Images(images));
     let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;

@@ -41,7 +41,7 @@ pub const BACKOFF_MAX: Nanos = 30 * SEC;
 pub const BACKOFF_REFUSED: Nanos = 60 * SEC;
 
 /// What a node is told at boot.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Registration data (name, boot id, addresses, capacity, versions).
     pub node: NodeInfo,
@@ -53,6 +53,19 @@ pub struct AgentConfig {
     pub token: String,
     /// e.g. `"skiff-kernel 0.1.0 build=…"`.
     pub software: String,
+}
+
+// By hand: the bootstrap token's secret must not reach a log.
+impl core::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let id = self.token.split_once('.').map_or("", |(id, _)| id);
+        f.debug_struct("AgentConfig")
+            .field("node", &self.node)
+            .field("gateway", &self.gateway)
+            .field("token", &format_args!("{id}.<redacted>"))
+            .field("software", &self.software)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bytes of compiled wasm artifacts a node keeps (artifacts in use are kept

@@ -78,7 +78,7 @@ pub struct NodeConfig<'a> {
     /// The control plane's node gateway (`skiff.gateway=a.b.c.d:port`).
     pub gateway: Option<(Ipv4Addr, u16)>,
     /// Bootstrap token `id.secret` (`skiff.token`).
-    pub token: Option<&'a str>,
+    pub token: Option<Token<'a>>,
     /// The cluster CA certificate, base64 DER (`skiff.ca`).
     pub ca_base64: Option<&'a str>,
     mmio: [MmioDevice; MAX_MMIO_DEVICES],
@@ -294,9 +294,14 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
                 }
                 "skiff.token" => {
                     if !is_bootstrap_token(value) {
-                        return Err(bad("a bootstrap token [a-z0-9]{6}.[a-z0-9]{16}"));
+                        // Not echoed: a mistyped secret is still a secret.
+                        return Err(ConfigError::Malformed {
+                            key,
+                            value: "<redacted>",
+                            expected: "a bootstrap token [a-z0-9]{6}.[a-z0-9]{16}",
+                        });
                     }
-                    cfg.token = Some(value);
+                    cfg.token = Some(Token(value));
                 }
                 "skiff.ca" => {
                     let b64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=".contains(&b);
@@ -368,6 +373,58 @@ fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
         addr: addr.parse().ok()?,
         prefix_len,
     })
+}
+
+/// A bootstrap token `id.secret`. Its `Debug` shows only the id, so a
+/// logged [`NodeConfig`] cannot leak the secret; [`Token::secret_str`] is
+/// the one way to the whole token (for the bootstrap request itself).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Token<'a>(&'a str);
+
+impl<'a> Token<'a> {
+    /// The whole `id.secret`: only for sending it to the gateway.
+    pub fn secret_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl fmt::Debug for Token<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", TokenDisplay(self.0))
+    }
+}
+
+/// Shows a token as `id.<redacted>` (its public id only), whatever it is.
+struct TokenDisplay<'a>(&'a str);
+
+impl fmt::Display for TokenDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once('.') {
+            Some((id, _)) if id.len() == 6 && id.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                write!(f, "{id}.<redacted>")
+            }
+            _ => f.write_str("<redacted>"),
+        }
+    }
+}
+
+/// A command line to log: every word as given except the secret part of
+/// `skiff.token=`.
+pub struct Redacted<'a>(pub &'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, word) in self.0.split_ascii_whitespace().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            match word.split_once('=') {
+                Some(("skiff.token", v)) => write!(f, "skiff.token={}", TokenDisplay(v))?,
+                _ => f.write_str(word)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// kube's bootstrap token format: `[a-z0-9]{6}.[a-z0-9]{16}`.
@@ -602,7 +659,10 @@ mod tests {
             parse("skiff.gateway=10.0.2.2:6444 skiff.token=abcdef.0123456789abcdef skiff.ca=QUJD")
                 .unwrap();
         assert_eq!(c.gateway, Some((Ipv4Addr::new(10, 0, 2, 2), 6444)));
-        assert_eq!(c.token, Some("abcdef.0123456789abcdef"));
+        assert_eq!(
+            c.token.map(|t| t.secret_str()),
+            Some("abcdef.0123456789abcdef")
+        );
         assert_eq!(c.ca_base64, Some("QUJD"));
         assert_eq!(
             parse("skiff.gateway=10.0.2.2:6444"),
@@ -621,5 +681,20 @@ mod tests {
                 "{bad} must be refused"
             );
         }
+    }
+
+    #[test]
+    fn token_secrets_never_show_in_logs() {
+        let secret = "0123456789abcdef";
+        let line = format!("skiff.gateway=10.0.2.2:6444 skiff.token=abcdef.{secret} skiff.ca=QUJD");
+        let c = parse(&line).unwrap();
+        let shown = format!("{c:?} {}", Redacted(&line));
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("skiff.token=abcdef.<redacted>"), "{shown}");
+        assert!(shown.contains("skiff.ca=QUJD"), "{shown}");
+        // A malformed token is not echoed in the error either.
+        let e = parse("skiff.token=abcdef.0123456789ABCDEF").unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("0123456789ABCDEF"), "{shown}");
     }
 }

@@ -182,6 +182,10 @@ fn bad_token_and_foreign_certificates_are_refused() {
 #[test]
 fn a_node_cannot_read_another_nodes_pods_or_secrets() {
     let mut c = Cluster::start(|_| {});
+    // Real node certificates from TLS bootstrap; hn-a's before its node
+    // runs (a live node cannot be bootstrapped again).
+    let a = c.bootstrap("hn-a", &c.token.clone()).unwrap();
+    let b = c.bootstrap("hn-b", &c.token.clone()).unwrap();
     c.start_node("hn-a", 1);
     c.wait_output(&["get", "nodes"], "hn-a   Ready", 20);
     c.ok(&["create", "secret", "generic", "sa", "--from-literal=k=v"]);
@@ -205,9 +209,6 @@ spec:
         20,
     );
 
-    // Real node certificates from TLS bootstrap.
-    let a = c.bootstrap("hn-a", &c.token.clone()).unwrap();
-    let b = c.bootstrap("hn-b", &c.token.clone()).unwrap();
     let ka = c.node_kubeconfig("hn-a", &a);
     let kb = c.node_kubeconfig("hn-b", &b);
     let run = |k: &std::path::Path, args: &[&str]| {

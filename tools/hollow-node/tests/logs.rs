@@ -84,6 +84,9 @@ fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitSt
 #[test]
 fn kubectl_and_python_read_pod_logs() {
     let mut c = Cluster::start(|_| {});
+    // hn-1's certificate for the pods/log check below, taken before its
+    // node runs (a live node cannot be bootstrapped again).
+    let creds = c.bootstrap("hn-1", &c.token).expect("bootstrap");
     c.start_node("hn-0", 0);
     c.start_node("hn-1", 1);
     c.wait_output(&["get", "nodes"], "hn-0   Ready", 20);
@@ -314,7 +317,6 @@ fn kubectl_and_python_read_pod_logs() {
 
     // A node may not read pod logs (kube's node authorizer grants no
     // pods/log), least of all another node's pods.
-    let creds = c.bootstrap("hn-1", &c.token).expect("bootstrap");
     let kc = c.node_kubeconfig("hn-1", &creds);
     // (kubectl logs would stop at reading the pod; ask pods/log directly.)
     let out = c.kubectl_as(

@@ -59,7 +59,13 @@ impl ControlPlane {
     /// `target/demo`, starts `skiff-controlplane serve` and waits for
     /// `/readyz` through kubectl. `sans` are extra names for the serving
     /// certificate (the addresses QEMU guests reach the host at).
-    pub fn start(root: &Path, tools: &Tools, sans: &[String]) -> Result<ControlPlane> {
+    /// `insecure_registries` are reached over plain HTTP (`--insecure-registry`).
+    pub fn start(
+        root: &Path,
+        tools: &Tools,
+        sans: &[String],
+        insecure_registries: &[String],
+    ) -> Result<ControlPlane> {
         crate::sh(crate::cargo().args([
             "build",
             "--package",
@@ -102,6 +108,11 @@ impl ControlPlane {
             .arg("--data")
             .arg(dir.join("data"))
             .args(["--listen", &api, "--node-listen", &gateway])
+            .args(
+                insecure_registries
+                    .iter()
+                    .flat_map(|r| ["--insecure-registry", r.as_str()]),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

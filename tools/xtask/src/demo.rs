@@ -57,7 +57,10 @@ struct DemoNode {
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let tools = setup::run(root)?;
     let elf = kernel::build(root)?;
-    let cp = control_plane(root, &tools, args.nodes)?;
+    // The demo's registry first: the plane reaches it over plain HTTP
+    // only because it is listed (`--insecure-registry`).
+    let reg = wasm_demo::Registry::start(root)?;
+    let cp = control_plane(root, &tools, args.nodes, &reg.host)?;
     if !skiff_qemu::qemu_available(skiff_qemu::QEMU) {
         bail!("{} does not run: run `cargo xtask setup`", skiff_qemu::QEMU);
     }
@@ -118,7 +121,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     })?;
     let joined_in = t0.elapsed();
     cp.kubectl(&["get", "nodes", "-o", "wide"])?;
-    wasm_pods(root, &tools, &cp, &nodes[0])?;
+    wasm_pods(root, &tools, &cp, &nodes[0], &reg)?;
 
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
@@ -213,10 +216,10 @@ fn wasm_pods(
     tools: &setup::Tools,
     cp: &cluster::ControlPlane,
     node: &DemoNode,
+    reg: &wasm_demo::Registry,
 ) -> Result<()> {
     println!("\n== wasm pods: build the examples, push them with oras, run them on node-1 ==");
     let guests = wasm_demo::build_guests(root)?;
-    let reg = wasm_demo::Registry::start(root)?;
     for (repo, guest) in [
         ("demo/hello:1.0", "hello"),
         ("demo/echo:1.0", "echo-server"),
@@ -308,11 +311,16 @@ spec:
 ";
 
 /// Control plane, kubectl, hollow nodes and a pod run to completion.
-fn control_plane(root: &Path, tools: &setup::Tools, nodes: usize) -> Result<cluster::ControlPlane> {
+fn control_plane(
+    root: &Path,
+    tools: &setup::Tools,
+    nodes: usize,
+    registry: &str,
+) -> Result<cluster::ControlPlane> {
     // Node i lives on slirp network 10.0.(i+1).0/24 and reaches the host's
     // loopback (where the gateway listens) at 10.0.(i+1).2.
     let sans: Vec<String> = (1..=nodes).map(|i| format!("10.0.{}.2", i + 1)).collect();
-    let mut cp = cluster::ControlPlane::start(root, tools, &sans)?;
+    let mut cp = cluster::ControlPlane::start(root, tools, &sans, &[registry.to_string()])?;
     let manifest = root.join("tools/xtask/demo/cluster.yaml");
     cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
     cp.kubectl(&[

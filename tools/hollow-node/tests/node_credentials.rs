@@ -1,0 +1,214 @@
+//! Bootstrap tokens and node credentials (issue 14 items 4 and 10): token
+//! Secrets created with kubectl, hollow nodes and bare bootstraps against
+//! an in-process control plane.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+
+/// Creates `bootstrap-token-<id>` in kube-system with kubectl; `extra` are
+/// further `key=value` data.
+fn token_secret(c: &Cluster, id: &str, secret: &str, expiration: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "-n".to_string(),
+        "kube-system".into(),
+        "create".into(),
+        "secret".into(),
+        "generic".into(),
+        format!("bootstrap-token-{id}"),
+        "--type=bootstrap.kubernetes.io/token".into(),
+        format!("--from-literal=token-id={id}"),
+        format!("--from-literal=token-secret={secret}"),
+        "--from-literal=usage-bootstrap-authentication=true".into(),
+        format!("--from-literal=expiration={expiration}"),
+    ];
+    args.extend(extra.iter().map(|kv| format!("--from-literal={kv}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.ok(&args);
+    format!("{id}.{secret}")
+}
+
+fn secret_field(c: &Cluster, id: &str, key: &str) -> String {
+    c.ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "secret",
+        &format!("bootstrap-token-{id}"),
+        "-o",
+        &format!("jsonpath={{.data.{key}}}"),
+    ])
+}
+
+const FUTURE: &str = "2100-01-01T00:00:00Z";
+
+/// No token secret in the gateway's journal.
+fn assert_not_logged(c: &Cluster, secrets: &[&str]) {
+    for line in c.journal() {
+        for s in secrets {
+            assert!(!line.contains(s), "token secret logged: {line}");
+        }
+    }
+}
+
+#[test]
+fn token_secrets_bind_their_node_expire_and_are_used_once() {
+    let c = Cluster::start(|_| {});
+    // Unbound: the first certificate binds it to that node.
+    let t1 = token_secret(&c, "aaaaaa", "0123456789aaaaaa", FUTURE, &[]);
+    c.bootstrap("hn-a", &t1).expect("first use");
+    // base64("hn-a")
+    assert_eq!(secret_field(&c, "aaaaaa", "skiff-node-name"), "aG4tYQ==");
+    let e = c.bootstrap("hn-b", &t1).err().expect("bound to hn-a");
+    assert!(e.contains("Forbidden") && e.contains("bound"), "{e}");
+    c.bootstrap("hn-a", &t1)
+        .expect("its own node may bootstrap again");
+
+    // Named by the Secret.
+    let t2 = token_secret(
+        &c,
+        "bbbbbb",
+        "0123456789bbbbbb",
+        FUTURE,
+        &["skiff-node-name=hn-d"],
+    );
+    let e = c.bootstrap("hn-e", &t2).err().expect("named for hn-d");
+    assert!(e.contains("Forbidden"), "{e}");
+    c.bootstrap("hn-d", &t2).expect("named node");
+
+    // Single use: the Secret goes with its certificate.
+    let t3 = token_secret(
+        &c,
+        "cccccc",
+        "0123456789cccccc",
+        FUTURE,
+        &["skiff-single-use=true"],
+    );
+    c.bootstrap("hn-s", &t3).expect("single use, first");
+    let e = c.bootstrap("hn-s", &t3).err().expect("used up");
+    assert!(e.contains("BadToken"), "{e}");
+    let gone = c.kubectl_as(
+        &c.kubeconfig,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "secret",
+            "bootstrap-token-cccccc",
+        ],
+    );
+    assert!(!gone.status.success(), "single-use Secret still there");
+
+    // Expired, wrong secret, not for authentication, deleted.
+    let t4 = token_secret(
+        &c,
+        "dddddd",
+        "0123456789dddddd",
+        "2001-01-01T00:00:00Z",
+        &[],
+    );
+    let e = c.bootstrap("hn-x", &t4).err().expect("expired");
+    assert!(e.contains("BadToken"), "{e}");
+    let e = c
+        .bootstrap("hn-a", "aaaaaa.0123456789aaaaab")
+        .err()
+        .expect("wrong secret");
+    assert!(e.contains("BadToken"), "{e}");
+    c.ok(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "secret",
+        "bootstrap-token-aaaaaa",
+    ]);
+    let e = c.bootstrap("hn-a", &t1).err().expect("deleted");
+    assert!(e.contains("BadToken"), "{e}");
+
+    assert!(
+        c.journal()
+            .iter()
+            .any(|l| l.contains("\"aaaaaa\"") && l.contains("bound to node \"hn-a\"")),
+        "{:?}",
+        c.journal()
+    );
+    let (_, fleet_secret) = c.token.split_once('.').unwrap();
+    assert_not_logged(
+        &c,
+        &[
+            "0123456789aaaaa",
+            "0123456789bbbbb",
+            "0123456789ccccc",
+            "0123456789ddddd",
+            fleet_secret,
+        ],
+    );
+}
+
+#[test]
+fn a_live_node_cannot_be_bootstrapped_again() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-live", 1);
+    c.wait_output(&["get", "nodes"], "hn-live   Ready", 20);
+    let e = c
+        .bootstrap("hn-live", &c.token.clone())
+        .err()
+        .expect("impostor refused");
+    assert!(e.contains("Forbidden") && e.contains("live session"), "{e}");
+    assert!(
+        c.journal()
+            .iter()
+            .any(|l| l.contains("hn-live") && l.contains("live session")),
+        "{:?}",
+        c.journal()
+    );
+    // Once the node is gone, its name may bootstrap again.
+    c.stop_node("hn-live");
+    c.eventually("the session to close", 10, || {
+        c.bootstrap("hn-live", &c.token.clone()).is_ok()
+    });
+    let (_, secret) = c.token.split_once('.').unwrap();
+    assert_not_logged(&c, &[secret]);
+}
+
+#[test]
+fn a_deleted_node_is_cut_off_and_its_certificate_does_not_bring_it_back() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-del", 2);
+    c.wait_output(&["get", "nodes"], "hn-del   Ready", 20);
+    c.ok(&["delete", "node", "hn-del"]);
+    c.eventually("the session closed", 10, || {
+        c.journal()
+            .iter()
+            .any(|l| l.contains("hn-del") && l.contains("revoked: Node hn-del was deleted"))
+    });
+    c.eventually("its certificate refused", 10, || {
+        c.journal()
+            .iter()
+            .any(|l| l.contains("hn-del") && l.contains("a node certificate alone does not"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !c.ok(&["get", "nodes"]).contains("hn-del"),
+        "hn-del is back"
+    );
+}
+
+#[test]
+fn renewal_is_refused_for_a_deleted_node() {
+    // Rotation due within seconds; the revocation sweep slower than that.
+    let mut c = Cluster::start(|g| {
+        g.cert_validity = Duration::from_secs(4);
+        g.node_grace = Duration::from_secs(60);
+    });
+    c.start_node("hn-rot", 3);
+    c.wait_output(&["get", "nodes"], "hn-rot   Ready", 20);
+    c.ok(&["delete", "node", "hn-rot"]);
+    c.eventually("renewal refused", 15, || {
+        c.journal().iter().any(|l| {
+            l.contains("hn-rot")
+                && l.contains("certificate renewal refused: Node hn-rot was deleted")
+        })
+    });
+}
