@@ -4,7 +4,14 @@
 //! wasmtime refuses to load it under a different one, so both sides must build
 //! their `Config` here and nowhere else.
 
-use wasmtime::Config;
+use wasmtime::{Config, WasmFeatures};
+
+/// The wasm features guests may use: WebAssembly 2.0, nothing newer. Every
+/// proposal beyond it is more engine surface (multi-memory, threads, memory64,
+/// GC, exceptions, ...) and more node memory we would have to account for, so
+/// a module using one is refused when it is compiled
+/// ([`crate::Error::UnsupportedFeature`]).
+pub const FEATURES: WasmFeatures = WasmFeatures::WASM2;
 
 /// What the compiled code will run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +81,9 @@ pub fn engine_config(target: Target) -> Config {
             }
         }
     }
+    // Only switch off what is beyond 2.0: wasmtime itself turns off parts of
+    // 2.0 its build lacks (GC types: no `externref` without the gc feature).
+    config.wasm_features(WasmFeatures::all().difference(FEATURES), false);
     // No MMU tricks on the node: explicit bounds checks, heap-allocated linear
     // memories that grow by reallocation, no copy-on-write images.
     config
@@ -145,9 +155,34 @@ pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>
     if wasm.get(6..8) != Some(&[0, 0]) {
         return Err(Error::Unsupported("wasm components (only core modules)"));
     }
+    if let Some(feature) = beyond_wasm2(wasm) {
+        return Err(Error::UnsupportedFeature(feature));
+    }
     let engine = wasmtime::Engine::new(&engine_config(target))
         .map_err(|e| Error::Engine(alloc::format!("{e}")))?;
     engine
         .precompile_module(wasm)
         .map_err(|e| Error::Invalid(alloc::format!("{e:?}")))
+}
+
+/// The first proposal beyond [`FEATURES`] that `wasm` needs: the module does
+/// not validate under [`FEATURES`] but does with that one proposal added.
+/// `None` if it validates, or is invalid for some other reason (compilation
+/// then reports it).
+#[cfg(feature = "compile")]
+fn beyond_wasm2(wasm: &[u8]) -> Option<alloc::string::String> {
+    use wasmparser::Validator;
+    let validates = |features| {
+        Validator::new_with_features(features)
+            .validate_all(wasm)
+            .is_ok()
+    };
+    if validates(FEATURES) {
+        return None;
+    }
+    WasmFeatures::all()
+        .difference(FEATURES)
+        .iter_names()
+        .find(|&(_, flag)| validates(FEATURES | flag))
+        .map(|(name, _)| name.to_ascii_lowercase().replace('_', "-"))
 }

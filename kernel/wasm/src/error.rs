@@ -12,6 +12,9 @@ pub enum Error {
     Invalid(String),
     /// A valid input this runtime does not run (yet).
     Unsupported(&'static str),
+    /// The module uses a wasm proposal beyond WebAssembly 2.0 (named in
+    /// wasmparser's spelling, e.g. `multi-memory`, `threads`, `memory64`).
+    UnsupportedFeature(String),
     /// The artifact is not a precompiled module for this runtime's
     /// configuration (other wasmtime version, target, flags, or corrupt).
     Artifact(String),
@@ -30,6 +33,10 @@ impl fmt::Display for Error {
             Error::NotWasm => f.write_str("not a WebAssembly module (missing \\0asm magic)"),
             Error::Invalid(e) => write!(f, "invalid WebAssembly module: {e}"),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::UnsupportedFeature(name) => write!(
+                f,
+                "the module uses the wasm feature {name:?}; only WebAssembly 2.0 is supported"
+            ),
             Error::Artifact(e) => write!(f, "unusable precompiled artifact: {e}"),
             Error::Link(e) => write!(f, "cannot link module: {e}"),
             Error::Spec(e) => write!(f, "invalid container spec: {e}"),

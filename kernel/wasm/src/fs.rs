@@ -24,10 +24,15 @@ impl Node {
     }
 }
 
+/// Bytes an emptyDir charges per directory entry on top of its name (a
+/// `BTreeMap` slot, a `String` and a `Node`, rounded up).
+pub const ENTRY_OVERHEAD: usize = 64;
+
 #[derive(Debug)]
 pub(crate) struct Tree {
     pub(crate) root: Node,
-    /// Bytes held by files, and the most a writer may make it.
+    /// Bytes held by files (contents, and for emptyDirs also entries: see
+    /// [`ENTRY_OVERHEAD`]), and the most a writer may make it.
     pub(crate) used: usize,
     pub(crate) capacity: usize,
 }
@@ -82,7 +87,8 @@ impl Volume {
         Ok(volume)
     }
 
-    /// An empty writable volume whose files may hold at most `capacity` bytes.
+    /// An empty writable volume whose files may hold at most `capacity` bytes,
+    /// counting each file and directory as its name plus [`ENTRY_OVERHEAD`].
     pub fn empty_dir(mount_path: &str, capacity: usize) -> Result<Self, crate::Error> {
         Self::build(mount_path, false, capacity)
     }

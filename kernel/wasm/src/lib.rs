@@ -21,12 +21,12 @@ mod fs;
 mod host;
 mod wasi;
 
-pub use config::{FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
+pub use config::{FEATURES, FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
 #[cfg(feature = "compile")]
 pub use config::{precompile, precompile_for};
 pub use container::{Container, ContainerSpec, Image, Runtime, Step};
 pub use error::Error;
-pub use fs::Volume;
+pub use fs::{ENTRY_OVERHEAD, Volume};
 pub use host::{ConnId, Host, NetError, Shutdown, Stream};
 /// The wasmtime this crate is built on (the kernel needs its `Config`).
 pub use wasmtime;

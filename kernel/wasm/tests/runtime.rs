@@ -326,6 +326,7 @@ fn guest_pointers_are_bounds_checked() {
 
 /// Runs a module whose `_start` exits with the i32 left by `body`, with
 /// `data` at address 64 of its memory and the given volumes preopened.
+/// The body may count in global `$n` and use local `$r`.
 fn exit_code_of(body: &str, data: &str, volumes: Vec<Volume>) -> Step {
     let module = wat::parse_str(format!(
         r#"(module
@@ -337,8 +338,9 @@ fn exit_code_of(body: &str, data: &str, volumes: Vec<Volume>) -> Step {
                 (func $write (param i32 i32 i32 i32) (result i32)))
             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
             (memory (export "memory") 1)
+            (global $n (mut i32) (i32.const 0))
             (data (i32.const 64) "{data}")
-            (func (export "_start") (call $exit {body})))"#
+            (func (export "_start") (local $r i32) (call $exit {body})))"#
     ))
     .unwrap();
     let rt = runtime();
@@ -377,7 +379,8 @@ fn volumes_enforce_their_bounds() {
     );
     let mkdir = "(call $mkdir (i32.const 3) (i32.const 64) (i32.const 1))";
     assert_eq!(exit_code_of(mkdir, "d", vec![config()]), Step::Exited(69));
-    // An emptyDir holds at most its capacity: the 9th byte is ENOSPC (51).
+    // An emptyDir holds at most its capacity (contents plus each entry's name
+    // and ENTRY_OVERHEAD): the 9th byte is ENOSPC (51).
     // Opens "f" (fd 4), then writes 9 bytes from an iovec at 80.
     let write = format!(
         "(block (result i32) (drop {}) \
@@ -385,13 +388,13 @@ fn volumes_enforce_their_bounds() {
          (call $write (i32.const 4) (i32.const 80) (i32.const 1) (i32.const 96)))",
         open(1, 1, 64)
     );
-    let small = Volume::empty_dir("/data", 8).unwrap();
+    let small = Volume::empty_dir("/data", 1 + skiff_wasm::ENTRY_OVERHEAD + 8).unwrap();
     assert_eq!(
         exit_code_of(&write, "f", vec![small.clone()]),
         Step::Exited(51)
     );
     assert_eq!(small.read("f").as_deref(), Some(&b""[..]));
-    let big = Volume::empty_dir("/data", 9).unwrap();
+    let big = Volume::empty_dir("/data", 1 + skiff_wasm::ENTRY_OVERHEAD + 9).unwrap();
     assert_eq!(
         exit_code_of(&write, "f", vec![big.clone()]),
         Step::Exited(0)
@@ -469,4 +472,108 @@ fn invalid_specs_are_refused() {
     assert!(err(s).contains("memory limit"));
     assert!(Volume::empty_dir("relative", 1).is_err());
     assert!(Volume::read_only("/c", [("../x", vec![])]).is_err());
+}
+
+#[test]
+fn only_wasm2_features_are_accepted() {
+    let refused = [
+        ("multi-memory", "(module (memory 1) (memory 1))"),
+        ("threads", "(module (memory 1 1 shared))"),
+        ("memory64", "(module (memory i64 1))"),
+        (
+            "tail-call",
+            "(module (func $f (return_call $f)) (func (export \"_start\")))",
+        ),
+        (
+            "extended-const",
+            "(module (global i32 (i32.add (i32.const 1) (i32.const 2))))",
+        ),
+    ];
+    for (feature, text) in refused {
+        let module = wat::parse_str(text).unwrap();
+        for target in [Target::Host, Target::Kernel] {
+            assert_eq!(
+                skiff_wasm::precompile_for(target, &module),
+                Err(Error::UnsupportedFeature(feature.to_string())),
+                "{text}"
+            );
+        }
+    }
+    // Wasm 2.0 (SIMD, bulk memory, reference types, multi-value) still loads.
+    let module = wat::parse_str(
+        "(module (table 1 funcref) (memory 1)
+            (func (result i32 i32) (i32.const 0) (i32.const 1))
+            (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 0)))
+            (func (result v128) (v128.const i64x2 0 0)))",
+    )
+    .unwrap();
+    let a = skiff_wasm::precompile_for(Target::Host, &module).unwrap();
+    runtime().load(&a).unwrap();
+}
+
+/// WASI isolation: host allocations a guest causes are bounded.
+#[test]
+fn host_allocations_for_a_guest_are_bounded() {
+    // 1025 iovecs: EINVAL (28) before the host copies any list.
+    let write = |count: u32| {
+        format!(
+            "(block (result i32) \
+             (i32.store (i32.const 1024) (i32.const 0)) (i32.store (i32.const 1028) (i32.const 65536)) \
+             (memory.copy (i32.const 1032) (i32.const 1024) (i32.const 8)) \
+             (memory.copy (i32.const 1040) (i32.const 1024) (i32.const 16)) \
+             (memory.copy (i32.const 1056) (i32.const 1024) (i32.const 32)) \
+             (memory.copy (i32.const 1088) (i32.const 1024) (i32.const 64)) \
+             (memory.copy (i32.const 1152) (i32.const 1024) (i32.const 128)) \
+             (memory.copy (i32.const 1280) (i32.const 1024) (i32.const 256)) \
+             (memory.copy (i32.const 1536) (i32.const 1024) (i32.const 512)) \
+             (memory.copy (i32.const 2048) (i32.const 1024) (i32.const 1024)) \
+             (memory.copy (i32.const 3072) (i32.const 1024) (i32.const 2048)) \
+             (memory.copy (i32.const 5120) (i32.const 1024) (i32.const 4096)) \
+             (memory.copy (i32.const 9216) (i32.const 1024) (i32.const 8)) \
+             (call $write (i32.const 1) (i32.const 1024) (i32.const {count}) (i32.const 16)))"
+        )
+    };
+    assert_eq!(exit_code_of(&write(1025), "", vec![]), Step::Exited(28));
+    // 1024 iovecs repeating one 64 KiB buffer (64 MiB from a 64 KiB memory):
+    // written short, 1 MiB, not copied whole into the node heap.
+    let short = format!(
+        "(block (result i32) (drop {}) (i32.ne (i32.load (i32.const 16)) (i32.const {})))",
+        write(1024),
+        MIB
+    );
+    assert_eq!(exit_code_of(&short, "", vec![]), Step::Exited(0));
+
+    // A path longer than PATH_MAX: ENAMETOOLONG (37).
+    let dir = || Volume::empty_dir("/data", 1 << 20).unwrap();
+    let mkdir = |len: u32| format!("(call $mkdir (i32.const 3) (i32.const 64) (i32.const {len}))");
+    assert_eq!(
+        exit_code_of(&mkdir(4097), "d", vec![dir()]),
+        Step::Exited(37)
+    );
+
+    // Empty directories and files are charged to the emptyDir: a flood of
+    // them ends in ENOSPC instead of growing the node heap.
+    let flood = |create: &str| {
+        format!(
+            "(block $done (result i32) (loop $next \
+               (i32.store8 (i32.const 64) (i32.add (i32.const 97) (i32.rem_u (global.get $n) (i32.const 26)))) \
+               (i32.store8 (i32.const 65) (i32.add (i32.const 97) (i32.div_u (global.get $n) (i32.const 26)))) \
+               (global.set $n (i32.add (global.get $n) (i32.const 1))) \
+               (local.set $r {create}) \
+               (br_if $done (i32.add (i32.mul (local.get $r) (i32.const 1000)) (global.get $n)) \
+                 (local.get $r)) \
+               (br $next)) (unreachable))"
+        )
+    };
+    let open = "(call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 2) \
+                (i32.const 1) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 128))";
+    for create in [mkdir(2), open.to_string()] {
+        let small = Volume::empty_dir("/data", 10 * (2 + skiff_wasm::ENTRY_OVERHEAD)).unwrap();
+        assert_eq!(
+            // ENOSPC (51) at the 11th entry.
+            exit_code_of(&flood(&create), "", vec![small]),
+            Step::Exited(51_011),
+            "{create}"
+        );
+    }
 }

@@ -118,7 +118,7 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
          _inheriting: i64,
          fdflags: i32,
          out: i32| {
-            let path = m.str(path as u32, path_len as u32)?;
+            let path = m.path(path as u32, path_len as u32)?;
             let fd = open(
                 cx,
                 dirfd,
@@ -134,7 +134,7 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         linker,
         "path_filestat_get",
         |m, cx, dirfd: i32, _flags: i32, path: i32, path_len: i32, out: i32| {
-            let (vol, path) = resolve(cx, dirfd, m.str(path as u32, path_len as u32)?)?;
+            let (vol, path) = resolve(cx, dirfd, m.path(path as u32, path_len as u32)?)?;
             let (filetype, size, ino) = stat_path(cx, vol, &path)?;
             filestat(m, out as u32, filetype, size, ino)
         }
@@ -143,13 +143,17 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         linker,
         "path_create_directory",
         |m, cx, dirfd: i32, path: i32, len: i32| {
-            let (vol, path) = resolve(cx, dirfd, m.str(path as u32, len as u32)?)?;
-            modify_parent(cx, vol, &path, |entries, name| {
+            let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;
+            modify_parent(cx, vol, &path, |entries, name, room| {
                 if entries.contains_key(name) {
                     return Err(abi::EXIST);
                 }
+                let cost = entry_cost(name);
+                if cost > room {
+                    return Err(abi::NOSPC);
+                }
                 entries.insert(name.into(), Node::Dir(Default::default()));
-                Ok(0)
+                Ok(cost as isize)
             })
         }
     );
@@ -157,14 +161,14 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         linker,
         "path_unlink_file",
         |m, cx, dirfd: i32, path: i32, len: i32| {
-            let (vol, path) = resolve(cx, dirfd, m.str(path as u32, len as u32)?)?;
-            modify_parent(cx, vol, &path, |entries, name| match entries.get(name) {
+            let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;
+            modify_parent(cx, vol, &path, |entries, name, _| match entries.get(name) {
                 None => Err(abi::NOENT),
                 Some(Node::Dir(_)) => Err(abi::ISDIR),
                 Some(Node::File(data)) => {
-                    let freed = data.len();
+                    let freed = data.len() + entry_cost(name);
                     entries.remove(name);
-                    Ok(freed)
+                    Ok(-(freed as isize))
                 }
             })
         }
@@ -173,14 +177,14 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         linker,
         "path_remove_directory",
         |m, cx, dirfd: i32, path: i32, len: i32| {
-            let (vol, path) = resolve(cx, dirfd, m.str(path as u32, len as u32)?)?;
-            modify_parent(cx, vol, &path, |entries, name| match entries.get(name) {
+            let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;
+            modify_parent(cx, vol, &path, |entries, name, _| match entries.get(name) {
                 None => Err(abi::NOENT),
                 Some(Node::File(_)) => Err(abi::NOTDIR),
                 Some(Node::Dir(children)) if !children.is_empty() => Err(abi::NOTEMPTY),
                 Some(Node::Dir(_)) => {
                     entries.remove(name);
-                    Ok(0)
+                    Ok(-(entry_cost(name) as isize))
                 }
             })
         }
@@ -419,7 +423,11 @@ fn open(
     }
     let is_dir = {
         let mut tree = volume.tree.lock();
-        let Tree { root, used, .. } = &mut *tree;
+        let Tree {
+            root,
+            used,
+            capacity,
+        } = &mut *tree;
         match lookup_mut(root, &path) {
             Some(_) if oflags & abi::OFLAGS_EXCL != 0 && oflags & abi::OFLAGS_CREAT != 0 => {
                 return Err(abi::EXIST);
@@ -438,7 +446,12 @@ fn open(
                 let (name, parent) = path.split_last().ok_or(abi::EXIST)?;
                 match lookup_mut(root, parent) {
                     Some(Node::Dir(entries)) => {
+                        let cost = entry_cost(name);
+                        if used.saturating_add(cost) > *capacity {
+                            return Err(abi::NOSPC);
+                        }
                         entries.insert(name.clone(), Node::File(Vec::new()));
+                        *used += cost;
                     }
                     Some(Node::File(_)) => return Err(abi::NOTDIR),
                     None => return Err(abi::NOENT),
@@ -467,13 +480,21 @@ fn open(
     cx.insert(fd)
 }
 
-/// Runs `f` on the parent directory's entries and the last path component
-/// of a writable volume; `f` returns the bytes it freed.
+/// What a directory entry costs its volume besides file contents: the name
+/// and the node's bookkeeping (a map entry), so a guest cannot fill the node
+/// heap with empty files or directories.
+pub(crate) fn entry_cost(name: &str) -> usize {
+    name.len() + crate::fs::ENTRY_OVERHEAD
+}
+
+/// Runs `f` on the parent directory's entries, the last path component of a
+/// writable volume and the room left in it; `f` returns how much it grew
+/// (negative: freed) the volume's usage.
 fn modify_parent(
     cx: &Ctx,
     vol: usize,
     path: &[String],
-    f: impl FnOnce(&mut alloc::collections::BTreeMap<String, Node>, &str) -> Result<usize, Errno>,
+    f: impl FnOnce(&mut alloc::collections::BTreeMap<String, Node>, &str, usize) -> Result<isize, Errno>,
 ) -> Ret {
     let volume = &cx.volumes[vol];
     if volume.read_only {
@@ -481,10 +502,17 @@ fn modify_parent(
     }
     let (name, parent) = path.split_last().ok_or(abi::PERM)?;
     let mut tree = volume.tree.lock();
-    let Tree { root, used, .. } = &mut *tree;
+    let Tree {
+        root,
+        used,
+        capacity,
+    } = &mut *tree;
     match lookup_mut(root, parent) {
         Some(Node::Dir(entries)) => {
-            *used -= f(entries, name)?;
+            let delta = f(entries, name, capacity.saturating_sub(*used))?;
+            *used = used
+                .checked_add_signed(delta)
+                .expect("volume usage stays in range");
             Ok(())
         }
         Some(Node::File(_)) => Err(abi::NOTDIR),

@@ -196,6 +196,16 @@ impl Drop for Ctx {
     }
 }
 
+/// Most iovecs one call takes (POSIX `IOV_MAX`); more is EINVAL. The host
+/// copies the list, so without a cap a guest could make the node allocate
+/// several times its own memory limit in one call.
+pub(crate) const IOV_MAX: u32 = 1024;
+/// Most bytes one write gathers: a list repeating one large buffer is
+/// written short instead of copied into a node buffer of any size.
+pub(crate) const MAX_GATHER: usize = 1 << 20;
+/// Longest path a call accepts (POSIX `PATH_MAX`); longer is ENAMETOOLONG.
+pub(crate) const PATH_MAX: u32 = 4096;
+
 /// Bounds-checked view of the guest's linear memory.
 pub(crate) struct Mem<'a>(&'a mut [u8]);
 
@@ -247,8 +257,20 @@ impl Mem<'_> {
         core::str::from_utf8(self.bytes(ptr, len)?).map_err(|_| abi::INVAL)
     }
 
-    /// An iovec array as (pointer, length) pairs, each checked.
+    /// A path argument: at most [`PATH_MAX`] bytes of UTF-8.
+    pub fn path(&self, ptr: u32, len: u32) -> Result<&str, Errno> {
+        if len > PATH_MAX {
+            return Err(abi::NAMETOOLONG);
+        }
+        self.str(ptr, len)
+    }
+
+    /// An iovec array as (pointer, length) pairs, each checked; at most
+    /// [`IOV_MAX`] of them.
     pub fn iovecs(&self, ptr: u32, count: u32) -> Result<Vec<(u32, u32)>, Errno> {
+        if count > IOV_MAX {
+            return Err(abi::INVAL);
+        }
         let size = count.checked_mul(abi::IOVEC_SIZE).ok_or(abi::FAULT)?;
         self.range(ptr, size as usize)?;
         let mut out = Vec::with_capacity(count as usize);
@@ -261,11 +283,17 @@ impl Mem<'_> {
         Ok(out)
     }
 
-    /// Concatenates the buffers of an iovec array (for writes).
+    /// Concatenates the buffers of an iovec array (for writes), up to
+    /// [`MAX_GATHER`] bytes: the rest is left for the guest to write again.
     pub fn gather(&self, ptr: u32, count: u32) -> Result<Vec<u8>, Errno> {
         let mut data = Vec::new();
         for (buf, len) in self.iovecs(ptr, count)? {
-            data.extend_from_slice(self.bytes(buf, len)?);
+            let room = MAX_GATHER - data.len();
+            let bytes = self.bytes(buf, len)?;
+            data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            if data.len() == MAX_GATHER {
+                break;
+            }
         }
         Ok(data)
     }
