@@ -3,6 +3,7 @@
 //! JSON the API server stores.
 
 use serde_json::{Map, Value, json};
+use skiff_apiserver::admission::node_may_set_label;
 use skiff_node_proto as proto;
 
 use crate::timefmt::{micro_time, now_millis, time};
@@ -59,16 +60,10 @@ pub fn boot_id(b: &[u8; 16]) -> String {
     )
 }
 
-/// Labels a node may set on itself: kube's NodeRestriction forbids the
-/// `node-restriction.kubernetes.io/` prefix and role labels.
-fn allowed_label(k: &str) -> bool {
-    !k.starts_with("node-restriction.kubernetes.io/") && !k.starts_with("node-role.kubernetes.io/")
-}
-
 /// The Node object a registering node creates.
 pub fn node_object(info: &proto::NodeInfo) -> Value {
     let mut labels = Map::new();
-    for (k, v) in info.labels.iter().filter(|(k, _)| allowed_label(k)) {
+    for (k, v) in info.labels.iter().filter(|(k, _)| node_may_set_label(k)) {
         labels.insert(k.clone(), json!(v));
     }
     labels.insert("kubernetes.io/hostname".into(), json!(info.name));
@@ -396,5 +391,48 @@ mod tests {
         assert_eq!(bytes_quantity(1536 << 10), "1536Ki");
         assert_eq!(bytes_quantity(1000), "1000");
         assert_eq!(boot_id(&[0xab; 16]), "abababab-abab-abab-abab-abababababab");
+    }
+
+    /// A node's own labels pass the same rule the API's NodeRestriction
+    /// admission applies, so a node cannot label itself into a role or a
+    /// workload's `node-restriction` selector, nor fail to register.
+    #[test]
+    fn a_node_sets_only_the_labels_node_restriction_allows() {
+        let proto::NodeToPlane::Register(mut info) = proto::sample::node_to_plane()
+            .into_iter()
+            .find(|m| matches!(m, proto::NodeToPlane::Register(_)))
+            .expect("a sample Register")
+        else {
+            unreachable!()
+        };
+        let label = |k: &str| (k.to_string(), "x".to_string());
+        info.labels = vec![
+            label("node-role.kubernetes.io/control-plane"),
+            label("node-restriction.kubernetes.io/pci"),
+            label("example.k8s.io/anything"),
+            label("node.kubernetes.io/pool"),
+            label("example.com/rack"),
+        ];
+        let labels = node_object(&info)["metadata"]["labels"].clone();
+        let keys: Vec<&str> = labels
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for k in [
+            "node.kubernetes.io/pool",
+            "example.com/rack",
+            "kubernetes.io/hostname",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        for k in [
+            "node-role.kubernetes.io/control-plane",
+            "node-restriction.kubernetes.io/pci",
+            "example.k8s.io/anything",
+        ] {
+            assert!(!keys.contains(&k), "{k} kept in {keys:?}");
+        }
     }
 }

@@ -373,8 +373,14 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
         NodeToPlane::RenewCertificate { csr_der } => {
             // A Node deleted (or re-created by someone else) since this
             // session registered gets no new certificate.
-            if let Some(why) = node_gone(sess).await {
-                return Err(format!("certificate renewal refused: {why}"));
+            // Fails closed: when the API cannot say, the session ends and
+            // the node, whose certificate is still valid, retries on its
+            // next connection.
+            match node_standing(sess).await {
+                Standing::Stands => {}
+                Standing::Gone(why) | Standing::Unknown(why) => {
+                    return Err(format!("certificate renewal refused: {why}"));
+                }
             }
             return match shared.signer.sign(node, &csr_der) {
                 Ok(der) => {
@@ -434,29 +440,40 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
     Ok(())
 }
 
-/// Why this session's Node no longer stands (deleted, being deleted, or
-/// re-created with another uid); `None` while it does or when the API could
-/// not say.
-async fn node_gone(sess: &Session) -> Option<String> {
+/// Whether this session's Node still stands, as the API says.
+enum Standing {
+    Stands,
+    /// Deleted, being deleted, or re-created with another uid.
+    Gone(String),
+    /// The API could not say (error or unexpected reply).
+    Unknown(String),
+}
+
+async fn node_standing(sess: &Session) -> Standing {
     let path = format!("/api/v1/nodes/{}", sess.node);
-    let a = sess
+    let a = match sess
         .shared
         .api
         .get(&crate::local_api::gateway_identity(), &path)
         .await
-        .ok()?;
+    {
+        Ok(a) => a,
+        Err(e) => return Standing::Unknown(format!("reading Node {}: {e}", sess.node)),
+    };
     if a.code == 404 {
-        return Some(format!("Node {} was deleted", sess.node));
+        return Standing::Gone(format!("Node {} was deleted", sess.node));
     }
     if !a.ok() {
-        return None;
+        return Standing::Unknown(format!("reading Node {}: HTTP {}", sess.node, a.code));
     }
     if a.body.pointer("/metadata/deletionTimestamp").is_some() {
-        return Some(format!("Node {} is being deleted", sess.node));
+        return Standing::Gone(format!("Node {} is being deleted", sess.node));
     }
     let uid = a.body.pointer("/metadata/uid").and_then(Value::as_str);
-    (uid != Some(sess.node_uid.as_str()))
-        .then(|| format!("Node {} was deleted and re-created", sess.node))
+    if uid != Some(sess.node_uid.as_str()) {
+        return Standing::Gone(format!("Node {} was deleted and re-created", sess.node));
+    }
+    Standing::Stands
 }
 
 /// Ends when the session's Node is gone (checked every `node_grace`): a
@@ -465,7 +482,7 @@ async fn node_gone(sess: &Session) -> Option<String> {
 async fn revoked(sess: &Session) -> String {
     loop {
         tokio::time::sleep(sess.shared.cfg.node_grace).await;
-        if let Some(why) = node_gone(sess).await {
+        if let Standing::Gone(why) = node_standing(sess).await {
             return format!("revoked: {why}");
         }
     }
