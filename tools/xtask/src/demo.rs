@@ -45,6 +45,18 @@ pub struct Args {
     serial: bool,
 }
 
+impl Default for Args {
+    /// What `cargo xtask demo` does with no flags.
+    fn default() -> Self {
+        Args {
+            nodes: 3,
+            keep: false,
+            kvm: false,
+            serial: false,
+        }
+    }
+}
+
 struct DemoNode {
     name: String,
     node: Node,

@@ -49,6 +49,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
     sh(&mut test)?;
 
+    // The README's other command, end to end: it shares no harness with the
+    // tests above, so only running it proves it still works.
+    if args.filter.is_none() {
+        crate::demo::run(root, crate::demo::Args::default())?;
+    }
+
     eprintln!("xtask: suite passed in {:.0?}", started.elapsed());
     Ok(())
 }

@@ -51,7 +51,9 @@ pub fn build_guests(root: &Path) -> Result<PathBuf> {
 
 impl Registry {
     pub fn start(root: &Path) -> Result<Registry> {
-        let dir = root.join("target/demo/registry");
+        // Not under `target/demo`: the demo cluster wipes that when it
+        // starts, after the registry.
+        let dir = root.join("target/demo-registry");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("storage"))?;
         let port = skiff_qemu::free_port()?;
