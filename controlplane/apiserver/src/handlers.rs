@@ -280,7 +280,16 @@ async fn dispatch(
             patch_object(&state, id, r, &ns, &name, sub, kind, &body, opts).await
         }
         ("delete", None) => {
+            // DeleteOptions, as JSON or (typed clients, `helm uninstall`)
+            // protobuf.
             let body = read_body(req.into_body()).await?;
+            let opts = if body.is_empty() {
+                json!({})
+            } else {
+                decode_body(&ct, &body).map_err(|e| {
+                    ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message))
+                })?
+            };
             delete(
                 &state,
                 id,
@@ -288,7 +297,7 @@ async fn dispatch(
                 &ns,
                 p.name.as_deref().unwrap_or(""),
                 &query,
-                &body,
+                &opts,
                 dry_run,
             )
             .await
@@ -823,15 +832,9 @@ async fn delete(
     ns: &str,
     name: &str,
     q: &Query,
-    body: &[u8],
+    opts: &Value,
     dry_run: bool,
 ) -> ApiResult<Response<Body>> {
-    let opts: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
-    };
     let grace = q
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse().ok())

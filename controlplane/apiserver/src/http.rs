@@ -136,8 +136,24 @@ pub fn decode_body(ct: &str, body: &[u8]) -> Result<Value, ApiError> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_to_json(body),
-        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
+        skiff_kube_protobuf::MEDIA_TYPE => {
+            skiff_kube_protobuf::decode(body).map_err(protobuf_error)
+        }
         other => Err(ApiError::unsupported_media(other)),
+    }
+}
+
+/// A protobuf body kube's definitions do not describe is 415 (send JSON);
+/// one that is not valid protobuf is 400.
+fn protobuf_error(e: skiff_kube_protobuf::Error) -> ApiError {
+    use skiff_kube_protobuf::Error as E;
+    match e {
+        E::UnknownKind { .. } | E::UnknownField { .. } => ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("protobuf request body: {e}"),
+        ),
+        _ => ApiError::bad_request(e.to_string()),
     }
 }
 

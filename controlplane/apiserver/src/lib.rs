@@ -4,7 +4,7 @@
 //! authenticates ([`authn`], [`satoken`]); [`handlers`] routes kube URLs,
 //! authorizes ([`authz`]) and runs verbs over [`storage`], with
 //! [`admission`], [`patch`], [`ssa`], [`watch`], [`tables`], [`discovery`],
-//! [`openapi`] and [`protobuf`] around it, and the subresources, namespace
+//! [`openapi`] and protobuf bodies (`skiff-kube-protobuf`) around it, and the subresources, namespace
 //! deletion, ClusterIP allocation and [`pod_logs`] in their own modules; the [`registry`]
 //! table describes every served resource.
 
@@ -52,7 +52,6 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod pod_logs;
-pub mod protobuf;
 pub mod rbac_cache;
 pub mod registry;
 pub mod satoken;

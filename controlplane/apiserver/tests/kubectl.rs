@@ -1015,28 +1015,45 @@ fn ld(field: u64, b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A protobuf body with a field the decoder does not map is refused with
-/// 415 naming it, and nothing is stored; the same bytes kubectl sent for a
-/// plain Deployment are accepted.
+/// A protobuf body with a field kube's definitions do not have is refused
+/// with 415 naming it, and nothing is stored; Deployments with volumes (every
+/// field of the definitions) and the bytes kubectl sent are accepted, and a
+/// protobuf DeleteOptions (typed clients, `helm uninstall`) deletes.
 #[test]
-fn protobuf_with_an_unmapped_field_is_415_and_stores_nothing() {
+fn protobuf_bodies_unknown_fields_volumes_and_delete_options() {
     let c = Cluster::start();
-    let envelope = |raw: &[u8]| {
-        let tm = [ld(1, b"apps/v1"), ld(2, b"Deployment")].concat();
+    let envelope = |kind: &[u8], raw: &[u8]| {
+        let tm = [ld(1, b"apps/v1"), ld(2, kind)].concat();
         [b"k8s\0".to_vec(), ld(1, &tm), ld(2, raw)].concat()
     };
-    let container = [ld(1, b"c"), ld(2, b"nginx")].concat();
-    // PodSpec field 1 (volumes) is not decoded.
-    let pod = [ld(1, &ld(1, b"data")), ld(2, &container)].concat();
-    let spec = [
-        ld(2, &ld(1, &[ld(1, b"app"), ld(2, b"v")].concat())),
-        ld(3, &ld(2, &pod)),
-    ]
-    .concat();
-    let raw = [ld(1, &ld(1, b"vol")), ld(2, &spec)].concat();
+    let deployment = |name: &[u8], pod_extra: &[u8]| {
+        let container = [ld(1, b"c"), ld(2, b"nginx")].concat();
+        // PodSpec field 1: volumes ({name: data, emptyDir: {}}).
+        let volume = [ld(1, b"data"), ld(2, &ld(2, &[]))].concat();
+        let pod = [ld(1, &volume), ld(2, &container), pod_extra.to_vec()].concat();
+        let spec = [
+            ld(2, &ld(1, &[ld(1, b"app"), ld(2, b"v")].concat())),
+            ld(
+                3,
+                &[
+                    ld(1, &ld(11, &[ld(1, b"app"), ld(2, b"v")].concat())),
+                    ld(2, &pod),
+                ]
+                .concat(),
+            ),
+        ]
+        .concat();
+        [ld(1, &ld(1, name)), ld(2, &spec)].concat()
+    };
     let path = "/apis/apps/v1/namespaces/default/deployments";
     let ct = "application/vnd.kubernetes.protobuf";
-    let (code, body) = c.post_raw(path, ct, envelope(&raw));
+    // PodSpec field 999 (varint 1) is in no version of the definitions.
+    let unknown = [0xb8, 0x3e, 0x01];
+    let (code, body) = c.post_raw(
+        path,
+        ct,
+        envelope(b"Deployment", &deployment(b"bad", &unknown)),
+    );
     assert_eq!(code, 415, "{}", String::from_utf8_lossy(&body));
     let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(st["kind"], "Status");
@@ -1046,17 +1063,33 @@ fn protobuf_with_an_unmapped_field_is_415_and_stores_nothing() {
         msg,
         &[
             "Deployment",
-            "field number 1 of core/v1 PodSpec",
+            "field number 999 of api.core.v1.PodSpec",
             "spec.template.spec",
             "JSON",
         ],
     );
+    let err = c.fails(&["get", "deployment", "bad"]);
+    contains_all(&err, &["NotFound"]);
+
+    let (code, body) = c.post_raw(path, ct, envelope(b"Deployment", &deployment(b"vol", &[])));
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let volumes =
+        get_json(&c, &["deployment", "vol"])["spec"]["template"]["spec"]["volumes"].clone();
+    assert_eq!(
+        volumes,
+        serde_json::json!([{"name": "data", "emptyDir": {}}])
+    );
+
+    // DeleteOptions{propagationPolicy: Background} in the apps/v1 envelope.
+    let opts = envelope(b"DeleteOptions", &ld(4, b"Background"));
+    let (code, body) = c.request_raw("DELETE", &format!("{path}/vol"), ct, opts);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     let err = c.fails(&["get", "deployment", "vol"]);
     contains_all(&err, &["NotFound"]);
 
     // The real bytes of `kubectl create deployment web --image=nginx
     // --replicas=2 --port=8080` (kubectl 1.33, -v=9).
-    let real = std::fs::read("tests/protobuf/kubectl-1.33-deployment_web.bin").unwrap();
+    let real = std::fs::read("../kube-protobuf/tests/kubectl-1.33/deployment_web.bin").unwrap();
     let (code, body) = c.post_raw(path, ct, real);
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
     assert_eq!(

@@ -185,8 +185,13 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
+    /// Writes `name` (a relative path; directories are created) in the
+    /// cluster's scratch directory.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.path(name);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         std::fs::write(&p, contents).unwrap();
         p
     }
