@@ -54,9 +54,67 @@ struct Path {
 }
 
 pub async fn handle(state: Arc<State>, id: Identity, req: Request<Incoming>) -> Response<Body> {
-    match dispatch(state, &id, req).await {
+    let protobuf = prefers_protobuf(&req);
+    let resp = match dispatch(state, &id, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    if protobuf {
+        as_protobuf(resp).await
+    } else {
+        resp
+    }
+}
+
+/// Whether the client asks for protobuf first, as client-go's typed clients
+/// do (`application/vnd.kubernetes.protobuf, application/json`), on a
+/// request whose answer is one object. Watches and logs stream, and a Table
+/// or partial-metadata view is asked for as JSON.
+fn prefers_protobuf(req: &Request<Incoming>) -> bool {
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let first = accept.split(',').next().unwrap_or_default().trim();
+    let mut params = first.split(';').map(str::trim);
+    if params.next() != Some(skiff_kube_protobuf::MEDIA_TYPE) || params.next().is_some() {
+        return false;
+    }
+    let watch = Query::parse(req.uri().query()).flag("watch")
+        || req.uri().path().split('/').any(|s| s == "watch");
+    !watch
+}
+
+/// Re-encodes a JSON answer as protobuf. An answer the definitions cannot
+/// carry stays JSON, which the client accepts as its second choice.
+async fn as_protobuf(resp: Response<Body>) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    let json = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return ApiError::internal("reading the response").into_response();
+    };
+    let bytes = collected.to_bytes();
+    let encoded = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| skiff_kube_protobuf::encode(&v).ok());
+    match encoded {
+        Some(pb) => {
+            parts.headers.insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static(skiff_kube_protobuf::MEDIA_TYPE),
+            );
+            parts.headers.remove("content-length");
+            Response::from_parts(parts, Body::from(pb))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
     }
 }
 

@@ -1103,3 +1103,59 @@ fn protobuf_bodies_unknown_fields_volumes_and_delete_options() {
         "2"
     );
 }
+
+/// A client that asks for protobuf first (client-go's typed clients) gets
+/// objects, lists and errors as protobuf that decode to what JSON clients
+/// get; a watch stays JSON.
+#[test]
+fn protobuf_answers_for_clients_that_ask() {
+    let c = Cluster::start();
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    c.ok(&["create", "configmap", "cfg", "--from-literal=a="]);
+    let pb = "application/vnd.kubernetes.protobuf, application/json";
+    for path in [
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/api/v1/namespaces/default/configmaps/cfg",
+        "/api/v1/namespaces/default/configmaps/missing",
+    ] {
+        let (code, ct, body) = c.request("GET", path, "", pb, vec![]);
+        assert_eq!(ct, "application/vnd.kubernetes.protobuf", "{path}");
+        let got = skiff_kube_protobuf::decode(&body).unwrap();
+        let (json_code, _, json_body) = c.request("GET", path, "", "application/json", vec![]);
+        assert_eq!(code, json_code, "{path}");
+        let want: serde_json::Value = serde_json::from_slice(&json_body).unwrap();
+        let mut want = want;
+        if let Some(items) = want.get_mut("items").and_then(|i| i.as_array_mut()) {
+            // Items of a JSON list carry no apiVersion/kind; nor do protobuf ones.
+            for i in items {
+                i.as_object_mut().unwrap().remove("apiVersion");
+                i.as_object_mut().unwrap().remove("kind");
+            }
+        }
+        if want.pointer("/details/group") == Some(&serde_json::json!("")) {
+            // Status details' group is omitempty in kube's JSON.
+            want["details"].as_object_mut().unwrap().remove("group");
+        }
+        assert_eq!(got, want, "{path}");
+    }
+    let (code, ct, _) = c.request(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1",
+        "",
+        pb,
+        vec![],
+    );
+    assert_eq!((code, ct.as_str()), (200, "application/json"));
+    // kubectl's typed create path reads protobuf answers.
+    contains_all(
+        &c.ok(&["create", "service", "clusterip", "svc", "--tcp=80:8080"]),
+        &["service/svc created"],
+    );
+}

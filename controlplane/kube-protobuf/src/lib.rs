@@ -691,6 +691,11 @@ fn from_json(desc: MessageDescriptor, v: &Value, path: &str) -> Result<DynamicMe
             msg.set_field(&field, pb);
             continue;
         }
+        // A list's items may carry their type (kube's JSON leaves it out;
+        // protobuf has no place for it).
+        if matches!(key.as_str(), "apiVersion" | "kind") {
+            continue;
+        }
         let owner = embedded.iter_mut().find(
             |(f, _)| matches!(f.kind(), Kind::Message(m) if m.fields().any(|g| g.name() == key)),
         );

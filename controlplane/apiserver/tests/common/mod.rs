@@ -111,6 +111,20 @@ impl Cluster {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, Vec<u8>) {
+        let (code, _, body) = self.request(method, path, content_type, "application/json", body);
+        (code, body)
+    }
+
+    /// Any method with `body` and an `Accept` header over HTTPS as the
+    /// admin; returns the status code, the response's content type and body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> (u16, String, Vec<u8>) {
         use http_body_util::{BodyExt as _, Full};
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -136,10 +150,11 @@ impl Cluster {
             .expect("client auth");
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
         let addr = self.running.as_ref().unwrap().addr;
-        let (method, path, ct) = (
+        let (method, path, ct, accept) = (
             method.to_string(),
             path.to_string(),
             content_type.to_string(),
+            accept.to_string(),
         );
         self.rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -156,14 +171,20 @@ impl Cluster {
                 .method(method.as_str())
                 .uri(path)
                 .header("host", "127.0.0.1")
-                .header("accept", "application/json")
+                .header("accept", accept)
                 .header("content-type", ct)
                 .body(Full::new(bytes::Bytes::from(body)))
                 .expect("request");
             let resp = send.send_request(req).await.expect("response");
             let status = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
             let body = resp.into_body().collect().await.expect("body").to_bytes();
-            (status, body.to_vec())
+            (status, ct, body.to_vec())
         })
     }
 
