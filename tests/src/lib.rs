@@ -16,11 +16,12 @@ pub use skiff_qemu::{
     Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status, WaitError, log,
 };
 
-pub mod bench;
 pub mod guests;
 pub mod netns;
 pub mod plane;
 pub mod registry;
+
+pub use skiff_test_support::{bench, median, peers, percentile};
 
 /// Guest port of the diagnostic service in every test.
 pub const DIAG_PORT: u16 = 7000;
@@ -209,86 +210,5 @@ pub fn run_to_exit(spec: NodeSpec, timeout: Duration) -> (KernelExit, Node) {
     match node.wait(timeout) {
         Ok(exit) => (exit, node),
         Err(e) => panic!("node did not exit within {timeout:?} (hang?): {e}"),
-    }
-}
-
-/// Median of samples (sorted copy).
-pub fn median(samples: &[f64]) -> f64 {
-    percentile(samples, 50.0)
-}
-
-/// Nearest-rank percentile, `p` in 0..=100.
-pub fn percentile(samples: &[f64], p: f64) -> f64 {
-    assert!(!samples.is_empty(), "no samples");
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles() {
-        let s = [5.0, 1.0, 4.0, 2.0, 3.0];
-        assert_eq!(median(&s), 3.0);
-        assert_eq!(percentile(&s, 90.0), 5.0);
-        assert_eq!(percentile(&s, 0.0), 1.0);
-        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(percentile(&ten, 90.0), 9.0);
-    }
-}
-
-/// The real third-party clients the tests drive, installed by
-/// `cargo xtask setup` into `.cache/` and handed over as `SKIFF_KUBECTL`,
-/// `SKIFF_KUBECTL_LATEST`, `SKIFF_HELM` and `SKIFF_PYTHON`. A missing tool
-/// fails the test (never skips it).
-pub mod peers {
-    use std::path::PathBuf;
-
-    fn find(var: &str, cached: &str, what: &str) -> PathBuf {
-        let p = std::env::var_os(var)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| super::workspace_root().join(".cache").join(cached));
-        assert!(
-            p.exists(),
-            "{what} not found at {} (set {var} or run `cargo xtask setup`)",
-            p.display()
-        );
-        p
-    }
-
-    /// kubectl 1.33.
-    pub fn kubectl() -> PathBuf {
-        find(
-            "SKIFF_KUBECTL",
-            "tools/kubectl-v1.33/kubectl",
-            "kubectl 1.33",
-        )
-    }
-
-    /// The newest kubectl available (1.35, client-go's streaming lists).
-    pub fn kubectl_latest() -> PathBuf {
-        find(
-            "SKIFF_KUBECTL_LATEST",
-            "tools/kubectl-v1.35/kubectl",
-            "kubectl 1.35",
-        )
-    }
-
-    /// Helm 4.
-    pub fn helm() -> PathBuf {
-        find("SKIFF_HELM", "tools/kubectl-v1.35/helm", "Helm 4")
-    }
-
-    /// A Python with the official `kubernetes` client and `oras`.
-    pub fn python() -> PathBuf {
-        find(
-            "SKIFF_PYTHON",
-            "venv/bin/python",
-            "python with the kubernetes client",
-        )
     }
 }

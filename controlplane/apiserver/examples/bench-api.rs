@@ -27,7 +27,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 use skiff_apiserver::{ServeConfig, pki};
-use skiff_e2e::bench::{Figure, Latencies, write_report};
+use skiff_test_support::bench::{Figure, Latencies, write_report};
 
 /// Objects a list returns.
 const LIST_SIZE: usize = 1000;

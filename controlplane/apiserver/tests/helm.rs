@@ -12,7 +12,7 @@ use std::process::Command;
 use common::{Cluster, contains_all};
 
 fn helm(c: &Cluster, args: &[&str]) -> std::process::Output {
-    Command::new(skiff_e2e::peers::helm())
+    Command::new(skiff_test_support::peers::helm())
         .args(args)
         .env("KUBECONFIG", &c.kubeconfig)
         .env("HELM_CACHE_HOME", c.path("helm-cache"))

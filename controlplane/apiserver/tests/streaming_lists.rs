@@ -13,7 +13,7 @@ use common::{Cluster, contains_all};
 
 /// kubectl 1.35 (client-go's streaming lists) as admin.
 fn latest(c: &Cluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(skiff_e2e::peers::kubectl_latest());
+    let mut cmd = Command::new(skiff_test_support::peers::kubectl_latest());
     cmd.args(args)
         .env("KUBECONFIG", &c.kubeconfig)
         .env("HOME", c.dir.path())

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_e2e::peers::kubectl as kubectl_path;
 use skiff_hollow_node::{Fleet, FleetConfig};
+use skiff_test_support::peers::kubectl as kubectl_path;
 
 struct Child(std::process::Child);
 
@@ -232,7 +232,7 @@ impl Served {
 /// The certificate a TLS server presents, PEM, as the real Python `ssl`
 /// client receives it.
 fn presented_cert(port: u16) -> String {
-    let out = Command::new(skiff_e2e::peers::python())
+    let out = Command::new(skiff_test_support::peers::python())
         .args([
             "-c",
             "import ssl, sys; print(ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))))",

@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions, WatchOptions};
-use skiff_e2e::bench::{Figure, Latencies, write_report};
 use skiff_store::{KeySet, Options, RangeRequest, Store, WatchRequest};
+use skiff_test_support::bench::{Figure, Latencies, write_report};
 
 const VALUE_LEN: usize = 256;
 const WATCHERS: usize = 1000;

@@ -19,13 +19,13 @@ pub struct Cluster {
 }
 
 #[allow(unused_imports)] // not every test binary runs kubectl
-pub use skiff_e2e::peers::kubectl as kubectl_path;
+pub use skiff_test_support::peers::kubectl as kubectl_path;
 
 #[allow(unused_imports)] // not every test binary runs kubectl 1.35
-pub use skiff_e2e::peers::kubectl_latest as kubectl_latest_path;
+pub use skiff_test_support::peers::kubectl_latest as kubectl_latest_path;
 
 #[allow(unused_imports)] // not every test binary runs Python
-pub use skiff_e2e::peers::python as python_path;
+pub use skiff_test_support::peers::python as python_path;
 
 impl Cluster {
     pub fn start() -> Cluster {
