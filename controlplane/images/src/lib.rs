@@ -11,6 +11,7 @@ mod auth;
 mod cache;
 mod fetch;
 mod reference;
+mod registry;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
@@ -28,6 +28,7 @@ pub use fetch::{WASM_CONFIG, WASM_LAYERS};
 use crate::access::{Ledger, Puller};
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
+use crate::registry::Auth;
 
 /// Pulls, verifies, compiles and caches images. Cheap to clone.
 #[derive(Clone)]
@@ -175,6 +176,9 @@ pub enum PullFailure {
     /// The image was fetched but is not a usable wasm module image (wrong
     /// media types, not wasm, a component, too large, fails validation).
     InvalidImage,
+    /// A registry response (manifest, blob, token answer) was larger than
+    /// its limit or its declared size; reading stopped there.
+    TooLarge,
 }
 
 impl PullFailure {
@@ -183,7 +187,9 @@ impl PullFailure {
     pub fn as_str(self) -> &'static str {
         match self {
             PullFailure::InvalidImageName => "InvalidImageName",
-            PullFailure::ErrImagePull | PullFailure::InvalidImage => "ErrImagePull",
+            PullFailure::ErrImagePull | PullFailure::InvalidImage | PullFailure::TooLarge => {
+                "ErrImagePull"
+            }
             PullFailure::ErrImageNeverPull => "ErrImageNeverPull",
         }
     }
@@ -302,8 +308,11 @@ impl ImageService {
         }
         let inner = &self.inner;
         let auth = match credential {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
+            Some(c) => Auth::Basic {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            },
+            None => Auth::Anonymous,
         };
 
         let t = Instant::now();
@@ -437,7 +446,7 @@ impl ImageService {
     async fn download_and_compile(
         &self,
         r: &oci_client::Reference,
-        auth: &RegistryAuth,
+        auth: &Auth,
         module: &fetch::Descriptor,
         requested: &str,
     ) -> Result<(String, Arc<[u8]>), PullError> {
