@@ -212,3 +212,24 @@ fn renewal_is_refused_for_a_deleted_node() {
         })
     });
 }
+
+/// Fleet tokens (`bootstrap-tokens.csv`, multi-use, unbound) are a test and
+/// lab path: every start says so loudly. Such a token joins several new
+/// nodes; bound Secrets are the production path (tests above).
+#[test]
+fn fleet_tokens_are_announced_loudly_and_join_many_nodes() {
+    let mut c = Cluster::start(|_| {});
+    let warning = c
+        .journal()
+        .into_iter()
+        .find(|l| l.starts_with("WARNING: 1 fleet bootstrap token(s)"))
+        .expect("no start-up warning about fleet tokens");
+    assert!(warning.contains("bootstrap-tokens.csv"), "{warning}");
+    assert!(warning.contains("bound to no node name"), "{warning}");
+    let (_, secret) = c.token.split_once('.').unwrap();
+    assert!(!warning.contains(secret), "{warning}");
+    c.start_node("hn-fleet-a", 1);
+    c.start_node("hn-fleet-b", 2);
+    c.wait_output(&["get", "nodes"], "hn-fleet-a   Ready", 20);
+    c.wait_output(&["get", "nodes"], "hn-fleet-b   Ready", 20);
+}
