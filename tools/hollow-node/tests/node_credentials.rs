@@ -233,3 +233,37 @@ fn fleet_tokens_are_announced_loudly_and_join_many_nodes() {
     c.wait_output(&["get", "nodes"], "hn-fleet-a   Ready", 20);
     c.wait_output(&["get", "nodes"], "hn-fleet-b   Ready", 20);
 }
+
+/// Which deletion revokes what (as in kube): deleting a node's bootstrap
+/// token Secret stops new bootstraps with it but not the node it already
+/// admitted, which keeps rotating its certificate; deleting the Node
+/// revokes the node (see the tests above).
+#[test]
+fn deleting_the_token_secret_stops_bootstraps_not_the_node_it_admitted() {
+    let mut c = Cluster::start(|g| g.cert_validity = Duration::from_secs(4));
+    let t = token_secret(&c, "eeeeee", "0123456789eeeeee", FUTURE, &[]);
+    let ca = c.dir.path().join("pki").join(skiff_apiserver::pki::CA_CERT);
+    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway().addr, &ca, &t).unwrap();
+    c.start_node("hn-tok", 4);
+    c.wait_output(&["get", "nodes"], "hn-tok   Ready", 20);
+    c.ok(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "secret",
+        "bootstrap-token-eeeeee",
+    ]);
+    let rotations = || {
+        c.journal()
+            .iter()
+            .filter(|l| l.contains("hn-tok") && l.contains("rotated its certificate"))
+            .count()
+    };
+    let before = rotations();
+    c.eventually("a rotation after the Secret was deleted", 15, || {
+        rotations() > before
+    });
+    assert!(c.ok(&["get", "nodes"]).contains("hn-tok   Ready"));
+    let e = c.bootstrap("hn-new", &t).err().expect("token deleted");
+    assert!(e.contains("BadToken"), "{e}");
+}
