@@ -92,79 +92,95 @@ fn handshake(addr: SocketAddr, ca: &CertificateDer<'static>) -> Result<(), TlsEr
     Ok(())
 }
 
-/// The node agent, from boot to `Running` (bootstrap, reconnect with the
-/// new certificate, register) or to the first link error.
-fn run_agent(addr: SocketAddr, ca: &CertificateDer<'static>, token: &str) -> Result<(), String> {
-    let clock: skiff_node_agent::tls::Clock = Arc::new(FixedClock(now_secs()));
-    let name = "tls-node";
-    let node = NodeInfo {
-        name: name.into(),
-        boot_id: [7; 16],
-        addresses: Vec::new(),
-        capacity: Resources::default(),
-        allocatable: Resources::default(),
-        kernel_version: "test".into(),
-        runtime_version: "skiff-testrt://0".into(),
-        os_image: "test".into(),
-        architecture: "amd64".into(),
-        labels: Vec::new(),
-    };
-    let cfg = AgentConfig {
-        node,
-        gateway: gateway_name(),
-        ca: vec![ca.clone()],
-        token: token.into(),
-        software: "gateway_tls test".into(),
-    };
-    let kubelet = Kubelet::new(skiff_kubelet::Config::new(name, Resources::default()));
-    let mut agent = Agent::new(cfg, clock, kubelet);
-    let mut rt = TestRuntime::new(now_secs() * 1000, None);
-    let mut prober = NoProber;
-    let epoch = Instant::now();
-    let now = || epoch.elapsed().as_nanos() as u64;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf = vec![0u8; 64 << 10];
-    // At most two connections: bootstrap, then the session.
-    for _ in 0..2 {
-        let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        agent.on_connected(now())?;
-        loop {
-            assert!(Instant::now() < deadline, "the agent got stuck");
-            tcp.write_all(&agent.take_outgoing()).unwrap();
-            if agent.phase() == Phase::Running {
-                return Ok(());
-            }
-            if agent.should_close() {
-                agent.on_closed(now(), "done");
-                break;
-            }
-            match tcp.read(&mut buf) {
-                Ok(0) => {
-                    agent.on_closed(now(), "closed by the gateway");
-                    return Err("closed by the gateway".into());
-                }
-                Ok(n) => {
-                    if let Err(e) = agent.on_data(now(), &buf[..n], &mut rt, &mut prober) {
-                        let _ = tcp.write_all(&agent.take_outgoing());
-                        agent.on_closed(now(), &e);
-                        return Err(e);
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e.to_string()),
-            }
+/// The node agent with a test runtime, driven over real TCP.
+struct Node {
+    agent: Agent,
+    rt: TestRuntime,
+    epoch: Instant,
+}
+
+impl Node {
+    fn new(ca: &CertificateDer<'static>, token: &str) -> Node {
+        let clock: skiff_node_agent::tls::Clock = Arc::new(FixedClock(now_secs()));
+        let name = "tls-node";
+        let node = NodeInfo {
+            name: name.into(),
+            boot_id: [7; 16],
+            addresses: Vec::new(),
+            capacity: Resources::default(),
+            allocatable: Resources::default(),
+            kernel_version: "test".into(),
+            runtime_version: "skiff-testrt://0".into(),
+            os_image: "test".into(),
+            architecture: "amd64".into(),
+            labels: Vec::new(),
+        };
+        let cfg = AgentConfig {
+            node,
+            gateway: gateway_name(),
+            ca: vec![ca.clone()],
+            token: token.into(),
+            software: "gateway_tls test".into(),
+        };
+        let kubelet = Kubelet::new(skiff_kubelet::Config::new(name, Resources::default()));
+        Node {
+            agent: Agent::new(cfg, clock, kubelet),
+            rt: TestRuntime::new(now_secs() * 1000, None),
+            epoch: Instant::now(),
         }
     }
-    Err(format!(
-        "not running after two connections: {:?}",
-        agent.phase()
-    ))
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Up to `connections` connections until `Running` (a first boot takes
+    /// two: bootstrap, then the session) or the first link error.
+    fn run(&mut self, addr: SocketAddr, connections: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = vec![0u8; 64 << 10];
+        for _ in 0..connections {
+            let mut tcp = TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            self.agent.on_connected(self.now())?;
+            loop {
+                assert!(Instant::now() < deadline, "the agent got stuck");
+                tcp.write_all(&self.agent.take_outgoing()).unwrap();
+                if self.agent.phase() == Phase::Running {
+                    return Ok(());
+                }
+                if self.agent.should_close() {
+                    self.agent.on_closed(self.now(), "done");
+                    break;
+                }
+                match tcp.read(&mut buf) {
+                    Ok(0) => {
+                        self.agent.on_closed(self.now(), "closed by the gateway");
+                        return Err("closed by the gateway".into());
+                    }
+                    Ok(n) => {
+                        let now = self.now();
+                        let r = self
+                            .agent
+                            .on_data(now, &buf[..n], &mut self.rt, &mut NoProber);
+                        if let Err(e) = r {
+                            let _ = tcp.write_all(&self.agent.take_outgoing());
+                            self.agent.on_closed(now, &e);
+                            return Err(e);
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        Err(format!("not running: {:?}", self.agent.phase()))
+    }
 }
 
 #[test]
@@ -253,7 +269,7 @@ fn the_node_refuses_a_gateway_certificate_from_another_ca_for_another_name_or_ex
         assert!(check(c), "{what}: {c:?}");
 
         // The agent itself: the link fails before anything is sent in it.
-        let e = run_agent(addr, &ca, token).expect_err(what);
+        let e = Node::new(&ca, token).run(addr, 2).expect_err(what);
         assert!(
             e.contains("TLS") && e.contains("certificate"),
             "{what}: {e}"
@@ -279,7 +295,14 @@ fn the_node_refuses_a_gateway_certificate_from_another_ca_for_another_name_or_ex
     // The real certificate: the same node bootstraps and registers.
     swap_serving_cert(&pki_dir, &original);
     handshake(addr, &ca).expect("the real certificate");
-    run_agent(addr, &ca, token).expect("the real certificate");
+    let mut node = Node::new(&ca, token);
+    node.run(addr, 2).expect("the real certificate");
+    // Reconnecting with its node certificate (mutual TLS) it refuses a
+    // foreign gateway certificate just the same.
+    swap_serving_cert(&pki_dir, &foreign);
+    node.agent.on_closed(node.now(), "test: reconnect");
+    let e = node.run(addr, 1).expect_err("foreign CA, node certificate");
+    assert!(e.contains("TLS") && e.contains("certificate"), "{e}");
     drop(gateway);
     drop(api);
 }
