@@ -333,8 +333,7 @@ fn warn_fleet_tokens(shared: &Shared) {
          expiration) instead",
         file.display()
     );
-    tracing::warn!("{line}");
-    shared.journal.log(line);
+    shared.journal.warn(line);
 }
 
 async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
