@@ -365,3 +365,121 @@ spec:
     );
     b.shutdown();
 }
+
+/// Kube's KEP-2535 on a kernel node: an image a pod pulled with its pull
+/// secret is cached by the plane, but a pod of another namespace without
+/// that secret gets `ErrImagePull` (the registry is asked and refuses), or
+/// `ErrImageNeverPull` under `Never`; with the secret it runs.
+#[test]
+fn a_cached_private_image_needs_the_pods_own_pull_secret() {
+    let _g = shared();
+    let reg = Registry::start_with_htpasswd("alice", "wonderland");
+    let host = reg.host();
+    let plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
+        cfg.renew_interval = Duration::from_millis(500);
+    });
+    reg.push_wasm("private/hello:1.0", &guests::path("hello"));
+    let image = format!("{host}/private/hello:1.0");
+    let b = boot(plane.node_spec("wasm-3", &plane.token));
+    let log = || b.node.log_text();
+    plane.wait_output(
+        &[
+            "get",
+            "node",
+            "wasm-3",
+            "-o",
+            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
+        ],
+        "skiff-wasm://",
+        60,
+        log,
+    );
+    let pull_secret = |ns: &str| {
+        plane.ok(&[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={host}"),
+            "--docker-username=alice",
+            "--docker-password=wonderland",
+        ]);
+    };
+    // Bound by hand: the test runs no scheduler.
+    let pod = |ns: &str, name: &str, secret: bool, policy: &str| {
+        let secrets = if secret {
+            "imagePullSecrets: [{name: regcred}]"
+        } else {
+            "imagePullSecrets: []"
+        };
+        plane.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  nodeName: wasm-3
+  restartPolicy: Never
+  {secrets}
+  containers:
+  - name: main
+    image: {image}
+    imagePullPolicy: {policy}
+"#
+        ));
+    };
+    let status = |ns: &str, name: &str, needle: &str| {
+        plane.wait_output(
+            &[
+                "-n",
+                ns,
+                "get",
+                "pod",
+                name,
+                "-o",
+                "jsonpath={.status.phase} {.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}",
+            ],
+            needle,
+            120,
+            || {
+                let pods = plane.kubectl(&["describe", "pods", "-A"]).stdout;
+                format!("{}\n{}", String::from_utf8_lossy(&pods), log())
+            },
+        )
+    };
+
+    plane.ok(&["create", "namespace", "team-a"]);
+    pull_secret("team-a");
+    pod("team-a", "a", true, "IfNotPresent");
+    status("team-a", "a", "Succeeded");
+    let logs = plane.ok(&["-n", "team-a", "logs", "a"]);
+    assert!(logs.contains("hello from a Skiff pod"), "{logs}");
+
+    // Cached on the plane now, yet pods of team-b have no secret.
+    plane.ok(&["create", "namespace", "team-b"]);
+    pod("team-b", "b", false, "IfNotPresent");
+    pod("team-b", "never", false, "Never");
+    let w = status("team-b", "b", "Err");
+    assert!(w.starts_with("Pending ErrImagePull"), "{w}");
+    assert!(w.contains("unauthorized"), "{w}");
+    status("team-b", "b", "ImagePullBackOff");
+    let w = status("team-b", "never", "ErrImageNeverPull");
+    assert!(w.contains("does not have the proper auth"), "{w}");
+    // The node never got the artifact for them.
+    assert_eq!(
+        jsonpath(
+            &plane,
+            &["-n", "team-b", "get", "pod", "b"],
+            "{.status.phase}"
+        ),
+        "Pending"
+    );
+
+    // With the secret, team-b's pod runs.
+    pull_secret("team-b");
+    pod("team-b", "b2", true, "IfNotPresent");
+    status("team-b", "b2", "Succeeded");
+    b.shutdown();
+}

@@ -184,6 +184,13 @@ impl Authenticator {
         }
     }
 
+    /// Bootstrap tokens of the token file (`bootstrap-tokens.csv`) not yet
+    /// expired: multi-use and bound to no node name.
+    pub fn fleet_bootstrap_tokens(&self) -> usize {
+        let now = now_secs();
+        self.bootstrap.values().filter(|t| t.expires > now).count()
+    }
+
     /// The identity for a bearer token, `None` when it is unknown, wrong or
     /// expired (all answered 401 alike).
     pub fn authenticate_token(&self, token: &str) -> Option<Identity> {
@@ -276,5 +283,10 @@ mod tests {
         assert!(a.authenticate_token("abcdef.0123456789abcdeX").is_none());
         // Expired.
         assert!(a.authenticate_token("zzzzzz.0123456789abcdef").is_none());
+        assert_eq!(
+            a.fleet_bootstrap_tokens(),
+            1,
+            "expired ones are not counted"
+        );
     }
 }

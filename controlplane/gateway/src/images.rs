@@ -6,6 +6,11 @@
 //! with kube's image back-off (10 s doubling to 5 min); while waiting the
 //! container shows `ImagePullBackOff`, as the kubelet's would.
 //!
+//! The image cache is shared by all pods of all nodes; the image service
+//! serves a cached image only to a pod whose pull secrets pulled it before,
+//! or once an anonymous pull made it public (kube's KEP-2535); any other pod
+//! pulls it with its own secrets first.
+//!
 //! The node then fetches the compiled artifact by digest; it may fetch only
 //! artifacts of its own pods ([`NodeImages::may_fetch`]).
 
@@ -142,7 +147,10 @@ impl NodeImages {
             }
             let policy =
                 PullPolicy::from_k8s(policies.get(&c.name).and_then(|p| p.as_deref()), &reference);
-            if let Some(p) = self.service.present_for(&reference, policy) {
+            // Only a public image is ready at once: for any other the
+            // pod's pull secrets must be read first (KEP-2535, in the
+            // image service).
+            if let Some(p) = self.service.present_for(&reference, policy, &[]) {
                 // Already here: ready at once, as the kubelet's "already
                 // present on machine".
                 let state = ImagePull::Ready {
@@ -240,6 +248,21 @@ impl NodeImages {
         let mut backoff = self.shared.cfg.image_backoff;
         loop {
             let credentials = self.credentials(&object, &secrets).await;
+            if let Some(p) = self.service.present_for(&reference, policy, &credentials) {
+                // Here, and these secrets pulled it before.
+                self.set(
+                    &key,
+                    ImagePull::Ready {
+                        artifact_digest: p.artifact_digest.clone(),
+                        artifact_size: p.artifact_size,
+                        image_id: p.image_id.clone(),
+                    },
+                );
+                let msg = format!("Container image \"{reference}\" already present on machine");
+                self.event(&object, proto::EventType::Normal, "Pulled", msg)
+                    .await;
+                return;
+            }
             self.event(
                 &object,
                 proto::EventType::Normal,

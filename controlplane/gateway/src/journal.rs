@@ -26,6 +26,16 @@ impl Journal {
         if !self.quiet {
             tracing::info!("{line}");
         }
+        self.push(line);
+    }
+
+    /// What an operator must see: logged at WARN even when quiet.
+    pub fn warn(&self, line: String) {
+        tracing::warn!("{line}");
+        self.push(line);
+    }
+
+    fn push(&self, line: String) {
         let mut l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() == KEEP {
             l.pop_front();

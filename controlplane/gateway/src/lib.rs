@@ -301,6 +301,7 @@ pub async fn start(
         live: Arc::default(),
         fresh: Default::default(),
     });
+    warn_fleet_tokens(&shared);
     let tasks = vec![
         tokio::spawn(accept_loop(listener, tls, shared.clone())),
         tokio::spawn(health::run(shared.clone())),
@@ -310,6 +311,29 @@ pub async fn start(
         shared,
         tasks,
     })
+}
+
+/// Fleet tokens (the PKI directory's `bootstrap-tokens.csv`) can join any
+/// number of nodes under any new names until they expire: a path for tests
+/// and lab fleets, said loudly at every start (even with a quiet journal).
+fn warn_fleet_tokens(shared: &Shared) {
+    let n = shared.api.state().authn.fleet_bootstrap_tokens();
+    if n == 0 {
+        return;
+    }
+    let file = shared
+        .cfg
+        .pki_dir
+        .join(skiff_apiserver::pki::BOOTSTRAP_TOKEN_FILE);
+    let line = format!(
+        "WARNING: {n} fleet bootstrap token(s) in {} are multi-use and bound to no node name: \
+         whoever holds one can join new nodes under any unused name until it expires. \
+         Meant for tests and lab fleets; in production delete that file and create \
+         bootstrap-token-<id> Secrets in kube-system (skiff-node-name, skiff-single-use, \
+         expiration) instead",
+        file.display()
+    );
+    shared.journal.warn(line);
 }
 
 async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {

@@ -11,7 +11,9 @@
 //!
 //! Tokens of the PKI directory's `bootstrap-tokens.csv` (`pki init`) are
 //! fleet join tokens: multi-use and unbound, like kubeadm's default token;
-//! they are only looked at when no Secret of that id exists.
+//! they are only looked at when no Secret of that id exists. They are the
+//! test and lab-fleet path: the gateway warns at every start while one is
+//! unexpired, and `pki init` says so when it writes them.
 //!
 //! Nothing here logs or returns a token's secret: errors name the id only.
 

@@ -67,7 +67,7 @@ fn key_host(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
 }
 
-fn canonical_host(host: &str) -> &str {
+pub(crate) fn canonical_host(host: &str) -> &str {
     match host {
         "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io",
         h => h,

@@ -4,6 +4,7 @@
 //! <cache_dir>/artifacts/<hex>.cwasm   artifact, named by its own sha256
 //! <cache_dir>/index/<key>             "sha256:<artifact hex>", key = sha256(engine fingerprint, module digest)
 //! <cache_dir>/refs/<sha256(ref)>.json the last resolution of an image reference (IfNotPresent, Never)
+//! <cache_dir>/access/<sha256(image id)>.json who pulled that image (see `access`)
 //! ```
 //!
 //! Every artifact read from disk is hashed and compared with its name; a
@@ -22,6 +23,7 @@ use skiff_wasm::Target;
 use skiff_wasm::wasmtime::Engine;
 
 use crate::Pulled;
+use crate::access::Access;
 use crate::fetch::sha256_digest;
 use crate::reference::is_sha256_hex;
 
@@ -67,7 +69,7 @@ pub struct Cache {
 
 impl Cache {
     pub fn open(dir: &Path, fingerprint: String) -> io::Result<Self> {
-        for sub in ["artifacts", "index", "refs", "tmp"] {
+        for sub in ["artifacts", "index", "refs", "access", "tmp"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         Ok(Self {
@@ -149,6 +151,24 @@ impl Cache {
     pub fn save_ref(&self, key: &str, pulled: &Pulled) -> io::Result<()> {
         let json = serde_json::to_vec(pulled).map_err(io::Error::other)?;
         self.write_atomic(&self.ref_path(key), &json)
+    }
+
+    fn access_path(&self, image_id: &str) -> PathBuf {
+        let key = sha256_digest(image_id.as_bytes());
+        self.dir
+            .join("access")
+            .join(format!("{}.json", &key["sha256:".len()..]))
+    }
+
+    /// Who pulled `image_id`, as last saved.
+    pub fn load_access(&self, image_id: &str) -> Option<Access> {
+        let text = std::fs::read(self.access_path(image_id)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    pub fn save_access(&self, image_id: &str, access: &Access) -> io::Result<()> {
+        let json = serde_json::to_vec(access).map_err(io::Error::other)?;
+        self.write_atomic(&self.access_path(image_id), &json)
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

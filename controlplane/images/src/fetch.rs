@@ -1,20 +1,16 @@
 //! The registry side: resolving a reference to the wasm module's descriptor
 //! and downloading it, verifying every manifest and blob against its sha256
-//! digest here (whatever the client library checked).
+//! digest, with every response size-bounded while it is read
+//! ([`crate::registry`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::reference::is_sha256_hex;
+use crate::registry::{self, Auth, Registry};
 use crate::{PullError, PullFailure};
 
 /// The CNCF wasm artifact's config media type.
@@ -26,9 +22,6 @@ pub const WASM_LAYERS: &[&str] = &[
 ];
 /// Largest manifest or index accepted.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Between two reads of one response.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A whole manifest request (token round trip included).
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Index entries tried when none names a wasm platform.
@@ -102,66 +95,22 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// oci-client clients, one per (scheme, credentials): a client keeps the
-/// first credentials it saw for a registry, so pulls with different pull
-/// secrets must not share one.
+/// Resolves references and downloads modules.
 pub struct Fetcher {
-    insecure: Vec<String>,
-    clients: Mutex<HashMap<ClientKey, Arc<Client>>>,
+    registry: Registry,
 }
-
-/// Plain HTTP?, and (username, sha256 of the password) for basic auth.
-type ClientKey = (bool, Option<(String, String)>);
 
 impl Fetcher {
     pub fn new(insecure: Vec<String>) -> Self {
         Self {
-            insecure,
-            clients: Mutex::default(),
+            registry: Registry::new(insecure),
         }
-    }
-
-    /// Plain HTTP only for a registry the operator listed: a pod's image
-    /// name must not point the plane at a host (loopback included: the
-    /// plane's own ports) without TLS.
-    fn plain_http(&self, registry: &str) -> bool {
-        self.insecure
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(registry))
-    }
-
-    fn client(&self, registry: &str, auth: &RegistryAuth) -> Arc<Client> {
-        let http = self.plain_http(registry);
-        let who = match auth {
-            RegistryAuth::Basic(u, p) => Some((u.clone(), sha256_digest(p.as_bytes()))),
-            _ => None,
-        };
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry((http, who))
-            .or_insert_with(|| {
-                Arc::new(Client::new(ClientConfig {
-                    protocol: if http {
-                        ClientProtocol::Http
-                    } else {
-                        ClientProtocol::Https
-                    },
-                    connect_timeout: Some(CONNECT_TIMEOUT),
-                    read_timeout: Some(READ_TIMEOUT),
-                    user_agent: concat!("skiff-images/", env!("CARGO_PKG_VERSION")),
-                    // Index entries are chosen here, not by the library.
-                    platform_resolver: None,
-                    ..ClientConfig::default()
-                }))
-            })
-            .clone()
     }
 
     /// Fetches the manifest `r` names (following an index to its wasm entry)
     /// and returns the module layer's descriptor.
-    pub async fn resolve(&self, r: &Reference, auth: &RegistryAuth) -> Result<Resolved, PullError> {
-        let client = self.client(r.registry(), auth);
-        let (body, digest) = self.manifest(&client, r, auth, r.digest(), None).await?;
+    pub async fn resolve(&self, r: &Reference, auth: &Auth) -> Result<Resolved, PullError> {
+        let (body, digest) = self.manifest(r, auth, r.digest(), None).await?;
         let top = parse_manifest(&body, &digest)?;
         let Some(entries) = top.manifests else {
             let module = wasm_layer(&top, r, &digest)?;
@@ -186,7 +135,7 @@ impl Fetcher {
         for entry in order {
             let child = r.clone_with_digest(entry.digest.clone());
             let (body, child_digest) = self
-                .manifest(&client, &child, auth, Some(&entry.digest), Some(entry.size))
+                .manifest(&child, auth, Some(&entry.digest), Some(entry.size))
                 .await?;
             let m = parse_manifest(&body, &child_digest)?;
             if m.manifests.is_some() {
@@ -214,42 +163,52 @@ impl Fetcher {
         )))
     }
 
-    /// One manifest, checked against `expected` (the digest it was asked by)
-    /// and size-bounded.
+    /// One manifest, checked against `expected` (the digest it was asked
+    /// by), read with at most [`MAX_MANIFEST_BYTES`] (or its declared size)
+    /// held.
     async fn manifest(
         &self,
-        client: &Client,
         r: &Reference,
-        auth: &RegistryAuth,
+        auth: &Auth,
         expected: Option<&str>,
         declared_size: Option<u64>,
     ) -> Result<(Vec<u8>, String), PullError> {
+        let max = MAX_MANIFEST_BYTES as u64;
         if let Some(size) = declared_size
-            && size > MAX_MANIFEST_BYTES as u64
+            && size > max
         {
-            return Err(invalid(format!(
-                "manifest {} is {size} bytes, more than the {MAX_MANIFEST_BYTES} allowed",
-                r.whole()
-            )));
+            return Err(PullError {
+                reason: PullFailure::TooLarge,
+                message: format!(
+                    "manifest {} is {size} bytes, more than the {max} allowed",
+                    r.whole()
+                ),
+            });
         }
-        // oci-client reads the body whole; the size is checked once it is here.
-        let fetched =
-            tokio::time::timeout(MANIFEST_TIMEOUT, client.pull_manifest_raw(r, auth, ACCEPT))
-                .await
-                .map_err(|_| {
-                    pull_err(format!(
-                        "fetching the manifest of {} timed out after {MANIFEST_TIMEOUT:?}",
-                        r.whole()
-                    ))
-                })?;
-        let (body, _) = fetched.map_err(|e| registry_error(e, r, "manifest"))?;
-        if body.len() > MAX_MANIFEST_BYTES {
-            return Err(invalid(format!(
-                "manifest {} is {} bytes, more than the {MAX_MANIFEST_BYTES} allowed",
-                r.whole(),
-                body.len()
-            )));
-        }
+        let limit = declared_size.filter(|s| *s > 0).unwrap_or(max);
+        let reference = r.digest().or(r.tag()).unwrap_or("latest");
+        let what = format!("the manifest of {}", r.whole());
+        let work = async {
+            let response = self
+                .registry
+                .get(
+                    r,
+                    &format!("manifests/{reference}"),
+                    ACCEPT,
+                    auth,
+                    "manifest",
+                )
+                .await?;
+            registry::read_bounded(response, limit, &what).await
+        };
+        let body = tokio::time::timeout(MANIFEST_TIMEOUT, work)
+            .await
+            .map_err(|_| {
+                pull_err(format!(
+                    "fetching the manifest of {} timed out after {MANIFEST_TIMEOUT:?}",
+                    r.whole()
+                ))
+            })??;
         let actual = sha256_digest(&body);
         if let Some(expected) = expected
             && expected != actual
@@ -259,7 +218,7 @@ impl Fetcher {
                 r.whole()
             )));
         }
-        Ok((body.to_vec(), actual))
+        Ok((body, actual))
     }
 
     /// Downloads the module blob, bounded by `max` bytes and verified against
@@ -267,54 +226,32 @@ impl Fetcher {
     pub async fn module(
         &self,
         r: &Reference,
-        auth: &RegistryAuth,
+        auth: &Auth,
         module: &Descriptor,
         max: u64,
         timeout: Duration,
     ) -> Result<Vec<u8>, PullError> {
-        let client = self.client(r.registry(), auth);
+        let limit = module.size.min(max);
+        let what = format!("module blob {}", module.digest);
         let work = async {
-            let mut stream = client
-                .pull_blob_stream(r, module.digest.as_str())
-                .await
-                .map_err(|e| registry_error(e, r, "module blob"))?;
-            let mut bytes = Vec::with_capacity(module.size.min(max) as usize);
+            let response = self
+                .registry
+                .get(
+                    r,
+                    &format!("blobs/{}", module.digest),
+                    &[],
+                    auth,
+                    "module blob",
+                )
+                .await?;
+            let mut bytes = Vec::with_capacity(limit as usize);
             let mut hasher = Sha256::new();
-            let mut failure = None;
-            while let Some(chunk) = stream.stream.next().await {
-                match chunk {
-                    Ok(chunk) => {
-                        if (bytes.len() + chunk.len()) as u64 > module.size.min(max) {
-                            return Err(pull_err(format!(
-                                "module blob {} is larger than its declared {} bytes",
-                                module.digest, module.size
-                            )));
-                        }
-                        hasher.update(&chunk);
-                        bytes.extend_from_slice(&chunk);
-                    }
-                    // The library's own check fails at the end of the stream;
-                    // ours below names both digests.
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-            if bytes.len() as u64 == module.size && actual != module.digest {
-                return Err(pull_err(format!(
-                    "module blob digest mismatch for {}: expected {}, got {actual}",
-                    r.whole(),
-                    module.digest
-                )));
-            }
-            if let Some(e) = failure {
-                return Err(pull_err(format!(
-                    "downloading module blob {}: {e}",
-                    module.digest
-                )));
-            }
+            registry::stream_bounded(response, limit, &what, |chunk| {
+                hasher.update(chunk);
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            })
+            .await?;
             if bytes.len() as u64 != module.size {
                 return Err(pull_err(format!(
                     "module blob {} ended after {} of {} bytes",
@@ -323,6 +260,7 @@ impl Fetcher {
                     module.size
                 )));
             }
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
             if actual != module.digest {
                 return Err(pull_err(format!(
                     "module blob digest mismatch for {}: expected {}, got {actual}",
@@ -404,62 +342,4 @@ fn wasm_layer(m: &Manifest, r: &Reference, digest: &str) -> Result<Descriptor, P
             found()
         ))),
     }
-}
-
-/// A registry failure as kubelet-style text: "not found" and "unauthorized"
-/// are spelled out so users (and tests) can tell them apart.
-fn registry_error(e: OciDistributionError, r: &Reference, what: &str) -> PullError {
-    let name = r.whole();
-    let message = match &e {
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.code, e.message))
-                .collect();
-            let kind = envelope.errors.iter().find_map(|e| match e.code {
-                OciErrorCode::ManifestUnknown
-                | OciErrorCode::NameUnknown
-                | OciErrorCode::BlobUnknown
-                | OciErrorCode::NotFound => Some("not found"),
-                OciErrorCode::Unauthorized | OciErrorCode::Denied => Some("unauthorized"),
-                _ => None,
-            });
-            match kind {
-                Some(kind) => format!("{what} of {name} {kind} ({})", codes.join("; ")),
-                None => format!(
-                    "registry refused the {what} of {name}: {}",
-                    codes.join("; ")
-                ),
-            }
-        }
-        OciDistributionError::ServerError { code: 404, url, .. } => {
-            format!("{what} of {name} not found (404 from {url})")
-        }
-        OciDistributionError::ServerError {
-            code: 401 | 403,
-            url,
-            message,
-        } => {
-            format!("unauthorized: {url} refused the {what} of {name}: {message}")
-        }
-        OciDistributionError::UnauthorizedError { url } => format!(
-            "unauthorized: {url} refused the {what} of {name} (missing or wrong credentials)"
-        ),
-        OciDistributionError::AuthenticationFailure(why) => {
-            format!("unauthorized: token request for {name} failed: {why}")
-        }
-        OciDistributionError::DigestError(d) => format!("{what} digest mismatch for {name}: {d}"),
-        OciDistributionError::RequestError(req) => {
-            let mut text = format!("cannot reach the registry of {name}: {req}");
-            let mut source = std::error::Error::source(req);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        }
-        other => format!("fetching the {what} of {name}: {other}"),
-    };
-    pull_err(message)
 }

@@ -6,10 +6,12 @@
 //!
 //! See README.md for the cache layout and the failure reasons.
 
+mod access;
 mod auth;
 mod cache;
 mod fetch;
 mod reference;
+mod registry;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,15 +19,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
 pub use auth::credentials_from_docker_config;
 pub use fetch::{WASM_CONFIG, WASM_LAYERS};
 
+use crate::access::{Ledger, Puller};
 use crate::cache::Cache;
 use crate::fetch::Fetcher;
+use crate::registry::Auth;
 
 /// Pulls, verifies, compiles and caches images. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +40,8 @@ struct Inner {
     max_module_bytes: u64,
     fetcher: Fetcher,
     cache: Cache,
+    /// Which credentials pulled each cached image (KEP-2535).
+    access: Ledger,
     /// Normalised reference -> its last resolution (IfNotPresent, Never).
     refs: Mutex<HashMap<String, Arc<Pulled>>>,
     /// Module digest -> lock held while it is downloaded and compiled.
@@ -95,7 +100,10 @@ pub struct PullRequest<'a> {
     pub reference: &'a str,
     pub policy: PullPolicy,
     /// Candidates (from the pod's pull secrets); the one whose registry
-    /// matches the image's is used, else the pull is anonymous.
+    /// matches the image's is used, else the pull is anonymous. A cached
+    /// image is served without asking the registry only if these
+    /// credentials (or an anonymous pull) pulled it before; otherwise the
+    /// manifest is fetched with them first (kube's KEP-2535).
     pub credentials: &'a [Credential],
 }
 
@@ -168,6 +176,9 @@ pub enum PullFailure {
     /// The image was fetched but is not a usable wasm module image (wrong
     /// media types, not wasm, a component, too large, fails validation).
     InvalidImage,
+    /// A registry response (manifest, blob, token answer) was larger than
+    /// its limit or its declared size; reading stopped there.
+    TooLarge,
 }
 
 impl PullFailure {
@@ -176,7 +187,9 @@ impl PullFailure {
     pub fn as_str(self) -> &'static str {
         match self {
             PullFailure::InvalidImageName => "InvalidImageName",
-            PullFailure::ErrImagePull | PullFailure::InvalidImage => "ErrImagePull",
+            PullFailure::ErrImagePull | PullFailure::InvalidImage | PullFailure::TooLarge => {
+                "ErrImagePull"
+            }
             PullFailure::ErrImageNeverPull => "ErrImageNeverPull",
         }
     }
@@ -199,6 +212,7 @@ impl ImageService {
                 max_module_bytes: cfg.max_module_bytes,
                 fetcher: Fetcher::new(cfg.insecure_registries),
                 cache,
+                access: Ledger::new(),
                 refs: Mutex::default(),
                 flights: Mutex::default(),
                 resolves: AtomicU64::new(0),
@@ -260,10 +274,28 @@ impl ImageService {
     async fn pull_inner(&self, req: &PullRequest<'_>) -> Result<Arc<Pulled>, PullError> {
         let r = reference::parse(req.reference)?;
         let key = r.whole();
+        let credential = auth::find(req.credentials, r.registry());
+        let who = Puller::new(r.registry(), credential);
         if req.policy != PullPolicy::Always
             && let Some(present) = self.present(&key, req.reference)
         {
-            return Ok(present);
+            if self.may_use(&present, &who) {
+                return Ok(present);
+            }
+            if req.policy == PullPolicy::Never {
+                // Kube's answer: present, but this pod may not use it.
+                return Err(err(
+                    PullFailure::ErrImageNeverPull,
+                    format!(
+                        "Container image {:?} is present with pull policy of Never but does not have the proper auth to access it",
+                        req.reference
+                    ),
+                ));
+            }
+            tracing::info!(
+                image_id = %present.image_id,
+                "cached image not pulled with these credentials before: verifying with the registry"
+            );
         }
         if req.policy == PullPolicy::Never {
             return Err(err(
@@ -275,9 +307,12 @@ impl ImageService {
             ));
         }
         let inner = &self.inner;
-        let auth = match auth::find(req.credentials, r.registry()) {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
+        let auth = match credential {
+            Some(c) => Auth::Basic {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            },
+            None => Auth::Anonymous,
         };
 
         let t = Instant::now();
@@ -338,6 +373,8 @@ impl ImageService {
             artifact_digest,
             artifact_size: artifact.len() as u64,
         });
+        // The registry served this image's manifest to `who`.
+        inner.access.record(&inner.cache, &pulled.image_id, &who);
         if let Err(e) = inner.cache.save_ref(&key, &pulled) {
             tracing::warn!(error = %e, "cannot record the image resolution on disk");
         }
@@ -349,18 +386,32 @@ impl ImageService {
         Ok(pulled)
     }
 
-    /// The last resolution of `key` if its artifact is still servable.
-    /// The image if it is already here and `policy` lets it be used without
-    /// asking the registry (`IfNotPresent`, `Never`); `None` otherwise.
-    /// Synchronous: callers can answer at once instead of awaiting a pull.
-    pub fn present_for(&self, reference: &str, policy: PullPolicy) -> Option<Arc<Pulled>> {
+    /// The image if it is already here and `policy` lets a pull with
+    /// `credentials` use it without asking the registry (`IfNotPresent`,
+    /// `Never`, and those credentials or an anonymous pull pulled it);
+    /// `None` otherwise. Synchronous: callers can answer at once instead of
+    /// awaiting a pull.
+    pub fn present_for(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        credentials: &[Credential],
+    ) -> Option<Arc<Pulled>> {
         if policy == PullPolicy::Always {
             return None;
         }
         let r = reference::parse(reference).ok()?;
+        let who = Puller::new(r.registry(), auth::find(credentials, r.registry()));
         self.present(&r.whole(), reference)
+            .filter(|p| self.may_use(p, &who))
     }
 
+    fn may_use(&self, p: &Pulled, who: &Puller) -> bool {
+        let inner = &self.inner;
+        inner.access.may_use(&inner.cache, &p.image_id, who)
+    }
+
+    /// The last resolution of `key` if its artifact is still servable.
     fn present(&self, key: &str, requested: &str) -> Option<Arc<Pulled>> {
         let inner = &self.inner;
         let known = inner
@@ -395,7 +446,7 @@ impl ImageService {
     async fn download_and_compile(
         &self,
         r: &oci_client::Reference,
-        auth: &RegistryAuth,
+        auth: &Auth,
         module: &fetch::Descriptor,
         requested: &str,
     ) -> Result<(String, Arc<[u8]>), PullError> {

@@ -459,3 +459,129 @@ async fn cache_survives_restart_and_corrupt_artifacts_are_recompiled() {
     assert_eq!(r.artifact_digest, p.artifact_digest);
     assert!(file.exists());
 }
+
+/// Kube's KEP-2535: the cache serves a private image only to pulls whose
+/// credentials pulled it (or anyone, once an anonymous pull succeeded);
+/// every other pull asks the registry with its own credentials first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_private_images_are_served_only_to_credentials_that_pulled_them() {
+    let hello = skiff_e2e::guests::path("hello");
+    let reg = Registry::start_with_htpasswd("alice", "wonderland");
+    let host = reg.host();
+    reg.push_wasm("private/app:1", &hello);
+    let cache = tempfile::tempdir().unwrap();
+    let svc = service(cache.path(), &reg);
+    let image = format!("{host}/private/app:1");
+    let cred = |user: &str, pass: &str| {
+        [Credential {
+            registry: host.clone(),
+            username: user.into(),
+            password: pass.into(),
+        }]
+    };
+    let alice = cred("alice", "wonderland");
+    let p = pull_as(&svc, &image, PullPolicy::IfNotPresent, &alice)
+        .await
+        .unwrap();
+
+    // Cached, but neither no credentials nor wrong ones get it: the
+    // registry is asked and refuses.
+    for (who, creds) in [
+        ("anonymous", &[][..]),
+        ("wrong", &cred("alice", "nope")[..]),
+    ] {
+        assert!(
+            svc.present_for(&image, PullPolicy::IfNotPresent, creds)
+                .is_none(),
+            "{who}: present_for served a private image"
+        );
+        let resolves = svc.stats().resolves;
+        let e = pull_as(&svc, &image, PullPolicy::IfNotPresent, creds)
+            .await
+            .expect_err(who);
+        assert_eq!(e.reason, PullFailure::ErrImagePull, "{who}: {e}");
+        assert!(e.message.contains("unauthorized"), "{who}: {e}");
+        assert_eq!(svc.stats().resolves, resolves + 1, "{who}: not verified");
+        let e = pull_as(&svc, &image, PullPolicy::Never, creds)
+            .await
+            .expect_err(who);
+        assert_eq!(e.reason, PullFailure::ErrImageNeverPull, "{who}: {e}");
+        assert!(e.message.contains("proper auth"), "{who}: {e}");
+    }
+    // Nor by digest or another spelling of the same image.
+    let by_digest = format!(
+        "{host}/private/app@{}",
+        p.image_id.rsplit('@').next().unwrap()
+    );
+    let e = pull(&svc, &by_digest, PullPolicy::IfNotPresent)
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("unauthorized"), "{e}");
+
+    // The credentials that pulled it: from the cache, no registry traffic,
+    // even after a restart.
+    drop(svc);
+    let svc = service(cache.path(), &reg);
+    assert!(
+        svc.present_for(&image, PullPolicy::IfNotPresent, &[])
+            .is_none()
+    );
+    let again = svc
+        .present_for(&image, PullPolicy::IfNotPresent, &alice)
+        .expect("present for alice");
+    assert_eq!(again.artifact_digest, p.artifact_digest);
+    pull_as(&svc, &image, PullPolicy::Never, &alice)
+        .await
+        .unwrap();
+    assert_eq!(svc.stats().resolves, 0);
+    // The same password in another pull secret (other key spelling): the
+    // same credential.
+    let other = [Credential {
+        registry: format!("http://{host}/v2/"),
+        username: "alice".into(),
+        password: "wonderland".into(),
+    }];
+    assert!(
+        svc.present_for(&image, PullPolicy::IfNotPresent, &other)
+            .is_some()
+    );
+
+    // A public image: an anonymous pull makes it everyone's.
+    let open = Registry::start();
+    open.push_wasm("public/app:1", &hello);
+    let public = format!("{}/public/app:1", open.host());
+    let mut cfg = Config::new(cache.path().join("public"));
+    cfg.insecure_registries = vec![open.host()];
+    let svc = ImageService::new(cfg).unwrap();
+    // Pulled with (unneeded) credentials first: not yet public.
+    let bob = [Credential {
+        registry: open.host(),
+        username: "bob".into(),
+        password: "pw".into(),
+    }];
+    pull_as(&svc, &public, PullPolicy::IfNotPresent, &bob)
+        .await
+        .unwrap();
+    assert!(
+        svc.present_for(&public, PullPolicy::IfNotPresent, &[])
+            .is_none()
+    );
+    pull(&svc, &public, PullPolicy::IfNotPresent).await.unwrap();
+    let resolves = svc.stats().resolves;
+    let carol = [Credential {
+        registry: open.host(),
+        username: "carol".into(),
+        password: "x".into(),
+    }];
+    for creds in [&[][..], &carol[..]] {
+        assert!(
+            svc.present_for(&public, PullPolicy::IfNotPresent, creds)
+                .is_some()
+        );
+        pull_as(&svc, &public, PullPolicy::Never, creds)
+            .await
+            .unwrap();
+    }
+    assert_eq!(svc.stats().resolves, resolves);
+    assert_eq!(svc.stats().compiles, 1, "verification reuses the artifact");
+}

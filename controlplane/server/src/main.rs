@@ -164,6 +164,14 @@ fn pki_init(
     for t in &out.bootstrap_tokens {
         println!("node bootstrap token: {t}");
     }
+    if !out.bootstrap_tokens.is_empty() {
+        println!(
+            "WARNING: these are fleet tokens ({}): multi-use and bound to no node name, \
+             for tests and lab fleets; for production delete that file and create \
+             bootstrap-token-<id> Secrets (see docs/SECURITY.md)",
+            dir.join(pki::BOOTSTRAP_TOKEN_FILE).display()
+        );
+    }
     Ok(())
 }
 

@@ -280,7 +280,7 @@ impl Agent {
         let max = conn.dec.max();
         let frame = encode_frame(m, max).map_err(|e| alloc::format!("encoding {m:?}: {e}"))?;
         self.stats.frames_out += 1;
-        conn.tls.send(&frame)
+        Ok(conn.tls.send(&frame)?)
     }
 
     /// Ciphertext for the socket.

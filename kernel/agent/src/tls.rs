@@ -16,7 +16,7 @@ use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 
 /// The node's clock for certificate validity checks.
 pub type Clock = Arc<dyn TimeProvider>;
@@ -72,6 +72,51 @@ pub fn node_config(
     ))
 }
 
+/// Why a TLS connection failed. The driver closes the connection on any of
+/// them; [`TlsError::Handshake`] keeps rustls' own error so callers (and
+/// tests) can tell an untrusted gateway certificate from a broken peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsError {
+    /// rustls refused the peer: a certificate from another CA, for another
+    /// name, expired; an alert; a protocol violation.
+    Handshake(rustls::Error),
+    /// The peer sent more than two records' worth of unparsable data.
+    Flood,
+    /// The connection could not be set up or driven (a local fault).
+    Local(String),
+}
+
+impl TlsError {
+    /// The reason the gateway's certificate was refused, if that is why.
+    pub fn certificate(&self) -> Option<&CertificateError> {
+        match self {
+            TlsError::Handshake(rustls::Error::InvalidCertificate(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl core::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TlsError::Handshake(e) => write!(f, "TLS: {e}"),
+            TlsError::Flood => {
+                f.write_str("TLS: peer sent more than two records' worth of unparsable data")
+            }
+            TlsError::Local(m) => write!(f, "TLS: {m}"),
+        }
+    }
+}
+
+impl core::error::Error for TlsError {}
+
+/// The agent's link errors are text (they end in a log line).
+impl From<TlsError> for String {
+    fn from(e: TlsError) -> String {
+        e.to_string()
+    }
+}
+
 /// A fixed clock, for hosts and tests.
 #[derive(Debug)]
 pub struct FixedClock(pub u64);
@@ -110,9 +155,8 @@ impl core::fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
-    pub fn new(config: Arc<ClientConfig>, server: ServerName<'static>) -> Result<Self, String> {
-        let conn = UnbufferedClientConnection::new(config, server)
-            .map_err(|e| alloc::format!("TLS: {e}"))?;
+    pub fn new(config: Arc<ClientConfig>, server: ServerName<'static>) -> Result<Self, TlsError> {
+        let conn = UnbufferedClientConnection::new(config, server).map_err(TlsError::Handshake)?;
         let mut c = TlsClient {
             conn,
             incoming: Vec::new(),
@@ -137,18 +181,18 @@ impl TlsClient {
     }
 
     /// Feeds ciphertext from the socket.
-    pub fn receive(&mut self, data: &[u8]) -> Result<(), String> {
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), TlsError> {
         if self.incoming.len() + data.len() > 2 * MAX_RECORD {
             // rustls consumes whole records as they complete; more than two
             // records' worth unconsumed means the peer is not speaking TLS.
-            return Err("TLS: peer sent more than two records' worth of unparsable data".into());
+            return Err(TlsError::Flood);
         }
         self.incoming.extend_from_slice(data);
         self.process()
     }
 
     /// Queues plaintext; encrypted at once when the handshake is done.
-    pub fn send(&mut self, data: &[u8]) -> Result<(), String> {
+    pub fn send(&mut self, data: &[u8]) -> Result<(), TlsError> {
         self.pending.extend_from_slice(data);
         self.process()
     }
@@ -164,18 +208,18 @@ impl TlsClient {
     }
 
     /// Runs rustls until it needs more input from the socket.
-    fn process(&mut self) -> Result<(), String> {
+    fn process(&mut self) -> Result<(), TlsError> {
         // Each loop iteration makes progress (consumes input, produces
         // output or changes state); the bound only guards against a bug.
         for _ in 0..10_000 {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let mut discard = status.discard;
-            let state = status.state.map_err(|e| alloc::format!("TLS: {e}"))?;
+            let state = status.state.map_err(TlsError::Handshake)?;
             let mut again = true;
             match state {
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(rec) = r.next_record() {
-                        let rec = rec.map_err(|e| alloc::format!("TLS: {e}"))?;
+                        let rec = rec.map_err(TlsError::Handshake)?;
                         discard += rec.discard;
                         self.plaintext.extend_from_slice(rec.payload);
                     }
@@ -184,7 +228,7 @@ impl TlsClient {
                     grow_and_retry(&mut self.outgoing, |buf| {
                         e.encode(buf).map_err(|err| match err {
                             EncodeError::InsufficientSize(s) => Ok(s),
-                            other => Err(alloc::format!("TLS: {other}")),
+                            other => Err(TlsError::Local(other.to_string())),
                         })
                     })?;
                 }
@@ -200,7 +244,7 @@ impl TlsClient {
                         grow_and_retry(&mut self.outgoing, |buf| {
                             w.encrypt(&data, buf).map_err(|err| match err {
                                 EncryptError::InsufficientSize(s) => Ok(s),
-                                other => Err(alloc::format!("TLS: {other}")),
+                                other => Err(TlsError::Local(other.to_string())),
                             })
                         })?;
                     }
@@ -211,9 +255,9 @@ impl TlsClient {
                     again = false;
                 }
                 _ => {
-                    return Err(
-                        "TLS: unexpected connection state (early data / 0-RTT not used)".into(),
-                    );
+                    return Err(TlsError::Local(
+                        "unexpected connection state (early data / 0-RTT not used)".into(),
+                    ));
                 }
             }
             if discard > 0 {
@@ -223,7 +267,7 @@ impl TlsClient {
                 return Ok(());
             }
         }
-        Err("TLS: state machine made no progress".into())
+        Err(TlsError::Local("state machine made no progress".into()))
     }
 }
 
@@ -231,8 +275,8 @@ impl TlsClient {
 /// the size it needs.
 fn grow_and_retry(
     out: &mut Vec<u8>,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, Result<InsufficientSizeError, String>>,
-) -> Result<(), String> {
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, Result<InsufficientSizeError, TlsError>>,
+) -> Result<(), TlsError> {
     let used = out.len();
     out.resize(used + 4096, 0);
     let n = match f(&mut out[used..]) {
@@ -241,7 +285,9 @@ fn grow_and_retry(
             out.resize(used + required_size, 0);
             match f(&mut out[used..]) {
                 Ok(n) => n,
-                Err(Ok(_)) => return Err("TLS: output size grew between attempts".into()),
+                Err(Ok(_)) => {
+                    return Err(TlsError::Local("output size grew between attempts".into()));
+                }
                 Err(Err(e)) => return Err(e),
             }
         }

@@ -212,3 +212,58 @@ fn renewal_is_refused_for_a_deleted_node() {
         })
     });
 }
+
+/// Fleet tokens (`bootstrap-tokens.csv`, multi-use, unbound) are a test and
+/// lab path: every start says so loudly. Such a token joins several new
+/// nodes; bound Secrets are the production path (tests above).
+#[test]
+fn fleet_tokens_are_announced_loudly_and_join_many_nodes() {
+    let mut c = Cluster::start(|_| {});
+    let warning = c
+        .journal()
+        .into_iter()
+        .find(|l| l.starts_with("WARNING: 1 fleet bootstrap token(s)"))
+        .expect("no start-up warning about fleet tokens");
+    assert!(warning.contains("bootstrap-tokens.csv"), "{warning}");
+    assert!(warning.contains("bound to no node name"), "{warning}");
+    let (_, secret) = c.token.split_once('.').unwrap();
+    assert!(!warning.contains(secret), "{warning}");
+    c.start_node("hn-fleet-a", 1);
+    c.start_node("hn-fleet-b", 2);
+    c.wait_output(&["get", "nodes"], "hn-fleet-a   Ready", 20);
+    c.wait_output(&["get", "nodes"], "hn-fleet-b   Ready", 20);
+}
+
+/// Which deletion revokes what (as in kube): deleting a node's bootstrap
+/// token Secret stops new bootstraps with it but not the node it already
+/// admitted, which keeps rotating its certificate; deleting the Node
+/// revokes the node (see the tests above).
+#[test]
+fn deleting_the_token_secret_stops_bootstraps_not_the_node_it_admitted() {
+    let mut c = Cluster::start(|g| g.cert_validity = Duration::from_secs(4));
+    let t = token_secret(&c, "eeeeee", "0123456789eeeeee", FUTURE, &[]);
+    let ca = c.dir.path().join("pki").join(skiff_apiserver::pki::CA_CERT);
+    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway().addr, &ca, &t).unwrap();
+    c.start_node("hn-tok", 4);
+    c.wait_output(&["get", "nodes"], "hn-tok   Ready", 20);
+    c.ok(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "secret",
+        "bootstrap-token-eeeeee",
+    ]);
+    let rotations = || {
+        c.journal()
+            .iter()
+            .filter(|l| l.contains("hn-tok") && l.contains("rotated its certificate"))
+            .count()
+    };
+    let before = rotations();
+    c.eventually("a rotation after the Secret was deleted", 15, || {
+        rotations() > before
+    });
+    assert!(c.ok(&["get", "nodes"]).contains("hn-tok   Ready"));
+    let e = c.bootstrap("hn-new", &t).err().expect("token deleted");
+    assert!(e.contains("BadToken"), "{e}");
+}
