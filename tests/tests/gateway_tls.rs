@@ -1,4 +1,5 @@
-//! Node TLS negatives: the node agent, driven over real TCP against the real
+//! Node TLS negatives (moved here from the node agent so its own tests need
+//! no control plane): the node agent, driven over real TCP against the real
 //! gateway (in process, with the API server), refuses a gateway serving
 //! certificate from another CA, for another name, or expired, with a typed
 //! rustls error, and never gets as far as sending its hello, bootstrap
