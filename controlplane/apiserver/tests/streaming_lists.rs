@@ -225,3 +225,57 @@ fn kubectl_1_35_wait_rollout_status_and_get_watch_finish() {
     let _ = watcher.wait();
     assert!(seen.is_some(), "get -w did not print the new ConfigMap");
 }
+
+/// The Rust `kube` client's watcher with the StreamingList strategy: every
+/// object, then `InitDone` (it ends the initial list only on the
+/// initial-events-end bookmark), then live events.
+#[test]
+fn kube_rs_watcher_streams_the_initial_list() {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    use kube::runtime::watcher::{self, Event};
+
+    let c = Cluster::start();
+    for n in ["a", "b", "c"] {
+        c.ok(&["create", "cm", n, "--from-literal=k=1"]);
+    }
+    let url = format!("https://{}", c.addr());
+    let kubeconfig = c.kubeconfig.clone();
+    c.block_on(async move {
+        let client = skiff_client::client_from_kubeconfig(&kubeconfig, Some(&url))
+            .await
+            .expect("kube client");
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let cfg = watcher::Config::default().streaming_lists();
+        let mut events = watcher::watcher(api.clone(), cfg).boxed();
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("an event within 10 s (the bookmark ends the initial list)")
+                .expect("the stream goes on")
+                .expect("no watch error")
+        };
+        let mut names = Vec::new();
+        loop {
+            match next().await {
+                Event::Init => {}
+                Event::InitApply(cm) => names.push(cm.metadata.name.unwrap_or_default()),
+                Event::InitDone => break,
+                e => panic!("before InitDone: {e:?}"),
+            }
+        }
+        names.sort();
+        names.retain(|n| n.len() == 1);
+        assert_eq!(names, ["a", "b", "c"]);
+        let mut d = ConfigMap::default();
+        d.metadata.name = Some("d".into());
+        api.create(&PostParams::default(), &d)
+            .await
+            .expect("create d");
+        match next().await {
+            Event::Apply(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("d")),
+            e => panic!("after InitDone: {e:?}"),
+        }
+    });
+}
