@@ -11,10 +11,13 @@ use skiff_e2e::*;
 #[test]
 fn a_kernel_node_joins_runs_a_pod_and_goes_not_ready_when_killed() {
     let _g = shared();
-    let plane = Plane::start(|cfg| {
+    let grace = Duration::from_secs(3);
+    let mut plane = Plane::start(|cfg| {
         cfg.renew_interval = Duration::from_millis(500);
-        cfg.node_grace = Duration::from_secs(3);
+        cfg.node_grace = grace;
     });
+    // The node lifecycle controller owns node health (NotReady below).
+    plane.start_control_loops(grace);
     let mut b = boot(plane.node_spec("kernel-1", &plane.token));
     let log = || b.node.log_text();
     let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} \
@@ -92,8 +95,8 @@ spec:
         "kubectl logs of a pod on the kernel"
     );
 
-    // Kill the VM: the lease stops, and after the grace period the node is
-    // no longer Ready.
+    // Kill the VM: the lease stops, and after the grace period the node
+    // lifecycle controller marks the node's conditions Unknown.
     b.node.kill();
     plane.wait_output(
         &[

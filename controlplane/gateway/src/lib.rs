@@ -7,14 +7,15 @@
 //! ([`session`]): its messages become API objects ([`node_objects`]) and its
 //! pods are pushed to it ([`pod_sync`], [`pod_spec`]). Every API call is made
 //! in process as the node's own identity ([`local_api`]), so the API server's
-//! node authorizer decides what a node may touch. [`health`] marks silent
-//! nodes NotReady. [`logs`] routes `kubectl logs` streams to the nodes
+//! node authorizer decides what a node may touch. Node health is the node
+//! lifecycle controller's (`skiff-controllers`): the gateway only reports
+//! what nodes send, and ends a session silent for the grace period (the
+//! node's next session registers it afresh). [`logs`] routes `kubectl logs` streams to the nodes
 //! (the API server's log provider). [`images`] gets nodes their pods'
 //! images pulled and compiled, and serves the artifacts. [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
 pub mod bootstrap;
-pub mod health;
 pub mod images;
 pub mod journal;
 pub mod local_api;
@@ -107,7 +108,6 @@ pub struct Shared {
     pub cfg: GatewayConfig,
     pub api: LocalApi,
     pub signer: NodeSigner,
-    pub health: health::Health,
     pub journal: Journal,
     pub metrics: Metrics,
     pub logs: Arc<logs::LogRouter>,
@@ -258,8 +258,8 @@ impl Slots {
     }
 }
 
-/// A running gateway; dropping it stops the listener and the health loop
-/// (sessions end when their connections do).
+/// A running gateway; dropping it stops the listener (sessions end when
+/// their connections do).
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -295,17 +295,13 @@ pub async fn start(
         logs: router,
         api: LocalApi::new(api),
         signer,
-        health: health::Health::default(),
         metrics: Metrics::default(),
         bootstrap: tokio::sync::Mutex::new(()),
         live: Arc::default(),
         fresh: Default::default(),
     });
     warn_fleet_tokens(&shared);
-    let tasks = vec![
-        tokio::spawn(accept_loop(listener, tls, shared.clone())),
-        tokio::spawn(health::run(shared.clone())),
-    ];
+    let tasks = vec![tokio::spawn(accept_loop(listener, tls, shared.clone()))];
     Ok(Gateway {
         addr,
         shared,

@@ -45,7 +45,8 @@ pub fn node_identity(node: &str) -> Identity {
     })
 }
 
-/// The gateway's own identity for cluster-level upkeep (node health).
+/// The gateway's own identity for cluster-level upkeep (token Secrets,
+/// checking a session's Node still stands).
 pub fn gateway_identity() -> Identity {
     with_authenticated_group(Identity {
         name: "system:skiff-gateway".into(),

@@ -19,6 +19,7 @@ use skiff_node_proto::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::Shared;
 use crate::bootstrap::{not_after, send_refusal};
 use crate::images::{self, NodeImages};
 use crate::local_api::{Answer, node_identity};
@@ -28,7 +29,6 @@ use crate::node_objects as objects;
 use crate::pod_sync::{self, SyncState};
 use crate::timefmt::now_millis;
 use crate::wire::{ReadError, read_frame, write_frame};
-use crate::{Shared, health};
 
 /// What this gateway offers.
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
@@ -219,11 +219,6 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
     Metrics::inc(&shared.metrics.sessions);
     let _live = shared.live_guard(&node);
-    if shared.health.renewed(&node)
-        && let Err(e) = health::set_ready(&shared, &node, true).await
-    {
-        shared.journal.log(format!("{who}: marking Ready: {e}"));
-    }
     shared.journal.log(format!("{who}: registered"));
 
     let (rd, mut wr) = tokio::io::split(s);
@@ -339,13 +334,6 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
             let t = Instant::now();
             let a = renew_lease(sess, renew_time).await;
             shared.metrics.observe_lease(t.elapsed());
-            if shared.health.renewed(node)
-                && let Err(e) = health::set_ready(shared, node, true).await
-            {
-                shared
-                    .journal
-                    .log(format!("{}: marking Ready: {e}", sess.who));
-            }
             a
         }
         NodeToPlane::NodeStatus(st) => {

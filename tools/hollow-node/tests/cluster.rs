@@ -28,7 +28,7 @@ spec:
 }
 
 #[test]
-fn node_ready_pods_complete_and_stopped_node_goes_not_ready() {
+fn node_ready_pods_complete_and_a_stopped_nodes_session_ends() {
     let mut c = Cluster::start(|_| {});
     c.start_node("hn-0", 0);
     c.wait_output(&["get", "nodes"], "hn-0   Ready", 20);
@@ -116,9 +116,85 @@ fn node_ready_pods_complete_and_stopped_node_goes_not_ready() {
         !c.ok(&["get", "pods", "-o", "name"]).contains("job-ok")
     });
 
+    // Node health is the node lifecycle controller's (its own tests, and
+    // node_join's QEMU test): the gateway sees the session end.
     c.stop_node("hn-0");
-    c.wait_output(&["get", "nodes"], "hn-0   NotReady", 20);
-    assert!(c.journal().iter().any(|l| l.contains("hn-0: NotReady")));
+    c.eventually("hn-0's session closed", 20, || {
+        c.journal()
+            .iter()
+            .any(|l| l.contains("node hn-0 (") && l.contains("closing"))
+    });
+}
+
+/// The gateway does not own node health: a session silent for the grace
+/// period is closed and the Node left as it is, for the lifecycle
+/// controller to mark (its tests); the node's next session registers it
+/// afresh.
+#[test]
+fn a_silent_session_ends_and_the_node_is_left_to_its_controller() {
+    use skiff_gateway::wire::write_frame;
+    use skiff_node_proto::{
+        self as proto, Capabilities, ConditionStatus, MAX_FRAME, NodeCondition, NodeConditionType,
+        NodeToPlane,
+    };
+    let c = Cluster::start(|_| {});
+    let creds = c.bootstrap("hn-quiet", &c.token.clone()).unwrap();
+    let cfg = c.fleet_cfg.node("hn-quiet", 4);
+    let client =
+        skiff_hollow_node::identity::node_config(&cfg.ca, creds.chain.clone(), &creds.key).unwrap();
+    let _s = c.rt.block_on(async {
+        let mut s = skiff_hollow_node::node::tls(&cfg, client).await.unwrap();
+        let hello = NodeToPlane::Hello(proto::Hello {
+            min_version: proto::MIN_PROTOCOL_VERSION,
+            max_version: proto::PROTOCOL_VERSION,
+            node_name: "hn-quiet".into(),
+            capabilities: Capabilities::NONE,
+            software: "test".into(),
+        });
+        write_frame(&mut s, &hello, MAX_FRAME).await.unwrap();
+        let info = proto::NodeInfo {
+            name: "hn-quiet".into(),
+            boot_id: [9; 16],
+            addresses: vec![],
+            capacity: cfg.capacity,
+            allocatable: cfg.capacity,
+            kernel_version: "test".into(),
+            runtime_version: "test://0".into(),
+            os_image: "test".into(),
+            architecture: "amd64".into(),
+            labels: vec![],
+        };
+        write_frame(&mut s, &NodeToPlane::Register(info), MAX_FRAME)
+            .await
+            .unwrap();
+        let status = NodeToPlane::NodeStatus(proto::NodeStatus {
+            conditions: vec![NodeCondition {
+                kind: NodeConditionType::Ready,
+                status: ConditionStatus::True,
+                reason: "KubeletReady".into(),
+                message: "kubelet is posting ready status".into(),
+                last_heartbeat: skiff_gateway::timefmt::now_millis(),
+                last_transition: skiff_gateway::timefmt::now_millis(),
+            }],
+            capacity: cfg.capacity,
+            allocatable: cfg.capacity,
+        });
+        write_frame(&mut s, &status, MAX_FRAME).await.unwrap();
+        s
+    });
+    c.eventually("the silent session closed", 20, || {
+        c.journal()
+            .iter()
+            .any(|l| l.contains("node hn-quiet (") && l.contains("closing: node silent"))
+    });
+    let ready = c.ok(&[
+        "get",
+        "node",
+        "hn-quiet",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready, "True", "the gateway marks no node NotReady");
 }
 
 #[test]
