@@ -482,7 +482,7 @@ fn validate_kind(r: &Resource, obj: &Value, causes: &mut Causes) {
                 if let Err(e) = crate::selectors::LabelSelector::from_object(sel) {
                     causes.push((
                         format!("aggregationRule.clusterRoleSelectors[{i}]"),
-                        format!("Invalid value: {}", e.message),
+                        format!("Invalid value: {e}"),
                     ));
                 }
             }

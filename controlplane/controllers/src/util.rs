@@ -11,32 +11,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::jiff::Timestamp;
 
-/// Whether `labels` match `sel` (matchLabels and matchExpressions). An empty
-/// selector matches everything, as in kube; a missing one nothing.
+/// Whether `labels` match `sel` (`skiff-selectors`, kube's semantics). An
+/// empty selector matches everything, as in kube; a missing or invalid one
+/// nothing.
 pub fn selector_matches(
     sel: Option<&LabelSelector>,
     labels: Option<&BTreeMap<String, String>>,
 ) -> bool {
-    let Some(sel) = sel else { return false };
+    let Some(sel) = sel.map(skiff_selectors::LabelSelector::from_typed) else {
+        return false;
+    };
     let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let ml_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    ml_ok
-        && sel.match_expressions.iter().flatten().all(|e| {
-            let vals = e.values.as_deref().unwrap_or_default();
-            let have = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => have.is_some_and(|h| vals.contains(h)),
-                "NotIn" => have.is_none_or(|h| !vals.contains(h)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
+    sel.is_ok_and(|s| s.matches_labels(labels.unwrap_or(&empty)))
 }
 
 /// The owner reference with `controller: true`, if any.

@@ -8,26 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub type Labels = BTreeMap<String, String>;
 
-/// `metav1.LabelSelector`: matchLabels and matchExpressions, all ANDed. An
-/// empty selector matches everything (callers decide what a missing one
-/// means).
+/// `metav1.LabelSelector` (`skiff-selectors`, kube's semantics): an empty
+/// selector matches everything, an invalid one nothing (callers decide what
+/// a missing one means).
 pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> bool {
-    if let Some(ml) = &sel.match_labels
-        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let got = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => got.is_some_and(|v| values.contains(v)),
-            "NotIn" => got.is_none_or(|v| !values.contains(v)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    })
+    skiff_selectors::LabelSelector::from_typed(sel).is_ok_and(|s| s.matches_labels(labels))
 }
 
 /// Node selector terms are ORed; an empty list matches nothing (kube).
