@@ -12,7 +12,9 @@
 //!   wasmtime publishes them and back to R+W+NX when it unpublishes them: one
 //!   PTE write per page, so no page is ever writable and executable at once;
 //! * guard pages (below each fiber stack, carved out of the heap) are made
-//!   not-present by [`set_guard`]; the stack window's guards are never mapped.
+//!   not-present by [`set_guard`]; the stack window's guards are never mapped,
+//!   and the page below the boot stack (still in use until `main` switches
+//!   to the guarded kernel stack) is left out of the split map.
 //!
 //! [`check`] walks the live page tables and verifies all of it; the kernel
 //! runs it at boot and after every change to guest code mappings.
@@ -43,6 +45,8 @@ unsafe extern "C" {
     static __text_end: u8;
     static __rodata_end: u8;
     static __kernel_end: u8;
+    /// The page below the boot stack (skiff-boot's trampoline).
+    static skiff_boot_stack_guard: u8;
 }
 
 /// Why a protection change was refused.
@@ -57,6 +61,7 @@ pub enum Error {
 /// The kernel image's sections, from `linker.ld`.
 struct Image {
     start: u64,
+    boot_stack_guard: u64,
     text: Range<u64>,
     rodata_end: u64,
     end: u64,
@@ -69,6 +74,7 @@ fn image() -> Image {
     unsafe {
         Image {
             start: a(&__kernel_start),
+            boot_stack_guard: a(&skiff_boot_stack_guard),
             text: a(&__text_start)..a(&__text_end),
             rodata_end: a(&__rodata_end),
             end: a(&__kernel_end),
@@ -142,7 +148,9 @@ fn pte(addr: u64) -> Option<&'static mut PageTableEntry> {
 /// Flags of the 4 KiB page at `addr` in a split region.
 fn identity_flags(img: &Image, addr: u64) -> F {
     let p = F::PRESENT;
-    if img.text.contains(&addr) {
+    if addr == img.boot_stack_guard {
+        F::empty()
+    } else if img.text.contains(&addr) {
         p
     } else if (img.start..img.rodata_end).contains(&addr) {
         // .boot (the trampoline, done with), .rodata and .got.
@@ -187,6 +195,7 @@ pub fn protect(heap: Range<u64>) {
         e.set_addr(pt_phys, F::PRESENT | F::WRITABLE);
     }
     tlb::flush_all();
+    register_guard(img.boot_stack_guard);
     // SAFETY: CR0.WP makes read-only pages read-only for ring 0 too (else
     // the kernel, the only ring here, writes through them). Nothing writes
     // to the pages just made read-only: the GOT and rodata never change,

@@ -38,8 +38,8 @@ fn boot_self_test_checks_wx_and_guards() {
     };
     assert!(msg.contains("nx=true"), "NX enabled: {msg}");
     assert_eq!(*code_pages, 0, "no guest code at boot: {msg}");
-    // Three IST stacks and the main kernel stack.
-    assert!(*guards >= 4, "every kernel stack has a guard page: {msg}");
+    // The boot stack, three IST stacks and the main kernel stack.
+    assert!(*guards >= 5, "every kernel stack has a guard page: {msg}");
     b.shutdown();
 }
 
@@ -163,16 +163,16 @@ spec:
 
     // Both guests' code was published R+X and checked: two (or more)
     // checks, each seeing executable heap pages, and every fiber stack's
-    // guard counted (kernel stacks' four plus at least one).
+    // guard counted (the kernel stacks' five plus at least one).
     let published = wx_checks(&b.node, "published guest code");
     assert!(published.len() >= 2, "{published:?}\n{}", log());
     for (msg, code_pages, guards) in &published {
         assert!(*code_pages > 0, "guest code is executable: {msg}");
         assert!(msg.contains("wx-check ok"), "{msg}");
-        assert!(*guards >= 4, "{msg}");
+        assert!(*guards >= 5, "{msg}");
     }
     assert!(
-        published.iter().any(|(_, _, g)| *g >= 5),
+        published.iter().any(|(_, _, g)| *g >= 6),
         "a fiber stack's guard page is registered and unmapped: {published:?}"
     );
     b.shutdown();
