@@ -10,7 +10,8 @@
 //! extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> !
 //! ```
 //!
-//! on a 64 KiB boot stack, with `kind` decoded by
+//! on a 64 KiB boot stack (above a page, `skiff_boot_stack_guard`, that the
+//! kernel unmaps once it manages page protections), with `kind` decoded by
 //! [`BootProtocol::from_raw`](crate::BootProtocol::from_raw). The ELF entry
 //! point (`skiff_boot_entry64`) is for loaders that enter in long mode: it
 //! installs the same tables and passes `kind = 0` (no boot information).
@@ -162,7 +163,10 @@ boot_pdpt:
 boot_pd:
     .skip 4 * 4096
     .section .bss.boot_stack, "aw", @nobits
-    .balign 16
+    .balign 4096
+    .global skiff_boot_stack_guard
+skiff_boot_stack_guard:
+    .skip 4096
     .skip 65536
 boot_stack_top:
     .code64

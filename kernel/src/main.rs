@@ -31,6 +31,8 @@ mod net;
 #[cfg(target_os = "none")]
 mod node;
 #[cfg(target_os = "none")]
+mod paging;
+#[cfg(target_os = "none")]
 mod pods;
 #[cfg(target_os = "none")]
 mod wasm;
@@ -132,7 +134,29 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
             mem::heap_total()
         ),
     );
-    mem::run_on_stack(mem::alloc_stack(MAIN_STACK_PAGES), kernel_main)
+    let main_stack = mem::alloc_stack(MAIN_STACK_PAGES);
+    wx_self_test();
+    mem::run_on_stack(main_stack, kernel_main)
+}
+
+/// Reads the page tables back: no page writable and executable, kernel
+/// text R+X, read-only data R, every stack's guard page unmapped. A failure
+/// is a kernel bug, so it stops the node.
+#[cfg(target_os = "none")]
+fn wx_self_test() {
+    let r = paging::check();
+    if !r.ok() {
+        panic!("W^X self-test failed: {r:?}");
+    }
+    info!(
+        "paging",
+        "wx-check ok nx={} pages_4k={} pages_2m={} code_pages={} guards={}",
+        arch::cpu::nx_enabled(),
+        r.pages_4k,
+        r.pages_2m,
+        r.code_pages,
+        r.guards
+    );
 }
 
 #[cfg(target_os = "none")]
@@ -240,7 +264,35 @@ fn deliberate_fault(kind: FaultKind) {
         // SAFETY: `ud2` raises #UD on purpose; the handler never returns.
         FaultKind::InvalidOpcode => unsafe { core::arch::asm!("ud2") },
         FaultKind::Panic => panic!("deliberate panic (skiff.fault=panic)"),
+        FaultKind::WriteText => {
+            let code = deliberate_fault as *const () as *mut u8;
+            // SAFETY: deliberately writes this function's first byte back
+            // unchanged: W^X maps kernel text read-only, so the write
+            // faults (and would change nothing if it did not).
+            unsafe { core::ptr::write_volatile(code, core::ptr::read_volatile(code)) };
+        }
+        FaultKind::ExecHeap => {
+            let ret = alloc::boxed::Box::new([0xc3u8; 16]); // `ret`
+            // SAFETY: deliberately calls heap data that holds `ret`: W^X
+            // maps the heap NX, so the instruction fetch faults (and would
+            // just return if it did not).
+            let f: extern "C" fn() = unsafe { core::mem::transmute(ret.as_ptr()) };
+            f();
+        }
+        FaultKind::StackOverflow => {
+            info!("skiff", "recursed {} frames", recurse(0));
+        }
     }
+}
+
+/// Recurses until the stack's guard page faults (a 4 KiB frame each).
+#[cfg(target_os = "none")]
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 512]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + core::hint::black_box(frame)[511]
 }
 
 #[cfg(target_os = "none")]

@@ -12,6 +12,9 @@
 //! * Stacks live in their own virtual window above the identity map, mapped
 //!   4 KiB at a time with an unmapped guard page below each, so an overflow
 //!   faults instead of corrupting its neighbour.
+//! * Page-aligned heap allocations (guest code, fiber stacks) are rounded up
+//!   to whole pages, so `paging` can change their pages' protection without
+//!   touching a neighbouring object.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,16 @@ unsafe extern "C" {
     static __kernel_end: u8;
 }
 
+/// An allocation asking for page alignment gets whole pages: it may become
+/// code or a guard page, whose protection must not reach another object.
+fn page_granular(layout: Layout) -> Layout {
+    if layout.align() >= FRAME_SIZE as usize {
+        layout.pad_to_align()
+    } else {
+        layout
+    }
+}
+
 struct KernelHeap {
     heap: spin::Mutex<linked_list_allocator::Heap>,
 }
@@ -54,6 +67,7 @@ static HEAP: KernelHeap = KernelHeap {
 // interrupt handlers never allocate, so the lock cannot be re-entered.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let layout = page_granular(layout);
         match self.heap.lock().allocate_first_fit(layout) {
             Ok(p) => p.as_ptr(),
             Err(()) => {
@@ -70,8 +84,9 @@ unsafe impl GlobalAlloc for KernelHeap {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = core::ptr::NonNull::new(ptr) {
-            // SAFETY: the caller guarantees `ptr` came from `alloc` with `layout`.
-            unsafe { self.heap.lock().deallocate(p, layout) };
+            // SAFETY: the caller guarantees `ptr` came from `alloc` with
+            // `layout`, which `alloc` padded the same way.
+            unsafe { self.heap.lock().deallocate(p, page_granular(layout)) };
         }
     }
 }
@@ -126,21 +141,23 @@ pub fn free_frames(addr: u64, count: u64) {
     }
 }
 
-/// Whether `[addr, addr+len)` is mapped (for the fault report's stack dump).
+/// Whether `[addr, addr+len)` is mapped (for the fault report's stack dump
+/// and the guard-page check).
 pub fn is_readable(addr: u64, len: u64) -> bool {
     let end = addr.saturating_add(len);
     if end <= IDENTITY_LIMIT {
-        return addr >= 0x1000;
-    }
-    let (lo, hi) = (STACK_WINDOW, STACK_END.load(Ordering::Relaxed));
-    if addr < lo || end > hi {
+        if addr < 0x1000 {
+            return false;
+        }
+    } else if addr < STACK_WINDOW || end > STACK_END.load(Ordering::Relaxed) {
         return false;
     }
-    // Guard pages inside the window are unmapped: walk the page tables.
-    let pages = (addr / FRAME_SIZE)..=((end - 1) / FRAME_SIZE);
+    // Guard pages (in the stack window and in the heap) are unmapped: walk
+    // the page tables.
+    let pages = (addr / FRAME_SIZE)..=((end.max(addr + 1) - 1) / FRAME_SIZE);
     pages
         .into_iter()
-        .all(|p| translate(p * FRAME_SIZE).is_some())
+        .all(|p| crate::paging::is_present(p * FRAME_SIZE))
 }
 
 /// Physical address of a kernel virtual address: identity below 4 GiB,
@@ -222,6 +239,7 @@ pub fn init(boot: &BootInfo) {
         "kernel={kstart:#x}-{kend:#x} heap={base:#x}+{:#x}",
         heap_frames * FRAME_SIZE
     );
+    crate::paging::protect(base..base + heap_frames * FRAME_SIZE);
 }
 
 /// Maps a fresh stack of `pages` pages below an unmapped guard page and
@@ -229,6 +247,7 @@ pub fn init(boot: &BootInfo) {
 pub fn alloc_stack(pages: u64) -> u64 {
     let base = NEXT_STACK.fetch_add((pages + 1) * FRAME_SIZE, Ordering::Relaxed);
     let bottom = base + FRAME_SIZE; // `base` itself stays unmapped: the guard
+    crate::paging::register_guard(base);
     let flags = PageTableFlags::PRESENT
         | PageTableFlags::WRITABLE
         | if crate::arch::cpu::nx_enabled() {

@@ -14,12 +14,17 @@
 //! touches XMM/MXCSR. Fiber switches need not save XMM either (all XMM
 //! registers are caller-saved in the System V ABI).
 //!
-//! Code memory: wasmtime without virtual memory refuses to load code unless
-//! the embedder publishes it ([`CodeMemory`]). The boot identity map (2 MiB
-//! pages) has no NX bit, so the heap where wasmtime places loaded code is
-//! already executable and publishing has nothing to change. (Making the heap
-//! NX and flipping just code pages would need 4 KiB mappings of the heap;
-//! see kernel/README.md.)
+//! Code memory (W^X): wasmtime without virtual memory copies a module's
+//! code into a page-aligned heap allocation (`required_alignment`), whose
+//! pages are R+W+NX like the rest of the heap while it writes them;
+//! [`CodeMemory`] flips the text pages to R+X when wasmtime publishes them
+//! and back to R+W+NX when it unpublishes them (`paging::set_code`).
+//!
+//! Fiber stacks ([`GuardedStacks`]): each guest's fiber stack is a heap
+//! allocation whose lowest page is unmapped while the stack lives, so a
+//! host-side overflow (wasmtime's own `max_wasm_stack` check traps a
+//! recursing guest long before) faults on the guard instead of writing
+//! over the heap.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -50,24 +55,129 @@ extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
 static ENGINE: spin::Once<skiff_wasm::wasmtime::Engine> = spin::Once::new();
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// Publishes loaded code: see the module docs for why it is a no-op.
+const PAGE: usize = 4096;
+
+/// Publishes loaded guest code R+X and unpublishes it R+W+NX.
 struct CodeMemory;
+
+/// The pages `[ptr, ptr + len)` touches. wasmtime starts the text section
+/// on a page (the allocation and the section are page aligned); its tail
+/// page holds only the rest of the same image, which wasmtime never writes
+/// after publishing, since page-aligned allocations get whole pages.
+fn pages(ptr: *const u8, len: usize) -> core::ops::Range<u64> {
+    let start = ptr as u64 & !(PAGE as u64 - 1);
+    let end = (ptr as u64 + len as u64).next_multiple_of(PAGE as u64);
+    start..end
+}
 
 impl skiff_wasm::wasmtime::CustomCodeMemory for CodeMemory {
     fn required_alignment(&self) -> usize {
-        1
+        PAGE
     }
 
-    fn publish_executable(&self, _ptr: *const u8, _len: usize) -> skiff_wasm::wasmtime::Result<()> {
+    fn publish_executable(&self, ptr: *const u8, len: usize) -> skiff_wasm::wasmtime::Result<()> {
+        let range = pages(ptr, len);
+        crate::paging::set_code(range.clone(), true).map_err(skiff_wasm::wasmtime::Error::new)?;
+        // Self-test: the whole address space still holds W^X and its guards.
+        let r = crate::paging::check();
+        if !r.ok() {
+            panic!("W^X check failed after publishing guest code: {r:?}");
+        }
+        debug!(
+            "paging",
+            "published guest code {:#x}+{:#x} wx-check ok code_pages={} guards={} pages_4k={} pages_2m={}",
+            range.start,
+            range.end - range.start,
+            r.code_pages,
+            r.guards,
+            r.pages_4k,
+            r.pages_2m
+        );
         Ok(())
     }
 
-    fn unpublish_executable(
+    fn unpublish_executable(&self, ptr: *const u8, len: usize) -> skiff_wasm::wasmtime::Result<()> {
+        crate::paging::set_code(pages(ptr, len), false).map_err(skiff_wasm::wasmtime::Error::new)
+    }
+}
+
+/// Fiber stacks from the heap with an unmapped guard page below each.
+struct GuardedStacks;
+
+struct GuardedStack {
+    /// The guard page; the stack is the `layout.size() - PAGE` bytes above.
+    base: *mut u8,
+    layout: core::alloc::Layout,
+}
+
+// SAFETY: the stack is plain memory owned by this value; wasmtime runs a
+// fiber on it on one thread at a time.
+unsafe impl Send for GuardedStack {}
+// SAFETY: as above; `&GuardedStack` only reads its addresses.
+unsafe impl Sync for GuardedStack {}
+
+// SAFETY: every stack is a fresh page-aligned heap allocation of the
+// requested size (rounded up to pages) owned by the returned value alone,
+// with its guard page unmapped until the value is dropped.
+unsafe impl skiff_wasm::wasmtime::StackCreator for GuardedStacks {
+    fn new_stack(
         &self,
-        _ptr: *const u8,
-        _len: usize,
-    ) -> skiff_wasm::wasmtime::Result<()> {
-        Ok(())
+        size: usize,
+        zeroed: bool,
+    ) -> skiff_wasm::wasmtime::Result<Box<dyn skiff_wasm::wasmtime::StackMemory>> {
+        use skiff_wasm::wasmtime::{Error, OutOfMemory};
+        let total = size
+            .checked_next_multiple_of(PAGE)
+            .and_then(|s| s.checked_add(PAGE))
+            .ok_or_else(|| Error::new(OutOfMemory::new(size)))?;
+        let layout = core::alloc::Layout::from_size_align(total, PAGE)
+            .map_err(|_| Error::new(OutOfMemory::new(total)))?;
+        // SAFETY: `layout` has a non-zero size.
+        let base = unsafe {
+            if zeroed {
+                alloc::alloc::alloc_zeroed(layout)
+            } else {
+                alloc::alloc::alloc(layout)
+            }
+        };
+        if base.is_null() {
+            return Err(Error::new(OutOfMemory::new(total)));
+        }
+        if let Err(e) = crate::paging::set_guard(base as u64, true) {
+            // SAFETY: allocated just above with `layout`, never handed out.
+            unsafe { alloc::alloc::dealloc(base, layout) };
+            return Err(Error::new(e));
+        }
+        Ok(Box::new(GuardedStack { base, layout }))
+    }
+}
+
+// SAFETY: `top` and `range` describe the mapped pages above the guard.
+unsafe impl skiff_wasm::wasmtime::StackMemory for GuardedStack {
+    fn top(&self) -> *mut u8 {
+        self.base.wrapping_add(self.layout.size())
+    }
+
+    fn range(&self) -> core::ops::Range<usize> {
+        self.base as usize + PAGE..self.base as usize + self.layout.size()
+    }
+
+    fn guard_range(&self) -> core::ops::Range<*mut u8> {
+        self.base..self.base.wrapping_add(PAGE)
+    }
+}
+
+impl Drop for GuardedStack {
+    fn drop(&mut self) {
+        // The allocator writes its bookkeeping into freed memory: map the
+        // guard back first.
+        match crate::paging::set_guard(self.base as u64, false) {
+            // SAFETY: `base` came from `alloc` with `layout` in `new_stack`.
+            Ok(()) => unsafe { alloc::alloc::dealloc(self.base, self.layout) },
+            // Cannot happen (it was a heap page when created); leaking the
+            // stack beats handing the allocator an unmapped page.
+            Err(e) => error!("paging", "fiber stack guard not restored: {e}"),
+        }
     }
 }
 
@@ -77,6 +187,8 @@ pub fn init() -> Result<&'static skiff_wasm::Runtime, skiff_wasm::Error> {
     let mut config = skiff_wasm::engine_config(skiff_wasm::Target::Kernel);
     // Does not change what artifacts the engine accepts.
     config.with_custom_code_memory(Some(alloc::sync::Arc::new(CodeMemory)));
+    // Neither does where fiber stacks come from.
+    config.with_host_stack(alloc::sync::Arc::new(GuardedStacks));
     let rt: &'static skiff_wasm::Runtime = Box::leak(Box::new(skiff_wasm::Runtime::new(&config)?));
     ENGINE.call_once(|| rt.engine().clone());
     Ok(rt)

@@ -77,3 +77,41 @@ fn panic_exits_panic() {
     assert_eq!(exit, KernelExit::Panic, "log:\n{}", node.log_text());
     announced(&node, "PANIC");
 }
+
+/// The report's explanation line for a page fault (W^X or a guard page).
+fn explained(node: &Node, what: &str) {
+    assert!(
+        node.lines().iter().any(|l| l
+            .record()
+            .is_some_and(|r| r.target == "fault" && r.message.starts_with(what))),
+        "no `fault: {what}...` line\nlog:\n{}",
+        node.log_text()
+    );
+}
+
+#[test]
+fn writing_kernel_text_faults() {
+    let _g = shared();
+    let (exit, node) = faulting("write-text");
+    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    fault_report(&node, "14");
+    explained(&node, "W^X: write to read-only page");
+}
+
+#[test]
+fn executing_heap_data_faults() {
+    let _g = shared();
+    let (exit, node) = faulting("exec-heap");
+    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    fault_report(&node, "14");
+    explained(&node, "W^X: instruction fetch from no-execute page");
+}
+
+#[test]
+fn kernel_stack_overflow_hits_the_guard_page() {
+    let _g = shared();
+    let (exit, node) = faulting("stack-overflow");
+    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    fault_report(&node, "14");
+    explained(&node, "stack overflow: guard page");
+}

@@ -55,6 +55,12 @@ pub enum FaultKind {
     Page,
     InvalidOpcode,
     Panic,
+    /// Write to the kernel's own code (W^X: a page fault).
+    WriteText,
+    /// Jump into heap data (W^X: a page fault on the instruction fetch).
+    ExecHeap,
+    /// Recurse on the kernel stack until it hits its guard page.
+    StackOverflow,
 }
 
 /// One `virtio_mmio.device=<size>@<addr>:<irq>[:<id>]` word.
@@ -280,7 +286,14 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
                         "page" => FaultKind::Page,
                         "ud" => FaultKind::InvalidOpcode,
                         "panic" => FaultKind::Panic,
-                        _ => return Err(bad("page, ud or panic")),
+                        "write-text" => FaultKind::WriteText,
+                        "exec-heap" => FaultKind::ExecHeap,
+                        "stack-overflow" => FaultKind::StackOverflow,
+                        _ => {
+                            return Err(bad(
+                                "page, ud, panic, write-text, exec-heap or stack-overflow",
+                            ));
+                        }
                     })
                 }
                 "skiff.gateway" => {
@@ -640,6 +653,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.fault, Some(FaultKind::InvalidOpcode));
+        for (word, kind) in [
+            ("write-text", FaultKind::WriteText),
+            ("exec-heap", FaultKind::ExecHeap),
+            ("stack-overflow", FaultKind::StackOverflow),
+        ] {
+            let line = format!("skiff.fault={word}");
+            assert_eq!(parse(&line).unwrap().fault, Some(kind), "{word}");
+        }
         assert!(c.diag_rw);
         assert_eq!(c.net, NetMode::None);
         assert_eq!(c.ignored, 3);

@@ -164,6 +164,18 @@ fn fault(f: &Frame) -> ! {
         f.rip,
         cr2
     ));
+    if f.vector == 14 {
+        // Page-fault error code: bit 0 present, 1 write, 4 instruction fetch.
+        if crate::paging::is_guard(cr2) {
+            line(format_args!("stack overflow: guard page {cr2:#x} hit"));
+        } else if f.error & 0x11 == 0x11 {
+            line(format_args!(
+                "W^X: instruction fetch from no-execute page {cr2:#x}"
+            ));
+        } else if f.error & 0x3 == 0x3 {
+            line(format_args!("W^X: write to read-only page {cr2:#x}"));
+        }
+    }
     line(format_args!(
         "rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
         f.rax, f.rbx, f.rcx, f.rdx
