@@ -72,7 +72,9 @@ pub struct NodeConfig<'a> {
     dns_len: usize,
     pub hostname: &'a str,
     pub diag_port: Option<u16>,
-    pub diag_rw: bool,
+    /// Secret the diag service's mutating requests must carry
+    /// (`skiff.diag_token`); without it the service is read-only.
+    pub diag_token: Option<DiagToken<'a>>,
     pub log_level: LogLevel,
     pub fault: Option<FaultKind>,
     /// The control plane's node gateway (`skiff.gateway=a.b.c.d:port`).
@@ -107,7 +109,7 @@ impl Default for NodeConfig<'_> {
             dns_len: 0,
             hostname: "node",
             diag_port: None,
-            diag_rw: false,
+            diag_token: None,
             log_level: LogLevel::Info,
             fault: None,
             gateway: None,
@@ -192,7 +194,7 @@ const KEYS: &[&str] = &[
     "skiff.dns",
     "skiff.hostname",
     "skiff.diag",
-    "skiff.diag_rw",
+    "skiff.diag_token",
     "skiff.log",
     "skiff.fault",
     "skiff.gateway",
@@ -258,12 +260,16 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
                     }
                     cfg.diag_port = Some(port);
                 }
-                "skiff.diag_rw" => {
-                    cfg.diag_rw = match value {
-                        "0" => false,
-                        "1" => true,
-                        _ => return Err(bad("0 or 1")),
+                "skiff.diag_token" => {
+                    if !DiagToken::is_valid(value) {
+                        // Not echoed, like `skiff.token`.
+                        return Err(ConfigError::Malformed {
+                            key,
+                            value: "<redacted>",
+                            expected: DiagToken::EXPECTED,
+                        });
                     }
+                    cfg.diag_token = Some(DiagToken(value));
                 }
                 "skiff.log" => {
                     cfg.log_level = match value {
@@ -408,8 +414,37 @@ impl fmt::Display for TokenDisplay<'_> {
     }
 }
 
+/// The diag service's secret (`skiff.diag_token`). Its `Debug` shows
+/// nothing of it; [`DiagToken::secret_str`] is the one way to it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DiagToken<'a>(&'a str);
+
+impl<'a> DiagToken<'a> {
+    /// Shortest accepted token: 16 characters of 64 kinds, 96 bits.
+    pub const MIN_LEN: usize = 16;
+    pub const MAX_LEN: usize = 128;
+    const EXPECTED: &'static str = "16 to 128 characters of [A-Za-z0-9_-]";
+
+    fn is_valid(s: &str) -> bool {
+        (Self::MIN_LEN..=Self::MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
+    /// The secret itself: only for the diag service's check.
+    pub fn secret_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl fmt::Debug for DiagToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DiagToken(<redacted>)")
+    }
+}
+
 /// A command line to log: every word as given except the secret part of
-/// `skiff.token=`.
+/// `skiff.token=` and all of `skiff.diag_token=`.
 pub struct Redacted<'a>(pub &'a str);
 
 impl fmt::Display for Redacted<'_> {
@@ -420,6 +455,7 @@ impl fmt::Display for Redacted<'_> {
             }
             match word.split_once('=') {
                 Some(("skiff.token", v)) => write!(f, "skiff.token={}", TokenDisplay(v))?,
+                Some(("skiff.diag_token", _)) => f.write_str("skiff.diag_token=<redacted>")?,
                 _ => f.write_str(word)?,
             }
         }
@@ -486,7 +522,7 @@ mod tests {
         assert_eq!(c.net, NetMode::Dhcp);
         assert_eq!(c.hostname, "node");
         assert_eq!(c.diag_port, None);
-        assert!(!c.diag_rw);
+        assert_eq!(c.diag_token, None);
         assert_eq!(c.log_level, LogLevel::Info);
         assert!(c.dns().is_empty());
         assert!(c.mmio_devices().is_empty());
@@ -606,7 +642,8 @@ mod tests {
             ("skiff.net=maybe", "skiff.net"),
             ("skiff.diag=0", "skiff.diag"),
             ("skiff.diag=65536", "skiff.diag"),
-            ("skiff.diag_rw=yes", "skiff.diag_rw"),
+            ("skiff.diag_token=short", "skiff.diag_token"),
+            ("skiff.diag_token=has.a.dot.0123456789", "skiff.diag_token"),
             ("skiff.log=loud", "skiff.log"),
             ("skiff.fault=gp", "skiff.fault"),
             ("skiff.hostname=Node_1", "skiff.hostname"),
@@ -635,12 +672,8 @@ mod tests {
 
     #[test]
     fn fault_and_flags() {
-        let c = parse(
-            "skiff.fault=ud skiff.diag_rw=1 skiff.net=none i8042.noaux 8250.nr_uarts=1 noapic",
-        )
-        .unwrap();
+        let c = parse("skiff.fault=ud skiff.net=none i8042.noaux 8250.nr_uarts=1 noapic").unwrap();
         assert_eq!(c.fault, Some(FaultKind::InvalidOpcode));
-        assert!(c.diag_rw);
         assert_eq!(c.net, NetMode::None);
         assert_eq!(c.ignored, 3);
     }
@@ -696,5 +729,28 @@ mod tests {
         let e = parse("skiff.token=abcdef.0123456789ABCDEF").unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("0123456789ABCDEF"), "{shown}");
+    }
+
+    #[test]
+    fn diag_token_is_checked_and_never_shown() {
+        let secret = "s3cr3t-diag_TOKEN-0123";
+        let line = format!("skiff.diag=7000 skiff.diag_token={secret} skiff.log=debug");
+        let c = parse(&line).unwrap();
+        assert_eq!(c.diag_token.map(|t| t.secret_str()), Some(secret));
+        let shown = format!("{c:?} {}", Redacted(&line));
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("skiff.diag_token=<redacted>"), "{shown}");
+        // Neither a too-short nor a too-long one is echoed in the error.
+        for bad in ["abc123".to_string(), "x".repeat(DiagToken::MAX_LEN + 1)] {
+            let line = format!("skiff.diag_token={bad}");
+            let e = parse(&line).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(&bad), "{shown}");
+        }
+        // The old read-write switch is gone: the token is the one gate.
+        assert_eq!(
+            parse("skiff.diag_rw=1"),
+            Err(ConfigError::UnknownKey("skiff.diag_rw"))
+        );
     }
 }
