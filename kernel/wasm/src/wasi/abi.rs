@@ -11,6 +11,7 @@ pub const EXIST: Errno = 20;
 pub const FAULT: Errno = 21;
 pub const INVAL: Errno = 28;
 pub const ISDIR: Errno = 31;
+pub const MFILE: Errno = 33;
 pub const NAMETOOLONG: Errno = 37;
 pub const NOENT: Errno = 44;
 pub const NOSPC: Errno = 51;

@@ -91,9 +91,36 @@ pub(crate) enum Fd {
     },
 }
 
+/// The container's memory limit covers its linear memory and its tables:
+/// both live in the node's heap.
+#[derive(Debug, Default)]
 pub(crate) struct Limits {
     pub memory: usize,
+    /// Bytes of linear memory now (one memory: multi-memory is off).
+    pub memory_used: usize,
+    /// Bytes of all tables now, at [`TABLE_ELEMENT_BYTES`] an element.
+    pub table_bytes: usize,
     pub oom: bool,
+}
+
+/// Most open fds per container; past it, calls that open one get EMFILE.
+pub const MAX_FDS: usize = 1024;
+/// Most accepted connections a container holds at once: each is a node
+/// socket with its own buffers. Past it `sock_accept` answers EMFILE and
+/// the connection waits in the node's (bounded) backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most subscriptions one `poll_oneoff` takes; more is EINVAL (the host
+/// copies them).
+pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+/// What one table element costs the node (a pointer), charged to the
+/// container's memory limit.
+pub const TABLE_ELEMENT_BYTES: usize = core::mem::size_of::<usize>();
+
+impl Ctx {
+    fn oom_kill(&mut self) -> wasmtime::Error {
+        self.limits.oom = true;
+        wasmtime::Error::new(MemoryLimitExceeded)
+    }
 }
 
 /// The container's limit first, then the node's say ([`Host::memory_growing`]):
@@ -105,10 +132,11 @@ impl ResourceLimiter for Ctx {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory || !self.host.memory_growing(current, desired) {
-            self.limits.oom = true;
-            return Err(wasmtime::Error::new(MemoryLimitExceeded));
+        let total = desired.saturating_add(self.limits.table_bytes);
+        if total > self.limits.memory || !self.host.memory_growing(current, desired) {
+            return Err(self.oom_kill());
         }
+        self.limits.memory_used = desired;
         Ok(true)
     }
 
@@ -120,14 +148,27 @@ impl ResourceLimiter for Ctx {
         Err(wasmtime::Error::new(MemoryLimitExceeded))
     }
 
+    /// Tables are charged like memory (also at instantiation, where
+    /// `current` is 0): a guest over its limit is OOM-killed.
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables live in the node heap too; a million entries is plenty.
-        Ok(desired <= 1 << 20)
+        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
+        let tables = (self.limits.table_bytes + bytes(desired)).saturating_sub(bytes(current));
+        if tables.saturating_add(self.limits.memory_used) > self.limits.memory
+            || !self.host.memory_growing(bytes(current), bytes(desired))
+        {
+            return Err(self.oom_kill());
+        }
+        self.limits.table_bytes = tables;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(self.oom_kill())
     }
 }
 
@@ -162,19 +203,26 @@ impl Ctx {
             .ok_or(abi::BADF)
     }
 
-    /// Lowest free fd number, as POSIX does.
+    /// Lowest free fd number, as POSIX does; EMFILE past [`MAX_FDS`].
     pub fn insert(&mut self, fd: Fd) -> Result<u32, Errno> {
-        const MAX_FDS: usize = 1024;
         let slot = match self.fds.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.fds.len() < MAX_FDS => {
                 self.fds.push(None);
                 self.fds.len() - 1
             }
-            None => return Err(abi::NOSPC),
+            None => return Err(abi::MFILE),
         };
         self.fds[slot] = Some(fd);
         Ok(slot as u32)
+    }
+
+    /// Accepted connections held now.
+    pub fn connections(&self) -> usize {
+        self.fds
+            .iter()
+            .filter(|f| matches!(f, Some(Fd::Conn { .. })))
+            .count()
     }
 
     /// Records why the guest is about to be suspended.
