@@ -750,3 +750,28 @@ fn host_call_loops_are_preempted() {
         );
     }
 }
+
+/// The abusive guest the node test runs (tests/wasm/src/bin/abuser.rs):
+/// each attempt ends in an errno or a bound, and finally an OOM kill.
+#[test]
+fn the_abuser_is_refused_at_every_step() {
+    let mut s = spec(&["abuser"], &[("SPIN_MS", "200")]);
+    s.memory_limit = 16 * MIB;
+    s.volumes = vec![Volume::empty_dir("/scratch", MIB).unwrap()];
+    let (mut c, out, _) = spawn("abuser", s);
+    assert_eq!(
+        run_to_end(&mut c, Duration::from_secs(60)),
+        Step::OutOfMemory
+    );
+    let stdout = out.stdout();
+    let fds = skiff_wasm::MAX_FDS - 4; // stdio and the emptyDir
+    assert!(
+        stdout.contains(&format!("fds: {fds} opened, then errno 33\n")),
+        "{}",
+        &stdout[..stdout.len().min(300)]
+    );
+    // Each gathered write took at most 1 MiB, not the 64 MiB asked.
+    assert!(stdout.contains("log flood: 16777216 bytes in 16 calls"));
+    assert!(stdout.contains("spin: "));
+    assert!(stdout.contains("allocated 1 MiB"));
+}
