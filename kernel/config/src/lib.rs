@@ -9,7 +9,7 @@
 //! a fixed allow-list of Linux-style words (reported in
 //! [`NodeConfig::ignored`]). The result borrows from the command line; no
 //! allocation.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "fuzz")), no_std)]
 
 use core::fmt;
 use core::net::Ipv4Addr;
@@ -130,7 +130,8 @@ impl Default for NodeConfig<'_> {
 pub enum ConfigError<'a> {
     /// A `skiff.*` key this kernel does not know.
     UnknownKey(&'a str),
-    /// A word outside the `skiff.` namespace and the allow-list.
+    /// A word outside the `skiff.` namespace and the allow-list: its key
+    /// only (a mistyped `skiff.token=` must not echo the secret).
     UnknownWord(&'a str),
     /// A `skiff.*` word without `=value`.
     MissingValue(&'a str),
@@ -334,7 +335,7 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
         {
             cfg.ignored += 1;
         } else {
-            return Err(ConfigError::UnknownWord(word));
+            return Err(ConfigError::UnknownWord(key));
         }
     }
 
@@ -512,6 +513,65 @@ fn parse_u64(s: &str) -> Option<u64> {
     }
 }
 
+/// The command-line parser under arbitrary input (`cargo xtask fuzz
+/// kernel_cmdline`, and bounded in `cargo test`).
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz {
+    use super::{MAX_DNS, MAX_MMIO_DEVICES, Redacted, parse};
+
+    /// Parses `data` as a command line: nothing may panic, an accepted
+    /// configuration stays within its bounds, and no secret (the bootstrap
+    /// token's, the diag token) shows in the logged line, in `Debug` or in
+    /// an error.
+    pub fn one(data: &[u8]) {
+        let Ok(line) = core::str::from_utf8(data) else {
+            return;
+        };
+        let shown = Redacted(line).to_string();
+        for word in shown.split_ascii_whitespace() {
+            if let Some(v) = word.strip_prefix("skiff.diag_token=") {
+                assert_eq!(v, "<redacted>", "{line:?}");
+            }
+            if let Some(v) = word.strip_prefix("skiff.token=") {
+                assert!(v.ends_with("<redacted>"), "{line:?} shows {v:?}");
+            }
+        }
+        match parse(line) {
+            Ok(cfg) => {
+                assert!(cfg.dns().len() <= MAX_DNS);
+                assert!(cfg.mmio_devices().len() <= MAX_MMIO_DEVICES);
+                assert!(cfg.hostname.len() <= 63 && !cfg.hostname.is_empty());
+                if let Some(t) = cfg.token {
+                    let (_, secret) = t.secret_str().split_once('.').expect("id.secret");
+                    assert!(!format!("{t:?}").contains(secret), "{line:?}");
+                }
+                if let Some(t) = cfg.diag_token {
+                    assert!(!format!("{t:?}").contains(t.secret_str()), "{line:?}");
+                }
+                if let Some((_, port)) = cfg.gateway {
+                    assert_ne!(port, 0);
+                }
+                assert_ne!(cfg.diag_port, Some(0));
+            }
+            Err(e) => {
+                // A secret is never echoed (unless the line repeats it in
+                // some other word, which the parser cannot know is secret).
+                let shown = format!("{e} {e:?}");
+                for word in line.split_ascii_whitespace() {
+                    for key in ["skiff.token=", "skiff.diag_token="] {
+                        if let Some(v) = word.strip_prefix(key)
+                            && v.len() >= 8
+                            && line.matches(v).count() == 1
+                        {
+                            assert!(!shown.contains(v), "{line:?} → {shown}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,7 +661,7 @@ mod tests {
         assert_eq!(parse("quiet"), Err(ConfigError::UnknownWord("quiet")));
         assert_eq!(
             parse("root=/dev/sda"),
-            Err(ConfigError::UnknownWord("root=/dev/sda"))
+            Err(ConfigError::UnknownWord("root"))
         );
         assert_eq!(
             parse("skiff.net"),
@@ -752,5 +812,62 @@ mod tests {
             parse("skiff.diag_rw=1"),
             Err(ConfigError::UnknownKey("skiff.diag_rw"))
         );
+    }
+
+    /// Bounded fuzzing on stable over [`fuzz::one`] (`SKIFF_FUZZ_SECS`,
+    /// `SKIFF_FUZZ_SEED` override): seeded mutations of real command lines.
+    #[test]
+    fn fuzz_kernel_cmdline_bounded() {
+        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0);
+        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xc0de);
+        let mut next = move || {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let seeds = [
+            "skiff.diag=7000 skiff.diag_token=0123456789abcdef-_XY skiff.log=debug console=ttyS0 \
+             virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=4K@0xc0001000:5:3",
+            "skiff.net=static skiff.ip=10.0.0.5/24 skiff.gw=10.0.0.1 skiff.dns=1.1.1.1,8.8.8.8 \
+             skiff.hostname=worker-1 skiff.fault=ud i8042.noaux",
+            "skiff.gateway=10.0.2.2:6444 skiff.token=abcdef.0123456789abcdef skiff.ca=QUJD",
+        ];
+        let alphabet = b" =.,:@/_-0123456789abcdefxKMG";
+        let start = std::time::Instant::now();
+        let mut runs = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let mut input = seeds[next() as usize % seeds.len()].as_bytes().to_vec();
+            for _ in 0..next() % 8 {
+                let len = input.len();
+                let at = next() as usize % len.max(1);
+                match next() % 4 {
+                    0 if at < len => input[at] = alphabet[next() as usize % alphabet.len()],
+                    1 => input.insert(at, alphabet[next() as usize % alphabet.len()]),
+                    2 if at < len => {
+                        input.remove(at);
+                    }
+                    _ => {
+                        // Splice a word of another seed.
+                        let other = seeds[next() as usize % seeds.len()];
+                        let words: Vec<&str> = other.split(' ').collect();
+                        let w = words[next() as usize % words.len()];
+                        input.splice(at..at, format!(" {w}").bytes());
+                    }
+                }
+            }
+            fuzz::one(&input);
+            runs += 1;
+        }
+        eprintln!("fuzz: {runs} command lines");
+        assert!(runs > 100);
     }
 }

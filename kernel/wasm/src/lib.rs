@@ -18,6 +18,8 @@ mod config;
 mod container;
 mod error;
 mod fs;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 mod host;
 mod wasi;
 
