@@ -775,3 +775,56 @@ fn the_abuser_is_refused_at_every_step() {
     assert!(stdout.contains("spin: "));
     assert!(stdout.contains("allocated 1 MiB"));
 }
+
+#[test]
+fn open_fds_are_charged_to_the_memory_limit() {
+    // Twenty nested 200-byte directory names: each fd of the deepest keeps a
+    // ~4.5 KB path on the node. Under a 1 MiB limit they run out (ENOMEM,
+    // 48) long before MAX_FDS.
+    let level = format!("{}/", "x".repeat(200));
+    let path = level.repeat(20);
+    let depth = path.len() as i32 - 1;
+    let mkdirs: String = (1..=20)
+        .map(|k| {
+            format!(
+                "(drop (call $mkdir (i32.const 3) (i32.const 64) (i32.const {})))",
+                201 * k - 1
+            )
+        })
+        .collect();
+    let module = format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "path_create_directory"
+                (func $mkdir (param i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "path_open"
+                (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "{path}")
+            (func (export "_start") (local $n i32) (local $r i32)
+                {mkdirs}
+                (loop $next
+                    (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                    (local.set $r (call $open (i32.const 3) (i32.const 0) (i32.const 64)
+                        (i32.const {depth}) (i32.const 2) (i64.const 0) (i64.const 0)
+                        (i32.const 0) (i32.const 8000)))
+                    (br_if $next (i32.eqz (local.get $r))))
+                (call $exit (i32.add (i32.mul (local.get $r) (i32.const 10000)) (local.get $n)))))"#
+    );
+    let mut s = spec(&["x"], &[]);
+    s.memory_limit = MIB;
+    s.volumes = vec![Volume::empty_dir("/data", MIB).unwrap()];
+    let step = run_module(&module, s, 0);
+    let Step::Exited(code) = step else {
+        panic!("{step:?}")
+    };
+    let opened = code % 10000 - 1;
+    assert_eq!(
+        code / 10000,
+        48,
+        "{opened} opened, then errno {}",
+        code / 10000
+    );
+    // About (1 MiB - 64 KiB) / 4.5 KB of them.
+    assert!((150..250).contains(&opened), "{opened} opened");
+}

@@ -14,6 +14,7 @@ pub const ISDIR: Errno = 31;
 pub const MFILE: Errno = 33;
 pub const NAMETOOLONG: Errno = 37;
 pub const NOENT: Errno = 44;
+pub const NOMEM: Errno = 48;
 pub const NOSPC: Errno = 51;
 pub const NOSYS: Errno = 52;
 pub const NOTCONN: Errno = 53;

@@ -91,8 +91,8 @@ pub(crate) enum Fd {
     },
 }
 
-/// The container's memory limit covers its linear memory and its tables:
-/// both live in the node's heap.
+/// The container's memory limit covers its linear memory, its tables and
+/// its open fds: all live in the node's heap.
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
     pub memory: usize,
@@ -100,7 +100,28 @@ pub(crate) struct Limits {
     pub memory_used: usize,
     /// Bytes of all tables now, at [`TABLE_ELEMENT_BYTES`] an element.
     pub table_bytes: usize,
+    /// Bytes of the fds opened by calls ([`fd_cost`]).
+    pub fd_bytes: usize,
     pub oom: bool,
+}
+
+impl Limits {
+    /// Everything charged but the linear memory.
+    fn host_side(&self) -> usize {
+        self.table_bytes + self.fd_bytes
+    }
+}
+
+/// What an open fd costs the node: its slot and the path it keeps.
+pub(crate) fn fd_cost(fd: &Fd) -> usize {
+    const SLOT: usize = 64;
+    SLOT + match fd {
+        Fd::Dir { path, .. } | Fd::File { path, .. } => path
+            .iter()
+            .map(|c| c.len() + core::mem::size_of::<String>())
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// Most open fds per container; past it, calls that open one get EMFILE.
@@ -132,7 +153,7 @@ impl ResourceLimiter for Ctx {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = desired.saturating_add(self.limits.table_bytes);
+        let total = desired.saturating_add(self.limits.host_side());
         if total > self.limits.memory || !self.host.memory_growing(current, desired) {
             return Err(self.oom_kill());
         }
@@ -158,7 +179,8 @@ impl ResourceLimiter for Ctx {
     ) -> wasmtime::Result<bool> {
         let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
         let tables = (self.limits.table_bytes + bytes(desired)).saturating_sub(bytes(current));
-        if tables.saturating_add(self.limits.memory_used) > self.limits.memory
+        let others = self.limits.memory_used + self.limits.fd_bytes;
+        if tables.saturating_add(others) > self.limits.memory
             || !self.host.memory_growing(bytes(current), bytes(desired))
         {
             return Err(self.oom_kill());
@@ -203,8 +225,15 @@ impl Ctx {
             .ok_or(abi::BADF)
     }
 
-    /// Lowest free fd number, as POSIX does; EMFILE past [`MAX_FDS`].
+    /// Lowest free fd number, as POSIX does; EMFILE past [`MAX_FDS`],
+    /// ENOMEM when its [`fd_cost`] would take the container over its memory
+    /// limit.
     pub fn insert(&mut self, fd: Fd) -> Result<u32, Errno> {
+        let cost = fd_cost(&fd);
+        let l = &self.limits;
+        if l.memory_used + l.host_side() + cost > l.memory {
+            return Err(abi::NOMEM);
+        }
         let slot = match self.fds.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.fds.len() < MAX_FDS => {
@@ -214,7 +243,22 @@ impl Ctx {
             None => return Err(abi::MFILE),
         };
         self.fds[slot] = Some(fd);
+        self.limits.fd_bytes += cost;
         Ok(slot as u32)
+    }
+
+    /// Closes `fd` (checked open), giving back what it was charged.
+    pub fn remove(&mut self, fd: i32) -> Ret {
+        self.fd(fd)?;
+        let Some(old) = self.fds[fd as usize].take() else {
+            unreachable!("checked open above");
+        };
+        // Preopens were never charged.
+        self.limits.fd_bytes = self.limits.fd_bytes.saturating_sub(fd_cost(&old));
+        if let Fd::Conn { id, .. } = old {
+            self.host.close(id);
+        }
+        Ok(())
     }
 
     /// Accepted connections held now.
