@@ -24,7 +24,9 @@ use crate::net::{self, TcpSocket};
 
 /// Per-direction TCP buffer of each diag socket. 256 KiB gives a scaled
 /// window large enough for `sink`/`source` to stream at device speed; the
-/// `BACKLOG` listeners hold 8 × 512 KiB = 4 MiB of the ~16 MiB heap.
+/// `BACKLOG` listeners and `MAX_CONNECTIONS` connections hold at most
+/// 16 × 512 KiB = 8 MiB of heap (the service is for tests and benchmarks,
+/// off unless `skiff.diag` is given).
 const SOCKET_BUF: usize = 256 * 1024;
 
 pub struct Ctx {
