@@ -33,9 +33,11 @@ fn main() {
         written += out.write_vectored(&slices).unwrap_or(0);
         calls += 1;
     }
-    // Again after the flood, which a bounded log drops the start of.
-    writeln!(out, "\nlog flood: {written} bytes in {calls} calls\n{fds}").ok();
     drop(out);
+    // Again after the flood, which a bounded log drops the start of; after
+    // a pause, or the node's full output queue would drop this line too.
+    std::thread::sleep(Duration::from_millis(500));
+    println!("\nlog flood: {written} bytes in {calls} calls\n{fds}");
 
     let spin = Duration::from_millis(
         std::env::var("SPIN_MS")
