@@ -2,11 +2,18 @@
 //!
 //! `BACKLOG` acceptor tasks each keep one listening socket; when one
 //! accepts, a handler task takes the connection and the acceptor listens
-//! again, so several clients are served concurrently. Request parsing lives in `skiff-diag`.
+//! again, so several clients are served concurrently. Request parsing and
+//! the token check live in `skiff-diag`.
+//!
+//! The port is reachable from the node's network, so nothing a peer does
+//! may hold node memory for long: at most [`MAX_CONNECTIONS`] are served at
+//! once (others get `error busy` and are closed), and a peer that sends or
+//! takes nothing for [`IDLE_TIMEOUT_US`] is dropped.
 
 use alloc::string::String;
 use alloc::vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use skiff_diag::Request;
 
@@ -17,11 +24,14 @@ use crate::net::{self, TcpSocket};
 
 /// Per-direction TCP buffer of each diag socket. 256 KiB gives a scaled
 /// window large enough for `sink`/`source` to stream at device speed; the
-/// `BACKLOG` listeners hold 8 × 512 KiB = 4 MiB of the ~16 MiB heap.
+/// `BACKLOG` listeners and `MAX_CONNECTIONS` connections hold at most
+/// 16 × 512 KiB = 8 MiB of heap (the service is for tests and benchmarks,
+/// off unless `skiff.diag` is given).
 const SOCKET_BUF: usize = 256 * 1024;
 
 pub struct Ctx {
-    pub diag_rw: bool,
+    /// `skiff.diag_token`: without it, mutating requests are refused.
+    pub token: Option<&'static str>,
     pub devices: String,
 }
 
@@ -31,12 +41,54 @@ static CTX: spin::Once<Ctx> = spin::Once::new();
 /// beyond this many (before an acceptor re-arms) is refused by TCP reset.
 const BACKLOG: usize = 8;
 
+/// Connections served at once; each holds 2 × [`SOCKET_BUF`] of heap.
+pub const MAX_CONNECTIONS: usize = 8;
+/// A request line must arrive within this, and a stream (`sink`, `source`,
+/// a reply) may make no progress for at most this long.
+pub const IDLE_TIMEOUT_US: u64 = 10_000_000;
+
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// One slot of [`MAX_CONNECTIONS`], given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        ACTIVE
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONNECTIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `fut`, or `None` once `us` pass first.
+async fn timeout<F: core::future::Future>(us: u64, fut: F) -> Option<F::Output> {
+    executor::select(fut, executor::sleep_us(us)).await.ok()
+}
+
 pub fn serve(port: u16, ctx: Ctx) {
     CTX.call_once(|| ctx);
     for _ in 0..BACKLOG {
         executor::spawn(acceptor(port));
     }
-    info!("stage", "diag-ready t_us={} port={port}", time::uptime_us());
+    let mode = if CTX.get().is_some_and(|c| c.token.is_some()) {
+        "token"
+    } else {
+        "read-only"
+    };
+    info!(
+        "stage",
+        "diag-ready t_us={} port={port} mutating={mode}",
+        time::uptime_us()
+    );
 }
 
 async fn acceptor(port: u16) {
@@ -49,20 +101,46 @@ async fn acceptor(port: u16) {
             }
         };
         sock.accept().await;
-        executor::spawn(handle(sock));
+        match Slot::take() {
+            Some(slot) => executor::spawn(handle(sock, slot)),
+            // Answered here, not in a task: the refusal costs no more than
+            // the listener it replaces, and this acceptor waits meanwhile.
+            None => {
+                // Debug, not warn: a flood must not become a serial-log flood.
+                debug!(
+                    "diag",
+                    "connection refused: {MAX_CONNECTIONS} already served"
+                );
+                let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(b"error busy\n")).await;
+                sock.close().await;
+            }
+        }
     }
 }
 
-async fn handle(sock: TcpSocket) {
+async fn handle(sock: TcpSocket, _slot: Slot) {
     let mut line = vec![0u8; skiff_diag::MAX_LINE];
     let mut len = 0;
+    // The whole line within the timeout, however it trickles in.
+    let deadline = time::uptime_us() + IDLE_TIMEOUT_US;
     loop {
         if len == line.len() {
-            let _ = sock.write_all(b"error line-too-long\n").await;
+            let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(b"error line-too-long\n")).await;
             sock.close().await;
             return;
         }
-        let n = sock.read(&mut line[len..]).await;
+        let left = deadline.saturating_sub(time::uptime_us());
+        let Some(n) = timeout(left, sock.read(&mut line[len..])).await else {
+            debug!(
+                "diag",
+                "connection idle for {} s: closed",
+                IDLE_TIMEOUT_US / 1_000_000
+            );
+            // A FIN (bounded by `close`), not a drop: the reset a drop
+            // asks for is never sent once the socket is removed.
+            sock.close().await;
+            return;
+        };
         if n == 0 {
             break;
         }
@@ -73,24 +151,36 @@ async fn handle(sock: TcpSocket) {
     }
     let end = line[..len].iter().position(|&b| b == b'\n').unwrap_or(len);
     let text = core::str::from_utf8(&line[..end]).unwrap_or("");
-    debug!("diag", "request {:?}", text.trim_end());
+    debug!("diag", "request {}", skiff_diag::Redacted(text));
+    let ctx = CTX.get().expect("set by serve");
     let mut out = String::new();
     match skiff_diag::parse(text) {
         Err(e) => out.push_str(e.response()),
-        // Bytes after the request line already belong to a `sink` stream.
-        Ok(req) => respond(&sock, req, len.saturating_sub(end + 1), &mut out).await,
+        Ok(l) => match skiff_diag::authorize(&l, ctx.token) {
+            Err(denied) => {
+                warn!(
+                    "diag",
+                    "refused {}: {}",
+                    skiff_diag::Redacted(text),
+                    denied.response()
+                );
+                out.push_str(denied.response());
+            }
+            // Bytes after the request line already belong to a `sink` stream.
+            Ok(()) => respond(&sock, l.request, len.saturating_sub(end + 1), &mut out).await,
+        },
     }
     if !out.is_empty() {
         out.push('\n');
-        let _ = sock.write_all(out.as_bytes()).await;
+        let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(out.as_bytes())).await;
     }
     sock.close().await;
 }
 
 async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut String) {
-    let ctx = CTX.get().expect("set by serve");
     match req {
         Request::Status => {
+            let ctx = CTX.get().expect("set by serve");
             let (ip, gw) = net::with(|s| (s.ip, s.gateway));
             let (free, total) = crate::mem::frame_stats();
             let _ = write!(
@@ -161,28 +251,23 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
                 let _ = write!(out, "error {e}");
             }
         },
-        Request::BlkWrite { sector, data } => {
-            if !ctx.diag_rw {
-                out.push_str("error read-only");
-            } else {
-                match crate::blk::write(sector, &data).await {
-                    Ok(()) => out.push_str("ok"),
-                    Err(e) => {
-                        let _ = write!(out, "error {e}");
-                    }
-                }
+        // Authorized by `handle`.
+        Request::BlkWrite { sector, data } => match crate::blk::write(sector, &data).await {
+            Ok(()) => out.push_str("ok"),
+            Err(e) => {
+                let _ = write!(out, "error {e}");
             }
-        }
+        },
         Request::Sink => {
             let t0 = time::uptime_us();
             let mut buf = vec![0u8; 64 * 1024];
             let mut total = early as u64;
             loop {
-                let n = sock.read(&mut buf).await;
-                if n == 0 {
-                    break;
+                match timeout(IDLE_TIMEOUT_US, sock.read(&mut buf)).await {
+                    Some(0) => break,
+                    Some(n) => total += n as u64,
+                    None => break, // a stalled sender is closed on
                 }
-                total += n as u64;
             }
             let _ = write!(out, "received bytes={total} us={}", time::uptime_us() - t0);
         }
@@ -191,14 +276,18 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
             let mut left = bytes;
             while left > 0 {
                 let n = left.min(buf.len() as u64) as usize;
-                if !sock.write_all(&buf[..n]).await {
+                // Each chunk must make progress: a peer that stops reading
+                // does not keep the connection.
+                if timeout(IDLE_TIMEOUT_US, sock.write_all(&buf[..n])).await != Some(true) {
                     break;
                 }
                 left -= n as u64;
             }
         }
+        // Authorized by `handle`.
         Request::Shutdown => {
-            let _ = sock.write_all(b"bye\n").await;
+            info!("diag", "shutdown requested");
+            let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(b"bye\n")).await;
             // Send our FIN and let the reply and the FIN reach the peer before
             // the machine goes away (bounded: `close` gives up after 2 s), so
             // the client sees a clean end of stream even over tap.

@@ -243,7 +243,7 @@ fn start_network(
             diag::serve(
                 port,
                 diag::Ctx {
-                    diag_rw: config.diag_rw,
+                    token: config.diag_token.map(|t| t.secret_str()),
                     devices,
                 },
             );

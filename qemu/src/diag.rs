@@ -1,6 +1,7 @@
 //! Client of the kernel's diagnostic TCP service (contract: *Diagnostic
 //! service*). The kernel answers one request per connection, then closes, so
-//! every request opens a fresh connection.
+//! every request opens a fresh connection. A client given the node's
+//! `skiff.diag_token` sends it with every request (mutating requests need it).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read, Write};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 pub struct DiagClient {
     addr: SocketAddr,
     timeout: Duration,
+    token: Option<String>,
 }
 
 /// The `status` response: `key=value` lines up to `end`.
@@ -56,6 +58,28 @@ impl DiagClient {
         Self {
             addr,
             timeout: Duration::from_secs(10),
+            token: None,
+        }
+    }
+
+    /// Sends `token` (the node's `skiff.diag_token`) with every request;
+    /// `None` sends none.
+    pub fn with_token(mut self, token: Option<impl Into<String>>) -> Self {
+        self.token = token.map(Into::into);
+        self
+    }
+
+    /// The same client sending no token (to check refusals).
+    pub fn without_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    /// The request line as sent: `line`, then the token if any.
+    fn line(&self, line: &str) -> String {
+        match &self.token {
+            Some(t) => format!("{line} token={t}\n"),
+            None => format!("{line}\n"),
         }
     }
 
@@ -111,7 +135,7 @@ impl DiagClient {
     /// kernel closes the connection).
     pub fn request(&self, line: &str) -> io::Result<String> {
         let mut s = self.open()?;
-        s.write_all(format!("{line}\n").as_bytes())?;
+        s.write_all(self.line(line).as_bytes())?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
@@ -166,7 +190,7 @@ impl DiagClient {
         decode_hex(hex).ok_or_else(|| bad(format!("blk-read {sector}: bad hex {hex:?}")))
     }
 
-    /// `blk-write <sector> <hex>` (needs `skiff.diag_rw=1`); up to 512 bytes.
+    /// `blk-write <sector> <hex>` (needs the token); up to 512 bytes.
     pub fn blk_write(&self, sector: u64, data: &[u8]) -> io::Result<()> {
         let r = self.request(&format!("blk-write {sector} {}", encode_hex(data)))?;
         if r.trim() == "ok" {
@@ -180,7 +204,7 @@ impl DiagClient {
     /// and returns the kernel's `(bytes, us)` report.
     pub fn sink(&self, total: u64, chunk: usize) -> io::Result<(u64, u64)> {
         let mut s = self.open()?;
-        s.write_all(b"sink\n")?;
+        s.write_all(self.line("sink").as_bytes())?;
         let buf = vec![0x5au8; chunk.max(1)];
         let mut left = total;
         while left > 0 {
@@ -201,7 +225,7 @@ impl DiagClient {
     /// `source <bytes>`: reads until the kernel closes; returns bytes received.
     pub fn source(&self, bytes: u64) -> io::Result<u64> {
         let mut s = self.open()?;
-        s.write_all(format!("source {bytes}\n").as_bytes())?;
+        s.write_all(self.line(&format!("source {bytes}")).as_bytes())?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         loop {
@@ -212,16 +236,24 @@ impl DiagClient {
         }
     }
 
-    /// `shutdown`: the reply line (`bye` expected); the node then exits
-    /// SUCCESS. Reads one line, not to EOF: the VM may be gone before its FIN
-    /// leaves (on a tap device nobody would then close the connection).
+    /// `shutdown` (needs the token): the reply line (`bye` expected); the
+    /// node then exits SUCCESS. Reads one line, not to EOF: the VM may be
+    /// gone before its FIN leaves (on a tap device nobody would then close
+    /// the connection).
     pub fn shutdown(&self) -> io::Result<String> {
         let mut s = self.open()?;
-        s.write_all(b"shutdown\n")?;
+        s.write_all(self.line("shutdown").as_bytes())?;
         let mut line = String::new();
         std::io::BufReader::new(s).read_line(&mut line)?;
         Ok(line)
     }
+}
+
+/// A fresh random `skiff.diag_token` (32 hex digits, 128 bits).
+pub fn new_diag_token() -> io::Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(encode_hex(&b))
 }
 
 pub(crate) fn encode_hex(data: &[u8]) -> String {
@@ -263,6 +295,20 @@ mod tests {
         assert_eq!(decode_hex(&encode_hex(&data)).unwrap(), data);
         assert_eq!(decode_hex("abc"), None);
         assert_eq!(decode_hex("zz"), None);
+    }
+
+    #[test]
+    fn a_token_goes_with_every_request() {
+        let c = DiagClient::new(([127, 0, 0, 1], 1).into());
+        assert_eq!(c.line("shutdown"), "shutdown\n");
+        let t = new_diag_token().unwrap();
+        assert_eq!(t.len(), 32);
+        assert_ne!(t, new_diag_token().unwrap());
+        let c = c.with_token(Some(t.clone()));
+        assert_eq!(
+            c.line("blk-write 1 00"),
+            format!("blk-write 1 00 token={t}\n")
+        );
     }
 
     /// A fake one-request-per-connection server, as the kernel behaves.

@@ -16,7 +16,7 @@ pub mod log;
 mod node;
 mod spec;
 
-pub use diag::{DiagClient, Status};
+pub use diag::{DiagClient, Status, new_diag_token};
 pub use exit::KernelExit;
 pub use node::{LineHook, LogLine, Node, WaitError};
 pub use spec::{Accel, HostFwd, Machine, Net, NodeSpec, free_port};

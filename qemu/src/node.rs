@@ -387,11 +387,12 @@ impl Node {
         }
     }
 
-    /// A diag client for the host port forwarded to `guest_port`.
+    /// A diag client for the host port forwarded to `guest_port`, with the
+    /// node's `skiff.diag_token` if it has one.
     pub fn diag(&self, guest_port: u16) -> Option<DiagClient> {
         self.spec
             .host_port_for(guest_port)
-            .map(|p| DiagClient::new(([127, 0, 0, 1], p).into()))
+            .map(|p| DiagClient::new(([127, 0, 0, 1], p).into()).with_token(self.spec.diag_token()))
     }
 }
 

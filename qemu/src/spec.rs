@@ -197,6 +197,14 @@ impl NodeSpec {
     }
 
     /// The kernel command line as passed to `-append`.
+    /// The `skiff.diag_token=` value on the command line, if any.
+    pub fn diag_token(&self) -> Option<&str> {
+        self.cmdline
+            .iter()
+            .flat_map(|w| w.split_ascii_whitespace())
+            .find_map(|w| w.strip_prefix("skiff.diag_token="))
+    }
+
     pub fn cmdline_string(&self) -> String {
         self.cmdline.join(" ")
     }

@@ -33,10 +33,18 @@ fn boot_once(mem: u32, timeout: Duration) -> Result<Sample, String> {
             hostfwd: vec![HostFwd::new(port, DIAG_PORT)],
             subnet: None,
         })
-        .arg(format!("skiff.diag={DIAG_PORT}"));
+        .arg(format!("skiff.diag={DIAG_PORT}"))
+        // `shutdown` at the end needs it; the client gets it from the spec.
+        .arg(format!(
+            "skiff.diag_token={}",
+            new_diag_token().map_err(|e| e.to_string())?
+        ));
     let mut node = spec.launch().map_err(|e| e.to_string())?;
     let t0 = node.started();
-    let diag = DiagClient::new(([127, 0, 0, 1], port).into()).with_timeout(Duration::from_secs(2));
+    let diag = node
+        .diag(DIAG_PORT)
+        .ok_or("no forward to the diag port")?
+        .with_timeout(Duration::from_secs(2));
     // (c): ask only once the kernel logs `diag-ready`. Earlier, QEMU's
     // hostfwd accepts and then retries its SYN to a guest without an address
     // for seconds, which would measure slirp's retransmit timer.

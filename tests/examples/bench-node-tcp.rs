@@ -143,6 +143,7 @@ fn main() {
 fn tap_run(bytes: u64, runs: usize) -> Result<(f64, f64), String> {
     let ns = NetNs::with_tap("192.168.79.1/24").map_err(|e| e.to_string())?;
     let guest = Ipv4Addr::new(192, 168, 79, 2);
+    let token = new_diag_token().map_err(|e| e.to_string())?;
     let mut node = spec(Machine::Microvm)
         .net(Net::Tap {
             ifname: ns.tap.clone(),
@@ -151,6 +152,7 @@ fn tap_run(bytes: u64, runs: usize) -> Result<(f64, f64), String> {
         .args([
             "skiff.net=static skiff.ip=192.168.79.2/24 skiff.gw=192.168.79.1",
             &format!("skiff.diag={DIAG_PORT}"),
+            &format!("skiff.diag_token={token}"),
         ])
         .launch()
         .map_err(|e| e.to_string())?;
@@ -160,7 +162,8 @@ fn tap_run(bytes: u64, runs: usize) -> Result<(f64, f64), String> {
         .run(move || {
             let diag = DiagClient::connect((guest, DIAG_PORT).into(), Duration::from_secs(10))
                 .map_err(|e| e.to_string())?
-                .with_timeout(Duration::from_secs(120));
+                .with_timeout(Duration::from_secs(120))
+                .with_token(Some(token));
             let r = measure(&diag, bytes, runs);
             let _ = diag.shutdown();
             r

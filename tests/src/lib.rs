@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use skiff_qemu::{
     Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status, WaitError, log,
+    new_diag_token,
 };
 
 pub mod guests;
@@ -125,8 +126,9 @@ pub struct Booted {
     pub status: Status,
 }
 
-/// Adds `skiff.diag` and (for user networking) a hostfwd to it, launches,
-/// waits for the `diag-ready` stage and for `status` to answer.
+/// Adds `skiff.diag`, a fresh `skiff.diag_token` (unless the spec has one;
+/// the returned client sends it) and (for user networking) a hostfwd to it,
+/// launches, waits for the `diag-ready` stage and for `status` to answer.
 pub fn boot(spec: NodeSpec) -> Booted {
     try_boot(spec).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -134,6 +136,10 @@ pub fn boot(spec: NodeSpec) -> Booted {
 /// [`boot`], with failures as errors (benchmarks probing limits).
 pub fn try_boot(mut spec: NodeSpec) -> Result<Booted, String> {
     spec = spec.arg(format!("skiff.diag={DIAG_PORT}"));
+    if spec.diag_token().is_none() {
+        let token = skiff_qemu::new_diag_token().map_err(|e| format!("diag token: {e}"))?;
+        spec = spec.arg(format!("skiff.diag_token={token}"));
+    }
     let ours = matches!(&spec.net, Net::User { hostfwd, .. }
         if !hostfwd.iter().any(|f| f.guest_port == DIAG_PORT));
     let timeout = boot_timeout(spec.machine);

@@ -22,12 +22,9 @@ fn block_written_survives_reboot() {
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let data: Vec<u8> = (0..512u32).map(|i| (i * 7 + 3) as u8).collect();
 
-    // Boot 1: write (allowed with diag_rw=1), then an orderly shutdown.
-    let b = boot(
-        user_net(Machine::Microvm)
-            .disk(&disk)
-            .arg("skiff.diag_rw=1"),
-    );
+    // Boot 1: write (allowed with the diag token `boot` gives the node and
+    // its client), then an orderly shutdown.
+    let b = boot(user_net(Machine::Microvm).disk(&disk));
     if !b
         .status
         .devices()
@@ -53,15 +50,20 @@ fn block_written_survives_reboot() {
         "the raw file holds the written sector"
     );
 
-    // Boot 2: read back; writes are refused without diag_rw.
+    // Boot 2: read back; writes without the token are refused.
     let b = boot(user_net(Machine::Microvm).disk(&disk));
     match b.diag.blk_read(SECTOR) {
         Ok(d) if d == data => {}
         other => b.fail(&format!("sector {SECTOR} after reboot: {other:?}")),
     }
-    let r = b.diag.request(&format!("blk-write {SECTOR} ffff")).unwrap();
-    if r.trim() != "error read-only" {
-        b.fail(&format!("blk-write without skiff.diag_rw=1: {r:?}"));
+    let r = b
+        .diag
+        .clone()
+        .without_token()
+        .request(&format!("blk-write {SECTOR} ffff"))
+        .unwrap();
+    if r.trim() != "error unauthorized" {
+        b.fail(&format!("blk-write without the diag token: {r:?}"));
     }
     b.shutdown();
     assert_eq!(

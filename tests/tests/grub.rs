@@ -9,14 +9,21 @@ fn grub_iso_boots_the_kernel_via_multiboot2() {
     let _qemu = shared();
     let dir = tempfile::tempdir().unwrap();
     let iso = dir.path().join("node.iso");
+    let token = new_diag_token().unwrap();
     skiff_node_image::grub_iso(
         &kernel(),
-        &format!("skiff.diag={DIAG_PORT} skiff.log=debug"),
+        &format!("skiff.diag={DIAG_PORT} skiff.diag_token={token} skiff.log=debug"),
         &iso,
     )
     .unwrap_or_else(|e| panic!("building the ISO: {e} (run `cargo xtask setup`)"));
 
-    let booted = boot(user_net(Machine::Q35).cdrom(&iso));
+    // The ISO's command line is the one that boots; the spec's copy of the
+    // token only tells `boot` and its diag client which one the node has.
+    let booted = boot(
+        user_net(Machine::Q35)
+            .cdrom(&iso)
+            .arg(format!("skiff.diag_token={token}")),
+    );
     let log = booted.node.log_text();
     if !log.contains("boot: protocol=multiboot2") {
         booted.fail("the kernel did not report a Multiboot2 boot");

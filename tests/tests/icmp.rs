@@ -25,6 +25,7 @@ fn guest_answers_icmp_echo_on_tap() {
     let _g = shared();
     let ns = NetNs::with_tap("192.168.77.1/24").expect("network namespace with a tap device");
     let guest = Ipv4Addr::new(192, 168, 77, 2);
+    let token = new_diag_token().expect("diag token");
     let mut spec = spec(Machine::Microvm)
         .net(Net::Tap {
             ifname: ns.tap.clone(),
@@ -33,6 +34,7 @@ fn guest_answers_icmp_echo_on_tap() {
         .args([
             "skiff.net=static skiff.ip=192.168.77.2/24 skiff.gw=192.168.77.1",
             &format!("skiff.diag={DIAG_PORT}"),
+            &format!("skiff.diag_token={token}"),
         ]);
     spec.mac = Some("52:54:00:12:34:77".into());
     let mut node = spec.launch().expect("launching QEMU in the namespace");
@@ -52,7 +54,8 @@ fn guest_answers_icmp_echo_on_tap() {
                 SocketAddr::from((guest, DIAG_PORT)),
                 Duration::from_secs(10),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_token(Some(token));
             match diag.ping("192.168.77.1").map_err(|e| e.to_string())? {
                 Some(rtt) => eprintln!("diag ping gateway 192.168.77.1: {rtt} us"),
                 None => return Err("diag `ping 192.168.77.1` (gateway on tap) timed out".into()),

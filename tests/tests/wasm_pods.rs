@@ -483,3 +483,119 @@ spec:
     status("team-b", "b2", "Succeeded");
     b.shutdown();
 }
+
+/// WASI isolation on a real node (issue 14 item 6): a pod that exhausts its
+/// fds, floods its log with repeated-buffer writes, spins on host calls and
+/// grows its memory is refused at each step and OOM-killed, while an echo
+/// pod on the same node keeps answering and the node stays Ready.
+#[test]
+fn an_abusive_pod_fails_alone() {
+    let _g = shared();
+    let reg = Registry::start();
+    let host = reg.host();
+    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
+        cfg.renew_interval = Duration::from_millis(500);
+    });
+    plane.start_control_loops(Duration::from_secs(40));
+    reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
+    reg.push_wasm("demo/abuser:1.0", &guests::path("abuser"));
+    let (spec, http_port) = plane
+        .node_spec("wasm-3", &plane.token)
+        .memory_mib(64)
+        .user_net_forwarding(8080)
+        .expect("forward a port");
+    let b = boot(spec);
+    let log = || b.node.log_text();
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo, namespace: default}}
+spec:
+  containers:
+  - name: echo
+    image: {host}/demo/echo:1.0
+    ports: [{{containerPort: 8080}}]
+"#
+    ));
+    plane.eventually("the echo server to answer", 120, log, || {
+        http_get(http_port).is_ok_and(|a| a.contains("200 OK"))
+    });
+
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: abuser, namespace: default}}
+spec:
+  containers:
+  - name: main
+    image: {host}/demo/abuser:1.0
+    resources: {{limits: {{memory: 8Mi}}}}
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+  volumes: [{{name: scratch, emptyDir: {{}}}}]
+"#
+    ));
+    // Until the abuser has been OOM-killed, the neighbour answers every time.
+    let killed = || {
+        jsonpath(
+            &plane,
+            &["get", "pod", "abuser"],
+            "{.status.containerStatuses[0].lastState.terminated.reason}",
+        ) == "OOMKilled"
+    };
+    let mut answers = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !killed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abuser was not OOM-killed in 180 s\n{}\n{}",
+            describe(&plane, "pod abuser"),
+            log()
+        );
+        let a = http_get(http_port)
+            .unwrap_or_else(|e| panic!("echo next to the abuser: {e}\n{}", log()));
+        assert!(a.contains("200 OK"), "{a}");
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(answers > 3, "the echo pod was asked only {answers} times");
+    let mut logs = String::new();
+    plane.eventually("the abuser's refusals in its log", 60, log, || {
+        let out = plane.kubectl(&["logs", "abuser"]);
+        logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        logs.contains("allocated")
+    });
+    let fds = skiff_wasm::MAX_FDS - 4; // stdio and the emptyDir
+    for want in [
+        format!("fds: {fds} opened, then errno 33"),
+        "spin: ".to_string(),
+    ] {
+        assert!(
+            logs.contains(&want),
+            "{want:?} missing from\n{}",
+            tail(&logs)
+        );
+    }
+    // The log is bounded: 16 MiB written, much less kept.
+    assert!(logs.len() < 1 << 20, "{} bytes of log kept", logs.len());
+    let ready = jsonpath(
+        &plane,
+        &["get", "node", "wasm-3"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+    );
+    assert_eq!(ready, "True", "the node stays Ready\n{}", log());
+    assert_eq!(
+        jsonpath(&plane, &["get", "pod", "echo"], "{.status.phase}"),
+        "Running"
+    );
+    b.shutdown();
+}
+
+fn tail(s: &str) -> &str {
+    let mut i = s.len().saturating_sub(2000);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}

@@ -9,7 +9,7 @@
 //! a fixed allow-list of Linux-style words (reported in
 //! [`NodeConfig::ignored`]). The result borrows from the command line; no
 //! allocation.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "fuzz")), no_std)]
 
 use core::fmt;
 use core::net::Ipv4Addr;
@@ -78,7 +78,9 @@ pub struct NodeConfig<'a> {
     dns_len: usize,
     pub hostname: &'a str,
     pub diag_port: Option<u16>,
-    pub diag_rw: bool,
+    /// Secret the diag service's mutating requests must carry
+    /// (`skiff.diag_token`); without it the service is read-only.
+    pub diag_token: Option<DiagToken<'a>>,
     pub log_level: LogLevel,
     pub fault: Option<FaultKind>,
     /// The control plane's node gateway (`skiff.gateway=a.b.c.d:port`).
@@ -113,7 +115,7 @@ impl Default for NodeConfig<'_> {
             dns_len: 0,
             hostname: "node",
             diag_port: None,
-            diag_rw: false,
+            diag_token: None,
             log_level: LogLevel::Info,
             fault: None,
             gateway: None,
@@ -134,7 +136,8 @@ impl Default for NodeConfig<'_> {
 pub enum ConfigError<'a> {
     /// A `skiff.*` key this kernel does not know.
     UnknownKey(&'a str),
-    /// A word outside the `skiff.` namespace and the allow-list.
+    /// A word outside the `skiff.` namespace and the allow-list: its key
+    /// only (a mistyped `skiff.token=` must not echo the secret).
     UnknownWord(&'a str),
     /// A `skiff.*` word without `=value`.
     MissingValue(&'a str),
@@ -198,7 +201,7 @@ const KEYS: &[&str] = &[
     "skiff.dns",
     "skiff.hostname",
     "skiff.diag",
-    "skiff.diag_rw",
+    "skiff.diag_token",
     "skiff.log",
     "skiff.fault",
     "skiff.gateway",
@@ -264,12 +267,16 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
                     }
                     cfg.diag_port = Some(port);
                 }
-                "skiff.diag_rw" => {
-                    cfg.diag_rw = match value {
-                        "0" => false,
-                        "1" => true,
-                        _ => return Err(bad("0 or 1")),
+                "skiff.diag_token" => {
+                    if !DiagToken::is_valid(value) {
+                        // Not echoed, like `skiff.token`.
+                        return Err(ConfigError::Malformed {
+                            key,
+                            value: "<redacted>",
+                            expected: DiagToken::EXPECTED,
+                        });
                     }
+                    cfg.diag_token = Some(DiagToken(value));
                 }
                 "skiff.log" => {
                     cfg.log_level = match value {
@@ -341,7 +348,7 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
         {
             cfg.ignored += 1;
         } else {
-            return Err(ConfigError::UnknownWord(word));
+            return Err(ConfigError::UnknownWord(key));
         }
     }
 
@@ -421,8 +428,37 @@ impl fmt::Display for TokenDisplay<'_> {
     }
 }
 
+/// The diag service's secret (`skiff.diag_token`). Its `Debug` shows
+/// nothing of it; [`DiagToken::secret_str`] is the one way to it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DiagToken<'a>(&'a str);
+
+impl<'a> DiagToken<'a> {
+    /// Shortest accepted token: 16 characters of 64 kinds, 96 bits.
+    pub const MIN_LEN: usize = 16;
+    pub const MAX_LEN: usize = 128;
+    const EXPECTED: &'static str = "16 to 128 characters of [A-Za-z0-9_-]";
+
+    fn is_valid(s: &str) -> bool {
+        (Self::MIN_LEN..=Self::MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
+    /// The secret itself: only for the diag service's check.
+    pub fn secret_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl fmt::Debug for DiagToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DiagToken(<redacted>)")
+    }
+}
+
 /// A command line to log: every word as given except the secret part of
-/// `skiff.token=`.
+/// `skiff.token=` and all of `skiff.diag_token=`.
 pub struct Redacted<'a>(pub &'a str);
 
 impl fmt::Display for Redacted<'_> {
@@ -433,6 +469,7 @@ impl fmt::Display for Redacted<'_> {
             }
             match word.split_once('=') {
                 Some(("skiff.token", v)) => write!(f, "skiff.token={}", TokenDisplay(v))?,
+                Some(("skiff.diag_token", _)) => f.write_str("skiff.diag_token=<redacted>")?,
                 _ => f.write_str(word)?,
             }
         }
@@ -489,6 +526,78 @@ fn parse_u64(s: &str) -> Option<u64> {
     }
 }
 
+/// The command-line parser under arbitrary input (`cargo xtask fuzz
+/// kernel_cmdline`, and bounded in `cargo test`).
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz {
+    use super::{ConfigError, MAX_DNS, MAX_MMIO_DEVICES, Redacted, parse};
+
+    /// Parses `data` as a command line: nothing may panic, an accepted
+    /// configuration stays within its bounds, and no secret (the bootstrap
+    /// token's, the diag token) shows in the logged line, in `Debug` or in
+    /// an error.
+    pub fn one(data: &[u8]) {
+        let Ok(line) = core::str::from_utf8(data) else {
+            return;
+        };
+        let shown = Redacted(line).to_string();
+        for word in shown.split_ascii_whitespace() {
+            if let Some(v) = word.strip_prefix("skiff.diag_token=") {
+                assert_eq!(v, "<redacted>", "{line:?}");
+            }
+            if let Some(v) = word.strip_prefix("skiff.token=") {
+                assert!(v.ends_with("<redacted>"), "{line:?} shows {v:?}");
+            }
+        }
+        match parse(line) {
+            Ok(cfg) => {
+                assert!(cfg.dns().len() <= MAX_DNS);
+                assert!(cfg.mmio_devices().len() <= MAX_MMIO_DEVICES);
+                assert!(cfg.hostname.len() <= 63 && !cfg.hostname.is_empty());
+                if let Some(t) = cfg.token {
+                    let (_, secret) = t.secret_str().split_once('.').expect("id.secret");
+                    assert!(!format!("{t:?}").contains(secret), "{line:?}");
+                }
+                if let Some(t) = cfg.diag_token {
+                    assert!(!format!("{t:?}").contains(t.secret_str()), "{line:?}");
+                }
+                if let Some((_, port)) = cfg.gateway {
+                    assert_ne!(port, 0);
+                }
+                assert_ne!(cfg.diag_port, Some(0));
+            }
+            Err(e) => {
+                // A secret is never echoed (unless the line repeats it in
+                // some other word, which the parser cannot know is secret).
+                // The words an error quotes from the line:
+                let quoted = match e {
+                    ConfigError::UnknownKey(w)
+                    | ConfigError::UnknownWord(w)
+                    | ConfigError::MissingValue(w)
+                    | ConfigError::Duplicate(w)
+                    | ConfigError::RequiresStatic(w) => [w, ""],
+                    // `<redacted>` stands in for a secret: not from the line.
+                    ConfigError::Malformed { key, value, .. } if value != "<redacted>" => {
+                        [key, value]
+                    }
+                    ConfigError::Malformed { key, .. } => [key, ""],
+                    _ => ["", ""],
+                };
+                for word in line.split_ascii_whitespace() {
+                    for key in ["skiff.token=", "skiff.diag_token="] {
+                        if let Some(v) = word.strip_prefix(key)
+                            && !v.is_empty()
+                            && line.matches(v).count() == 1
+                        {
+                            assert!(!quoted.iter().any(|q| q.contains(v)), "{line:?} → {e:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,7 +608,7 @@ mod tests {
         assert_eq!(c.net, NetMode::Dhcp);
         assert_eq!(c.hostname, "node");
         assert_eq!(c.diag_port, None);
-        assert!(!c.diag_rw);
+        assert_eq!(c.diag_token, None);
         assert_eq!(c.log_level, LogLevel::Info);
         assert!(c.dns().is_empty());
         assert!(c.mmio_devices().is_empty());
@@ -578,7 +687,7 @@ mod tests {
         assert_eq!(parse("quiet"), Err(ConfigError::UnknownWord("quiet")));
         assert_eq!(
             parse("root=/dev/sda"),
-            Err(ConfigError::UnknownWord("root=/dev/sda"))
+            Err(ConfigError::UnknownWord("root"))
         );
         assert_eq!(
             parse("skiff.net"),
@@ -619,7 +728,8 @@ mod tests {
             ("skiff.net=maybe", "skiff.net"),
             ("skiff.diag=0", "skiff.diag"),
             ("skiff.diag=65536", "skiff.diag"),
-            ("skiff.diag_rw=yes", "skiff.diag_rw"),
+            ("skiff.diag_token=short", "skiff.diag_token"),
+            ("skiff.diag_token=has.a.dot.0123456789", "skiff.diag_token"),
             ("skiff.log=loud", "skiff.log"),
             ("skiff.fault=gp", "skiff.fault"),
             ("skiff.hostname=Node_1", "skiff.hostname"),
@@ -648,10 +758,7 @@ mod tests {
 
     #[test]
     fn fault_and_flags() {
-        let c = parse(
-            "skiff.fault=ud skiff.diag_rw=1 skiff.net=none i8042.noaux 8250.nr_uarts=1 noapic",
-        )
-        .unwrap();
+        let c = parse("skiff.fault=ud skiff.net=none i8042.noaux 8250.nr_uarts=1 noapic").unwrap();
         assert_eq!(c.fault, Some(FaultKind::InvalidOpcode));
         for (word, kind) in [
             ("write-text", FaultKind::WriteText),
@@ -661,7 +768,6 @@ mod tests {
             let line = format!("skiff.fault={word}");
             assert_eq!(parse(&line).unwrap().fault, Some(kind), "{word}");
         }
-        assert!(c.diag_rw);
         assert_eq!(c.net, NetMode::None);
         assert_eq!(c.ignored, 3);
     }
@@ -717,5 +823,85 @@ mod tests {
         let e = parse("skiff.token=abcdef.0123456789ABCDEF").unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("0123456789ABCDEF"), "{shown}");
+    }
+
+    #[test]
+    fn diag_token_is_checked_and_never_shown() {
+        let secret = "s3cr3t-diag_TOKEN-0123";
+        let line = format!("skiff.diag=7000 skiff.diag_token={secret} skiff.log=debug");
+        let c = parse(&line).unwrap();
+        assert_eq!(c.diag_token.map(|t| t.secret_str()), Some(secret));
+        let shown = format!("{c:?} {}", Redacted(&line));
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("skiff.diag_token=<redacted>"), "{shown}");
+        // Neither a too-short nor a too-long one is echoed in the error.
+        for bad in ["abc123".to_string(), "x".repeat(DiagToken::MAX_LEN + 1)] {
+            let line = format!("skiff.diag_token={bad}");
+            let e = parse(&line).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(&bad), "{shown}");
+        }
+        // The old read-write switch is gone: the token is the one gate.
+        assert_eq!(
+            parse("skiff.diag_rw=1"),
+            Err(ConfigError::UnknownKey("skiff.diag_rw"))
+        );
+    }
+
+    /// Bounded fuzzing on stable over [`fuzz::one`] (`SKIFF_FUZZ_SECS`,
+    /// `SKIFF_FUZZ_SEED` override): seeded mutations of real command lines.
+    #[test]
+    fn fuzz_kernel_cmdline_bounded() {
+        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0);
+        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xc0de);
+        let mut next = move || {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let seeds = [
+            "skiff.diag=7000 skiff.diag_token=0123456789abcdef-_XY skiff.log=debug console=ttyS0 \
+             virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=4K@0xc0001000:5:3",
+            "skiff.net=static skiff.ip=10.0.0.5/24 skiff.gw=10.0.0.1 skiff.dns=1.1.1.1,8.8.8.8 \
+             skiff.hostname=worker-1 skiff.fault=ud i8042.noaux",
+            "skiff.gateway=10.0.2.2:6444 skiff.token=abcdef.0123456789abcdef skiff.ca=QUJD",
+        ];
+        let alphabet = b" =.,:@/_-0123456789abcdefxKMG";
+        let start = std::time::Instant::now();
+        let mut runs = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            let mut input = seeds[next() as usize % seeds.len()].as_bytes().to_vec();
+            for _ in 0..next() % 8 {
+                let len = input.len();
+                let at = next() as usize % len.max(1);
+                match next() % 4 {
+                    0 if at < len => input[at] = alphabet[next() as usize % alphabet.len()],
+                    1 => input.insert(at, alphabet[next() as usize % alphabet.len()]),
+                    2 if at < len => {
+                        input.remove(at);
+                    }
+                    _ => {
+                        // Splice a word of another seed.
+                        let other = seeds[next() as usize % seeds.len()];
+                        let words: Vec<&str> = other.split(' ').collect();
+                        let w = words[next() as usize % words.len()];
+                        input.splice(at..at, format!(" {w}").bytes());
+                    }
+                }
+            }
+            fuzz::one(&input);
+            runs += 1;
+        }
+        eprintln!("fuzz: {runs} command lines");
+        assert!(runs > 100);
     }
 }

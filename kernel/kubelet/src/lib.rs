@@ -77,7 +77,7 @@ use skiff_node_proto::{
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use env::{ConfigStore, VolumeContent, VolumeFile};
-pub use logs::{LogBuffer, LogCursor, LogOptions, LogSource, LogStreams};
+pub use logs::{LINE_OVERHEAD, LogBuffer, LogCursor, LogOptions, LogSource, LogStreams};
 pub use pod::PodState;
 
 /// Nanoseconds since boot (the driver's monotonic clock; virtual in tests).

@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - a buffer holds whole lines, oldest first, numbered by a sequence that
-//!   never repeats; it keeps at most `cap_bytes` of line data, evicting the
-//!   oldest lines; a line longer than [`MAX_LINE`] or the cap is split;
+//!   never repeats; it keeps at most `cap_bytes` of line data plus
+//!   [`LINE_OVERHEAD`] a line, evicting the oldest lines; a line longer than
+//!   [`MAX_LINE`] or the cap is split;
 //! - an unterminated line stays invisible until its newline arrives or the
 //!   buffer is closed (the instance exited), so readers never see half lines;
 //! - a [`LogCursor`] is just a sequence number and a byte budget: any number
@@ -30,6 +31,11 @@ use crate::{ContainerId, Kubelet};
 /// Longest line kept as one (CRI's 16 KiB partial-line size). With the
 /// timestamp prefix it stays well inside [`skiff_node_proto::MAX_LOG_CHUNK`].
 pub const MAX_LINE: usize = 16 << 10;
+
+/// What a line costs the node beyond its text (its slot in the deque, its
+/// allocation), charged against the cap: a flood of empty lines is bounded
+/// like one long line, not by its text alone.
+pub const LINE_OVERHEAD: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Line {
@@ -89,7 +95,10 @@ impl LogBuffer {
         // Lines longer than MAX_LINE (or the cap) are split, as CRI runtimes
         // split them into 16 KiB partial lines: bounded memory, and a read
         // of one line always fits a log chunk frame.
-        let limit = self.cap_bytes.min(MAX_LINE);
+        let limit = self
+            .cap_bytes
+            .saturating_sub(LINE_OVERHEAD)
+            .clamp(1, MAX_LINE);
         while !data.is_empty() {
             if self.partial.is_empty() {
                 self.partial_at = at;
@@ -126,12 +135,17 @@ impl LogBuffer {
         self.closed
     }
 
-    fn push_line(&mut self, line: Line) {
-        self.bytes += line.text.len();
+    fn push_line(&mut self, mut line: Line) {
+        // The text grew by appends: drop spare capacity the overhead does
+        // not cover, so what is charged is what is held.
+        if line.text.capacity() - line.text.len() > LINE_OVERHEAD / 2 {
+            line.text.shrink_to_fit();
+        }
+        self.bytes += line.text.len() + LINE_OVERHEAD;
         self.lines.push_back(line);
         while self.bytes > self.cap_bytes {
             let old = self.lines.pop_front().expect("bytes > 0 implies a line");
-            self.bytes -= old.text.len();
+            self.bytes -= old.text.len() + LINE_OVERHEAD;
             self.first_seq += 1;
         }
     }

@@ -1592,7 +1592,9 @@ fn log_buffer_tail_since_limit_follow() {
 
 #[test]
 fn log_buffer_evicts_oldest_and_bounds_long_lines() {
-    let mut b = LogBuffer::new(16);
+    // Room for four 4-byte lines with their overhead.
+    let cap = 4 * (4 + LINE_OVERHEAD);
+    let mut b = LogBuffer::new(cap);
     let mut slow = b.reader(&LogOptions::default());
     for i in 0..10u8 {
         b.append(u64::from(i), &[b'a' + i, b'a' + i, b'a' + i, b'\n']);
@@ -1602,14 +1604,35 @@ fn log_buffer_evicts_oldest_and_bounds_long_lines() {
         data, b"ggg\nhhh\niii\njjj\n",
         "a lagging reader resumes at the oldest line"
     );
-    b.append(20, &[b'x'; 40]);
+    let longest = cap - LINE_OVERHEAD;
+    b.append(20, &vec![b'x'; 2 * longest + 40]);
     let (data, _) = b.read(&mut slow, 1 << 20);
     assert_eq!(
-        data, [b'x'; 16],
-        "no line exceeds the cap (40 = 16 + 16 + 8 partial)"
+        data,
+        vec![b'x'; longest],
+        "no line exceeds the cap (two whole lines and a partial)"
     );
     let mut all = b.reader(&LogOptions::default());
-    assert!(b.read(&mut all, 1 << 20).0.len() <= 16);
+    assert!(b.read(&mut all, 1 << 20).0.len() <= longest);
+}
+
+/// Empty lines cost the node more than their text: they are charged their
+/// overhead, so a flood of them holds about the cap, not 65 times it.
+#[test]
+fn log_buffer_charges_each_lines_overhead() {
+    let cap = 64 << 10;
+    let mut b = LogBuffer::new(cap);
+    b.append(0, &vec![b'\n'; 1 << 20]);
+    let mut all = b.reader(&LogOptions::default());
+    let mut kept = 0;
+    loop {
+        let (d, _) = b.read(&mut all, 1 << 20);
+        if d.is_empty() {
+            break;
+        }
+        kept += d.len();
+    }
+    assert_eq!(kept, cap / (1 + LINE_OVERHEAD), "lines kept");
 }
 
 #[test]
@@ -1851,7 +1874,8 @@ impl Bufs {
     fn write(&mut self, id: u64, text: &str) {
         self.0
             .entry(ContainerId(id))
-            .or_insert_with(|| LogBuffer::new(1 << 20))
+            // Room for 20,000 short lines with their overhead.
+            .or_insert_with(|| LogBuffer::new(4 << 20))
             .append(1_700_000_000_000, text.as_bytes());
     }
     fn close(&mut self, id: u64) {

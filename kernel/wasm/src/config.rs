@@ -58,7 +58,8 @@ pub const ISA_BASELINE: &[&str] = &[
 pub const MAX_WASM_STACK: usize = 512 << 10;
 /// Each container's fiber stack: the wasm stack plus room for our WASI host
 /// functions and wasmtime's own frames, which run on the same stack. On the
-/// node it comes from the heap without a guard page, so keep the margin.
+/// node it comes from the heap with an unmapped guard page below it (the
+/// kernel's `GuardedStacks`); wasmtime's stack limit traps a guest first.
 pub const FIBER_STACK: usize = 1 << 20;
 
 /// THE configuration. The kernel may add settings that do not change the

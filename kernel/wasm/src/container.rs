@@ -194,7 +194,7 @@ impl Runtime {
             host,
             limits: Limits {
                 memory: spec.memory_limit,
-                oom: false,
+                ..Limits::default()
             },
             shared: shared.clone(),
             seen_slice: 0,

@@ -18,6 +18,8 @@ mod config;
 mod container;
 mod error;
 mod fs;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 mod host;
 mod wasi;
 
@@ -28,5 +30,6 @@ pub use container::{Container, ContainerSpec, Image, Runtime, Step};
 pub use error::Error;
 pub use fs::{ENTRY_OVERHEAD, Volume};
 pub use host::{ConnId, Host, NetError, Shutdown, Stream};
+pub use wasi::{MAX_CONNECTIONS, MAX_FDS, MAX_SUBSCRIPTIONS, TABLE_ELEMENT_BYTES};
 /// The wasmtime this crate is built on (the kernel needs its `Config`).
 pub use wasmtime;

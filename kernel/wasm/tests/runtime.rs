@@ -577,3 +577,254 @@ fn host_allocations_for_a_guest_are_bounded() {
         );
     }
 }
+
+/// Runs `wat` (a whole module) with `s`, a host with `conns` connections
+/// waiting on port 8080 (listener at fd 3 when `s` has no volumes).
+fn run_module(wat: &str, mut s: ContainerSpec, conns: usize) -> Step {
+    let module = wat::parse_str(wat).unwrap();
+    let rt = runtime();
+    let image = rt
+        .load(&skiff_wasm::precompile_for(Target::Host, &module).unwrap())
+        .unwrap();
+    s.ports = vec![8080];
+    let (host, _, net) = FakeHost::new(&s.ports);
+    for _ in 0..conns {
+        net.lock().unwrap().connect(8080, b"");
+    }
+    let mut c = rt.spawn(&image, s, host).unwrap();
+    run_to_end(&mut c, Duration::from_secs(10))
+}
+
+/// A module whose `_start` repeats `call` (an i32 errno) until it fails,
+/// then exits with errno * 10000 + attempts.
+fn until_error(imports: &str, call: &str) -> String {
+    format!(
+        r#"(module {imports}
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "f")
+            (func (export "_start") (local $n i32) (local $r i32)
+                (loop $next
+                    (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                    (local.set $r {call})
+                    (br_if $next (i32.eqz (local.get $r))))
+                (call $exit (i32.add (i32.mul (local.get $r) (i32.const 10000)) (local.get $n)))))"#
+    )
+}
+
+// WASI isolation (issue 14 item 6): per-container caps answer with an
+// errno or an OOM kill, never with node memory.
+
+#[test]
+fn open_fds_are_capped_with_emfile() {
+    // Open fds: EMFILE (33) once MAX_FDS are open (0-2 stdio, 3 the
+    // emptyDir, 4 the listener, so MAX_FDS - 5 opens succeed).
+    let open = r#"(import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))"#;
+    let mut s = spec(&["x"], &[]);
+    s.volumes = vec![Volume::empty_dir("/data", MIB).unwrap()];
+    let step = run_module(
+        &until_error(
+            open,
+            "(call $open (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 1) \
+             (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 128))",
+        ),
+        s,
+        0,
+    );
+    let fds = skiff_wasm::MAX_FDS as i32;
+    assert_eq!(step, Step::Exited(33 * 10000 + fds - 5 + 1));
+}
+
+#[test]
+fn accepted_connections_are_capped_with_emfile() {
+    // Accepted connections: EMFILE once MAX_CONNECTIONS are held, although
+    // more are waiting (they stay in the node's backlog).
+    let accept = r#"(import "wasi_snapshot_preview1" "sock_accept"
+        (func $accept (param i32 i32 i32) (result i32)))"#;
+    let held = skiff_wasm::MAX_CONNECTIONS as i32;
+    let step = run_module(
+        &until_error(
+            accept,
+            "(call $accept (i32.const 3) (i32.const 0) (i32.const 0))",
+        ),
+        spec(&["x"], &[]),
+        skiff_wasm::MAX_CONNECTIONS + 10,
+    );
+    assert_eq!(step, Step::Exited(33 * 10000 + held + 1));
+}
+
+#[test]
+fn poll_subscriptions_are_capped_with_einval() {
+    // poll_oneoff with more subscriptions than MAX_SUBSCRIPTIONS: EINVAL
+    // (28) before the host allocates for them.
+    let poll = r#"(import "wasi_snapshot_preview1" "poll_oneoff"
+        (func $poll (param i32 i32 i32 i32) (result i32)))"#;
+    for n in [skiff_wasm::MAX_SUBSCRIPTIONS + 1, u32::MAX] {
+        let step = run_module(
+            &until_error(
+                poll,
+                &format!(
+                    "(call $poll (i32.const 0) (i32.const 0) (i32.const {}) (i32.const 0))",
+                    n as i32
+                ),
+            ),
+            spec(&["x"], &[]),
+            0,
+        );
+        assert_eq!(step, Step::Exited(28 * 10000 + 1), "{n} subscriptions");
+    }
+}
+
+#[test]
+fn tables_are_charged_to_the_memory_limit() {
+    // Tables are charged to the memory limit: one too large to instantiate,
+    // and one grown in a loop, are both OOM kills.
+    let limit = 8 * MIB;
+    let elements = limit / skiff_wasm::TABLE_ELEMENT_BYTES;
+    let mut s = spec(&["x"], &[]);
+    s.memory_limit = limit;
+    let big = format!(
+        r#"(module (memory (export "memory") 1) (table {elements} funcref)
+            (func (export "_start")))"#
+    );
+    assert_eq!(run_module(&big, s.clone(), 0), Step::OutOfMemory);
+    // Just under the limit with its one page of memory: runs.
+    let fits = format!(
+        r#"(module (memory (export "memory") 1) (table {} funcref)
+            (func (export "_start")))"#,
+        elements - 65536 / skiff_wasm::TABLE_ELEMENT_BYTES
+    );
+    assert_eq!(run_module(&fits, s.clone(), 0), Step::Exited(0));
+    let grow = r#"(module (memory (export "memory") 1) (table 0 funcref)
+        (func (export "_start")
+            (loop $more
+                (br_if $more (i32.ne (table.grow (ref.null func) (i32.const 65536)) (i32.const -1))))))"#;
+    assert_eq!(run_module(grow, s, 0), Step::OutOfMemory);
+}
+
+/// Host-call-heavy guests are preempted like busy loops: a loop of
+/// zero-timeout `poll_oneoff`s or of maximal gathered writes still ends each
+/// slice near its budget, so neighbours (and the node) keep the CPU.
+#[test]
+fn host_call_loops_are_preempted() {
+    let imports = r#"
+        (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))"#;
+    // A relative clock subscription with timeout 0 at 1024 (type 0 = clock,
+    // clock id 1), events at 2048; iovecs at 4096: 1024 × (0, 64 KiB).
+    let loops = [
+        "(drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000)))",
+        "(drop (call $write (i32.const 1) (i32.const 4096) (i32.const 1024) (i32.const 3000)))",
+    ];
+    for body in loops {
+        let module = wat::parse_str(format!(
+            r#"(module {imports}
+                (memory (export "memory") 2)
+                (func (export "_start") (local $i i32)
+                    (i32.store (i32.const 1040) (i32.const 1))
+                    (loop $fill
+                        (i32.store (i32.add (i32.const 4100) (i32.shl (local.get $i) (i32.const 3)))
+                            (i32.const 65536))
+                        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                        (br_if $fill (i32.lt_u (local.get $i) (i32.const 1024))))
+                    (loop $forever {body} (br $forever))))"#
+        ))
+        .unwrap();
+        let rt = runtime();
+        let image = rt
+            .load(&skiff_wasm::precompile_for(Target::Host, &module).unwrap())
+            .unwrap();
+        let (host, out, _) = FakeHost::new(&[]);
+        let mut c = rt.spawn(&image, spec(&["x"], &[]), host).unwrap();
+        let mut longest = Duration::ZERO;
+        for _ in 0..20 {
+            let t = Instant::now();
+            assert_eq!(c.step(2), Step::Running, "{body}");
+            longest = longest.max(t.elapsed());
+            out.stdout.lock().unwrap().clear();
+        }
+        assert!(
+            longest < Duration::from_millis(500),
+            "{body}: longest slice {longest:?}"
+        );
+    }
+}
+
+/// The abusive guest the node test runs (tests/wasm/src/bin/abuser.rs):
+/// each attempt ends in an errno or a bound, and finally an OOM kill.
+#[test]
+fn the_abuser_is_refused_at_every_step() {
+    let mut s = spec(&["abuser"], &[("SPIN_MS", "200")]);
+    s.memory_limit = 16 * MIB;
+    s.volumes = vec![Volume::empty_dir("/scratch", MIB).unwrap()];
+    let (mut c, out, _) = spawn("abuser", s);
+    assert_eq!(
+        run_to_end(&mut c, Duration::from_secs(60)),
+        Step::OutOfMemory
+    );
+    let stdout = out.stdout();
+    let fds = skiff_wasm::MAX_FDS - 4; // stdio and the emptyDir
+    assert!(
+        stdout.contains(&format!("fds: {fds} opened, then errno 33\n")),
+        "{}",
+        &stdout[..stdout.len().min(300)]
+    );
+    // Each gathered write took at most 1 MiB, not the 64 MiB asked.
+    assert!(stdout.contains("log flood: 16777216 bytes in 16 calls"));
+    assert!(stdout.contains("spin: "));
+    assert!(stdout.contains("allocated 1 MiB"));
+}
+
+#[test]
+fn open_fds_are_charged_to_the_memory_limit() {
+    // Twenty nested 200-byte directory names: each fd of the deepest keeps a
+    // ~4.5 KB path on the node. Under a 1 MiB limit they run out (ENOMEM,
+    // 48) long before MAX_FDS.
+    let level = format!("{}/", "x".repeat(200));
+    let path = level.repeat(20);
+    let depth = path.len() as i32 - 1;
+    let mkdirs: String = (1..=20)
+        .map(|k| {
+            format!(
+                "(drop (call $mkdir (i32.const 3) (i32.const 64) (i32.const {})))",
+                201 * k - 1
+            )
+        })
+        .collect();
+    let module = format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "path_create_directory"
+                (func $mkdir (param i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "path_open"
+                (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "{path}")
+            (func (export "_start") (local $n i32) (local $r i32)
+                {mkdirs}
+                (loop $next
+                    (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                    (local.set $r (call $open (i32.const 3) (i32.const 0) (i32.const 64)
+                        (i32.const {depth}) (i32.const 2) (i64.const 0) (i64.const 0)
+                        (i32.const 0) (i32.const 8000)))
+                    (br_if $next (i32.eqz (local.get $r))))
+                (call $exit (i32.add (i32.mul (local.get $r) (i32.const 10000)) (local.get $n)))))"#
+    );
+    let mut s = spec(&["x"], &[]);
+    s.memory_limit = MIB;
+    s.volumes = vec![Volume::empty_dir("/data", MIB).unwrap()];
+    let step = run_module(&module, s, 0);
+    let Step::Exited(code) = step else {
+        panic!("{step:?}")
+    };
+    let opened = code % 10000 - 1;
+    assert_eq!(
+        code / 10000,
+        48,
+        "{opened} opened, then errno {}",
+        code / 10000
+    );
+    // About (1 MiB - 64 KiB) / 4.5 KB of them.
+    assert!((150..250).contains(&opened), "{opened} opened");
+}

@@ -424,6 +424,7 @@ fn launch(
     let name = format!("node-{i}");
     let host_port = skiff_qemu::free_port()?;
     let http_port = skiff_qemu::free_port()?;
+    let diag_token = skiff_qemu::new_diag_token()?;
     // Each node gets its own slirp network so the addresses differ.
     let mut spec = NodeSpec::new(elf)
         .machine(Machine::Microvm)
@@ -441,6 +442,8 @@ fn launch(
         .rng(true)
         .arg(format!("skiff.hostname={name}"))
         .arg(format!("skiff.diag={DIAG_PORT}"))
+        // The demo shuts its nodes down through diag: that needs the token.
+        .arg(format!("skiff.diag_token={diag_token}"))
         .arg(format!("skiff.gateway=10.0.{}.2:{gateway_port}", i + 1))
         .arg(format!("skiff.token={}", cp.token))
         .arg(format!("skiff.ca={}", cp.ca_base64));
@@ -452,7 +455,7 @@ fn launch(
     let node = spec
         .launch_with(hook)
         .with_context(|| format!("{name}: launching QEMU"))?;
-    let diag = DiagClient::new(([127, 0, 0, 1], host_port).into());
+    let diag = DiagClient::new(([127, 0, 0, 1], host_port).into()).with_token(Some(diag_token));
     Ok(DemoNode {
         name,
         node,

@@ -27,13 +27,7 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
             write(m, cx, fd, iovs as u32, n as u32, out as u32)
         }
     );
-    sync_fn!(linker, "fd_close", |_m, cx, fd: i32| {
-        cx.fd(fd)?;
-        if let Some(Fd::Conn { id, .. }) = cx.fds[fd as usize].take() {
-            cx.host.close(id);
-        }
-        Ok(())
-    });
+    sync_fn!(linker, "fd_close", |_m, cx, fd: i32| cx.remove(fd));
     sync_fn!(
         linker,
         "fd_seek",

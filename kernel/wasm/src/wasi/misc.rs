@@ -161,7 +161,7 @@ fn poll_inner(
     args: [i32; 4],
 ) -> Result<bool, Errno> {
     let [subs_ptr, events_ptr, n, out] = args.map(|a| a as u32);
-    if n == 0 {
+    if n == 0 || n > super::MAX_SUBSCRIPTIONS {
         return Err(abi::INVAL);
     }
     let mono = cx.host.monotonic_ns();

@@ -91,9 +91,57 @@ pub(crate) enum Fd {
     },
 }
 
+/// The container's memory limit covers its linear memory, its tables and
+/// its open fds: all live in the node's heap.
+#[derive(Debug, Default)]
 pub(crate) struct Limits {
     pub memory: usize,
+    /// Bytes of linear memory now (one memory: multi-memory is off).
+    pub memory_used: usize,
+    /// Bytes of all tables now, at [`TABLE_ELEMENT_BYTES`] an element.
+    pub table_bytes: usize,
+    /// Bytes of the fds opened by calls ([`fd_cost`]).
+    pub fd_bytes: usize,
     pub oom: bool,
+}
+
+impl Limits {
+    /// Everything charged but the linear memory.
+    fn host_side(&self) -> usize {
+        self.table_bytes + self.fd_bytes
+    }
+}
+
+/// What an open fd costs the node: its slot and the path it keeps.
+pub(crate) fn fd_cost(fd: &Fd) -> usize {
+    const SLOT: usize = 64;
+    SLOT + match fd {
+        Fd::Dir { path, .. } | Fd::File { path, .. } => path
+            .iter()
+            .map(|c| c.len() + core::mem::size_of::<String>())
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Most open fds per container; past it, calls that open one get EMFILE.
+pub const MAX_FDS: usize = 1024;
+/// Most accepted connections a container holds at once: each is a node
+/// socket with its own buffers. Past it `sock_accept` answers EMFILE and
+/// the connection waits in the node's (bounded) backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most subscriptions one `poll_oneoff` takes; more is EINVAL (the host
+/// copies them).
+pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+/// What one table element costs the node (a pointer), charged to the
+/// container's memory limit.
+pub const TABLE_ELEMENT_BYTES: usize = core::mem::size_of::<usize>();
+
+impl Ctx {
+    fn oom_kill(&mut self) -> wasmtime::Error {
+        self.limits.oom = true;
+        wasmtime::Error::new(MemoryLimitExceeded)
+    }
 }
 
 /// The container's limit first, then the node's say ([`Host::memory_growing`]):
@@ -105,10 +153,11 @@ impl ResourceLimiter for Ctx {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory || !self.host.memory_growing(current, desired) {
-            self.limits.oom = true;
-            return Err(wasmtime::Error::new(MemoryLimitExceeded));
+        let total = desired.saturating_add(self.limits.host_side());
+        if total > self.limits.memory || !self.host.memory_growing(current, desired) {
+            return Err(self.oom_kill());
         }
+        self.limits.memory_used = desired;
         Ok(true)
     }
 
@@ -120,14 +169,28 @@ impl ResourceLimiter for Ctx {
         Err(wasmtime::Error::new(MemoryLimitExceeded))
     }
 
+    /// Tables are charged like memory (also at instantiation, where
+    /// `current` is 0): a guest over its limit is OOM-killed.
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables live in the node heap too; a million entries is plenty.
-        Ok(desired <= 1 << 20)
+        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
+        let tables = (self.limits.table_bytes + bytes(desired)).saturating_sub(bytes(current));
+        let others = self.limits.memory_used + self.limits.fd_bytes;
+        if tables.saturating_add(others) > self.limits.memory
+            || !self.host.memory_growing(bytes(current), bytes(desired))
+        {
+            return Err(self.oom_kill());
+        }
+        self.limits.table_bytes = tables;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(self.oom_kill())
     }
 }
 
@@ -162,19 +225,48 @@ impl Ctx {
             .ok_or(abi::BADF)
     }
 
-    /// Lowest free fd number, as POSIX does.
+    /// Lowest free fd number, as POSIX does; EMFILE past [`MAX_FDS`],
+    /// ENOMEM when its [`fd_cost`] would take the container over its memory
+    /// limit.
     pub fn insert(&mut self, fd: Fd) -> Result<u32, Errno> {
-        const MAX_FDS: usize = 1024;
+        let cost = fd_cost(&fd);
+        let l = &self.limits;
+        if l.memory_used + l.host_side() + cost > l.memory {
+            return Err(abi::NOMEM);
+        }
         let slot = match self.fds.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.fds.len() < MAX_FDS => {
                 self.fds.push(None);
                 self.fds.len() - 1
             }
-            None => return Err(abi::NOSPC),
+            None => return Err(abi::MFILE),
         };
         self.fds[slot] = Some(fd);
+        self.limits.fd_bytes += cost;
         Ok(slot as u32)
+    }
+
+    /// Closes `fd` (checked open), giving back what it was charged.
+    pub fn remove(&mut self, fd: i32) -> Ret {
+        self.fd(fd)?;
+        let Some(old) = self.fds[fd as usize].take() else {
+            unreachable!("checked open above");
+        };
+        // Preopens were never charged.
+        self.limits.fd_bytes = self.limits.fd_bytes.saturating_sub(fd_cost(&old));
+        if let Fd::Conn { id, .. } = old {
+            self.host.close(id);
+        }
+        Ok(())
+    }
+
+    /// Accepted connections held now.
+    pub fn connections(&self) -> usize {
+        self.fds
+            .iter()
+            .filter(|f| matches!(f, Some(Fd::Conn { .. })))
+            .count()
     }
 
     /// Records why the guest is about to be suspended.

@@ -96,6 +96,10 @@ fn accept(m: &mut Mem<'_>, cx: &mut Ctx, fd: i32, flags: u16, out: u32) -> Poll<
         Ok(_) => return Poll::Ready(Err(abi::NOTSOCK)),
         Err(e) => return Poll::Ready(Err(e)),
     };
+    // Checked before taking one: the peer then waits in the node's backlog.
+    if cx.connections() >= super::MAX_CONNECTIONS {
+        return Poll::Ready(Err(abi::MFILE));
+    }
     match cx.host.accept(port) {
         Ok(Some(id)) => {
             let conn = Fd::Conn {
