@@ -452,21 +452,7 @@ mod tests {
     /// one and lifetimes at the edges.
     #[test]
     fn fuzz_tokens_bounded() {
-        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1.0);
-        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x70c);
-        let mut next = move || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut run = skiff_test_support::fuzz::Bounded::from_env(1.0, 0x70c);
         let (k, issued) = fuzz::keys();
         let (h, rest) = issued.split_once('.').unwrap();
         let (p, _) = rest.split_once('.').unwrap();
@@ -480,16 +466,14 @@ mod tests {
             [&[1u8, 5, b'A', 200], &i64::MAX.to_le_bytes()[..]].concat(),
             [&[1u8, 9], &(-1i64).to_le_bytes()[..]].concat(),
         ];
-        let start = std::time::Instant::now();
-        let mut runs = 0u64;
-        while start.elapsed().as_secs_f64() < secs {
-            let mut input = seeds[next() as usize % seeds.len()].clone();
-            for _ in 0..next() % 4 {
+        while run.running() {
+            let mut input = seeds[run.next_u64() as usize % seeds.len()].clone();
+            for _ in 0..run.next_u64() % 4 {
                 let len = input.len();
-                let at = 1 + next() as usize % len.max(1);
-                match next() % 3 {
-                    0 if at < len => input[at] = next() as u8,
-                    1 => input.insert(at.min(len), b".=-_{}\"A0"[next() as usize % 9]),
+                let at = 1 + run.next_u64() as usize % len.max(1);
+                match run.next_u64() % 3 {
+                    0 if at < len => input[at] = run.next_u64() as u8,
+                    1 => input.insert(at.min(len), b".=-_{}\"A0"[run.next_u64() as usize % 9]),
                     _ if at < len => {
                         input.remove(at);
                     }
@@ -497,9 +481,8 @@ mod tests {
                 }
             }
             fuzz::one(&k, &issued, &input);
-            runs += 1;
         }
-        eprintln!("fuzz: {runs} tokens");
-        assert!(runs > 100);
+        eprintln!("fuzz: {} tokens", run.runs());
+        assert!(run.runs() > 100);
     }
 }

@@ -221,22 +221,7 @@ mod tests {
     /// kind.
     #[test]
     fn fuzz_selectors_bounded() {
-        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1.0);
-        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5e1);
-        let mut next = move || {
-            // splitmix64
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut run = skiff_test_support::fuzz::Bounded::from_env(1.0, 0x5e1);
         let seeds: Vec<Vec<u8>> = [
             (0u8, "app=web,tier in (fe, be),!gone,example.com/x,n notin (2)"),
             (1, "metadata.name=p,spec.nodeName!=n2,status.phase==Running"),
@@ -246,26 +231,25 @@ mod tests {
         .map(|(k, p)| [&[*k][..], p.as_bytes()].concat())
         .collect();
         let doc = fuzz::object();
-        let start = std::time::Instant::now();
-        let mut runs = 0u64;
-        while start.elapsed().as_secs_f64() < secs {
-            let mut input = seeds[next() as usize % seeds.len()].clone();
-            for _ in 0..next() % 6 {
+        while run.running() {
+            let mut input = seeds[run.next_u64() as usize % seeds.len()].clone();
+            for _ in 0..run.next_u64() % 6 {
                 let len = input.len();
-                let at = 1 + next() as usize % len.max(1);
-                match next() % 4 {
-                    0 if at < len => input[at] = b"(),=!{}[]\" ainotx:"[next() as usize % 18],
-                    1 => input.insert(at.min(len), b"(),=!{}[]\" "[next() as usize % 11]),
+                let at = 1 + run.next_u64() as usize % len.max(1);
+                match run.next_u64() % 4 {
+                    0 if at < len => {
+                        input[at] = b"(),=!{}[]\" ainotx:"[run.next_u64() as usize % 18]
+                    }
+                    1 => input.insert(at.min(len), b"(),=!{}[]\" "[run.next_u64() as usize % 11]),
                     2 if at < len => {
                         input.remove(at);
                     }
-                    _ => input[0] = next() as u8,
+                    _ => input[0] = run.next_u64() as u8,
                 }
             }
             fuzz::one(&doc, &input);
-            runs += 1;
         }
-        eprintln!("fuzz: {runs} selectors");
-        assert!(runs > 100);
+        eprintln!("fuzz: {} selectors", run.runs());
+        assert!(run.runs() > 100);
     }
 }

@@ -281,8 +281,8 @@ fn times_and_durations_as_kube_writes_them() {
     assert!(parse_go_duration("5 parsecs", "").is_err());
 }
 
-/// A bounded run of the fuzz target's invariant over mutations of the
-/// captured kubectl bodies (`cargo xtask fuzz kube_protobuf` runs it
+/// A bounded run (about a second) of the fuzz target's invariant over
+/// mutations of the captured kubectl bodies (`cargo xtask fuzz kube_protobuf` runs it
 /// coverage-guided).
 #[test]
 fn fuzz_kube_protobuf_bounded() {
@@ -293,26 +293,13 @@ fn fuzz_kube_protobuf_bounded() {
         .map(|p| std::fs::read(p).unwrap())
         .collect();
     assert!(seeds.len() >= 5);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut run = skiff_test_support::fuzz::Bounded::from_env(1.0, 0x9b);
     for seed in &seeds {
         fuzz::one(seed);
     }
-    for _ in 0..20_000 {
-        let mut input = seeds[next() as usize % seeds.len()].clone();
-        for _ in 0..1 + next() % 4 {
-            let i = next() as usize % input.len();
-            match next() % 3 {
-                0 => input[i] = next() as u8,
-                1 => input.truncate(i.max(4)),
-                _ => input.insert(i, next() as u8),
-            }
-        }
+    while run.running() {
+        let mut input = seeds[run.below(seeds.len())].clone();
+        run.mutate(&mut input);
         fuzz::one(&input);
     }
 }

@@ -852,22 +852,7 @@ mod tests {
     /// `SKIFF_FUZZ_SEED` override): seeded mutations of real command lines.
     #[test]
     fn fuzz_kernel_cmdline_bounded() {
-        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1.0);
-        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0xc0de);
-        let mut next = move || {
-            // splitmix64
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut run = skiff_test_support::fuzz::Bounded::from_env(1.0, 0xc0de);
         let seeds = [
             "skiff.diag=7000 skiff.diag_token=0123456789abcdef-_XY skiff.log=debug console=ttyS0 \
              virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=4K@0xc0001000:5:3",
@@ -876,32 +861,31 @@ mod tests {
             "skiff.gateway=10.0.2.2:6444 skiff.token=abcdef.0123456789abcdef skiff.ca=QUJD",
         ];
         let alphabet = b" =.,:@/_-0123456789abcdefxKMG";
-        let start = std::time::Instant::now();
-        let mut runs = 0u64;
-        while start.elapsed().as_secs_f64() < secs {
-            let mut input = seeds[next() as usize % seeds.len()].as_bytes().to_vec();
-            for _ in 0..next() % 8 {
+        while run.running() {
+            let mut input = seeds[run.next_u64() as usize % seeds.len()]
+                .as_bytes()
+                .to_vec();
+            for _ in 0..run.next_u64() % 8 {
                 let len = input.len();
-                let at = next() as usize % len.max(1);
-                match next() % 4 {
-                    0 if at < len => input[at] = alphabet[next() as usize % alphabet.len()],
-                    1 => input.insert(at, alphabet[next() as usize % alphabet.len()]),
+                let at = run.next_u64() as usize % len.max(1);
+                match run.next_u64() % 4 {
+                    0 if at < len => input[at] = alphabet[run.next_u64() as usize % alphabet.len()],
+                    1 => input.insert(at, alphabet[run.next_u64() as usize % alphabet.len()]),
                     2 if at < len => {
                         input.remove(at);
                     }
                     _ => {
                         // Splice a word of another seed.
-                        let other = seeds[next() as usize % seeds.len()];
+                        let other = seeds[run.next_u64() as usize % seeds.len()];
                         let words: Vec<&str> = other.split(' ').collect();
-                        let w = words[next() as usize % words.len()];
+                        let w = words[run.next_u64() as usize % words.len()];
                         input.splice(at..at, format!(" {w}").bytes());
                     }
                 }
             }
             fuzz::one(&input);
-            runs += 1;
         }
-        eprintln!("fuzz: {runs} command lines");
-        assert!(runs > 100);
+        eprintln!("fuzz: {} command lines", run.runs());
+        assert!(run.runs() > 100);
     }
 }

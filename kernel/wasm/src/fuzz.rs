@@ -304,36 +304,19 @@ mod tests {
     /// which make valid fds, pointers and lengths.
     #[test]
     fn fuzz_wasi_calls_bounded() {
-        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(2.0);
-        let mut x: u64 = std::env::var("SKIFF_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0xa51);
-        let mut next = move || {
-            // splitmix64
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let start = std::time::Instant::now();
-        let mut runs = 0u64;
+        let mut run = skiff_test_support::fuzz::Bounded::from_env(2.0, 0xa51);
         let mut ends = std::collections::BTreeMap::<&str, u64>::new();
-        while start.elapsed().as_secs_f64() < secs {
-            let records = 1 + next() as usize % 64;
+        while run.running() {
+            let records = 1 + run.next_u64() as usize % 64;
             let mut script = alloc::vec![0u8; records * super::RECORD];
             for r in script.chunks_mut(super::RECORD) {
-                r[0] = next() as u8;
+                r[0] = run.next_u64() as u8;
                 for a in r[4..].chunks_mut(4) {
-                    let v: u32 = match next() % 4 {
-                        0 => (next() % 8) as u32,
-                        1 => (next() % 0x10000) as u32,
-                        2 => (next() % 64) as u32 * 8,
-                        _ => next() as u32,
+                    let v: u32 = match run.next_u64() % 4 {
+                        0 => (run.next_u64() % 8) as u32,
+                        1 => (run.next_u64() % 0x10000) as u32,
+                        2 => (run.next_u64() % 64) as u32 * 8,
+                        _ => run.next_u64() as u32,
                     };
                     a.copy_from_slice(&v.to_le_bytes());
                 }
@@ -345,13 +328,12 @@ mod tests {
                 _ => "blocked",
             };
             *ends.entry(end).or_default() += 1;
-            runs += 1;
         }
-        std::eprintln!("fuzz: {runs} WASI scripts: {ends:?}");
+        std::eprintln!("fuzz: {} WASI scripts: {ends:?}", run.runs());
         // The script really ran: most complete, some hit the limits.
-        assert!(runs > 10);
+        assert!(run.runs() > 10);
         assert!(
-            ends.get("completed").copied().unwrap_or(0) > runs / 4,
+            ends.get("completed").copied().unwrap_or(0) > run.runs() / 4,
             "{ends:?}"
         );
     }

@@ -1,12 +1,14 @@
 //! Light test support every crate's tests may use without building the
 //! control plane or the node: the benchmark report ([`bench`]), the real
-//! third-party clients ([`peers`]) and sample statistics. The heavy
+//! third-party clients ([`peers`]), the bounded fuzz driver ([`fuzz`]) and
+//! sample statistics. The heavy
 //! harnesses (an in-process plane, QEMU nodes, a registry) are in
 //! `skiff-e2e`.
 
 use std::path::Path;
 
 pub mod bench;
+pub mod fuzz;
 
 /// The workspace root (this crate is `tests/support`).
 pub fn workspace_root() -> &'static Path {
