@@ -620,33 +620,12 @@ mod tests {
         );
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
     /// Bounded fuzzing on stable, over the invariants of [`fuzz::one`]:
     /// seeded mutations of patches of every kind for a couple of seconds
     /// (`SKIFF_FUZZ_SECS`, `SKIFF_FUZZ_SEED` override).
     #[test]
     fn fuzz_patches_bounded() {
-        let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(2.0);
-        let seed: u64 = std::env::var("SKIFF_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed);
+        let mut rng = skiff_test_support::fuzz::Bounded::from_env(2.0, 0x5eed);
         let seeds: Vec<Vec<u8>> = [
             (0u8, r#"{"metadata":{"labels":{"app":null,"x":"y"}},"spec":{"replicas":3}}"#),
             (1, r#"[{"op":"copy","from":"/spec","path":"/spec/template/x"},{"op":"move","from":"/status","path":"/spec/s"},{"op":"add","path":"/metadata/finalizers/-","value":"c"},{"op":"test","path":"/spec/replicas","value":2}]"#),
@@ -658,15 +637,12 @@ mod tests {
         .map(|(k, p)| [&[*k][..], p.as_bytes()].concat())
         .collect();
         let doc = fuzz::object();
-        let start = std::time::Instant::now();
-        let mut rng = Rng(seed);
-        let mut runs = 0u64;
-        while start.elapsed().as_secs_f64() < secs {
+        while rng.running() {
             let mut input = seeds[rng.below(seeds.len())].clone();
             for _ in 0..rng.below(6) {
                 let len = input.len();
                 match rng.below(6) {
-                    0 if len > 1 => input[1 + rng.below(len - 1)] = rng.next() as u8,
+                    0 if len > 1 => input[1 + rng.below(len - 1)] = rng.next_u64() as u8,
                     1 => {
                         let b = b"{}[]\",:/-0$*&"[rng.below(13)];
                         input.insert(1 + rng.below(len), b);
@@ -683,15 +659,14 @@ mod tests {
                             input.splice(a..a, piece.iter().copied());
                         }
                     }
-                    4 => input[0] = rng.next() as u8,
+                    4 => input[0] = rng.next_u64() as u8,
                     _ => {}
                 }
             }
             fuzz::one(&doc, &input);
-            runs += 1;
         }
-        eprintln!("fuzz: {runs} patches, seed {seed:#x}");
-        assert!(runs > 100);
+        eprintln!("fuzz: {} patches, seed {:#x}", rng.runs(), rng.seed);
+        assert!(rng.runs() > 100);
     }
 
     /// Found by the fuzz target: without serde_json's `float_roundtrip`

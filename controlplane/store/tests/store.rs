@@ -568,20 +568,6 @@ async fn snapshot_restore_and_damaged_snapshots() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Bounded fuzzing of snapshot decoding on stable (the `store_snapshot`
 /// target in tests/fuzz runs the same inputs coverage-guided): mutations
 /// of a real snapshot's body, re-sealed with a correct checksum so the
@@ -590,14 +576,6 @@ impl Rng {
 #[tokio::test]
 async fn fuzz_snapshot_decoding_bounded() {
     use sha2::Digest as _;
-    let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
-    let seed: u64 = std::env::var("SKIFF_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir.path().join("db")).await;
     let lease = s.lease_grant(0, 60).await.unwrap();
@@ -613,17 +591,16 @@ async fn fuzz_snapshot_decoding_bounded() {
     let info = inspect_snapshot(&file).unwrap();
     assert_eq!((info.revision, info.compacted), (s.current_revision(), 10));
     let body = &file[..file.len() - 32];
-    let start = Instant::now();
-    let mut rng = Rng(seed);
-    let (mut runs, mut accepted) = (0u64, 0u64);
-    while start.elapsed().as_secs_f64() < secs {
+    let mut rng = skiff_test_support::fuzz::Bounded::from_env(2.0, 0x5eed);
+    let mut accepted = 0u64;
+    while rng.running() {
         let mut b = body.to_vec();
         for _ in 0..1 + rng.below(4) {
             let len = b.len();
             match rng.below(5) {
                 0 if len > 0 => b[rng.below(len)] ^= 1 << rng.below(8),
-                1 if len > 0 => b[rng.below(len)] = rng.next() as u8,
-                2 => b.insert(rng.below(len + 1), rng.next() as u8),
+                1 if len > 0 => b[rng.below(len)] = rng.next_u64() as u8,
+                2 => b.insert(rng.below(len + 1), rng.next_u64() as u8),
                 3 if len > 0 => {
                     b.remove(rng.below(len));
                 }
@@ -637,8 +614,8 @@ async fn fuzz_snapshot_decoding_bounded() {
         }
         b.extend_from_slice(&sha2::Sha256::digest(&b));
         accepted += u64::from(inspect_snapshot(&b).is_ok());
-        runs += 1;
     }
+    let (runs, seed) = (rng.runs(), rng.seed);
     eprintln!("fuzz: {runs} snapshots, {accepted} accepted, seed {seed:#x}");
     assert!(runs > 100);
 }

@@ -258,20 +258,8 @@ fn bad_field_values_are_malformed() {
     assert!(decode_body::<PlaneToNode>(&body).is_err());
 }
 
-/// SplitMix64: a tiny deterministic RNG (no dependency needed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+/// The shared bounded-fuzz driver (seeded splitmix64, time budget).
+type Rng = skiff_test_support::fuzz::Bounded;
 
 fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
     for _ in 0..1 + rng.below(4) {
@@ -283,11 +271,11 @@ fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                f[i] = rng.next() as u8;
+                f[i] = rng.next_u64() as u8;
             }
             2 => {
                 let i = rng.below(len + 1);
-                f.insert(i, rng.next() as u8);
+                f.insert(i, rng.next_u64() as u8);
             }
             3 if len > 0 => {
                 f.remove(rng.below(len));
@@ -352,14 +340,7 @@ fn check_stream<M: Message + PartialEq + core::fmt::Debug>(
 /// overrides). Reports the seed on failure through the panic message.
 #[test]
 fn fuzz_decoders_bounded() {
-    let secs: f64 = std::env::var("SKIFF_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
-    let seed: u64 = std::env::var("SKIFF_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
+    let mut rng = Rng::from_env(2.0, 0x5eed);
     let n2p: Vec<Vec<u8>> = sample::node_to_plane()
         .iter()
         .map(|m| encode_frame(m, MAX_FRAME).unwrap())
@@ -368,16 +349,14 @@ fn fuzz_decoders_bounded() {
         .iter()
         .map(|m| encode_frame(m, MAX_FRAME).unwrap())
         .collect();
-    let start = std::time::Instant::now();
-    let mut rng = Rng(seed);
-    let (mut runs, mut accepted) = (0u64, 0usize);
-    while start.elapsed().as_secs_f64() < secs {
+    let mut accepted = 0usize;
+    while rng.running() {
         let to_node = rng.below(2) == 0;
         let seeds = if to_node { &p2n } else { &n2p };
         let mut stream = Vec::new();
         for _ in 0..1 + rng.below(3) {
             let frame = match rng.below(8) {
-                0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+                0 => (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect(),
                 1 => seeds[rng.below(seeds.len())].clone(),
                 _ => {
                     let base = seeds[rng.below(seeds.len())].clone();
@@ -392,8 +371,8 @@ fn fuzz_decoders_bounded() {
         } else {
             check_stream::<NodeToPlane>(&mut rng, &stream, max)
         };
-        runs += 1;
     }
+    let (runs, seed) = (rng.runs(), rng.seed);
     std::eprintln!("fuzz: {runs} streams, {accepted} frames accepted, seed {seed:#x}");
     assert!(runs > 100 && accepted > 0);
 }

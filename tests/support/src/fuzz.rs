@@ -54,9 +54,9 @@ impl Bounded {
         z ^ (z >> 31)
     }
 
-    /// A number below `n` (`n` > 0).
+    /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     /// One to four byte edits: a random byte, a bit flip, a cut, an
