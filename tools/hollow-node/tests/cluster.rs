@@ -126,35 +126,35 @@ fn node_ready_pods_complete_and_a_stopped_nodes_session_ends() {
     });
 }
 
-/// The gateway does not own node health: a session silent for the grace
-/// period is closed and the Node left as it is, for the lifecycle
-/// controller to mark (its tests); the node's next session registers it
-/// afresh.
-#[test]
-fn a_silent_session_ends_and_the_node_is_left_to_its_controller() {
+/// A node session driven by hand: bootstraps `name` with the cluster's
+/// token, opens mutual TLS and sends Hello and Register with `caps`.
+fn registered_session(
+    c: &Cluster,
+    name: &str,
+    caps: skiff_node_proto::Capabilities,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    skiff_hollow_node::NodeConfig,
+) {
     use skiff_gateway::wire::write_frame;
-    use skiff_node_proto::{
-        self as proto, Capabilities, ConditionStatus, MAX_FRAME, NodeCondition, NodeConditionType,
-        NodeToPlane,
-    };
-    let c = Cluster::start(|_| {});
-    let creds = c.bootstrap("hn-quiet", &c.token.clone()).unwrap();
-    let cfg = c.fleet_cfg.node("hn-quiet", 4);
+    use skiff_node_proto::{self as proto, MAX_FRAME, NodeToPlane};
+    let creds = c.bootstrap(name, &c.token.clone()).unwrap();
+    let cfg = c.fleet_cfg.node(name, 4);
     let client =
         skiff_hollow_node::identity::node_config(&cfg.ca, creds.chain.clone(), &creds.key).unwrap();
-    let _s = c.rt.block_on(async {
+    let s = c.rt.block_on(async {
         let mut s = skiff_hollow_node::node::tls(&cfg, client).await.unwrap();
         let hello = NodeToPlane::Hello(proto::Hello {
             min_version: proto::MIN_PROTOCOL_VERSION,
             max_version: proto::PROTOCOL_VERSION,
-            node_name: "hn-quiet".into(),
-            capabilities: Capabilities::NONE,
+            node_name: name.into(),
+            capabilities: caps,
             software: "test".into(),
         });
         write_frame(&mut s, &hello, MAX_FRAME).await.unwrap();
         let info = proto::NodeInfo {
-            name: "hn-quiet".into(),
-            boot_id: [9; 16],
+            name: name.into(),
+            boot_id: [7; 16],
             addresses: vec![],
             capacity: cfg.capacity,
             allocatable: cfg.capacity,
@@ -167,6 +167,26 @@ fn a_silent_session_ends_and_the_node_is_left_to_its_controller() {
         write_frame(&mut s, &NodeToPlane::Register(info), MAX_FRAME)
             .await
             .unwrap();
+        s
+    });
+    (s, cfg)
+}
+
+/// The gateway does not own node health: a session silent for the grace
+/// period is closed and the Node left as it is, for the lifecycle
+/// controller to mark (its tests); the node's next session registers it
+/// afresh.
+#[test]
+fn a_silent_session_ends_and_the_node_is_left_to_its_controller() {
+    use skiff_gateway::wire::write_frame;
+    use skiff_node_proto::{
+        self as proto, Capabilities, ConditionStatus, MAX_FRAME, NodeCondition, NodeConditionType,
+        NodeToPlane,
+    };
+    let c = Cluster::start(|_| {});
+    let (s, cfg) = registered_session(&c, "hn-quiet", Capabilities::NONE);
+    let _s = c.rt.block_on(async {
+        let mut s = s;
         let status = NodeToPlane::NodeStatus(proto::NodeStatus {
             conditions: vec![NodeCondition {
                 kind: NodeConditionType::Ready,
@@ -382,42 +402,15 @@ fn certificates_rotate_before_expiry() {
 #[test]
 fn a_node_may_fetch_only_its_own_pods_artifacts() {
     use skiff_gateway::wire::{read_frame, write_frame};
-    use skiff_node_proto::{self as proto, Capabilities, MAX_FRAME, NodeToPlane, PlaneToNode};
+    use skiff_node_proto::{Capabilities, MAX_FRAME, NodeToPlane, PlaneToNode};
     let cache = tempfile::tempdir().unwrap();
     let c = Cluster::start(|g| {
         let svc = skiff_images::ImageService::new(skiff_images::Config::new(cache.path().into()))
             .expect("image service");
         g.images = Some(skiff_gateway::images::Images(svc));
     });
-    let creds = c.bootstrap("hn-fetch", &c.token.clone()).unwrap();
-    let cfg = c.fleet_cfg.node("hn-fetch", 4);
-    let client =
-        skiff_hollow_node::identity::node_config(&cfg.ca, creds.chain.clone(), &creds.key).unwrap();
+    let (mut s, _) = registered_session(&c, "hn-fetch", Capabilities::WASM);
     let answer = c.rt.block_on(async {
-        let mut s = skiff_hollow_node::node::tls(&cfg, client).await.unwrap();
-        let hello = NodeToPlane::Hello(proto::Hello {
-            min_version: proto::MIN_PROTOCOL_VERSION,
-            max_version: proto::PROTOCOL_VERSION,
-            node_name: "hn-fetch".into(),
-            capabilities: Capabilities::WASM,
-            software: "test".into(),
-        });
-        write_frame(&mut s, &hello, MAX_FRAME).await.unwrap();
-        let info = proto::NodeInfo {
-            name: "hn-fetch".into(),
-            boot_id: [7; 16],
-            addresses: vec![],
-            capacity: cfg.capacity,
-            allocatable: cfg.capacity,
-            kernel_version: "test".into(),
-            runtime_version: "test://0".into(),
-            os_image: "test".into(),
-            architecture: "amd64".into(),
-            labels: vec![],
-        };
-        write_frame(&mut s, &NodeToPlane::Register(info), MAX_FRAME)
-            .await
-            .unwrap();
         // Any artifact not named by this node's own pods is refused, even one
         // the plane holds for other nodes.
         let digest = format!("sha256:{}", "ab".repeat(32));
