@@ -218,3 +218,20 @@ pub fn run_to_exit(spec: NodeSpec, timeout: Duration) -> (KernelExit, Node) {
         Err(e) => panic!("node did not exit within {timeout:?} (hang?): {e}"),
     }
 }
+
+/// One HTTP/1.1 GET of `path` on a host port forwarded to a node (5 s read
+/// timeout); the whole answer.
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}

@@ -227,6 +227,23 @@ impl Plane {
         );
         last.into_inner()
     }
+
+    /// Waits until node `name` has registered with the wasm runtime (its
+    /// Node shows `skiff-wasm://`), with the node's log as context.
+    pub fn wait_wasm_node(&self, name: &str, context: impl Fn() -> String) {
+        self.wait_output(
+            &[
+                "get",
+                "node",
+                name,
+                "-o",
+                "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
+            ],
+            "skiff-wasm://",
+            60,
+            context,
+        );
+    }
 }
 
 impl Drop for Plane {

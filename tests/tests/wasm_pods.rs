@@ -3,25 +3,11 @@
 //! and compiled by the control plane, fetched by a kernel node in QEMU and
 //! run in its wasm runtime — driven with real kubectl.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use skiff_e2e::plane::Plane;
 use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
-
-/// GET / from the node's forwarded port; the echo server's answer.
-fn http_get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /hello?x=1 HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
 
 fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
     let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
@@ -55,18 +41,7 @@ fn wasm_images_from_a_registry_run_as_pods_on_a_kernel_node() {
         .expect("forward a port");
     let b = boot(spec);
     let log = || b.node.log_text();
-    plane.wait_output(
-        &[
-            "get",
-            "node",
-            "wasm-1",
-            "-o",
-            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
-        ],
-        "skiff-wasm://",
-        60,
-        log,
-    );
+    plane.wait_wasm_node("wasm-1", log);
 
     // A Deployment of the echo server, reached through the node's port.
     plane.apply(&format!(
@@ -127,7 +102,7 @@ spec:
     assert_eq!(image_id, format!("{host}/demo/echo@{echo_digest}"));
     let mut answer = String::new();
     plane.eventually("the echo server to answer", 30, log, || {
-        answer = http_get(http_port).unwrap_or_default();
+        answer = http_get(http_port, "/hello?x=1").unwrap_or_default();
         answer.contains("200 OK")
     });
     assert!(answer.contains(&format!("Hostname: {pod}")), "{answer}");
@@ -221,8 +196,8 @@ spec:
         log,
     );
     for _ in 0..3 {
-        let a =
-            http_get(http_port).unwrap_or_else(|e| panic!("echo while burning: {e}\n{}", log()));
+        let a = http_get(http_port, "/hello?x=1")
+            .unwrap_or_else(|e| panic!("echo while burning: {e}\n{}", log()));
         assert!(a.contains(&format!("Hostname: {pod}")), "{a}");
     }
     plane.wait_output(
@@ -261,7 +236,8 @@ spec:
         "{.status.conditions[?(@.type==\"Ready\")].status}",
     );
     assert_eq!(ready, "True", "the node stays Ready\n{}", log());
-    let a = http_get(http_port).unwrap_or_else(|e| panic!("echo after the bad pods: {e}"));
+    let a = http_get(http_port, "/hello?x=1")
+        .unwrap_or_else(|e| panic!("echo after the bad pods: {e}"));
     assert!(a.contains("200 OK"), "{a}");
     b.shutdown();
 }
@@ -286,18 +262,7 @@ fn bad_images_show_clear_pull_errors() {
 
     let b = boot(plane.node_spec("wasm-2", &plane.token));
     let log = || b.node.log_text();
-    plane.wait_output(
-        &[
-            "get",
-            "node",
-            "wasm-2",
-            "-o",
-            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
-        ],
-        "skiff-wasm://",
-        60,
-        log,
-    );
+    plane.wait_wasm_node("wasm-2", log);
     for (name, image) in [
         ("unknown", format!("{host}/demo/nope:1.0")),
         ("text", format!("{host}/demo/text:1.0")),
@@ -382,18 +347,7 @@ fn a_cached_private_image_needs_the_pods_own_pull_secret() {
     let image = format!("{host}/private/hello:1.0");
     let b = boot(plane.node_spec("wasm-3", &plane.token));
     let log = || b.node.log_text();
-    plane.wait_output(
-        &[
-            "get",
-            "node",
-            "wasm-3",
-            "-o",
-            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
-        ],
-        "skiff-wasm://",
-        60,
-        log,
-    );
+    plane.wait_wasm_node("wasm-3", log);
     let pull_secret = |ns: &str| {
         plane.ok(&[
             "-n",
@@ -519,7 +473,7 @@ spec:
 "#
     ));
     plane.eventually("the echo server to answer", 120, log, || {
-        http_get(http_port).is_ok_and(|a| a.contains("200 OK"))
+        http_get(http_port, "/hello?x=1").is_ok_and(|a| a.contains("200 OK"))
     });
 
     plane.apply(&format!(
@@ -553,7 +507,7 @@ spec:
             describe(&plane, "pod abuser"),
             log()
         );
-        let a = http_get(http_port)
+        let a = http_get(http_port, "/hello?x=1")
             .unwrap_or_else(|e| panic!("echo next to the abuser: {e}\n{}", log()));
         assert!(a.contains("200 OK"), "{a}");
         answers += 1;

@@ -6,8 +6,6 @@
 //! side (a write to text, a jump into the heap and a kernel stack overflow
 //! all fault) is in `fault.rs`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use skiff_e2e::plane::Plane;
@@ -43,17 +41,6 @@ fn boot_self_test_checks_wx_and_guards() {
     b.shutdown();
 }
 
-fn http_get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
 #[test]
 fn a_recursing_guest_traps_alone_with_code_mapped_rx() {
     let _g = shared();
@@ -73,18 +60,7 @@ fn a_recursing_guest_traps_alone_with_code_mapped_rx() {
         .expect("forward a port");
     let b = boot(spec);
     let log = || b.node.log_text();
-    plane.wait_output(
-        &[
-            "get",
-            "node",
-            "wx-1",
-            "-o",
-            "jsonpath={.status.nodeInfo.containerRuntimeVersion}",
-        ],
-        "skiff-wasm://",
-        60,
-        log,
-    );
+    plane.wait_wasm_node("wx-1", log);
 
     plane.apply(&format!(
         r#"
@@ -105,7 +81,7 @@ spec:
         log,
     );
     plane.eventually("the echo server to answer", 30, log, || {
-        http_get(http_port).is_ok_and(|a| a.contains("200 OK"))
+        http_get(http_port, "/").is_ok_and(|a| a.contains("200 OK"))
     });
 
     plane.apply(&format!(
@@ -141,7 +117,7 @@ spec:
 
     // The node lives on: no fault, Ready, the neighbour answers.
     for _ in 0..3 {
-        let a = http_get(http_port).unwrap_or_else(|e| b.fail(&format!("echo after: {e}")));
+        let a = http_get(http_port, "/").unwrap_or_else(|e| b.fail(&format!("echo after: {e}")));
         assert!(a.contains("200 OK"), "{a}");
     }
     let ready = plane.ok(&[
