@@ -70,7 +70,7 @@ impl Plane {
         let mut icfg = skiff_images::Config::new(dir.path().join("images"));
         icfg.insecure_registries = registries.to_vec();
         let images = skiff_images::ImageService::new(icfg).expect("image service");
-        gcfg.images = Some(skiff_gateway::images::Images(images));
+        gcfg.images = Some(skiff_gateway::Images(images));
         gcfg.image_backoff = Duration::from_secs(2);
         tune(&mut gcfg);
         let gateway = rt
@@ -150,7 +150,7 @@ impl Plane {
     pub fn journal(&self) -> Vec<String> {
         self.gateway
             .as_ref()
-            .map(|g| g.shared.journal.lines())
+            .map(|g| g.journal())
             .unwrap_or_default()
     }
 

@@ -283,10 +283,10 @@ fn the_node_refuses_a_gateway_certificate_from_another_ca_for_another_name_or_ex
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while refused(&gateway.shared.journal.lines()) < 6 && Instant::now() < deadline {
+    while refused(&gateway.journal()) < 6 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let journal = gateway.shared.journal.lines();
+    let journal = gateway.journal();
     assert_eq!(refused(&journal), 6, "{journal:#?}");
     assert!(
         !journal.iter().any(|l| l.contains("tls-node")),

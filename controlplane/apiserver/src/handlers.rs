@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, Response};
 use axum::response::IntoResponse as _;
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::authn::Identity;
@@ -53,7 +52,7 @@ struct Path {
     watch: bool,
 }
 
-pub async fn handle(state: Arc<State>, id: Identity, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<State>, id: Identity, req: Request<Body>) -> Response<Body> {
     let protobuf = prefers_protobuf(&req);
     let resp = match dispatch(state, &id, req).await {
         Ok(r) => r,
@@ -70,7 +69,7 @@ pub async fn handle(state: Arc<State>, id: Identity, req: Request<Incoming>) -> 
 /// do (`application/vnd.kubernetes.protobuf, application/json`), on a
 /// request whose answer is one object. Watches and logs stream, and a Table
 /// or partial-metadata view is asked for as JSON.
-fn prefers_protobuf(req: &Request<Incoming>) -> bool {
+fn prefers_protobuf(req: &Request<Body>) -> bool {
     let accept = req
         .headers()
         .get("accept")
@@ -129,7 +128,7 @@ fn text(code: u16, body: &'static str) -> Response<Body> {
 async fn dispatch(
     state: Arc<State>,
     id: &Identity,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

@@ -26,7 +26,7 @@ pub fn json_response(code: u16, v: &Value) -> Response {
 const DRAIN_AFTER_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes with 413.
-pub async fn read_body(body: hyper::body::Incoming) -> Result<bytes::Bytes, ApiError> {
+pub async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
     read_bounded(body, MAX_BODY).await
 }
 

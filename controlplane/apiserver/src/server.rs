@@ -472,10 +472,15 @@ async fn route(
         }
     };
     let resp = match kind {
-        Kind::LongRunning { .. } => handlers::handle(state, identity, req).await,
+        Kind::LongRunning { .. } => handlers::handle(state, identity, req.map(Body::new)).await,
         _ => {
             let timeout = state.gate.limits.request_timeout;
-            match tokio::time::timeout(timeout, handlers::handle(state, identity, req)).await {
+            match tokio::time::timeout(
+                timeout,
+                handlers::handle(state, identity, req.map(Body::new)),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => ApiError::timeout(format!(
                     "Timeout: request did not complete within the allotted timeout of {}s",

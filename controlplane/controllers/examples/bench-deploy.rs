@@ -91,8 +91,9 @@ fn main() {
         for p in &list.items {
             let name = p.metadata.name.clone().unwrap_or_default();
             let e = seen.entry(name).or_insert((now, None));
-            let up =
-                skiff_controllers::util::pod_running(p) && skiff_controllers::util::pod_ready(p);
+            let running_phase =
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            let up = running_phase && skiff_controllers::pod_ready(p);
             if up {
                 running += 1;
                 e.1.get_or_insert(now);

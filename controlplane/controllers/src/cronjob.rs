@@ -306,7 +306,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .into_iter()
         .filter(|j| util::namespace(&j.metadata) == ns)
         .collect();
-    let plan = plan(&cj, &jobs, Timestamp::now()).map_err(Error)?;
+    let plan = plan(&cj, &jobs, Timestamp::now()).map_err(Error::InvalidSpec)?;
     let api: Api<Job> = Api::namespaced(ctx.shared.client.clone(), &ns);
     for j in &plan.delete {
         match api.delete(j, &DeleteParams::background()).await {

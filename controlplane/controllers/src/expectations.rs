@@ -60,10 +60,6 @@ impl Expectations {
         }
         done
     }
-
-    pub fn forget(&self, key: &str) {
-        self.m.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-    }
 }
 
 #[cfg(test)]

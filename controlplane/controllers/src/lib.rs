@@ -7,20 +7,23 @@
 //! `reconcile` around it reads the shared caches ([`informer`]) and writes
 //! through the API. [`leader`] makes only one replica act at a time.
 
-pub mod cronjob;
-pub mod daemonset;
-pub mod deployment;
-pub mod endpoints;
-pub mod events;
-pub mod expectations;
-pub mod gc;
-pub mod informer;
-pub mod job;
-pub use skiff_client::leader;
-pub mod node_lifecycle;
-pub mod replicaset;
-pub mod serviceaccount;
-pub mod util;
+mod cronjob;
+mod daemonset;
+mod deployment;
+mod endpoints;
+mod events;
+mod expectations;
+mod gc;
+mod informer;
+mod job;
+use skiff_client::leader;
+mod node_lifecycle;
+mod replicaset;
+mod serviceaccount;
+mod util;
+
+pub use skiff_client::client_from_kubeconfig;
+pub use util::pod_ready;
 
 #[cfg(test)]
 mod testing;
@@ -66,25 +69,19 @@ impl Default for Config {
 }
 
 /// A controller's failure: logged, and the object is retried with back-off.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<kube::Error> for Error {
-    fn from(e: kube::Error) -> Error {
-        Error(e.to_string())
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused a request or could not be reached.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// The object's own spec cannot be acted on (a CronJob's schedule that
+    /// does not parse): retried in case it is fixed, and logged.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
 }
 
 /// The caches every controller reads, one watch per kind.
-pub struct Informers {
+pub(crate) struct Informers {
     pub pods: Informer<Pod>,
     pub replicasets: Informer<ReplicaSet>,
     pub deployments: Informer<Deployment>,
@@ -121,7 +118,7 @@ impl Informers {
 }
 
 /// What reconcilers share: the client, the caches and bookkeeping.
-pub struct Shared {
+pub(crate) struct Shared {
     pub client: Client,
     pub cfg: Config,
     pub pods: Store<Pod>,
@@ -165,10 +162,10 @@ impl Shared {
 
 /// How often every object is reconciled anyway (kube's informer resync):
 /// repairs anything a lost watch event left behind.
-pub const RESYNC: Duration = Duration::from_secs(30);
+pub(crate) const RESYNC: Duration = Duration::from_secs(30);
 
 /// A tick every `period` (the first one after a period).
-pub fn ticks(period: Duration) -> impl futures::Stream<Item = ()> + Send {
+pub(crate) fn ticks(period: Duration) -> impl futures::Stream<Item = ()> + Send {
     futures::stream::unfold(
         tokio::time::interval_at(tokio::time::Instant::now() + period, period),
         |mut i| async move {
@@ -180,7 +177,7 @@ pub fn ticks(period: Duration) -> impl futures::Stream<Item = ()> + Send {
 
 /// Retries a failed object with per-object exponential back-off (kube's
 /// rate-limited work queue).
-pub fn error_policy<K: Resource<DynamicType = ()>>(
+pub(crate) fn error_policy<K: Resource<DynamicType = ()>>(
     obj: Arc<K>,
     e: &Error,
     shared: Arc<Shared>,
@@ -196,11 +193,9 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     Action::requeue(shared.retry_delay(key))
 }
 
-pub use skiff_client::client_from_kubeconfig;
-
 /// Runs every controller until the future is dropped, without leader
 /// election (one replica, or tests).
-pub async fn run_controllers(client: Client, cfg: Config) {
+async fn run_controllers(client: Client, cfg: Config) {
     let inf = Informers::start(&client);
     let shared = Arc::new(Shared::new(client, cfg, &inf));
     tokio::join!(

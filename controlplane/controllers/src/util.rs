@@ -82,10 +82,6 @@ pub fn pod_failed(pod: &Pod) -> bool {
     phase(pod) == "Failed"
 }
 
-pub fn pod_running(pod: &Pod) -> bool {
-    phase(pod) == "Running"
-}
-
 fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
     pod.status
         .as_ref()?

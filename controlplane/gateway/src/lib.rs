@@ -15,21 +15,28 @@
 //! images pulled and compiled, and serves the artifacts. [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
-pub mod bootstrap;
-pub mod images;
-pub mod journal;
-pub mod local_api;
-pub mod logs;
-pub mod metrics;
-pub mod node_objects;
-pub mod pod_spec;
-pub mod pod_sync;
-pub mod session;
-pub mod signer;
+mod bootstrap;
+mod images;
+mod journal;
+mod local_api;
+mod logs;
+mod metrics;
+mod node_objects;
+mod pod_spec;
+mod pod_sync;
+mod session;
+mod signer;
 pub mod timefmt;
-pub mod tls;
-pub mod tokens;
+mod tls;
+mod tokens;
 pub mod wire;
+
+pub use images::Images;
+pub use metrics::Metrics;
+
+/// The CSR signer's fuzzing entry points (`tests/fuzz`'s `csr` target).
+#[doc(hidden)]
+pub use signer::fuzz as csr_fuzz;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +47,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::journal::Journal;
 use crate::local_api::LocalApi;
-use crate::metrics::Metrics;
 use crate::signer::NodeSigner;
 
 /// How the gateway runs.
@@ -76,7 +82,7 @@ pub struct GatewayConfig {
     pub quiet: bool,
     /// The image service that pulls and compiles wasm images for nodes
     /// that run them (`None`: such pods wait with `ErrImagePull`).
-    pub images: Option<images::Images>,
+    pub images: Option<Images>,
     /// First image pull retry delay (kube: 10 s, doubling to 5 min).
     pub image_backoff: Duration,
 }
@@ -104,7 +110,7 @@ impl GatewayConfig {
 
 /// What every connection shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub cfg: GatewayConfig,
     pub api: LocalApi,
     pub signer: NodeSigner,
@@ -263,8 +269,25 @@ impl Slots {
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// The journal's lines so far (what nodes did, in order).
+    pub fn journal(&self) -> Vec<String> {
+        self.shared.journal.lines()
+    }
+
+    /// `kubectl logs` streams being served from nodes now.
+    pub fn open_log_streams(&self) -> usize {
+        self.shared.logs.open_streams()
+    }
+
+    /// Counters and samples for the node benchmark.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
 }
 
 impl Drop for Gateway {

@@ -1,28 +1,16 @@
 //! Calls the API server in process as a given identity: each request runs
 //! through the API server's own handler stack (routing, the node authorizer
 //! and RBAC, NodeRestriction, admission, storage) exactly as an HTTPS request
-//! authenticated with that identity would, over an in-memory HTTP/1.1 pipe
-//! instead of TLS and TCP.
-//!
-//! Why a pipe: `skiff_apiserver::handlers::handle` takes a hyper
-//! `Request<Incoming>`, which only a hyper server connection can produce.
-//! A public `handle_as(identity, Request<Bytes>)` in the API server would
-//! remove this hop.
+//! authenticated with that identity would, without TLS, TCP or HTTP framing.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
+use axum::body::Body;
+use http_body_util::BodyExt as _;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use skiff_apiserver::authn::{Identity, with_authenticated_group};
 use skiff_apiserver::server::State;
-
-/// Pipe buffer: large enough that typical objects pass in one write.
-const PIPE_BUF: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct LocalApi {
@@ -94,35 +82,15 @@ impl LocalApi {
         path: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> Result<Response<Incoming>, String> {
-        let (client_io, server_io) = tokio::io::duplex(PIPE_BUF);
-        let (state, id) = (self.state.clone(), id.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (state, id) = (state.clone(), id.clone());
-                async move {
-                    Ok::<_, Infallible>(skiff_apiserver::handlers::handle(state, id, req).await)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(server_io), svc)
-                .await;
-        });
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
-            .await
-            .map_err(|e| format!("local api handshake: {e}"))?;
-        tokio::spawn(conn);
+    ) -> Result<Response<Body>, String> {
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "skiff-gateway.local")
             .header("content-type", content_type)
             .header("accept", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("local api request: {e}"))?;
-        send.send_request(req)
-            .await
-            .map_err(|e| format!("local api {path}: {e}"))
+            .body(Body::from(body))
+            .map_err(|e| format!("local api request {path}: {e}"))?;
+        Ok(skiff_apiserver::handlers::handle(self.state.clone(), id.clone(), req).await)
     }
 
     /// A request with a JSON (or patch) body, answered with JSON.

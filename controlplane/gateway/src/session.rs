@@ -281,24 +281,63 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .logs
         .detach(&sess.logs, &format!("disconnected: {reason}"));
     shared.journal.log(format!("{who}: closing: {reason}"));
-    if !reason.starts_with("node said goodbye") && reason != "connection closed" {
-        let _ = tx.try_send(PlaneToNode::Goodbye { reason });
+    if reason.node_is_listening() {
+        let _ = tx.try_send(PlaneToNode::Goodbye {
+            reason: reason.to_string(),
+        });
     }
     drop(sess);
     drop(tx);
     let _ = writer.await;
 }
 
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The node said goodbye.
+    NodeLeft(String),
+    /// The node closed the connection.
+    Closed,
+    /// The connection broke or carried a malformed frame.
+    Broken(ReadError),
+    /// No frame for the grace period.
+    Silent(std::time::Duration),
+    /// The session's Node is gone.
+    Revoked(String),
+    /// A message could not be applied.
+    Failed(String),
+}
+
+impl SessionEnd {
+    /// Whether a Goodbye still reaches the node (not after it left).
+    fn node_is_listening(&self) -> bool {
+        !matches!(self, SessionEnd::NodeLeft(_) | SessionEnd::Closed)
+    }
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::NodeLeft(why) => write!(f, "node said goodbye: {why}"),
+            SessionEnd::Closed => f.write_str("connection closed"),
+            SessionEnd::Broken(e) => write!(f, "{e}"),
+            SessionEnd::Silent(grace) => write!(f, "node silent for {grace:?}"),
+            SessionEnd::Revoked(why) => write!(f, "revoked: {why}"),
+            SessionEnd::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Reads frames until the connection ends; returns why. A node renews its
 /// lease every `renew_interval`, so one silent for `node_grace` is gone (a
 /// crash leaves no FIN): its session ends, and the node may bootstrap
 /// again (a live session blocks that).
-async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> String {
+async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> SessionEnd {
     let grace = sess.shared.cfg.node_grace;
     loop {
         let read = tokio::time::timeout(grace, read_frame::<NodeToPlane, _>(&mut rd, MAX_FRAME));
         let Ok(read) = read.await else {
-            return format!("node silent for {grace:?}");
+            return SessionEnd::Silent(grace);
         };
         let msg = match read {
             Ok(m) => m,
@@ -309,7 +348,8 @@ async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> String {
                     .log(format!("{}: skipping unknown message {variant}", sess.who));
                 continue;
             }
-            Err(e) => return e.to_string(),
+            Err(ReadError::Closed) => return SessionEnd::Closed,
+            Err(e) => return SessionEnd::Broken(e),
         };
         if let Err(e) = handle(sess, msg).await {
             return e;
@@ -317,15 +357,15 @@ async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> String {
     }
 }
 
-fn send(sess: &Session, m: PlaneToNode) -> Result<(), String> {
+fn send(sess: &Session, m: PlaneToNode) -> Result<(), SessionEnd> {
     sess.tx
         .try_send(m)
-        .map_err(|_| "node is not reading its frames".to_string())
+        .map_err(|_| SessionEnd::Failed("node is not reading its frames".into()))
 }
 
 /// Applies one message. `Err` closes the session with that reason; API
 /// refusals are logged and the session goes on.
-async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
+async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), SessionEnd> {
     let shared = &sess.shared;
     let api = &shared.api;
     let node = &sess.node;
@@ -367,7 +407,9 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
             match node_standing(sess).await {
                 Standing::Stands => {}
                 Standing::Gone(why) | Standing::Unknown(why) => {
-                    return Err(format!("certificate renewal refused: {why}"));
+                    return Err(SessionEnd::Failed(format!(
+                        "certificate renewal refused: {why}"
+                    )));
                 }
             }
             return match shared.signer.sign(node, &csr_der) {
@@ -383,7 +425,9 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
                         },
                     )
                 }
-                Err(e) => Err(format!("certificate renewal refused: {e}")),
+                Err(e) => Err(SessionEnd::Failed(format!(
+                    "certificate renewal refused: {e}"
+                ))),
             };
         }
         NodeToPlane::Ping { nonce } => return send(sess, PlaneToNode::Pong { nonce }),
@@ -411,9 +455,11 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), String> {
                 images::fetch(sess.images.as_deref(), &digest, offset, len),
             );
         }
-        NodeToPlane::Goodbye { reason } => return Err(format!("node said goodbye: {reason}")),
+        NodeToPlane::Goodbye { reason } => return Err(SessionEnd::NodeLeft(reason)),
         NodeToPlane::Hello(_) | NodeToPlane::Bootstrap { .. } | NodeToPlane::Register(_) => {
-            return Err("protocol error: handshake message in an established session".into());
+            return Err(SessionEnd::Failed(
+                "protocol error: handshake message in an established session".into(),
+            ));
         }
     };
     match result {
@@ -467,11 +513,11 @@ async fn node_standing(sess: &Session) -> Standing {
 /// Ends when the session's Node is gone (checked every `node_grace`): a
 /// deleted Node's session is closed, and its certificate alone does not
 /// bring it back (see [`register`]).
-async fn revoked(sess: &Session) -> String {
+async fn revoked(sess: &Session) -> SessionEnd {
     loop {
         tokio::time::sleep(sess.shared.cfg.node_grace).await;
         if let Standing::Gone(why) = node_standing(sess).await {
-            return format!("revoked: {why}");
+            return SessionEnd::Revoked(why);
         }
     }
 }

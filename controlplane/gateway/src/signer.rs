@@ -98,6 +98,7 @@ impl NodeSigner {
 /// The CSR decoder and signer under arbitrary input, for the `csr` fuzz
 /// target and the bounded test below.
 pub mod fuzz {
+    pub use super::NodeSigner;
     use super::*;
 
     /// Node names the first input byte picks from, invalid ones included.

@@ -213,7 +213,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     img_cfg.insecure_registries = args.insecure_registries.clone();
     img_cfg.max_concurrent_compiles = args.max_concurrent_compiles as usize;
     let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
-    gw_cfg.images = Some(skiff_gateway::images::Images(images));
+    gw_cfg.images = Some(skiff_gateway::Images(images));
     let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;
     tracing::info!(addr = %gateway.addr, "serving the node gateway");
     // The scheduler is an ordinary API client with its own credentials,

@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skiff_gateway::signer::{NodeSigner, fuzz};
+use skiff_gateway::csr_fuzz::{self as fuzz, NodeSigner};
 
 fuzz_target!(|data: &[u8]| {
     static SIGNER: OnceLock<NodeSigner> = OnceLock::new();

@@ -109,7 +109,7 @@ fn serve(dir: &Path, renew_ms: u64) {
         })
         .await
         .unwrap();
-        let m = &gw.shared.metrics;
+        let m = gw.metrics();
         let mut lease = m.take_lease_samples();
         eprintln!(
             "control plane: sessions={} refused={} lease writes p50={}us p99={}us",

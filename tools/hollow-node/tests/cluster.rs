@@ -407,7 +407,7 @@ fn a_node_may_fetch_only_its_own_pods_artifacts() {
     let c = Cluster::start(|g| {
         let svc = skiff_images::ImageService::new(skiff_images::Config::new(cache.path().into()))
             .expect("image service");
-        g.images = Some(skiff_gateway::images::Images(svc));
+        g.images = Some(skiff_gateway::Images(svc));
     });
     let (mut s, _) = registered_session(&c, "hn-fetch", Capabilities::WASM);
     let answer = c.rt.block_on(async {

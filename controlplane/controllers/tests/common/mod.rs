@@ -171,7 +171,7 @@ impl Cluster {
                     .as_ref()
                     .and_then(|s| s.node_name.clone())
                     .unwrap_or_default(),
-                ready: skiff_controllers::util::pod_ready(&p),
+                ready: skiff_controllers::pod_ready(&p),
                 deleting: p.metadata.deletion_timestamp.is_some(),
                 image: p
                     .spec

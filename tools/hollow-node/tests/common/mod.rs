@@ -105,7 +105,7 @@ impl Cluster {
     }
 
     pub fn journal(&self) -> Vec<String> {
-        self.gateway().shared.journal.lines()
+        self.gateway().journal()
     }
 
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
