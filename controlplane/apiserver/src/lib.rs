@@ -8,37 +8,6 @@
 //! deletion, ClusterIP allocation and [`pod_logs`] in their own modules; the [`registry`]
 //! table describes every served resource.
 
-/// Calls `$callback!(<args>, "Kind", "group" => Type, ...)` with every kind
-/// that has a typed `k8s-openapi` struct, so the places that need the Rust
-/// type (admission's typed round trip, OpenAPI schemas) list the kinds once.
-macro_rules! with_typed_kinds {
-    ($callback:ident!($($args:tt)*)) => {
-        $callback!($($args)*,
-            "Namespace", "" => k8s_openapi::api::core::v1::Namespace,
-            "Node", "" => k8s_openapi::api::core::v1::Node,
-            "Pod", "" => k8s_openapi::api::core::v1::Pod,
-            "Service", "" => k8s_openapi::api::core::v1::Service,
-            "Endpoints", "" => k8s_openapi::api::core::v1::Endpoints,
-            "ConfigMap", "" => k8s_openapi::api::core::v1::ConfigMap,
-            "Secret", "" => k8s_openapi::api::core::v1::Secret,
-            "ServiceAccount", "" => k8s_openapi::api::core::v1::ServiceAccount,
-            "Event", "" => k8s_openapi::api::core::v1::Event,
-            "Deployment", "apps" => k8s_openapi::api::apps::v1::Deployment,
-            "ReplicaSet", "apps" => k8s_openapi::api::apps::v1::ReplicaSet,
-            "DaemonSet", "apps" => k8s_openapi::api::apps::v1::DaemonSet,
-            "Job", "batch" => k8s_openapi::api::batch::v1::Job,
-            "CronJob", "batch" => k8s_openapi::api::batch::v1::CronJob,
-            "Lease", "coordination.k8s.io" => k8s_openapi::api::coordination::v1::Lease,
-            "EndpointSlice", "discovery.k8s.io" => k8s_openapi::api::discovery::v1::EndpointSlice,
-            "Event", "events.k8s.io" => k8s_openapi::api::events::v1::Event,
-            "Role", "rbac.authorization.k8s.io" => k8s_openapi::api::rbac::v1::Role,
-            "RoleBinding", "rbac.authorization.k8s.io" => k8s_openapi::api::rbac::v1::RoleBinding,
-            "ClusterRole", "rbac.authorization.k8s.io" => k8s_openapi::api::rbac::v1::ClusterRole,
-            "ClusterRoleBinding", "rbac.authorization.k8s.io" => k8s_openapi::api::rbac::v1::ClusterRoleBinding,
-        )
-    };
-}
-
 pub mod admission;
 pub mod authn;
 pub mod authz;
@@ -46,6 +15,7 @@ mod clusterip;
 pub mod discovery;
 pub mod handlers;
 pub mod http;
+mod kinds;
 pub mod limits;
 mod namespaces;
 pub mod openapi;
