@@ -16,6 +16,7 @@ use crate::authn::Identity;
 use crate::authz::{self, Attributes};
 use crate::clusterip::allocate_cluster_ip;
 use crate::http::{Query, decode_body, json_response, media_type, read_body};
+use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
 use crate::patch::{self, PatchType};
 use crate::registry::{self, Resource};
@@ -369,6 +370,10 @@ async fn dispatch(
                     meta_str(&obj, "namespace").unwrap_or("").to_string(),
                     meta_str(&obj, "name").unwrap_or("").to_string(),
                 );
+                // What may not be deleted one by one stays.
+                if (r.deletable)(&oname).is_err() {
+                    continue;
+                }
                 let pre = storage::Preconditions::default();
                 match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
                     Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
@@ -639,6 +644,9 @@ async fn create(
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
         .is_some_and(|ip| !ip.is_empty());
+    Priority::load(&state.store, r)
+        .await?
+        .admit(r, None, &mut body)?;
     let mut obj = admission::admit(r, ns, body, None, opts.strict)?;
     admission::node_restriction(
         id,
@@ -742,10 +750,12 @@ async fn update(
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
+    let priority = Priority::load(&state.store, r).await?;
     let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let mut new = body.clone();
         admission::check_type(r, &mut new)?;
-        let new = scope_change(r, sub, &current, new);
+        let mut new = scope_change(r, sub, &current, new);
+        priority.admit(r, Some(&current), &mut new)?;
         let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
         admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
         Ok(new)
@@ -775,9 +785,11 @@ async fn patch_object(
         let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64);
         return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
     }
+    let priority = Priority::load(&state.store, r).await?;
     let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let new = patch::apply(kind, &current, body)?;
-        let new = scope_change(r, sub, &current, new);
+        let mut new = scope_change(r, sub, &current, new);
+        priority.admit(r, Some(&current), &mut new)?;
         let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
         admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
         Ok(new)
@@ -854,9 +866,11 @@ async fn server_side_apply(
         applied["metadata"]["namespace"] = json!(ns);
     }
     let now = storage::now_rfc3339();
+    let priority = Priority::load(&state.store, r).await?;
     match storage::get(&state.store, r, ns, name).await {
         Err(e) if e.code == 404 => {
-            let obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            let mut obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            priority.admit(r, None, &mut obj)?;
             let obj = admission::admit(r, ns, obj, None, opts.strict)?;
             admission::node_restriction(id, r, ns, name, None, Some(&obj))?;
             authz::check_escalation(state, id, r, ns, name, None, &obj).await?;
@@ -871,7 +885,8 @@ async fn server_side_apply(
                 let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
                 // The applier does not hold the object's version.
                 new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-                let new = scope_change(r, None, &current, new);
+                let mut new = scope_change(r, None, &current, new);
+                priority.admit(r, Some(&current), &mut new)?;
                 let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
                 admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
                 Ok(new)
@@ -921,6 +936,12 @@ async fn delete(
             return Err(ApiError::conflict(storage::target(r, name)));
         }
         pre.uid = Some(uid);
+    }
+    if let Err(why) = (r.deletable)(name) {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: {why}",
+            storage::target(r, name).resource()
+        )));
     }
     if r.kind == "Namespace" && r.group.is_empty() {
         return delete_namespace(state, r, name, dry_run).await;

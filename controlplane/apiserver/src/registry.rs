@@ -58,6 +58,11 @@ pub struct Resource {
     pub defaults: fn(&mut Value, &str),
     pub validate: fn(&Value, &mut Causes),
     pub validate_update: fn(&Value, &Value, &mut Causes),
+    /// Objects the server creates at start when they are missing (kube's
+    /// system PriorityClasses).
+    pub builtin: fn() -> Vec<Value>,
+    /// Whether an object (by name) may be deleted; why not if not.
+    pub deletable: fn(&str) -> Result<(), &'static str>,
     /// `kubectl get` columns, and each object's cells in their order.
     pub columns: &'static [Column],
     pub cells: fn(&Resource, &Value) -> Vec<Value>,
@@ -98,6 +103,8 @@ pub const BASE: Resource = Resource {
     defaults: |_, _| {},
     validate: |_, _| {},
     validate_update: |_, _, _| {},
+    builtin: Vec::new,
+    deletable: |_| Ok(()),
     columns: &[("Name", "string", 0), ("Age", "string", 0)],
     cells: |_, o| crate::tables::name_and_age(o),
 };

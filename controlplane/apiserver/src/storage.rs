@@ -801,9 +801,10 @@ async fn ensure(store: &Store, r: &Resource, obj: Value) -> ApiResult<()> {
     }
 }
 
-/// Objects every cluster has: the default namespaces and kube's default
+/// Objects every cluster has: the default namespaces, kube's default
 /// user-facing ClusterRoles (admin/edit/view aggregate their labelled
-/// parts, as in kube) with cluster-admin bound to system:masters.
+/// parts, as in kube) with cluster-admin bound to system:masters, and each
+/// kind's built-in objects.
 pub async fn bootstrap(store: &Store) -> ApiResult<()> {
     let nsr = registry::find("", "v1", "namespaces").expect("namespaces registered");
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -901,6 +902,11 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
             "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": user},
             "subjects": [{"apiGroup": g, "kind": "User", "name": user}]});
         ensure(store, bindings, binding).await?;
+    }
+    for r in registry::RESOURCES {
+        for obj in (r.builtin)() {
+            ensure(store, r, obj).await?;
+        }
     }
     Ok(())
 }

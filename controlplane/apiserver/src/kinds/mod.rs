@@ -11,6 +11,9 @@ mod core;
 mod discovery;
 mod events;
 mod rbac;
+mod scheduling;
+
+pub(crate) use scheduling::Priority;
 
 use crate::registry::Resource;
 
@@ -38,4 +41,5 @@ pub static RESOURCES: &[Resource] = &[
     rbac::ROLE_BINDINGS,
     rbac::CLUSTER_ROLES,
     rbac::CLUSTER_ROLE_BINDINGS,
+    scheduling::PRIORITY_CLASSES,
 ];
