@@ -184,13 +184,6 @@ pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'st
         .filter(move |r| r.group == g && r.version == v)
 }
 
-/// The registry entry for an object's apiVersion and kind.
-pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.kind == kind && r.api_version() == api_version)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,9 +218,9 @@ mod tests {
             }
         }
         assert_eq!(
-            by_kind("apps/v1", "Deployment").unwrap().plural,
-            "deployments"
+            find("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
         );
-        assert!(by_kind("v1", "Deployment").is_none());
+        assert!(find("", "v1", "deployments").is_none());
     }
 }

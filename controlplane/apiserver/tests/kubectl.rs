@@ -819,7 +819,7 @@ fn service_cluster_ips_are_unique() {
         assert!(ips.insert(ip.clone()), "duplicate {ip}");
     }
     // Occupy the address "b" would hash to: "b" moves to a free one.
-    let squat = skiff_apiserver::admission::cluster_ip("default", "b");
+    let squat = skiff_apiserver::cluster_ip("default", "b");
     let f = c.write(
         "squat.yaml",
         &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: default}}\nspec:\n  clusterIP: {squat}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: default}}\nspec:\n  ports: [{{port: 80}}]\n"),

@@ -4,7 +4,7 @@
 //! authenticated with that identity would, over an in-memory HTTP/1.1 pipe
 //! instead of TLS and TCP.
 //!
-//! Why a pipe: `skiff_apiserver::handlers::handle` takes a hyper
+//! Why a pipe: `skiff_apiserver::handle` takes a hyper
 //! `Request<Incoming>`, which only a hyper server connection can produce.
 //! A public `handle_as(identity, Request<Bytes>)` in the API server would
 //! remove this hop.
@@ -18,8 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use skiff_apiserver::authn::{Identity, with_authenticated_group};
-use skiff_apiserver::server::State;
+use skiff_apiserver::{Identity, State, with_authenticated_group};
 
 /// Pipe buffer: large enough that typical objects pass in one write.
 const PIPE_BUF: usize = 64 * 1024;
@@ -100,9 +99,7 @@ impl LocalApi {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (state, id) = (state.clone(), id.clone());
-                async move {
-                    Ok::<_, Infallible>(skiff_apiserver::handlers::handle(state, id, req).await)
-                }
+                async move { Ok::<_, Infallible>(skiff_apiserver::handle(state, id, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(server_io), svc)
