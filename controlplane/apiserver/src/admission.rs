@@ -111,6 +111,17 @@ pub(crate) fn default(m: &mut Map<String, Value>, k: &str, v: Value) {
     m.entry(k.to_string()).or_insert(v);
 }
 
+/// The port objects of a container's or a service's `ports`.
+pub(crate) fn ports_mut(
+    m: &mut Map<String, Value>,
+) -> impl Iterator<Item = &mut Map<String, Value>> {
+    m.get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
 pub(crate) fn default_pod_spec(spec: &mut Value) {
     let Some(s) = spec.as_object_mut() else {
         return;
@@ -142,15 +153,8 @@ pub(crate) fn default_pod_spec(spec: &mut Value) {
             default(c, "terminationMessagePath", json!("/dev/termination-log"));
             default(c, "terminationMessagePolicy", json!("File"));
             default(c, "resources", json!({}));
-            for p in c
-                .get_mut("ports")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(p) = p.as_object_mut() {
-                    default(p, "protocol", json!("TCP"));
-                }
+            for p in ports_mut(c) {
+                default(p, "protocol", json!("TCP"));
             }
         }
     }

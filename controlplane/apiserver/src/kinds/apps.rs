@@ -45,8 +45,7 @@ pub const DEPLOYMENTS: Resource = Resource {
         ("Selector", "string", 1),
     ],
     cells: |_, o| {
-        let (c, i) = containers(o, "/spec/template/spec/containers");
-        vec![
+        let mut cells = vec![
             json!(s(o.pointer("/metadata/name"))),
             json!(format!(
                 "{}/{}",
@@ -55,11 +54,9 @@ pub const DEPLOYMENTS: Resource = Resource {
             )),
             json!(n(o.pointer("/status/updatedReplicas"))),
             json!(n(o.pointer("/status/availableReplicas"))),
-            json!(created(o)),
-            json!(c),
-            json!(i),
-            json!(label_selector(o.pointer("/spec/selector/matchLabels"))),
-        ]
+        ];
+        cells.extend(age_and_template(o));
+        cells
     },
     ..APPS
 };
@@ -85,17 +82,14 @@ pub const REPLICA_SETS: Resource = Resource {
         ("Selector", "string", 1),
     ],
     cells: |_, o| {
-        let (c, i) = containers(o, "/spec/template/spec/containers");
-        vec![
+        let mut cells = vec![
             json!(s(o.pointer("/metadata/name"))),
             json!(n(o.pointer("/spec/replicas"))),
             json!(n(o.pointer("/status/replicas"))),
             json!(n(o.pointer("/status/readyReplicas"))),
-            json!(created(o)),
-            json!(c),
-            json!(i),
-            json!(label_selector(o.pointer("/spec/selector/matchLabels"))),
-        ]
+        ];
+        cells.extend(age_and_template(o));
+        cells
     },
     ..APPS
 };
@@ -142,6 +136,18 @@ pub const DAEMON_SETS: Resource = Resource {
     },
     ..APPS
 };
+
+/// AGE, then the `-o wide` CONTAINERS, IMAGES and SELECTOR of a
+/// Deployment or ReplicaSet.
+fn age_and_template(o: &Value) -> [Value; 4] {
+    let (c, i) = containers(o, "/spec/template/spec/containers");
+    [
+        json!(created(o)),
+        json!(c),
+        json!(i),
+        json!(label_selector(o.pointer("/spec/selector/matchLabels"))),
+    ]
+}
 
 fn default_template(obj: &mut Value) {
     if let Some(ps) = obj.pointer_mut("/spec/template/spec") {

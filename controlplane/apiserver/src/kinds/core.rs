@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::admission::{
     cluster_ip, default, default_pod_spec, immutable, is_dns1035_label, is_dns1123_label, obj_mut,
-    validate_pod_spec,
+    ports_mut, validate_pod_spec,
 };
 use crate::registry::{BASE, Causes, Resource, Typed};
 use crate::tables::{age, created, label_selector, n, or_none, pod_status, s};
@@ -247,17 +247,10 @@ fn service_defaults(obj: &mut Value, ns: &str) {
         default(spec, "ipFamilyPolicy", json!("SingleStack"));
         default(spec, "internalTrafficPolicy", json!("Cluster"));
     }
-    for p in spec
-        .get_mut("ports")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(p) = p.as_object_mut() {
-            default(p, "protocol", json!("TCP"));
-            if let Some(port) = p.get("port").cloned() {
-                default(p, "targetPort", port);
-            }
+    for p in ports_mut(spec) {
+        default(p, "protocol", json!("TCP"));
+        if let Some(port) = p.get("port").cloned() {
+            default(p, "targetPort", port);
         }
     }
     default(obj_mut(obj, "status"), "loadBalancer", json!({}));
