@@ -1,6 +1,8 @@
-//! Admission: defaulting and validation with Kubernetes' rules, then a typed
-//! round trip through the `k8s-openapi` type of the kind, which rejects
-//! ill-typed fields (400) and drops unknown ones, as kube's decoder does.
+//! Admission: a typed round trip through the `k8s-openapi` type of the kind,
+//! which rejects ill-typed fields (400) and drops unknown ones, as kube's
+//! decoder does; then the kind's defaults and validation with Kubernetes'
+//! rules (its `registry::Resource` entry in `crate::kinds`, with the shared
+//! pieces here: names, labels, pod specs); and kube's NodeRestriction.
 
 use serde_json::{Map, Value, json};
 

@@ -1,5 +1,7 @@
 //! `Table` responses (meta.k8s.io/v1), so `kubectl get` prints the same
-//! columns as against kube-apiserver. Priority-1 columns show with `-o wide`.
+//! columns as against kube-apiserver. Each kind's columns and cells are in
+//! its `registry::Resource` entry (`crate::kinds`); here are the Table and
+//! the cell helpers they share. Priority-1 columns show with `-o wide`.
 
 use serde_json::{Value, json};
 
@@ -153,41 +155,6 @@ pub fn table(r: &Resource, objects: &[Value], include: Option<&str>, list_meta: 
     })
 }
 
-/// The STATUS column the way kubectl's pod printer derives it: the phase,
-/// overridden by the pod's reason, then by the last container's waiting or
-/// terminated reason (so a finished batch pod reads `Completed` or `Error`,
-/// a crash-looping one `CrashLoopBackOff`), and `Terminating` while deleted.
-pub(crate) fn pod_status(o: &Value, statuses: &[Value]) -> String {
-    let mut reason = s(o.pointer("/status/phase"));
-    if let Some(r) = o.pointer("/status/reason").and_then(Value::as_str) {
-        reason = r.to_string();
-    }
-    let mut running = false;
-    for c in statuses.iter().rev() {
-        let state = &c["state"];
-        if let Some(r) = state.pointer("/waiting/reason").and_then(Value::as_str) {
-            reason = r.to_string();
-        } else if let Some(t) = state.get("terminated") {
-            reason = match t.get("reason").and_then(Value::as_str) {
-                Some(r) => r.to_string(),
-                None => match t.get("signal").and_then(Value::as_i64) {
-                    Some(sig) if sig != 0 => format!("Signal:{sig}"),
-                    _ => format!("ExitCode:{}", n(t.get("exitCode"))),
-                },
-            };
-        } else if c["ready"] == true && state.get("running").is_some() {
-            running = true;
-        }
-    }
-    if reason == "Completed" && running {
-        reason = "Running".to_string();
-    }
-    if o.pointer("/metadata/deletionTimestamp").is_some() {
-        reason = "Terminating".to_string();
-    }
-    reason
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,44 +178,6 @@ mod tests {
                 "10.0.0.2"
             ])
         );
-    }
-
-    #[test]
-    fn pod_status_column_follows_kubectl() {
-        let status = |st: Value| {
-            let statuses = st["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            pod_status(&json!({ "status": st }), &statuses)
-        };
-        let term = |reason: Option<&str>, code: i64| {
-            let mut t = json!({"exitCode": code});
-            if let Some(r) = reason {
-                t["reason"] = json!(r);
-            }
-            json!({"phase": "Succeeded", "containerStatuses": [{"ready": false, "state": {"terminated": t}}]})
-        };
-        assert_eq!(status(term(Some("Completed"), 0)), "Completed");
-        assert_eq!(status(term(Some("Error"), 3)), "Error");
-        assert_eq!(status(term(None, 3)), "ExitCode:3");
-        assert_eq!(
-            status(json!({"phase": "Running", "containerStatuses": [
-                {"ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]})),
-            "CrashLoopBackOff"
-        );
-        assert_eq!(
-            status(json!({"phase": "Running", "containerStatuses": [
-                {"ready": true, "state": {"running": {}}}]})),
-            "Running"
-        );
-        assert_eq!(
-            status(json!({"phase": "Failed", "reason": "Evicted"})),
-            "Evicted"
-        );
-        let deleting =
-            json!({"metadata": {"deletionTimestamp": "x"}, "status": {"phase": "Running"}});
-        assert_eq!(pod_status(&deleting, &[]), "Terminating");
     }
 
     #[test]
