@@ -162,7 +162,7 @@ pub(crate) struct Priority {
 
 impl Priority {
     pub(crate) async fn load(store: &Store, r: &Resource) -> ApiResult<Priority> {
-        let concerned = (r.group, r.kind) == ("", "Pod") || *r == PRIORITY_CLASSES;
+        let concerned = *r == super::core::PODS || *r == PRIORITY_CLASSES;
         let classes = if concerned {
             storage::list(store, &PRIORITY_CLASSES, "", &Filter::default(), 0, None)
                 .await?
@@ -193,7 +193,7 @@ impl Priority {
         if *r == PRIORITY_CLASSES {
             return self.admit_class(obj, old.is_some());
         }
-        if (r.group, r.kind) != ("", "Pod") || !obj.get("spec").is_some_and(Value::is_object) {
+        if *r != super::core::PODS || !obj.get("spec").is_some_and(Value::is_object) {
             return Ok(());
         }
         let name = s(obj.pointer("/metadata/name"));
