@@ -1,14 +1,14 @@
-//! Admission: defaulting and validation with Kubernetes' rules, then a typed
-//! round trip through the `k8s-openapi` type of the kind, which rejects
-//! ill-typed fields (400) and drops unknown ones, as kube's decoder does.
+//! Admission: a typed round trip through the `k8s-openapi` type of the kind,
+//! which rejects ill-typed fields (400) and drops unknown ones, as kube's
+//! decoder does; then the kind's defaults and validation with Kubernetes'
+//! rules (its `registry::Resource` entry in `crate::kinds`, with the shared
+//! pieces here: names, labels, pod specs); and kube's NodeRestriction.
 
 use serde_json::{Map, Value, json};
 
-use crate::registry::Resource;
+use crate::registry::{Causes, Resource};
 use crate::status::{ApiError, ApiResult};
 use crate::storage::target;
-
-type Causes = Vec<(String, String)>;
 
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
@@ -23,12 +23,12 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
-fn is_dns1035_label(s: &str) -> bool {
+pub(crate) fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }
 
 /// A label value or the name part of a qualified name.
-fn is_label_value(s: &str) -> bool {
+pub(crate) fn is_label_value(s: &str) -> bool {
     s.is_empty()
         || (s.len() <= 63
             && s.bytes()
@@ -45,27 +45,11 @@ pub fn is_qualified_name(s: &str) -> bool {
     prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
 }
 
-fn name_rule(r: &Resource) -> (fn(&str) -> bool, &'static str) {
-    match r.kind {
-        "Namespace" => (
-            is_dns1123_label,
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
-        ),
-        "Service" => (
-            is_dns1035_label,
-            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
-        ),
-        // RBAC names are path segments: anything but '/' and '%'.
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => (
-            |s: &str| !s.is_empty() && !s.contains(['/', '%']) && s != "." && s != "..",
-            "may not contain '/' or '%'",
-        ),
-        _ => (
-            is_dns1123_subdomain,
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-        ),
-    }
-}
+/// kube's default name rule (most kinds).
+pub(crate) const DNS1123_SUBDOMAIN: (fn(&str) -> bool, &str) = (
+    is_dns1123_subdomain,
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+);
 
 fn validate_meta(r: &Resource, obj: &Value, causes: &mut Causes) {
     let meta = obj.get("metadata").and_then(Value::as_object);
@@ -73,7 +57,7 @@ fn validate_meta(r: &Resource, obj: &Value, causes: &mut Causes) {
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let (ok, why) = name_rule(r);
+    let (ok, why) = r.name_rule;
     if name.is_empty() {
         causes.push((
             "metadata.name".into(),
@@ -118,18 +102,29 @@ fn validate_meta(r: &Resource, obj: &Value, causes: &mut Causes) {
     }
 }
 
-fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.get(key).is_some_and(Value::is_object) {
         v[key] = json!({});
     }
     v[key].as_object_mut().expect("just made an object")
 }
 
-fn default(m: &mut Map<String, Value>, k: &str, v: Value) {
+pub(crate) fn default(m: &mut Map<String, Value>, k: &str, v: Value) {
     m.entry(k.to_string()).or_insert(v);
 }
 
-fn default_pod_spec(spec: &mut Value) {
+/// The port objects of a container's or a service's `ports`.
+pub(crate) fn ports_mut(
+    m: &mut Map<String, Value>,
+) -> impl Iterator<Item = &mut Map<String, Value>> {
+    m.get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
+pub(crate) fn default_pod_spec(spec: &mut Value) {
     let Some(s) = spec.as_object_mut() else {
         return;
     };
@@ -160,21 +155,14 @@ fn default_pod_spec(spec: &mut Value) {
             default(c, "terminationMessagePath", json!("/dev/termination-log"));
             default(c, "terminationMessagePolicy", json!("File"));
             default(c, "resources", json!({}));
-            for p in c
-                .get_mut("ports")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(p) = p.as_object_mut() {
-                    default(p, "protocol", json!("TCP"));
-                }
+            for p in ports_mut(c) {
+                default(p, "protocol", json!("TCP"));
             }
         }
     }
 }
 
-fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Causes) {
+pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Causes) {
     let containers = spec
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array);
@@ -216,7 +204,7 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Causes) {
 }
 
 /// Job pods must not restart forever.
-fn validate_job_template(spec: Option<&Value>, path: &str, causes: &mut Causes) {
+pub(crate) fn validate_job_template(spec: Option<&Value>, path: &str, causes: &mut Causes) {
     validate_pod_spec(spec, path, causes);
     let policy = spec
         .and_then(|s| s.get("restartPolicy"))
@@ -240,368 +228,39 @@ pub fn cluster_ip(ns: &str, name: &str) -> String {
     format!("10.96.{}.{}", b[0], b[1].clamp(1, 254))
 }
 
-fn defaults(r: &Resource, obj: &mut Value, ns: &str) {
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    match (r.group, r.kind) {
-        ("", "Pod") => {
-            obj_mut(obj, "spec");
-            default_pod_spec(&mut obj["spec"]);
-            let st = obj_mut(obj, "status");
-            default(st, "phase", json!("Pending"));
-            default(st, "qosClass", json!("BestEffort"));
-        }
-        ("", "Namespace") => {
-            default(obj_mut(obj, "spec"), "finalizers", json!(["kubernetes"]));
-            default(obj_mut(obj, "status"), "phase", json!("Active"));
-            obj_mut(obj, "metadata");
-            let labels = obj_mut(&mut obj["metadata"], "labels");
-            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-        }
-        ("", "Secret") => {
-            default(
-                obj.as_object_mut().expect("object"),
-                "type",
-                json!("Opaque"),
-            );
-            // stringData is write-only: fold it into data.
-            if let Some(Value::Object(sd)) =
-                obj.as_object_mut().and_then(|o| o.remove("stringData"))
-            {
-                let data = obj_mut(obj, "data");
-                for (k, v) in sd {
-                    use base64::Engine as _;
-                    let s = v.as_str().unwrap_or_default();
-                    data.insert(
-                        k,
-                        json!(base64::engine::general_purpose::STANDARD.encode(s)),
-                    );
-                }
-            }
-        }
-        ("", "Service") => {
-            let spec = obj_mut(obj, "spec");
-            default(spec, "type", json!("ClusterIP"));
-            default(spec, "sessionAffinity", json!("None"));
-            if spec.get("type") != Some(&json!("ExternalName")) {
-                default(spec, "clusterIP", json!(cluster_ip(ns, &name)));
-                let ip = spec["clusterIP"].clone();
-                default(spec, "clusterIPs", json!([ip]));
-                default(spec, "ipFamilies", json!(["IPv4"]));
-                default(spec, "ipFamilyPolicy", json!("SingleStack"));
-                default(spec, "internalTrafficPolicy", json!("Cluster"));
-            }
-            for p in spec
-                .get_mut("ports")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(p) = p.as_object_mut() {
-                    default(p, "protocol", json!("TCP"));
-                    if let Some(port) = p.get("port").cloned() {
-                        default(p, "targetPort", port);
-                    }
-                }
-            }
-            default(obj_mut(obj, "status"), "loadBalancer", json!({}));
-        }
-        ("apps", "Deployment") => {
-            let spec = obj_mut(obj, "spec");
-            default(spec, "replicas", json!(1));
-            default(spec, "revisionHistoryLimit", json!(10));
-            default(spec, "progressDeadlineSeconds", json!(600));
-            default(
-                spec,
-                "strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-            );
-            if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
-                default_pod_spec(ps);
-            }
-        }
-        ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
-            if r.kind == "ReplicaSet" {
-                default(obj_mut(obj, "spec"), "replicas", json!(1));
-            } else {
-                default(obj_mut(obj, "spec"), "revisionHistoryLimit", json!(10));
-                default(
-                    obj_mut(obj, "spec"),
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
-            }
-            if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
-                default_pod_spec(ps);
-            }
-        }
-        ("batch", "Job") => {
-            let spec = obj_mut(obj, "spec");
-            default(spec, "completions", json!(1));
-            default(spec, "parallelism", json!(1));
-            default(spec, "backoffLimit", json!(6));
-            default(spec, "completionMode", json!("NonIndexed"));
-            default(spec, "suspend", json!(false));
-            let manual = spec.get("manualSelector") == Some(&json!(true));
-            if let Some(ps) = obj.pointer_mut("/spec/template/spec") {
-                default_pod_spec(ps);
-            }
-            // As kube does: unless the selector is manual, the Job selects
-            // its pods by its uid, and its pods carry these labels.
-            let uid = obj
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if let (false, Some(uid)) = (manual, uid)
-                && obj.pointer("/spec/selector").is_none()
-            {
-                obj["spec"]["selector"] =
-                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-                let tmpl = obj_mut(&mut obj["spec"], "template");
-                tmpl.entry("metadata").or_insert_with(|| json!({}));
-                let labels = obj_mut(&mut obj["spec"]["template"]["metadata"], "labels");
-                for (k, v) in [
-                    ("batch.kubernetes.io/controller-uid", uid.as_str()),
-                    ("controller-uid", uid.as_str()),
-                    ("batch.kubernetes.io/job-name", name.as_str()),
-                    ("job-name", name.as_str()),
-                ] {
-                    labels.insert(k.into(), json!(v));
-                }
-            }
-        }
-        ("batch", "CronJob") => {
-            let spec = obj_mut(obj, "spec");
-            default(spec, "concurrencyPolicy", json!("Allow"));
-            default(spec, "suspend", json!(false));
-            default(spec, "successfulJobsHistoryLimit", json!(3));
-            default(spec, "failedJobsHistoryLimit", json!(1));
-            if let Some(ps) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
-                default_pod_spec(ps);
-            }
-        }
-        _ => {}
+/// Decodes through the kind's typed struct, normalizing the JSON; kinds
+/// without one pass as they are.
+pub fn round_trip(r: &Resource, obj: &Value) -> ApiResult<Value> {
+    match r.typed {
+        Some(t) => (t.round_trip)(r, obj),
+        None => Ok(obj.clone()),
     }
 }
 
-fn validate_kind(r: &Resource, obj: &Value, causes: &mut Causes) {
-    match (r.group, r.kind) {
-        ("", "Pod") => validate_pod_spec(obj.get("spec"), "spec", causes),
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => {
-            let sel = obj
-                .pointer("/spec/selector/matchLabels")
-                .and_then(Value::as_object);
-            let has_exprs = obj.pointer("/spec/selector/matchExpressions").is_some();
-            if sel.is_none() && !has_exprs {
-                causes.push(("spec.selector".into(), "Required value".into()));
-            }
-            let labels = obj
-                .pointer("/spec/template/metadata/labels")
-                .and_then(Value::as_object);
-            if let Some(sel) = sel
-                && !sel
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-            {
-                causes.push((
-                    "spec.template.metadata.labels".into(),
-                    "Invalid value: `selector` does not match template `labels`".into(),
-                ));
-            }
-            if obj
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .is_some_and(|n| n < 0)
-            {
-                causes.push((
-                    "spec.replicas".into(),
-                    "Invalid value: must be greater than or equal to 0".into(),
-                ));
-            }
-            validate_pod_spec(
-                obj.pointer("/spec/template/spec"),
-                "spec.template.spec",
-                causes,
-            );
-        }
-        ("batch", "Job") => validate_job_template(
-            obj.pointer("/spec/template/spec"),
-            "spec.template.spec",
-            causes,
-        ),
-        ("batch", "CronJob") => {
-            if obj
-                .pointer("/spec/schedule")
-                .and_then(Value::as_str)
-                .is_none_or(|s| s.split_whitespace().count() != 5 && !s.starts_with('@'))
-            {
-                causes.push((
-                    "spec.schedule".into(),
-                    "Invalid value: must be a standard cron schedule".into(),
-                ));
-            }
-            validate_job_template(
-                obj.pointer("/spec/jobTemplate/spec/template/spec"),
-                "spec.jobTemplate.spec.template.spec",
-                causes,
-            );
-        }
-        ("", "Service") => {
-            let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
-            let headless = obj.pointer("/spec/clusterIP") == Some(&json!("None"));
-            let external = obj.pointer("/spec/type") == Some(&json!("ExternalName"));
-            if ports.is_none_or(|p| p.is_empty()) && !headless && !external {
-                causes.push(("spec.ports".into(), "Required value".into()));
-            }
-            for (i, p) in ports.into_iter().flatten().enumerate() {
-                if !p
-                    .get("port")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|n| (1..=65535).contains(&n))
-                {
-                    causes.push((
-                        format!("spec.ports[{i}].port"),
-                        "Invalid value: must be between 1 and 65535, inclusive".into(),
-                    ));
-                }
-            }
-        }
-        ("rbac.authorization.k8s.io", "ClusterRole") => {
-            // A selector that does not parse must not reach the
-            // authorizer (which would aggregate nothing from it).
-            for (i, sel) in obj
-                .pointer("/aggregationRule/clusterRoleSelectors")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                if let Err(e) = crate::selectors::LabelSelector::from_object(sel) {
-                    causes.push((
-                        format!("aggregationRule.clusterRoleSelectors[{i}]"),
-                        format!("Invalid value: {e}"),
-                    ));
-                }
-            }
-        }
-        ("", "ConfigMap") | ("", "Secret") => {
-            for field in ["data", "binaryData"] {
-                for k in obj
-                    .get(field)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flat_map(|m| m.keys())
-                {
-                    if k.is_empty()
-                        || k.len() > 253
-                        || !k
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-                    {
-                        causes.push((format!("{field}[{k}]"), format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
+/// [`round_trip`] through `T` (see `registry::Typed`).
+pub(crate) fn round_trip_as<T>(r: &Resource, obj: &Value) -> ApiResult<Value>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let t: T = serde_json::from_value(obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            r.kind, r.version, r.kind
+        ))
+    })?;
+    serde_json::to_value(&t).map_err(ApiError::internal)
 }
 
-/// A pod's spec without the fields kube lets an update change (images,
-/// deadlines, tolerations, grace period; nodeName is checked on its own).
-fn pod_spec_mutable_part(pod: &Value) -> Value {
-    let mut s = pod.get("spec").cloned().unwrap_or_else(|| json!({}));
-    if let Some(m) = s.as_object_mut() {
-        for f in [
-            "activeDeadlineSeconds",
-            "tolerations",
-            "terminationGracePeriodSeconds",
-            "nodeName",
-        ] {
-            m.remove(f);
-        }
-        for list in ["containers", "initContainers"] {
-            for c in m
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(c) = c.as_object_mut() {
-                    c.remove("image");
-                }
-            }
-        }
-    }
-    s
-}
-
-/// Fields that may not change after creation.
-fn validate_immutable(r: &Resource, old: &Value, new: &Value, causes: &mut Causes) {
-    let fields: &[&str] = match (r.group, r.kind) {
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => &["/spec/selector"],
-        ("batch", "Job") => &["/spec/selector", "/spec/template"],
-        ("", "Service") => &["/spec/clusterIP"],
-        ("", "Pod") => &["/spec/nodeName"],
-        _ => &[],
-    };
+/// Fields (JSON pointers) that may not change after creation.
+pub(crate) fn immutable(fields: &[&str], old: &Value, new: &Value, causes: &mut Causes) {
     for f in fields {
-        let (a, b) = (old.pointer(f), new.pointer(f));
-        // Setting nodeName once (binding) is allowed.
-        let binding = *f == "/spec/nodeName" && a.is_none_or(|v| v.as_str() == Some(""));
-        if a != b && !binding {
+        if old.pointer(f) != new.pointer(f) {
             causes.push((
                 f.trim_start_matches('/').replace('/', "."),
                 "Invalid value: field is immutable".into(),
             ));
         }
     }
-    if r.group == "rbac.authorization.k8s.io"
-        && matches!(r.kind, "RoleBinding" | "ClusterRoleBinding")
-        && old.get("roleRef") != new.get("roleRef")
-    {
-        causes.push((
-            "roleRef".into(),
-            "Invalid value: cannot change roleRef".into(),
-        ));
-    }
-    if (r.group, r.kind) == ("", "Pod") && pod_spec_mutable_part(old) != pod_spec_mutable_part(new)
-    {
-        causes.push((
-            "spec".into(),
-            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`".into(),
-        ));
-    }
-    if ["Secret", "ConfigMap"].contains(&r.kind)
-        && old.get("immutable") == Some(&json!(true))
-        && (old.get("data") != new.get("data") || old.get("binaryData") != new.get("binaryData"))
-    {
-        causes.push((
-            "data".into(),
-            "Forbidden: field is immutable when `immutable` is set".into(),
-        ));
-    }
-}
-
-macro_rules! typed {
-    ($r:expr, $obj:expr, $($kind:literal, $g:literal => $ty:ty),* $(,)?) => {
-        match ($r.group, $r.kind) {
-            $(($g, $kind) => {
-                let t: $ty = serde_json::from_value($obj.clone())
-                    .map_err(|e| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", $r.kind, $r.version, $r.kind)))?;
-                serde_json::to_value(&t).map_err(ApiError::internal)
-            })*
-            _ => Ok($obj.clone()),
-        }
-    };
-}
-
-/// Decodes through the typed struct, normalizing the JSON.
-pub fn round_trip(r: &Resource, obj: &Value) -> ApiResult<Value> {
-    with_typed_kinds!(typed!(r, obj))
 }
 
 /// Checks apiVersion/kind of a body against the endpoint, filling them
@@ -870,12 +529,12 @@ pub fn admit(
         // here so defaults can refer to it (a Job's selector does).
         obj_mut(&mut obj, "metadata").insert("uid".into(), json!(crate::storage::new_uid()));
     }
-    defaults(r, &mut obj, ns);
+    (r.defaults)(&mut obj, ns);
     let mut causes = Causes::new();
     validate_meta(r, &obj, &mut causes);
-    validate_kind(r, &obj, &mut causes);
+    (r.validate)(&obj, &mut causes);
     if let Some(old) = old {
-        validate_immutable(r, old, &obj, &mut causes);
+        (r.validate_update)(old, &obj, &mut causes);
     }
     if !causes.is_empty() {
         let name = obj

@@ -15,6 +15,7 @@ use crate::authn::Identity;
 use crate::authz::{self, Attributes};
 use crate::clusterip::allocate_cluster_ip;
 use crate::http::{Query, decode_body, json_response, media_type, read_body};
+use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
 use crate::patch::{self, PatchType};
 use crate::registry::{self, Resource};
@@ -125,6 +126,9 @@ fn text(code: u16, body: &'static str) -> Response<Body> {
         .expect("static response parts")
 }
 
+/// A request's steps: server metadata (version, health, OpenAPI,
+/// discovery), the authorizer's reviews, then a resource verb, authorized
+/// first.
 async fn dispatch(
     state: Arc<State>,
     id: &Identity,
@@ -132,88 +136,11 @@ async fn dispatch(
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let get = req.method() == Method::GET;
-    match segs.as_slice() {
-        ["version"] => return Ok(json_response(200, &discovery::version())),
-        [h, ..] if ["healthz", "livez", "readyz"].contains(h) => return Ok(text(200, "ok")),
-        ["openapi", "v2"] if get => {
-            return Ok(Response::builder()
-                .status(200)
-                .header(
-                    "content-type",
-                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                )
-                .body(Body::empty())
-                .expect("static response parts"));
-        }
-        ["openapi", "v3"] if get => return Ok(json_response(200, &openapi::v3_root())),
-        ["openapi", "v3", "api", v] if get => {
-            return openapi::v3_group_version("", v)
-                .map(|d| json_response(200, &d))
-                .ok_or_else(ApiError::not_found_path);
-        }
-        ["openapi", "v3", "apis", g, v] if get => {
-            return openapi::v3_group_version(g, v)
-                .map(|d| json_response(200, &d))
-                .ok_or_else(ApiError::not_found_path);
-        }
-        ["api" | "apis"] if get => {
-            let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
-            let core = segs[0] == "api";
-            return Ok(match discovery::aggregated_version(accept) {
-                Some(v) => Response::builder()
-                    .status(200)
-                    .header(
-                        "content-type",
-                        format!(
-                            "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
-                        ),
-                    )
-                    .body(Body::from(discovery::aggregated(core, v).to_string()))
-                    .expect("static response parts"),
-                None if core => json_response(200, &discovery::api_versions()),
-                None => json_response(200, &discovery::api_groups()),
-            });
-        }
-        ["api", v] if get => {
-            return discovery::resource_list("", v)
-                .map(|l| json_response(200, &l))
-                .ok_or_else(ApiError::not_found_path);
-        }
-        ["apis", g] if get => {
-            return discovery::api_group(g)
-                .map(|l| json_response(200, &l))
-                .ok_or_else(ApiError::not_found_path);
-        }
-        ["apis", g, v] if get => {
-            return discovery::resource_list(g, v)
-                .map(|l| json_response(200, &l))
-                .ok_or_else(ApiError::not_found_path);
-        }
-        _ => {}
+    if let Some(resp) = metadata(&segs, &req) {
+        return resp;
     }
-    // Reviews are answered by the authorizer, not stored.
-    if let [
-        "apis",
-        g,
-        "v1",
-        review @ ("selfsubjectaccessreviews" | "selfsubjectrulesreviews"),
-    ] = segs.as_slice()
-        && *g == discovery::AUTHZ_GROUP
-        && req.method() == Method::POST
-    {
-        let review = review.to_string();
-        let ct = media_type(
-            req.headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-        );
-        let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
-        return if review == "selfsubjectaccessreviews" {
-            self_subject_access_review(&state, id, body).await
-        } else {
-            self_subject_rules_review(&state, id, body).await
-        };
+    if let Some(review) = review_of(&segs, &req) {
+        return review_request(&state, id, review, req).await;
     }
     let p = parse_path(&segs).ok_or_else(ApiError::not_found_path)?;
     let query = Query::parse(req.uri().query());
@@ -232,16 +159,117 @@ async fn dispatch(
         },
     )
     .await?;
+    resource_verb(state, id, req, p, &query, verb).await
+}
+
+/// Answers that describe the server rather than objects: `/version`, the
+/// health checks, OpenAPI and discovery. `None`: not one of them.
+fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Body>>> {
+    let get = req.method() == Method::GET;
+    let found = |v: Option<Value>| {
+        Some(
+            v.map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::not_found_path),
+        )
+    };
+    match segs {
+        ["version"] => Some(Ok(json_response(200, &discovery::version()))),
+        [h, ..] if ["healthz", "livez", "readyz"].contains(h) => Some(Ok(text(200, "ok"))),
+        ["openapi", "v2"] if get => Some(Ok(Response::builder()
+            .status(200)
+            .header(
+                "content-type",
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )
+            .body(Body::empty())
+            .expect("static response parts"))),
+        ["openapi", "v3"] if get => Some(Ok(json_response(200, &openapi::v3_root()))),
+        ["openapi", "v3", "api", v] if get => found(openapi::v3_group_version("", v)),
+        ["openapi", "v3", "apis", g, v] if get => found(openapi::v3_group_version(g, v)),
+        ["api" | "apis"] if get => {
+            let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
+            let core = segs[0] == "api";
+            Some(Ok(match discovery::aggregated_version(accept) {
+                Some(v) => Response::builder()
+                    .status(200)
+                    .header(
+                        "content-type",
+                        format!(
+                            "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                        ),
+                    )
+                    .body(Body::from(discovery::aggregated(core, v).to_string()))
+                    .expect("static response parts"),
+                None if core => json_response(200, &discovery::api_versions()),
+                None => json_response(200, &discovery::api_groups()),
+            }))
+        }
+        ["api", v] if get => found(discovery::resource_list("", v)),
+        ["apis", g] if get => found(discovery::api_group(g)),
+        ["apis", g, v] if get => found(discovery::resource_list(g, v)),
+        _ => None,
+    }
+}
+
+/// The authorizer's reviews, answered rather than stored.
+#[derive(Debug, Clone, Copy)]
+enum Review {
+    Access,
+    Rules,
+}
+
+fn review_of(segs: &[&str], req: &Request<Body>) -> Option<Review> {
+    match segs {
+        ["apis", g, "v1", review]
+            if *g == discovery::AUTHZ_GROUP && req.method() == Method::POST =>
+        {
+            match *review {
+                "selfsubjectaccessreviews" => Some(Review::Access),
+                "selfsubjectrulesreviews" => Some(Review::Rules),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+async fn review_request(
+    state: &State,
+    id: &Identity,
+    review: Review,
+    req: Request<Body>,
+) -> ApiResult<Response<Body>> {
+    let ct = content_type(&req);
+    let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
+    match review {
+        Review::Access => self_subject_access_review(state, id, body).await,
+        Review::Rules => self_subject_rules_review(state, id, body).await,
+    }
+}
+
+fn content_type(req: &Request<Body>) -> String {
+    media_type(
+        req.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Runs an authorized verb on a resource (or one of its subresources).
+async fn resource_verb(
+    state: Arc<State>,
+    id: &Identity,
+    req: Request<Body>,
+    p: Path,
+    query: &Query,
+    verb: &str,
+) -> ApiResult<Response<Body>> {
     let accept = req
         .headers()
         .get("accept")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let ct = media_type(
-        req.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-    );
+    let ct = content_type(&req);
     let table = tables::wants_table(accept.as_deref())
         .then(|| query.get("includeObject").map(str::to_string));
     let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
@@ -253,63 +281,33 @@ async fn dispatch(
     };
     let r = p.resource;
     let ns = p.namespace.clone();
+    let name = p.name.clone().unwrap_or_default();
     match (verb, p.sub.as_deref()) {
         ("get", None) => {
-            let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
+            let obj = storage::get(&state.store, r, &ns, &name).await?;
             Ok(respond_object(r, obj, &table, 200))
         }
         ("get", Some("status")) => {
-            let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
+            let obj = storage::get(&state.store, r, &ns, &name).await?;
             Ok(json_response(200, &obj))
         }
         ("get", Some("scale")) => {
-            let obj = storage::get(&state.store, r, &ns, p.name.as_deref().unwrap_or("")).await?;
+            let obj = storage::get(&state.store, r, &ns, &name).await?;
             Ok(json_response(200, &scale_of(&obj)))
         }
-        ("get", Some("log")) => {
-            crate::pod_logs::get(&state, &ns, p.name.as_deref().unwrap_or(""), &query).await
-        }
-        ("list", _) => list(&state, r, &ns, &query, &table).await,
+        ("get", Some("log")) => crate::pod_logs::get(&state, &ns, &name, query).await,
+        ("list", _) => list(&state, r, &ns, query, &table).await,
         ("watch", _) => {
-            let resource_version = match query.get("resourceVersion") {
-                None | Some("") => None,
-                Some(s) => Some(s.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
-                })?),
-            };
-            let bookmarks = query.flag("allowWatchBookmarks");
-            let send_initial_events = query
-                .get("sendInitialEvents")
-                .map(|_| query.flag("sendInitialEvents"));
-            let start = watch::Start::from_query(
-                resource_version,
-                query.get("resourceVersionMatch"),
-                send_initial_events,
-                bookmarks,
-            )
-            .map_err(|(field, why)| {
-                ApiError::new(422, "Invalid", format!("{field}: Forbidden: {why}"))
-            })?;
-            let params = WatchParams {
-                namespace: ns,
-                filter: filter_of(&query, p.name.as_deref())?,
-                start,
-                bookmarks,
-                timeout: query
-                    .get("timeoutSeconds")
-                    .and_then(|t| t.parse().ok())
-                    .map(Duration::from_secs),
-                table,
-            };
+            let params = watch_params(query, ns, p.name.as_deref(), table)?;
             Ok(watch::watch(state, r, params).await)
         }
         ("create", Some("token")) => {
             let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
-            token_request(&state, r, &ns, p.name.as_deref().unwrap_or(""), body).await
+            token_request(&state, r, &ns, &name, body).await
         }
         ("create", Some("binding")) => {
             let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
-            bind(&state, r, &ns, p.name.as_deref().unwrap_or(""), &body).await
+            bind(&state, r, &ns, &name, &body).await
         }
         ("create", _) => {
             let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
@@ -327,61 +325,101 @@ async fn dispatch(
         }
         ("update", sub) => {
             let body = decode_body(&ct, &read_body(req.into_body()).await?)?;
-            let name = p.name.clone().unwrap_or_default();
             update(&state, id, r, &ns, &name, sub, body, opts).await
         }
         ("patch", sub) => {
             let kind = PatchType::from_media_type(&ct)?;
             let body = read_body(req.into_body()).await?;
-            let name = p.name.clone().unwrap_or_default();
             patch_object(&state, id, r, &ns, &name, sub, kind, &body, opts).await
         }
         ("delete", None) => {
-            // DeleteOptions, as JSON or (typed clients, `helm uninstall`)
-            // protobuf.
-            let body = read_body(req.into_body()).await?;
-            let opts = if body.is_empty() {
-                json!({})
-            } else {
-                decode_body(&ct, &body).map_err(|e| {
-                    ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message))
-                })?
-            };
-            delete(
-                &state,
-                id,
-                r,
-                &ns,
-                p.name.as_deref().unwrap_or(""),
-                &query,
-                &opts,
-                dry_run,
-            )
-            .await
+            let opts = delete_options(&ct, &read_body(req.into_body()).await?)?;
+            delete(&state, id, r, &ns, &name, query, &opts, dry_run).await
         }
-        ("deletecollection", None) => {
-            let filter = filter_of(&query, None)?;
-            let page = storage::list(&state.store, r, &ns, &filter, 0, None).await?;
-            let mut gone = Vec::new();
-            for obj in page.items {
-                let (ons, oname) = (
-                    meta_str(&obj, "namespace").unwrap_or("").to_string(),
-                    meta_str(&obj, "name").unwrap_or("").to_string(),
-                );
-                let pre = storage::Preconditions::default();
-                match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
-                    Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
-                    Err(e) if e.code == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(json_response(
-                200,
-                &list_object(r, gone, page.revision, None, None),
-            ))
-        }
+        ("deletecollection", None) => delete_collection(&state, r, &ns, query, dry_run).await,
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// A watch's parameters from its query, checked as kube checks them.
+fn watch_params(
+    query: &Query,
+    namespace: String,
+    name: Option<&str>,
+    table: Option<Option<String>>,
+) -> ApiResult<WatchParams> {
+    let resource_version = match query.get("resourceVersion") {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
+    };
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let send_initial_events = query
+        .get("sendInitialEvents")
+        .map(|_| query.flag("sendInitialEvents"));
+    let start = watch::Start::from_query(
+        resource_version,
+        query.get("resourceVersionMatch"),
+        send_initial_events,
+        bookmarks,
+    )
+    .map_err(|(field, why)| ApiError::new(422, "Invalid", format!("{field}: Forbidden: {why}")))?;
+    Ok(WatchParams {
+        namespace,
+        filter: filter_of(query, name)?,
+        start,
+        bookmarks,
+        timeout: query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .map(Duration::from_secs),
+        table,
+    })
+}
+
+/// DeleteOptions, as JSON or (typed clients, `helm uninstall`) protobuf;
+/// none is `{}`.
+fn delete_options(ct: &str, body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    decode_body(ct, body)
+        .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message)))
+}
+
+/// Deletes what a list with the request's selectors returns, but what may
+/// not be deleted one by one.
+async fn delete_collection(
+    state: &State,
+    r: &'static Resource,
+    ns: &str,
+    query: &Query,
+    dry_run: bool,
+) -> ApiResult<Response<Body>> {
+    let filter = filter_of(query, None)?;
+    let page = storage::list(&state.store, r, ns, &filter, 0, None).await?;
+    let mut gone = Vec::new();
+    for obj in page.items {
+        let (ons, oname) = (
+            meta_str(&obj, "namespace").unwrap_or("").to_string(),
+            meta_str(&obj, "name").unwrap_or("").to_string(),
+        );
+        if (r.deletable)(&oname).is_err() {
+            continue;
+        }
+        let pre = storage::Preconditions::default();
+        match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
+            Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        200,
+        &list_object(r, gone, page.revision, None, None),
+    ))
 }
 
 fn parse_path(segs: &[&str]) -> Option<Path> {
@@ -638,6 +676,9 @@ async fn create(
         .pointer("/spec/clusterIP")
         .and_then(Value::as_str)
         .is_some_and(|ip| !ip.is_empty());
+    Priority::load(&state.store, r)
+        .await?
+        .admit(r, None, &mut body)?;
     let mut obj = admission::admit(r, ns, body, None, opts.strict)?;
     admission::node_restriction(
         id,
@@ -741,10 +782,12 @@ async fn update(
             "the namespace of the provided object does not match the namespace sent on the request",
         ));
     }
+    let priority = Priority::load(&state.store, r).await?;
     let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let mut new = body.clone();
         admission::check_type(r, &mut new)?;
-        let new = scope_change(r, sub, &current, new);
+        let mut new = scope_change(r, sub, &current, new);
+        priority.admit(r, Some(&current), &mut new)?;
         let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
         admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
         Ok(new)
@@ -774,9 +817,11 @@ async fn patch_object(
         let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64);
         return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
     }
+    let priority = Priority::load(&state.store, r).await?;
     let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let new = patch::apply(kind, &current, body)?;
-        let new = scope_change(r, sub, &current, new);
+        let mut new = scope_change(r, sub, &current, new);
+        priority.admit(r, Some(&current), &mut new)?;
         let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
         admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
         Ok(new)
@@ -853,9 +898,11 @@ async fn server_side_apply(
         applied["metadata"]["namespace"] = json!(ns);
     }
     let now = storage::now_rfc3339();
+    let priority = Priority::load(&state.store, r).await?;
     match storage::get(&state.store, r, ns, name).await {
         Err(e) if e.code == 404 => {
-            let obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            let mut obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            priority.admit(r, None, &mut obj)?;
             let obj = admission::admit(r, ns, obj, None, opts.strict)?;
             admission::node_restriction(id, r, ns, name, None, Some(&obj))?;
             authz::check_escalation(state, id, r, ns, name, None, &obj).await?;
@@ -870,7 +917,8 @@ async fn server_side_apply(
                 let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
                 // The applier does not hold the object's version.
                 new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-                let new = scope_change(r, None, &current, new);
+                let mut new = scope_change(r, None, &current, new);
+                priority.admit(r, Some(&current), &mut new)?;
                 let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
                 admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
                 Ok(new)
@@ -920,6 +968,12 @@ async fn delete(
             return Err(ApiError::conflict(storage::target(r, name)));
         }
         pre.uid = Some(uid);
+    }
+    if let Err(why) = (r.deletable)(name) {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: {why}",
+            storage::target(r, name).resource()
+        )));
     }
     if r.kind == "Namespace" && r.group.is_empty() {
         return delete_namespace(state, r, name, dry_run).await;

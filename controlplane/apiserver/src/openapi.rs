@@ -77,21 +77,17 @@ fn op(r: &Resource, action: &str, content: &[&str]) -> Value {
     o
 }
 
-macro_rules! subschema {
-    ($r:expr, $gen:expr, $($kind:literal, $g:literal => $ty:ty),* $(,)?) => {
-        match ($r.group, $r.kind) {
-            $(($g, $kind) => { $gen.subschema_for::<$ty>(); })*
-            _ => {}
-        }
-    };
+/// A kind's schema and what it references (see `registry::Typed`).
+pub(crate) fn schema_of<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) {
+    generator.subschema_for::<T>();
 }
 
 /// components.schemas for these kinds and everything they reference, from
 /// the `k8s-openapi` types (descriptions included, for `kubectl explain`).
 fn schemas(kinds: &[&Resource]) -> serde_json::Map<String, Value> {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    for r in kinds {
-        with_typed_kinds!(subschema!(r, generator));
+    for t in kinds.iter().filter_map(|r| r.typed) {
+        (t.schema)(&mut generator);
     }
     let mut defs = generator.take_definitions(true);
     for r in kinds {

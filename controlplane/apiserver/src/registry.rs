@@ -1,7 +1,41 @@
-//! The resource registry: one table describing every served resource. Routing,
-//! discovery, storage keys and admission all read it.
+//! The resource registry: what every served resource is. Routing,
+//! discovery, storage keys, admission, table printing and OpenAPI all read a
+//! kind's [`Resource`]; the entries themselves live in `crate::kinds`, one
+//! per kind with the code that is that kind's own (its defaults, validation,
+//! columns), so adding a kind is one entry there.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use serde_json::Value;
+
+use crate::status::ApiResult;
+
+/// Field errors of a validation: (field path, message), as kube's
+/// `field.ErrorList` reports them.
+pub type Causes = Vec<(String, String)>;
+
+/// One Table column: name, type, priority (1 shows only with `-o wide`).
+pub type Column = (&'static str, &'static str, u8);
+
+/// The `k8s-openapi` struct of a kind: admission decodes through it, OpenAPI
+/// takes its schema from it.
+#[derive(Clone, Copy)]
+pub struct Typed {
+    pub(crate) round_trip: fn(&Resource, &Value) -> ApiResult<Value>,
+    pub(crate) schema: fn(&mut schemars::SchemaGenerator),
+}
+
+impl Typed {
+    pub const fn of<T>() -> Typed
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema,
+    {
+        Typed {
+            round_trip: crate::admission::round_trip_as::<T>,
+            schema: crate::openapi::schema_of::<T>,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
 pub struct Resource {
     /// API group; "" is the core group served under /api.
     pub group: &'static str,
@@ -14,7 +48,66 @@ pub struct Resource {
     /// Subresources beyond the object itself ("status", "scale", ...).
     pub subresources: &'static [&'static str],
     pub categories: &'static [&'static str],
+    /// Whether changes outside metadata/status bump metadata.generation.
+    pub has_spec: bool,
+    pub typed: Option<Typed>,
+    /// Which names are valid, and kube's message when one is not.
+    pub name_rule: (fn(&str) -> bool, &'static str),
+    /// Admission: defaults (given the namespace), then validation of the
+    /// object, then (updates) of the change from the stored object.
+    pub defaults: fn(&mut Value, &str),
+    pub validate: fn(&Value, &mut Causes),
+    pub validate_update: fn(&Value, &Value, &mut Causes),
+    /// Objects the server creates at start when they are missing (kube's
+    /// system PriorityClasses).
+    pub builtin: fn() -> Vec<Value>,
+    /// Whether an object (by name) may be deleted; why not if not.
+    pub deletable: fn(&str) -> Result<(), &'static str>,
+    /// `kubectl get` columns, and each object's cells in their order.
+    pub columns: &'static [Column],
+    pub cells: fn(&Resource, &Value) -> Vec<Value>,
 }
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("api_version", &self.api_version())
+            .field("plural", &self.plural)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A group, version and plural name one resource.
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        (self.group, self.version, self.plural) == (other.group, other.version, other.plural)
+    }
+}
+impl Eq for Resource {}
+
+/// What a kind without its own rules gets: names are DNS subdomains, no
+/// defaults or checks, NAME and AGE columns.
+pub const BASE: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "",
+    plural: "",
+    singular: "",
+    short_names: &[],
+    namespaced: true,
+    subresources: &[],
+    categories: &[],
+    has_spec: true,
+    typed: None,
+    name_rule: crate::admission::DNS1123_SUBDOMAIN,
+    defaults: |_, _| {},
+    validate: |_, _| {},
+    validate_update: |_, _, _| {},
+    builtin: Vec::new,
+    deletable: |_| Ok(()),
+    columns: &[("Name", "string", 0), ("Age", "string", 0)],
+    cells: |_, o| crate::tables::name_and_age(o),
+};
 
 pub const VERBS: &[&str] = &[
     "create",
@@ -65,228 +158,7 @@ impl Resource {
     }
 }
 
-macro_rules! res {
-    ($g:expr, $v:expr, $kind:expr, $plural:expr, $singular:expr, [$($s:expr),*], $ns:expr, [$($sub:expr),*], [$($cat:expr),*]) => {
-        Resource {
-            group: $g, version: $v, kind: $kind, plural: $plural, singular: $singular,
-            short_names: &[$($s),*], namespaced: $ns, subresources: &[$($sub),*], categories: &[$($cat),*],
-        }
-    };
-}
-
-pub static RESOURCES: &[Resource] = &[
-    res!(
-        "",
-        "v1",
-        "Namespace",
-        "namespaces",
-        "namespace",
-        ["ns"],
-        false,
-        ["status", "finalize"],
-        []
-    ),
-    res!(
-        "",
-        "v1",
-        "Node",
-        "nodes",
-        "node",
-        ["no"],
-        false,
-        ["status"],
-        []
-    ),
-    res!(
-        "",
-        "v1",
-        "Pod",
-        "pods",
-        "pod",
-        ["po"],
-        true,
-        ["status", "binding", "log"],
-        ["all"]
-    ),
-    res!(
-        "",
-        "v1",
-        "Service",
-        "services",
-        "service",
-        ["svc"],
-        true,
-        ["status"],
-        ["all"]
-    ),
-    res!(
-        "",
-        "v1",
-        "Endpoints",
-        "endpoints",
-        "endpoints",
-        ["ep"],
-        true,
-        [],
-        []
-    ),
-    res!(
-        "",
-        "v1",
-        "ConfigMap",
-        "configmaps",
-        "configmap",
-        ["cm"],
-        true,
-        [],
-        []
-    ),
-    res!("", "v1", "Secret", "secrets", "secret", [], true, [], []),
-    res!(
-        "",
-        "v1",
-        "ServiceAccount",
-        "serviceaccounts",
-        "serviceaccount",
-        ["sa"],
-        true,
-        ["token"],
-        []
-    ),
-    res!("", "v1", "Event", "events", "event", ["ev"], true, [], []),
-    res!(
-        "apps",
-        "v1",
-        "Deployment",
-        "deployments",
-        "deployment",
-        ["deploy"],
-        true,
-        ["status", "scale"],
-        ["all"]
-    ),
-    res!(
-        "apps",
-        "v1",
-        "ReplicaSet",
-        "replicasets",
-        "replicaset",
-        ["rs"],
-        true,
-        ["status", "scale"],
-        ["all"]
-    ),
-    res!(
-        "apps",
-        "v1",
-        "DaemonSet",
-        "daemonsets",
-        "daemonset",
-        ["ds"],
-        true,
-        ["status"],
-        ["all"]
-    ),
-    res!(
-        "batch",
-        "v1",
-        "Job",
-        "jobs",
-        "job",
-        [],
-        true,
-        ["status"],
-        ["all"]
-    ),
-    res!(
-        "batch",
-        "v1",
-        "CronJob",
-        "cronjobs",
-        "cronjob",
-        ["cj"],
-        true,
-        ["status"],
-        ["all"]
-    ),
-    res!(
-        "coordination.k8s.io",
-        "v1",
-        "Lease",
-        "leases",
-        "lease",
-        [],
-        true,
-        [],
-        []
-    ),
-    res!(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        "endpointslice",
-        [],
-        true,
-        [],
-        []
-    ),
-    res!(
-        "events.k8s.io",
-        "v1",
-        "Event",
-        "events",
-        "event",
-        ["ev"],
-        true,
-        [],
-        []
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        "role",
-        [],
-        true,
-        [],
-        []
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        "rolebinding",
-        [],
-        true,
-        [],
-        []
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRole",
-        "clusterroles",
-        "clusterrole",
-        [],
-        false,
-        [],
-        []
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        "clusterrolebinding",
-        [],
-        false,
-        [],
-        []
-    ),
-];
+pub use crate::kinds::RESOURCES;
 
 /// Groups in the order discovery lists them (core first, as kube does).
 pub fn groups() -> Vec<(&'static str, &'static str)> {
@@ -310,13 +182,6 @@ pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'st
     RESOURCES
         .iter()
         .filter(move |r| r.group == g && r.version == v)
-}
-
-/// The registry entry for an object's apiVersion and kind.
-pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 #[cfg(test)]
@@ -353,9 +218,9 @@ mod tests {
             }
         }
         assert_eq!(
-            by_kind("apps/v1", "Deployment").unwrap().plural,
-            "deployments"
+            find("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
         );
-        assert!(by_kind("v1", "Deployment").is_none());
+        assert!(find("", "v1", "deployments").is_none());
     }
 }

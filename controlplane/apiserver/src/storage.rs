@@ -314,7 +314,7 @@ async fn insert(
     } else {
         meta.remove("namespace");
     }
-    if has_spec(r) {
+    if r.has_spec {
         meta.insert("generation".into(), json!(1));
     }
     if r.namespaced && r.kind != "Namespace" {
@@ -362,23 +362,6 @@ async fn insert(
     }
     set_rv(&mut obj, resp.revision);
     Ok(obj)
-}
-
-/// Kinds whose changes outside metadata/status bump metadata.generation.
-fn has_spec(r: &Resource) -> bool {
-    !matches!(
-        r.kind,
-        "ConfigMap"
-            | "Secret"
-            | "ServiceAccount"
-            | "Event"
-            | "Endpoints"
-            | "EndpointSlice"
-            | "Role"
-            | "ClusterRole"
-            | "RoleBinding"
-            | "ClusterRoleBinding"
-    )
 }
 
 fn without_meta_status(v: &Value) -> Value {
@@ -457,7 +440,7 @@ where
             }
             m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         }
-        if has_spec(r) && without_meta_status(&new) != without_meta_status(&current) {
+        if r.has_spec && without_meta_status(&new) != without_meta_status(&current) {
             let g = current
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -818,9 +801,10 @@ async fn ensure(store: &Store, r: &Resource, obj: Value) -> ApiResult<()> {
     }
 }
 
-/// Objects every cluster has: the default namespaces and kube's default
+/// Objects every cluster has: the default namespaces, kube's default
 /// user-facing ClusterRoles (admin/edit/view aggregate their labelled
-/// parts, as in kube) with cluster-admin bound to system:masters.
+/// parts, as in kube) with cluster-admin bound to system:masters, and each
+/// kind's built-in objects.
 pub async fn bootstrap(store: &Store) -> ApiResult<()> {
     let nsr = registry::find("", "v1", "namespaces").expect("namespaces registered");
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -918,6 +902,11 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
             "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": user},
             "subjects": [{"apiGroup": g, "kind": "User", "name": user}]});
         ensure(store, bindings, binding).await?;
+    }
+    for r in registry::RESOURCES {
+        for obj in (r.builtin)() {
+            ensure(store, r, obj).await?;
+        }
     }
     Ok(())
 }

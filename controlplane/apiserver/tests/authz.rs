@@ -1122,7 +1122,7 @@ fn bad_client_certificates_are_refused() {
 #[test]
 fn forged_and_foreign_service_account_tokens() {
     use base64::Engine as _;
-    use skiff_apiserver::satoken;
+    use skiff_apiserver::{API_AUDIENCE, TOKEN_ISSUER, TokenClaims, TokenKeys};
     let c = Cluster::start();
     c.ok(&["create", "sa", "robot"]);
     c.ok(&[
@@ -1133,7 +1133,7 @@ fn forged_and_foreign_service_account_tokens() {
         "--serviceaccount=default:robot",
     ]);
     let key = std::fs::read_to_string(c.pki_dir().join(skiff_apiserver::pki::SA_KEY)).unwrap();
-    let keys = satoken::Keys::from_pem(&key).unwrap();
+    let keys = TokenKeys::from_pem(&key).unwrap();
     let good = c.ok(&["create", "token", "robot"]);
     let works = |token: &str| {
         let kc = c.token_kubeconfig("t", token);
@@ -1149,7 +1149,7 @@ fn forged_and_foreign_service_account_tokens() {
     let b64 = |v: &serde_json::Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
-    let claims = serde_json::json!({"iss": satoken::ISSUER, "aud": [satoken::API_AUDIENCE],
+    let claims = serde_json::json!({"iss": TOKEN_ISSUER, "aud": [API_AUDIENCE],
         "sub": "system:serviceaccount:default:robot", "exp": now + 3600, "nbf": now, "iat": now,
         "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "robot", "uid": uid}}});
     let none = format!(
@@ -1176,7 +1176,7 @@ fn forged_and_foreign_service_account_tokens() {
         "robot",
         "--audience=https://vault.example",
     ]);
-    let sa = satoken::Claims {
+    let sa = TokenClaims {
         namespace: "default".into(),
         name: "robot".into(),
         uid: uid.clone(),

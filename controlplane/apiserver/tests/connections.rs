@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Cluster, python_path};
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject as _;
-use skiff_apiserver::limits::Limits;
+use skiff_apiserver::Limits;
 
 /// A TLS client of the cluster CA, without a client certificate.
 fn tls_config(c: &Cluster) -> Arc<rustls::ClientConfig> {

@@ -819,7 +819,7 @@ fn service_cluster_ips_are_unique() {
         assert!(ips.insert(ip.clone()), "duplicate {ip}");
     }
     // Occupy the address "b" would hash to: "b" moves to a free one.
-    let squat = skiff_apiserver::admission::cluster_ip("default", "b");
+    let squat = skiff_apiserver::cluster_ip("default", "b");
     let f = c.write(
         "squat.yaml",
         &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: default}}\nspec:\n  clusterIP: {squat}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: default}}\nspec:\n  ports: [{{port: 80}}]\n"),
@@ -1157,5 +1157,153 @@ fn protobuf_answers_for_clients_that_ask() {
     contains_all(
         &c.ok(&["create", "service", "clusterip", "svc", "--tcp=80:8080"]),
         &["service/svc created"],
+    );
+}
+
+/// PriorityClass as kube serves it: the two system classes from the start
+/// and undeletable, `kubectl create priorityclass` (a protobuf body) and
+/// `kubectl get pc` columns, one global default, an immutable value, and
+/// the Priority admission step giving pods their class's priority.
+#[test]
+fn priority_classes_and_pod_priority() {
+    let c = Cluster::start();
+    contains_all(
+        &c.ok(&[
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--description=important",
+            "--preemption-policy=Never",
+        ]),
+        &["priorityclass.scheduling.k8s.io/high created"],
+    );
+    let out = c.ok(&["get", "pc"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]
+    );
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let row = |name: &str| {
+        let r = rows.iter().find(|r| r[0] == name).expect(name);
+        (r[1], r[2], r[4])
+    };
+    assert_eq!(row("high"), ("1000", "false", "Never"));
+    assert_eq!(
+        row("system-cluster-critical"),
+        ("2000000000", "false", "PreemptLowerPriority")
+    );
+    assert_eq!(
+        row("system-node-critical"),
+        ("2000001000", "false", "PreemptLowerPriority")
+    );
+    contains_all(
+        &c.ok(&["api-resources", "--api-group=scheduling.k8s.io"]),
+        &[
+            "priorityclasses",
+            "pc",
+            "scheduling.k8s.io/v1",
+            "false",
+            "PriorityClass",
+        ],
+    );
+
+    let refused = |args: &[&str], want: &str| {
+        let out = c.kubectl(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        contains_all(&String::from_utf8_lossy(&out.stderr), &[want]);
+    };
+    refused(
+        &["delete", "pc", "system-node-critical"],
+        "priorityclasses.scheduling.k8s.io \"system-node-critical\" is forbidden: this is a system priority class and cannot be deleted",
+    );
+    refused(
+        &["create", "priorityclass", "system-mine", "--value=5"],
+        "priority class names with 'system-' prefix are reserved for system use only",
+    );
+    refused(
+        &[
+            "patch",
+            "pc",
+            "high",
+            "--type=merge",
+            "-p",
+            r#"{"value":5}"#,
+        ],
+        "value: Forbidden: may not be changed in an update.",
+    );
+    c.ok(&[
+        "create",
+        "priorityclass",
+        "base",
+        "--value=10",
+        "--global-default=true",
+    ]);
+    refused(
+        &[
+            "create",
+            "priorityclass",
+            "other",
+            "--value=20",
+            "--global-default=true",
+        ],
+        "PriorityClass base is already marked as default. Only one default can exist",
+    );
+
+    let pod = |name: &str, class: &str| {
+        let class = if class.is_empty() {
+            String::new()
+        } else {
+            format!("  priorityClassName: {class}\n")
+        };
+        c.write(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{class}  containers: [{{name: c, image: nginx}}]\n"),
+        )
+    };
+    let p = pod("urgent", "high");
+    c.ok(&["create", "-f", p.to_str().unwrap()]);
+    let got = get_json(&c, &["pod", "urgent"]);
+    assert_eq!(got["spec"]["priority"], 1000);
+    assert_eq!(got["spec"]["preemptionPolicy"], "Never");
+    // Without a class, the global default's.
+    let p = pod("plain", "");
+    c.ok(&["create", "-f", p.to_str().unwrap()]);
+    let got = get_json(&c, &["pod", "plain"]);
+    assert_eq!(got["spec"]["priorityClassName"], "base");
+    assert_eq!(got["spec"]["priority"], 10);
+    // A replace that leaves them out keeps them.
+    let p = pod("urgent", "high");
+    c.ok(&["replace", "-f", p.to_str().unwrap()]);
+    assert_eq!(get_json(&c, &["pod", "urgent"])["spec"]["priority"], 1000);
+    let p = pod("lost", "gold");
+    refused(
+        &["create", "-f", p.to_str().unwrap()],
+        "pods \"lost\" is forbidden: no PriorityClass with name gold was found",
+    );
+
+    // Protobuf out, as client-go's typed clients ask.
+    let path = "/apis/scheduling.k8s.io/v1/priorityclasses/high";
+    let (code, _, body) = c.request(
+        "GET",
+        path,
+        "",
+        "application/vnd.kubernetes.protobuf",
+        vec![],
+    );
+    assert_eq!(code, 200);
+    let (_, _, json_body) = c.request("GET", path, "", "application/json", vec![]);
+    let want: serde_json::Value = serde_json::from_slice(&json_body).unwrap();
+    assert_eq!(skiff_kube_protobuf::decode(&body).unwrap(), want);
+    assert_eq!(want["description"], "important");
+
+    contains_all(
+        &c.ok(&["delete", "pc", "high"]),
+        &["priorityclass.scheduling.k8s.io \"high\" deleted"],
     );
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::Value;
-use skiff_apiserver::authn::Identity;
+use skiff_apiserver::Identity;
 use skiff_images::{Credential, ImageService, PullPolicy, PullRequest};
 use skiff_node_proto::{self as proto, ImagePull};
 use tokio::sync::mpsc;

@@ -301,7 +301,7 @@ impl Drop for Gateway {
 /// Binds and serves in the background, calling the API server in process.
 pub async fn start(
     cfg: GatewayConfig,
-    api: Arc<skiff_apiserver::server::State>,
+    api: Arc<skiff_apiserver::State>,
 ) -> Result<Gateway, String> {
     let tls = tls::server_config(&cfg.pki_dir)?;
     let signer = NodeSigner::load(&cfg.pki_dir, cfg.cert_validity)?;
@@ -423,7 +423,7 @@ async fn connection(
         .map(|c| c.to_vec());
     match cert {
         None => bootstrap::run(&shared, stream, peer).await,
-        Some(der) => match skiff_apiserver::authn::identity_from_cert(&der) {
+        Some(der) => match skiff_apiserver::identity_from_cert(&der) {
             Some(id) if id.in_group("system:nodes") && id.name.starts_with("system:node:") => {
                 drop(pending);
                 let Some(_session) = shared.slots.session() else {

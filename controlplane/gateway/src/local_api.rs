@@ -9,8 +9,7 @@ use axum::body::Body;
 use http_body_util::BodyExt as _;
 use hyper::{Method, Request, Response};
 use serde_json::Value;
-use skiff_apiserver::authn::{Identity, with_authenticated_group};
-use skiff_apiserver::server::State;
+use skiff_apiserver::{Identity, State, with_authenticated_group};
 
 #[derive(Clone)]
 pub struct LocalApi {
@@ -90,7 +89,7 @@ impl LocalApi {
             .header("accept", "application/json")
             .body(Body::from(body))
             .map_err(|e| format!("local api request {path}: {e}"))?;
-        Ok(skiff_apiserver::handlers::handle(self.state.clone(), id.clone(), req).await)
+        Ok(skiff_apiserver::handle(self.state.clone(), id.clone(), req).await)
     }
 
     /// A request with a JSON (or patch) body, answered with JSON.

@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use skiff_apiserver::pod_logs::{LogItem, LogProvider, LogQuery, LogStream};
-use skiff_apiserver::status::ApiError;
+use skiff_apiserver::{ApiError, LogItem, LogProvider, LogQuery, LogStream};
 use skiff_node_proto::{LogRequest, PlaneToNode, StreamId};
 use tokio::sync::mpsc;
 

@@ -3,7 +3,7 @@
 //! JSON the API server stores.
 
 use serde_json::{Map, Value, json};
-use skiff_apiserver::admission::node_may_set_label;
+use skiff_apiserver::node_may_set_label;
 use skiff_node_proto as proto;
 
 use crate::timefmt::{micro_time, now_millis, time};

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use hyper::Method;
 use serde_json::Value;
-use skiff_apiserver::authn::Identity;
+use skiff_apiserver::Identity;
 use skiff_node_proto::{self as proto, ConfigKind, PlaneToNode};
 use tokio::sync::{Notify, mpsc};
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use hyper::Method;
 use serde_json::{Value, json};
-use skiff_apiserver::authn::Identity;
+use skiff_apiserver::Identity;
 use skiff_node_proto::{
     self as proto, Capabilities, FrameError, Hello, MAX_FRAME, NodeToPlane, PlaneToNode,
     RefusalReason, Welcome,

@@ -138,7 +138,7 @@ pub mod fuzz {
             return;
         };
         assert!(valid_node_name(name), "signed for invalid name {name:?}");
-        let id = skiff_apiserver::authn::identity_from_cert(&cert).expect("issued cert parses");
+        let id = skiff_apiserver::identity_from_cert(&cert).expect("issued cert parses");
         assert_eq!(id.name, format!("system:node:{name}"));
         assert_eq!(id.groups, vec!["system:nodes".to_string()]);
         let (_, c) = x509_parser::parse_x509_certificate(&cert).expect("x509");
@@ -224,7 +224,7 @@ mod tests {
     fn signs_only_the_matching_common_name() {
         let (_d, s) = signer();
         let der = s.sign("n1", &csr("system:node:n1")).unwrap();
-        let id = skiff_apiserver::authn::identity_from_cert(&der).unwrap();
+        let id = skiff_apiserver::identity_from_cert(&der).unwrap();
         assert_eq!(id.name, "system:node:n1");
         assert_eq!(id.groups, vec!["system:nodes"]);
         let e = s.sign("n1", &csr("system:node:n2")).unwrap_err();

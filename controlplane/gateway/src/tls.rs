@@ -9,5 +9,5 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub fn server_config(pki_dir: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    skiff_apiserver::server::tls_server_config(pki_dir, &[&rustls::version::TLS13]).map(Arc::new)
+    skiff_apiserver::tls_server_config(pki_dir, &[&rustls::version::TLS13]).map(Arc::new)
 }

@@ -279,3 +279,34 @@ fn only_the_leader_schedules_and_a_standby_takes_over() {
         .unwrap();
     assert_eq!(lease.lease_transitions, Some(1));
 }
+
+/// kube's PrioritySort: pending pods are taken highest priority first (the
+/// Priority admission step resolved their PriorityClass), whatever their
+/// creation order; room for two of four goes to the two with a class.
+#[test]
+fn higher_priority_pods_are_scheduled_first() {
+    let c = Cluster::start();
+    c.create_node(&node("n1", "2", "8Gi", &[], &[]));
+    c.kubectl(&["create", "priorityclass", "mid", "--value=500"]);
+    c.kubectl(&["create", "priorityclass", "vip", "--value=1000"]);
+    for (name, class) in [("low-0", ""), ("mid", "mid"), ("low-1", ""), ("vip", "vip")] {
+        let mut p = pod(name, "1", "1Gi", &[]);
+        if !class.is_empty() {
+            p.spec.as_mut().unwrap().priority_class_name = Some(class.into());
+        }
+        c.create_pod(&p);
+    }
+    assert_eq!(c.get_pod("vip").spec.unwrap().priority, Some(1000));
+    assert_eq!(c.get_pod("low-0").spec.unwrap().priority, Some(0));
+    // Every pod is queued before the first is taken (the scheduler waits
+    // for its initial list), so the order is the queue's alone.
+    let _sched = c.spawn_scheduler(SchedulerConfig::new(default_profile()));
+    assert_eq!(c.wait_bound("vip", 30), "n1");
+    assert_eq!(c.wait_bound("mid", 30), "n1");
+    for low in ["low-0", "low-1"] {
+        assert_eq!(
+            c.wait_unschedulable(low, 30),
+            "0/1 nodes are available: 1 Insufficient cpu."
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use skiff_apiserver::{pki, server};
+use skiff_apiserver::pki;
 use skiff_gateway::GatewayConfig;
 
 #[derive(Parser)]
@@ -198,13 +198,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| args.data.join("images"));
     raise_open_file_limit();
-    let mut cfg = server::ServeConfig::new(args.dir.clone(), args.data, args.listen);
+    let mut cfg = skiff_apiserver::ServeConfig::new(args.dir.clone(), args.data, args.listen);
     cfg.store.quota_bytes = args.quota_backend_bytes;
     cfg.limits.max_requests_inflight = args.max_requests_inflight;
     cfg.limits.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
     cfg.limits.max_objects_per_namespace = args.max_objects_per_namespace;
     cfg.limits.service_account_max_token_expiration = args.service_account_max_token_expiration;
-    let api = server::start(&cfg).await?;
+    let api = skiff_apiserver::start(&cfg).await?;
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);

@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skiff_apiserver::patch::fuzz;
+use skiff_apiserver::fuzz::patch as fuzz;
 
 fuzz_target!(|data: &[u8]| {
     static DOC: OnceLock<serde_json::Value> = OnceLock::new();

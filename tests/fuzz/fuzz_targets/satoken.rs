@@ -7,7 +7,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skiff_apiserver::satoken::{Keys, fuzz};
+use skiff_apiserver::TokenKeys as Keys;
+use skiff_apiserver::fuzz::satoken as fuzz;
 
 fuzz_target!(|data: &[u8]| {
     static KEYS: OnceLock<(Keys, String)> = OnceLock::new();

@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skiff_apiserver::selectors::fuzz;
+use skiff_apiserver::fuzz::selectors as fuzz;
 
 fuzz_target!(|data: &[u8]| {
     static DOC: OnceLock<serde_json::Value> = OnceLock::new();

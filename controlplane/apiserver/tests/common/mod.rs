@@ -79,7 +79,7 @@ impl Cluster {
     /// Runs `f` against the server's state on its runtime.
     pub fn with_state<F, Fut, T>(&self, f: F) -> T
     where
-        F: FnOnce(std::sync::Arc<skiff_apiserver::server::State>) -> Fut,
+        F: FnOnce(std::sync::Arc<skiff_apiserver::State>) -> Fut,
         Fut: std::future::Future<Output = T>,
     {
         let state = self.running.as_ref().unwrap().state.clone();

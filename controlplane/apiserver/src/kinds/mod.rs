@@ -1,0 +1,45 @@
+//! Every served kind, one `Resource` entry each, grouped by API group. An
+//! entry carries what is the kind's own: its names and scope, its typed
+//! struct (admission's decoding, OpenAPI's schema), defaults, validation,
+//! update rules and `kubectl get` columns. Everything else (storage,
+//! discovery, protobuf, routing) is generic over the entry.
+
+mod apps;
+mod batch;
+mod coordination;
+mod core;
+mod discovery;
+mod events;
+mod rbac;
+mod scheduling;
+
+pub(crate) use scheduling::Priority;
+
+use crate::registry::Resource;
+
+/// The served resources, in the order discovery lists them (core first, as
+/// kube does).
+pub static RESOURCES: &[Resource] = &[
+    core::NAMESPACES,
+    core::NODES,
+    core::PODS,
+    core::SERVICES,
+    core::ENDPOINTS,
+    core::CONFIG_MAPS,
+    core::SECRETS,
+    core::SERVICE_ACCOUNTS,
+    core::EVENTS,
+    apps::DEPLOYMENTS,
+    apps::REPLICA_SETS,
+    apps::DAEMON_SETS,
+    batch::JOBS,
+    batch::CRON_JOBS,
+    coordination::LEASES,
+    discovery::ENDPOINT_SLICES,
+    events::EVENTS,
+    rbac::ROLES,
+    rbac::ROLE_BINDINGS,
+    rbac::CLUSTER_ROLES,
+    rbac::CLUSTER_ROLE_BINDINGS,
+    scheduling::PRIORITY_CLASSES,
+];
