@@ -40,7 +40,7 @@ mod wasm;
 #[cfg(target_os = "none")]
 use arch::exit::{ExitCode, exit};
 #[cfg(target_os = "none")]
-use skiff_node_config::{FaultKind, LogLevel, NodeConfig};
+use skiff_node_config::{FaultKind, NodeConfig};
 
 #[cfg(target_os = "none")]
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -81,13 +81,7 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
             exit(ExitCode::Config);
         }
     };
-    log::set_max_level(match config.log_level {
-        LogLevel::Error => log::Level::Error,
-        LogLevel::Warn => log::Level::Warn,
-        LogLevel::Info => log::Level::Info,
-        LogLevel::Debug => log::Level::Debug,
-        LogLevel::Trace => log::Level::Trace,
-    });
+    log::set_max_level(config.log_level);
     debug!(
         "boot",
         "protocol={} usable_bytes={} rsdp={:?} rsdp_copied={} cmdline=\"{}\"",
@@ -302,7 +296,11 @@ fn stage(name: &str) {
 
 #[cfg(target_os = "none")]
 fn stage_kv(name: &str, extra: core::fmt::Arguments) {
-    info!("stage", "{name} t_us={}{extra}", arch::time::uptime_us());
+    info!(
+        skiff_serial_log::STAGE_TARGET,
+        "{name} t_us={}{extra}",
+        arch::time::uptime_us()
+    );
 }
 
 #[cfg(target_os = "none")]
@@ -323,15 +321,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     // Rust's alloc error handler panics from library/alloc: that is the
     // heap running out under an allocation that cannot fail.
     if loc.is_some_and(|l| l.file().ends_with("alloc/src/alloc.rs")) {
-        log::log_unlocked(
-            log::Level::Info,
-            "skiff",
-            format_args!("exit code=OUT_OF_MEMORY"),
-        );
-        arch::exit::exit_quiet(ExitCode::OutOfMemory)
+        arch::exit::exit_unlocked(ExitCode::OutOfMemory)
     }
-    log::log_unlocked(log::Level::Info, "skiff", format_args!("exit code=PANIC"));
-    arch::exit::exit_quiet(ExitCode::Panic)
+    arch::exit::exit_unlocked(ExitCode::Panic)
 }
 
 #[cfg(not(target_os = "none"))]

@@ -3,10 +3,12 @@
 //! every request opens a fresh connection. A client given the node's
 //! `skiff.diag_token` sends it with every request (mutating requests need it).
 
-use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use skiff_diag::{Hex, Line, Request, Response, parse_response};
 
 #[derive(Debug, Clone)]
 pub struct DiagClient {
@@ -15,36 +17,40 @@ pub struct DiagClient {
     token: Option<String>,
 }
 
-/// The `status` response: `key=value` lines up to `end`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A `status` response, kept as the node sent it; [`Status::fields`] reads
+/// it (`skiff-diag`'s parser checked it when it arrived).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Status {
-    pub fields: BTreeMap<String, String>,
+    text: String,
 }
 
 impl Status {
-    /// Parses a complete response; `None` unless it ends with the `end` line.
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut fields = BTreeMap::new();
-        for line in text.lines().map(str::trim) {
-            if line == "end" {
-                return Some(Self { fields });
-            }
-            if let Some((k, v)) = line.split_once('=') {
-                fields.insert(k.to_owned(), v.to_owned());
-            }
-        }
-        None
+    /// A complete response; `None` unless it is a whole `status` response.
+    pub fn parse(text: String) -> Option<Self> {
+        matches!(parse_response(&text), Ok(Response::Status(_))).then_some(Self { text })
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).map(String::as_str)
+    pub fn fields(&self) -> skiff_diag::Status<'_> {
+        match parse_response(&self.text) {
+            Ok(Response::Status(s)) => s,
+            _ => unreachable!("checked by Status::parse"),
+        }
     }
 
     /// The `devices` list, e.g. `["virtio-net@mmio:0xfeb00e00", ...]`.
     pub fn devices(&self) -> Vec<&str> {
-        self.get("devices")
-            .map(|d| d.split(',').filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default()
+        self.fields().devices().collect()
+    }
+
+    /// The response as sent.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fields().fmt(f)
     }
 }
 
@@ -75,12 +81,13 @@ impl DiagClient {
         self
     }
 
-    /// The request line as sent: `line`, then the token if any.
-    fn line(&self, line: &str) -> String {
-        match &self.token {
-            Some(t) => format!("{line} token={t}\n"),
-            None => format!("{line}\n"),
-        }
+    /// The request line as sent: `request`, then the token if any.
+    fn line(&self, request: impl fmt::Display) -> String {
+        let line = Line {
+            request,
+            token: self.token.as_deref(),
+        };
+        format!("{line}\n")
     }
 
     /// Waits until the service at `addr` answers `status` (retrying while the
@@ -132,13 +139,32 @@ impl DiagClient {
     }
 
     /// Sends one request line and returns the whole response (until the
-    /// kernel closes the connection).
+    /// kernel closes the connection). Any text goes, for tests of how the
+    /// node answers malformed lines; the typed requests below are the API.
     pub fn request(&self, line: &str) -> io::Result<String> {
+        self.send(line)
+    }
+
+    fn send(&self, request: impl fmt::Display) -> io::Result<String> {
         let mut s = self.open()?;
-        s.write_all(self.line(line).as_bytes())?;
+        s.write_all(self.line(request).as_bytes())?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
+    }
+
+    /// Sends `request` and maps its response with `want`; any other
+    /// response (an `error` among them) is an `InvalidData` error.
+    fn call<T>(
+        &self,
+        request: &Request<'_>,
+        want: impl FnOnce(Response<'_>) -> Option<T>,
+    ) -> io::Result<T> {
+        let text = self.send(request)?;
+        parse_response(&text)
+            .ok()
+            .and_then(want)
+            .ok_or_else(|| bad(format!("{request}: {:?}", text.trim_end())))
     }
 
     /// Like [`DiagClient::request`], also returning the host round-trip time
@@ -150,61 +176,69 @@ impl DiagClient {
     }
 
     pub fn status(&self) -> io::Result<Status> {
-        let text = self.request("status")?;
-        Status::parse(&text).ok_or_else(|| bad(format!("incomplete status response: {text:?}")))
+        let text = self.send(Request::Status)?;
+        Status::parse(text.clone())
+            .ok_or_else(|| bad(format!("incomplete status response: {text:?}")))
     }
 
     /// `sleep <ms>`: returns the kernel's measured microseconds and the host
     /// round trip.
     pub fn sleep(&self, ms: u64) -> io::Result<(u64, Duration)> {
-        let (r, rtt) = self.timed_request(&format!("sleep {ms}"))?;
-        let us = r
-            .strip_prefix("slept ")
-            .and_then(|r| crate::log::field(r, "measured_us"))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(format!("bad sleep response: {r:?}")))?;
-        Ok((us, rtt))
+        let t = Instant::now();
+        let us = self.call(&Request::Sleep { ms }, |r| match r {
+            Response::Slept { measured_us, .. } => Some(measured_us),
+            _ => None,
+        })?;
+        Ok((us, t.elapsed()))
+    }
+
+    /// `time`: the node's `(uptime_us, wall_unix)`.
+    pub fn time(&self) -> io::Result<(u64, u64)> {
+        self.call(&Request::Time, |r| match r {
+            Response::Time {
+                uptime_us,
+                wall_unix,
+            } => Some((uptime_us, wall_unix)),
+            _ => None,
+        })
     }
 
     /// `ping <ip>`: `Some(rtt_us)` on `pong`, `None` on `timeout`.
-    pub fn ping(&self, ip: &str) -> io::Result<Option<u64>> {
-        let r = self.request(&format!("ping {ip}"))?;
-        let r = r.trim();
-        if r == "timeout" {
-            return Ok(None);
-        }
-        r.strip_prefix("pong ")
-            .and_then(|r| crate::log::field(r, "rtt_us"))
-            .and_then(|v| v.parse().ok())
-            .map(Some)
-            .ok_or_else(|| bad(format!("bad ping response: {r:?}")))
+    pub fn ping(&self, ip: Ipv4Addr) -> io::Result<Option<u64>> {
+        self.call(&Request::Ping(ip), |r| match r {
+            Response::Pong { rtt_us } => Some(Some(rtt_us)),
+            Response::Timeout => Some(None),
+            _ => None,
+        })
     }
 
     /// `blk-read <sector>`: the 512 bytes.
     pub fn blk_read(&self, sector: u64) -> io::Result<Vec<u8>> {
-        let r = self.request(&format!("blk-read {sector}"))?;
-        let hex = r
-            .trim()
-            .strip_prefix("data ")
-            .ok_or_else(|| bad(format!("blk-read {sector}: {r:?}")))?;
-        decode_hex(hex).ok_or_else(|| bad(format!("blk-read {sector}: bad hex {hex:?}")))
+        self.call(&Request::BlkRead { sector }, |r| match r {
+            Response::Data(d) => Some(d.to_vec()),
+            _ => None,
+        })
     }
 
     /// `blk-write <sector> <hex>` (needs the token); up to 512 bytes.
     pub fn blk_write(&self, sector: u64, data: &[u8]) -> io::Result<()> {
-        let r = self.request(&format!("blk-write {sector} {}", encode_hex(data)))?;
-        if r.trim() == "ok" {
-            Ok(())
-        } else {
-            Err(bad(format!("blk-write {sector}: {r:?}")))
-        }
+        let request = Request::blk_write(sector, data).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "blk-write {sector}: {} bytes is more than a sector",
+                    data.len()
+                ),
+            )
+        })?;
+        self.call(&request, |r| matches!(r, Response::Ok).then_some(()))
     }
 
     /// `sink`: streams `total` bytes (in `chunk`-sized writes), half-closes,
     /// and returns the kernel's `(bytes, us)` report.
     pub fn sink(&self, total: u64, chunk: usize) -> io::Result<(u64, u64)> {
         let mut s = self.open()?;
-        s.write_all(self.line("sink").as_bytes())?;
+        s.write_all(self.line(Request::Sink).as_bytes())?;
         let buf = vec![0x5au8; chunk.max(1)];
         let mut left = total;
         while left > 0 {
@@ -215,9 +249,8 @@ impl DiagClient {
         s.shutdown(Shutdown::Write)?;
         let mut r = String::new();
         s.read_to_string(&mut r)?;
-        let parse = |k| crate::log::field(&r, k).and_then(|v| v.parse().ok());
-        match (r.starts_with("received "), parse("bytes"), parse("us")) {
-            (true, Some(b), Some(us)) => Ok((b, us)),
+        match parse_response(&r) {
+            Ok(Response::Received { bytes, us }) => Ok((bytes, us)),
             _ => Err(bad(format!("bad sink response: {r:?}"))),
         }
     }
@@ -225,7 +258,7 @@ impl DiagClient {
     /// `source <bytes>`: reads until the kernel closes; returns bytes received.
     pub fn source(&self, bytes: u64) -> io::Result<u64> {
         let mut s = self.open()?;
-        s.write_all(self.line(&format!("source {bytes}")).as_bytes())?;
+        s.write_all(self.line(Request::Source { bytes }).as_bytes())?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         loop {
@@ -242,7 +275,7 @@ impl DiagClient {
     /// the connection).
     pub fn shutdown(&self) -> io::Result<String> {
         let mut s = self.open()?;
-        s.write_all(self.line("shutdown").as_bytes())?;
+        s.write_all(self.line(Request::Shutdown).as_bytes())?;
         let mut line = String::new();
         std::io::BufReader::new(s).read_line(&mut line)?;
         Ok(line)
@@ -253,21 +286,7 @@ impl DiagClient {
 pub fn new_diag_token() -> io::Result<String> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(encode_hex(&b))
-}
-
-pub(crate) fn encode_hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    Ok(Hex(&b).to_string())
 }
 
 #[cfg(test)]
@@ -275,26 +294,25 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    const STATUS: &str = "version=0.1.0\nbuild=x\nuptime_us=1\nheap_used=2\nheap_total=3\n\
+                          frames_free=4\nframes_total=5\nip=10.0.2.15/24\ngateway=none\n\
+                          devices=virtio-net@mmio:0xfeb00e00,virtio-blk@pci:00:03.0\n\
+                          entropy=rdrand\nend\n";
+
     #[test]
     fn status_parses_until_end() {
-        let s = Status::parse(
-            "version=0.1.0\nip=10.0.2.15/24\ndevices=virtio-net@mmio:0xfeb00e00,virtio-blk@pci:00:03.0\nend\n",
-        )
-        .unwrap();
-        assert_eq!(s.get("ip"), Some("10.0.2.15/24"));
+        let s = Status::parse(STATUS.into()).unwrap();
+        assert_eq!(s.fields().ip.unwrap().to_string(), "10.0.2.15/24");
+        assert_eq!(s.fields().gateway, None);
         assert_eq!(
             s.devices(),
             ["virtio-net@mmio:0xfeb00e00", "virtio-blk@pci:00:03.0"]
         );
-        assert_eq!(Status::parse("ip=1\n"), None, "truncated response");
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        let data: Vec<u8> = (0..=255).collect();
-        assert_eq!(decode_hex(&encode_hex(&data)).unwrap(), data);
-        assert_eq!(decode_hex("abc"), None);
-        assert_eq!(decode_hex("zz"), None);
+        assert_eq!(
+            Status::parse(STATUS.replace("end\n", "")),
+            None,
+            "truncated response"
+        );
     }
 
     #[test]
@@ -333,7 +351,7 @@ mod tests {
     fn typed_requests_against_fake_service() {
         let addr = fake(vec![
             "",
-            "version=x\nend\n",
+            STATUS,
             "slept requested_ms=100 measured_us=100123\n",
             "pong rtt_us=250\n",
             "timeout\n",
@@ -344,9 +362,10 @@ mod tests {
         // hostfwd does before the guest listens: connect() retries.
         let c = DiagClient::connect(addr, Duration::from_secs(5)).unwrap();
         assert_eq!(c.sleep(100).unwrap().0, 100_123);
-        assert_eq!(c.ping("10.0.2.2").unwrap(), Some(250));
-        assert_eq!(c.ping("10.0.2.2").unwrap(), None);
+        assert_eq!(c.ping([10, 0, 2, 2].into()).unwrap(), Some(250));
+        assert_eq!(c.ping([10, 0, 2, 2].into()).unwrap(), None);
         c.blk_write(1, &[1, 2, 3]).unwrap();
         assert!(c.blk_read(1).is_err());
+        assert!(c.blk_write(1, &[0; 513]).is_err(), "refused before sending");
     }
 }

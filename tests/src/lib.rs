@@ -13,8 +13,8 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 pub use skiff_qemu::{
-    Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status, WaitError, log,
-    new_diag_token,
+    Accel, DiagClient, ExitCode, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status,
+    WaitError, log, new_diag_token,
 };
 
 pub mod guests;
@@ -195,7 +195,7 @@ impl Booted {
             .unwrap_or_else(|e| panic!("node did not exit after shutdown: {e}"));
         assert_eq!(
             exit,
-            KernelExit::Success,
+            KernelExit::Code(ExitCode::Success),
             "exit after shutdown\nlog:\n{}",
             self.node.log_text()
         );
