@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use skiff_qemu::{Accel, DiagClient, ExitCode, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
 
-use crate::{cluster, kernel, setup, wasm_demo};
+use crate::{cluster, setup, wasm_demo};
 
 /// Guest port of the diag service on every demo node.
 const DIAG_PORT: u16 = 7000;
@@ -68,7 +68,7 @@ struct DemoNode {
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let tools = setup::run(root)?;
-    let elf = kernel::build(root)?;
+    let elf = skiff_build::build_kernel()?;
     // The demo's registry first: the plane reaches it over plain HTTP
     // only because it is listed (`--insecure-registry`).
     let reg = wasm_demo::Registry::start(root)?;
@@ -228,7 +228,7 @@ fn wasm_pods(
     reg: &wasm_demo::Registry,
 ) -> Result<()> {
     println!("\n== wasm pods: build the examples, push them with oras, run them on node-1 ==");
-    let guests = wasm_demo::build_guests(root)?;
+    let guests = skiff_build::build_guests(&skiff_build::guests_target_dir())?;
     for (repo, guest) in [
         ("demo/hello:1.0", "hello"),
         ("demo/echo:1.0", "echo-server"),

@@ -5,12 +5,10 @@ mod bench;
 mod cluster;
 mod demo;
 mod fuzz;
-mod kernel;
 mod setup;
 mod test;
 mod wasm_demo;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -45,26 +43,19 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let root = workspace_root();
+    let root = skiff_build::workspace_root().to_path_buf();
     std::env::set_current_dir(&root)?;
     match cli.cmd {
         Cmd::Setup { check: true } => setup::check(&root),
         Cmd::Setup { check: false } => setup::run(&root).map(|_| ()),
-        Cmd::Kernel => kernel::build(&root).map(|p| println!("{}", p.display())),
+        Cmd::Kernel => skiff_build::build_kernel()
+            .map(|p| println!("{}", p.display()))
+            .map_err(Into::into),
         Cmd::Demo(args) => demo::run(&root, args),
         Cmd::Test(args) => test::run(&root, args),
         Cmd::Bench(args) => bench::run(&root, args),
         Cmd::Fuzz(args) => fuzz::run(&root, args),
     }
-}
-
-/// The repository root (xtask lives in `tools/xtask`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("tools/xtask is two levels below the root")
-        .to_path_buf()
 }
 
 fn cargo() -> Command {
