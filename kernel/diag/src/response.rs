@@ -138,7 +138,8 @@ impl<'a> Status<'a> {
     }
 
     fn parse(text: &'a str) -> Result<Status<'a>, DecodeError> {
-        let mut lines = text.lines();
+        // `\n` only: the node never sends `\r`, so one is part of a value.
+        let mut lines = text.split('\n');
         let mut status = Status {
             version: "",
             build: "",
@@ -347,7 +348,7 @@ impl core::error::Error for DecodeError {}
 /// Parses a whole response (with or without its final newline).
 pub fn parse_response(text: &str) -> Result<Response<'_>, DecodeError> {
     let text = text.strip_suffix('\n').unwrap_or(text);
-    if text.lines().last() == Some(END) {
+    if text.rsplit('\n').next() == Some(END) {
         return Status::parse(text).map(Response::Status);
     }
     if text.contains('\n') {
@@ -496,6 +497,15 @@ mod tests {
             status().devices().collect::<Vec<_>>(),
             ["virtio-net@mmio:0xfeb00e00", "virtio-blk@pci:00:03.0"]
         );
+        // `\r` is not a line end: it stays in the value (and round-trips).
+        let cr = text.replace("build=abc", "build=abc\r\r");
+        match parse_response(&cr) {
+            Ok(Response::Status(s)) => {
+                assert_eq!(s.build, "abc\r\r");
+                assert_eq!(parse_response(&s.to_string()), Ok(Response::Status(s)));
+            }
+            other => panic!("{other:?}"),
+        }
         // A newer node's extra keys are ignored.
         let newer = text.replace("end\n", "cpus=4\nend\n");
         assert_eq!(parse_response(&newer), Ok(Response::Status(status())));
