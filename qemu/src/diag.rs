@@ -8,7 +8,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use skiff_diag::{Hex, Line, Request, Response, parse_response};
+use skiff_diag::{Failure, Hex, Line, Request, Response, parse_response};
 
 #[derive(Debug, Clone)]
 pub struct DiagClient {
@@ -25,9 +25,12 @@ pub struct Status {
 }
 
 impl Status {
-    /// A complete response; `None` unless it is a whole `status` response.
-    pub fn parse(text: String) -> Option<Self> {
-        matches!(parse_response(&text), Ok(Response::Status(_))).then_some(Self { text })
+    /// A complete `status` response; anything else is given back.
+    pub fn parse(text: String) -> Result<Self, String> {
+        match parse_response(&text) {
+            Ok(Response::Status(_)) => Ok(Self { text }),
+            _ => Err(text),
+        }
     }
 
     pub fn fields(&self) -> skiff_diag::Status<'_> {
@@ -54,8 +57,47 @@ impl fmt::Debug for Status {
     }
 }
 
-fn bad(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
+/// Why a diagnostic request did not get the answer it asks for.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagError {
+    /// Connecting, sending or receiving failed (or timed out).
+    #[error("diag service at {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The node refused: it answered `error <reason>`.
+    #[error("{request}: the node answered `error {failure}`")]
+    Refused { request: String, failure: Failure },
+    /// Not the response the request asks for, or no response at all.
+    #[error("{request}: unexpected response {response:?}")]
+    Unexpected { request: String, response: String },
+    /// A request the client does not send (a `blk-write` over a sector).
+    #[error("{request}: {why}")]
+    Invalid { request: String, why: &'static str },
+    /// [`DiagClient::wait_ready`] gave up.
+    #[error("diag service at {addr} not answering `status` after {waited:?}: {last}")]
+    NotReady {
+        addr: SocketAddr,
+        waited: Duration,
+        #[source]
+        last: Box<DiagError>,
+    },
+}
+
+impl DiagError {
+    /// What the response to `request` was instead of the one wanted.
+    fn unexpected(request: impl fmt::Display, response: &str) -> DiagError {
+        let request = request.to_string();
+        match parse_response(response) {
+            Ok(Response::Error(failure)) => DiagError::Refused { request, failure },
+            _ => DiagError::Unexpected {
+                request,
+                response: response.to_owned(),
+            },
+        }
+    }
 }
 
 impl DiagClient {
@@ -93,7 +135,7 @@ impl DiagClient {
     /// Waits until the service at `addr` answers `status` (retrying while the
     /// node boots: QEMU's hostfwd accepts and then drops connections until the
     /// guest listens).
-    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, DiagError> {
         let client = Self::new(addr);
         client.wait_ready(timeout)?;
         Ok(client)
@@ -109,7 +151,7 @@ impl DiagClient {
     }
 
     /// Retries `status` until it answers completely; returns it.
-    pub fn wait_ready(&self, timeout: Duration) -> io::Result<Status> {
+    pub fn wait_ready(&self, timeout: Duration) -> Result<Status, DiagError> {
         let deadline = Instant::now() + timeout;
         let quick = self.clone().with_timeout(Duration::from_secs(2));
         loop {
@@ -118,72 +160,80 @@ impl DiagClient {
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "diag service at {} not answering `status` after {timeout:?}: {err}",
-                        self.addr
-                    ),
-                ));
+                return Err(DiagError::NotReady {
+                    addr: self.addr,
+                    waited: timeout,
+                    last: Box::new(err),
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    fn open(&self) -> io::Result<TcpStream> {
-        let s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
-        s.set_read_timeout(Some(self.timeout))?;
-        s.set_write_timeout(Some(self.timeout))?;
-        s.set_nodelay(true)?;
-        Ok(s)
+    fn io(&self, source: io::Error) -> DiagError {
+        DiagError::Io {
+            addr: self.addr,
+            source,
+        }
+    }
+
+    /// A connection with `request`'s line sent.
+    fn open(&self, request: impl fmt::Display) -> Result<TcpStream, DiagError> {
+        let open = || {
+            let mut s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
+            s.set_nodelay(true)?;
+            s.write_all(self.line(request).as_bytes())?;
+            Ok(s)
+        };
+        open().map_err(|e| self.io(e))
     }
 
     /// Sends one request line and returns the whole response (until the
     /// kernel closes the connection). Any text goes, for tests of how the
     /// node answers malformed lines; the typed requests below are the API.
-    pub fn request(&self, line: &str) -> io::Result<String> {
+    pub fn request(&self, line: &str) -> Result<String, DiagError> {
         self.send(line)
     }
 
-    fn send(&self, request: impl fmt::Display) -> io::Result<String> {
-        let mut s = self.open()?;
-        s.write_all(self.line(request).as_bytes())?;
+    fn send(&self, request: impl fmt::Display) -> Result<String, DiagError> {
+        let mut s = self.open(request)?;
         let mut out = String::new();
-        s.read_to_string(&mut out)?;
+        s.read_to_string(&mut out).map_err(|e| self.io(e))?;
         Ok(out)
     }
 
     /// Sends `request` and maps its response with `want`; any other
-    /// response (an `error` among them) is an `InvalidData` error.
+    /// response is [`DiagError::Refused`] or [`DiagError::Unexpected`].
     fn call<T>(
         &self,
         request: &Request<'_>,
         want: impl FnOnce(Response<'_>) -> Option<T>,
-    ) -> io::Result<T> {
+    ) -> Result<T, DiagError> {
         let text = self.send(request)?;
         parse_response(&text)
             .ok()
             .and_then(want)
-            .ok_or_else(|| bad(format!("{request}: {:?}", text.trim_end())))
+            .ok_or_else(|| DiagError::unexpected(request, &text))
     }
 
     /// Like [`DiagClient::request`], also returning the host round-trip time
     /// from just before connecting to the connection's close.
-    pub fn timed_request(&self, line: &str) -> io::Result<(String, Duration)> {
+    pub fn timed_request(&self, line: &str) -> Result<(String, Duration), DiagError> {
         let t = Instant::now();
         let r = self.request(line)?;
         Ok((r, t.elapsed()))
     }
 
-    pub fn status(&self) -> io::Result<Status> {
+    pub fn status(&self) -> Result<Status, DiagError> {
         let text = self.send(Request::Status)?;
-        Status::parse(text.clone())
-            .ok_or_else(|| bad(format!("incomplete status response: {text:?}")))
+        Status::parse(text).map_err(|text| DiagError::unexpected(Request::Status, &text))
     }
 
     /// `sleep <ms>`: returns the kernel's measured microseconds and the host
     /// round trip.
-    pub fn sleep(&self, ms: u64) -> io::Result<(u64, Duration)> {
+    pub fn sleep(&self, ms: u64) -> Result<(u64, Duration), DiagError> {
         let t = Instant::now();
         let us = self.call(&Request::Sleep { ms }, |r| match r {
             Response::Slept { measured_us, .. } => Some(measured_us),
@@ -193,7 +243,7 @@ impl DiagClient {
     }
 
     /// `time`: the node's `(uptime_us, wall_unix)`.
-    pub fn time(&self) -> io::Result<(u64, u64)> {
+    pub fn time(&self) -> Result<(u64, u64), DiagError> {
         self.call(&Request::Time, |r| match r {
             Response::Time {
                 uptime_us,
@@ -204,7 +254,7 @@ impl DiagClient {
     }
 
     /// `ping <ip>`: `Some(rtt_us)` on `pong`, `None` on `timeout`.
-    pub fn ping(&self, ip: Ipv4Addr) -> io::Result<Option<u64>> {
+    pub fn ping(&self, ip: Ipv4Addr) -> Result<Option<u64>, DiagError> {
         self.call(&Request::Ping(ip), |r| match r {
             Response::Pong { rtt_us } => Some(Some(rtt_us)),
             Response::Timeout => Some(None),
@@ -213,7 +263,7 @@ impl DiagClient {
     }
 
     /// `blk-read <sector>`: the 512 bytes.
-    pub fn blk_read(&self, sector: u64) -> io::Result<Vec<u8>> {
+    pub fn blk_read(&self, sector: u64) -> Result<Vec<u8>, DiagError> {
         self.call(&Request::BlkRead { sector }, |r| match r {
             Response::Data(d) => Some(d.to_vec()),
             _ => None,
@@ -221,48 +271,45 @@ impl DiagClient {
     }
 
     /// `blk-write <sector> <hex>` (needs the token); up to 512 bytes.
-    pub fn blk_write(&self, sector: u64, data: &[u8]) -> io::Result<()> {
-        let request = Request::blk_write(sector, data).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "blk-write {sector}: {} bytes is more than a sector",
-                    data.len()
-                ),
-            )
+    pub fn blk_write(&self, sector: u64, data: &[u8]) -> Result<(), DiagError> {
+        let request = Request::blk_write(sector, data).ok_or(DiagError::Invalid {
+            request: format!("blk-write {sector}"),
+            why: "more than a sector of data",
         })?;
         self.call(&request, |r| matches!(r, Response::Ok).then_some(()))
     }
 
     /// `sink`: streams `total` bytes (in `chunk`-sized writes), half-closes,
     /// and returns the kernel's `(bytes, us)` report.
-    pub fn sink(&self, total: u64, chunk: usize) -> io::Result<(u64, u64)> {
-        let mut s = self.open()?;
-        s.write_all(self.line(Request::Sink).as_bytes())?;
-        let buf = vec![0x5au8; chunk.max(1)];
-        let mut left = total;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            s.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        s.shutdown(Shutdown::Write)?;
-        let mut r = String::new();
-        s.read_to_string(&mut r)?;
+    pub fn sink(&self, total: u64, chunk: usize) -> Result<(u64, u64), DiagError> {
+        let mut s = self.open(Request::Sink)?;
+        let mut stream = || {
+            let buf = vec![0x5au8; chunk.max(1)];
+            let mut left = total;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                s.write_all(&buf[..n])?;
+                left -= n as u64;
+            }
+            s.shutdown(Shutdown::Write)?;
+            let mut r = String::new();
+            s.read_to_string(&mut r)?;
+            Ok(r)
+        };
+        let r = stream().map_err(|e| self.io(e))?;
         match parse_response(&r) {
             Ok(Response::Received { bytes, us }) => Ok((bytes, us)),
-            _ => Err(bad(format!("bad sink response: {r:?}"))),
+            _ => Err(DiagError::unexpected(Request::Sink, &r)),
         }
     }
 
     /// `source <bytes>`: reads until the kernel closes; returns bytes received.
-    pub fn source(&self, bytes: u64) -> io::Result<u64> {
-        let mut s = self.open()?;
-        s.write_all(self.line(Request::Source { bytes }).as_bytes())?;
+    pub fn source(&self, bytes: u64) -> Result<u64, DiagError> {
+        let mut s = self.open(Request::Source { bytes })?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         loop {
-            match s.read(&mut buf)? {
+            match s.read(&mut buf).map_err(|e| self.io(e))? {
                 0 => return Ok(got),
                 n => got += n as u64,
             }
@@ -273,11 +320,12 @@ impl DiagClient {
     /// node then exits SUCCESS. Reads one line, not to EOF: the VM may be
     /// gone before its FIN leaves (on a tap device nobody would then close
     /// the connection).
-    pub fn shutdown(&self) -> io::Result<String> {
-        let mut s = self.open()?;
-        s.write_all(self.line(Request::Shutdown).as_bytes())?;
+    pub fn shutdown(&self) -> Result<String, DiagError> {
+        let s = self.open(Request::Shutdown)?;
         let mut line = String::new();
-        std::io::BufReader::new(s).read_line(&mut line)?;
+        std::io::BufReader::new(s)
+            .read_line(&mut line)
+            .map_err(|e| self.io(e))?;
         Ok(line)
     }
 }
@@ -308,9 +356,8 @@ mod tests {
             s.devices(),
             ["virtio-net@mmio:0xfeb00e00", "virtio-blk@pci:00:03.0"]
         );
-        assert_eq!(
-            Status::parse(STATUS.replace("end\n", "")),
-            None,
+        assert!(
+            Status::parse(STATUS.replace("end\n", "")).is_err(),
             "truncated response"
         );
     }
@@ -357,6 +404,7 @@ mod tests {
             "timeout\n",
             "ok\n",
             "error no-block-device\n",
+            "pong\n",
         ]);
         // The first connection is dropped without an answer, as QEMU's
         // hostfwd does before the guest listens: connect() retries.
@@ -365,7 +413,20 @@ mod tests {
         assert_eq!(c.ping([10, 0, 2, 2].into()).unwrap(), Some(250));
         assert_eq!(c.ping([10, 0, 2, 2].into()).unwrap(), None);
         c.blk_write(1, &[1, 2, 3]).unwrap();
-        assert!(c.blk_read(1).is_err());
-        assert!(c.blk_write(1, &[0; 513]).is_err(), "refused before sending");
+        assert!(matches!(
+            c.blk_read(1),
+            Err(DiagError::Refused {
+                failure: Failure::NoBlockDevice,
+                ..
+            })
+        ));
+        assert!(
+            matches!(c.blk_write(1, &[0; 513]), Err(DiagError::Invalid { .. })),
+            "refused before sending"
+        );
+        assert!(matches!(
+            c.ping([10, 0, 2, 2].into()),
+            Err(DiagError::Unexpected { .. })
+        ));
     }
 }

@@ -17,9 +17,10 @@ mod exit;
 mod node;
 mod spec;
 
-pub use diag::{DiagClient, Status, new_diag_token};
+pub use diag::{DiagClient, DiagError, Status, new_diag_token};
 pub use exit::{ExitCode, KernelExit};
 pub use node::{LineHook, LogLine, Node, WaitError};
+pub use skiff_diag::Failure;
 pub use skiff_serial_log as log;
 pub use spec::{Accel, HostFwd, Machine, Net, NodeSpec, free_port};
 

@@ -12,8 +12,8 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 pub use skiff_qemu::{
-    Accel, DiagClient, ExitCode, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status,
-    WaitError, log, new_diag_token,
+    Accel, DiagClient, DiagError, ExitCode, Failure, HostFwd, KernelExit, Machine, Net, Node,
+    NodeSpec, Status, WaitError, log, new_diag_token,
 };
 
 pub mod guests;
