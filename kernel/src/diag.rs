@@ -85,11 +85,7 @@ pub fn serve(port: u16, ctx: Ctx) {
     } else {
         "read-only"
     };
-    info!(
-        "stage",
-        "diag-ready t_us={} port={port} mutating={mode}",
-        time::uptime_us()
-    );
+    crate::log::stage("diag-ready", format_args!(" port={port} mutating={mode}"));
 }
 
 async fn acceptor(port: u16) {

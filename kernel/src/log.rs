@@ -8,8 +8,8 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use skiff_serial_log::Header;
 pub use skiff_serial_log::Level;
+use skiff_serial_log::{Header, STAGE_TARGET, Stage};
 
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
@@ -65,6 +65,17 @@ pub fn log_unlocked(level: Level, target: &str, args: core::fmt::Arguments) {
         "{}{args}",
         header(level, target)
     );
+}
+
+/// A boot stage line (`stage: <name> t_us=<now>` then `extra`, which starts
+/// with a space if not empty).
+pub fn stage(name: &str, extra: core::fmt::Arguments) {
+    let stage = Stage {
+        name,
+        t_us: crate::arch::time::uptime_us(),
+        extra,
+    };
+    log(Level::Info, STAGE_TARGET, format_args!("{stage}"));
 }
 
 fn header(level: Level, target: &str) -> Header<'_> {

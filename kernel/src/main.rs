@@ -121,7 +121,7 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
     ];
     IST_TOPS.call_once(|| ist);
     let (free, total) = mem::frame_stats();
-    stage_kv(
+    log::stage(
         "memory",
         format_args!(
             " heap_bytes={} frames_free={free} frames_total={total}",
@@ -163,7 +163,7 @@ extern "C" fn kernel_main() -> ! {
     arch::gdt::init(*IST_TOPS.get().expect("set before the stack switch"));
     arch::interrupts::init();
     arch::apic::init();
-    stage_kv(
+    log::stage(
         "interrupts",
         format_args!(" x2apic={}", arch::apic::x2apic()),
     );
@@ -172,7 +172,7 @@ extern "C" fn kernel_main() -> ! {
     arch::apic::timer_enable();
     let unix = arch::time::rtc_init();
     x86_64::instructions::interrupts::enable();
-    stage_kv(
+    log::stage(
         "timers",
         format_args!(
             " tsc_hz={} tsc_deadline={} apic_hz={} wall_unix={}",
@@ -189,7 +189,7 @@ extern "C" fn kernel_main() -> ! {
 
     let devs = drivers::probe(config.mmio_devices());
     let names = devs.names.join(",");
-    stage_kv("devices", format_args!(" devices={names}"));
+    log::stage("devices", format_args!(" devices={names}"));
     entropy::init(&devs);
     let drivers::Devices { net: nic, blk, .. } = devs;
     if let Some((dev, irq)) = blk {
@@ -291,16 +291,7 @@ fn recurse(depth: u64) -> u64 {
 
 #[cfg(target_os = "none")]
 fn stage(name: &str) {
-    stage_kv(name, format_args!(""));
-}
-
-#[cfg(target_os = "none")]
-fn stage_kv(name: &str, extra: core::fmt::Arguments) {
-    info!(
-        skiff_serial_log::STAGE_TARGET,
-        "{name} t_us={}{extra}",
-        arch::time::uptime_us()
-    );
+    log::stage(name, format_args!(""));
 }
 
 #[cfg(target_os = "none")]

@@ -126,12 +126,9 @@ impl Stack {
         self.ip = Some(cidr);
         self.gateway = gateway;
         if first {
-            info!(
-                "stage",
-                "net-up t_us={} ip={}/{}",
-                time::uptime_us(),
-                cidr.address(),
-                cidr.prefix_len()
+            crate::log::stage(
+                "net-up",
+                format_args!(" ip={}/{}", cidr.address(), cidr.prefix_len()),
             );
         } else {
             info!("net", "address changed ip={cidr}");

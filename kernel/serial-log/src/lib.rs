@@ -5,7 +5,8 @@
 //! A line is `[<secs>.<micros>] <LEVEL> <target>: <message>[ key=value ...]`
 //! ([`Header`] writes everything before the message, [`parse`] reads a whole
 //! line into a [`Record`], whose `Display` writes it back). Boot stages are
-//! `stage: <name> t_us=<n> ...` ([`STAGES`], [`Record::stage`]); an exit is
+//! `stage: <name> t_us=<n> ...` ([`Stage`], [`STAGES`], [`Record::stage`]);
+//! an exit is
 //! announced as `skiff: exit code=<NAME>` ([`Exit`], [`Record::exit`])
 //! before the kernel leaves through QEMU's `isa-debug-exit` with an
 //! [`ExitCode`].
@@ -179,6 +180,22 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// The target of boot stage lines.
 pub const STAGE_TARGET: &str = "stage";
+
+/// A boot stage's message: `<name> t_us=<n>`, then `extra` (` key=value`
+/// words, each with its leading space), logged under [`STAGE_TARGET`] at
+/// `INFO`. `t_us` is the time since kernel entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage<'a, E = &'a str> {
+    pub name: &'a str,
+    pub t_us: u64,
+    pub extra: E,
+}
+
+impl<E: fmt::Display> fmt::Display for Stage<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} t_us={}{}", self.name, self.t_us, self.extra)
+    }
+}
 
 /// The boot stages in contract order (`node-registered` follows when the
 /// node joins a control plane).
@@ -359,6 +376,27 @@ mod tests {
             .to_string(),
             "[1.250003] WARN  net: "
         );
+    }
+
+    #[test]
+    fn stages_round_trip() {
+        for (name, t_us, extra) in [
+            ("entry", 0, ""),
+            ("net-up", 1_250_003, " ip=10.0.2.15/24"),
+            ("diag-ready", u64::MAX, " port=7000 mutating=token"),
+        ] {
+            let msg = Stage { name, t_us, extra }.to_string();
+            let line = Record {
+                time_us: t_us,
+                level: Level::Info,
+                target: STAGE_TARGET,
+                message: &msg,
+            }
+            .to_string();
+            let r = parse(&line).unwrap();
+            assert_eq!(r.stage(), Some((name, t_us)), "{line}");
+            assert!(r.message.ends_with(extra), "{line}");
+        }
     }
 
     #[test]
