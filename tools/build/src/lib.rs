@@ -120,12 +120,13 @@ pub fn test_guest(name: &str) -> PathBuf {
     p
 }
 
-fn cargo() -> Command {
+/// The `cargo` that runs us (`$CARGO`), else the one on `PATH`.
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn run(cmd: &mut Command) -> Result<(), BuildError> {
-    let command = show(cmd);
+    let command = command_line(cmd);
     let status = cmd.status().map_err(|source| BuildError::Spawn {
         command: command.clone(),
         source,
@@ -145,7 +146,8 @@ fn existing(what: &'static str, path: PathBuf) -> Result<PathBuf, BuildError> {
     }
 }
 
-fn show(cmd: &Command) -> String {
+/// `cmd` as a shell line, to echo or quote in an error.
+pub fn command_line(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy())

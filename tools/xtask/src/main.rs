@@ -13,6 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use skiff_build::{cargo, command_line};
 
 #[derive(Parser)]
 #[command(about = "Skiff build, test, demo and benchmark orchestration")]
@@ -58,27 +59,14 @@ fn main() -> Result<()> {
     }
 }
 
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
 /// Run a command, echoing it, and fail with its exit status.
 pub fn sh(cmd: &mut Command) -> Result<()> {
-    eprintln!("xtask: $ {}", show(cmd));
+    eprintln!("xtask: $ {}", command_line(cmd));
     let status = cmd
         .status()
-        .with_context(|| format!("starting {}", show(cmd)))?;
+        .with_context(|| format!("starting {}", command_line(cmd)))?;
     if !status.success() {
-        bail!("`{}` failed: {status}", show(cmd));
+        bail!("`{}` failed: {status}", command_line(cmd));
     }
     Ok(())
-}
-
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
 }
