@@ -2,6 +2,9 @@
 //! service*). The kernel answers one request per connection, then closes, so
 //! every request opens a fresh connection. A client given the node's
 //! `skiff.diag_token` sends it with every request (mutating requests need it).
+//! Requests are written and responses parsed by `skiff-diag`, the kernel's
+//! own implementation of the protocol; a refusal is [`DiagError::Refused`]
+//! with the node's reason.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
