@@ -1,5 +1,5 @@
 //! Sector access over the virtio-blk device, if any (the diag service's
-//! `blk-read`/`blk-write`).
+//! `blk-read`/`blk-write`, whose error replies are its errors).
 //!
 //! Reads and writes are submitted without blocking and completed when the
 //! device interrupts (with a 100 ms re-check as a safety net). Requests are
@@ -10,13 +10,12 @@
 use alloc::boxed::Box;
 use alloc::vec;
 
+use skiff_diag::{Failure, SECTOR};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 
 use crate::drivers::hal::KernelHal;
 use crate::drivers::{Irq, VTransport};
 use crate::executor::{self, AsyncLock, IrqWait, select};
-
-pub const SECTOR: usize = 512;
 
 struct Blk {
     dev: VirtIOBlk<KernelHal, VTransport>,
@@ -37,14 +36,14 @@ pub fn init(dev: VirtIOBlk<KernelHal, VTransport>, irq: Irq) {
     *BLK.0.lock() = Some(Blk { dev, irq });
 }
 
-fn with<R>(f: impl FnOnce(&mut Blk) -> Result<R, &'static str>) -> Result<R, &'static str> {
+fn with<R>(f: impl FnOnce(&mut Blk) -> Result<R, Failure>) -> Result<R, Failure> {
     match BLK.0.lock().as_mut() {
         Some(b) => f(b),
-        None => Err("no-block-device"),
+        None => Err(Failure::NoBlockDevice),
     }
 }
 
-async fn wait_used(token: u16) -> Result<(), &'static str> {
+async fn wait_used(token: u16) -> Result<(), Failure> {
     loop {
         let (done, irq) = with(|b| {
             b.dev.ack_interrupt();
@@ -65,15 +64,15 @@ async fn wait_used(token: u16) -> Result<(), &'static str> {
     }
 }
 
-fn check_range(b: &Blk, sector: u64) -> Result<(), &'static str> {
+fn check_range(b: &Blk, sector: u64) -> Result<(), Failure> {
     if sector >= b.dev.capacity() {
-        Err("out-of-range")
+        Err(Failure::OutOfRange)
     } else {
         Ok(())
     }
 }
 
-pub async fn read(sector: u64) -> Result<Box<[u8]>, &'static str> {
+pub async fn read(sector: u64) -> Result<[u8; SECTOR], Failure> {
     let _g = LOCK.lock().await;
     let mut req = Box::new(BlkReq::default());
     let mut resp = Box::new(BlkResp::default());
@@ -88,17 +87,20 @@ pub async fn read(sector: u64) -> Result<Box<[u8]>, &'static str> {
             b.dev
                 .read_blocks_nb(sector as usize, &mut req, &mut buf, &mut resp)
         }
-        .map_err(|_| "io")
+        .map_err(|_| Failure::Io)
     })?;
     wait_used(token).await?;
     with(|b| {
         // SAFETY: the same buffers as passed to `read_blocks_nb`.
-        unsafe { b.dev.complete_read_blocks(token, &req, &mut buf, &mut resp) }.map_err(|_| "io")
+        unsafe { b.dev.complete_read_blocks(token, &req, &mut buf, &mut resp) }
+            .map_err(|_| Failure::Io)
     })?;
-    Ok(buf)
+    let mut data = [0u8; SECTOR];
+    data.copy_from_slice(&buf);
+    Ok(data)
 }
 
-pub async fn write(sector: u64, data: &[u8; SECTOR]) -> Result<(), &'static str> {
+pub async fn write(sector: u64, data: &[u8; SECTOR]) -> Result<(), Failure> {
     let _g = LOCK.lock().await;
     let mut req = Box::new(BlkReq::default());
     let mut resp = Box::new(BlkResp::default());
@@ -106,7 +108,7 @@ pub async fn write(sector: u64, data: &[u8; SECTOR]) -> Result<(), &'static str>
     let token = with(|b| {
         check_range(b, sector)?;
         if b.dev.readonly() {
-            return Err("read-only-device");
+            return Err(Failure::ReadOnlyDevice);
         }
         // SAFETY: as in `read`: heap buffers owned by this future until
         // `complete_write_blocks`.
@@ -114,12 +116,13 @@ pub async fn write(sector: u64, data: &[u8; SECTOR]) -> Result<(), &'static str>
             b.dev
                 .write_blocks_nb(sector as usize, &mut req, &buf, &mut resp)
         }
-        .map_err(|_| "io")
+        .map_err(|_| Failure::Io)
     })?;
     wait_used(token).await?;
     with(|b| {
         // SAFETY: the same buffers as passed to `write_blocks_nb`.
-        unsafe { b.dev.complete_write_blocks(token, &req, &buf, &mut resp) }.map_err(|_| "io")?;
-        b.dev.flush().map_err(|_| "io")
+        unsafe { b.dev.complete_write_blocks(token, &req, &buf, &mut resp) }
+            .map_err(|_| Failure::Io)?;
+        b.dev.flush().map_err(|_| Failure::Io)
     })
 }

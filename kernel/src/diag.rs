@@ -2,20 +2,21 @@
 //!
 //! `BACKLOG` acceptor tasks each keep one listening socket; when one
 //! accepts, a handler task takes the connection and the acceptor listens
-//! again, so several clients are served concurrently. Request parsing and
-//! the token check live in `skiff-diag`.
+//! again, so several clients are served concurrently. The protocol
+//! (requests, the token check, responses) is `skiff-diag`'s, shared with
+//! the host's client.
 //!
 //! The port is reachable from the node's network, so nothing a peer does
 //! may hold node memory for long: at most [`MAX_CONNECTIONS`] are served at
 //! once (others get `error busy` and are closed), and a peer that sends or
 //! takes nothing for [`IDLE_TIMEOUT_US`] is dropped.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec;
-use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use skiff_diag::Request;
+use skiff_diag::{Cidr, Failure, Request, Response, Status};
 
 use crate::arch::exit::{ExitCode, exit};
 use crate::arch::time;
@@ -84,11 +85,7 @@ pub fn serve(port: u16, ctx: Ctx) {
     } else {
         "read-only"
     };
-    info!(
-        "stage",
-        "diag-ready t_us={} port={port} mutating={mode}",
-        time::uptime_us()
-    );
+    crate::log::stage("diag-ready", format_args!(" port={port} mutating={mode}"));
 }
 
 async fn acceptor(port: u16) {
@@ -111,7 +108,7 @@ async fn acceptor(port: u16) {
                     "diag",
                     "connection refused: {MAX_CONNECTIONS} already served"
                 );
-                let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(b"error busy\n")).await;
+                reply(&sock, Failure::Busy.into()).await;
                 sock.close().await;
             }
         }
@@ -125,7 +122,7 @@ async fn handle(sock: TcpSocket, _slot: Slot) {
     let deadline = time::uptime_us() + IDLE_TIMEOUT_US;
     loop {
         if len == line.len() {
-            let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(b"error line-too-long\n")).await;
+            reply(&sock, Failure::LineTooLong.into()).await;
             sock.close().await;
             return;
         }
@@ -153,110 +150,89 @@ async fn handle(sock: TcpSocket, _slot: Slot) {
     let text = core::str::from_utf8(&line[..end]).unwrap_or("");
     debug!("diag", "request {}", skiff_diag::Redacted(text));
     let ctx = CTX.get().expect("set by serve");
-    let mut out = String::new();
-    match skiff_diag::parse(text) {
-        Err(e) => out.push_str(e.response()),
+    let response = match skiff_diag::parse(text) {
+        Err(e) => Some(Failure::from(e).into()),
         Ok(l) => match skiff_diag::authorize(&l, ctx.token) {
             Err(denied) => {
+                let failure = Failure::from(denied);
                 warn!(
                     "diag",
-                    "refused {}: {}",
-                    skiff_diag::Redacted(text),
-                    denied.response()
+                    "refused {}: error {failure}",
+                    skiff_diag::Redacted(text)
                 );
-                out.push_str(denied.response());
+                Some(failure.into())
             }
             // Bytes after the request line already belong to a `sink` stream.
-            Ok(()) => respond(&sock, l.request, len.saturating_sub(end + 1), &mut out).await,
+            Ok(()) => respond(&sock, l.request, len.saturating_sub(end + 1)).await,
         },
-    }
-    if !out.is_empty() {
-        out.push('\n');
-        let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(out.as_bytes())).await;
+    };
+    if let Some(r) = response {
+        reply(&sock, r).await;
     }
     sock.close().await;
 }
 
-async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut String) {
-    match req {
+/// Writes `r` and its newline (bounded by the idle timeout).
+async fn reply(sock: &TcpSocket, r: Response<'_>) {
+    let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(format!("{r}\n").as_bytes())).await;
+}
+
+/// Serves an authorized request; the response to send, if any.
+async fn respond<'a>(sock: &TcpSocket, req: Request<'_>, early: usize) -> Option<Response<'a>> {
+    Some(match req {
         Request::Status => {
             let ctx = CTX.get().expect("set by serve");
             let (ip, gw) = net::with(|s| (s.ip, s.gateway));
             let (free, total) = crate::mem::frame_stats();
-            let _ = write!(
-                out,
-                "version={}\nbuild={}\nuptime_us={}\nheap_used={}\nheap_total={}\nframes_free={free}\nframes_total={total}\n",
-                crate::VERSION,
-                crate::BUILD_ID,
-                time::uptime_us(),
-                crate::mem::heap_used(),
-                crate::mem::heap_total(),
-            );
-            match ip {
-                Some(ip) => {
-                    let _ = writeln!(out, "ip={ip}");
-                }
-                None => out.push_str("ip=none\n"),
-            }
-            match gw {
-                Some(gw) => {
-                    let _ = writeln!(out, "gateway={gw}");
-                }
-                None => out.push_str("gateway=none\n"),
-            }
-            let _ = write!(
-                out,
-                "devices={}\nentropy={}\nend",
-                ctx.devices,
-                crate::entropy::sources()
-            );
+            Response::Status(Status {
+                version: crate::VERSION,
+                build: crate::BUILD_ID,
+                uptime_us: time::uptime_us(),
+                heap_used: crate::mem::heap_used() as u64,
+                heap_total: crate::mem::heap_total() as u64,
+                frames_free: free,
+                frames_total: total,
+                ip: ip.map(|ip| Cidr {
+                    address: ip.address(),
+                    prefix_len: ip.prefix_len(),
+                }),
+                gateway: gw,
+                devices: &ctx.devices,
+                entropy: crate::entropy::sources(),
+            })
         }
         Request::Sleep { ms } => {
             let t0 = time::uptime_us();
             executor::sleep_us(ms.saturating_mul(1000)).await;
-            let _ = write!(
-                out,
-                "slept requested_ms={ms} measured_us={}",
-                time::uptime_us() - t0
-            );
-        }
-        Request::Time => {
-            let _ = write!(
-                out,
-                "uptime_us={} wall_unix={}",
-                time::uptime_us(),
-                time::wall_unix()
-            );
-        }
-        Request::Ping(addr) => match net::ping(addr, crate::entropy::weak_u16(), 1_000_000).await {
-            Some(rtt) => {
-                let _ = write!(out, "pong rtt_us={rtt}");
+            Response::Slept {
+                requested_ms: ms,
+                measured_us: time::uptime_us() - t0,
             }
-            None => out.push_str("timeout"),
+        }
+        Request::Time => Response::Time {
+            uptime_us: time::uptime_us(),
+            wall_unix: time::wall_unix(),
+        },
+        Request::Ping(addr) => match net::ping(addr, crate::entropy::weak_u16(), 1_000_000).await {
+            Some(rtt_us) => Response::Pong { rtt_us },
+            None => Response::Timeout,
         },
         Request::Resolve(name) => match net::resolve(name).await {
-            Ok(a) => {
-                let _ = write!(out, "addr {a}");
-            }
-            Err(e) => {
-                let _ = write!(out, "error {e}");
-            }
+            Ok(a) => Response::Addr(a),
+            Err(e) => Response::Error(match e {
+                net::ResolveError::BadName => Failure::BadName,
+                net::ResolveError::NoAddress => Failure::NoAddress,
+                net::ResolveError::Failed => Failure::ResolveFailed,
+            }),
         },
         Request::BlkRead { sector } => match crate::blk::read(sector).await {
-            Ok(data) => {
-                let mut hex = [0u8; 2 * skiff_diag::SECTOR];
-                let _ = write!(out, "data {}", skiff_diag::encode_hex(&data, &mut hex));
-            }
-            Err(e) => {
-                let _ = write!(out, "error {e}");
-            }
+            Ok(data) => Response::Data(data),
+            Err(e) => Response::Error(e),
         },
         // Authorized by `handle`.
         Request::BlkWrite { sector, data } => match crate::blk::write(sector, &data).await {
-            Ok(()) => out.push_str("ok"),
-            Err(e) => {
-                let _ = write!(out, "error {e}");
-            }
+            Ok(()) => Response::Ok,
+            Err(e) => Response::Error(e),
         },
         Request::Sink => {
             let t0 = time::uptime_us();
@@ -269,7 +245,10 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
                     None => break, // a stalled sender is closed on
                 }
             }
-            let _ = write!(out, "received bytes={total} us={}", time::uptime_us() - t0);
+            Response::Received {
+                bytes: total,
+                us: time::uptime_us() - t0,
+            }
         }
         Request::Source { bytes } => {
             let buf = vec![b'x'; 64 * 1024];
@@ -283,16 +262,17 @@ async fn respond(sock: &TcpSocket, req: Request<'_>, early: usize, out: &mut Str
                 }
                 left -= n as u64;
             }
+            return None;
         }
         // Authorized by `handle`.
         Request::Shutdown => {
             info!("diag", "shutdown requested");
-            let _ = timeout(IDLE_TIMEOUT_US, sock.write_all(b"bye\n")).await;
+            reply(sock, Response::Bye).await;
             // Send our FIN and let the reply and the FIN reach the peer before
             // the machine goes away (bounded: `close` gives up after 2 s), so
             // the client sees a clean end of stream even over tap.
             sock.close().await;
             exit(ExitCode::Success);
         }
-    }
+    })
 }

@@ -1,7 +1,9 @@
 //! Randomness: RDRAND (CPUID-checked, retried, all-ones/all-zeros rejected)
 //! and virtio-rng seed a ChaCha20 CSPRNG. With neither source the kernel
-//! has no CSPRNG; work that needs one (TLS) must refuse to start and exit
-//! `NO_ENTROPY` (see kernel/README.md).
+//! has no CSPRNG and work that needs one fails closed: the node logs an
+//! `ERROR` and does not join a control plane (no key, no TLS), and
+//! `getrandom` fails. The node keeps running; the exit code `NO_ENTROPY`
+//! is reserved and not raised (kernel/README.md).
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};

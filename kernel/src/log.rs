@@ -1,5 +1,5 @@
-//! The serial log, in the contract's line format:
-//! `[<secs>.<micros>] <LEVEL> <target>: <message>`.
+//! The serial log: lines in `skiff-serial-log`'s format
+//! (`[<secs>.<micros>] <LEVEL> <target>: <message>`) on COM1.
 //!
 //! A line is formatted into a stack buffer and written whole under a lock
 //! taken with interrupts off, so lines from interrupt handlers never split
@@ -8,27 +8,8 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Level {
-    Error = 1,
-    Warn = 2,
-    Info = 3,
-    Debug = 4,
-    Trace = 5,
-}
-
-impl Level {
-    fn label(self) -> &'static str {
-        match self {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN ",
-            Level::Info => "INFO ",
-            Level::Debug => "DEBUG",
-            Level::Trace => "TRACE",
-        }
-    }
-}
+pub use skiff_serial_log::Level;
+use skiff_serial_log::{Header, STAGE_TARGET, Stage};
 
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
@@ -60,20 +41,11 @@ pub fn log(level: Level, target: &str, args: core::fmt::Arguments) {
     if !enabled(level) {
         return;
     }
-    let us = crate::arch::time::uptime_us();
     let mut line = LineBuf {
         buf: [0; 512],
         len: 0,
     };
-    let _ = write!(
-        line,
-        "[{}.{:06}] {} {}: {}",
-        us / 1_000_000,
-        us % 1_000_000,
-        level.label(),
-        target,
-        args
-    );
+    let _ = write!(line, "{}{args}", header(level, target));
     if line.len == line.buf.len() {
         line.len -= 1;
     }
@@ -88,16 +60,30 @@ pub fn log(level: Level, target: &str, args: core::fmt::Arguments) {
 /// Writes a line bypassing the lock (fault and panic paths, where the lock
 /// may be held by the interrupted code).
 pub fn log_unlocked(level: Level, target: &str, args: core::fmt::Arguments) {
-    let us = crate::arch::time::uptime_us();
     let _ = writeln!(
         crate::arch::serial::Serial,
-        "[{}.{:06}] {} {}: {}",
-        us / 1_000_000,
-        us % 1_000_000,
-        level.label(),
-        target,
-        args
+        "{}{args}",
+        header(level, target)
     );
+}
+
+/// A boot stage line (`stage: <name> t_us=<now>` then `extra`, which starts
+/// with a space if not empty).
+pub fn stage(name: &str, extra: core::fmt::Arguments) {
+    let stage = Stage {
+        name,
+        t_us: crate::arch::time::uptime_us(),
+        extra,
+    };
+    log(Level::Info, STAGE_TARGET, format_args!("{stage}"));
+}
+
+fn header(level: Level, target: &str) -> Header<'_> {
+    Header {
+        time_us: crate::arch::time::uptime_us(),
+        level,
+        target,
+    }
 }
 
 #[macro_export]

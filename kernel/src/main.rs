@@ -40,7 +40,7 @@ mod wasm;
 #[cfg(target_os = "none")]
 use arch::exit::{ExitCode, exit};
 #[cfg(target_os = "none")]
-use skiff_node_config::{FaultKind, LogLevel, NodeConfig};
+use skiff_node_config::{FaultKind, NodeConfig};
 
 #[cfg(target_os = "none")]
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -81,13 +81,7 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
             exit(ExitCode::Config);
         }
     };
-    log::set_max_level(match config.log_level {
-        LogLevel::Error => log::Level::Error,
-        LogLevel::Warn => log::Level::Warn,
-        LogLevel::Info => log::Level::Info,
-        LogLevel::Debug => log::Level::Debug,
-        LogLevel::Trace => log::Level::Trace,
-    });
+    log::set_max_level(config.log_level);
     debug!(
         "boot",
         "protocol={} usable_bytes={} rsdp={:?} rsdp_copied={} cmdline=\"{}\"",
@@ -127,7 +121,7 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
     ];
     IST_TOPS.call_once(|| ist);
     let (free, total) = mem::frame_stats();
-    stage_kv(
+    log::stage(
         "memory",
         format_args!(
             " heap_bytes={} frames_free={free} frames_total={total}",
@@ -169,7 +163,7 @@ extern "C" fn kernel_main() -> ! {
     arch::gdt::init(*IST_TOPS.get().expect("set before the stack switch"));
     arch::interrupts::init();
     arch::apic::init();
-    stage_kv(
+    log::stage(
         "interrupts",
         format_args!(" x2apic={}", arch::apic::x2apic()),
     );
@@ -178,7 +172,7 @@ extern "C" fn kernel_main() -> ! {
     arch::apic::timer_enable();
     let unix = arch::time::rtc_init();
     x86_64::instructions::interrupts::enable();
-    stage_kv(
+    log::stage(
         "timers",
         format_args!(
             " tsc_hz={} tsc_deadline={} apic_hz={} wall_unix={}",
@@ -195,7 +189,7 @@ extern "C" fn kernel_main() -> ! {
 
     let devs = drivers::probe(config.mmio_devices());
     let names = devs.names.join(",");
-    stage_kv("devices", format_args!(" devices={names}"));
+    log::stage("devices", format_args!(" devices={names}"));
     entropy::init(&devs);
     let drivers::Devices { net: nic, blk, .. } = devs;
     if let Some((dev, irq)) = blk {
@@ -297,12 +291,7 @@ fn recurse(depth: u64) -> u64 {
 
 #[cfg(target_os = "none")]
 fn stage(name: &str) {
-    stage_kv(name, format_args!(""));
-}
-
-#[cfg(target_os = "none")]
-fn stage_kv(name: &str, extra: core::fmt::Arguments) {
-    info!("stage", "{name} t_us={}{extra}", arch::time::uptime_us());
+    log::stage(name, format_args!(""));
 }
 
 #[cfg(target_os = "none")]
@@ -323,15 +312,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     // Rust's alloc error handler panics from library/alloc: that is the
     // heap running out under an allocation that cannot fail.
     if loc.is_some_and(|l| l.file().ends_with("alloc/src/alloc.rs")) {
-        log::log_unlocked(
-            log::Level::Info,
-            "skiff",
-            format_args!("exit code=OUT_OF_MEMORY"),
-        );
-        arch::exit::exit_quiet(ExitCode::OutOfMemory)
+        arch::exit::exit_unlocked(ExitCode::OutOfMemory)
     }
-    log::log_unlocked(log::Level::Info, "skiff", format_args!("exit code=PANIC"));
-    arch::exit::exit_quiet(ExitCode::Panic)
+    arch::exit::exit_unlocked(ExitCode::Panic)
 }
 
 #[cfg(not(target_os = "none"))]

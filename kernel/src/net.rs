@@ -126,12 +126,9 @@ impl Stack {
         self.ip = Some(cidr);
         self.gateway = gateway;
         if first {
-            info!(
-                "stage",
-                "net-up t_us={} ip={}/{}",
-                time::uptime_us(),
-                cidr.address(),
-                cidr.prefix_len()
+            crate::log::stage(
+                "net-up",
+                format_args!(" ip={}/{}", cidr.address(), cidr.prefix_len()),
             );
         } else {
             info!("net", "address changed ip={cidr}");
@@ -207,10 +204,8 @@ async fn run(irq: Irq) {
 /// A TCP socket in the stack's socket set; removed when dropped.
 pub struct TcpSocket(SocketHandle);
 
-/// Why `TcpSocket::connect` failed.
-// The client API (connect, UDP) is for the node agent's control-plane
-// link, which is not built yet: nothing in the kernel calls it today.
-#[allow(dead_code)]
+/// Why `TcpSocket::connect` failed (the node's link to the control-plane
+/// gateway, `node.rs`, dials with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectError {
     /// No address yet, or the address/port is unusable.
@@ -222,10 +217,8 @@ pub enum ConnectError {
 
 /// Next local port for outgoing connections and UDP sockets (IANA dynamic
 /// range), starting at a random point so reboots do not reuse 4-tuples.
-#[allow(dead_code)]
 static NEXT_EPHEMERAL: spin::Mutex<u16> = spin::Mutex::new(0);
 
-#[allow(dead_code)]
 fn ephemeral_port() -> u16 {
     const FIRST: u16 = 49152;
     let mut p = NEXT_EPHEMERAL.lock();
@@ -259,7 +252,6 @@ impl TcpSocket {
     }
 
     /// Opens a connection to `addr:port`, giving up after `timeout_us`.
-    #[allow(dead_code)]
     pub async fn connect(
         addr: Ipv4Addr,
         port: u16,
@@ -411,6 +403,8 @@ pub fn remove_tcp(h: SocketHandle) {
 }
 
 /// A UDP socket bound to a local port; removed when dropped.
+// No caller yet: the node's UDP today (DHCP, DNS) goes through smoltcp's
+// own sockets.
 #[allow(dead_code)]
 pub struct UdpSocket(SocketHandle);
 
@@ -560,8 +554,19 @@ pub async fn ping(dst: Ipv4Addr, ident: u16, timeout_us: u64) -> Option<u64> {
     r
 }
 
+/// Why [`resolve`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveError {
+    /// Not a name the resolver accepts.
+    BadName,
+    /// An answer without an IPv4 address.
+    NoAddress,
+    /// No answer, or the server is unreachable.
+    Failed,
+}
+
 /// Resolves `name` to an IPv4 address with the stub resolver.
-pub async fn resolve(name: &str) -> Result<Ipv4Addr, &'static str> {
+pub async fn resolve(name: &str) -> Result<Ipv4Addr, ResolveError> {
     let q = with(|st| {
         let cx = st.iface.context();
         st.sockets.get_mut::<dns::Socket>(st.dns).start_query(
@@ -570,7 +575,7 @@ pub async fn resolve(name: &str) -> Result<Ipv4Addr, &'static str> {
             smoltcp::wire::DnsQueryType::A,
         )
     })
-    .map_err(|_| "bad-name")?;
+    .map_err(|_| ResolveError::BadName)?;
     kick();
     poll_fn(|cx| {
         with(|st| {
@@ -584,13 +589,13 @@ pub async fn resolve(name: &str) -> Result<Ipv4Addr, &'static str> {
                             #[allow(unreachable_patterns)]
                             _ => None,
                         })
-                        .ok_or("no-address"),
+                        .ok_or(ResolveError::NoAddress),
                 ),
                 Err(dns::GetQueryResultError::Pending) => {
                     s.register_query_waker(q, cx.waker());
                     Poll::Pending
                 }
-                Err(dns::GetQueryResultError::Failed) => Poll::Ready(Err("failed")),
+                Err(dns::GetQueryResultError::Failed) => Poll::Ready(Err(ResolveError::Failed)),
             }
         })
     })

@@ -234,7 +234,7 @@ async fn session(
         log_notes(agent);
         let running = agent.phase() == skiff_node_agent::Phase::Running;
         if running && !*was_running {
-            info!("stage", "node-registered t_us={}", time::uptime_us());
+            crate::log::stage("node-registered", format_args!(""));
         }
         *was_running |= running;
         if agent.should_close() {

@@ -1,25 +1,17 @@
-//! QEMU's exit status → the kernel's exit code (contract: *Exit codes*).
+//! QEMU's exit status → how the node ended. The kernel's exit codes and
+//! their mapping to QEMU statuses are `skiff-serial-log`'s
+//! ([`ExitCode`]); this adds what only the host sees.
 
 use std::fmt;
 use std::process::ExitStatus;
 
-/// How a node ended. With `isa-debug-exit`, QEMU's status is `(value << 1) | 1`.
+pub use skiff_serial_log::ExitCode;
+
+/// How a node ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelExit {
-    /// 0x10 → 33: orderly shutdown.
-    Success,
-    /// 0x11 → 35: Rust panic.
-    Panic,
-    /// 0x12 → 37: bad command line.
-    Config,
-    /// 0x13 → 39: CPU exception.
-    Fault,
-    /// 0x14 → 41: required device missing.
-    NoDevice,
-    /// 0x15 → 43: no entropy source.
-    NoEntropy,
-    /// 0x16 → 45: heap or frame exhaustion.
-    OutOfMemory,
+    /// The kernel left through `isa-debug-exit` with this code.
+    Code(ExitCode),
     /// Any other QEMU status (0: QEMU itself exited, e.g. a guest reset with
     /// `-no-reboot`; 1: QEMU error such as a bad option).
     Other(i32),
@@ -27,19 +19,22 @@ pub enum KernelExit {
     Killed(Option<i32>),
 }
 
+impl From<ExitCode> for KernelExit {
+    fn from(code: ExitCode) -> Self {
+        Self::Code(code)
+    }
+}
+
+impl PartialEq<ExitCode> for KernelExit {
+    fn eq(&self, code: &ExitCode) -> bool {
+        *self == Self::Code(*code)
+    }
+}
+
 impl KernelExit {
     /// Maps a QEMU process status code.
     pub fn from_code(code: i32) -> Self {
-        match code {
-            33 => Self::Success,
-            35 => Self::Panic,
-            37 => Self::Config,
-            39 => Self::Fault,
-            41 => Self::NoDevice,
-            43 => Self::NoEntropy,
-            45 => Self::OutOfMemory,
-            other => Self::Other(other),
-        }
+        ExitCode::from_qemu_status(code).map_or(Self::Other(code), Self::Code)
     }
 
     pub fn from_status(status: ExitStatus) -> Self {
@@ -54,28 +49,16 @@ impl KernelExit {
 
     /// The name the kernel announces in `skiff: exit code=<name>`.
     pub fn name(&self) -> Option<&'static str> {
-        Some(match self {
-            Self::Success => "SUCCESS",
-            Self::Panic => "PANIC",
-            Self::Config => "CONFIG",
-            Self::Fault => "FAULT",
-            Self::NoDevice => "NO_DEVICE",
-            Self::NoEntropy => "NO_ENTROPY",
-            Self::OutOfMemory => "OUT_OF_MEMORY",
-            Self::Other(_) | Self::Killed(_) => return None,
-        })
+        match self {
+            Self::Code(c) => Some(c.name()),
+            Self::Other(_) | Self::Killed(_) => None,
+        }
     }
 
     /// The QEMU process status for this exit (what `skiff node run` exits with).
     pub fn code(&self) -> i32 {
         match self {
-            Self::Success => 33,
-            Self::Panic => 35,
-            Self::Config => 37,
-            Self::Fault => 39,
-            Self::NoDevice => 41,
-            Self::NoEntropy => 43,
-            Self::OutOfMemory => 45,
+            Self::Code(c) => c.qemu_status(),
             Self::Other(c) => *c,
             // Shell convention for "died of signal N".
             Self::Killed(sig) => 128 + sig.unwrap_or(9),
@@ -86,15 +69,10 @@ impl KernelExit {
 impl fmt::Display for KernelExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Code(c) => write!(f, "{} (QEMU status {})", c.name(), c.qemu_status()),
             Self::Other(c) => write!(f, "QEMU status {c} (not a kernel exit code)"),
             Self::Killed(Some(s)) => write!(f, "killed by signal {s}"),
             Self::Killed(None) => write!(f, "killed"),
-            named => write!(
-                f,
-                "{} (QEMU status {})",
-                named.name().unwrap_or("?"),
-                named.code()
-            ),
         }
     }
 }
@@ -105,24 +83,15 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     #[test]
-    fn maps_every_contract_code() {
-        let table = [
-            (0x10, KernelExit::Success, "SUCCESS"),
-            (0x11, KernelExit::Panic, "PANIC"),
-            (0x12, KernelExit::Config, "CONFIG"),
-            (0x13, KernelExit::Fault, "FAULT"),
-            (0x14, KernelExit::NoDevice, "NO_DEVICE"),
-            (0x15, KernelExit::NoEntropy, "NO_ENTROPY"),
-            (0x16, KernelExit::OutOfMemory, "OUT_OF_MEMORY"),
-        ];
-        for (value, exit, name) in table {
-            let status = (value << 1) | 1;
-            assert_eq!(KernelExit::from_code(status), exit);
-            assert_eq!(exit.code(), status);
-            assert_eq!(exit.name(), Some(name));
+    fn maps_every_kernel_code() {
+        for code in ExitCode::ALL {
+            let exit = KernelExit::from_code(code.qemu_status());
+            assert_eq!(exit, code);
+            assert_eq!(exit.code(), code.qemu_status());
+            assert_eq!(exit.name(), Some(code.name()));
         }
-        assert_eq!(KernelExit::from_code(33), KernelExit::Success);
-        assert_eq!(KernelExit::from_code(45), KernelExit::OutOfMemory);
+        assert_eq!(KernelExit::from_code(33), ExitCode::Success);
+        assert_eq!(KernelExit::from_code(45), ExitCode::OutOfMemory);
     }
 
     #[test]
@@ -137,7 +106,7 @@ mod tests {
         // Raw wait status: exit code in bits 8..16, signal in the low 7 bits.
         assert_eq!(
             KernelExit::from_status(ExitStatus::from_raw(39 << 8)),
-            KernelExit::Fault
+            ExitCode::Fault
         );
         assert_eq!(
             KernelExit::from_status(ExitStatus::from_raw(9)),

@@ -7,18 +7,21 @@
 //! - [`NodeSpec::launch`] starts QEMU and returns a [`Node`], which timestamps
 //!   every serial line as it arrives, waits for log lines, maps QEMU's exit
 //!   status to [`KernelExit`] and kills QEMU when dropped;
-//! - [`DiagClient`] talks to the kernel's diagnostic TCP service;
-//! - [`log`] parses the serial log format.
+//! - [`DiagClient`] talks to the kernel's diagnostic TCP service in
+//!   `skiff-diag`'s protocol (shared with the kernel);
+//! - [`log`] is the serial log format (`skiff-serial-log`), shared with
+//!   the kernel that writes it.
 
 mod diag;
 mod exit;
-pub mod log;
 mod node;
 mod spec;
 
-pub use diag::{DiagClient, Status, new_diag_token};
-pub use exit::KernelExit;
+pub use diag::{DiagClient, DiagError, Status, new_diag_token};
+pub use exit::{ExitCode, KernelExit};
 pub use node::{LineHook, LogLine, Node, WaitError};
+pub use skiff_diag::Failure;
+pub use skiff_serial_log as log;
 pub use spec::{Accel, HostFwd, Machine, Net, NodeSpec, free_port};
 
 /// The QEMU binary used unless [`NodeSpec::qemu`] overrides it.

@@ -405,6 +405,7 @@ impl Drop for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ExitCode;
     use std::os::unix::fs::PermissionsExt;
 
     /// A stand-in for QEMU: a shell script that ignores its arguments.
@@ -456,7 +457,7 @@ mod tests {
         );
         assert_eq!(
             node.wait(Duration::from_secs(5)).unwrap(),
-            KernelExit::Fault
+            KernelExit::Code(ExitCode::Fault)
         );
         let lines = node.lines();
         assert_eq!(
@@ -472,7 +473,7 @@ mod tests {
         let mut node = launch(&fake_qemu("config", "echo 'ERROR config: bad'; exit 37"));
         match node.wait_for_line(|l| l.contains("never"), Duration::from_secs(30)) {
             Err(WaitError::Exited { exit, log }) => {
-                assert_eq!(exit, Some(KernelExit::Config));
+                assert_eq!(exit, Some(KernelExit::Code(ExitCode::Config)));
                 assert!(log.contains("ERROR config: bad"));
             }
             other => panic!("{other:?}"),

@@ -171,7 +171,10 @@ fn main() {
                 break;
             }
             Err(e) => {
-                let first = e.lines().find(|l| l.contains("ERROR")).unwrap_or("");
+                let first = e
+                    .lines()
+                    .find(|l| log::parse(l).is_some_and(|r| r.level == log::Level::Error))
+                    .unwrap_or("");
                 eprintln!("{mem} MiB: no `status` answer {first}");
             }
         }

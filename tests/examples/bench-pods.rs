@@ -727,10 +727,7 @@ fn first_line(s: &str) -> &str {
 }
 
 fn heap_used(b: &Booted) -> Option<f64> {
-    b.diag
-        .request("status")
-        .ok()
-        .and_then(|s| log::field(&s, "heap_used").and_then(|v| v.parse().ok()))
+    b.diag.status().ok().map(|s| s.fields().heap_used as f64)
 }
 
 fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {

@@ -1,17 +1,5 @@
-//! The example wasm guests (`tests/wasm`), built once per test process for
-//! `wasm32-wasip1` by `tests/wasm/build_guests.rs` (shared with
-//! `kernel/wasm`'s tests, so the build is too).
+//! The example wasm guests (`tests/wasm`), built once per test process by
+//! `skiff-build` (into the directory every crate's tests share, so the
+//! build is shared too).
 
-use std::path::PathBuf;
-
-#[path = "../wasm/build_guests.rs"]
-mod build;
-
-pub use build::dir;
-
-/// Path of a built guest, e.g. `path("hello")`.
-pub fn path(name: &str) -> PathBuf {
-    let p = dir().join(format!("{name}.wasm"));
-    assert!(p.is_file(), "{} missing after the guest build", p.display());
-    p
-}
+pub use skiff_build::{test_guest as path, test_guests as dir};

@@ -7,14 +7,13 @@
 //! missing QEMU fails the tests with a pointer to `cargo xtask setup`.
 //! QEMU tests hold [`shared`] (or [`exclusive`] for timing-sensitive ones).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 pub use skiff_qemu::{
-    Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec, Status, WaitError, log,
-    new_diag_token,
+    Accel, DiagClient, DiagError, ExitCode, Failure, HostFwd, KernelExit, Machine, Net, Node,
+    NodeSpec, Status, WaitError, log, new_diag_token,
 };
 
 pub mod guests;
@@ -37,40 +36,9 @@ pub fn kernel() -> PathBuf {
                 assert!(p.is_file(), "SKIFF_KERNEL={} is not a file", p.display());
                 p
             }
-            None => build_kernel(),
+            None => skiff_build::build_kernel().unwrap_or_else(|e| panic!("{e}")),
         })
         .clone()
-}
-
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is one level below the workspace root")
-}
-
-fn build_kernel() -> PathBuf {
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--package",
-            "skiff-kernel",
-            "--target",
-            "x86_64-unknown-none",
-            "--profile",
-            "kernel",
-        ])
-        .status()
-        .expect("running cargo to build the kernel");
-    assert!(status.success(), "building the kernel failed: {status}");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let elf = target.join("x86_64-unknown-none/kernel/skiff-kernel");
-    assert!(elf.is_file(), "kernel not found at {}", elf.display());
-    elf
 }
 
 /// Fails (never skips) when QEMU is missing.
@@ -195,7 +163,7 @@ impl Booted {
             .unwrap_or_else(|e| panic!("node did not exit after shutdown: {e}"));
         assert_eq!(
             exit,
-            KernelExit::Success,
+            KernelExit::Code(ExitCode::Success),
             "exit after shutdown\nlog:\n{}",
             self.node.log_text()
         );

@@ -16,14 +16,16 @@ fn rejected(spec: NodeSpec, want: KernelExit, names: &[&str]) {
     let lines = node.lines();
     let explained = lines.iter().any(|l| {
         let lower = l.text.to_lowercase();
-        l.record().is_some_and(|r| r.level == "ERROR")
+        l.record().is_some_and(|r| r.level == log::Level::Error)
             && names.iter().all(|n| lower.contains(&n.to_lowercase()))
     });
     assert!(explained, "no ERROR line naming {names:?}\nlog:\n{log}");
-    let announce = format!("exit code={}", want.name().unwrap());
     assert!(
-        lines.iter().any(|l| l.text.ends_with(&announce)),
-        "no `{announce}` line\nlog:\n{log}"
+        lines
+            .iter()
+            .any(|l| l.record().and_then(|r| r.exit()).is_some_and(|c| want == c)),
+        "no `exit code={}` line\nlog:\n{log}",
+        want.name().unwrap()
     );
 }
 
@@ -32,7 +34,7 @@ fn unknown_skiff_key_is_config_error() {
     let _g = shared();
     rejected(
         user_net(Machine::Microvm).arg("skiff.bogus=1"),
-        KernelExit::Config,
+        KernelExit::Code(ExitCode::Config),
         &["skiff.bogus"],
     );
 }
@@ -42,7 +44,7 @@ fn malformed_ip_is_config_error() {
     let _g = shared();
     rejected(
         user_net(Machine::Microvm).args(["skiff.net=static skiff.ip=300.1.2.3/24"]),
-        KernelExit::Config,
+        KernelExit::Code(ExitCode::Config),
         &["skiff.ip", "300.1.2.3"],
     );
 }
@@ -52,7 +54,7 @@ fn static_without_ip_is_config_error() {
     let _g = shared();
     rejected(
         user_net(Machine::Microvm).arg("skiff.net=static"),
-        KernelExit::Config,
+        KernelExit::Code(ExitCode::Config),
         &["skiff.ip"],
     );
 }
@@ -60,7 +62,11 @@ fn static_without_ip_is_config_error() {
 #[test]
 fn no_network_device_is_no_device() {
     let _g = shared();
-    rejected(spec(Machine::Microvm), KernelExit::NoDevice, &["net"]);
+    rejected(
+        spec(Machine::Microvm),
+        KernelExit::Code(ExitCode::NoDevice),
+        &["net"],
+    );
 }
 
 #[test]

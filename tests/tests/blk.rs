@@ -56,14 +56,12 @@ fn block_written_survives_reboot() {
         Ok(d) if d == data => {}
         other => b.fail(&format!("sector {SECTOR} after reboot: {other:?}")),
     }
-    let r = b
-        .diag
-        .clone()
-        .without_token()
-        .request(&format!("blk-write {SECTOR} ffff"))
-        .unwrap();
-    if r.trim() != "error unauthorized" {
-        b.fail(&format!("blk-write without the diag token: {r:?}"));
+    match b.diag.clone().without_token().blk_write(SECTOR, &[0xff; 2]) {
+        Err(DiagError::Refused {
+            failure: Failure::Unauthorized,
+            ..
+        }) => {}
+        other => b.fail(&format!("blk-write without the diag token: {other:?}")),
     }
     b.shutdown();
     assert_eq!(

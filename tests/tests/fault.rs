@@ -18,7 +18,7 @@ fn fault_report(node: &Node, vector: &str) {
     let lines = node.lines();
     let report = lines.iter().find_map(|l| {
         l.record()
-            .filter(|r| r.level == "ERROR" && r.target == "fault")
+            .filter(|r| r.level == log::Level::Error && r.target == "fault")
             .map(|r| {
                 (
                     r.field("vector"),
@@ -41,13 +41,13 @@ fn fault_report(node: &Node, vector: &str) {
     }
 }
 
-fn announced(node: &Node, name: &str) {
-    let want = format!("exit code={name}");
+fn announced(node: &Node, want: ExitCode) {
     assert!(
-        node.lines().iter().any(|l| l
-            .record()
-            .is_some_and(|r| r.target == "skiff" && r.message == want)),
-        "no `skiff: {want}` line\nlog:\n{}",
+        node.lines()
+            .iter()
+            .any(|l| l.record().and_then(|r| r.exit()) == Some(want)),
+        "no `skiff: exit code={}` line\nlog:\n{}",
+        want.name(),
         node.log_text()
     );
 }
@@ -56,26 +56,41 @@ fn announced(node: &Node, name: &str) {
 fn page_fault_reports_and_exits_fault() {
     let _g = shared();
     let (exit, node) = faulting("page");
-    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Fault),
+        "log:\n{}",
+        node.log_text()
+    );
     fault_report(&node, "14");
-    announced(&node, "FAULT");
+    announced(&node, ExitCode::Fault);
 }
 
 #[test]
 fn invalid_opcode_reports_and_exits_fault() {
     let _g = shared();
     let (exit, node) = faulting("ud");
-    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Fault),
+        "log:\n{}",
+        node.log_text()
+    );
     fault_report(&node, "6");
-    announced(&node, "FAULT");
+    announced(&node, ExitCode::Fault);
 }
 
 #[test]
 fn panic_exits_panic() {
     let _g = shared();
     let (exit, node) = faulting("panic");
-    assert_eq!(exit, KernelExit::Panic, "log:\n{}", node.log_text());
-    announced(&node, "PANIC");
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Panic),
+        "log:\n{}",
+        node.log_text()
+    );
+    announced(&node, ExitCode::Panic);
 }
 
 /// The report's explanation line for a page fault (W^X or a guard page).
@@ -93,7 +108,12 @@ fn explained(node: &Node, what: &str) {
 fn writing_kernel_text_faults() {
     let _g = shared();
     let (exit, node) = faulting("write-text");
-    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Fault),
+        "log:\n{}",
+        node.log_text()
+    );
     fault_report(&node, "14");
     explained(&node, "W^X: write to read-only page");
 }
@@ -102,7 +122,12 @@ fn writing_kernel_text_faults() {
 fn executing_heap_data_faults() {
     let _g = shared();
     let (exit, node) = faulting("exec-heap");
-    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Fault),
+        "log:\n{}",
+        node.log_text()
+    );
     fault_report(&node, "14");
     explained(&node, "W^X: instruction fetch from no-execute page");
 }
@@ -111,7 +136,12 @@ fn executing_heap_data_faults() {
 fn kernel_stack_overflow_hits_the_guard_page() {
     let _g = shared();
     let (exit, node) = faulting("stack-overflow");
-    assert_eq!(exit, KernelExit::Fault, "log:\n{}", node.log_text());
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Fault),
+        "log:\n{}",
+        node.log_text()
+    );
     fault_report(&node, "14");
     explained(&node, "stack overflow: guard page");
 }

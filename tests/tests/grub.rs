@@ -34,8 +34,9 @@ fn grub_iso_boots_the_kernel_via_multiboot2() {
     }
     if booted
         .status
-        .get("ip")
-        .is_none_or(|ip| !ip.starts_with("10.0.2.15"))
+        .fields()
+        .ip
+        .is_none_or(|ip| ip.address != std::net::Ipv4Addr::new(10, 0, 2, 15))
     {
         booted.fail("no DHCP address");
     }

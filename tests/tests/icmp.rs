@@ -12,7 +12,7 @@ fn diag_ping_gateway_over_user_net() {
     let _g = shared();
     let booted = boot(user_net(Machine::Microvm));
     // Slirp's virtual gateway answers echo requests itself.
-    match booted.diag.ping("10.0.2.2") {
+    match booted.diag.ping(Ipv4Addr::new(10, 0, 2, 2)) {
         Ok(Some(rtt_us)) => eprintln!("diag ping 10.0.2.2: rtt {rtt_us} us"),
         Ok(None) => booted.fail("diag `ping 10.0.2.2` timed out"),
         Err(e) => booted.fail(&format!("diag `ping 10.0.2.2`: {e}")),
@@ -56,7 +56,10 @@ fn guest_answers_icmp_echo_on_tap() {
             )
             .map_err(|e| e.to_string())?
             .with_token(Some(token));
-            match diag.ping("192.168.77.1").map_err(|e| e.to_string())? {
+            match diag
+                .ping(Ipv4Addr::new(192, 168, 77, 1))
+                .map_err(|e| e.to_string())?
+            {
                 Some(rtt) => eprintln!("diag ping gateway 192.168.77.1: {rtt} us"),
                 None => return Err("diag `ping 192.168.77.1` (gateway on tap) timed out".into()),
             }
@@ -73,5 +76,10 @@ fn guest_answers_icmp_echo_on_tap() {
     let exit = node
         .wait(Duration::from_secs(20))
         .expect("exit after shutdown");
-    assert_eq!(exit, KernelExit::Success, "log:\n{}", node.log_text());
+    assert_eq!(
+        exit,
+        KernelExit::Code(ExitCode::Success),
+        "log:\n{}",
+        node.log_text()
+    );
 }

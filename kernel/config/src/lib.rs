@@ -41,14 +41,9 @@ pub enum NetMode {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
+/// `skiff.log`: the serial log's own level type, so the kernel needs no
+/// mapping.
+pub use skiff_serial_log::Level as LogLevel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {

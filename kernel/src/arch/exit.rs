@@ -1,43 +1,24 @@
 //! Leaving the kernel: QEMU's `isa-debug-exit` (port 0xf4), else halt.
-//! The codes are the contract in kernel/README.md.
+//! The codes and their announcement are `skiff-serial-log`'s (the contract
+//! in kernel/README.md, read back by `skiff-qemu`).
 
+use skiff_serial_log::{EXIT_TARGET, Exit};
 use x86_64::instructions::port::Port;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExitCode {
-    Success = 0x10,
-    Panic = 0x11,
-    Config = 0x12,
-    Fault = 0x13,
-    NoDevice = 0x14,
-    #[allow(dead_code)] // raised by the TLS client when `entropy::fill` fails
-    NoEntropy = 0x15,
-    OutOfMemory = 0x16,
-}
+pub use skiff_serial_log::ExitCode;
 
-impl ExitCode {
-    pub fn name(self) -> &'static str {
-        match self {
-            ExitCode::Success => "SUCCESS",
-            ExitCode::Panic => "PANIC",
-            ExitCode::Config => "CONFIG",
-            ExitCode::Fault => "FAULT",
-            ExitCode::NoDevice => "NO_DEVICE",
-            ExitCode::NoEntropy => "NO_ENTROPY",
-            ExitCode::OutOfMemory => "OUT_OF_MEMORY",
-        }
-    }
-}
+use crate::log::{Level, log_unlocked};
 
 /// Announces the exit on the serial log and leaves.
 pub fn exit(code: ExitCode) -> ! {
-    crate::log!(
-        crate::log::Level::Info,
-        "skiff",
-        "exit code={}",
-        code.name()
-    );
+    crate::log!(Level::Info, EXIT_TARGET, "{}", Exit(code));
+    exit_quiet(code)
+}
+
+/// Announces the exit bypassing the log's lock (fault and panic paths,
+/// where the interrupted code may hold it) and leaves.
+pub fn exit_unlocked(code: ExitCode) -> ! {
+    log_unlocked(Level::Info, EXIT_TARGET, format_args!("{}", Exit(code)));
     exit_quiet(code)
 }
 
@@ -46,7 +27,7 @@ pub fn exit_quiet(code: ExitCode) -> ! {
     x86_64::instructions::interrupts::disable();
     // SAFETY: port 0xf4 is isa-debug-exit under QEMU (the process ends here);
     // on hardware without it the write is ignored and we halt below.
-    unsafe { Port::<u32>::new(0xf4).write(code as u32) };
+    unsafe { Port::<u32>::new(0xf4).write(u32::from(code as u8)) };
     loop {
         x86_64::instructions::hlt();
     }

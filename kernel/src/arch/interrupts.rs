@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::arch::exit::{ExitCode, exit_quiet};
+use crate::arch::exit::{ExitCode, exit_quiet, exit_unlocked};
 use crate::arch::{apic, gdt};
 use crate::log::{Level, log_unlocked};
 
@@ -209,6 +209,5 @@ fn fault(f: &Frame) -> ! {
             w[0], w[1], w[2], w[3]
         ));
     }
-    log_unlocked(Level::Info, "skiff", format_args!("exit code=FAULT"));
-    exit_quiet(ExitCode::Fault)
+    exit_unlocked(ExitCode::Fault)
 }

@@ -5,18 +5,10 @@
 //! harnesses (an in-process plane, QEMU nodes, a registry) are in
 //! `skiff-e2e`.
 
-use std::path::Path;
-
 pub mod bench;
 pub mod fuzz;
 
-/// The workspace root (this crate is `tests/support`).
-pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("tests/support is two levels below the workspace root")
-}
+pub use skiff_build::workspace_root;
 
 /// Median of samples (sorted copy).
 pub fn median(samples: &[f64]) -> f64 {

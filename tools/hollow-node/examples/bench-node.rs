@@ -428,11 +428,8 @@ mod kernel {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let heap = |b: &skiff_e2e::Booted| {
-            b.diag.request("status").ok().and_then(|s| {
-                skiff_e2e::log::field(&s, "heap_used").and_then(|v| v.parse::<f64>().ok())
-            })
-        };
+        let heap =
+            |b: &skiff_e2e::Booted| b.diag.status().ok().map(|s| s.fields().heap_used as f64);
         let before = heap(&b).ok_or("no status")?;
         let mut yaml = String::new();
         for p in 0..pods {

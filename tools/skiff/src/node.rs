@@ -71,7 +71,7 @@ fn default_kernel() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| "target".into());
-    target.join("x86_64-unknown-none/kernel/skiff-kernel")
+    skiff_build::kernel_elf_in(&target)
 }
 
 fn parse_forward(s: &str) -> Result<HostFwd> {

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use crate::{cargo, kernel, setup, sh};
+use crate::{cargo, setup, sh};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,7 +72,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     ]);
     cmd.arg("--out").arg(&out).args(&args.rest);
     if needs_kernel {
-        cmd.env("SKIFF_KERNEL", kernel::build(root)?);
+        cmd.env("SKIFF_KERNEL", skiff_build::build_kernel()?);
     }
     for (k, v) in tools.env() {
         cmd.env(k, v);

@@ -22,9 +22,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use skiff_qemu::{Accel, DiagClient, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
+use skiff_qemu::{Accel, DiagClient, ExitCode, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
 
-use crate::{cluster, kernel, setup, wasm_demo};
+use crate::{cluster, setup, wasm_demo};
 
 /// Guest port of the diag service on every demo node.
 const DIAG_PORT: u16 = 7000;
@@ -68,7 +68,7 @@ struct DemoNode {
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let tools = setup::run(root)?;
-    let elf = kernel::build(root)?;
+    let elf = skiff_build::build_kernel()?;
     // The demo's registry first: the plane reaches it over plain HTTP
     // only because it is listed (`--insecure-registry`).
     let reg = wasm_demo::Registry::start(root)?;
@@ -115,8 +115,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             "\n== {} status (diag at 127.0.0.1:{}) ==",
             n.name, n.host_port
         );
-        for (k, v) in &status.fields {
-            println!("  {k:13} {v}");
+        for line in status.text().lines() {
+            println!("  {line}");
         }
         statuses.push(status);
     }
@@ -138,20 +138,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
     for (n, s) in nodes.iter().zip(&statuses) {
-        let gw = s
-            .get("gateway")
-            .unwrap_or("")
-            .split('/')
-            .next()
-            .unwrap_or("");
-        let r = if gw.is_empty() || gw == "none" {
-            Err("no gateway".to_string())
-        } else {
-            match n.diag.ping(gw) {
+        let r = match s.fields().gateway {
+            None => Err("no gateway".to_string()),
+            Some(gw) => match n.diag.ping(gw) {
                 Ok(Some(us)) => Ok(us),
                 Ok(None) => Err(format!("ping {gw}: timeout")),
                 Err(e) => Err(format!("ping {gw}: {e}")),
-            }
+            },
         };
         pings.push(r);
     }
@@ -176,9 +169,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         println!(
             "  {:8} {ms:9.1} {:18} {:12} {ping:>14}  {}",
             n.name,
-            s.get("ip").unwrap_or("?"),
-            s.get("gateway").unwrap_or("?"),
-            s.get("devices").unwrap_or("?"),
+            s.fields().ip.map_or("none".into(), |ip| ip.to_string()),
+            s.fields()
+                .gateway
+                .map_or("none".into(), |gw| gw.to_string()),
+            s.fields().devices,
         );
     }
 
@@ -201,7 +196,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         let reply = n.diag.shutdown().unwrap_or_else(|e| format!("error: {e}"));
         let exit = n.node.wait(Duration::from_secs(20));
         match exit {
-            Ok(KernelExit::Success) => println!("demo: {} shut down ({})", n.name, reply.trim()),
+            Ok(KernelExit::Code(ExitCode::Success)) => {
+                println!("demo: {} shut down ({})", n.name, reply.trim())
+            }
             other => {
                 failures += 1;
                 println!(
@@ -231,7 +228,7 @@ fn wasm_pods(
     reg: &wasm_demo::Registry,
 ) -> Result<()> {
     println!("\n== wasm pods: build the examples, push them with oras, run them on node-1 ==");
-    let guests = wasm_demo::build_guests(root)?;
+    let guests = skiff_build::build_guests(&skiff_build::guests_target_dir())?;
     for (repo, guest) in [
         ("demo/hello:1.0", "hello"),
         ("demo/echo:1.0", "echo-server"),

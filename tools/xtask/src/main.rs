@@ -5,16 +5,15 @@ mod bench;
 mod cluster;
 mod demo;
 mod fuzz;
-mod kernel;
 mod setup;
 mod test;
 mod wasm_demo;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use skiff_build::{cargo, command_line};
 
 #[derive(Parser)]
 #[command(about = "Skiff build, test, demo and benchmark orchestration")]
@@ -45,12 +44,14 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let root = workspace_root();
+    let root = skiff_build::workspace_root().to_path_buf();
     std::env::set_current_dir(&root)?;
     match cli.cmd {
         Cmd::Setup { check: true } => setup::check(&root),
         Cmd::Setup { check: false } => setup::run(&root).map(|_| ()),
-        Cmd::Kernel => kernel::build(&root).map(|p| println!("{}", p.display())),
+        Cmd::Kernel => skiff_build::build_kernel()
+            .map(|p| println!("{}", p.display()))
+            .map_err(Into::into),
         Cmd::Demo(args) => demo::run(&root, args),
         Cmd::Test(args) => test::run(&root, args),
         Cmd::Bench(args) => bench::run(&root, args),
@@ -58,36 +59,14 @@ fn main() -> Result<()> {
     }
 }
 
-/// The repository root (xtask lives in `tools/xtask`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("tools/xtask is two levels below the root")
-        .to_path_buf()
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
 /// Run a command, echoing it, and fail with its exit status.
 pub fn sh(cmd: &mut Command) -> Result<()> {
-    eprintln!("xtask: $ {}", show(cmd));
+    eprintln!("xtask: $ {}", command_line(cmd));
     let status = cmd
         .status()
-        .with_context(|| format!("starting {}", show(cmd)))?;
+        .with_context(|| format!("starting {}", command_line(cmd)))?;
     if !status.success() {
-        bail!("`{}` failed: {status}", show(cmd));
+        bail!("`{}` failed: {status}", command_line(cmd));
     }
     Ok(())
-}
-
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
 }

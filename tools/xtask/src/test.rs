@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::{cargo, kernel, setup, sh};
+use crate::{cargo, setup, sh};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,13 +30,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         "--package",
         "skiff-kernel",
         "--target",
-        kernel::TARGET,
+        skiff_build::KERNEL_TARGET,
         "--",
         "-D",
         "warnings",
     ]))?;
 
-    let elf = kernel::build(root)?;
+    let elf = skiff_build::build_kernel()?;
 
     let mut test = cargo();
     test.args(["test", "--workspace"]);

@@ -1,6 +1,6 @@
-//! The demo's wasm images: the example guests (`tests/wasm`) built for
-//! `wasm32-wasip1`, a real registry (Debian's `docker-registry`) on a
-//! loopback port, and pushes with the real oras client from the setup's
+//! The demo's wasm images: a real registry (Debian's `docker-registry`) on
+//! a loopback port, and pushes of the example guests (`tests/wasm`, built
+//! by `skiff-build`) with the real oras client from the setup's
 //! virtualenv, as a user would do it.
 
 use std::io::{Read, Write};
@@ -33,20 +33,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Builds the example guests; returns the directory of `<name>.wasm`.
-pub fn build_guests(root: &Path) -> Result<PathBuf> {
-    let target = root.join("target/demo/wasm-guests");
-    crate::sh(
-        crate::cargo()
-            .args(["build", "--release", "--quiet", "--locked"])
-            .args(["--target", "wasm32-wasip1", "--target-dir"])
-            .arg(&target)
-            .current_dir(root.join("tests/wasm"))
-            .env_remove("CARGO_TARGET_DIR"),
-    )?;
-    Ok(target.join("wasm32-wasip1/release"))
 }
 
 impl Registry {

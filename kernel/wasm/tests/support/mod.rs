@@ -1,5 +1,5 @@
-//! Test support: builds the example guests (tests/wasm) for wasm32-wasip1,
-//! precompiles them for the host, and provides a fake node [`Host`] with an
+//! Test support: the example guests (tests/wasm, built by `skiff-build`)
+//! precompiled for the host, and provides a fake node [`Host`] with an
 //! in-memory TCP stack.
 #![allow(dead_code)]
 
@@ -9,14 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use skiff_wasm::{ConnId, Container, Host, NetError, Runtime, Shutdown, Step, Stream, Target};
 
-#[path = "../../../../tests/wasm/build_guests.rs"]
-mod build;
-
-/// Builds the guests once per test process (cargo caches across runs).
-pub use build::dir as guest_dir;
-
 pub fn wasm(name: &str) -> Vec<u8> {
-    let path = guest_dir().join(format!("{name}.wasm"));
+    let path = skiff_build::test_guest(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
