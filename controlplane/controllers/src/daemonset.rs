@@ -19,7 +19,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
-use crate::replicaset::{create_pods, delete_pods, pod_from_template, pods_in, seen};
+use crate::replicaset::{create_pods, delete_pods, pod_from_template, settled_pods};
 use crate::util::{self, controller_of};
 use crate::{Error, Shared};
 
@@ -208,13 +208,9 @@ async fn reconcile(ds: Arc<DaemonSet>, shared: Arc<Shared>) -> Result<Action, Er
     let ns = util::namespace(&ds.metadata).to_string();
     let name = util::name(&ds.metadata).to_string();
     let key = format!("daemonsets/{ns}/{name}");
-    if !shared
-        .expectations
-        .satisfied(&key, |n| seen(&shared, &ns, n))
-    {
+    let Some(pods) = settled_pods(&shared, &key, &ns) else {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let pods = pods_in(&shared, &ns);
+    };
     let plan = plan(&ds, &shared.nodes.state(), &pods, Timestamp::now());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let owner = util::controller_ref("apps/v1", "DaemonSet", &ds.metadata);

@@ -20,7 +20,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
-use crate::replicaset::{create_pods, delete_pods, pod_from_template, pods_in, seen};
+use crate::replicaset::{create_pods, delete_pods, pod_from_template, settled_pods};
 use crate::util::{self, controller_of};
 use crate::{Error, Shared};
 
@@ -185,13 +185,9 @@ async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action, Error> 
     let ns = util::namespace(&job.metadata).to_string();
     let name = util::name(&job.metadata).to_string();
     let key = format!("jobs/{ns}/{name}");
-    if !shared
-        .expectations
-        .satisfied(&key, |n| seen(&shared, &ns, n))
-    {
+    let Some(pods) = settled_pods(&shared, &key, &ns) else {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let pods = pods_in(&shared, &ns);
+    };
     let plan = plan(&job, &pods, Timestamp::now());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let mut owner = util::controller_ref("batch/v1", "Job", &job.metadata);

@@ -287,12 +287,22 @@ pub fn pod_events<K: kube::Resource<DynamicType = ()>>(
 }
 
 /// What the cache says about pod `ns/name`.
-pub fn seen(shared: &Shared, ns: &str, name: &str) -> Seen {
+fn seen(shared: &Shared, ns: &str, name: &str) -> Seen {
     match shared.pods.get(&ObjectRef::new(name).within(ns)) {
         None => Seen::Absent,
         Some(p) if util::deleting(&p.metadata) => Seen::Deleting,
         Some(_) => Seen::Present,
     }
+}
+
+/// The pods of namespace `ns` once the cache shows every create and delete
+/// the controller of `key` made (kube's expectations); `None` until then,
+/// when acting again would double them.
+pub fn settled_pods(shared: &Shared, key: &str, ns: &str) -> Option<Vec<Arc<Pod>>> {
+    shared
+        .expectations
+        .satisfied(key, |n| seen(shared, ns, n))
+        .then(|| pods_in(shared, ns))
 }
 
 pub fn pods_in(shared: &Shared, ns: &str) -> Vec<Arc<Pod>> {
@@ -308,13 +318,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, shared: Arc<Shared>) -> Result<Action, E
     let ns = util::namespace(&rs.metadata).to_string();
     let name = util::name(&rs.metadata).to_string();
     let key = format!("replicasets/{ns}/{name}");
-    if !shared
-        .expectations
-        .satisfied(&key, |n| seen(&shared, &ns, n))
-    {
+    let Some(pods) = settled_pods(&shared, &key, &ns) else {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let pods = pods_in(&shared, &ns);
+    };
     let plan = plan(&rs, &pods, Timestamp::now());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let owner = util::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
