@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -249,15 +249,69 @@ fn new_replicaset(d: &Deployment, hash: &str, replicas: i32, revision: i64) -> R
     }
 }
 
+/// What one sync of a Deployment works from once ownership is settled.
+struct Rollout<'a> {
+    d: &'a Deployment,
+    spec: DeploymentSpec,
+    want: i32,
+    deleting: bool,
+    paused: bool,
+    recreate: bool,
+    surge: i32,
+    max_unavailable: i32,
+    /// The ReplicaSets it owns, oldest first.
+    rss: Vec<&'a ReplicaSet>,
+    /// The one whose template is the Deployment's, if any.
+    new_rs: Option<&'a ReplicaSet>,
+    olds: Vec<&'a ReplicaSet>,
+    old_spec: i32,
+    old_running: i32,
+}
+
+/// The new ReplicaSet after [`Rollout::sync_new`].
+struct NewReplicaSet {
+    name: Option<String>,
+    spec_replicas: i32,
+    /// Why progress was made (a created ReplicaSet).
+    progress: Option<(&'static str, String)>,
+    collision_count: Option<i32>,
+}
+
 /// The pure decision for `d` given every ReplicaSet of its namespace.
 pub fn plan(d: &Deployment, all: &[Arc<ReplicaSet>], now: Timestamp) -> Plan {
     let mut out = Plan::default();
-    let spec = d.spec.clone().unwrap_or_default();
-    let want = spec.replicas.unwrap_or(1).max(0);
-    let uid = util::uid(&d.metadata);
-    let d_deleting = util::deleting(&d.metadata);
+    let r = Rollout::new(d, owned_replicasets(d, all, &mut out.steps));
+    let mut new = r.sync_new(all, &mut out);
+    let mut scaled = false;
+    if !r.paused
+        && !r.deleting
+        && let (Some(name), Some(new_rs)) = (&new.name, r.new_rs)
+    {
+        let before = out.steps.len();
+        let new_target = if r.recreate {
+            r.scale_recreate(name, new_rs, &mut out.steps)
+        } else {
+            r.scale_rolling(name, new_rs, &mut out.steps)
+        };
+        new.spec_replicas = new_target.unwrap_or(new.spec_replicas);
+        scaled = out.steps.len() > before;
+    }
+    out.status = r.status(&new, scaled, now, &mut out.requeue);
+    if r.complete(&out.status, new.spec_replicas) {
+        r.prune_history(&mut out.steps);
+    }
+    out
+}
 
-    // Ownership: ours that match, adopted orphans that match.
+/// Ownership: ours that match, adopted orphans that match (oldest first);
+/// ours that stopped matching are released.
+fn owned_replicasets<'a>(
+    d: &Deployment,
+    all: &'a [Arc<ReplicaSet>],
+    steps: &mut Vec<Step>,
+) -> Vec<&'a ReplicaSet> {
+    let spec = d.spec.clone().unwrap_or_default();
+    let uid = util::uid(&d.metadata);
     let mut rss: Vec<&ReplicaSet> = Vec::new();
     for rs in all {
         let matches = selector_matches(Some(&spec.selector), rs.metadata.labels.as_ref());
@@ -266,13 +320,11 @@ pub fn plan(d: &Deployment, all: &[Arc<ReplicaSet>], now: Timestamp) -> Plan {
                 if matches {
                     rss.push(rs);
                 } else {
-                    out.steps
-                        .push(Step::Release(util::name(&rs.metadata).to_string()));
+                    steps.push(Step::Release(util::name(&rs.metadata).to_string()));
                 }
             }
-            None if matches && !d_deleting && !util::deleting(&rs.metadata) => {
-                out.steps
-                    .push(Step::Adopt(util::name(&rs.metadata).to_string()));
+            None if matches && !util::deleting(&d.metadata) && !util::deleting(&rs.metadata) => {
+                steps.push(Step::Adopt(util::name(&rs.metadata).to_string()));
                 rss.push(rs);
             }
             _ => {}
@@ -284,311 +336,358 @@ pub fn plan(d: &Deployment, all: &[Arc<ReplicaSet>], now: Timestamp) -> Plan {
             util::name(&rs.metadata).to_string(),
         )
     });
-    let new_rs = rss.iter().copied().find(|rs| {
-        rs.spec
-            .as_ref()
-            .and_then(|s| s.template.as_ref())
-            .is_some_and(|t| equal_ignore_hash(t, &spec.template))
-    });
-    let olds: Vec<&ReplicaSet> = rss
-        .iter()
-        .copied()
-        .filter(|rs| new_rs.is_none_or(|n| n.metadata.name != rs.metadata.name))
-        .collect();
-    let max_old_revision = olds.iter().map(|rs| revision_of(rs)).max().unwrap_or(0);
-    let (surge, max_unavailable) = surge_and_unavailable(d);
-    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-    let paused = spec.paused == Some(true);
-    let prev = d.status.as_ref();
-    let mut collision_count = prev.and_then(|s| s.collision_count);
-    let old_spec: i32 = olds.iter().map(|rs| spec_replicas(rs)).sum();
-    let old_running: i32 = olds.iter().map(|rs| status_of(rs).0).sum();
-    let mut progress_reason: Option<(&str, String)> = None;
+    rss
+}
 
-    // The new ReplicaSet: bring its revision and annotations up to date,
-    // or create it.
-    let new_name: Option<String>;
-    let mut new_spec_replicas = 0;
-    if let Some(n) = new_rs {
-        let name = util::name(&n.metadata).to_string();
-        let mut ann = n.metadata.annotations.clone().unwrap_or_default();
-        let before = ann.clone();
-        let rev = revision_of(n);
-        let mut revision = rev;
-        if rev <= max_old_revision {
-            revision = max_old_revision + 1;
-            if rev > 0 {
-                let mut hist: Vec<String> = ann
-                    .get(REVISION_HISTORY)
-                    .map(|h| h.split(',').map(str::to_string).collect())
-                    .unwrap_or_default();
-                hist.push(rev.to_string());
-                ann.insert(REVISION_HISTORY.into(), hist.join(","));
-            }
-            ann.insert(REVISION.into(), revision.to_string());
+impl<'a> Rollout<'a> {
+    fn new(d: &'a Deployment, rss: Vec<&'a ReplicaSet>) -> Rollout<'a> {
+        let spec = d.spec.clone().unwrap_or_default();
+        let new_rs = rss.iter().copied().find(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| equal_ignore_hash(t, &spec.template))
+        });
+        let olds: Vec<&ReplicaSet> = rss
+            .iter()
+            .copied()
+            .filter(|rs| new_rs.is_none_or(|n| n.metadata.name != rs.metadata.name))
+            .collect();
+        let (surge, max_unavailable) = surge_and_unavailable(d);
+        Rollout {
+            d,
+            want: spec.replicas.unwrap_or(1).max(0),
+            deleting: util::deleting(&d.metadata),
+            paused: spec.paused == Some(true),
+            recreate: spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate"),
+            surge,
+            max_unavailable,
+            old_spec: olds.iter().map(|rs| spec_replicas(rs)).sum(),
+            old_running: olds.iter().map(|rs| status_of(rs).0).sum(),
+            spec,
+            rss,
+            new_rs,
+            olds,
         }
-        for (k, v) in copied_annotations(d) {
-            ann.insert(k, v);
-        }
-        if ann != before {
-            out.steps.push(Step::Annotate {
-                rs: name.clone(),
-                annotations: ann,
-            });
-        }
-        out.revision = Some(revision.to_string());
-        new_spec_replicas = spec_replicas(n);
-        new_name = Some(name);
-    } else if !paused && !d_deleting {
-        let hash = template_hash(&spec.template, collision_count);
-        let name = format!("{}-{hash}", util::name(&d.metadata));
-        if all.iter().any(|rs| util::name(&rs.metadata) == name) {
-            // Same hash, other template: hash again with a bumped count.
-            collision_count = Some(collision_count.unwrap_or(0) + 1);
-            new_name = None;
-        } else {
-            let replicas = if recreate {
-                if old_spec > 0 || old_running > 0 {
-                    0
-                } else {
-                    want
+    }
+
+    /// Brings the new ReplicaSet's revision and annotations up to date, or
+    /// creates it (unless paused or being deleted).
+    fn sync_new(&self, all: &[Arc<ReplicaSet>], out: &mut Plan) -> NewReplicaSet {
+        let d = self.d;
+        let max_old_revision = self
+            .olds
+            .iter()
+            .map(|rs| revision_of(rs))
+            .max()
+            .unwrap_or(0);
+        let mut new = NewReplicaSet {
+            name: None,
+            spec_replicas: 0,
+            progress: None,
+            collision_count: d.status.as_ref().and_then(|s| s.collision_count),
+        };
+        if let Some(n) = self.new_rs {
+            let name = util::name(&n.metadata).to_string();
+            let mut ann = n.metadata.annotations.clone().unwrap_or_default();
+            let before = ann.clone();
+            let rev = revision_of(n);
+            let mut revision = rev;
+            if rev <= max_old_revision {
+                revision = max_old_revision + 1;
+                if rev > 0 {
+                    let mut hist: Vec<String> = ann
+                        .get(REVISION_HISTORY)
+                        .map(|h| h.split(',').map(str::to_string).collect())
+                        .unwrap_or_default();
+                    hist.push(rev.to_string());
+                    ann.insert(REVISION_HISTORY.into(), hist.join(","));
                 }
-            } else {
-                let max_total = want + surge;
-                (max_total - old_spec).clamp(0, want)
-            };
-            let revision = max_old_revision + 1;
-            out.steps.push(Step::Create(Box::new(new_replicaset(
-                d, &hash, replicas, revision,
-            ))));
+                ann.insert(REVISION.into(), revision.to_string());
+            }
+            for (k, v) in copied_annotations(d) {
+                ann.insert(k, v);
+            }
+            if ann != before {
+                out.steps.push(Step::Annotate {
+                    rs: name.clone(),
+                    annotations: ann,
+                });
+            }
             out.revision = Some(revision.to_string());
-            progress_reason = Some((
-                "NewReplicaSetCreated",
-                format!("Created new replica set \"{name}\""),
-            ));
-            new_spec_replicas = replicas;
-            new_name = Some(name);
-        }
-    } else {
-        new_name = None;
-    }
-
-    // Scaling, one kind of step per sync like kube.
-    let mut scaled = false;
-    if !paused
-        && !d_deleting
-        && let (Some(n), Some(new_rs)) = (&new_name, new_rs)
-    {
-        let new_cur = spec_replicas(new_rs);
-        if recreate {
-            let olds_up: Vec<&&ReplicaSet> =
-                olds.iter().filter(|rs| spec_replicas(rs) > 0).collect();
-            if !olds_up.is_empty() {
-                for rs in olds_up {
-                    out.steps.push(Step::Scale {
-                        rs: util::name(&rs.metadata).to_string(),
-                        replicas: 0,
-                    });
-                }
-                scaled = true;
-            } else if old_running == 0 && new_cur != want {
-                out.steps.push(Step::Scale {
-                    rs: n.clone(),
-                    replicas: want,
-                });
-                new_spec_replicas = want;
-                scaled = true;
-            }
-        } else {
-            // reconcileNewReplicaSet
-            let target = if new_cur > want {
-                want
+            new.spec_replicas = spec_replicas(n);
+            new.name = Some(name);
+        } else if !self.paused && !self.deleting {
+            let hash = template_hash(&self.spec.template, new.collision_count);
+            let name = format!("{}-{hash}", util::name(&d.metadata));
+            if all.iter().any(|rs| util::name(&rs.metadata) == name) {
+                // Same hash, other template: hash again with a bumped count.
+                new.collision_count = Some(new.collision_count.unwrap_or(0) + 1);
             } else {
-                let all_spec = old_spec + new_cur;
-                let max_total = want + surge;
-                if all_spec >= max_total {
-                    new_cur
+                let replicas = if self.recreate {
+                    if self.old_spec > 0 || self.old_running > 0 {
+                        0
+                    } else {
+                        self.want
+                    }
                 } else {
-                    new_cur + (max_total - all_spec).min(want - new_cur)
-                }
-            };
-            if target != new_cur {
-                out.steps.push(Step::Scale {
-                    rs: n.clone(),
-                    replicas: target,
-                });
-                new_spec_replicas = target;
-                scaled = true;
-            } else if old_spec > 0 {
-                // reconcileOldReplicaSets
-                let all_spec = old_spec + new_cur;
-                let min_available = want - max_unavailable;
-                let new_unavailable = new_cur - status_of(new_rs).2;
-                let mut budget = all_spec - min_available - new_unavailable;
-                let mut targets: BTreeMap<String, i32> = BTreeMap::new();
-                // First old pods that are not available anyway.
-                for rs in &olds {
-                    if budget <= 0 {
-                        break;
-                    }
-                    let cur = spec_replicas(rs);
-                    let unhealthy = (cur - status_of(rs).2).max(0).min(budget);
-                    if unhealthy > 0 {
-                        targets.insert(util::name(&rs.metadata).to_string(), cur - unhealthy);
-                        budget -= unhealthy;
-                    }
-                }
-                // Then available ones, down to minAvailable.
-                let available: i32 = rss.iter().map(|rs| status_of(rs).2).sum();
-                let mut down = (available - min_available).max(0);
-                for rs in &olds {
-                    if down <= 0 {
-                        break;
-                    }
-                    let name = util::name(&rs.metadata).to_string();
-                    let cur = *targets.get(&name).unwrap_or(&spec_replicas(rs));
-                    let by = cur.min(down);
-                    if by > 0 {
-                        targets.insert(name, cur - by);
-                        down -= by;
-                    }
-                }
-                for (rs, replicas) in targets {
-                    out.steps.push(Step::Scale { rs, replicas });
-                    scaled = true;
-                }
+                    (self.want + self.surge - self.old_spec).clamp(0, self.want)
+                };
+                let revision = max_old_revision + 1;
+                out.steps.push(Step::Create(Box::new(new_replicaset(
+                    d, &hash, replicas, revision,
+                ))));
+                out.revision = Some(revision.to_string());
+                new.progress = Some((
+                    "NewReplicaSetCreated",
+                    format!("Created new replica set \"{name}\""),
+                ));
+                new.spec_replicas = replicas;
+                new.name = Some(name);
             }
         }
+        new
     }
 
-    // Status from what the ReplicaSets report.
-    let sum = |f: fn(&ReplicaSet) -> i32| rss.iter().map(|rs| f(rs)).sum::<i32>();
-    let replicas = sum(|rs| status_of(rs).0);
-    let ready = sum(|rs| status_of(rs).1);
-    let available = sum(|rs| status_of(rs).2);
-    let updated = new_rs.map(|n| status_of(n).0).unwrap_or(0);
-    let nowt = Time(now);
-    let mut conds: Vec<DeploymentCondition> =
-        prev.and_then(|s| s.conditions.clone()).unwrap_or_default();
-    let min_available = want - max_unavailable;
-    if available >= min_available {
-        set_condition(
-            &mut conds,
-            condition(prev, "Available"),
-            "Available",
-            "True",
-            "MinimumReplicasAvailable",
-            "Deployment has minimum availability.".into(),
-            &nowt,
-        );
-    } else {
-        set_condition(
-            &mut conds,
-            condition(prev, "Available"),
-            "Available",
-            "False",
-            "MinimumReplicasUnavailable",
-            "Deployment does not have minimum availability.".into(),
-            &nowt,
-        );
+    /// Recreate: scale every old ReplicaSet to zero, then, once their pods
+    /// are gone, the new one up. Returns the new one's target when it moves.
+    fn scale_recreate(
+        &self,
+        name: &str,
+        new_rs: &ReplicaSet,
+        steps: &mut Vec<Step>,
+    ) -> Option<i32> {
+        let olds_up: Vec<&&ReplicaSet> = self
+            .olds
+            .iter()
+            .filter(|rs| spec_replicas(rs) > 0)
+            .collect();
+        if !olds_up.is_empty() {
+            for rs in olds_up {
+                steps.push(Step::Scale {
+                    rs: util::name(&rs.metadata).to_string(),
+                    replicas: 0,
+                });
+            }
+        } else if self.old_running == 0 && spec_replicas(new_rs) != self.want {
+            steps.push(Step::Scale {
+                rs: name.to_string(),
+                replicas: self.want,
+            });
+            return Some(self.want);
+        }
+        None
     }
-    let rs_name = new_name.clone().unwrap_or_default();
-    let old_left = old_spec > 0 || old_running > 0;
-    let complete = new_rs.is_some()
-        && updated == want
-        && replicas == want
-        && available >= want
-        && new_spec_replicas == want
-        && !old_left;
-    let prev_progress = condition(prev, "Progressing");
-    let progressed = prev.is_some_and(|p| {
-        updated > p.updated_replicas.unwrap_or(0)
-            || ready > p.ready_replicas.unwrap_or(0)
-            || available > p.available_replicas.unwrap_or(0)
-            || replicas < p.replicas.unwrap_or(0)
-    }) || scaled;
-    let deadline = spec.progress_deadline_seconds.filter(|s| *s < i32::MAX);
-    if paused {
-        set_condition(
-            &mut conds,
-            prev_progress,
-            "Progressing",
-            "Unknown",
-            "DeploymentPaused",
-            "Deployment is paused".into(),
-            &nowt,
-        );
-    } else if let Some((reason, msg)) = progress_reason {
-        set_condition(
-            &mut conds,
-            prev_progress,
-            "Progressing",
-            "True",
-            reason,
-            msg,
-            &nowt,
-        );
-    } else if complete {
-        set_condition(
-            &mut conds,
-            prev_progress,
-            "Progressing",
-            "True",
-            "NewReplicaSetAvailable",
-            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
-            &nowt,
-        );
-    } else if progressed || prev_progress.is_none() {
-        let (reason, msg) = if prev_progress.is_none() {
+
+    /// RollingUpdate, one kind of step per sync like kube: scale the new
+    /// ReplicaSet up within maxSurge (kube's reconcileNewReplicaSet), else
+    /// the old ones down within maxUnavailable (reconcileOldReplicaSets).
+    /// Returns the new one's target when it moves.
+    fn scale_rolling(&self, name: &str, new_rs: &ReplicaSet, steps: &mut Vec<Step>) -> Option<i32> {
+        let new_cur = spec_replicas(new_rs);
+        let all_spec = self.old_spec + new_cur;
+        let max_total = self.want + self.surge;
+        let target = if new_cur > self.want {
+            self.want
+        } else if all_spec >= max_total {
+            new_cur
+        } else {
+            new_cur + (max_total - all_spec).min(self.want - new_cur)
+        };
+        if target != new_cur {
+            steps.push(Step::Scale {
+                rs: name.to_string(),
+                replicas: target,
+            });
+            return Some(target);
+        }
+        if self.old_spec > 0 {
+            for (rs, replicas) in self.scale_down_olds(new_rs) {
+                steps.push(Step::Scale { rs, replicas });
+            }
+        }
+        None
+    }
+
+    /// The old ReplicaSets' targets: first their pods that are unavailable
+    /// anyway, then available ones down to minAvailable.
+    fn scale_down_olds(&self, new_rs: &ReplicaSet) -> BTreeMap<String, i32> {
+        let new_cur = spec_replicas(new_rs);
+        let min_available = self.want - self.max_unavailable;
+        let new_unavailable = new_cur - status_of(new_rs).2;
+        let mut budget = self.old_spec + new_cur - min_available - new_unavailable;
+        let mut targets: BTreeMap<String, i32> = BTreeMap::new();
+        for rs in &self.olds {
+            if budget <= 0 {
+                break;
+            }
+            let cur = spec_replicas(rs);
+            let unhealthy = (cur - status_of(rs).2).max(0).min(budget);
+            if unhealthy > 0 {
+                targets.insert(util::name(&rs.metadata).to_string(), cur - unhealthy);
+                budget -= unhealthy;
+            }
+        }
+        let available: i32 = self.rss.iter().map(|rs| status_of(rs).2).sum();
+        let mut down = (available - min_available).max(0);
+        for rs in &self.olds {
+            if down <= 0 {
+                break;
+            }
+            let name = util::name(&rs.metadata).to_string();
+            let cur = *targets.get(&name).unwrap_or(&spec_replicas(rs));
+            let by = cur.min(down);
+            if by > 0 {
+                targets.insert(name, cur - by);
+                down -= by;
+            }
+        }
+        targets
+    }
+
+    /// Rolled out: the new ReplicaSet alone holds every wanted replica,
+    /// available.
+    fn complete(&self, status: &DeploymentStatus, new_spec_replicas: i32) -> bool {
+        let want = Some(self.want);
+        self.new_rs.is_some()
+            && status.updated_replicas == want
+            && status.replicas == want
+            && status.available_replicas.unwrap_or(0) >= self.want
+            && new_spec_replicas == self.want
+            && self.old_spec == 0
+            && self.old_running == 0
+    }
+
+    /// The status from what the ReplicaSets report, with the Available and
+    /// Progressing conditions (and when to look again for the progress
+    /// deadline).
+    fn status(
+        &self,
+        new: &NewReplicaSet,
+        scaled: bool,
+        now: Timestamp,
+        requeue: &mut Option<Duration>,
+    ) -> DeploymentStatus {
+        let sum = |f: fn(&ReplicaSet) -> i32| self.rss.iter().map(|rs| f(rs)).sum::<i32>();
+        let replicas = sum(|rs| status_of(rs).0);
+        let ready = sum(|rs| status_of(rs).1);
+        let available = sum(|rs| status_of(rs).2);
+        let updated = self.new_rs.map(|n| status_of(n).0).unwrap_or(0);
+        let mut status = DeploymentStatus {
+            observed_generation: self.d.metadata.generation,
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
+            unavailable_replicas: Some((self.want - available).max(0)),
+            collision_count: new.collision_count,
+            conditions: None,
+            terminating_replicas: None,
+        };
+        let prev = self.d.status.as_ref();
+        let nowt = Time(now);
+        let mut conds: Vec<DeploymentCondition> =
+            prev.and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let available_cond = if available >= self.want - self.max_unavailable {
             (
-                "FoundNewReplicaSet",
-                format!("Found new replica set \"{rs_name}\""),
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
             )
         } else {
             (
-                "ReplicaSetUpdated",
-                format!("ReplicaSet \"{rs_name}\" is progressing."),
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
             )
         };
         set_condition(
             &mut conds,
-            prev_progress,
-            "Progressing",
-            "True",
-            reason,
-            msg,
+            condition(prev, "Available"),
+            "Available",
+            available_cond.0,
+            available_cond.1,
+            available_cond.2.into(),
             &nowt,
         );
-        // An update counts as progress: restart the clock.
-        if let Some(c) = conds.iter_mut().find(|c| c.type_ == "Progressing") {
-            c.last_update_time = Some(nowt.clone());
-        }
-    } else if let (Some(secs), Some(p)) = (deadline, prev_progress)
-        && p.reason.as_deref() != Some("ProgressDeadlineExceeded")
-    {
-        let since = p.last_update_time.as_ref().map(|t| t.0).unwrap_or(now);
-        let due = since + SignedDuration::from_secs(i64::from(secs));
-        if due <= now {
+        let rs_name = new.name.clone().unwrap_or_default();
+        let complete = self.complete(&status, new.spec_replicas);
+        let prev_progress = condition(prev, "Progressing");
+        let progressed = prev.is_some_and(|p| {
+            updated > p.updated_replicas.unwrap_or(0)
+                || ready > p.ready_replicas.unwrap_or(0)
+                || available > p.available_replicas.unwrap_or(0)
+                || replicas < p.replicas.unwrap_or(0)
+        }) || scaled;
+        let deadline = self
+            .spec
+            .progress_deadline_seconds
+            .filter(|s| *s < i32::MAX);
+        let mut progressing = |status: &str, reason: &str, msg: String| {
             set_condition(
                 &mut conds,
                 prev_progress,
                 "Progressing",
-                "False",
-                "ProgressDeadlineExceeded",
-                format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+                status,
+                reason,
+                msg,
                 &nowt,
+            )
+        };
+        if self.paused {
+            progressing("Unknown", "DeploymentPaused", "Deployment is paused".into());
+        } else if let Some((reason, msg)) = &new.progress {
+            progressing("True", reason, msg.clone());
+        } else if complete {
+            progressing(
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
             );
-        } else {
-            out.requeue = Some(util::until(due, now).max(Duration::from_secs(1)));
+        } else if progressed || prev_progress.is_none() {
+            if prev_progress.is_none() {
+                progressing(
+                    "True",
+                    "FoundNewReplicaSet",
+                    format!("Found new replica set \"{rs_name}\""),
+                );
+            } else {
+                progressing(
+                    "True",
+                    "ReplicaSetUpdated",
+                    format!("ReplicaSet \"{rs_name}\" is progressing."),
+                );
+            }
+            // An update counts as progress: restart the clock.
+            if let Some(c) = conds.iter_mut().find(|c| c.type_ == "Progressing") {
+                c.last_update_time = Some(nowt.clone());
+            }
+        } else if let (Some(secs), Some(p)) = (deadline, prev_progress)
+            && p.reason.as_deref() != Some("ProgressDeadlineExceeded")
+        {
+            let since = p.last_update_time.as_ref().map(|t| t.0).unwrap_or(now);
+            let due = since + SignedDuration::from_secs(i64::from(secs));
+            if due <= now {
+                progressing(
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+                );
+            } else {
+                *requeue = Some(util::until(due, now).max(Duration::from_secs(1)));
+            }
         }
+        conds.sort_by_key(|c| if c.type_ == "Available" { 0 } else { 1 });
+        status.conditions = Some(conds);
+        status
     }
-    conds.sort_by_key(|c| if c.type_ == "Available" { 0 } else { 1 });
 
-    // History: once rolled out, delete the oldest scaled-down ReplicaSets
-    // beyond revisionHistoryLimit.
-    if complete {
-        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let mut idle: Vec<&&ReplicaSet> = olds
+    /// Once rolled out, deletes the oldest scaled-down ReplicaSets beyond
+    /// revisionHistoryLimit.
+    fn prune_history(&self, steps: &mut Vec<Step>) {
+        let limit = self.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let mut idle: Vec<&&ReplicaSet> = self
+            .olds
             .iter()
             .filter(|rs| {
                 spec_replicas(rs) == 0 && status_of(rs).0 == 0 && !util::deleting(&rs.metadata)
@@ -597,23 +696,9 @@ pub fn plan(d: &Deployment, all: &[Arc<ReplicaSet>], now: Timestamp) -> Plan {
         idle.sort_by_key(|rs| revision_of(rs));
         let extra = idle.len().saturating_sub(limit);
         for rs in &idle[..extra] {
-            out.steps
-                .push(Step::Delete(util::name(&rs.metadata).to_string()));
+            steps.push(Step::Delete(util::name(&rs.metadata).to_string()));
         }
     }
-
-    out.status = DeploymentStatus {
-        observed_generation: d.metadata.generation,
-        replicas: Some(replicas),
-        updated_replicas: Some(updated),
-        ready_replicas: Some(ready),
-        available_replicas: Some(available),
-        unavailable_replicas: Some((want - available).max(0)),
-        collision_count,
-        conditions: Some(conds),
-        terminating_replicas: None,
-    };
-    out
 }
 
 /// Two statuses equal but for condition timestamps that moved only because
