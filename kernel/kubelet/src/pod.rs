@@ -784,20 +784,52 @@ impl PodState {
         } else {
             &mut self.containers[i]
         };
-        if let Some(last) = &c.last {
-            c.backoff.next(&policy, last.finished_at);
-            c.restart_count += 1;
-        }
-        let attempt = c.restart_count;
+        // A restart counts once the runtime takes the attempt (an instance
+        // or a StartError), not while it waits for an image or a spec fix.
+        let restart = c.last.as_ref().map(|last| last.finished_at);
+        let attempt = c.restart_count + u32::from(restart.is_some());
         let name = c.name.clone();
-        match rt.start(&StartSpec {
+        let started = rt.start(&StartSpec {
             pod: &self.spec,
             container: spec,
             init,
             env,
             attempt,
             volumes,
-        }) {
+        });
+        let c = if init {
+            &mut self.init[i]
+        } else {
+            &mut self.containers[i]
+        };
+        if let Err(e) = &started
+            && let Some(reason) = e.waiting_reason()
+        {
+            let first = c
+                .waiting
+                .as_ref()
+                .is_none_or(|w| w.0 != reason || w.1.as_deref() != Some(e.detail()));
+            c.waiting = Some((reason.into(), Some(e.detail().into())));
+            if first {
+                let ev = format!("Error: {e}");
+                self.event(
+                    ctx,
+                    out,
+                    Some((&name, init)),
+                    EventType::Warning,
+                    "Failed",
+                    ev,
+                );
+            }
+            // Retried soon: the plane resends the pod when its image changes.
+            wake.at(Some(now + SEC));
+            return;
+        }
+        if let Some(finished_at) = restart {
+            c.backoff.next(&policy, finished_at);
+            c.restart_count += 1;
+        }
+        match started {
             Ok(id) => {
                 // A runtime that starts synchronously is Running at once:
                 // note it now so probes and timestamps don't lag a tick.
@@ -824,9 +856,10 @@ impl PodState {
                     );
                 }
             }
-            Err(msg) => {
+            Err(e) => {
                 // containerd's convention: a start failure is a termination
                 // with exit code 128 and reason StartError.
+                let msg = e.detail();
                 let c = if init {
                     &mut self.init[i]
                 } else {
@@ -835,7 +868,7 @@ impl PodState {
                 let t = Termination {
                     exit_code: 128,
                     reason: "StartError".into(),
-                    message: Some(msg.clone()),
+                    message: Some(msg.into()),
                     started_at: None,
                     finished_at: now,
                 };
