@@ -157,7 +157,7 @@ fn session(
     tcp.set_read_timeout(Some(Duration::from_millis(10)))
         .unwrap();
     if let Err(e) = agent.on_connected(now()) {
-        return e;
+        return e.to_string();
     }
     let mut buf = vec![0u8; 16 << 10];
     let mut prober = FailingProber;
