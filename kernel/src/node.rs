@@ -224,7 +224,7 @@ async fn session(
     was_running: &mut bool,
 ) -> String {
     if let Err(e) = agent.on_connected(now()) {
-        return e;
+        return e.to_string();
     }
     loop {
         let out = agent.take_outgoing();

@@ -157,7 +157,7 @@ fn session(
     tcp.set_read_timeout(Some(Duration::from_millis(10)))
         .unwrap();
     if let Err(e) = agent.on_connected(now()) {
-        return e;
+        return e.to_string();
     }
     let mut buf = vec![0u8; 16 << 10];
     let mut prober = FailingProber;
@@ -275,7 +275,8 @@ spec:
     let followed = plane.ok(&["logs", "-f", "ticker"]);
     assert_eq!(followed, "one\ntwo\n");
 
-    // An image the test runtime cannot run fails with a message saying so.
+    // An image the test runtime cannot run waits as kube's ErrImagePull
+    // (StartError::ImageNotFound), with a message saying why.
     plane.apply(
         r#"
 apiVersion: v1
@@ -295,10 +296,18 @@ spec:
             "-o",
             "jsonpath={.status.containerStatuses[0].state}",
         ],
-        "needs the wasm runtime",
+        "built-in test runtime runs only the image skiff.dev/testrt",
         20,
         ctx,
     );
+    let state = plane.ok(&[
+        "get",
+        "pod",
+        "wasm-needed",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+    ]);
+    assert_eq!(state, "ErrImagePull");
 }
 
 #[test]

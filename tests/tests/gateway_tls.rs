@@ -144,7 +144,9 @@ impl Node {
             let mut tcp = TcpStream::connect(addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
-            self.agent.on_connected(self.now())?;
+            self.agent
+                .on_connected(self.now())
+                .map_err(|e| e.to_string())?;
             loop {
                 assert!(Instant::now() < deadline, "the agent got stuck");
                 tcp.write_all(&self.agent.take_outgoing()).unwrap();

@@ -21,7 +21,7 @@
 use alloc::string::{String, ToString as _};
 use alloc::vec::Vec;
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use skiff_kubelet::{Kubelet, LogSource, LogStreams, MILLI, Nanos, Prober, Runtime, SEC};
 use skiff_node_proto::{
     self as proto, Capabilities, FrameDecoder, MAX_BOOTSTRAP_FRAME, MAX_FRAME, NodeInfo,
@@ -30,7 +30,7 @@ use skiff_node_proto::{
 
 use crate::artifacts::ArtifactStore;
 use crate::identity::NodeKey;
-use crate::tls::{self, Clock, TlsClient};
+use crate::tls::{self, Clock, TlsClient, TlsError};
 
 /// A connection must be registered within this time.
 pub const HANDSHAKE_TIMEOUT: Nanos = 10 * SEC;
@@ -93,6 +93,28 @@ pub enum Level {
     Error,
 }
 
+/// Why [`Agent::on_connected`] could not start on a connection: a local
+/// fault. The driver closes it and calls [`Agent::on_closed`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectError {
+    /// No TLS client: the cluster CA, the node's certificate or key is
+    /// unusable, or rustls refused to start.
+    Tls(TlsError),
+    /// The hello could not be encoded or queued.
+    Hello(String),
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::Tls(e) => e.fmt(f),
+            ConnectError::Hello(e) => write!(f, "sending hello: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ConnectError {}
+
 /// Where the link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -102,6 +124,17 @@ pub enum Phase {
     Hello,
     Registering,
     Running,
+}
+
+/// The node's certificate chain (leaf first) and key, as the gateway last
+/// issued them ([`Agent::credentials`]).
+#[derive(Debug)]
+pub struct Credentials {
+    pub chain: Vec<CertificateDer<'static>>,
+    /// PKCS#8.
+    pub key: PrivateKeyDer<'static>,
+    /// Unix ms.
+    pub not_after_ms: u64,
 }
 
 struct Creds {
@@ -144,20 +177,35 @@ pub struct Agent {
     reconnect_at: Nanos,
     /// The connection is closing on purpose: reconnect at once.
     planned: bool,
+    /// The heartbeat in flight: the `Ping` nonce sent after a `LeaseRenew`
+    /// (its lease `seq`) and when.
+    heartbeat: Option<(u64, Nanos)>,
     notes: Vec<Note>,
     /// Counters for the status report.
     pub stats: Stats,
 }
 
-/// Link counters (shown by the kernel's diag service).
+/// Link counters, for the driver's reports (the hollow node's fleet
+/// figures).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub connects: u32,
     pub bootstraps: u32,
     pub sessions: u32,
     pub rotations: u32,
+    /// Connections the gateway refused (`Refused`).
+    pub refusals: u32,
     pub frames_in: u64,
     pub frames_out: u64,
+    /// Heartbeats answered: a `LeaseRenew` followed by a `Ping`, whose
+    /// `Pong` means the renewal is stored (the gateway handles a node's
+    /// frames in order).
+    pub heartbeats: u64,
+    /// The last heartbeat's round trip.
+    pub heartbeat_rtt: Nanos,
+    /// `kubectl logs` requests served, and cancels received.
+    pub log_requests: u64,
+    pub log_cancels: u64,
 }
 
 impl core::fmt::Debug for Agent {
@@ -185,6 +233,7 @@ impl Agent {
             backoff: BACKOFF_INITIAL,
             reconnect_at: 0,
             planned: false,
+            heartbeat: None,
             notes: Vec::new(),
             stats: Stats::default(),
         }
@@ -214,6 +263,20 @@ impl Agent {
         self.capabilities = self.capabilities.union(caps);
     }
 
+    /// The certificate and key this node holds, if any: for a driver that
+    /// shows or hands them on (the hollow node's tests use them to speak
+    /// the protocol by hand).
+    pub fn credentials(&self) -> Result<Option<Credentials>, String> {
+        let Some(c) = &self.creds else {
+            return Ok(None);
+        };
+        Ok(Some(Credentials {
+            chain: c.chain.clone(),
+            key: c.key.private_key_der()?,
+            not_after_ms: c.not_after_ms,
+        }))
+    }
+
     /// When to open the next TCP connection (`None` while connected).
     pub fn connect_at(&self) -> Option<Nanos> {
         (self.phase == Phase::Idle).then_some(self.reconnect_at)
@@ -234,20 +297,22 @@ impl Agent {
 
     /// The TCP connection is up: start TLS (server-only when we have no
     /// certificate yet) and say hello.
-    pub fn on_connected(&mut self, now: Nanos) -> Result<(), String> {
+    pub fn on_connected(&mut self, now: Nanos) -> Result<(), ConnectError> {
         self.stats.connects += 1;
         let bootstrap = self
             .creds
             .as_ref()
             .is_none_or(|c| self.wall_ms(now) >= c.not_after_ms);
+        let local = |e: String| ConnectError::Tls(TlsError::Local(e));
         let config = match &self.creds {
             Some(c) if !bootstrap => tls::node_config(
                 &self.cfg.ca,
                 c.chain.clone(),
-                c.key.private_key_der()?,
+                c.key.private_key_der().map_err(local)?,
                 &self.clock,
-            )?,
-            _ => tls::bootstrap_config(&self.cfg.ca, &self.clock)?,
+            )
+            .map_err(local)?,
+            _ => tls::bootstrap_config(&self.cfg.ca, &self.clock).map_err(local)?,
         };
         let max = if bootstrap {
             MAX_BOOTSTRAP_FRAME
@@ -255,7 +320,7 @@ impl Agent {
             MAX_FRAME
         };
         self.conn = Some(Conn {
-            tls: TlsClient::new(config, self.cfg.gateway.clone())?,
+            tls: TlsClient::new(config, self.cfg.gateway.clone()).map_err(ConnectError::Tls)?,
             dec: FrameDecoder::new(max),
             opened: now,
             closing: false,
@@ -272,7 +337,7 @@ impl Agent {
             capabilities: self.capabilities,
             software: self.cfg.software.clone(),
         });
-        self.send(&hello)
+        self.send(&hello).map_err(ConnectError::Hello)
     }
 
     fn send(&mut self, m: &NodeToPlane) -> Result<(), String> {
@@ -328,7 +393,10 @@ impl Agent {
 
     fn handle<S: LogSource>(&mut self, now: Nanos, m: PlaneToNode, logs: &S) -> Result<(), String> {
         match (self.phase, m) {
-            (_, PlaneToNode::Refused(r)) => Err(self.refused(r)),
+            (_, PlaneToNode::Refused(r)) => {
+                self.stats.refusals += 1;
+                Err(self.refused(r))
+            }
             (_, PlaneToNode::Goodbye { reason }) => {
                 Err(alloc::format!("gateway said goodbye: {reason}"))
             }
@@ -394,7 +462,13 @@ impl Agent {
             (Phase::Running, PlaneToNode::Ping { nonce }) => {
                 self.send(&NodeToPlane::Pong { nonce })
             }
-            (Phase::Running, PlaneToNode::Pong { .. }) => Ok(()),
+            (Phase::Running, PlaneToNode::Pong { nonce }) => {
+                if let Some((_, sent)) = self.heartbeat.take_if(|(n, _)| *n == nonce) {
+                    self.stats.heartbeats += 1;
+                    self.stats.heartbeat_rtt = now.saturating_sub(sent);
+                }
+                Ok(())
+            }
             (
                 Phase::Running,
                 PlaneToNode::ArtifactChunk {
@@ -430,6 +504,11 @@ impl Agent {
                 })
             }
             (Phase::Running, m) => {
+                match m {
+                    PlaneToNode::LogRequest(_) => self.stats.log_requests += 1,
+                    PlaneToNode::LogCancel { .. } => self.stats.log_cancels += 1,
+                    _ => {}
+                }
                 if let Some(replies) = self.logs.handle(&m, &self.kubelet, logs) {
                     return replies.iter().try_for_each(|r| self.send(r));
                 }
@@ -512,6 +591,11 @@ impl Agent {
         }
         for m in self.kubelet.tick(now, rt, prober) {
             self.send(&m)?;
+            if let NodeToPlane::LeaseRenew { seq, .. } = m {
+                // Measures the heartbeat: the Pong comes once the renewal is stored.
+                self.send(&NodeToPlane::Ping { nonce: seq })?;
+                self.heartbeat = Some((seq, now));
+            }
         }
         // Artifacts the runtime asked for while starting containers.
         for m in self.artifacts.next_fetches() {
@@ -557,6 +641,7 @@ impl Agent {
     /// The connection ended (`reason` for the log): schedule the next one.
     pub fn on_closed(&mut self, now: Nanos, reason: &str) {
         let had_conn = self.conn.take().is_some();
+        self.heartbeat = None;
         self.logs.clear(); // the plane's streams died with the connection
         self.artifacts.on_disconnect();
         if core::mem::take(&mut self.planned) {

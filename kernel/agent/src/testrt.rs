@@ -1,10 +1,12 @@
 //! The built-in **test runtime**: scripted containers, so the node agent,
-//! the kubelet core and `kubectl logs` can be exercised end to end before the
-//! wasm runtime lands. It runs no user code and is labelled everywhere it
-//! shows (`containerRuntimeVersion: skiff-testrt://…`).
+//! the kubelet core and `kubectl logs` can be exercised end to end without
+//! building wasm guests. The node runs it beside the wasm runtime for
+//! unresolved `skiff.dev/testrt` images ([`crate::wasmrt::NodeRuntime`]). It
+//! runs no user code and is labelled everywhere it shows
+//! (`containerRuntimeVersion: skiff-testrt://…`).
 //!
-//! Only the image `skiff.dev/testrt[:tag]` runs here; any other image fails
-//! to start with a message saying so. The container's `command` + `args` are
+//! Only the image `skiff.dev/testrt[:tag]` runs here; any other image is
+//! [`StartError::ImageNotFound`] to it. The container's `command` + `args` are
 //! the script, one step per word list entry:
 //!
 //! | step            | effect                                              |
@@ -25,7 +27,7 @@ use alloc::string::{String, ToString as _};
 use alloc::vec::Vec;
 
 use skiff_kubelet::{
-    ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartSpec,
+    ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartError, StartSpec,
 };
 
 /// The image this runtime accepts.
@@ -169,13 +171,13 @@ impl TestRuntime {
 }
 
 impl Runtime for TestRuntime {
-    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, String> {
+    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError> {
         let image = spec.container.image.reference.as_str();
         let repo = image.split([':', '@']).next().unwrap_or(image);
         if repo != IMAGE {
-            return Err(alloc::format!(
-                "this node runs the built-in test runtime only (image {IMAGE}); {image:?} needs the wasm runtime, which is not in this build"
-            ));
+            return Err(StartError::ImageNotFound(alloc::format!(
+                "the built-in test runtime runs only the image {IMAGE}, not {image:?}"
+            )));
         }
         let words: Vec<String> = spec
             .container
@@ -184,7 +186,7 @@ impl Runtime for TestRuntime {
             .chain(spec.container.args.iter())
             .cloned()
             .collect();
-        let steps = parse(&words, &spec.env)?;
+        let steps = parse(&words, &spec.env).map_err(StartError::Other)?;
         self.next_id += 1;
         let id = ContainerId(self.next_id);
         self.instances.insert(

@@ -32,7 +32,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use skiff_kubelet::{
-    ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartSpec,
+    ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartError, StartSpec,
     VolumeContent,
 };
 use skiff_node_proto::{ImagePull, Protocol};
@@ -240,14 +240,14 @@ impl<N: NodeHost> WasmRuntime<N> {
         }
     }
 
-    fn image(&mut self, digest: &str, artifact: &[u8]) -> Result<Image, String> {
+    fn image(&mut self, digest: &str, artifact: &[u8]) -> Result<Image, StartError> {
         if let Some(img) = self.images.get(digest) {
             return Ok(img.clone());
         }
         let img = self
             .engine
             .load(artifact)
-            .map_err(|e| format!("cannot load artifact {digest}: {e}"))?;
+            .map_err(|e| StartError::BadArtifact(format!("cannot load artifact {digest}: {e}")))?;
         self.images.insert(digest.into(), img.clone());
         Ok(img)
     }
@@ -261,19 +261,22 @@ impl<N: NodeHost> WasmRuntime<N> {
             .retain(|(pod, _), _| insts.values().any(|i| i.pod_uid == *pod));
     }
 
-    fn volumes(&mut self, spec: &StartSpec<'_>) -> Result<Vec<Volume>, String> {
+    fn volumes(&mut self, spec: &StartSpec<'_>) -> Result<Vec<Volume>, StartError> {
         let mut out = Vec::new();
         for m in &spec.container.volume_mounts {
             if m.sub_path.is_some() {
-                return Err(format!(
+                return Err(StartError::Unsupported(format!(
                     "volume mount {:?}: subPath is not supported by the wasm runtime",
                     m.name
-                ));
+                )));
             }
             let Some((_, content)) = spec.volumes.iter().find(|(n, _)| *n == m.name) else {
-                return Err(format!("volume mount {:?}: no such pod volume", m.name));
+                return Err(StartError::Unsupported(format!(
+                    "volume mount {:?}: no such pod volume",
+                    m.name
+                )));
             };
-            let bad = |e: skiff_wasm::Error| format!("volume {:?}: {e}", m.name);
+            let bad = |e: skiff_wasm::Error| StartError::Other(format!("volume {:?}: {e}", m.name));
             let vol = match content {
                 VolumeContent::Files(files) => {
                     // ConfigMap, Secret and downward API volumes are read-only
@@ -306,7 +309,7 @@ impl<N: NodeHost> WasmRuntime<N> {
         Ok(out)
     }
 
-    fn container_spec(&mut self, spec: &StartSpec<'_>) -> Result<ContainerSpec, String> {
+    fn container_spec(&mut self, spec: &StartSpec<'_>) -> Result<ContainerSpec, StartError> {
         let c = spec.container;
         let mut args = Vec::with_capacity(1 + c.command.len() + c.args.len());
         match c.command.split_first() {
@@ -320,10 +323,10 @@ impl<N: NodeHost> WasmRuntime<N> {
         let mut ports = Vec::new();
         for p in &c.ports {
             if p.protocol != Protocol::Tcp {
-                return Err(format!(
+                return Err(StartError::Unsupported(format!(
                     "containerPort {} is {:?}: the wasm runtime serves TCP ports only",
                     p.container_port, p.protocol
-                ));
+                )));
             }
             ports.push(p.container_port);
         }
@@ -336,9 +339,9 @@ impl<N: NodeHost> WasmRuntime<N> {
             });
         let memory_limit = want.min(self.node.memory_available());
         if memory_limit < MIN_MEMORY {
-            return Err(format!(
+            return Err(StartError::OutOfMemory(format!(
                 "the node has no memory left for another container ({memory_limit} bytes available)"
-            ));
+            )));
         }
         Ok(ContainerSpec {
             args,
@@ -354,10 +357,20 @@ impl<N: NodeHost> WasmRuntime<N> {
         image: &Image,
         spec: ContainerSpec,
         host: Box<dyn skiff_wasm::Host>,
-    ) -> Result<Container, String> {
-        self.engine
-            .spawn(image, spec, host)
-            .map_err(|e| format!("cannot create the container: {e}"))
+    ) -> Result<Container, StartError> {
+        use skiff_wasm::Error as E;
+        self.engine.spawn(image, spec, host).map_err(|e| {
+            let detail = format!("cannot create the container: {e}");
+            match e {
+                E::Spec(_) | E::Unsupported(_) => StartError::Unsupported(detail),
+                E::NotWasm
+                | E::Invalid(_)
+                | E::UnsupportedFeature(_)
+                | E::Artifact(_)
+                | E::Link(_) => StartError::BadArtifact(detail),
+                E::Engine(_) => StartError::Other(detail),
+            }
+        })
     }
 
     /// Spawns instances whose artifact arrived; ends those whose fetch failed.
@@ -375,7 +388,7 @@ impl<N: NodeHost> WasmRuntime<N> {
             };
             let result = match self.artifacts.want(&digest, size) {
                 ArtifactState::Fetching => continue,
-                ArtifactState::Failed(msg) => Err(msg),
+                ArtifactState::Failed(msg) => Err(StartError::BadArtifact(msg)),
                 ArtifactState::Ready(bytes) => self.image(&digest, &bytes),
             };
             let inst = self.instances.get_mut(&id).expect("listed above");
@@ -396,10 +409,10 @@ impl<N: NodeHost> WasmRuntime<N> {
                     inst.phase = Phase::Running(c);
                     inst.period_start = now;
                 }
-                Err(msg) => {
+                Err(e) => {
                     // Already reported Creating: end it like a failed start
                     // (exit 128, the kubelet's StartError code) and say why.
-                    inst.log.append(wall, format!("{msg}\n").as_bytes());
+                    inst.log.append(wall, format!("{e}\n").as_bytes());
                     inst.log.close();
                 }
             }
@@ -557,7 +570,7 @@ impl Instance {
 }
 
 impl<N: NodeHost> Runtime for WasmRuntime<N> {
-    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, String> {
+    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError> {
         let c = spec.container;
         let ImagePull::Ready {
             artifact_digest,
@@ -565,14 +578,14 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
             ..
         } = &c.image.pull
         else {
-            return Err(format!(
+            return Err(StartError::ImageNotFound(format!(
                 "image {:?} was not resolved by the control plane",
                 c.image.reference
-            ));
+            )));
         };
         // Fail fast when the artifact is known bad; otherwise start fetching.
         let artifact = match self.artifacts.want(artifact_digest, *artifact_size) {
-            ArtifactState::Failed(msg) => return Err(msg),
+            ArtifactState::Failed(msg) => return Err(StartError::BadArtifact(msg)),
             ArtifactState::Ready(bytes) => Some(bytes),
             ArtifactState::Fetching => None,
         };
@@ -582,16 +595,19 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
         };
         let cspec = self.container_spec(spec)?;
         let sink = LogSink::default();
-        let host = self.node.host(
-            &HostSpec {
-                pod_uid: &spec.pod.uid,
-                namespace: &spec.pod.namespace,
-                pod_name: &spec.pod.name,
-                container: &c.name,
-                ports: &cspec.ports,
-            },
-            sink.clone(),
-        )?;
+        let host = self
+            .node
+            .host(
+                &HostSpec {
+                    pod_uid: &spec.pod.uid,
+                    namespace: &spec.pod.namespace,
+                    pod_name: &spec.pod.name,
+                    container: &c.name,
+                    ports: &cspec.ports,
+                },
+                sink.clone(),
+            )
+            .map_err(StartError::Other)?;
         let host: Box<dyn skiff_wasm::Host> = Box::new(host);
         let now = self.node.now();
         let phase = match image {
@@ -705,7 +721,7 @@ fn is_testrt(image: &str) -> bool {
 }
 
 impl<N: NodeHost> Runtime for NodeRuntime<N> {
-    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, String> {
+    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError> {
         let image = &spec.container.image;
         let wasm = !(image.pull == ImagePull::Unresolved && is_testrt(&image.reference));
         let inner = if wasm {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use skiff_kubelet::{
-    ContainerId, LogOptions, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartSpec,
+    ContainerId, LogOptions, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartError, StartSpec,
 };
 use skiff_node_agent::artifacts::{ArtifactStore, sha256_digest};
 use skiff_node_agent::testrt::TestRuntime;
@@ -154,7 +154,7 @@ fn start<R: Runtime>(
     rt: &mut R,
     pod: &PodSpec,
     env: &[(&str, &str)],
-) -> Result<ContainerId, String> {
+) -> Result<ContainerId, StartError> {
     rt.start(&StartSpec {
         pod,
         container: &pod.containers[0],
@@ -413,14 +413,16 @@ fn fetching_then_running_and_bad_artifacts_fail_the_start() {
     // A malformed digest is refused at once: the kubelet's StartError.
     let p = pod("b", vec![container("hello", ready("sha256:zz", 10), &[])]);
     let err = start(&mut rt, &p, &[]).unwrap_err();
-    assert!(err.contains("sha256"), "{err}");
+    assert!(matches!(err, StartError::BadArtifact(_)), "{err:?}");
+    assert!(err.detail().contains("sha256"), "{err}");
     // Bytes that are no artifact fail at load.
     let junk = b"not an artifact".to_vec();
     let jd = sha256_digest(&junk);
     deliver(&store, &jd, &junk);
     let p = pod("j", vec![container("junk", ready(&jd, junk.len()), &[])]);
     let err = start(&mut rt, &p, &[]).unwrap_err();
-    assert!(err.contains("cannot load artifact"), "{err}");
+    assert!(matches!(err, StartError::BadArtifact(_)), "{err:?}");
+    assert!(err.detail().contains("cannot load artifact"), "{err}");
     // A download whose bytes do not match the digest ends the waiting
     // instance as a failed start, saying why.
     let other = artifact("trap");
@@ -446,10 +448,7 @@ fn fetching_then_running_and_bad_artifacts_fail_the_start() {
     // Unresolved non-test images are the plane's job.
     let p = pod("u", vec![container("u", ImagePull::Unresolved, &[])]);
     let err = start(&mut rt, &p, &[]).unwrap_err();
-    assert!(
-        err.contains("was not resolved by the control plane"),
-        "{err}"
-    );
+    assert!(matches!(err, StartError::ImageNotFound(_)), "{err:?}");
 }
 
 #[test]

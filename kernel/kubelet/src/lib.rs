@@ -20,7 +20,7 @@
 //!
 //! struct NoRuntime;
 //! impl Runtime for NoRuntime {
-//!     fn start(&mut self, _: &StartSpec<'_>) -> Result<ContainerId, String> { Err("no runtime".into()) }
+//!     fn start(&mut self, _: &StartSpec<'_>) -> Result<ContainerId, StartError> { Err(StartError::Other("no runtime".into())) }
 //!     fn state(&mut self, _: ContainerId) -> RuntimeState { RuntimeState::Unknown }
 //!     fn stop(&mut self, _: ContainerId) {}
 //!     fn kill(&mut self, _: ContainerId) {}
@@ -159,10 +159,60 @@ pub enum RuntimeState {
 
 /// Starts and stops containers. Implemented by the wasm runtime in the
 /// kernel and by scripted fakes in tests. Calls must not block.
+/// Why a runtime could not start a container instance. The kubelet reports
+/// each kind as Kubernetes does ([`StartError::waiting_reason`]); the
+/// detail goes into the container status message and the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// The runtime has no such image: the plane did not resolve it for this
+    /// runtime. Waiting `ErrImagePull`, retried.
+    ImageNotFound(String),
+    /// The image's artifact is unusable (digest mismatch, cannot be loaded).
+    BadArtifact(String),
+    /// The node has no memory for another container.
+    OutOfMemory(String),
+    /// The container asks for what this runtime does not do (a UDP port, a
+    /// subPath mount, a volume the pod lacks). Waiting
+    /// `CreateContainerError`, retried.
+    Unsupported(String),
+    /// Anything else: the runtime failed to set the instance up.
+    Other(String),
+}
+
+impl StartError {
+    pub fn detail(&self) -> &str {
+        match self {
+            StartError::ImageNotFound(d)
+            | StartError::BadArtifact(d)
+            | StartError::OutOfMemory(d)
+            | StartError::Unsupported(d)
+            | StartError::Other(d) => d,
+        }
+    }
+
+    /// The waiting reason for failures no instance ran for; `None`: the
+    /// attempt is a `StartError` termination (exit code 128, containerd's
+    /// convention), subject to CrashLoop back-off.
+    pub fn waiting_reason(&self) -> Option<&'static str> {
+        match self {
+            StartError::ImageNotFound(_) => Some("ErrImagePull"),
+            StartError::Unsupported(_) => Some("CreateContainerError"),
+            StartError::BadArtifact(_) | StartError::OutOfMemory(_) | StartError::Other(_) => None,
+        }
+    }
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.detail())
+    }
+}
+
+impl core::error::Error for StartError {}
+
 pub trait Runtime {
-    /// Starts an instance, or fails with a message (reported as a
-    /// `StartError` termination, exit code 128, subject to back-off).
-    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, String>;
+    /// Starts an instance, or says why not ([`StartError`]).
+    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError>;
     fn state(&mut self, id: ContainerId) -> RuntimeState;
     /// Asks the instance to stop (SIGTERM's role); the kubelet calls
     /// [`Runtime::kill`] when the grace period runs out.

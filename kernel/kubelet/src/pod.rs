@@ -37,7 +37,7 @@ use skiff_node_proto::{
     RestartPolicy,
 };
 
-use crate::env::{self, ConfigStore, PodContext};
+use crate::env::{self, ConfigStore, PodContext, VolumeContent};
 use crate::{
     Backoff, Config, ContainerId, MILLI, Nanos, ProbeId, ProbeKind, ProbeResult, ProbeTarget,
     Prober, Runtime, RuntimeState, SEC, StartSpec, Wake,
@@ -636,7 +636,24 @@ impl PodState {
         }
     }
 
-    /// Starts (or restarts, after back-off) container `i`.
+    fn ctr(&mut self, init: bool, i: usize) -> &mut Ctr {
+        if init {
+            &mut self.init[i]
+        } else {
+            &mut self.containers[i]
+        }
+    }
+
+    fn container_spec(&self, init: bool, i: usize) -> &Container {
+        if init {
+            &self.spec.init_containers[i]
+        } else {
+            &self.spec.containers[i]
+        }
+    }
+
+    /// Starts (or restarts, after back-off) container `i`. Each step may
+    /// leave it waiting instead, saying why (and asking to be woken).
     fn try_start<R: Runtime>(
         &mut self,
         init: bool,
@@ -646,62 +663,94 @@ impl PodState {
         out: &mut Vec<NodeToPlane>,
         wake: &mut Wake,
     ) {
+        if self.backing_off(init, i, ctx, out, wake) || !self.image_ready(init, i, ctx, out) {
+            return;
+        }
+        let Some(env) = self.resolve_env(init, i, ctx, out, wake) else {
+            return;
+        };
+        let Some(volumes) = self.project_volumes(init, i, ctx, out, wake) else {
+            return;
+        };
+        self.start_instance(init, i, env, volumes, ctx, rt, out, wake);
+    }
+
+    /// After a termination: whether the CrashLoop back-off still holds the
+    /// container (it then waits in `CrashLoopBackOff`).
+    fn backing_off(
+        &mut self,
+        init: bool,
+        i: usize,
+        ctx: &mut SyncCtx<'_>,
+        out: &mut Vec<NodeToPlane>,
+        wake: &mut Wake,
+    ) -> bool {
         let now = ctx.now;
         let policy = ctx.config.backoff;
         let desc = self.pod_desc();
-        let (c, spec) = if init {
-            (&mut self.init[i], &self.spec.init_containers[i])
-        } else {
-            (&mut self.containers[i], &self.spec.containers[i])
+        let c = self.ctr(init, i);
+        let Some(last) = &c.last else {
+            return false;
         };
-        if let Some(last) = &c.last {
-            let ready_at = c.backoff.ready_at(&policy, last.finished_at);
-            if now < ready_at {
-                let delay = c.backoff.delay().unwrap_or(0) / SEC;
-                let msg = format!(
-                    "back-off {delay}s restarting failed container={} pod={desc}",
-                    c.name
-                );
-                if c.waiting.as_ref().is_none_or(|w| w.0 != "CrashLoopBackOff") {
-                    let ev = format!(
-                        "Back-off restarting failed container {} in pod {desc}",
-                        c.name
-                    );
-                    let name = c.name.clone();
-                    c.waiting = Some(("CrashLoopBackOff".into(), Some(msg)));
-                    self.event(
-                        ctx,
-                        out,
-                        Some((&name, init)),
-                        EventType::Warning,
-                        "BackOff",
-                        ev,
-                    );
-                } else {
-                    c.waiting = Some(("CrashLoopBackOff".into(), Some(msg)));
-                }
-                wake.at(Some(ready_at));
-                return;
-            }
+        let ready_at = c.backoff.ready_at(&policy, last.finished_at);
+        if now >= ready_at {
+            return false;
         }
-        // The plane pulls images for the node; until it has, the container
-        // waits (the plane sends the pod again when the pull state changes).
-        match &spec.image.pull {
+        let delay = c.backoff.delay().unwrap_or(0) / SEC;
+        let msg = format!(
+            "back-off {delay}s restarting failed container={} pod={desc}",
+            c.name
+        );
+        if c.waiting.as_ref().is_none_or(|w| w.0 != "CrashLoopBackOff") {
+            let ev = format!(
+                "Back-off restarting failed container {} in pod {desc}",
+                c.name
+            );
+            let name = c.name.clone();
+            c.waiting = Some(("CrashLoopBackOff".into(), Some(msg)));
+            self.event(
+                ctx,
+                out,
+                Some((&name, init)),
+                EventType::Warning,
+                "BackOff",
+                ev,
+            );
+        } else {
+            c.waiting = Some(("CrashLoopBackOff".into(), Some(msg)));
+        }
+        wake.at(Some(ready_at));
+        true
+    }
+
+    /// Whether the plane has the container's image; otherwise it waits
+    /// (the plane sends the pod again when the pull state changes).
+    fn image_ready(
+        &mut self,
+        init: bool,
+        i: usize,
+        ctx: &mut SyncCtx<'_>,
+        out: &mut Vec<NodeToPlane>,
+    ) -> bool {
+        let image = self.container_spec(init, i).image.clone();
+        let c = self.ctr(init, i);
+        match &image.pull {
             ImagePull::Pulling => {
                 c.waiting = Some(("ContainerCreating".into(), None));
-                return;
+                false
             }
             ImagePull::Failed { reason, message } => {
                 let first = c.waiting.as_ref().is_none_or(|w| w.0 != *reason);
                 c.waiting = Some((reason.clone(), Some(message.clone())));
                 if first {
-                    let (name, image) = (c.name.clone(), spec.image.reference.clone());
+                    let name = c.name.clone();
+                    let reference = &image.reference;
                     let (ev_reason, ev) = if reason == "ImagePullBackOff" {
-                        ("BackOff", format!("Back-off pulling image \"{image}\""))
+                        ("BackOff", format!("Back-off pulling image \"{reference}\""))
                     } else {
                         (
                             "Failed",
-                            format!("Failed to pull image \"{image}\": {message}"),
+                            format!("Failed to pull image \"{reference}\": {message}"),
                         )
                     };
                     self.event(
@@ -713,100 +762,170 @@ impl PodState {
                         ev,
                     );
                 }
-                return;
+                false
             }
-            ImagePull::Unresolved | ImagePull::Ready { .. } => {}
+            ImagePull::Unresolved | ImagePull::Ready { .. } => true,
         }
-        let pctx = PodContext {
+    }
+
+    fn pod_context<'a>(&'a self, ctx: &'a SyncCtx<'_>) -> PodContext<'a> {
+        PodContext {
             node_name: &ctx.config.node_name,
             host_ip: ctx.config.host_ip.as_deref(),
             pod_ip: self.pod_ip.as_deref(),
             allocatable: &ctx.config.allocatable,
-        };
-        let env = match env::resolve(&self.spec, spec, ctx.configs, &pctx) {
-            Ok(env) => env,
-            Err(msg) => {
-                let c = if init {
-                    &mut self.init[i]
-                } else {
-                    &mut self.containers[i]
-                };
-                let name = c.name.clone();
-                let first = c
-                    .waiting
-                    .as_ref()
-                    .is_none_or(|w| w.0 != "CreateContainerConfigError");
-                c.waiting = Some(("CreateContainerConfigError".into(), Some(msg.clone())));
-                if first {
-                    self.event(
-                        ctx,
-                        out,
-                        Some((&name, init)),
-                        EventType::Warning,
-                        "Failed",
-                        format!("Error: {msg}"),
-                    );
-                }
-                // Retried when config data arrives (the driver ticks) or soon.
-                wake.at(Some(now + SEC));
-                return;
-            }
-        };
-        let mut volumes = Vec::new();
-        for v in &self.spec.volumes {
-            match env::project_volume(&self.spec, v, ctx.configs, &pctx) {
-                Ok(content) => volumes.push((v.name.clone(), content)),
-                Err(msg) => {
-                    // Kubernetes keeps the container ContainerCreating and
-                    // reports FailedMount until the source appears.
-                    let c = if init {
-                        &mut self.init[i]
-                    } else {
-                        &mut self.containers[i]
-                    };
-                    let first = c
-                        .waiting
-                        .as_ref()
-                        .is_none_or(|w| w.1.as_deref() != Some(msg.as_str()));
-                    c.waiting = Some(("ContainerCreating".into(), Some(msg.clone())));
-                    if first {
-                        let m =
-                            format!("MountVolume.SetUp failed for volume \"{}\" : {msg}", v.name);
-                        self.event(ctx, out, None, EventType::Warning, "FailedMount", m);
-                    }
-                    wake.at(Some(now + SEC));
-                    return;
-                }
-            }
         }
-        let c = if init {
-            &mut self.init[i]
-        } else {
-            &mut self.containers[i]
+    }
+
+    /// The container's environment; `None` while a referenced ConfigMap or
+    /// Secret key is missing (waiting `CreateContainerConfigError`).
+    fn resolve_env(
+        &mut self,
+        init: bool,
+        i: usize,
+        ctx: &mut SyncCtx<'_>,
+        out: &mut Vec<NodeToPlane>,
+        wake: &mut Wake,
+    ) -> Option<Vec<(String, String)>> {
+        let resolved = env::resolve(
+            &self.spec,
+            self.container_spec(init, i),
+            ctx.configs,
+            &self.pod_context(ctx),
+        );
+        let msg = match resolved {
+            Ok(env) => return Some(env),
+            Err(msg) => msg,
         };
-        if let Some(last) = &c.last {
-            c.backoff.next(&policy, last.finished_at);
-            c.restart_count += 1;
-        }
-        let attempt = c.restart_count;
+        let c = self.ctr(init, i);
         let name = c.name.clone();
-        match rt.start(&StartSpec {
+        let first = c
+            .waiting
+            .as_ref()
+            .is_none_or(|w| w.0 != "CreateContainerConfigError");
+        c.waiting = Some(("CreateContainerConfigError".into(), Some(msg.clone())));
+        if first {
+            self.event(
+                ctx,
+                out,
+                Some((&name, init)),
+                EventType::Warning,
+                "Failed",
+                format!("Error: {msg}"),
+            );
+        }
+        // Retried when config data arrives (the driver ticks) or soon.
+        wake.at(Some(ctx.now + SEC));
+        None
+    }
+
+    /// The pod's volumes with their content; `None` while a source is
+    /// missing (Kubernetes keeps the container ContainerCreating and
+    /// reports FailedMount until it appears).
+    fn project_volumes(
+        &mut self,
+        init: bool,
+        i: usize,
+        ctx: &mut SyncCtx<'_>,
+        out: &mut Vec<NodeToPlane>,
+        wake: &mut Wake,
+    ) -> Option<Vec<(String, VolumeContent)>> {
+        let mut volumes = Vec::new();
+        let mut failed = None;
+        {
+            let pctx = self.pod_context(ctx);
+            for v in &self.spec.volumes {
+                match env::project_volume(&self.spec, v, ctx.configs, &pctx) {
+                    Ok(content) => volumes.push((v.name.clone(), content)),
+                    Err(msg) => {
+                        failed = Some((v.name.clone(), msg));
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((volume, msg)) = failed else {
+            return Some(volumes);
+        };
+        let c = self.ctr(init, i);
+        let first = c
+            .waiting
+            .as_ref()
+            .is_none_or(|w| w.1.as_deref() != Some(msg.as_str()));
+        c.waiting = Some(("ContainerCreating".into(), Some(msg.clone())));
+        if first {
+            let m = format!("MountVolume.SetUp failed for volume \"{volume}\" : {msg}");
+            self.event(ctx, out, None, EventType::Warning, "FailedMount", m);
+        }
+        wake.at(Some(ctx.now + SEC));
+        None
+    }
+
+    /// Asks the runtime for an instance and records what came of it: a
+    /// running (or creating) instance, a wait ([`crate::StartError::waiting_reason`])
+    /// or a StartError termination.
+    #[allow(clippy::too_many_arguments)]
+    fn start_instance<R: Runtime>(
+        &mut self,
+        init: bool,
+        i: usize,
+        env: Vec<(String, String)>,
+        volumes: Vec<(String, VolumeContent)>,
+        ctx: &mut SyncCtx<'_>,
+        rt: &mut R,
+        out: &mut Vec<NodeToPlane>,
+        wake: &mut Wake,
+    ) {
+        let now = ctx.now;
+        let policy = ctx.config.backoff;
+        let c = self.ctr(init, i);
+        // A restart counts once the runtime takes the attempt (an instance
+        // or a StartError), not while it waits for an image or a spec fix.
+        let restart = c.last.as_ref().map(|last| last.finished_at);
+        let attempt = c.restart_count + u32::from(restart.is_some());
+        let name = c.name.clone();
+        let started = rt.start(&StartSpec {
             pod: &self.spec,
-            container: spec,
+            container: self.container_spec(init, i),
             init,
             env,
             attempt,
             volumes,
-        }) {
+        });
+        let c = self.ctr(init, i);
+        if let Err(e) = &started
+            && let Some(reason) = e.waiting_reason()
+        {
+            let first = c
+                .waiting
+                .as_ref()
+                .is_none_or(|w| w.0 != reason || w.1.as_deref() != Some(e.detail()));
+            c.waiting = Some((reason.into(), Some(e.detail().into())));
+            if first {
+                let ev = format!("Error: {e}");
+                self.event(
+                    ctx,
+                    out,
+                    Some((&name, init)),
+                    EventType::Warning,
+                    "Failed",
+                    ev,
+                );
+            }
+            // Retried soon: the plane resends the pod when its image changes.
+            wake.at(Some(now + SEC));
+            return;
+        }
+        if let Some(finished_at) = restart {
+            c.backoff.next(&policy, finished_at);
+            c.restart_count += 1;
+        }
+        match started {
             Ok(id) => {
                 // A runtime that starts synchronously is Running at once:
                 // note it now so probes and timestamps don't lag a tick.
                 let running = rt.state(id) == RuntimeState::Running;
-                let c = if init {
-                    &mut self.init[i]
-                } else {
-                    &mut self.containers[i]
-                };
+                let c = self.ctr(init, i);
                 c.instance = Some(Instance {
                     id,
                     running_since: running.then_some(now),
@@ -824,32 +943,29 @@ impl PodState {
                     );
                 }
             }
-            Err(msg) => {
+            Err(e) => {
                 // containerd's convention: a start failure is a termination
                 // with exit code 128 and reason StartError.
-                let c = if init {
-                    &mut self.init[i]
-                } else {
-                    &mut self.containers[i]
-                };
+                let never = self.spec.restart_policy == RestartPolicy::Never;
+                let c = self.ctr(init, i);
                 let t = Termination {
                     exit_code: 128,
                     reason: "StartError".into(),
-                    message: Some(msg.clone()),
+                    message: Some(e.detail().into()),
                     started_at: None,
                     finished_at: now,
                 };
                 c.prev = c.last.replace(t);
                 c.waiting = None;
                 // 128 is a failure: only `Never` stops here (init or not).
-                c.done = self.spec.restart_policy == RestartPolicy::Never;
+                c.done = never;
                 self.event(
                     ctx,
                     out,
                     Some((&name, init)),
                     EventType::Warning,
                     "Failed",
-                    format!("Error: {msg}"),
+                    format!("Error: {e}"),
                 );
                 wake.at(Some(now));
             }

@@ -67,6 +67,8 @@ struct FakeRt {
     log: Vec<(Nanos, String)>,
     envs: BTreeMap<String, Vec<(String, String)>>,
     volumes: BTreeMap<String, Vec<(String, VolumeContent)>>,
+    /// Every start fails with this, when set.
+    refuse: Option<StartError>,
 }
 
 impl FakeRt {
@@ -92,7 +94,7 @@ impl FakeRt {
 }
 
 impl Runtime for FakeRt {
-    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, String> {
+    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError> {
         let name = spec.container.name.clone();
         let q = self.scripts.entry(name.clone()).or_default();
         let b = if q.len() > 1 {
@@ -104,8 +106,11 @@ impl Runtime for FakeRt {
             .push((self.now, alloc::format!("start {name}#{}", spec.attempt)));
         self.envs.insert(name.clone(), spec.env.clone());
         self.volumes.insert(name.clone(), spec.volumes.clone());
+        if let Some(e) = &self.refuse {
+            return Err(e.clone());
+        }
         if b.fail_start {
-            return Err("module failed to instantiate".into());
+            return Err(StartError::Other("module failed to instantiate".into()));
         }
         self.next += 1;
         self.insts.insert(
@@ -695,6 +700,44 @@ fn oom_and_start_errors() {
             .1
             .contains("module failed to instantiate")
     );
+}
+
+/// A missing image or a spec the runtime cannot run leaves the container
+/// waiting with kube's reason (retried, no restart counted, one event);
+/// other start failures are StartError terminations (above).
+#[test]
+fn start_errors_map_to_kube_waiting_reasons_by_kind() {
+    for (e, reason) in [
+        (
+            StartError::ImageNotFound("no such image".into()),
+            "ErrImagePull",
+        ),
+        (
+            StartError::Unsupported("UDP port".into()),
+            "CreateContainerError",
+        ),
+    ] {
+        let mut h = H::with_pods(vec![pod(
+            "u1",
+            RestartPolicy::Always,
+            vec![container("main")],
+        )]);
+        h.rt.refuse = Some(e.clone());
+        h.run_to(5.0);
+        let c = h.main("u1");
+        assert_eq!(waiting(&c.state), reason, "{e:?}");
+        assert_eq!(c.restart_count, 0);
+        assert!(c.last_state.is_none());
+        assert!(h.rt.starts("main").len() > 1, "retried");
+        let failed = h.events("Failed");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].1.contains(e.detail()));
+
+        // Once the runtime can start it, it runs.
+        h.rt.refuse = None;
+        h.run_to(7.0);
+        assert!(matches!(h.main("u1").state, ContainerState::Running { .. }));
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use skiff_kubelet::{
     ContainerId, LogBuffer, LogSource, MILLI, Nanos, ProbeId, ProbeResult, ProbeTarget, Prober,
-    Runtime, RuntimeState, StartSpec,
+    Runtime, RuntimeState, StartError, StartSpec,
 };
 
 pub const START_MS: &str = "hollow.skiff.dev/start-ms";
@@ -210,7 +210,7 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
-    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, String> {
+    fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError> {
         self.next_id += 1;
         let id = ContainerId(self.next_id);
         self.instances.insert(

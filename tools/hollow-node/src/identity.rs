@@ -1,23 +1,12 @@
-//! The node's credentials: a key generated on the node, a CSR for
-//! `CN=system:node:<name>, O=system:nodes`, and the two rustls client
-//! configurations (bootstrap: verify the gateway only; node: mutual TLS).
+//! rustls client configurations for tests that speak the node protocol by
+//! hand ([`crate::node::tls`]): bootstrap (verify the gateway only) and
+//! mutual TLS with a node certificate. Hollow nodes themselves use the
+//! agent's TLS (`skiff_node_agent::tls`).
 
 use std::sync::Arc;
 
-use rcgen::{CertificateParams, DnType, KeyPair};
+use rcgen::KeyPair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-/// A fresh key and a CSR for it.
-pub fn key_and_csr(node: &str) -> Result<(KeyPair, Vec<u8>), String> {
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut p = CertificateParams::default();
-    p.distinguished_name
-        .push(DnType::CommonName, format!("system:node:{node}"));
-    p.distinguished_name
-        .push(DnType::OrganizationName, "system:nodes");
-    let csr = p.serialize_request(&key).map_err(|e| e.to_string())?;
-    Ok((key, csr.der().to_vec()))
-}
 
 fn roots(ca_der: &[CertificateDer<'static>]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();

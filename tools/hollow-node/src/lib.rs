@@ -1,14 +1,15 @@
 //! skiff-hollow-node: simulated Skiff nodes for scale tests, like
-//! Kubernetes' kubemark. Each hollow node speaks the real node protocol
-//! (`skiff-node-proto`) over its own TLS connection: token bootstrap, mutual
-//! TLS, registration, lease heartbeats, pod sync; containers "run" on a fake
-//! runtime for a scripted time ([`fake_runtime`]) under the real
-//! `skiff-kubelet` core, printing scripted output that `kubectl logs` reads
-//! through the core's log streams. Many nodes share one process and
-//! one tokio runtime ([`Fleet`]).
+//! Kubernetes' kubemark. Each hollow node runs the kernel's node agent
+//! (`skiff-node-agent`: token bootstrap, mutual TLS, registration, lease
+//! heartbeats, pod sync, certificate rotation, back-off) over its own tokio
+//! TCP connection; containers "run" on a fake runtime for a scripted time
+//! ([`fake_runtime`]) under the agent's `skiff-kubelet` core, printing
+//! scripted output that `kubectl logs` reads through the core's log
+//! streams. Many nodes share one process and one tokio runtime ([`Fleet`]).
 //!
-//! Modules: [`identity`] (key, CSR, TLS client configs), [`node`] (one
-//! node's connection life and kubelet driver), [`fake_runtime`], [`stats`].
+//! Modules: [`node`] (the driver that moves one node's bytes, and a
+//! bootstrap for hand-driven tests), [`identity`] (TLS client configs for
+//! those tests), [`fake_runtime`], [`stats`].
 
 pub mod fake_runtime;
 pub mod identity;

@@ -1,26 +1,28 @@
-//! One hollow node: bootstrap with the token when it has no certificate,
-//! then a mutual-TLS session (hello, register, heartbeats, pods), rotating
-//! its certificate at 80 % of its lifetime and reconnecting on failure.
+//! One hollow node: the kernel's own node agent ([`skiff_node_agent::Agent`]:
+//! token bootstrap, mutual-TLS sessions, heartbeats, pods, certificate
+//! rotation, reconnects with back-off) over a tokio TCP socket, with the
+//! [`FakeRuntime`] under its kubelet. This module only moves bytes, feeds
+//! the agent the clock and copies its counters into the fleet's [`Stats`],
+//! as the kernel's `node.rs` does with smoltcp.
+//!
+//! [`bootstrap`], [`tls`] and [`Creds`] are for tests that speak the
+//! protocol by hand: a node certificate from the agent's bootstrap, and a
+//! TLS connection to the gateway.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::KeyPair;
 use rustls::pki_types::{CertificateDer, ServerName};
-use skiff_node_proto::{
-    self as proto, Capabilities, FrameDecoder, MAX_BOOTSTRAP_FRAME, MAX_FRAME, NodeToPlane,
-    PlaneToNode, encode_frame,
-};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use skiff_kubelet::{Kubelet, Nanos, SEC};
+use skiff_node_agent::{Agent, AgentConfig};
+use skiff_node_proto as proto;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use crate::fake_runtime::{FakeRuntime, PassingProber};
-use crate::identity;
 use crate::stats::Stats;
-use skiff_kubelet::{Kubelet, LogStreams, Nanos, SEC};
 
 /// How one hollow node is set up.
 #[derive(Debug, Clone)]
@@ -39,178 +41,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A node certificate and its key.
-pub struct Creds {
-    pub key: KeyPair,
-    /// Leaf first (DER).
-    pub chain: Vec<Vec<u8>>,
-    pub issued: u64,
-    pub not_after: u64,
-}
-
-impl Creds {
-    fn rotate_at(&self) -> u64 {
-        self.issued + (self.not_after.saturating_sub(self.issued)) * 8 / 10
-    }
-}
-
-pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
-    .union(Capabilities::CERT_ROTATION)
-    .union(Capabilities::LOG_FOLLOW);
-
-fn hello(name: &str) -> NodeToPlane {
-    NodeToPlane::Hello(proto::Hello {
-        min_version: proto::MIN_PROTOCOL_VERSION,
-        max_version: proto::PROTOCOL_VERSION,
-        node_name: name.to_string(),
-        capabilities: CAPABILITIES,
-        software: concat!("skiff-hollow-node ", env!("CARGO_PKG_VERSION")).into(),
-    })
-}
-
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &NodeToPlane, max: usize) -> Result<(), String> {
-    let b = encode_frame(m, max).map_err(|e| e.to_string())?;
-    w.write_all(&b).await.map_err(|e| format!("write: {e}"))?;
-    w.flush().await.map_err(|e| format!("write: {e}"))
-}
-
-/// Reads one frame (bootstrap: the connection carries just a few).
-async fn recv<R: AsyncRead + Unpin>(
-    r: &mut R,
-    dec: &mut FrameDecoder<PlaneToNode>,
-) -> Result<PlaneToNode, String> {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = r.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        let mut input = &buf[..n];
-        if let Some(m) = dec.push(&mut input) {
-            // The plane never pipelines during the handshake.
-            return m.map_err(|e| e.to_string());
-        }
-    }
-}
-
-pub async fn tls(
-    cfg: &NodeConfig,
-    client: Arc<rustls::ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let tcp = TcpStream::connect(cfg.gateway)
-        .await
-        .map_err(|e| format!("connect {}: {e}", cfg.gateway))?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::IpAddress(cfg.gateway.ip().into());
-    tokio_rustls::TlsConnector::from(client)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))
-}
-
-fn refused(m: PlaneToNode) -> String {
-    match m {
-        PlaneToNode::Refused(r) => format!("refused ({:?}): {}", r.reason, r.message),
-        PlaneToNode::Goodbye { reason } => format!("goodbye: {reason}"),
-        other => format!("unexpected {other:?}"),
-    }
-}
-
-/// Gets a node certificate with the bootstrap token.
-pub async fn bootstrap(cfg: &NodeConfig) -> Result<Creds, String> {
-    let (key, csr) = identity::key_and_csr(&cfg.name)?;
-    let mut s = tls(cfg, identity::bootstrap_config(&cfg.ca)?).await?;
-    let mut dec = FrameDecoder::new(MAX_BOOTSTRAP_FRAME);
-    send(&mut s, &hello(&cfg.name), MAX_BOOTSTRAP_FRAME).await?;
-    match recv(&mut s, &mut dec).await? {
-        PlaneToNode::Welcome(_) => {}
-        m => return Err(refused(m)),
-    }
-    let req = NodeToPlane::Bootstrap {
-        node_name: cfg.name.clone(),
-        token: cfg.token.clone(),
-        csr_der: csr,
-    };
-    send(&mut s, &req, MAX_BOOTSTRAP_FRAME).await?;
-    match recv(&mut s, &mut dec).await? {
-        PlaneToNode::Certificate {
-            chain_der,
-            not_after,
-        } => Ok(Creds {
-            key,
-            chain: chain_der,
-            issued: now_ms(),
-            not_after,
-        }),
-        m => Err(refused(m)),
-    }
-}
-
-/// The node's lasting state: the kubelet core and its runtime survive
-/// reconnects, as on a real node.
-struct Local {
-    kubelet: Kubelet,
-    rt: FakeRuntime,
-    boot: Instant,
-}
-
-impl Local {
-    fn now(&self) -> Nanos {
-        self.boot.elapsed().as_nanos() as Nanos
-    }
-}
-
-/// Runs the node until its task is aborted. Bootstrap refusals end it
-/// (a wrong token does not get better by retrying).
-pub async fn run(cfg: Arc<NodeConfig>, stats: Arc<Stats>) {
-    let mut kcfg = skiff_kubelet::Config::new(cfg.name.clone(), cfg.capacity);
-    kcfg.host_ip = Some(cfg.ip.clone());
-    kcfg.boot_wall_ms = now_ms();
-    let mut rt = FakeRuntime::new(Some(cfg.ip.clone()));
-    rt.boot_wall_ms = kcfg.boot_wall_ms;
-    let mut local = Local {
-        kubelet: Kubelet::new(kcfg),
-        rt,
-        boot: Instant::now(),
-    };
-    let mut creds: Option<Creds> = None;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let c = match creds.take() {
-            Some(c) if now_ms() < c.not_after => c,
-            _ => match bootstrap(&cfg).await {
-                Ok(c) => {
-                    Stats::inc(&stats.bootstraps);
-                    c
-                }
-                Err(e) if e.starts_with("refused") => {
-                    Stats::inc(&stats.refusals);
-                    stats.error(format!("{}: bootstrap {e}", cfg.name));
-                    return;
-                }
-                Err(e) => {
-                    stats.error(format!("{}: bootstrap: {e}", cfg.name));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            },
-        };
-        match session(&cfg, &stats, c, &mut local).await {
-            Ok(next) => {
-                backoff = Duration::from_millis(200);
-                creds = Some(next);
-            }
-            Err((e, kept)) => {
-                stats.error(format!("{}: {e}", cfg.name));
-                creds = kept;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
 }
 
 fn node_info(cfg: &NodeConfig) -> proto::NodeInfo {
@@ -241,169 +71,194 @@ fn node_info(cfg: &NodeConfig) -> proto::NodeInfo {
     }
 }
 
-/// One mutual-TLS session. `Ok` carries the credentials to reconnect with
-/// (rotated); `Err` the reason and the credentials if still good.
-async fn session(
-    cfg: &NodeConfig,
-    stats: &Stats,
-    creds: Creds,
-    local: &mut Local,
-) -> Result<Creds, (String, Option<Creds>)> {
-    let client = match identity::node_config(&cfg.ca, creds.chain.clone(), &creds.key) {
-        Ok(c) => c,
-        Err(e) => return Err((e, None)),
-    };
-    let s = match tls(cfg, client).await {
-        Ok(s) => s,
-        Err(e) => return Err((e, Some(creds))),
-    };
-    let (mut rd, mut wr) = tokio::io::split(s);
-    let mut dec = FrameDecoder::new(MAX_FRAME);
-    let handshake = async {
-        send(&mut wr, &hello(&cfg.name), MAX_FRAME).await?;
-        match recv(&mut rd, &mut dec).await? {
-            PlaneToNode::Welcome(_) => {}
-            m => return Err(refused(m)),
-        }
-        send(&mut wr, &NodeToPlane::Register(node_info(cfg)), MAX_FRAME).await?;
-        match recv(&mut rd, &mut dec).await? {
-            m @ PlaneToNode::Registered(_) => Ok(m),
-            m => Err(refused(m)),
-        }
-    };
-    let registered = match handshake.await {
-        Ok(r) => r,
-        Err(e) => return Err((e, Some(creds))),
-    };
-    local.kubelet.handle(&registered);
-    Stats::inc(&stats.sessions);
-
-    // A reader task: frame reads must not be cancelled half way.
-    let (in_tx, mut inbox) = mpsc::channel::<Result<PlaneToNode, String>>(64);
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            let n = match rd.read(&mut buf).await {
-                Ok(0) => {
-                    let _ = in_tx.send(Err("connection closed".into())).await;
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = in_tx.send(Err(format!("read: {e}"))).await;
-                    return;
-                }
-            };
-            let mut input = &buf[..n];
-            while let Some(m) = dec.push(&mut input) {
-                let fatal = m.is_err();
-                if in_tx.send(m.map_err(|e| e.to_string())).await.is_err() || fatal {
-                    return;
-                }
-            }
-        }
-    });
-    let result = run_session(cfg, stats, creds, local, &mut wr, &mut inbox).await;
-    reader.abort();
-    result
+/// The node's lasting state, as on a kernel node: the agent (with its
+/// kubelet and credentials) and the runtime survive reconnects.
+struct Local {
+    agent: Agent,
+    rt: FakeRuntime,
+    boot: Instant,
+    /// The agent's counters already copied into the fleet's.
+    seen: skiff_node_agent::agent::Stats,
 }
 
-/// Drives the kubelet: tick when it or the fake runtime is due, or when a
-/// frame arrives; send what it returns, and the log streams' output.
-async fn run_session<W: AsyncWrite + Unpin>(
-    cfg: &NodeConfig,
-    stats: &Stats,
-    creds: Creds,
-    local: &mut Local,
-    wr: &mut W,
-    inbox: &mut mpsc::Receiver<Result<PlaneToNode, String>>,
-) -> Result<Creds, (String, Option<Creds>)> {
-    let mut pings: HashMap<u64, Instant> = HashMap::new();
-    let mut renewing: Option<KeyPair> = None;
-    // Log streams belong to this connection: the plane forgets them when it ends.
-    let mut logs = LogStreams::new();
-    macro_rules! out {
-        ($m:expr) => {
-            if let Err(e) = send(wr, &$m, MAX_FRAME).await {
-                return Err((e, Some(creds)));
-            }
+impl Local {
+    fn new(cfg: &NodeConfig) -> Local {
+        let mut kcfg = skiff_kubelet::Config::new(cfg.name.clone(), cfg.capacity);
+        kcfg.host_ip = Some(cfg.ip.clone());
+        kcfg.boot_wall_ms = now_ms();
+        let mut rt = FakeRuntime::new(Some(cfg.ip.clone()));
+        rt.boot_wall_ms = kcfg.boot_wall_ms;
+        let agent_cfg = AgentConfig {
+            node: node_info(cfg),
+            gateway: ServerName::IpAddress(cfg.gateway.ip().into()),
+            ca: cfg.ca.clone(),
+            token: cfg.token.clone(),
+            software: concat!("skiff-hollow-node ", env!("CARGO_PKG_VERSION")).into(),
         };
+        let clock = Arc::new(rustls::time_provider::DefaultTimeProvider);
+        Local {
+            agent: Agent::new(agent_cfg, clock, Kubelet::new(kcfg)),
+            rt,
+            boot: Instant::now(),
+            seen: Default::default(),
+        }
     }
+
+    fn now(&self) -> Nanos {
+        self.boot.elapsed().as_nanos() as Nanos
+    }
+
+    fn at(&self, t: Nanos) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.boot) + Duration::from_nanos(t)
+    }
+
+    /// Copies what the agent counted since the last call into `stats`.
+    fn report(&mut self, stats: &Stats) {
+        let (s, seen) = (self.agent.stats, self.seen);
+        let add = |c: &std::sync::atomic::AtomicU64, now: u64, before: u64| {
+            c.fetch_add(now - before, std::sync::atomic::Ordering::Relaxed);
+        };
+        add(
+            &stats.bootstraps,
+            s.bootstraps.into(),
+            seen.bootstraps.into(),
+        );
+        add(&stats.sessions, s.sessions.into(), seen.sessions.into());
+        add(&stats.rotations, s.rotations.into(), seen.rotations.into());
+        add(&stats.refusals, s.refusals.into(), seen.refusals.into());
+        add(&stats.log_requests, s.log_requests, seen.log_requests);
+        add(&stats.log_cancels, s.log_cancels, seen.log_cancels);
+        // One node's heartbeats are a renewal interval apart, so a read
+        // carries at most one Pong: the last round trip is the new one.
+        for _ in seen.heartbeats..s.heartbeats {
+            stats.heartbeat(Duration::from_nanos(s.heartbeat_rtt));
+        }
+        self.seen = s;
+    }
+}
+
+/// Runs the node until its task is aborted.
+pub async fn run(cfg: Arc<NodeConfig>, stats: Arc<Stats>) {
+    let mut local = Local::new(&cfg);
     loop {
+        if let Some(at) = local.agent.connect_at() {
+            tokio::time::sleep_until(local.at(at)).await;
+        }
+        let reason = connection(&cfg, &mut local, &stats).await;
+        if !reason.is_empty() {
+            stats.error(format!("{}: {reason}", cfg.name));
+        }
+    }
+}
+
+/// One TCP connection, from connect to [`Agent::on_closed`]; returns why it
+/// ended (empty: closed on purpose, e.g. to use a new certificate).
+async fn connection(cfg: &NodeConfig, local: &mut Local, stats: &Stats) -> String {
+    let reason = match TcpStream::connect(cfg.gateway).await {
+        Ok(tcp) => {
+            let _ = tcp.set_nodelay(true);
+            session(local, tcp, stats).await
+        }
+        Err(e) => format!("connect {}: {e}", cfg.gateway),
+    };
+    let now = local.now();
+    local.agent.on_closed(now, &reason);
+    local.report(stats);
+    reason
+}
+
+/// Moves bytes until the agent or the gateway ends the connection.
+async fn session(local: &mut Local, mut tcp: TcpStream, stats: &Stats) -> String {
+    if let Err(e) = local.agent.on_connected(local.now()) {
+        return e.to_string();
+    }
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let out = local.agent.take_outgoing();
+        if !out.is_empty()
+            && let Err(e) = tcp.write_all(&out).await
+        {
+            return format!("write: {e}");
+        }
+        local.report(stats);
+        if local.agent.should_close() {
+            return String::new();
+        }
         let now = local.now();
-        local.rt.advance(now);
-        for m in local.kubelet.tick(now, &mut local.rt, &mut PassingProber) {
-            out!(m);
-            if let NodeToPlane::LeaseRenew { seq, .. } = m {
-                // Measures the heartbeat: the Pong comes after the renewal is stored.
-                out!(NodeToPlane::Ping { nonce: seq });
-                pings.insert(seq, Instant::now());
-            }
-        }
-        for m in logs.poll(&local.rt) {
-            out!(m);
-        }
-        if renewing.is_none() && now_ms() >= creds.rotate_at() {
-            let (key, csr) = match identity::key_and_csr(&cfg.name) {
-                Ok(k) => k,
-                Err(e) => return Err((e, Some(creds))),
-            };
-            renewing = Some(key);
-            out!(NodeToPlane::RenewCertificate { csr_der: csr });
-        }
-        let due = [local.kubelet.next_wakeup(), local.rt.next_change()]
+        // The fake runtime's scripted changes (exits, log lines) tick the
+        // kubelet too, as pod events do on the kernel.
+        let due = [local.agent.next_wakeup(), local.rt.next_change()]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(now + SEC)
             .min(now + SEC);
-        let deadline = tokio::time::Instant::from_std(local.boot) + Duration::from_nanos(due);
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
-            m = inbox.recv() => {
-                let m = match m {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return Err((e, Some(creds))),
-                    None => return Err(("reader stopped".into(), Some(creds))),
-                };
-                match m {
-                    PlaneToNode::Pong { nonce } => {
-                        if let Some(t) = pings.remove(&nonce) {
-                            stats.heartbeat(t.elapsed());
-                        }
-                    }
-                    PlaneToNode::Ping { nonce } => out!(NodeToPlane::Pong { nonce }),
-                    PlaneToNode::Certificate { chain_der, not_after } => {
-                        if let Some(key) = renewing.take() {
-                            Stats::inc(&stats.rotations);
-                            // Reconnect with the new certificate.
-                            let bye = NodeToPlane::Goodbye { reason: "certificate rotated".into() };
-                            let _ = send(wr, &bye, MAX_FRAME).await;
-                            return Ok(Creds { key, chain: chain_der, issued: now_ms(), not_after });
-                        }
-                    }
-                    m @ (PlaneToNode::Goodbye { .. } | PlaneToNode::Refused(_)) => {
-                        return Err((refused(m), Some(creds)));
-                    }
-                    m @ (PlaneToNode::LogRequest(_) | PlaneToNode::LogCancel { .. }) => {
-                        Stats::inc(if matches!(m, PlaneToNode::LogCancel { .. }) {
-                            &stats.log_cancels
-                        } else {
-                            &stats.log_requests
-                        });
-                        // Serve the output up to this moment.
-                        local.rt.advance(local.now());
-                        for reply in logs.handle(&m, &local.kubelet, &local.rt).unwrap_or_default() {
-                            out!(reply);
-                        }
-                    }
-                    m => {
-                        if let Some(reply) = local.kubelet.handle(&m) {
-                            out!(reply);
-                        }
-                    }
-                }
-            }
+        let read = tokio::select! {
+            r = tcp.read(&mut buf) => Some(r),
+            _ = tokio::time::sleep_until(local.at(due)) => None,
+        };
+        let now = local.now();
+        // The runtime's output and state up to now, before the kubelet
+        // looks at it (or serves a log request).
+        local.rt.advance(now);
+        let Local { agent, rt, .. } = local;
+        let result = match read {
+            Some(Ok(0)) => return "gateway closed the connection".into(),
+            Some(Ok(n)) => agent.on_data(now, &buf[..n], rt, &mut PassingProber),
+            Some(Err(e)) => return format!("read: {e}"),
+            None => agent.on_timer(now, rt, &mut PassingProber),
+        };
+        if let Err(e) = result {
+            // Flush what the agent queued (e.g. an alert) before closing.
+            let _ = tcp.write_all(&agent.take_outgoing()).await;
+            return e;
         }
     }
+}
+
+/// A node certificate and its key, for tests that speak the protocol by
+/// hand.
+pub struct Creds {
+    pub key: KeyPair,
+    /// Leaf first (DER).
+    pub chain: Vec<Vec<u8>>,
+    pub not_after: u64,
+}
+
+/// Gets a node certificate with the bootstrap token: the agent's own
+/// bootstrap over one connection. `Err` says why the connection ended (a
+/// refusal names its reason, e.g. `BadToken`).
+pub async fn bootstrap(cfg: &NodeConfig) -> Result<Creds, String> {
+    let mut local = Local::new(cfg);
+    let reason = connection(cfg, &mut local, &Stats::default()).await;
+    let Some(c) = local.agent.credentials()? else {
+        return Err(if reason.is_empty() {
+            "the connection ended without a certificate".into()
+        } else {
+            reason
+        });
+    };
+    let key = KeyPair::try_from(&c.key).map_err(|e| format!("node key: {e}"))?;
+    Ok(Creds {
+        key,
+        chain: c.chain.into_iter().map(|c| c.to_vec()).collect(),
+        not_after: c.not_after_ms,
+    })
+}
+
+/// A TLS connection to the gateway with `client`'s settings
+/// ([`crate::identity`]).
+pub async fn tls(
+    cfg: &NodeConfig,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(cfg.gateway)
+        .await
+        .map_err(|e| format!("connect {}: {e}", cfg.gateway))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::IpAddress(cfg.gateway.ip().into());
+    tokio_rustls::TlsConnector::from(client)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
 }

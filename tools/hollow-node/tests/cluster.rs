@@ -250,7 +250,6 @@ fn bad_token_and_foreign_certificates_are_refused() {
     let creds = skiff_hollow_node::node::Creds {
         key,
         chain: vec![cert.der().to_vec()],
-        issued: 0,
         not_after: u64::MAX,
     };
     let cfg = c.fleet_cfg.node("evil", 7);

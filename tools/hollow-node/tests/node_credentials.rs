@@ -172,9 +172,22 @@ fn a_live_node_cannot_be_bootstrapped_again() {
     assert_not_logged(&c, &[secret]);
 }
 
+/// The node runs the kernel's agent, which bootstraps again when its
+/// certificate is refused: a single-use token Secret (the production path)
+/// keeps it out after that; a still-valid multi-use token would let it back
+/// in (docs/SECURITY.md: revoking a node also deletes its token).
 #[test]
 fn a_deleted_node_is_cut_off_and_its_certificate_does_not_bring_it_back() {
     let mut c = Cluster::start(|_| {});
+    let t = token_secret(
+        &c,
+        "dddddd",
+        "0123456789dddddd",
+        FUTURE,
+        &["skiff-single-use=true"],
+    );
+    let ca = c.dir.path().join("pki").join(skiff_apiserver::pki::CA_CERT);
+    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway().addr, &ca, &t).unwrap();
     c.start_node("hn-del", 2);
     c.wait_output(&["get", "nodes"], "hn-del   Ready", 20);
     c.ok(&["delete", "node", "hn-del"]);
