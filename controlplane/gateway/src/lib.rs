@@ -26,9 +26,11 @@ mod pod_spec;
 mod pod_sync;
 mod session;
 mod signer;
-pub mod timefmt;
+mod timefmt;
 mod tls;
 mod tokens;
+/// The node protocol's framing over async streams (also for tests that
+/// drive a node session by hand).
 pub mod wire;
 
 pub use images::Images;

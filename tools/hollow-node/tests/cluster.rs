@@ -185,6 +185,10 @@ fn a_silent_session_ends_and_the_node_is_left_to_its_controller() {
     };
     let c = Cluster::start(|_| {});
     let (s, cfg) = registered_session(&c, "hn-quiet", Capabilities::NONE);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let _s = c.rt.block_on(async {
         let mut s = s;
         let status = NodeToPlane::NodeStatus(proto::NodeStatus {
@@ -193,8 +197,8 @@ fn a_silent_session_ends_and_the_node_is_left_to_its_controller() {
                 status: ConditionStatus::True,
                 reason: "KubeletReady".into(),
                 message: "kubelet is posting ready status".into(),
-                last_heartbeat: skiff_gateway::timefmt::now_millis(),
-                last_transition: skiff_gateway::timefmt::now_millis(),
+                last_heartbeat: now_ms,
+                last_transition: now_ms,
             }],
             capacity: cfg.capacity,
             allocatable: cfg.capacity,
