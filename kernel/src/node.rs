@@ -268,7 +268,7 @@ async fn session(
             // Flush what the agent queued (e.g. an alert) before closing.
             let out = agent.take_outgoing();
             let _ = sock.write_all(&out).await;
-            return e;
+            return e.to_string();
         }
     }
 }

@@ -24,8 +24,8 @@ use alloc::vec::Vec;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use skiff_kubelet::{Kubelet, LogSource, LogStreams, MILLI, Nanos, Prober, Runtime, SEC};
 use skiff_node_proto::{
-    self as proto, Capabilities, FrameDecoder, MAX_BOOTSTRAP_FRAME, MAX_FRAME, NodeInfo,
-    NodeToPlane, PlaneToNode, RefusalReason, encode_frame,
+    self as proto, Capabilities, FrameDecoder, FrameError, MAX_BOOTSTRAP_FRAME, MAX_FRAME,
+    NodeInfo, NodeToPlane, PlaneToNode, RefusalReason, encode_frame,
 };
 
 use crate::artifacts::ArtifactStore;
@@ -101,7 +101,7 @@ pub enum ConnectError {
     /// unusable, or rustls refused to start.
     Tls(TlsError),
     /// The hello could not be encoded or queued.
-    Hello(String),
+    Hello(LinkError),
 }
 
 impl core::fmt::Display for ConnectError {
@@ -114,6 +114,61 @@ impl core::fmt::Display for ConnectError {
 }
 
 impl core::error::Error for ConnectError {}
+
+/// Why the agent ends a connection: the driver flushes
+/// [`Agent::take_outgoing`], closes it and calls [`Agent::on_closed`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkError {
+    /// Data or a message without a connection.
+    NotConnected,
+    Tls(TlsError),
+    /// The gateway sent a frame that does not decode.
+    BadFrame(FrameError),
+    /// A message of ours does not fit a frame.
+    Encode(FrameError),
+    /// The gateway refused us (a bad token backs off hard; a certificate
+    /// it no longer accepts is dropped so the next connection bootstraps).
+    Refused {
+        reason: RefusalReason,
+        message: String,
+    },
+    /// The gateway ended the session.
+    Goodbye(String),
+    /// The handshake did not reach `Running` in time.
+    HandshakeTimeout(Phase),
+    /// The gateway broke the protocol: a message out of place, a
+    /// certificate we did not ask for, an empty chain.
+    Protocol(String),
+    /// The node's key or CSR could not be made (no randomness).
+    Identity(String),
+}
+
+impl core::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LinkError::NotConnected => f.write_str("not connected"),
+            LinkError::Tls(e) => e.fmt(f),
+            LinkError::BadFrame(e) => write!(f, "bad frame from the gateway: {e}"),
+            LinkError::Encode(e) => write!(f, "encoding a message: {e}"),
+            LinkError::Refused { reason, message } => {
+                write!(f, "refused by the gateway ({reason:?}): {message}")
+            }
+            LinkError::Goodbye(reason) => write!(f, "gateway said goodbye: {reason}"),
+            LinkError::HandshakeTimeout(phase) => {
+                write!(f, "handshake timed out in phase {phase:?}")
+            }
+            LinkError::Protocol(m) | LinkError::Identity(m) => f.write_str(m),
+        }
+    }
+}
+
+impl core::error::Error for LinkError {}
+
+impl From<TlsError> for LinkError {
+    fn from(e: TlsError) -> LinkError {
+        LinkError::Tls(e)
+    }
+}
 
 /// Where the link stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,10 +395,10 @@ impl Agent {
         self.send(&hello).map_err(ConnectError::Hello)
     }
 
-    fn send(&mut self, m: &NodeToPlane) -> Result<(), String> {
-        let conn = self.conn.as_mut().ok_or("not connected")?;
+    fn send(&mut self, m: &NodeToPlane) -> Result<(), LinkError> {
+        let conn = self.conn.as_mut().ok_or(LinkError::NotConnected)?;
         let max = conn.dec.max();
-        let frame = encode_frame(m, max).map_err(|e| alloc::format!("encoding {m:?}: {e}"))?;
+        let frame = encode_frame(m, max).map_err(LinkError::Encode)?;
         self.stats.frames_out += 1;
         Ok(conn.tls.send(&frame)?)
     }
@@ -365,21 +420,21 @@ impl Agent {
     }
 
     /// Ciphertext from the socket. An `Err` means: close the connection and
-    /// call [`Agent::on_closed`] with the message.
+    /// call [`Agent::on_closed`] with it.
     pub fn on_data<R: Runtime + LogSource, P: Prober>(
         &mut self,
         now: Nanos,
         data: &[u8],
         rt: &mut R,
         prober: &mut P,
-    ) -> Result<(), String> {
-        let conn = self.conn.as_mut().ok_or("not connected")?;
+    ) -> Result<(), LinkError> {
+        let conn = self.conn.as_mut().ok_or(LinkError::NotConnected)?;
         conn.tls.receive(data)?;
         let plain = conn.tls.take_plaintext();
         let mut input = plain.as_slice();
         let mut msgs = Vec::new();
         while let Some(m) = conn.dec.push(&mut input) {
-            msgs.push(m.map_err(|e| alloc::format!("bad frame from the gateway: {e}"))?);
+            msgs.push(m.map_err(LinkError::BadFrame)?);
         }
         for m in msgs {
             self.stats.frames_in += 1;
@@ -391,15 +446,18 @@ impl Agent {
         Ok(())
     }
 
-    fn handle<S: LogSource>(&mut self, now: Nanos, m: PlaneToNode, logs: &S) -> Result<(), String> {
+    fn handle<S: LogSource>(
+        &mut self,
+        now: Nanos,
+        m: PlaneToNode,
+        logs: &S,
+    ) -> Result<(), LinkError> {
         match (self.phase, m) {
             (_, PlaneToNode::Refused(r)) => {
                 self.stats.refusals += 1;
                 Err(self.refused(r))
             }
-            (_, PlaneToNode::Goodbye { reason }) => {
-                Err(alloc::format!("gateway said goodbye: {reason}"))
-            }
+            (_, PlaneToNode::Goodbye { reason }) => Err(LinkError::Goodbye(reason)),
             (Phase::BootstrapHello | Phase::Hello, PlaneToNode::Welcome(w)) => {
                 if self.kubelet.config().boot_wall_ms == 0 {
                     // No RTC: take the plane's clock.
@@ -407,8 +465,8 @@ impl Agent {
                         .set_boot_wall_ms(w.server_time.saturating_sub(now / MILLI));
                 }
                 if self.phase == Phase::BootstrapHello {
-                    let key = NodeKey::generate()?;
-                    let csr = key.csr(&self.cfg.node.name)?;
+                    let key = NodeKey::generate().map_err(LinkError::Identity)?;
+                    let csr = key.csr(&self.cfg.node.name).map_err(LinkError::Identity)?;
                     self.renewing = Some(key);
                     self.phase = Phase::BootstrapCert;
                     self.send(&NodeToPlane::Bootstrap {
@@ -491,7 +549,9 @@ impl Agent {
                 },
             ) => {
                 if self.renewing.is_none() {
-                    return Err("gateway sent a certificate we did not ask for".into());
+                    return Err(LinkError::Protocol(
+                        "gateway sent a certificate we did not ask for".into(),
+                    ));
                 }
                 self.stats.rotations += 1;
                 self.install(now, chain_der, not_after)?;
@@ -517,10 +577,10 @@ impl Agent {
                     None => Ok(()),
                 }
             }
-            (phase, m) => Err(alloc::format!(
+            (phase, m) => Err(LinkError::Protocol(alloc::format!(
                 "unexpected {} from the gateway in phase {phase:?}",
                 kind(&m)
-            )),
+            ))),
         }
     }
 
@@ -531,13 +591,14 @@ impl Agent {
         now: Nanos,
         chain_der: Vec<Vec<u8>>,
         not_after: u64,
-    ) -> Result<(), String> {
-        let key = self
-            .renewing
-            .take()
-            .ok_or("certificate without a pending key")?;
+    ) -> Result<(), LinkError> {
+        let key = self.renewing.take().ok_or_else(|| {
+            LinkError::Protocol("gateway sent a certificate without a pending key".into())
+        })?;
         if chain_der.is_empty() {
-            return Err("gateway sent an empty certificate chain".into());
+            return Err(LinkError::Protocol(
+                "gateway sent an empty certificate chain".into(),
+            ));
         }
         self.creds = Some(Creds {
             key,
@@ -552,7 +613,7 @@ impl Agent {
         Ok(())
     }
 
-    fn refused(&mut self, r: proto::Refusal) -> String {
+    fn refused(&mut self, r: proto::Refusal) -> LinkError {
         if matches!(r.reason, RefusalReason::BadToken | RefusalReason::BadCsr) {
             // Retrying soon will not fix the token: back off hard.
             self.backoff = BACKOFF_REFUSED;
@@ -564,7 +625,10 @@ impl Agent {
             // The certificate is no good any more: bootstrap again.
             self.creds = None;
         }
-        alloc::format!("refused by the gateway ({:?}): {}", r.reason, r.message)
+        LinkError::Refused {
+            reason: r.reason,
+            message: r.message,
+        }
     }
 
     /// Time passed: heartbeats, pod sync, handshake timeout, rotation.
@@ -573,16 +637,13 @@ impl Agent {
         now: Nanos,
         rt: &mut R,
         prober: &mut P,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let Some(conn) = &self.conn else {
             return Ok(());
         };
         if self.phase != Phase::Running {
             if now >= conn.opened + HANDSHAKE_TIMEOUT {
-                return Err(alloc::format!(
-                    "handshake timed out in phase {:?}",
-                    self.phase
-                ));
+                return Err(LinkError::HandshakeTimeout(self.phase));
             }
             return Ok(());
         }
@@ -610,8 +671,8 @@ impl Agent {
             .as_ref()
             .is_some_and(|c| self.wall_ms(now) >= c.rotate_at_ms());
         if due && self.renewing.is_none() {
-            let key = NodeKey::generate()?;
-            let csr = key.csr(&self.cfg.node.name)?;
+            let key = NodeKey::generate().map_err(LinkError::Identity)?;
+            let csr = key.csr(&self.cfg.node.name).map_err(LinkError::Identity)?;
             self.renewing = Some(key);
             self.note(
                 Level::Info,

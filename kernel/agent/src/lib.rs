@@ -29,6 +29,6 @@ pub mod crypto;
 pub mod identity;
 pub mod tls;
 
-pub use agent::{Agent, AgentConfig, ConnectError, Credentials, Level, Note, Phase};
+pub use agent::{Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase};
 pub mod testrt;
 pub mod wasmrt;

@@ -110,13 +110,6 @@ impl core::fmt::Display for TlsError {
 
 impl core::error::Error for TlsError {}
 
-/// The agent's link errors are text (they end in a log line).
-impl From<TlsError> for String {
-    fn from(e: TlsError) -> String {
-        e.to_string()
-    }
-}
-
 /// A fixed clock, for hosts and tests.
 #[derive(Debug)]
 pub struct FixedClock(pub u64);

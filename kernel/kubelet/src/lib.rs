@@ -157,8 +157,6 @@ pub enum RuntimeState {
     Unknown,
 }
 
-/// Starts and stops containers. Implemented by the wasm runtime in the
-/// kernel and by scripted fakes in tests. Calls must not block.
 /// Why a runtime could not start a container instance. The kubelet reports
 /// each kind as Kubernetes does ([`StartError::waiting_reason`]); the
 /// detail goes into the container status message and the event.
@@ -210,6 +208,8 @@ impl core::fmt::Display for StartError {
 
 impl core::error::Error for StartError {}
 
+/// Starts and stops containers. Implemented by the wasm runtime in the
+/// kernel and by scripted fakes in tests. Calls must not block.
 pub trait Runtime {
     /// Starts an instance, or says why not ([`StartError`]).
     fn start(&mut self, spec: &StartSpec<'_>) -> Result<ContainerId, StartError>;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rcgen::KeyPair;
 use rustls::pki_types::{CertificateDer, ServerName};
 use skiff_kubelet::{Kubelet, Nanos, SEC};
-use skiff_node_agent::{Agent, AgentConfig};
+use skiff_node_agent::{Agent, AgentConfig, ConnectError, LinkError};
 use skiff_node_proto as proto;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -137,6 +137,43 @@ impl Local {
     }
 }
 
+/// Why one connection ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// On purpose: to connect again with a new certificate.
+    Planned,
+    /// The gateway closed the connection.
+    Closed,
+    /// Connecting, reading or writing failed.
+    Io(std::io::Error),
+    /// TLS could not start or the hello could not be sent.
+    Connect(ConnectError),
+    /// The agent ended the session (a refusal, a goodbye, a broken frame).
+    Link(LinkError),
+}
+
+impl Ended {
+    /// The gateway's refusal, if that is how the connection ended.
+    pub fn refusal(&self) -> Option<(&proto::RefusalReason, &str)> {
+        match self {
+            Ended::Link(LinkError::Refused { reason, message }) => Some((reason, message)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Planned => f.write_str("closed to reconnect"),
+            Ended::Closed => f.write_str("gateway closed the connection"),
+            Ended::Io(e) => write!(f, "socket: {e}"),
+            Ended::Connect(e) => e.fmt(f),
+            Ended::Link(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Runs the node until its task is aborted.
 pub async fn run(cfg: Arc<NodeConfig>, stats: Arc<Stats>) {
     let mut local = Local::new(&cfg);
@@ -144,33 +181,37 @@ pub async fn run(cfg: Arc<NodeConfig>, stats: Arc<Stats>) {
         if let Some(at) = local.agent.connect_at() {
             tokio::time::sleep_until(local.at(at)).await;
         }
-        let reason = connection(&cfg, &mut local, &stats).await;
-        if !reason.is_empty() {
-            stats.error(format!("{}: {reason}", cfg.name));
+        let ended = connection(&cfg, &mut local, &stats).await;
+        if !matches!(ended, Ended::Planned) {
+            stats.error(format!("{}: {ended}", cfg.name));
         }
     }
 }
 
 /// One TCP connection, from connect to [`Agent::on_closed`]; returns why it
-/// ended (empty: closed on purpose, e.g. to use a new certificate).
-async fn connection(cfg: &NodeConfig, local: &mut Local, stats: &Stats) -> String {
-    let reason = match TcpStream::connect(cfg.gateway).await {
+/// ended.
+async fn connection(cfg: &NodeConfig, local: &mut Local, stats: &Stats) -> Ended {
+    let ended = match TcpStream::connect(cfg.gateway).await {
         Ok(tcp) => {
             let _ = tcp.set_nodelay(true);
             session(local, tcp, stats).await
         }
-        Err(e) => format!("connect {}: {e}", cfg.gateway),
+        Err(e) => Ended::Io(e),
     };
     let now = local.now();
+    let reason = match &ended {
+        Ended::Planned => String::new(),
+        e => e.to_string(),
+    };
     local.agent.on_closed(now, &reason);
     local.report(stats);
-    reason
+    ended
 }
 
 /// Moves bytes until the agent or the gateway ends the connection.
-async fn session(local: &mut Local, mut tcp: TcpStream, stats: &Stats) -> String {
+async fn session(local: &mut Local, mut tcp: TcpStream, stats: &Stats) -> Ended {
     if let Err(e) = local.agent.on_connected(local.now()) {
-        return e.to_string();
+        return Ended::Connect(e);
     }
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -178,11 +219,11 @@ async fn session(local: &mut Local, mut tcp: TcpStream, stats: &Stats) -> String
         if !out.is_empty()
             && let Err(e) = tcp.write_all(&out).await
         {
-            return format!("write: {e}");
+            return Ended::Io(e);
         }
         local.report(stats);
         if local.agent.should_close() {
-            return String::new();
+            return Ended::Planned;
         }
         let now = local.now();
         // The fake runtime's scripted changes (exits, log lines) tick the
@@ -203,15 +244,15 @@ async fn session(local: &mut Local, mut tcp: TcpStream, stats: &Stats) -> String
         local.rt.advance(now);
         let Local { agent, rt, .. } = local;
         let result = match read {
-            Some(Ok(0)) => return "gateway closed the connection".into(),
+            Some(Ok(0)) => return Ended::Closed,
             Some(Ok(n)) => agent.on_data(now, &buf[..n], rt, &mut PassingProber),
-            Some(Err(e)) => return format!("read: {e}"),
+            Some(Err(e)) => return Ended::Io(e),
             None => agent.on_timer(now, rt, &mut PassingProber),
         };
         if let Err(e) = result {
             // Flush what the agent queued (e.g. an alert) before closing.
             let _ = tcp.write_all(&agent.take_outgoing()).await;
-            return e;
+            return Ended::Link(e);
         }
     }
 }
@@ -225,20 +266,46 @@ pub struct Creds {
     pub not_after: u64,
 }
 
+/// Why [`bootstrap`] got no certificate.
+#[derive(Debug)]
+pub enum BootstrapError {
+    /// The connection ended first (a refusal names its reason, e.g.
+    /// `BadToken`).
+    Ended(Ended),
+    /// The node's key could not be exported.
+    Key(String),
+}
+
+impl BootstrapError {
+    /// The gateway's refusal, if that is why.
+    pub fn refusal(&self) -> Option<(&proto::RefusalReason, &str)> {
+        match self {
+            BootstrapError::Ended(e) => e.refusal(),
+            BootstrapError::Key(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BootstrapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootstrapError::Ended(e) => write!(f, "bootstrap: {e}"),
+            BootstrapError::Key(e) => write!(f, "node key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BootstrapError {}
+
 /// Gets a node certificate with the bootstrap token: the agent's own
-/// bootstrap over one connection. `Err` says why the connection ended (a
-/// refusal names its reason, e.g. `BadToken`).
-pub async fn bootstrap(cfg: &NodeConfig) -> Result<Creds, String> {
+/// bootstrap over one connection.
+pub async fn bootstrap(cfg: &NodeConfig) -> Result<Creds, BootstrapError> {
     let mut local = Local::new(cfg);
-    let reason = connection(cfg, &mut local, &Stats::default()).await;
-    let Some(c) = local.agent.credentials()? else {
-        return Err(if reason.is_empty() {
-            "the connection ended without a certificate".into()
-        } else {
-            reason
-        });
+    let ended = connection(cfg, &mut local, &Stats::default()).await;
+    let Some(c) = local.agent.credentials().map_err(BootstrapError::Key)? else {
+        return Err(BootstrapError::Ended(ended));
     };
-    let key = KeyPair::try_from(&c.key).map_err(|e| format!("node key: {e}"))?;
+    let key = KeyPair::try_from(&c.key).map_err(|e| BootstrapError::Key(e.to_string()))?;
     Ok(Creds {
         key,
         chain: c.chain.into_iter().map(|c| c.to_vec()).collect(),

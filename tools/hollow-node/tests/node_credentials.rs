@@ -4,6 +4,7 @@
 
 mod common;
 
+use skiff_node_proto::RefusalReason;
 use std::time::Duration;
 
 use common::Cluster;
@@ -62,7 +63,10 @@ fn token_secrets_bind_their_node_expire_and_are_used_once() {
     // base64("hn-a")
     assert_eq!(secret_field(&c, "aaaaaa", "skiff-node-name"), "aG4tYQ==");
     let e = c.bootstrap("hn-b", &t1).err().expect("bound to hn-a");
-    assert!(e.contains("Forbidden") && e.contains("bound"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::Forbidden, m)) if m.contains("bound")),
+        "{e}"
+    );
     c.bootstrap("hn-a", &t1)
         .expect("its own node may bootstrap again");
 
@@ -75,7 +79,10 @@ fn token_secrets_bind_their_node_expire_and_are_used_once() {
         &["skiff-node-name=hn-d"],
     );
     let e = c.bootstrap("hn-e", &t2).err().expect("named for hn-d");
-    assert!(e.contains("Forbidden"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::Forbidden, _))),
+        "{e}"
+    );
     c.bootstrap("hn-d", &t2).expect("named node");
 
     // Single use: the Secret goes with its certificate.
@@ -88,7 +95,10 @@ fn token_secrets_bind_their_node_expire_and_are_used_once() {
     );
     c.bootstrap("hn-s", &t3).expect("single use, first");
     let e = c.bootstrap("hn-s", &t3).err().expect("used up");
-    assert!(e.contains("BadToken"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::BadToken, _))),
+        "{e}"
+    );
     let gone = c.kubectl_as(
         &c.kubeconfig,
         &[
@@ -110,12 +120,18 @@ fn token_secrets_bind_their_node_expire_and_are_used_once() {
         &[],
     );
     let e = c.bootstrap("hn-x", &t4).err().expect("expired");
-    assert!(e.contains("BadToken"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::BadToken, _))),
+        "{e}"
+    );
     let e = c
         .bootstrap("hn-a", "aaaaaa.0123456789aaaaab")
         .err()
         .expect("wrong secret");
-    assert!(e.contains("BadToken"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::BadToken, _))),
+        "{e}"
+    );
     c.ok(&[
         "-n",
         "kube-system",
@@ -124,7 +140,10 @@ fn token_secrets_bind_their_node_expire_and_are_used_once() {
         "bootstrap-token-aaaaaa",
     ]);
     let e = c.bootstrap("hn-a", &t1).err().expect("deleted");
-    assert!(e.contains("BadToken"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::BadToken, _))),
+        "{e}"
+    );
 
     assert!(
         c.journal()
@@ -155,7 +174,10 @@ fn a_live_node_cannot_be_bootstrapped_again() {
         .bootstrap("hn-live", &c.token.clone())
         .err()
         .expect("impostor refused");
-    assert!(e.contains("Forbidden") && e.contains("live session"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::Forbidden, m)) if m.contains("live session")),
+        "{e}"
+    );
     assert!(
         c.journal()
             .iter()
@@ -278,5 +300,8 @@ fn deleting_the_token_secret_stops_bootstraps_not_the_node_it_admitted() {
     });
     assert!(c.ok(&["get", "nodes"]).contains("hn-tok   Ready"));
     let e = c.bootstrap("hn-new", &t).err().expect("token deleted");
-    assert!(e.contains("BadToken"), "{e}");
+    assert!(
+        matches!(e.refusal(), Some((RefusalReason::BadToken, _))),
+        "{e}"
+    );
 }

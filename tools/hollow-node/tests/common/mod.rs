@@ -142,7 +142,7 @@ impl Cluster {
         &self,
         name: &str,
         token: &str,
-    ) -> Result<skiff_hollow_node::node::Creds, String> {
+    ) -> Result<skiff_hollow_node::node::Creds, skiff_hollow_node::node::BootstrapError> {
         let mut cfg = self.fleet_cfg.node(name, 999);
         cfg.token = token.to_string();
         self.rt.block_on(skiff_hollow_node::node::bootstrap(&cfg))
