@@ -4,31 +4,40 @@
 //! loopback at [`SLIRP_HOST`], which the serving certificate names.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use skiff_apiserver::{ServeConfig, pki};
+use skiff_apiserver::pki;
 use skiff_gateway::{Gateway, GatewayConfig};
+use skiff_test_support::api::ApiServer;
+
+use crate::registry::Registry;
 
 /// The host as seen from a QEMU user-network guest.
 pub const SLIRP_HOST: &str = "10.0.2.2";
 
+/// The API server ([`ApiServer`], which a plane derefs to for the URL,
+/// kubeconfig, runtime and the kubectl and polling helpers), plus the node
+/// gateway with its image service and, when started, the control loops.
 pub struct Plane {
-    pub dir: tempfile::TempDir,
-    pub url: String,
-    pub kubeconfig: PathBuf,
     /// A valid bootstrap token.
     pub token: String,
     /// The cluster CA certificate (DER).
     pub ca_der: Vec<u8>,
     pub gateway_addr: SocketAddr,
-    gateway: Option<Gateway>,
+    /// Shared with the API server's wait diagnostics (its journal).
+    gateway: Arc<Mutex<Option<Gateway>>>,
     /// Scheduler and controller manager, when started.
     loops: Vec<tokio::task::JoinHandle<()>>,
-    api: Option<skiff_apiserver::Running>,
-    // Dropped last: everything above runs on it.
-    pub rt: tokio::runtime::Runtime,
+    // Dropped last: its runtime carries everything above.
+    api: ApiServer,
+}
+
+impl std::ops::Deref for Plane {
+    type Target = ApiServer;
+    fn deref(&self) -> &ApiServer {
+        &self.api
+    }
 }
 
 impl Plane {
@@ -38,6 +47,18 @@ impl Plane {
         Plane::start_with_registries(&[], tune)
     }
 
+    /// The plane the wasm node tests use: images from `registry`, node
+    /// leases renewed every 500 ms, and the scheduler and controllers
+    /// running with a 40 s node grace period (TCG nodes are slow; a
+    /// shorter grace would mark a busy node NotReady).
+    pub fn for_wasm_nodes(registry: &Registry) -> Plane {
+        let mut plane = Plane::start_with_registries(&[registry.host()], |cfg| {
+            cfg.renew_interval = Duration::from_millis(500);
+        });
+        plane.start_control_loops(Duration::from_secs(40));
+        plane
+    }
+
     /// [`Plane::start`] whose image service reaches `registries`
     /// (`host:port`, the tests' local docker-registry) over plain HTTP, as
     /// `serve --insecure-registry` does; any other only over HTTPS.
@@ -45,53 +66,33 @@ impl Plane {
         registries: &[String],
         tune: impl FnOnce(&mut GatewayConfig),
     ) -> Plane {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki_dir = dir.path().join("pki");
-        let opts = pki::InitOptions {
+        let init = pki::InitOptions {
             sans: vec![SLIRP_HOST.into()],
             ..pki::InitOptions::default()
         };
-        let out = pki::init(&pki_dir, &opts).expect("pki init");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let cfg = ServeConfig::new(
-            pki_dir.clone(),
-            dir.path().join("data"),
-            "127.0.0.1:0".parse().unwrap(),
-        );
-        let api = rt
-            .block_on(skiff_apiserver::start(&cfg))
-            .expect("API server");
-        let mut gcfg = GatewayConfig::new(pki_dir.clone(), "127.0.0.1:0".parse().unwrap());
+        let mut api = ApiServer::start_full(&init, |_| {}, |_| {});
+        let mut gcfg = GatewayConfig::new(api.pki_dir(), "127.0.0.1:0".parse().unwrap());
         // Wasm nodes get their images pulled and compiled, as in `serve`.
-        let mut icfg = skiff_images::Config::new(dir.path().join("images"));
+        let mut icfg = skiff_images::Config::new(api.path("images"));
         icfg.insecure_registries = registries.to_vec();
         let images = skiff_images::ImageService::new(icfg).expect("image service");
         gcfg.images = Some(skiff_gateway::Images(images));
         gcfg.image_backoff = Duration::from_secs(2);
         tune(&mut gcfg);
-        let gateway = rt
-            .block_on(skiff_gateway::start(gcfg, api.state.clone()))
+        let gateway = api
+            .block_on(skiff_gateway::start(gcfg, api.state()))
             .expect("gateway");
-        let url = format!("https://{}", api.addr);
-        let kubeconfig = pki_dir.join(pki::ADMIN_KUBECONFIG);
-        let text = std::fs::read_to_string(&kubeconfig).unwrap();
-        std::fs::write(&kubeconfig, text.replace("https://127.0.0.1:6443", &url)).unwrap();
-        let ca_pem = std::fs::read_to_string(pki_dir.join(pki::CA_CERT)).unwrap();
+        let gateway_addr = gateway.addr;
+        let gateway = Arc::new(Mutex::new(Some(gateway)));
+        let g = gateway.clone();
+        api.set_diagnostics(move || format!("gateway journal:\n{}", journal(&g).join("\n")));
         Plane {
-            url,
-            kubeconfig,
-            token: out.bootstrap_tokens[0].clone(),
-            ca_der: pem_to_der(&ca_pem),
-            gateway_addr: gateway.addr,
-            gateway: Some(gateway),
+            token: api.pki.bootstrap_tokens[0].clone(),
+            ca_der: pem_to_der(&api.ca_pem()),
+            gateway_addr,
+            gateway,
             loops: Vec::new(),
-            api: Some(api),
-            rt,
-            dir,
+            api,
         }
     }
 
@@ -99,9 +100,9 @@ impl Plane {
     /// with their own credentials, as `skiff-controlplane serve` does;
     /// `grace` is the node-monitor grace period.
     pub fn start_control_loops(&mut self, grace: Duration) {
-        let pki_dir = self.dir.path().join("pki");
+        let pki_dir = self.pki_dir();
         let url = self.url.clone();
-        let (sched, ctrl) = self.rt.block_on(async {
+        let (sched, ctrl) = self.api.rt.block_on(async {
             let s = skiff_scheduler::client_from_kubeconfig(
                 &pki_dir.join(pki::SCHEDULER_KUBECONFIG),
                 Some(&url),
@@ -116,7 +117,7 @@ impl Plane {
             .expect("controller-manager client");
             (s, c)
         });
-        self.loops.push(self.rt.spawn(async move {
+        self.loops.push(self.api.rt.spawn(async move {
             if let Err(e) = skiff_scheduler::run(sched, Default::default()).await {
                 eprintln!("scheduler: {e}");
             }
@@ -126,7 +127,7 @@ impl Plane {
             ..Default::default()
         };
         self.loops
-            .push(self.rt.spawn(skiff_controllers::run(ctrl, cfg)));
+            .push(self.api.rt.spawn(skiff_controllers::run(ctrl, cfg)));
     }
 
     /// A microvm node on user networking that joins this plane as `name`
@@ -148,84 +149,29 @@ impl Plane {
 
     /// The gateway's log of connections, refusals and errors.
     pub fn journal(&self) -> Vec<String> {
-        self.gateway
-            .as_ref()
-            .map(|g| g.journal())
-            .unwrap_or_default()
+        journal(&self.gateway)
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        kubectl_as(&self.kubeconfig, self.dir.path(), args)
-    }
-
-    /// kubectl as admin, asserting success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        let (so, se) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(out.status.success(), "kubectl {args:?} failed:\n{so}\n{se}");
-        so.into_owned()
-    }
-
-    /// `kubectl apply -f -` of `yaml`.
-    pub fn apply(&self, yaml: &str) -> String {
-        let path = self.dir.path().join(format!(
-            "apply-{}.yaml",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+    /// Runs Pod `echo` (the echo-server guest, which the test pushed to
+    /// `registry_host` as `demo/echo:1.0`, on guest port 8080) and waits up
+    /// to 150 s until it answers on `http_port`, the host port forwarded to
+    /// its node: the neighbour the isolation tests keep asking.
+    pub fn run_echo_pod(&self, registry_host: &str, http_port: u16, context: impl Fn() -> String) {
+        self.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo, namespace: default}}
+spec:
+  containers:
+  - name: echo
+    image: {registry_host}/demo/echo:1.0
+    ports: [{{containerPort: 8080}}]
+"#
         ));
-        std::fs::write(&path, yaml).unwrap();
-        self.ok(&["apply", "-f", path.to_str().unwrap()])
-    }
-
-    /// Polls `f` every 100 ms for up to `secs`; the failure message carries
-    /// `context()` (e.g. a node's serial log) and the gateway's journal.
-    pub fn eventually(
-        &self,
-        what: &str,
-        secs: u64,
-        context: impl Fn() -> String,
-        mut f: impl FnMut() -> bool,
-    ) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}\n{}\ngateway journal:\n{}",
-                context(),
-                self.journal().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until `kubectl args` prints `needle`; returns that output.
-    pub fn wait_output(
-        &self,
-        args: &[&str],
-        needle: &str,
-        secs: u64,
-        context: impl Fn() -> String,
-    ) -> String {
-        let last = std::cell::RefCell::new(String::new());
-        self.eventually(
-            &format!("{needle:?} in kubectl {args:?}"),
-            secs,
-            || format!("last output:\n{}\n{}", last.borrow(), context()),
-            || {
-                let out = self.kubectl(args);
-                let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr);
-                let found = text.contains(needle);
-                *last.borrow_mut() = text;
-                found
-            },
-        );
-        last.into_inner()
+        self.eventually("the echo server to answer", 150, context, || {
+            crate::http_get(http_port, "/").is_ok_and(|a| a.contains("200 OK"))
+        });
     }
 
     /// Waits until node `name` has registered with the wasm runtime (its
@@ -248,25 +194,21 @@ impl Plane {
 
 impl Drop for Plane {
     fn drop(&mut self) {
-        let _g = self.rt.enter();
+        let _g = self.api.rt.enter();
         for t in self.loops.drain(..) {
             t.abort();
         }
-        self.gateway.take();
-        if let Some(a) = self.api.take() {
-            a.abort();
-        }
+        self.gateway.lock().unwrap().take();
     }
 }
 
-pub fn kubectl_as(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
-    Command::new(crate::peers::kubectl())
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl")
+fn journal(gateway: &Mutex<Option<Gateway>>) -> Vec<String> {
+    gateway
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map(|g| g.journal())
+        .unwrap_or_default()
 }
 
 /// The first certificate of a PEM file, as DER.

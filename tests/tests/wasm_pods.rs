@@ -24,10 +24,7 @@ fn wasm_images_from_a_registry_run_as_pods_on_a_kernel_node() {
     let _g = shared();
     let reg = Registry::start();
     let host = reg.host();
-    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
-        cfg.renew_interval = Duration::from_millis(500);
-    });
-    plane.start_control_loops(Duration::from_secs(40));
+    let plane = Plane::for_wasm_nodes(&reg);
     let echo_digest = reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
     reg.push_wasm("demo/hello:1.0", &guests::path("hello"));
     reg.push_wasm_old_layer_type("demo/burner:1.0", &guests::path("cpu-burner"));
@@ -247,10 +244,7 @@ fn bad_images_show_clear_pull_errors() {
     let _g = shared();
     let reg = Registry::start();
     let host = reg.host();
-    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
-        cfg.renew_interval = Duration::from_millis(500);
-    });
-    plane.start_control_loops(Duration::from_secs(40));
+    let plane = Plane::for_wasm_nodes(&reg);
     // Not wasm at all, under the wasm media type.
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.txt");
@@ -447,10 +441,7 @@ fn an_abusive_pod_fails_alone() {
     let _g = shared();
     let reg = Registry::start();
     let host = reg.host();
-    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
-        cfg.renew_interval = Duration::from_millis(500);
-    });
-    plane.start_control_loops(Duration::from_secs(40));
+    let plane = Plane::for_wasm_nodes(&reg);
     reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
     reg.push_wasm("demo/abuser:1.0", &guests::path("abuser"));
     let (spec, http_port) = plane
@@ -460,21 +451,7 @@ fn an_abusive_pod_fails_alone() {
         .expect("forward a port");
     let b = boot(spec);
     let log = || b.node.log_text();
-    plane.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: echo, namespace: default}}
-spec:
-  containers:
-  - name: echo
-    image: {host}/demo/echo:1.0
-    ports: [{{containerPort: 8080}}]
-"#
-    ));
-    plane.eventually("the echo server to answer", 120, log, || {
-        http_get(http_port, "/hello?x=1").is_ok_and(|a| a.contains("200 OK"))
-    });
+    plane.run_echo_pod(&host, http_port, log);
 
     plane.apply(&format!(
         r#"

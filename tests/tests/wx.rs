@@ -6,8 +6,6 @@
 //! side (a write to text, a jump into the heap and a kernel stack overflow
 //! all fault) is in `fault.rs`.
 
-use std::time::Duration;
-
 use skiff_e2e::plane::Plane;
 use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
@@ -46,10 +44,7 @@ fn a_recursing_guest_traps_alone_with_code_mapped_rx() {
     let _g = shared();
     let reg = Registry::start();
     let host = reg.host();
-    let mut plane = Plane::start_with_registries(std::slice::from_ref(&host), |cfg| {
-        cfg.renew_interval = Duration::from_millis(500);
-    });
-    plane.start_control_loops(Duration::from_secs(40));
+    let plane = Plane::for_wasm_nodes(&reg);
     reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
     reg.push_wasm("demo/recurse:1.0", &guests::path("recurse"));
     let (spec, http_port) = plane
@@ -61,28 +56,7 @@ fn a_recursing_guest_traps_alone_with_code_mapped_rx() {
     let b = boot(spec);
     let log = || b.node.log_text();
     plane.wait_wasm_node("wx-1", log);
-
-    plane.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: echo, namespace: default}}
-spec:
-  containers:
-  - name: echo
-    image: {host}/demo/echo:1.0
-    ports: [{{containerPort: 8080}}]
-"#
-    ));
-    plane.wait_output(
-        &["get", "pod", "echo", "-o", "jsonpath={.status.phase}"],
-        "Running",
-        120,
-        log,
-    );
-    plane.eventually("the echo server to answer", 30, log, || {
-        http_get(http_port, "/").is_ok_and(|a| a.contains("200 OK"))
-    });
+    plane.run_echo_pod(&host, http_port, log);
 
     plane.apply(&format!(
         r#"

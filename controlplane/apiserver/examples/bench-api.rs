@@ -23,10 +23,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use skiff_apiserver::{ServeConfig, pki};
+use skiff_test_support::api::tls_client;
 use skiff_test_support::bench::{Figure, Latencies, write_report};
 
 /// Objects a list returns.
@@ -104,27 +104,6 @@ impl Target {
         });
         send
     }
-}
-
-fn tls_client(pki_dir: &std::path::Path, cn: &str, groups: &[&str]) -> tokio_rustls::TlsConnector {
-    let ca = pki::Ca::load(pki_dir).expect("load CA");
-    let admin = ca.client_cert(cn, groups).expect("client certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
-        roots.add(c.expect("CA PEM")).expect("CA certificate");
-    }
-    let chain = CertificateDer::pem_slice_iter(admin.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("client certificate PEM");
-    let key = PrivateKeyDer::from_pem_slice(admin.key_pem.as_bytes()).expect("client key PEM");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client auth");
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
 /// One request; the whole answer is read before it returns.

@@ -1,11 +1,9 @@
 //! Authentication and authorization through real kubectl: RBAC-bound users,
 //! node identities, and bad or expired tokens.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Cluster, contains_all, fails, succeeds};
+use skiff_test_support::api::{ApiServer, contains_all, fails, succeeds};
 
 const RBAC: &str = "apiVersion: v1
 kind: Namespace
@@ -82,7 +80,7 @@ data:
 
 #[test]
 fn a_role_grants_exactly_what_it_says() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let f = c.write("rbac.yaml", RBAC);
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     let alice = c.cert_kubeconfig("alice", &["devs"]);
@@ -243,7 +241,7 @@ spec:
 
 #[test]
 fn a_node_sees_only_its_own_pods_and_their_secrets() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let f = c.write("pods.yaml", NODE_PODS);
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     let n1 = c.cert_kubeconfig("system:node:n1", &["system:nodes"]);
@@ -329,7 +327,7 @@ fn a_node_sees_only_its_own_pods_and_their_secrets() {
 
 #[test]
 fn tokens_and_anonymous_requests() {
-    let c = Cluster::start_with(|pki| {
+    let c = ApiServer::start_with(|pki| {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(pki.join("tokens.csv"))
@@ -384,7 +382,7 @@ fn tokens_and_anonymous_requests() {
 
 #[test]
 fn service_account_tokens() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let f = c.write("rbac.yaml", RBAC);
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     contains_all(
@@ -467,16 +465,16 @@ fn service_account_tokens() {
 /// `escalate` granted it can.
 #[test]
 fn rbac_escalation_needs_bind_or_escalate() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     for (bin, v) in [
-        (common::kubectl_path(), "133"),
-        (common::kubectl_latest_path(), "135"),
+        (skiff_test_support::peers::kubectl(), "133"),
+        (skiff_test_support::peers::kubectl_latest(), "135"),
     ] {
         escalation_scenario(&c, &bin, v);
     }
 }
 
-fn escalation_scenario(c: &Cluster, bin: &Path, v: &str) {
+fn escalation_scenario(c: &ApiServer, bin: &Path, v: &str) {
     let ns = format!("team{v}");
     let user = format!("alice{v}");
     c.ok(&["create", "namespace", &ns]);
@@ -770,7 +768,7 @@ rules:
 /// ClusterRole, cluster-admin included), and a malformed one is refused.
 #[test]
 fn aggregation_selects_by_expression() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let f = c.write("agg.yaml", EXPR_AGGREGATION);
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     c.ok(&[
@@ -845,7 +843,7 @@ spec:
 /// pods; nothing of another node.
 #[test]
 fn node_restriction_in_the_api_server() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let f = c.write("nodes.yaml", NODE_OBJECTS);
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     let p2_status = c.ok(&["get", "pod", "p2", "-o", "jsonpath={.status}"]);
@@ -1079,7 +1077,7 @@ fn node_restriction_in_the_api_server() {
 #[test]
 fn bad_client_certificates_are_refused() {
     use skiff_apiserver::pki;
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let ca = pki::Ca::load(&c.pki_dir()).unwrap();
     let good = ca
         .client_cert("kubernetes-admin", &["system:masters"])
@@ -1123,7 +1121,7 @@ fn bad_client_certificates_are_refused() {
 fn forged_and_foreign_service_account_tokens() {
     use base64::Engine as _;
     use skiff_apiserver::{API_AUDIENCE, TOKEN_ISSUER, TokenClaims, TokenKeys};
-    let c = Cluster::start();
+    let c = ApiServer::start();
     c.ok(&["create", "sa", "robot"]);
     c.ok(&[
         "create",
@@ -1201,7 +1199,7 @@ fn forged_and_foreign_service_account_tokens() {
 /// same name comes back.
 #[test]
 fn token_lifetime_cap_and_bound_pods() {
-    let c = Cluster::start_tuned(
+    let c = ApiServer::start_tuned(
         |_| {},
         |cfg| {
             cfg.limits.service_account_max_token_expiration = std::time::Duration::from_secs(7200)
@@ -1278,7 +1276,7 @@ fn token_lifetime_cap_and_bound_pods() {
 /// uid preconditions hold for deletes and updates.
 #[test]
 fn subresource_writes_and_uid_preconditions() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let f = c.write(
         "p.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec:\n  containers: [{name: c, image: app:1}]\n",

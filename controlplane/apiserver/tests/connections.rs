@@ -3,20 +3,19 @@
 //! watches beyond the limits get 429 with Retry-After (checked with the
 //! Python client in tests/py/limits.py) while everyone else is served.
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, python_path};
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject as _;
 use skiff_apiserver::Limits;
+use skiff_test_support::api::ApiServer;
+use skiff_test_support::peers;
 
 /// A TLS client of the cluster CA, without a client certificate.
-fn tls_config(c: &Cluster) -> Arc<rustls::ClientConfig> {
+fn tls_config(c: &ApiServer) -> Arc<rustls::ClientConfig> {
     let ca = std::fs::read(c.pki_dir().join("ca.crt")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
@@ -35,7 +34,7 @@ fn tls_config(c: &Cluster) -> Arc<rustls::ClientConfig> {
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS connection with its handshake done.
-fn tls_connect(c: &Cluster, cfg: &Arc<rustls::ClientConfig>) -> Tls {
+fn tls_connect(c: &ApiServer, cfg: &Arc<rustls::ClientConfig>) -> Tls {
     let tcp = TcpStream::connect(c.addr()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
@@ -73,7 +72,7 @@ fn closed_by_server(s: &mut impl std::io::Read, wait: Duration) -> bool {
 
 #[test]
 fn idle_and_slow_connections_are_closed_while_others_are_served() {
-    let c = Cluster::start_tuned(
+    let c = ApiServer::start_tuned(
         |_| {},
         |cfg| {
             cfg.limits.handshake_timeout = Duration::from_secs(1);
@@ -150,7 +149,7 @@ fn idle_and_slow_connections_are_closed_while_others_are_served() {
 
 #[test]
 fn a_connection_cap_keeps_a_share_for_the_plane() {
-    let c = Cluster::start_tuned(
+    let c = ApiServer::start_tuned(
         |_| {},
         |cfg| {
             cfg.limits.max_connections = 8;
@@ -172,7 +171,7 @@ fn a_connection_cap_keeps_a_share_for_the_plane() {
     // and the scheduler.
     c.ok(&["get", "ns", "default"]);
     let sched = c.cert_kubeconfig("system:kube-scheduler", &[]);
-    common::succeeds(
+    skiff_test_support::api::succeeds(
         c.kubectl_as(&sched, &["get", "pods", "-A"]),
         &["get", "pods", "-A"],
     );
@@ -198,7 +197,7 @@ fn a_connection_cap_keeps_a_share_for_the_plane() {
 /// tests/py/limits.py.
 #[test]
 fn watches_and_requests_past_the_limits_get_429_with_retry_after() {
-    let c = Cluster::start_tuned(
+    let c = ApiServer::start_tuned(
         |pki| {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
@@ -228,7 +227,7 @@ fn watches_and_requests_past_the_limits_get_429_with_retry_after() {
         ]);
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/limits.py");
-    let out = std::process::Command::new(python_path())
+    let out = std::process::Command::new(peers::python())
         .arg(script)
         .env("KUBECONFIG", &c.kubeconfig)
         .env("SKIFF_URL", &c.url)

@@ -5,13 +5,11 @@
 //! Not yet covered (issue 19): `--wait` on workloads (no nodes here) and a
 //! chart that ships a CRD.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Cluster, contains_all};
+use skiff_test_support::api::{ApiServer, contains_all};
 
-fn helm(c: &Cluster, args: &[&str]) -> std::process::Output {
+fn helm(c: &ApiServer, args: &[&str]) -> std::process::Output {
     Command::new(skiff_test_support::peers::helm())
         .args(args)
         .env("KUBECONFIG", &c.kubeconfig)
@@ -22,7 +20,7 @@ fn helm(c: &Cluster, args: &[&str]) -> std::process::Output {
         .expect("running helm")
 }
 
-fn helm_ok(c: &Cluster, args: &[&str]) -> String {
+fn helm_ok(c: &ApiServer, args: &[&str]) -> String {
     let out = helm(c, args);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -108,7 +106,7 @@ spec:
 
 #[test]
 fn helm_installs_upgrades_rolls_back_and_uninstalls() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     c.write("chart/Chart.yaml", CHART);
     c.write("chart/values.yaml", "greeting: hello\nreplicas: 1\n");
     c.write("chart/templates/all.yaml", TEMPLATES);

@@ -1,11 +1,10 @@
 //! Real kubectl 1.33 against an in-process control plane; every command's
 //! output is checked.
 
-mod common;
+use std::process::Stdio;
 
-use std::process::{Command, Stdio};
-
-use common::{Cluster, contains_all, kubectl_path};
+use skiff_test_support::api::{ApiServer, contains_all};
+use skiff_test_support::peers;
 
 const APP: &str = "apiVersion: v1
 kind: Namespace
@@ -62,7 +61,7 @@ spec:
 
 #[test]
 fn apply_get_edit_scale_and_delete_a_manifest() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let app = c.write("app.yaml", APP);
     let app = app.to_str().unwrap();
 
@@ -202,11 +201,10 @@ fn apply_get_edit_scale_and_delete_a_manifest() {
     );
 
     // edit through KUBE_EDITOR.
-    let out = Command::new(kubectl_path())
+    let out = c
+        .kubectl_command(&peers::kubectl(), &c.kubeconfig)
         .args(["edit", "cm", "web-config", "-n", "demo"])
-        .env("KUBECONFIG", &c.kubeconfig)
         .env("KUBE_EDITOR", "sed -i s/bonjour/hola/")
-        .env("HOME", c.dir.path())
         .output()
         .unwrap();
     contains_all(
@@ -283,7 +281,7 @@ fn apply_get_edit_scale_and_delete_a_manifest() {
             "service \"web\" deleted",
         ],
     );
-    c.eventually("namespace demo to disappear", || {
+    c.eventually("namespace demo to disappear", 10, String::new, || {
         !c.kubectl(&["get", "ns", "demo"]).status.success()
     });
     let err = c.fails(&["get", "cm", "web-config", "-n", "demo"]);
@@ -292,7 +290,7 @@ fn apply_get_edit_scale_and_delete_a_manifest() {
 
 #[test]
 fn create_with_typed_clients_and_watch() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     // A sentinel row tells when the watch is running.
     c.ok(&["create", "cm", "w0", "-n", "default"]);
     let list: serde_json::Value =
@@ -302,10 +300,9 @@ fn create_with_typed_clients_and_watch() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut watch = Command::new(kubectl_path())
+    let mut watch = c
+        .kubectl_command(&peers::kubectl(), &c.kubeconfig)
         .args(["get", "cm", "-n", "default", "--watch", "-o", "wide"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("HOME", c.dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -332,7 +329,7 @@ fn create_with_typed_clients_and_watch() {
             .filter(|l| l.starts_with(prefix))
             .count()
     };
-    c.eventually("the watch to list w0", || rows("w0 ") >= 1);
+    c.eventually("the watch to list w0", 10, String::new, || rows("w0 ") >= 1);
     // `kubectl create` uses client-go's protobuf encoding.
     contains_all(
         &c.ok(&["create", "cm", "w1", "-n", "default", "--from-literal=a=b"]),
@@ -352,7 +349,7 @@ fn create_with_typed_clients_and_watch() {
         &["configmap \"w1\" deleted"],
     );
     // Added, modified, deleted.
-    c.eventually("three w1 rows", || rows("w1 ") >= 3);
+    c.eventually("three w1 rows", 10, String::new, || rows("w1 ") >= 3);
     watch.kill().unwrap();
     let _ = watch.wait();
     reader.join().unwrap();
@@ -390,7 +387,7 @@ fn create_with_typed_clients_and_watch() {
 
 #[test]
 fn bad_input_gets_the_right_status_and_changes_nothing() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let before = c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]);
     let bad = c.write(
         "bad.json",
@@ -478,7 +475,7 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
 
 #[test]
 fn watch_bookmarks_and_gone_after_compaction() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     c.ok(&["create", "cm", "a", "--from-literal=k=1"]);
     let rv = c.ok(&[
         "get",
@@ -543,7 +540,7 @@ fn watch_bookmarks_and_gone_after_compaction() {
 
 #[test]
 fn pod_binding_status_and_graceful_deletion() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     contains_all(
         &c.ok(&["run", "loose", "--image=app:1"]),
         &["pod/loose created"],
@@ -640,7 +637,7 @@ fn pod_binding_status_and_graceful_deletion() {
 
 #[test]
 fn server_side_apply_tracks_managers() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let v1 = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  namespace: default\n  labels: {app: ssa, extra: \"1\"}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: ssa}\n  template:\n    metadata:\n      labels: {app: ssa}\n    spec:\n      containers:\n      - {name: c, image: img:1}\n";
     let f1 = c.write("ssa1.yaml", v1);
     contains_all(
@@ -712,7 +709,7 @@ fn server_side_apply_tracks_managers() {
 
 #[test]
 fn events_print_like_kube() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let ev = c.write(
         "ev.yaml",
         "apiVersion: v1\nkind: Event\nmetadata: {name: e1, namespace: default}\ninvolvedObject: {kind: Pod, name: web-1, namespace: default}\nreason: Scheduled\nmessage: assigned to n1\ntype: Normal\n",
@@ -756,7 +753,7 @@ fn events_print_like_kube() {
 
 #[test]
 fn finalizers_hold_deletion_until_removed() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let cm = c.write(
         "fin.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: default\n  finalizers: [skiff.dev/hold]\ndata: {a: b}\n",
@@ -800,7 +797,7 @@ fn finalizers_hold_deletion_until_removed() {
 
 #[test]
 fn service_cluster_ips_are_unique() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let docs: Vec<String> = (0..12)
         .map(|i| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default}}\nspec:\n  ports: [{{port: 80}}]\n"))
         .collect();
@@ -850,7 +847,7 @@ fn service_cluster_ips_are_unique() {
     contains_all(&err, &["provided IP is already allocated"]);
 }
 
-fn get_json(c: &Cluster, args: &[&str]) -> serde_json::Value {
+fn get_json(c: &ApiServer, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["get"];
     a.extend_from_slice(args);
     a.extend_from_slice(&["-o", "json"]);
@@ -862,7 +859,7 @@ fn get_json(c: &Cluster, args: &[&str]) -> serde_json::Value {
 #[test]
 fn typed_client_creates_of_workloads_services_and_roles() {
     use serde_json::json;
-    let c = Cluster::start();
+    let c = ApiServer::start();
 
     contains_all(
         &c.ok(&[
@@ -1021,7 +1018,7 @@ fn ld(field: u64, b: &[u8]) -> Vec<u8> {
 /// protobuf DeleteOptions (typed clients, `helm uninstall`) deletes.
 #[test]
 fn protobuf_bodies_unknown_fields_volumes_and_delete_options() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let envelope = |kind: &[u8], raw: &[u8]| {
         let tm = [ld(1, b"apps/v1"), ld(2, kind)].concat();
         [b"k8s\0".to_vec(), ld(1, &tm), ld(2, raw)].concat()
@@ -1109,7 +1106,7 @@ fn protobuf_bodies_unknown_fields_volumes_and_delete_options() {
 /// get; a watch stays JSON.
 #[test]
 fn protobuf_answers_for_clients_that_ask() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     c.ok(&[
         "create",
         "deployment",
@@ -1166,7 +1163,7 @@ fn protobuf_answers_for_clients_that_ask() {
 /// the Priority admission step giving pods their class's priority.
 #[test]
 fn priority_classes_and_pod_priority() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     contains_all(
         &c.ok(&[
             "create",

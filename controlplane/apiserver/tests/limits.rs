@@ -2,14 +2,12 @@
 //! down, driven with the real kubectl: patches that would amplify an object,
 //! objects over the size limit, YAML alias bombs.
 
-mod common;
-
-use common::{Cluster, contains_all};
+use skiff_test_support::api::{ApiServer, contains_all};
 
 /// kube's (etcd's) object size limit, 1.5 MiB.
 const MAX_OBJECT: usize = 3 * 512 * 1024;
 
-fn configmap(c: &Cluster, name: &str, value_len: usize) {
+fn configmap(c: &ApiServer, name: &str, value_len: usize) {
     let path = c.write(
         &format!("{name}.yaml"),
         &format!(
@@ -21,7 +19,7 @@ fn configmap(c: &Cluster, name: &str, value_len: usize) {
 }
 
 /// resourceVersion and the size of `data`, to see that nothing changed.
-fn state(c: &Cluster, name: &str) -> (String, usize) {
+fn state(c: &ApiServer, name: &str) -> (String, usize) {
     let out = c.ok(&["get", "cm", name, "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     (
@@ -46,7 +44,7 @@ fn doubling_patch(copies: usize) -> String {
 
 #[test]
 fn json_patch_amplification_is_refused_and_the_server_stays_up() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     configmap(&c, "amp", 1000);
     let before = state(&c, "amp");
     for copies in [12, 40] {
@@ -80,7 +78,7 @@ fn json_patch_amplification_is_refused_and_the_server_stays_up() {
 
 #[test]
 fn patches_and_applies_cannot_grow_an_object_past_the_limit() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     // 1 MB now: the next megabyte would make it 2 MB.
     configmap(&c, "grow", 1 << 20);
     let before = state(&c, "grow");
@@ -167,7 +165,7 @@ fn patches_and_applies_cannot_grow_an_object_past_the_limit() {
 /// converts to JSON first): send one directly.
 #[test]
 fn yaml_alias_bombs_are_refused() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let pad = vec!["0"; 200_000].join(",");
     let mut doc = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: lol\npad: [{pad}]\nbinaryData: {{}}\nlol0: &a0 \"{}\"\n",
@@ -190,7 +188,7 @@ fn yaml_alias_bombs_are_refused() {
 
 #[test]
 fn a_namespace_holds_at_most_its_object_limit() {
-    let c = Cluster::start_tuned(|_| {}, |cfg| cfg.limits.max_objects_per_namespace = 10);
+    let c = ApiServer::start_tuned(|_| {}, |cfg| cfg.limits.max_objects_per_namespace = 10);
     c.ok(&["create", "ns", "full"]);
     for i in 0..10 {
         c.ok(&["create", "cm", &format!("c{i}"), "-n", "full"]);
@@ -217,7 +215,7 @@ fn a_namespace_holds_at_most_its_object_limit() {
 /// error; reads and deletes work; compaction frees the space.
 #[test]
 fn the_store_quota_refuses_writes_and_allows_deletes() {
-    let c = Cluster::start_tuned(|_| {}, |cfg| cfg.store.quota_bytes = 2 << 20);
+    let c = ApiServer::start_tuned(|_| {}, |cfg| cfg.store.quota_bytes = 2 << 20);
     let value = "q".repeat(200_000);
     let file = c.write("value.txt", &value);
     let file = format!("--from-file=a={}", file.to_str().unwrap());

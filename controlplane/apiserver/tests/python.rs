@@ -1,17 +1,16 @@
 //! The official Python `kubernetes` client (SKIFF_PYTHON) against an
 //! in-process control plane; the checks are in tests/py/client.py.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Cluster, python_path};
+use skiff_test_support::api::ApiServer;
+use skiff_test_support::peers;
 
 #[test]
 fn python_client_crud_selectors_watch_and_errors() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/client.py");
-    let out = Command::new(python_path())
+    let out = Command::new(peers::python())
         .arg(script)
         .env("KUBECONFIG", &c.kubeconfig)
         .output()

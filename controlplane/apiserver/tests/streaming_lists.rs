@@ -3,21 +3,16 @@
 //! kubectl 1.35's `wait`, `rollout status` and `get -w` hang until their
 //! timeout.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, contains_all};
+use skiff_test_support::api::{ApiServer, contains_all};
 
 /// kubectl 1.35 (client-go's streaming lists) as admin.
-fn latest(c: &Cluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(skiff_test_support::peers::kubectl_latest());
-    cmd.args(args)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("HOME", c.dir.path())
-        .stdin(Stdio::null());
+fn latest(c: &ApiServer, args: &[&str]) -> Command {
+    let mut cmd = c.kubectl_command(&skiff_test_support::peers::kubectl_latest(), &c.kubeconfig);
+    cmd.args(args);
     cmd
 }
 
@@ -36,7 +31,7 @@ fn succeeded(out: Output, what: &str, started: Instant) -> String {
 
 #[test]
 fn initial_events_end_with_a_bookmark_at_the_list_revision() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     c.ok(&["create", "cm", "a", "--from-literal=k=1"]);
     c.ok(&["create", "cm", "b", "--from-literal=k=1"]);
     let list: serde_json::Value =
@@ -118,7 +113,7 @@ fn initial_events_end_with_a_bookmark_at_the_list_revision() {
 
 #[test]
 fn kubectl_1_35_wait_rollout_status_and_get_watch_finish() {
-    let c = Cluster::start();
+    let c = ApiServer::start();
     c.ok(&["create", "cm", "a", "--from-literal=k=1"]);
 
     // `wait --for=jsonpath` sees a later change.
@@ -236,7 +231,7 @@ fn kube_rs_watcher_streams_the_initial_list() {
     use kube::api::{Api, PostParams};
     use kube::runtime::watcher::{self, Event};
 
-    let c = Cluster::start();
+    let c = ApiServer::start();
     for n in ["a", "b", "c"] {
         c.ok(&["create", "cm", n, "--from-literal=k=1"]);
     }

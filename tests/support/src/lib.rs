@@ -1,10 +1,14 @@
 //! Light test support every crate's tests may use without building the
 //! control plane or the node: the benchmark report ([`bench`]), the real
 //! third-party clients ([`peers`]), the bounded fuzz driver ([`fuzz`]) and
-//! sample statistics. The heavy
-//! harnesses (an in-process plane, QEMU nodes, a registry) are in
-//! `skiff-e2e`.
+//! sample statistics. With the feature `api`, [`api::ApiServer`]: the API
+//! server in process with kubectl and raw-request helpers, which the API
+//! server's tests use and `skiff-e2e`'s plane builds on. The heavy
+//! harnesses (the plane with gateway and images, QEMU nodes, a registry)
+//! are in `skiff-e2e`.
 
+#[cfg(feature = "api")]
+pub mod api;
 pub mod bench;
 pub mod fuzz;
 
