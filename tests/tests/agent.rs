@@ -193,7 +193,7 @@ fn session(
             Err(e) => return format!("read: {e}"),
         };
         if let Err(e) = result {
-            return e;
+            return e.to_string();
         }
     }
 }

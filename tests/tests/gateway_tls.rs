@@ -169,6 +169,7 @@ impl Node {
                             .on_data(now, &buf[..n], &mut self.rt, &mut NoProber);
                         if let Err(e) = r {
                             let _ = tcp.write_all(&self.agent.take_outgoing());
+                            let e = e.to_string();
                             self.agent.on_closed(now, &e);
                             return Err(e);
                         }
