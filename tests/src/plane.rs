@@ -152,6 +152,16 @@ impl Plane {
         journal(&self.gateway)
     }
 
+    /// Runs `f` on the running gateway (e.g. to read its metrics).
+    pub fn with_gateway<T>(&self, f: impl FnOnce(&Gateway) -> T) -> T {
+        f(self
+            .gateway
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("gateway running"))
+    }
+
     /// Runs Pod `echo` (the echo-server guest, which the test pushed to
     /// `registry_host` as `demo/echo:1.0`, on guest port 8080) and waits up
     /// to 150 s until it answers on `http_port`, the host port forwarded to
@@ -223,4 +233,19 @@ pub fn pem_to_der(pem: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(body)
         .expect("PEM body is base64")
+}
+
+/// A DER certificate as PEM (64-column base64).
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }

@@ -413,12 +413,8 @@ fn certificates_rotate_before_expiry() {
 fn a_node_may_fetch_only_its_own_pods_artifacts() {
     use skiff_gateway::wire::{read_frame, write_frame};
     use skiff_node_proto::{Capabilities, MAX_FRAME, NodeToPlane, PlaneToNode};
-    let cache = tempfile::tempdir().unwrap();
-    let c = Cluster::start(|g| {
-        let svc = skiff_images::ImageService::new(skiff_images::Config::new(cache.path().into()))
-            .expect("image service");
-        g.images = Some(skiff_gateway::Images(svc));
-    });
+    // The plane's gateway serves artifacts from its image service.
+    let c = Cluster::start(|_| {});
     let (mut s, _) = registered_session(&c, "hn-fetch", Capabilities::WASM);
     let answer = c.rt.block_on(async {
         // Any artifact not named by this node's own pods is refused, even one

@@ -35,7 +35,7 @@ fn idle_and_excess_connections_are_closed_and_nodes_still_connect() {
         g.max_unauthenticated_per_source = 4;
         g.max_connections = 2;
     });
-    let gw = c.gateway().addr;
+    let gw = c.gateway_addr;
     // An attacker at 127.0.0.2 opens ten connections and sends nothing.
     let mut idle: Vec<TcpStream> = c.rt.block_on(async { futures_all(gw, 10).await });
     // Six are closed at once: four is the share of one address. (All

@@ -237,12 +237,12 @@ fn kubectl_and_python_read_pod_logs() {
         .recv_timeout(Duration::from_secs(10))
         .expect("a line");
     assert_eq!(l, "hello from b attempt 0");
-    assert_eq!(c.gateway().open_log_streams(), 2);
+    assert_eq!(c.with_gateway(|g| g.open_log_streams()), 2);
     for (i, ch) in [&mut child, &mut quiet].into_iter().enumerate() {
         ch.kill().unwrap();
         ch.wait().unwrap();
         c.eventually("the stream closed on the gateway", 10, || {
-            c.gateway().open_log_streams() == 1 - i
+            c.with_gateway(|g| g.open_log_streams()) == 1 - i
         });
         c.eventually("the node cancelled the stream", 10, || {
             Stats::get(&stats.log_cancels) == 1 + i as u64

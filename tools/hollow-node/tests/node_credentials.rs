@@ -209,7 +209,7 @@ fn a_deleted_node_is_cut_off_and_its_certificate_does_not_bring_it_back() {
         &["skiff-single-use=true"],
     );
     let ca = c.dir.path().join("pki").join(skiff_apiserver::pki::CA_CERT);
-    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway().addr, &ca, &t).unwrap();
+    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway_addr, &ca, &t).unwrap();
     c.start_node("hn-del", 2);
     c.wait_output(&["get", "nodes"], "hn-del   Ready", 20);
     c.ok(&["delete", "node", "hn-del"]);
@@ -278,7 +278,7 @@ fn deleting_the_token_secret_stops_bootstraps_not_the_node_it_admitted() {
     let mut c = Cluster::start(|g| g.cert_validity = Duration::from_secs(4));
     let t = token_secret(&c, "eeeeee", "0123456789eeeeee", FUTURE, &[]);
     let ca = c.dir.path().join("pki").join(skiff_apiserver::pki::CA_CERT);
-    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway().addr, &ca, &t).unwrap();
+    c.fleet_cfg = skiff_hollow_node::FleetConfig::new(c.gateway_addr, &ca, &t).unwrap();
     c.start_node("hn-tok", 4);
     c.wait_output(&["get", "nodes"], "hn-tok   Ready", 20);
     c.ok(&[
