@@ -12,7 +12,6 @@ use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject as _;
 use skiff_apiserver::Limits;
 use skiff_test_support::api::ApiServer;
-use skiff_test_support::peers;
 
 /// A TLS client of the cluster CA, without a client certificate.
 fn tls_config(c: &ApiServer) -> Arc<rustls::ClientConfig> {
@@ -227,19 +226,5 @@ fn watches_and_requests_past_the_limits_get_429_with_retry_after() {
         ]);
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/limits.py");
-    let out = std::process::Command::new(peers::python())
-        .arg(script)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("SKIFF_URL", &c.url)
-        .env("SKIFF_CA", c.pki_dir().join("ca.crt"))
-        .output()
-        .expect("run python");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && so.contains("limits: all checks passed"),
-        "python limit checks failed:\nstdout: {so}\nstderr: {se}"
-    );
+    c.run_python(script, "limits: all checks passed");
 }

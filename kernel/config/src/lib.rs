@@ -458,17 +458,12 @@ pub struct Redacted<'a>(pub &'a str);
 
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, word) in self.0.split_ascii_whitespace().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            match word.split_once('=') {
-                Some(("skiff.token", v)) => write!(f, "skiff.token={}", TokenDisplay(v))?,
-                Some(("skiff.diag_token", _)) => f.write_str("skiff.diag_token=<redacted>")?,
-                _ => f.write_str(word)?,
-            }
-        }
-        Ok(())
+        let show = |f: &mut fmt::Formatter<'_>, word: &str| match word.split_once('=') {
+            Some(("skiff.token", v)) => write!(f, "skiff.token={}", TokenDisplay(v)),
+            Some(("skiff.diag_token", _)) => f.write_str("skiff.diag_token=<redacted>"),
+            _ => f.write_str(word),
+        };
+        fmt::Display::fmt(&skiff_serial_log::Words(self.0, show), f)
     }
 }
 

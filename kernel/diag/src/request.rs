@@ -184,18 +184,15 @@ pub struct Redacted<'a>(pub &'a str);
 
 impl fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, word) in self.0.split_ascii_whitespace().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
+        let show = |f: &mut fmt::Formatter<'_>, word: &str| {
             if word.starts_with(TOKEN) {
-                write!(f, "{TOKEN}<redacted>")?;
+                write!(f, "{TOKEN}<redacted>")
             } else {
                 // A `blk-write` payload is long: the first bytes say enough.
-                f.write_str(word.get(..80).unwrap_or(word))?;
+                f.write_str(word.get(..80).unwrap_or(word))
             }
-        }
-        Ok(())
+        };
+        fmt::Display::fmt(&skiff_serial_log::Words(self.0, show), f)
     }
 }
 

@@ -178,6 +178,26 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
+/// Whitespace-separated text as a log message, word by word through
+/// `show` (runs of ASCII whitespace become one space): how a command line
+/// or a diag request is logged with its secrets left out.
+pub struct Words<'a, F>(pub &'a str, pub F);
+
+impl<F> fmt::Display for Words<'_, F>
+where
+    F: Fn(&mut fmt::Formatter<'_>, &str) -> fmt::Result,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, word) in self.0.split_ascii_whitespace().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            (self.1)(f, word)?;
+        }
+        Ok(())
+    }
+}
+
 /// The target of boot stage lines.
 pub const STAGE_TARGET: &str = "stage";
 

@@ -284,6 +284,30 @@ impl ApiServer {
         fails(self.kubectl(args), args)
     }
 
+    /// Runs the Python client script `script` as admin (`KUBECONFIG`, and
+    /// `SKIFF_URL` and `SKIFF_CA` for raw requests), asserting it exits 0
+    /// and prints `passed`; returns its stdout.
+    #[track_caller]
+    pub fn run_python(&self, script: &str, passed: &str) -> String {
+        let out = Command::new(crate::peers::python())
+            .arg(script)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("SKIFF_URL", &self.url)
+            .env("SKIFF_CA", self.pki_dir().join(pki::CA_CERT))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run python");
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && so.contains(passed),
+            "python {script} failed:\nstdout: {so}\nstderr: {se}"
+        );
+        so.into_owned()
+    }
+
     /// `kubectl apply -f` of `yaml` (written to a fresh file).
     pub fn apply(&self, yaml: &str) -> String {
         let nanos = std::time::SystemTime::now()

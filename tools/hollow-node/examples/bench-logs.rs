@@ -10,7 +10,6 @@
 //! client minus the node's write time (the `timestamps=true` prefix, ms
 //! resolution, same clock), p50/p99.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,8 +17,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::json;
 use skiff_apiserver::{ServeConfig, pki};
 use skiff_e2e::bench::{Args, Figure, Latencies, write_report};
@@ -28,29 +26,10 @@ use skiff_hollow_node::{Fleet, FleetConfig};
 type Conn = SendRequest<Full<Bytes>>;
 
 async fn connect(addr: std::net::SocketAddr, pki_dir: &std::path::Path) -> Conn {
-    let ca = pki::Ca::load(pki_dir).expect("load CA");
-    let admin = ca
-        .client_cert("bench-admin", &["system:masters"])
-        .expect("client certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
-        roots.add(c.expect("CA PEM")).expect("CA certificate");
-    }
-    let chain = CertificateDer::pem_slice_iter(admin.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certificate PEM");
-    let key = PrivateKeyDer::from_pem_slice(admin.key_pem.as_bytes()).expect("key PEM");
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .expect("client auth");
+    let tls = skiff_e2e::api::tls_client(pki_dir, "bench-admin", &["system:masters"]);
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let tls = tls
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .expect("TLS");

@@ -251,20 +251,7 @@ fn kubectl_and_python_read_pod_logs() {
 
     // The Python client.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/logs.py");
-    let out = Command::new(skiff_e2e::peers::python())
-        .arg(script)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .output()
-        .expect("run python");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "python log checks failed:\n{so}\n{se}"
-    );
-    assert!(so.contains("python logs: all checks passed"), "{so}");
+    c.run_python(script, "python logs: all checks passed");
 
     // RBAC: reading the pod is not reading its log (`get pods/log`).
     let ca = skiff_apiserver::pki::Ca::load(&c.pki_dir()).unwrap();
