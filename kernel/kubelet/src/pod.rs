@@ -470,12 +470,7 @@ impl PodState {
             );
         }
         let mut stopping = Vec::new();
-        for (init, c) in self
-            .init
-            .iter_mut()
-            .map(|c| (true, c))
-            .chain(self.containers.iter_mut().map(|c| (false, c)))
-        {
+        for (init, c) in self.all_ctrs_mut() {
             c.cancel_probes(prober);
             c.waiting = None;
             if let Some(inst) = c.instance.as_mut() {
@@ -532,12 +527,7 @@ impl PodState {
         let policy = self.spec.restart_policy;
         let tearing_down = self.teardown.is_some();
         let mut events = Vec::new();
-        for (init, c) in self
-            .init
-            .iter_mut()
-            .map(|c| (true, c))
-            .chain(self.containers.iter_mut().map(|c| (false, c)))
-        {
+        for (init, c) in self.all_ctrs_mut() {
             let Some(inst) = c.instance.as_mut() else {
                 continue;
             };
@@ -641,6 +631,37 @@ impl PodState {
             &mut self.init[i]
         } else {
             &mut self.containers[i]
+        }
+    }
+
+    /// Every container, init containers first, with whether it is one.
+    fn all_ctrs_mut(&mut self) -> impl Iterator<Item = (bool, &mut Ctr)> {
+        let init = self.init.iter_mut().map(|c| (true, c));
+        init.chain(self.containers.iter_mut().map(|c| (false, c)))
+    }
+
+    /// Holds a container waiting with `reason`; a Warning `Failed` event
+    /// when the reason or detail is new, not on every retry.
+    fn hold_waiting(
+        &mut self,
+        init: bool,
+        i: usize,
+        reason: &str,
+        detail: String,
+        ctx: &SyncCtx<'_>,
+        out: &mut Vec<NodeToPlane>,
+    ) {
+        let c = self.ctr(init, i);
+        let name = c.name.clone();
+        let new = c
+            .waiting
+            .as_ref()
+            .is_none_or(|w| w.0 != reason || w.1.as_ref() != Some(&detail));
+        let message = format!("Error: {detail}");
+        c.waiting = Some((reason.into(), Some(detail)));
+        if new {
+            let c = Some((name.as_str(), init));
+            self.event(ctx, out, c, EventType::Warning, "Failed", message);
         }
     }
 
@@ -797,23 +818,7 @@ impl PodState {
             Ok(env) => return Some(env),
             Err(msg) => msg,
         };
-        let c = self.ctr(init, i);
-        let name = c.name.clone();
-        let first = c
-            .waiting
-            .as_ref()
-            .is_none_or(|w| w.0 != "CreateContainerConfigError");
-        c.waiting = Some(("CreateContainerConfigError".into(), Some(msg.clone())));
-        if first {
-            self.event(
-                ctx,
-                out,
-                Some((&name, init)),
-                EventType::Warning,
-                "Failed",
-                format!("Error: {msg}"),
-            );
-        }
+        self.hold_waiting(init, i, "CreateContainerConfigError", msg, ctx, out);
         // Retried when config data arrives (the driver ticks) or soon.
         wake.at(Some(ctx.now + SEC));
         None
@@ -892,30 +897,15 @@ impl PodState {
             attempt,
             volumes,
         });
-        let c = self.ctr(init, i);
         if let Err(e) = &started
             && let Some(reason) = e.waiting_reason()
         {
-            let first = c
-                .waiting
-                .as_ref()
-                .is_none_or(|w| w.0 != reason || w.1.as_deref() != Some(e.detail()));
-            c.waiting = Some((reason.into(), Some(e.detail().into())));
-            if first {
-                let ev = format!("Error: {e}");
-                self.event(
-                    ctx,
-                    out,
-                    Some((&name, init)),
-                    EventType::Warning,
-                    "Failed",
-                    ev,
-                );
-            }
+            self.hold_waiting(init, i, reason, e.detail().into(), ctx, out);
             // Retried soon: the plane resends the pod when its image changes.
             wake.at(Some(now + SEC));
             return;
         }
+        let c = self.ctr(init, i);
         if let Some(finished_at) = restart {
             c.backoff.next(&policy, finished_at);
             c.restart_count += 1;
