@@ -22,10 +22,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
-use skiff_e2e::bench::{Args, Figure, Latencies, write_report};
-use skiff_e2e::plane::Plane;
 use skiff_scheduler::SchedulerConfig;
 use skiff_scheduler::plugins::default_profile;
+use skiff_test_support::api::ApiServer;
+use skiff_test_support::bench::{Args, Figure, Latencies, write_report};
 
 /// kube-scheduler's SchedulingBasic threshold in scheduler_perf's
 /// performance-config.yaml (pods/s).
@@ -131,7 +131,7 @@ where
 }
 
 async fn run_row(
-    plane: &Plane,
+    plane: &ApiServer,
     nodes: usize,
     pods: usize,
     conc: usize,
@@ -255,7 +255,7 @@ fn main() {
             .and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)))
             .unwrap_or_else(|| panic!("bad --sizes entry {size:?}; want NODESxPODS"));
         eprintln!("row: {n} nodes, {m} pods");
-        let plane = Plane::start(|_| {});
+        let plane = ApiServer::start();
         let row = plane.rt.block_on(run_row(&plane, n, m, conc, timeout));
         drop(plane);
         let row = match row {

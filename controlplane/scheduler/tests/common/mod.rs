@@ -1,5 +1,5 @@
-//! Harness: the real API server (and gateway) in process via
-//! `skiff_e2e::plane`, the scheduler on the same runtime with its own
+//! Harness: the real API server in process
+//! ([`skiff_test_support::api::ApiServer`]), the scheduler on the same runtime with its own
 //! `system:kube-scheduler` credentials, Node objects created through the
 //! API (as kube's scheduler_perf does) and kube clients to drive them.
 
@@ -16,42 +16,36 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use skiff_apiserver::pki;
-use skiff_e2e::plane::Plane;
+use skiff_test_support::api::ApiServer;
 
 pub const ZONE: &str = "topology.kubernetes.io/zone";
 pub const HOST: &str = "kubernetes.io/hostname";
 
 pub struct Cluster {
-    pub plane: Plane,
+    pub api: ApiServer,
     pub admin: Client,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let plane = Plane::start(|_| {});
-        let admin = plane
-            .rt
+        let api = ApiServer::start();
+        let admin = api
             .block_on(skiff_scheduler::client_from_kubeconfig(
-                &plane.kubeconfig,
+                &api.kubeconfig,
                 None,
             ))
             .expect("admin client");
-        Cluster { plane, admin }
+        Cluster { api, admin }
     }
 
     /// A client with the scheduler's own credentials.
     pub fn scheduler_client(&self) -> Client {
-        let path = self
-            .plane
-            .dir
-            .path()
-            .join("pki")
-            .join(pki::SCHEDULER_KUBECONFIG);
-        self.plane
+        let path = self.api.pki_dir().join(pki::SCHEDULER_KUBECONFIG);
+        self.api
             .rt
             .block_on(skiff_scheduler::client_from_kubeconfig(
                 &path,
-                Some(&self.plane.url),
+                Some(&self.api.url),
             ))
             .expect("scheduler client")
     }
@@ -61,11 +55,11 @@ impl Cluster {
         config: skiff_scheduler::SchedulerConfig,
     ) -> tokio::task::JoinHandle<Result<(), String>> {
         let client = self.scheduler_client();
-        self.plane.rt.spawn(skiff_scheduler::run(client, config))
+        self.api.rt.spawn(skiff_scheduler::run(client, config))
     }
 
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.plane.rt.block_on(f)
+        self.api.rt.block_on(f)
     }
 
     pub fn create_node(&self, node: &Node) {
@@ -133,7 +127,7 @@ impl Cluster {
 
     /// kubectl as admin, asserting success.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        self.plane.ok(args)
+        self.api.ok(args)
     }
 }
 
