@@ -59,7 +59,7 @@ impl Cluster {
     pub fn spawn_scheduler(
         &self,
         config: skiff_scheduler::SchedulerConfig,
-    ) -> tokio::task::JoinHandle<Result<(), String>> {
+    ) -> tokio::task::JoinHandle<Result<(), skiff_scheduler::RunError>> {
         let client = self.scheduler_client();
         self.plane.rt.spawn(skiff_scheduler::run(client, config))
     }
