@@ -22,7 +22,7 @@ mod replicaset;
 mod serviceaccount;
 mod util;
 
-pub use skiff_client::client_from_kubeconfig;
+pub use skiff_client::{ClientError, client_from_kubeconfig};
 pub use util::pod_ready;
 
 #[cfg(test)]

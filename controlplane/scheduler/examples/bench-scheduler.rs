@@ -137,7 +137,9 @@ async fn run_row(
     conc: usize,
     timeout: Duration,
 ) -> Result<Row, String> {
-    let admin = skiff_scheduler::client_from_kubeconfig(&plane.kubeconfig, None).await?;
+    let admin = skiff_scheduler::client_from_kubeconfig(&plane.kubeconfig, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let t = Instant::now();
     let made = create_all(Api::<Node>::all(admin.clone()), nodes, conc, node).await;
     if let Some(Err(e)) = made.into_iter().find(Result::is_err) {
@@ -154,7 +156,9 @@ async fn run_row(
         .path()
         .join("pki")
         .join(skiff_apiserver::pki::SCHEDULER_KUBECONFIG);
-    let sched_client = skiff_scheduler::client_from_kubeconfig(&sched_kc, Some(&plane.url)).await?;
+    let sched_client = skiff_scheduler::client_from_kubeconfig(&sched_kc, Some(&plane.url))
+        .await
+        .map_err(|e| e.to_string())?;
     let cfg = SchedulerConfig::new(default_profile());
     let stats = cfg.stats.clone();
     let sched = tokio::spawn(skiff_scheduler::run(sched_client, cfg));

@@ -17,8 +17,8 @@ pub mod queue;
 pub mod resources;
 mod scheduler;
 
-pub use scheduler::{SchedulerConfig, Stats, run};
-pub use skiff_client::client_from_kubeconfig;
+pub use scheduler::{RunError, SchedulerConfig, Stats, run};
+pub use skiff_client::{ClientError, client_from_kubeconfig};
 
 /// The `spec.schedulerName` this scheduler serves by default.
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";

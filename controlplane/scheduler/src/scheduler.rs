@@ -85,10 +85,20 @@ pub struct Stats {
     pub leader_terms: AtomicU64,
 }
 
+/// Why [`run`] stopped: a watch stream ended (the watcher retries errors
+/// with back-off, so only the end of the stream is fatal).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("the pod watch ended")]
+    PodWatchEnded,
+    #[error("the node watch ended")]
+    NodeWatchEnded,
+}
+
 /// Runs the scheduler until its watches end for good. With leader election
 /// it schedules only while it holds the lease and waits to win it again
 /// after losing it.
-pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), String> {
+pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), RunError> {
     let SchedulerConfig {
         profile,
         leader_election,
@@ -258,7 +268,7 @@ async fn schedule_loop(
     client: Client,
     fw: &mut Framework,
     opts: &LoopOptions,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let scheduler_name = fw.profile.scheduler_name.clone();
     let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -299,7 +309,7 @@ async fn schedule_loop(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             ev = pods.next() => match ev {
-                None => return Err("the pod watch ended".into()),
+                None => return Err(RunError::PodWatchEnded),
                 Some(Err(e)) => tracing::warn!(error = %e, "pod watch"),
                 Some(Ok(ev)) => {
                     let now = Instant::now();
@@ -312,7 +322,7 @@ async fn schedule_loop(
                 }
             },
             ev = nodes.next() => match ev {
-                None => return Err("the node watch ended".into()),
+                None => return Err(RunError::NodeWatchEnded),
                 Some(Err(e)) => tracing::warn!(error = %e, "node watch"),
                 Some(Ok(ev)) => {
                     let now = Instant::now();

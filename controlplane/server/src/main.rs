@@ -224,7 +224,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         let kubeconfig = args.dir.join(pki::SCHEDULER_KUBECONFIG);
         let client =
             skiff_scheduler::client_from_kubeconfig(&kubeconfig, Some(&local_url(api.addr)))
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
         Some(tokio::spawn(async move {
             if let Err(e) = skiff_scheduler::run(client, Default::default()).await {
                 tracing::error!(error = %e, "the scheduler stopped");
@@ -240,7 +241,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         let kubeconfig = args.dir.join(pki::CONTROLLER_MANAGER_KUBECONFIG);
         let client =
             skiff_controllers::client_from_kubeconfig(&kubeconfig, Some(&local_url(api.addr)))
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
         let cfg = skiff_controllers::Config {
             node_monitor_grace_period: Duration::from_secs(args.node_grace),
             ..Default::default()

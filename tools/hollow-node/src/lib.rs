@@ -18,7 +18,7 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -37,13 +37,33 @@ pub struct FleetConfig {
     pub capacity: Resources,
 }
 
+/// Why [`FleetConfig::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetConfigError {
+    /// The cluster CA file could not be read or is not PEM certificates.
+    #[error("cluster CA {}: {source}", path.display())]
+    Ca {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+}
+
 impl FleetConfig {
     /// Reads the cluster CA from a PEM file.
-    pub fn new(gateway: SocketAddr, ca_pem: &Path, token: &str) -> Result<FleetConfig, String> {
+    pub fn new(
+        gateway: SocketAddr,
+        ca_pem: &Path,
+        token: &str,
+    ) -> Result<FleetConfig, FleetConfigError> {
+        let ca_err = |source| FleetConfigError::Ca {
+            path: ca_pem.to_owned(),
+            source,
+        };
         let ca = CertificateDer::pem_file_iter(ca_pem)
-            .map_err(|e| format!("{}: {e}", ca_pem.display()))?
+            .map_err(ca_err)?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", ca_pem.display()))?;
+            .map_err(ca_err)?;
         Ok(FleetConfig {
             gateway,
             ca,
@@ -119,5 +139,21 @@ impl Drop for Fleet {
         for t in self.nodes.values() {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_ca_file_is_the_ca_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        let err = FleetConfig::new("127.0.0.1:1".parse().unwrap(), &path, "t").unwrap_err();
+        assert!(
+            matches!(err, FleetConfigError::Ca { path: ref p, .. } if *p == path),
+            "{err}"
+        );
     }
 }

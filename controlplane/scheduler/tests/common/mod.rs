@@ -53,7 +53,7 @@ impl Cluster {
     pub fn spawn_scheduler(
         &self,
         config: skiff_scheduler::SchedulerConfig,
-    ) -> tokio::task::JoinHandle<Result<(), String>> {
+    ) -> tokio::task::JoinHandle<Result<(), skiff_scheduler::RunError>> {
         let client = self.scheduler_client();
         self.api.rt.spawn(skiff_scheduler::run(client, config))
     }
