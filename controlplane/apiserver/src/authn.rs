@@ -119,7 +119,7 @@ fn csv_fields(line: &str) -> Vec<String> {
 }
 
 impl Authenticator {
-    pub fn load(dir: &Path) -> std::io::Result<Authenticator> {
+    pub fn load(dir: &Path) -> Result<Authenticator, crate::server::StartError> {
         let mut a = Authenticator::default();
         if let Ok(text) = std::fs::read_to_string(dir.join(pki::TOKEN_FILE)) {
             a.add_static_tokens(&text);
@@ -127,9 +127,14 @@ impl Authenticator {
         if let Ok(text) = std::fs::read_to_string(dir.join(pki::BOOTSTRAP_TOKEN_FILE)) {
             a.add_bootstrap_tokens(&text);
         }
-        if let Ok(pem) = std::fs::read_to_string(dir.join(pki::SA_KEY)) {
-            let keys = crate::satoken::Keys::from_pem(&pem)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let sa_key = dir.join(pki::SA_KEY);
+        if let Ok(pem) = std::fs::read_to_string(&sa_key) {
+            let keys = crate::satoken::Keys::from_pem(&pem).map_err(|e| {
+                crate::server::StartError::Pki {
+                    path: sa_key,
+                    source: e.into(),
+                }
+            })?;
             a.service_accounts = Some(keys);
         }
         Ok(a)

@@ -46,8 +46,11 @@ pub use authn::{Identity, identity_from_cert, with_authenticated_group};
 pub use handlers::handle;
 pub use limits::Limits;
 pub use pod_logs::{LogItem, LogProvider, LogQuery, LogStream};
-pub use satoken::{API_AUDIENCE, Claims as TokenClaims, ISSUER as TOKEN_ISSUER, Keys as TokenKeys};
-pub use server::{Running, ServeConfig, State, start, tls_server_config};
+pub use satoken::{
+    API_AUDIENCE, Claims as TokenClaims, ISSUER as TOKEN_ISSUER, KeyError as TokenKeyError,
+    Keys as TokenKeys,
+};
+pub use server::{Running, ServeConfig, StartError, State, start, tls_server_config};
 pub use status::{ApiError, ApiResult};
 
 /// Entry points of the fuzz targets in `tests/fuzz`; not an API.

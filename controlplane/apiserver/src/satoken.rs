@@ -82,19 +82,27 @@ pub const API_AUDIENCE: &str = ISSUER;
 /// Clock skew allowed on `nbf`/`iat`.
 const LEEWAY: i64 = 60;
 
+/// Why a service-account signing key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("service account key: not a PKCS#8 PEM key: {0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error("service account key: not a P-256 key: {0}")]
+    Rejected(ring::error::KeyRejected),
+}
+
 impl Keys {
     /// From a PKCS#8 P-256 private key (PEM, as `pki init` writes it).
-    pub fn from_pem(pem: &str) -> Result<Keys, String> {
+    pub fn from_pem(pem: &str) -> Result<Keys, KeyError> {
         use rustls::pki_types::pem::PemObject as _;
-        let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| format!("service account key: {e}"))?;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())?;
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_pkcs8(
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             der.secret_pkcs8_der(),
             &rng,
         )
-        .map_err(|e| format!("service account key: {e}"))?;
+        .map_err(KeyError::Rejected)?;
         Ok(Keys { pair, rng })
     }
 

@@ -98,12 +98,53 @@ impl ServeConfig {
     }
 }
 
-fn err(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+/// Why the API server, or the TLS identity it shares with the gateway,
+/// could not start: one variant per thing an operator fixes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A PKI file is missing, unreadable or malformed, or a certificate
+    /// does not match its key.
+    #[error("{}: {source}", path.display())]
+    Pki {
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+    /// rustls refused a configuration built from valid files.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] BoxError),
+    /// The data directory cannot be created.
+    #[error("{}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] skiff_store::Error),
+    /// Writing the default objects (namespaces, RBAC, priority classes) failed.
+    #[error("bootstrapping default objects: {}", .0.message)]
+    Bootstrap(ApiError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn pki_err(path: &Path) -> impl FnOnce(BoxError) -> StartError + '_ {
+    |source| StartError::Pki {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The API server's TLS configuration (HTTP/1.1, default TLS versions).
-pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, String> {
+pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, StartError> {
     let mut cfg = tls_server_config(pki_dir, rustls::DEFAULT_VERSIONS)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
@@ -116,14 +157,14 @@ pub fn tls_config(pki_dir: &Path) -> Result<rustls::ServerConfig, String> {
 pub fn tls_server_config(
     pki_dir: &Path,
     versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Result<rustls::ServerConfig, String> {
+) -> Result<rustls::ServerConfig, StartError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca_path = pki_dir.join(pki::CA_CERT);
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| err(&ca_path, e))? {
+    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| pki_err(&ca_path)(e.into()))? {
         roots
-            .add(c.map_err(|e| err(&ca_path, e))?)
-            .map_err(|e| err(&ca_path, e))?;
+            .add(c.map_err(|e| pki_err(&ca_path)(e.into()))?)
+            .map_err(|e| pki_err(&ca_path)(e.into()))?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
@@ -131,11 +172,11 @@ pub fn tls_server_config(
     )
     .allow_unauthenticated()
     .build()
-    .map_err(|e| format!("client verifier: {e}"))?;
+    .map_err(|e| StartError::Tls(e.into()))?;
     let serving = ServingCert::load(pki_dir, provider.clone())?;
     Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StartError::Tls(e.into()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(serving)))
 }
@@ -168,7 +209,7 @@ impl ServingCert {
     fn load(
         pki_dir: &Path,
         provider: Arc<rustls::crypto::CryptoProvider>,
-    ) -> Result<ServingCert, String> {
+    ) -> Result<ServingCert, StartError> {
         let cert_path = pki_dir.join(pki::SERVING_CERT);
         let key_path = pki_dir.join(pki::SERVING_KEY);
         let file = file_id(&cert_path);
@@ -231,19 +272,20 @@ fn certified_key(
     cert_path: &Path,
     key_path: &Path,
     provider: &rustls::crypto::CryptoProvider,
-) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+) -> Result<Arc<rustls::sign::CertifiedKey>, StartError> {
     let certs = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| err(cert_path, e))?
+        .map_err(|e| pki_err(cert_path)(e.into()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(cert_path, e))?;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| err(key_path, e))?;
+        .map_err(|e| pki_err(cert_path)(e.into()))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| pki_err(key_path)(e.into()))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| err(key_path, e))?;
+        .map_err(|e| pki_err(key_path)(e.into()))?;
     let ck = rustls::sign::CertifiedKey::new(certs, signing);
-    ck.keys_match()
-        .map_err(|e| format!("{} and {}: {e}", cert_path.display(), key_path.display()))?;
+    // A key that does not match the certificate is the certificate's fault
+    // as far as the operator is concerned: renew it.
+    ck.keys_match().map_err(|e| pki_err(cert_path)(e.into()))?;
     Ok(Arc::new(ck))
 }
 
@@ -272,14 +314,15 @@ impl Drop for Running {
 }
 
 /// Opens the store, binds and serves in the background.
-pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
+pub async fn start(cfg: &ServeConfig) -> Result<Running, StartError> {
     let tls = tls_config(&cfg.pki_dir)?;
-    let authn = Authenticator::load(&cfg.pki_dir).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err(&cfg.data_dir, e))?;
+    let authn = Authenticator::load(&cfg.pki_dir)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
     let db = cfg.data_dir.join("store.redb");
-    let store = skiff_store::Store::open(&db, cfg.store.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = skiff_store::Store::open(&db, cfg.store.clone()).await?;
     let state = Arc::new(State {
         store,
         authn,
@@ -291,11 +334,13 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, String> {
     });
     crate::storage::bootstrap(&state.store)
         .await
-        .map_err(|e| format!("bootstrapping default objects: {}", e.message))?;
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(StartError::Bootstrap)?;
+    let listen = |source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    };
+    let listener = TcpListener::bind(cfg.listen).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let rbac_task = crate::rbac_cache::spawn(state.rbac.clone(), state.store.clone());
     let task = tokio::spawn(accept_loop(listener, Arc::new(tls), state.clone()));
     let cert_task = tokio::spawn(watch_certificates(
@@ -545,4 +590,73 @@ fn authenticate(
     let auth = req.headers().get("authorization")?;
     let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
     state.authn.authenticate_token(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, listen: SocketAddr) -> ServeConfig {
+        ServeConfig::new(dir.join("pki"), dir.join("data"), listen)
+    }
+
+    fn started(cfg: &ServeConfig) -> Result<Running, StartError> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let r = rt.block_on(start(cfg));
+        if let Ok(r) = &r {
+            r.abort();
+        }
+        r
+    }
+
+    #[test]
+    fn missing_pki_names_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = started(&config(dir.path(), "127.0.0.1:0".parse().unwrap())).unwrap_err();
+        match err {
+            StartError::Pki { path, .. } => assert!(path.ends_with(pki::CA_CERT), "{path:?}"),
+            e => panic!("want Pki, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn serving_key_of_another_certificate_is_a_pki_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir, &pki::InitOptions::default()).unwrap();
+        // The CA's key is a valid key, just not the serving certificate's.
+        std::fs::copy(pki_dir.join(pki::CA_KEY), pki_dir.join(pki::SERVING_KEY)).unwrap();
+        let err = started(&config(dir.path(), "127.0.0.1:0".parse().unwrap())).unwrap_err();
+        match err {
+            StartError::Pki { path, .. } => {
+                assert!(path.ends_with(pki::SERVING_CERT), "{path:?}")
+            }
+            e => panic!("want Pki, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_service_account_key_is_a_pki_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir, &pki::InitOptions::default()).unwrap();
+        std::fs::write(pki_dir.join(pki::SA_KEY), "not a key").unwrap();
+        let err = started(&config(dir.path(), "127.0.0.1:0".parse().unwrap())).unwrap_err();
+        match err {
+            StartError::Pki { path, .. } => assert!(path.ends_with(pki::SA_KEY), "{path:?}"),
+            e => panic!("want Pki, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn taken_port_is_a_listen_error() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(&dir.path().join("pki"), &pki::InitOptions::default()).unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        match started(&config(dir.path(), addr)).unwrap_err() {
+            StartError::Listen { addr: a, .. } => assert_eq!(a, addr),
+            e => panic!("want Listen, got {e:?}"),
+        }
+    }
 }

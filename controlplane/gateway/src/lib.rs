@@ -300,17 +300,41 @@ impl Drop for Gateway {
     }
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS identity it shares with the API server.
+    #[error(transparent)]
+    Tls(#[from] skiff_apiserver::StartError),
+    /// The cluster CA it signs node certificates with is missing or malformed.
+    #[error("{}: {source}", path.display())]
+    Ca {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Binds and serves in the background, calling the API server in process.
 pub async fn start(
     cfg: GatewayConfig,
     api: Arc<skiff_apiserver::State>,
-) -> Result<Gateway, String> {
+) -> Result<Gateway, StartError> {
     let tls = tls::server_config(&cfg.pki_dir)?;
     let signer = NodeSigner::load(&cfg.pki_dir, cfg.cert_validity)?;
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listen = |source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    };
+    let listener = TcpListener::bind(cfg.listen).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let router = Arc::new(logs::LogRouter::default());
     api.set_log_provider(router.clone());
     let shared = Arc::new(Shared {

@@ -3,6 +3,7 @@
 //! request (other subject fields, extensions) is ignored: the gateway, not the
 //! node, decides what a node certificate may do.
 
+use crate::StartError;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -48,15 +49,17 @@ fn common_name(p: &CertificateParams) -> Option<String> {
 
 impl NodeSigner {
     /// Loads `ca.crt` and `ca.key` from the API server's PKI directory.
-    pub fn load(pki_dir: &Path, validity: Duration) -> Result<NodeSigner, String> {
+    pub fn load(pki_dir: &Path, validity: Duration) -> Result<NodeSigner, StartError> {
         use skiff_apiserver::pki::{CA_CERT, CA_KEY};
-        let read = |f: &str| {
-            std::fs::read_to_string(pki_dir.join(f))
-                .map_err(|e| format!("{}: {e}", pki_dir.join(f).display()))
+        let ca_err = |f: &str| {
+            let path = pki_dir.join(f);
+            move |e: Box<dyn std::error::Error + Send + Sync>| StartError::Ca { path, source: e }
         };
-        let key = KeyPair::from_pem(&read(CA_KEY)?).map_err(|e| format!("{CA_KEY}: {e}"))?;
+        let read =
+            |f: &str| std::fs::read_to_string(pki_dir.join(f)).map_err(|e| ca_err(f)(e.into()));
+        let key = KeyPair::from_pem(&read(CA_KEY)?).map_err(|e| ca_err(CA_KEY)(e.into()))?;
         let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, key)
-            .map_err(|e| format!("{CA_CERT}: {e}"))?;
+            .map_err(|e| ca_err(CA_CERT)(e.into()))?;
         Ok(NodeSigner { issuer, validity })
     }
 

@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-pub fn server_config(pki_dir: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(
+    pki_dir: &Path,
+) -> Result<Arc<rustls::ServerConfig>, skiff_apiserver::StartError> {
     skiff_apiserver::tls_server_config(pki_dir, &[&rustls::version::TLS13]).map(Arc::new)
 }

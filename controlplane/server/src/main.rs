@@ -204,7 +204,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     cfg.limits.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
     cfg.limits.max_objects_per_namespace = args.max_objects_per_namespace;
     cfg.limits.service_account_max_token_expiration = args.service_account_max_token_expiration;
-    let api = skiff_apiserver::start(&cfg).await?;
+    let api = skiff_apiserver::start(&cfg)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
@@ -214,7 +216,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     img_cfg.max_concurrent_compiles = args.max_concurrent_compiles as usize;
     let images = skiff_images::ImageService::new(img_cfg).map_err(|e| e.to_string())?;
     gw_cfg.images = Some(skiff_gateway::Images(images));
-    let gateway = skiff_gateway::start(gw_cfg, api.state.clone()).await?;
+    let gateway = skiff_gateway::start(gw_cfg, api.state.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(addr = %gateway.addr, "serving the node gateway");
     // The scheduler is an ordinary API client with its own credentials,
     // dialing this server's actual address (not the kubeconfig's URL).

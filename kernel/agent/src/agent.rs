@@ -29,7 +29,7 @@ use skiff_node_proto::{
 };
 
 use crate::artifacts::ArtifactStore;
-use crate::identity::NodeKey;
+use crate::identity::{IdentityError, NodeKey};
 use crate::tls::{self, Clock, TlsClient, TlsError};
 
 /// A connection must be registered within this time.
@@ -100,6 +100,8 @@ pub enum ConnectError {
     /// No TLS client: the cluster CA, the node's certificate or key is
     /// unusable, or rustls refused to start.
     Tls(TlsError),
+    /// The node's key does not encode.
+    Identity(IdentityError),
     /// The hello could not be encoded or queued.
     Hello(LinkError),
 }
@@ -108,6 +110,7 @@ impl core::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ConnectError::Tls(e) => e.fmt(f),
+            ConnectError::Identity(e) => e.fmt(f),
             ConnectError::Hello(e) => write!(f, "sending hello: {e}"),
         }
     }
@@ -140,7 +143,7 @@ pub enum LinkError {
     /// certificate we did not ask for, an empty chain.
     Protocol(String),
     /// The node's key or CSR could not be made (no randomness).
-    Identity(String),
+    Identity(IdentityError),
 }
 
 impl core::fmt::Display for LinkError {
@@ -157,7 +160,8 @@ impl core::fmt::Display for LinkError {
             LinkError::HandshakeTimeout(phase) => {
                 write!(f, "handshake timed out in phase {phase:?}")
             }
-            LinkError::Protocol(m) | LinkError::Identity(m) => f.write_str(m),
+            LinkError::Protocol(m) => f.write_str(m),
+            LinkError::Identity(e) => e.fmt(f),
         }
     }
 }
@@ -321,7 +325,7 @@ impl Agent {
     /// The certificate and key this node holds, if any: for a driver that
     /// shows or hands them on (the hollow node's tests use them to speak
     /// the protocol by hand).
-    pub fn credentials(&self) -> Result<Option<Credentials>, String> {
+    pub fn credentials(&self) -> Result<Option<Credentials>, IdentityError> {
         let Some(c) = &self.creds else {
             return Ok(None);
         };
@@ -363,7 +367,7 @@ impl Agent {
             Some(c) if !bootstrap => tls::node_config(
                 &self.cfg.ca,
                 c.chain.clone(),
-                c.key.private_key_der().map_err(local)?,
+                c.key.private_key_der().map_err(ConnectError::Identity)?,
                 &self.clock,
             )
             .map_err(local)?,

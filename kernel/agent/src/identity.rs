@@ -7,12 +7,33 @@
 //! PKCS#10 is small enough to encode here directly: a DER writer of a few
 //! lines saves an X.509 builder crate that would need `std`.
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use p256::ecdsa::{DerSignature, SigningKey, signature::Signer as _};
 use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Why the node's key or its CSR could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The system has no randomness (the kernel's CSPRNG is not seeded),
+    /// or it never gave a valid P-256 scalar.
+    NoRandomness,
+    /// The key did not encode as PKCS#8 or SubjectPublicKeyInfo: a bug,
+    /// not an input.
+    Encoding,
+}
+
+impl core::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            IdentityError::NoRandomness => "no randomness for the node key",
+            IdentityError::Encoding => "the node key does not encode",
+        })
+    }
+}
+
+impl core::error::Error for IdentityError {}
 
 /// A node key pair.
 pub struct NodeKey {
@@ -28,37 +49,37 @@ impl core::fmt::Debug for NodeKey {
 impl NodeKey {
     /// A fresh key from the system's randomness (fails, never panics,
     /// when the node has none).
-    pub fn generate() -> Result<NodeKey, String> {
+    pub fn generate() -> Result<NodeKey, IdentityError> {
         // A uniformly random scalar: retry the (~2^-32) out-of-range draws.
         for _ in 0..8 {
             let mut bytes = [0u8; 32];
             rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut bytes)
-                .map_err(|e| alloc::format!("no randomness for the node key: {e}"))?;
+                .map_err(|_| IdentityError::NoRandomness)?;
             if let Ok(signing) = SigningKey::from_slice(&bytes) {
                 return Ok(NodeKey { signing });
             }
         }
-        Err("no valid P-256 scalar from the randomness source".into())
+        Err(IdentityError::NoRandomness)
     }
 
     /// The key for rustls (PKCS#8 DER).
-    pub fn private_key_der(&self) -> Result<PrivateKeyDer<'static>, String> {
+    pub fn private_key_der(&self) -> Result<PrivateKeyDer<'static>, IdentityError> {
         let doc = self
             .signing
             .to_pkcs8_der()
-            .map_err(|e| alloc::format!("encoding the node key: {e}"))?;
+            .map_err(|_| IdentityError::Encoding)?;
         Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
             doc.as_bytes().to_vec(),
         )))
     }
 
     /// A PKCS#10 request for `CN=system:node:<node>, O=system:nodes`.
-    pub fn csr(&self, node: &str) -> Result<Vec<u8>, String> {
+    pub fn csr(&self, node: &str) -> Result<Vec<u8>, IdentityError> {
         let spki = self
             .signing
             .verifying_key()
             .to_public_key_der()
-            .map_err(|e| alloc::format!("encoding the node public key: {e}"))?;
+            .map_err(|_| IdentityError::Encoding)?;
         let cn = alloc::format!("system:node:{node}");
         let subject = seq(&[
             &set(&seq(&[OID_ORGANIZATION, &utf8("system:nodes")])),

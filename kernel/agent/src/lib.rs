@@ -30,5 +30,6 @@ pub mod identity;
 pub mod tls;
 
 pub use agent::{Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase};
+pub use identity::IdentityError;
 pub mod testrt;
 pub mod wasmrt;

@@ -272,8 +272,9 @@ pub enum BootstrapError {
     /// The connection ended first (a refusal names its reason, e.g.
     /// `BadToken`).
     Ended(Ended),
-    /// The node's key could not be exported.
-    Key(String),
+    /// The node's key could not be exported (the agent's encoding, or
+    /// rcgen's import of it).
+    Key(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl BootstrapError {
@@ -302,10 +303,14 @@ impl std::error::Error for BootstrapError {}
 pub async fn bootstrap(cfg: &NodeConfig) -> Result<Creds, BootstrapError> {
     let mut local = Local::new(cfg);
     let ended = connection(cfg, &mut local, &Stats::default()).await;
-    let Some(c) = local.agent.credentials().map_err(BootstrapError::Key)? else {
+    let Some(c) = local
+        .agent
+        .credentials()
+        .map_err(|e| BootstrapError::Key(e.into()))?
+    else {
         return Err(BootstrapError::Ended(ended));
     };
-    let key = KeyPair::try_from(&c.key).map_err(|e| BootstrapError::Key(e.to_string()))?;
+    let key = KeyPair::try_from(&c.key).map_err(|e| BootstrapError::Key(e.into()))?;
     Ok(Creds {
         key,
         chain: c.chain.into_iter().map(|c| c.to_vec()).collect(),
