@@ -15,11 +15,15 @@ pub enum Error {
     /// The module uses a wasm proposal beyond WebAssembly 2.0 (named in
     /// wasmparser's spelling, e.g. `multi-memory`, `threads`, `memory64`).
     UnsupportedFeature(String),
+    /// The component imports an interface this runtime does not serve
+    /// (named as imported, e.g. `wasi:sockets/tcp@0.2.3`); see
+    /// [`crate::SERVED_INTERFACES`].
+    UnsupportedImport(String),
     /// The artifact is not a precompiled module for this runtime's
     /// configuration (other wasmtime version, target, flags, or corrupt).
     Artifact(String),
-    /// The module imports something this runtime does not provide (only
-    /// `wasi_snapshot_preview1` exists).
+    /// The module or component imports something this runtime does not
+    /// provide.
     Link(String),
     /// The container spec cannot be honoured.
     Spec(String),
@@ -36,6 +40,10 @@ impl fmt::Display for Error {
             Error::UnsupportedFeature(name) => write!(
                 f,
                 "the module uses the wasm feature {name:?}; only WebAssembly 2.0 is supported"
+            ),
+            Error::UnsupportedImport(name) => write!(
+                f,
+                "the component imports {name:?}, which this node does not provide"
             ),
             Error::Artifact(e) => write!(f, "unusable precompiled artifact: {e}"),
             Error::Link(e) => write!(f, "cannot link module: {e}"),

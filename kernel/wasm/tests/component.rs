@@ -1,0 +1,192 @@
+//! WASI preview 2 end to end on the host: real components (tests/wasm's
+//! `P2_GUESTS`, built for wasm32-wasip2), precompiled by our compiler, run
+//! through the same container API and time slices as preview 1 modules.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use skiff_wasm::{ContainerSpec, Error, ImageKind, SERVED_INTERFACES, Step, Target, Volume};
+use support::{FakeHost, Output, artifact, runtime, wasm};
+
+const MIB: usize = 1 << 20;
+
+fn spec(args: &[&str], env: &[(&str, &str)]) -> ContainerSpec {
+    ContainerSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        memory_limit: 64 * MIB,
+        ..ContainerSpec::default()
+    }
+}
+
+/// Runs `hello-p2` to its end; its outcome, output, and whether a step
+/// reported it blocked until a deadline (its sleep).
+fn run_hello(spec: ContainerSpec) -> (Step, Output, bool) {
+    let rt = runtime();
+    let image = rt.load(&artifact("hello-p2")).expect("load component");
+    assert_eq!(image.kind(), ImageKind::Component);
+    let (host, out, _) = FakeHost::new(&[]);
+    let mut c = rt.spawn(&image, spec, host).expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut slept = false;
+    loop {
+        let step = c.step(2);
+        match step {
+            Step::Running => {}
+            Step::Blocked { until } => {
+                slept |= until.is_some();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            _ => return (step, out, slept),
+        }
+        assert!(Instant::now() < deadline, "still {step:?}");
+    }
+}
+
+#[test]
+fn component_sees_args_env_clocks_and_random_and_logs_its_output() {
+    let (end, out, slept) = run_hello(spec(
+        &["hello-p2", "0", "two words"],
+        &[("GREETING", "hi from the node")],
+    ));
+    let stdout = out.stdout();
+    assert_eq!(end, Step::Exited(0), "{stdout}\nstderr: {}", out.stderr());
+    for line in [
+        "arg[0]=hello-p2",
+        "arg[1]=0",
+        "arg[2]=two words",
+        "GREETING=hi from the node",
+        "wall clock after 2020: true",
+        "hash map works: true",
+        "slept 20 ms: true",
+        "exiting with 0",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{stdout}"
+        );
+    }
+    assert_eq!(out.stderr(), "this line goes to stderr\n");
+    // The sleep suspended the guest with a deadline instead of spinning.
+    assert!(slept, "the 20 ms sleep never blocked with a deadline");
+    // HashMap's keys come from wasi:random/insecure-seed.
+    assert!(*out.random_bytes.lock().unwrap() >= 16);
+}
+
+#[test]
+fn component_exit_status_becomes_the_exit_code() {
+    let (end, out, _) = run_hello(spec(&["hello-p2", "7"], &[("SLEEP_MS", "0")]));
+    assert!(
+        out.stdout().contains("exiting with 7\n"),
+        "{}",
+        out.stdout()
+    );
+    // Rust 1.95's std (its wasi-libc predates `exit-with-code`) exits through
+    // wasi:cli/exit's `exit(err)`: every nonzero code arrives as 1.
+    assert_eq!(end, Step::Exited(1));
+}
+
+#[test]
+fn component_memory_limit_kills_it_as_out_of_memory() {
+    // Less than the component's initial linear memory: OOM at instantiation,
+    // through the same ResourceLimiter as preview 1.
+    let mut s = spec(&["hello-p2"], &[]);
+    s.memory_limit = 64 << 10;
+    let (end, out, _) = run_hello(s);
+    assert_eq!(end, Step::OutOfMemory);
+    assert_eq!(out.stdout(), "");
+}
+
+#[test]
+fn components_get_no_volumes_or_ports_yet() {
+    let rt = runtime();
+    let image = rt.load(&artifact("hello-p2")).unwrap();
+    let mut s = spec(&["hello-p2"], &[]);
+    s.volumes = vec![Volume::empty_dir("/data", MIB).unwrap()];
+    let (host, _, _) = FakeHost::new(&[]);
+    assert!(matches!(
+        rt.spawn(&image, s, host),
+        Err(Error::Unsupported(_))
+    ));
+    let mut s = spec(&["hello-p2"], &[]);
+    s.ports = vec![8080];
+    let (host, _, _) = FakeHost::new(&[8080]);
+    assert!(matches!(
+        rt.spawn(&image, s, host),
+        Err(Error::Unsupported(_))
+    ));
+}
+
+#[test]
+fn a_component_importing_sockets_is_refused_naming_the_interface() {
+    let refused = skiff_wasm::precompile_for(Target::Host, &wasm("tcp-connect"));
+    let Err(Error::UnsupportedImport(name)) = refused else {
+        panic!("expected an unsupported import, got {refused:?}");
+    };
+    // std::net pulls in wasi:sockets (and wasi:filesystem); neither is served.
+    assert!(
+        name.starts_with("wasi:sockets/") || name.starts_with("wasi:filesystem/"),
+        "{name}"
+    );
+    assert!(!SERVED_INTERFACES.iter().any(|i| name.starts_with(i)));
+    assert!(
+        Error::UnsupportedImport(name.clone())
+            .to_string()
+            .contains(&name)
+    );
+}
+
+#[test]
+fn modules_and_components_load_side_by_side() {
+    let rt = runtime();
+    assert_eq!(
+        rt.load(&artifact("hello")).unwrap().kind(),
+        ImageKind::Module
+    );
+    assert_eq!(
+        rt.load(&artifact("hello-p2")).unwrap().kind(),
+        ImageKind::Component
+    );
+    // Raw component bytes are not an artifact.
+    assert!(matches!(
+        rt.load(&wasm("hello-p2")),
+        Err(Error::Artifact(_))
+    ));
+}
+
+#[test]
+fn bad_component_bytes_give_the_usual_errors() {
+    assert_eq!(
+        skiff_wasm::precompile_for(Target::Host, b"not wasm"),
+        Err(Error::NotWasm)
+    );
+    // A component header followed by garbage.
+    let garbage = b"\0asm\x0d\0\x01\0\xff\xff\xff";
+    assert!(matches!(
+        skiff_wasm::precompile_for(Target::Host, garbage),
+        Err(Error::Invalid(_))
+    ));
+    // A truncated real component.
+    let component = wasm("hello-p2");
+    assert!(matches!(
+        skiff_wasm::precompile_for(Target::Host, &component[..component.len() / 2]),
+        Err(Error::Invalid(_))
+    ));
+    // A component using a proposal beyond the model itself is refused by
+    // name, like a module beyond WebAssembly 2.0.
+    let multi_memory = wat::parse_str("(component (core module (memory 1) (memory 1)))").unwrap();
+    assert_eq!(
+        skiff_wasm::precompile_for(Target::Host, &multi_memory),
+        Err(Error::UnsupportedFeature("multi-memory".into()))
+    );
+    // Importing something that is not WASI at all.
+    let custom = wat::parse_str(r#"(component (import "my:pkg/thing" (instance)))"#).unwrap();
+    assert_eq!(
+        skiff_wasm::precompile_for(Target::Host, &custom),
+        Err(Error::UnsupportedImport("my:pkg/thing".into()))
+    );
+}
