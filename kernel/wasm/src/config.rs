@@ -154,9 +154,9 @@ pub fn precompile(wasm: &[u8]) -> Result<alloc::vec::Vec<u8>, crate::Error> {
 
 /// [`precompile`] for a chosen target (host tests and benchmarks use
 /// [`Target::Host`] so they can run the result). Takes a core module
-/// (preview 1) or a component (preview 2); a component importing an
-/// interface outside [`SERVED_INTERFACES`] is refused here, naming it, rather
-/// than failing on the node.
+/// (preview 1) or a component (preview 2); a component importing
+/// interfaces outside [`crate::SERVED_INTERFACES`] is refused here, naming
+/// them, rather than failing on the node.
 #[cfg(feature = "compile")]
 pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>, crate::Error> {
     use crate::Error;
@@ -173,8 +173,11 @@ pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>
     if let Some(feature) = beyond(wasm, base) {
         return Err(Error::UnsupportedFeature(feature));
     }
-    if component && let Some(name) = crate::component::unserved_import(wasm) {
-        return Err(Error::UnsupportedImport(name));
+    if component {
+        let unserved = crate::component::unserved_imports(wasm);
+        if !unserved.is_empty() {
+            return Err(Error::UnsupportedImports(unserved));
+        }
     }
     let engine = wasmtime::Engine::new(&engine_config(target))
         .map_err(|e| Error::Engine(alloc::format!("{e}")))?;

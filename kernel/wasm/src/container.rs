@@ -186,11 +186,13 @@ impl Runtime {
         // The compiler refused these already; say so again rather than
         // report a bare link error for an artifact made elsewhere.
         let ty = component.component_type();
-        if let Some((name, _)) = ty
+        let unserved: Vec<String> = ty
             .imports(&self.engine)
-            .find(|(name, _)| !component::served(name))
-        {
-            return Err(Error::UnsupportedImport(name.into()));
+            .filter(|(name, _)| !component::served(name))
+            .map(|(name, _)| name.into())
+            .collect();
+        if !unserved.is_empty() {
+            return Err(Error::UnsupportedImports(unserved));
         }
         let pre = self
             .components

@@ -124,19 +124,39 @@ fn components_get_no_volumes_or_ports_yet() {
 #[test]
 fn a_component_importing_sockets_is_refused_naming_the_interface() {
     let refused = skiff_wasm::precompile_for(Target::Host, &wasm("tcp-connect"));
-    let Err(Error::UnsupportedImport(name)) = refused else {
-        panic!("expected an unsupported import, got {refused:?}");
+    let Err(Error::UnsupportedImports(names)) = refused else {
+        panic!("expected unsupported imports, got {refused:?}");
     };
-    // std::net pulls in wasi:sockets (and wasi:filesystem); neither is served.
+    // std::net pulls in wasi:sockets (and std wasi:filesystem); neither is
+    // served, and every one is named.
     assert!(
-        name.starts_with("wasi:sockets/") || name.starts_with("wasi:filesystem/"),
-        "{name}"
+        names.iter().any(|n| n.starts_with("wasi:sockets/tcp@0.2.")),
+        "{names:?}"
     );
-    assert!(!SERVED_INTERFACES.iter().any(|i| name.starts_with(i)));
     assert!(
-        Error::UnsupportedImport(name.clone())
-            .to_string()
-            .contains(&name)
+        names
+            .iter()
+            .all(|n| n.starts_with("wasi:sockets/") || n.starts_with("wasi:filesystem/")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| SERVED_INTERFACES.iter().any(|i| n.starts_with(i)))
+    );
+    let message = Error::UnsupportedImports(names.clone()).to_string();
+    assert!(
+        names.iter().all(|n| message.contains(n.as_str())),
+        "{message}"
+    );
+    // An artifact compiled past that check (straight through wasmtime) is
+    // refused again when the node loads it.
+    let engine =
+        skiff_wasm::wasmtime::Engine::new(&skiff_wasm::engine_config(Target::Host)).unwrap();
+    let artifact = engine.precompile_component(&wasm("tcp-connect")).unwrap();
+    assert_eq!(
+        runtime().load(&artifact).err(),
+        Some(Error::UnsupportedImports(names))
     );
 }
 
@@ -187,6 +207,77 @@ fn bad_component_bytes_give_the_usual_errors() {
     let custom = wat::parse_str(r#"(component (import "my:pkg/thing" (instance)))"#).unwrap();
     assert_eq!(
         skiff_wasm::precompile_for(Target::Host, &custom),
-        Err(Error::UnsupportedImport("my:pkg/thing".into()))
+        Err(Error::UnsupportedImports(vec!["my:pkg/thing".into()]))
     );
+}
+
+/// A component exporting `wasi:cli/run` whose core `run` (returning the
+/// result's discriminant: 0 ok, 1 error) is `body`, with `$exit` bound to
+/// wasi:cli/exit's `exit-with-code`.
+fn run_component(body: &str) -> skiff_wasm::Image {
+    let text = format!(
+        r#"(component
+            (import "wasi:cli/exit@0.2.12" (instance $exit
+                (export "exit-with-code" (func (param "status-code" u8)))))
+            (core func $exit_with_code (canon lower (func $exit "exit-with-code")))
+            (core module $m
+                (import "exit" "exit-with-code" (func $exit (param i32)))
+                (func (export "run") (result i32) {body}))
+            (core instance $exit_inst (export "exit-with-code" (func $exit_with_code)))
+            (core instance $i (instantiate $m (with "exit" (instance $exit_inst))))
+            (func $run (result (result)) (canon lift (core func $i "run")))
+            (instance $run_inst (export "run" (func $run)))
+            (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
+    );
+    let component = wat::parse_str(text).expect("component text");
+    let artifact = skiff_wasm::precompile_for(Target::Host, &component).expect("precompile");
+    runtime().load(&artifact).expect("load")
+}
+
+fn spawn_image(image: &skiff_wasm::Image) -> skiff_wasm::Container {
+    let (host, _, _) = FakeHost::new(&[]);
+    runtime()
+        .spawn(image, spec(&["c"], &[]), host)
+        .expect("spawn")
+}
+
+#[test]
+fn run_results_and_exit_with_code_become_exit_codes() {
+    let cases = [
+        ("(i32.const 0)", 0),
+        ("(i32.const 1)", 1),
+        ("(call $exit (i32.const 42)) (unreachable)", 42),
+    ];
+    for (body, code) in cases {
+        let mut c = spawn_image(&run_component(body));
+        assert_eq!(
+            support::run_to_end(&mut c, Duration::from_secs(10)),
+            Step::Exited(code),
+            "{body}"
+        );
+    }
+    let mut c = spawn_image(&run_component("(unreachable)"));
+    assert!(matches!(
+        support::run_to_end(&mut c, Duration::from_secs(10)),
+        Step::Trapped(_)
+    ));
+}
+
+#[test]
+fn busy_components_are_preempted() {
+    let image = run_component("(loop $spin (br $spin)) (i32.const 0)");
+    let mut c = spawn_image(&image);
+    // Each step ends after its budget with the guest still runnable.
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(c.step(2), Step::Running);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // A second container still gets its turn.
+    let mut other = spawn_image(&run_component("(i32.const 0)"));
+    assert_eq!(
+        support::run_to_end(&mut other, Duration::from_secs(10)),
+        Step::Exited(0)
+    );
+    assert_eq!(c.step(2), Step::Running);
 }

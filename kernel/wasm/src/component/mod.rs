@@ -5,7 +5,7 @@
 //! tests/wit.rs); streams and pollables are wasmtime-wasi-io's. Only the
 //! interfaces in [`SERVED_INTERFACES`] are linked: a component importing any
 //! other one (filesystem, sockets, http) is refused when it is compiled
-//! ([`crate::Error::UnsupportedImport`]) and again when it is loaded, never
+//! ([`crate::Error::UnsupportedImports`]) and again when it is loaded, never
 //! run against a stub.
 //!
 //! The node's [`Host`] is shared (`Arc<Mutex<..>>`) between the store data
@@ -75,31 +75,34 @@ pub(crate) fn served(import: &str) -> bool {
     version.starts_with("0.2.") && SERVED_INTERFACES.contains(&interface)
 }
 
-/// The first top-level import of the component `wasm` that is not served.
-/// Imports of nested components and core modules are satisfied inside the
-/// component, so only depth 1 counts. Parse errors are left to validation.
+/// The top-level imports of the component `wasm` that are not served, in
+/// import order. Imports of nested components and core modules are satisfied
+/// inside the component, so only depth 1 counts. Parse errors are left to
+/// validation (and end the list).
 #[cfg(feature = "compile")]
-pub(crate) fn unserved_import(wasm: &[u8]) -> Option<alloc::string::String> {
+pub(crate) fn unserved_imports(wasm: &[u8]) -> Vec<String> {
     use wasmparser::{Parser, Payload};
     let mut depth = 0usize;
+    let mut unserved = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
-        match payload.ok()? {
+        let Ok(payload) = payload else { break };
+        match payload {
             // Every module or component, nested or not, starts with its
             // version and ends with `End`.
             Payload::Version { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(imports) if depth == 1 => {
                 for import in imports {
-                    let name = import.ok()?.name.name;
-                    if !served(name) {
-                        return Some(name.into());
+                    let Ok(import) = import else { break };
+                    if !served(import.name.name) {
+                        unserved.push(import.name.name.into());
                     }
                 }
             }
             _ => {}
         }
     }
-    None
+    unserved
 }
 
 /// The node's side of a container, shared with its streams and pollables.
