@@ -87,6 +87,8 @@ pub struct ContainerSpec {
     /// containerPorts: a listening socket each, preopened after the volumes
     /// (fd 3 when there are no volumes). Directories come first because
     /// wasi-libc stops scanning preopens at the first fd that is not one.
+    /// Components (preview 2) get neither volumes nor ports yet: spawning
+    /// one with either is [`Error::Unsupported`].
     pub ports: Vec<u16>,
 }
 

@@ -281,3 +281,32 @@ fn busy_components_are_preempted() {
     );
     assert_eq!(c.step(2), Step::Running);
 }
+
+#[test]
+fn every_served_interface_is_linked() {
+    // An empty instance import only needs the linker to define the
+    // interface: it ties SERVED_INTERFACES to what the runtime links.
+    for interface in SERVED_INTERFACES {
+        let text = format!(
+            r#"(component
+                (import "{interface}@0.2.12" (instance))
+                (core module $m (func (export "run") (result i32) (i32.const 0)))
+                (core instance $i (instantiate $m))
+                (func $run (result (result)) (canon lift (core func $i "run")))
+                (instance $run_inst (export "run" (func $run)))
+                (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
+        );
+        let component = wat::parse_str(text).unwrap();
+        let artifact = skiff_wasm::precompile_for(Target::Host, &component)
+            .unwrap_or_else(|e| panic!("{interface}: {e}"));
+        let image = runtime()
+            .load(&artifact)
+            .unwrap_or_else(|e| panic!("{interface}: {e}"));
+        let mut c = spawn_image(&image);
+        assert_eq!(
+            support::run_to_end(&mut c, Duration::from_secs(10)),
+            Step::Exited(0),
+            "{interface}"
+        );
+    }
+}
