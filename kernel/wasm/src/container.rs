@@ -382,7 +382,9 @@ fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
             } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
                 Step::Trapped(trap.to_string())
             } else {
-                Step::Trapped(format!("{e}"))
+                // A host call's own error (not the wasm backtrace context
+                // wasmtime wraps it in) says what went wrong.
+                Step::Trapped(format!("{}", e.root_cause()))
             }
         }
     }

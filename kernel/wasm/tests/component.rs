@@ -310,3 +310,88 @@ fn every_served_interface_is_linked() {
         );
     }
 }
+
+#[test]
+fn random_and_clock_calls_reach_the_host() {
+    // run: exits with 0 when wasi:random/random and wasi:random/insecure
+    // answered different words and the monotonic clock did not go back.
+    let text = r#"(component
+        (import "wasi:random/random@0.2.12" (instance $random
+            (export "get-random-u64" (func (result u64)))))
+        (import "wasi:random/insecure@0.2.12" (instance $insecure
+            (export "get-insecure-random-u64" (func (result u64)))))
+        (import "wasi:clocks/monotonic-clock@0.2.12" (instance $clock
+            (export "now" (func (result u64)))))
+        (core func $random (canon lower (func $random "get-random-u64")))
+        (core func $insecure (canon lower (func $insecure "get-insecure-random-u64")))
+        (core func $now (canon lower (func $clock "now")))
+        (core module $m
+            (import "host" "random" (func $random (result i64)))
+            (import "host" "insecure" (func $insecure (result i64)))
+            (import "host" "now" (func $now (result i64)))
+            (func (export "run") (result i32) (local $t i64)
+                (local.set $t (call $now))
+                (if (i64.eq (call $random) (call $insecure)) (then (return (i32.const 1))))
+                (i64.lt_u (call $now) (local.get $t))))
+        (core instance $host
+            (export "random" (func $random))
+            (export "insecure" (func $insecure))
+            (export "now" (func $now)))
+        (core instance $i (instantiate $m (with "host" (instance $host))))
+        (func $run (result (result)) (canon lift (core func $i "run")))
+        (instance $run_inst (export "run" (func $run)))
+        (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
+    let component = wat::parse_str(text).unwrap();
+    let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
+    let image = runtime().load(&artifact).unwrap();
+    let (host, out, _) = FakeHost::new(&[]);
+    let mut c = runtime().spawn(&image, spec(&["r"], &[]), host).unwrap();
+    assert_eq!(
+        support::run_to_end(&mut c, Duration::from_secs(10)),
+        Step::Exited(0)
+    );
+    assert_eq!(*out.random_bytes.lock().unwrap(), 16);
+}
+
+#[test]
+fn oversized_random_requests_trap_instead_of_allocating() {
+    let run = |len: u64| {
+        let text = format!(
+            r#"(component
+            (import "wasi:random/random@0.2.12" (instance $random
+                (export "get-random-bytes" (func (param "len" u64) (result (list u8))))))
+            (core module $libc
+                (memory (export "memory") 1)
+                (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024)))
+            (core instance $libc (instantiate $libc))
+            (core func $bytes (canon lower (func $random "get-random-bytes")
+                (memory $libc "memory") (realloc (func $libc "realloc"))))
+            (core module $m
+                (import "host" "bytes" (func $bytes (param i64 i32)))
+                (func (export "run") (result i32)
+                    (call $bytes (i64.const {len}) (i32.const 0))
+                    (i32.const 0)))
+            (core instance $host (export "bytes" (func $bytes)))
+            (core instance $i (instantiate $m (with "host" (instance $host))))
+            (func $run (result (result)) (canon lift (core func $i "run")))
+            (instance $run_inst (export "run" (func $run)))
+            (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
+        );
+        let component = wat::parse_str(text).unwrap();
+        let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
+        let image = runtime().load(&artifact).unwrap();
+        let (host, out, _) = FakeHost::new(&[]);
+        let mut c = runtime().spawn(&image, spec(&["r"], &[]), host).unwrap();
+        let end = support::run_to_end(&mut c, Duration::from_secs(10));
+        let drawn = *out.random_bytes.lock().unwrap();
+        (end, drawn)
+    };
+    assert_eq!(run(16), (Step::Exited(0), 16));
+    // 2^40 bytes: refused before the host allocates anything.
+    let (end, drawn) = run(1 << 40);
+    assert!(
+        matches!(&end, Step::Trapped(why) if why.contains("random bytes")),
+        "{end:?}"
+    );
+    assert_eq!(drawn, 0);
+}
