@@ -361,6 +361,11 @@ fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
             // Budget used up: end this step. The deadline set here may
             // have passed when the next step resumes us; that only
             // brings us straight back here to take the new budget.
+            // The guest is runnable, whatever a pollable that was not
+            // ready recorded during a wasi:io `poll` that returned anyway
+            // (another one was ready): the step must say Running.
+            shared.blocked.store(false, Ordering::Relaxed);
+            shared.wake_at.store(u64::MAX, Ordering::Relaxed);
             Ok(UpdateDeadline::Yield(1))
         }
     });

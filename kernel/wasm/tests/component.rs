@@ -395,3 +395,48 @@ fn oversized_random_requests_trap_instead_of_allocating() {
     );
     assert_eq!(drawn, 0);
 }
+
+#[test]
+fn a_poll_that_returns_leaves_the_guest_runnable() {
+    // poll([sleep 1 h, sleep 0]) returns at once (the second is ready);
+    // the guest then spins: its steps must report Running, not Blocked
+    // until the hour is up.
+    let text = r#"(component
+        (import "wasi:io/poll@0.2.12" (instance $poll
+            (export "pollable" (type $p (sub resource)))
+            (export "poll" (func (param "in" (list (borrow $p))) (result (list u32))))))
+        (alias export $poll "pollable" (type $pollable))
+        (import "wasi:clocks/monotonic-clock@0.2.12" (instance $clock
+            (alias outer 1 $pollable (type $p))
+            (export "subscribe-duration" (func (param "when" u64) (result (own $p))))))
+        (core module $libc
+            (memory (export "memory") 1)
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024)))
+        (core instance $libc (instantiate $libc))
+        (core func $sleep (canon lower (func $clock "subscribe-duration")))
+        (core func $poll (canon lower (func $poll "poll")
+            (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core module $m
+            (import "libc" "memory" (memory 1))
+            (import "host" "sleep" (func $sleep (param i64) (result i32)))
+            (import "host" "poll" (func $poll (param i32 i32 i32)))
+            (func (export "run") (result i32)
+                (i32.store (i32.const 0) (call $sleep (i64.const 3600000000000)))
+                (i32.store (i32.const 4) (call $sleep (i64.const 0)))
+                (call $poll (i32.const 0) (i32.const 2) (i32.const 16))
+                (loop $spin (br $spin))
+                (i32.const 0)))
+        (core instance $host (export "sleep" (func $sleep)) (export "poll" (func $poll)))
+        (core instance $i (instantiate $m
+            (with "libc" (instance $libc)) (with "host" (instance $host))))
+        (func $run (result (result)) (canon lift (core func $i "run")))
+        (instance $run_inst (export "run" (func $run)))
+        (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
+    let component = wat::parse_str(text).unwrap();
+    let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
+    let image = runtime().load(&artifact).unwrap();
+    let mut c = spawn_image(&image);
+    for _ in 0..5 {
+        assert_eq!(c.step(2), Step::Running);
+    }
+}
