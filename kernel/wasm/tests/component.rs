@@ -440,3 +440,29 @@ fn a_poll_that_returns_leaves_the_guest_runnable() {
         assert_eq!(c.step(2), Step::Running);
     }
 }
+
+#[test]
+fn a_components_core_memories_add_up_against_its_limit() {
+    // Two core instances with 128 KiB of memory each: 256 KiB in all.
+    let text = r#"(component
+        (core module $a (memory (export "memory") 2))
+        (core module $b (memory 2) (func (export "run") (result i32) (i32.const 0)))
+        (core instance $a (instantiate $a))
+        (core instance $b (instantiate $b))
+        (func $run (result (result)) (canon lift (core func $b "run")))
+        (instance $run_inst (export "run" (func $run)))
+        (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
+    let component = wat::parse_str(text).unwrap();
+    let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
+    let image = runtime().load(&artifact).unwrap();
+    let run = |limit: usize| {
+        let (host, _, _) = FakeHost::new(&[]);
+        let mut s = spec(&["m"], &[]);
+        s.memory_limit = limit;
+        let mut c = runtime().spawn(&image, s, host).unwrap();
+        support::run_to_end(&mut c, Duration::from_secs(10))
+    };
+    // Each memory alone fits in 200 KiB; both do not.
+    assert_eq!(run(200 << 10), Step::OutOfMemory);
+    assert_eq!(run(300 << 10), Step::Exited(0));
+}
