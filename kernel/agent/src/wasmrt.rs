@@ -366,6 +366,7 @@ impl<N: NodeHost> WasmRuntime<N> {
                 E::NotWasm
                 | E::Invalid(_)
                 | E::UnsupportedFeature(_)
+                | E::UnsupportedImports(_)
                 | E::Artifact(_)
                 | E::Link(_) => StartError::BadArtifact(detail),
                 E::Engine(_) => StartError::Other(detail),

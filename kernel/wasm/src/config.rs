@@ -13,6 +13,11 @@ use wasmtime::{Config, WasmFeatures};
 /// ([`crate::Error::UnsupportedFeature`]).
 pub const FEATURES: WasmFeatures = WasmFeatures::WASM2;
 
+/// The component model itself (the layer WASI preview 2 components use),
+/// none of its extensions. Components' core modules are held to
+/// [`FEATURES`] like plain modules.
+const COMPONENTS: WasmFeatures = WasmFeatures::COMPONENT_MODEL;
+
 /// What the compiled code will run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -84,7 +89,10 @@ pub fn engine_config(target: Target) -> Config {
     }
     // Only switch off what is beyond 2.0: wasmtime itself turns off parts of
     // 2.0 its build lacks (GC types: no `externref` without the gc feature).
-    config.wasm_features(WasmFeatures::all().difference(FEATURES), false);
+    // The component model (preview 2 components) stays on; its extensions
+    // (async, error contexts, ...) are off like every other proposal.
+    config.wasm_features(WasmFeatures::all().difference(FEATURES | COMPONENTS), false);
+    config.wasm_component_model(true);
     // No MMU tricks on the node: explicit bounds checks, heap-allocated linear
     // memories that grow by reallocation, no copy-on-write images.
     config
@@ -145,45 +153,60 @@ pub fn precompile(wasm: &[u8]) -> Result<alloc::vec::Vec<u8>, crate::Error> {
 }
 
 /// [`precompile`] for a chosen target (host tests and benchmarks use
-/// [`Target::Host`] so they can run the result).
+/// [`Target::Host`] so they can run the result). Takes a core module
+/// (preview 1) or a component (preview 2); a component importing
+/// interfaces outside [`crate::SERVED_INTERFACES`] is refused here, naming
+/// them, rather than failing on the node.
 #[cfg(feature = "compile")]
 pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>, crate::Error> {
     use crate::Error;
     if !wasm.starts_with(b"\0asm") {
         return Err(Error::NotWasm);
     }
-    // Components (preview 2) have layer 1 in the header; not supported yet.
-    if wasm.get(6..8) != Some(&[0, 0]) {
-        return Err(Error::Unsupported("wasm components (only core modules)"));
-    }
-    if let Some(feature) = beyond_wasm2(wasm) {
+    // The header's layer field: 0 for a core module, 1 for a component.
+    let component = wasm.get(6..8) == Some(&[1, 0]);
+    let base = if component {
+        FEATURES | COMPONENTS
+    } else {
+        FEATURES
+    };
+    if let Some(feature) = beyond(wasm, base) {
         return Err(Error::UnsupportedFeature(feature));
+    }
+    if component {
+        let unserved = crate::component::unserved_imports(wasm);
+        if !unserved.is_empty() {
+            return Err(Error::UnsupportedImports(unserved));
+        }
     }
     let engine = wasmtime::Engine::new(&engine_config(target))
         .map_err(|e| Error::Engine(alloc::format!("{e}")))?;
-    engine
-        .precompile_module(wasm)
-        .map_err(|e| Error::Invalid(alloc::format!("{e:?}")))
+    let compiled = if component {
+        engine.precompile_component(wasm)
+    } else {
+        engine.precompile_module(wasm)
+    };
+    compiled.map_err(|e| Error::Invalid(alloc::format!("{e:?}")))
 }
 
-/// The first proposal beyond [`FEATURES`] that `wasm` needs: the module does
-/// not validate under [`FEATURES`] but does with that one proposal added.
-/// `None` if it validates, or is invalid for some other reason (compilation
-/// then reports it).
+/// The first proposal beyond `base` that `wasm` needs: the input does not
+/// validate under `base` but does with that one proposal added. `None` if it
+/// validates, or is invalid for some other reason (compilation then reports
+/// it).
 #[cfg(feature = "compile")]
-fn beyond_wasm2(wasm: &[u8]) -> Option<alloc::string::String> {
+fn beyond(wasm: &[u8], base: WasmFeatures) -> Option<alloc::string::String> {
     use wasmparser::Validator;
     let validates = |features| {
         Validator::new_with_features(features)
             .validate_all(wasm)
             .is_ok()
     };
-    if validates(FEATURES) {
+    if validates(base) {
         return None;
     }
     WasmFeatures::all()
-        .difference(FEATURES)
+        .difference(base)
         .iter_names()
-        .find(|&(_, flag)| validates(FEATURES | flag))
+        .find(|&(_, flag)| validates(base | flag))
         .map(|(name, _)| name.to_ascii_lowercase().replace('_', "-"))
 }

@@ -9,6 +9,11 @@
 //! of a new step or yields the fiber, which ends the step with
 //! [`Step::Running`]. Blocking WASI calls suspend the same way and report
 //! [`Step::Blocked`] so the executor can park the container.
+//!
+//! Core modules run `_start` under our preview 1 layer; components run their
+//! `wasi:cli/run` export under the preview 2 layer. Both use the same store
+//! set-up (epoch slices, memory limits), so scheduling and OOM kills do not
+//! depend on the kind.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -20,23 +25,53 @@ use core::pin::Pin;
 use core::sync::atomic::Ordering;
 use core::task::{Context, Poll, Waker};
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, Precompiled, Store, UpdateDeadline};
+use wasmtime::component::Component;
+use wasmtime::{
+    Config, Engine, InstancePre, Linker, Module, Precompiled, ResourceLimiter, Store,
+    UpdateDeadline,
+};
 
 use crate::Error;
+use crate::component::{self, CommandPre};
 use crate::fs::Volume;
 use crate::host::Host;
 use crate::wasi::{self, Ctx, Fd, Limits, MemoryLimitExceeded, ProcExit, Shared};
 
-/// One engine (shared by all pods of a node) and the WASI linker.
+/// One engine (shared by all pods of a node) and the WASI linkers.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<Ctx>,
+    components: wasmtime::component::Linker<component::Ctx>,
 }
 
-/// A loaded, linked module: spawn containers from it cheaply.
+/// A loaded, linked module or component: spawn containers from it cheaply.
 #[derive(Clone)]
 pub struct Image {
-    pre: InstancePre<Ctx>,
+    pre: Pre,
+}
+
+#[derive(Clone)]
+enum Pre {
+    Module(InstancePre<Ctx>),
+    Component(CommandPre<component::Ctx>),
+}
+
+/// What an [`Image`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// A core module run under WASI preview 1 (`_start`).
+    Module,
+    /// A component run under WASI preview 2 (`wasi:cli/run`).
+    Component,
+}
+
+impl Image {
+    pub fn kind(&self) -> ImageKind {
+        match self.pre {
+            Pre::Module(_) => ImageKind::Module,
+            Pre::Component(_) => ImageKind::Component,
+        }
+    }
 }
 
 /// What a container gets: the compact pod spec's view of one container.
@@ -52,6 +87,8 @@ pub struct ContainerSpec {
     /// containerPorts: a listening socket each, preopened after the volumes
     /// (fd 3 when there are no volumes). Directories come first because
     /// wasi-libc stops scanning preopens at the first fd that is not one.
+    /// Components (preview 2) get neither volumes nor ports yet: spawning
+    /// one with either is [`Error::Unsupported`].
     pub ports: Vec<u16>,
 }
 
@@ -64,7 +101,8 @@ pub enum Step {
     /// that monotonic time ([`Host::monotonic_ns`]). Step it again when
     /// either may have happened.
     Blocked { until: Option<u64> },
-    /// `_start` returned (code 0) or the guest called `proc_exit`.
+    /// `_start` returned (code 0), `wasi:cli/run` returned (0 for ok, 1 for
+    /// error), or the guest called `proc_exit` or `wasi:cli/exit`.
     Exited(i32),
     /// The guest trapped (or the module could not be instantiated).
     Trapped(String),
@@ -94,7 +132,13 @@ impl Runtime {
         let engine = Engine::new(config).map_err(|e| Error::Engine(format!("{e}")))?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e}")))?;
-        Ok(Self { engine, linker })
+        let mut components = wasmtime::component::Linker::new(&engine);
+        component::add_to_linker(&mut components).map_err(|e| Error::Engine(format!("{e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            components,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -108,15 +152,11 @@ impl Runtime {
     }
 
     /// Loads an artifact made by [`crate::precompile`] for this runtime's
-    /// configuration.
+    /// configuration: a module or a component.
     pub fn load(&self, artifact: &[u8]) -> Result<Image, Error> {
         match Engine::detect_precompiled(artifact) {
             Some(Precompiled::Module) => {}
-            Some(Precompiled::Component) => {
-                return Err(Error::Unsupported(
-                    "precompiled components (only core modules)",
-                ));
-            }
+            Some(Precompiled::Component) => return self.load_component(artifact),
             None if artifact.starts_with(b"\0asm") => {
                 return Err(Error::Artifact(
                     "this is raw WebAssembly; nodes only run precompiled modules".into(),
@@ -135,7 +175,35 @@ impl Runtime {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| Error::Link(format!("{e:?}")))?;
-        Ok(Image { pre })
+        Ok(Image {
+            pre: Pre::Module(pre),
+        })
+    }
+
+    fn load_component(&self, artifact: &[u8]) -> Result<Image, Error> {
+        // SAFETY: as for modules in `load`: our compiler's output for this
+        // wasmtime, whose header and structure wasmtime checks.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| Error::Artifact(format!("{e:?}")))?;
+        // The compiler refused these already; say so again rather than
+        // report a bare link error for an artifact made elsewhere.
+        let ty = component.component_type();
+        let unserved: Vec<String> = ty
+            .imports(&self.engine)
+            .filter(|(name, _)| !component::served(name))
+            .map(|(name, _)| name.into())
+            .collect();
+        if !unserved.is_empty() {
+            return Err(Error::UnsupportedImports(unserved));
+        }
+        let pre = self
+            .components
+            .instantiate_pre(&component)
+            .and_then(CommandPre::new)
+            .map_err(|e| Error::Link(format!("{e:?}")))?;
+        Ok(Image {
+            pre: Pre::Component(pre),
+        })
     }
 
     /// Creates a container; nothing runs until the first [`Container::step`].
@@ -168,80 +236,149 @@ impl Runtime {
             )));
         }
         let shared = Arc::new(Shared::default());
-        let mut fds: Vec<Option<Fd>> = wasi::stdio().into_iter().map(Some).collect();
-        for (vol, _) in spec.volumes.iter().enumerate() {
-            fds.push(Some(Fd::Dir {
-                vol,
-                path: Vec::new(),
-                preopen: true,
-            }));
-        }
-        for &port in &spec.ports {
-            fds.push(Some(Fd::Listener {
-                port,
-                nonblock: false,
-            }));
-        }
-        let ctx = Ctx {
-            args: spec.args.into_iter().map(String::into_bytes).collect(),
-            env: spec
-                .env
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}").into_bytes())
-                .collect(),
-            fds,
-            volumes: spec.volumes,
-            host,
-            limits: Limits {
-                memory: spec.memory_limit,
-                ..Limits::default()
-            },
-            shared: shared.clone(),
-            seen_slice: 0,
+        let limits = Limits {
+            memory: spec.memory_limit,
+            ..Limits::default()
         };
-        let mut store = Store::new(&self.engine, ctx);
-        store.limiter(|ctx| ctx);
-        store.epoch_deadline_callback(|mut store| {
-            let ctx = store.data_mut();
-            let slice = ctx.shared.slice.load(Ordering::Relaxed);
-            if slice != ctx.seen_slice {
-                // First check in a new step: grant its budget.
-                ctx.seen_slice = slice;
-                Ok(UpdateDeadline::Continue(
-                    ctx.shared.budget.load(Ordering::Relaxed),
-                ))
-            } else {
-                // Budget used up: end this step. The deadline set here may
-                // have passed when the next step resumes us; that only
-                // brings us straight back here to take the new budget.
-                Ok(UpdateDeadline::Yield(1))
+        let run: Run = match &image.pre {
+            Pre::Module(pre) => {
+                let ctx = module_ctx(spec, host, limits, shared.clone());
+                let mut store = new_store(&self.engine, ctx);
+                let pre = pre.clone();
+                Box::pin(async move {
+                    let result = async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await.map(|()| 0)
+                    }
+                    .await;
+                    outcome(result, store.data().limits.oom)
+                })
             }
-        });
-        // Enter the callback at the first check so the first step's budget
-        // applies.
-        store.set_epoch_deadline(0);
-        let pre = image.pre.clone();
-        let run = async move {
-            let result = async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await
+            Pre::Component(pre) => {
+                // Not yet in the preview 2 layer: refuse rather than run a
+                // pod without what it asked for.
+                if !spec.volumes.is_empty() || !spec.ports.is_empty() {
+                    return Err(Error::Unsupported(
+                        "volumes and containerPorts for components (WASI preview 2)",
+                    ));
+                }
+                let ctx = component::Ctx::new(host, spec.args, spec.env, limits, shared.clone());
+                let mut store = new_store(&self.engine, ctx);
+                let pre = pre.clone();
+                Box::pin(async move {
+                    let result = async {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        let run = command.wasi_cli_run().call_run(&mut store).await?;
+                        Ok(if run.is_ok() { 0 } else { 1 })
+                    }
+                    .await;
+                    outcome(result, store.data().limits.oom)
+                })
             }
-            .await;
-            outcome(result, store.data().limits.oom)
         };
         Ok(Container {
-            run: Some(Box::pin(run)),
+            run: Some(run),
             shared,
             finished: None,
         })
     }
 }
 
-/// Maps how the guest ended to a [`Step`].
-fn outcome(result: wasmtime::Result<()>, oom: bool) -> Step {
+/// The preview 1 store data: fds 0–2 are stdio, then the volumes, then the
+/// listening ports.
+fn module_ctx(
+    spec: ContainerSpec,
+    host: Box<dyn Host>,
+    limits: Limits,
+    shared: Arc<Shared>,
+) -> Ctx {
+    let mut fds: Vec<Option<Fd>> = wasi::stdio().into_iter().map(Some).collect();
+    for (vol, _) in spec.volumes.iter().enumerate() {
+        fds.push(Some(Fd::Dir {
+            vol,
+            path: Vec::new(),
+            preopen: true,
+        }));
+    }
+    for &port in &spec.ports {
+        fds.push(Some(Fd::Listener {
+            port,
+            nonblock: false,
+        }));
+    }
+    Ctx {
+        args: spec.args.into_iter().map(String::into_bytes).collect(),
+        env: spec
+            .env
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}").into_bytes())
+            .collect(),
+        fds,
+        volumes: spec.volumes,
+        host,
+        limits,
+        shared,
+        seen_slice: 0,
+    }
+}
+
+/// What the store set-up needs from either layer's store data.
+trait Sliced: ResourceLimiter + Send + 'static {
+    /// The state shared with [`Container::step`] and the last slice number
+    /// the epoch callback saw.
+    fn slicing(&mut self) -> (&Shared, &mut u64);
+}
+
+impl Sliced for Ctx {
+    fn slicing(&mut self) -> (&Shared, &mut u64) {
+        (&self.shared, &mut self.seen_slice)
+    }
+}
+
+impl Sliced for component::Ctx {
+    fn slicing(&mut self) -> (&Shared, &mut u64) {
+        (&self.shared, &mut self.seen_slice)
+    }
+}
+
+/// A store whose guest runs in slices: memory limits through the store
+/// data's `ResourceLimiter`, and the epoch callback granting each step its
+/// budget.
+fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|ctx| ctx);
+    store.epoch_deadline_callback(|mut store| {
+        let (shared, seen_slice) = store.data_mut().slicing();
+        let slice = shared.slice.load(Ordering::Relaxed);
+        if slice != *seen_slice {
+            // First check in a new step: grant its budget.
+            *seen_slice = slice;
+            Ok(UpdateDeadline::Continue(
+                shared.budget.load(Ordering::Relaxed),
+            ))
+        } else {
+            // Budget used up: end this step. The deadline set here may
+            // have passed when the next step resumes us; that only
+            // brings us straight back here to take the new budget.
+            // The guest is runnable, whatever a pollable that was not
+            // ready recorded during a wasi:io `poll` that returned anyway
+            // (another one was ready): the step must say Running.
+            shared.blocked.store(false, Ordering::Relaxed);
+            shared.wake_at.store(u64::MAX, Ordering::Relaxed);
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    // Enter the callback at the first check so the first step's budget
+    // applies.
+    store.set_epoch_deadline(0);
+    store
+}
+
+/// Maps how the guest ended (its exit code, or why not) to a [`Step`].
+fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
     match result {
-        Ok(()) => Step::Exited(0),
+        Ok(code) => Step::Exited(code),
         Err(e) => {
             if let Some(ProcExit(code)) = e.downcast_ref::<ProcExit>() {
                 Step::Exited(*code)
@@ -250,7 +387,9 @@ fn outcome(result: wasmtime::Result<()>, oom: bool) -> Step {
             } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
                 Step::Trapped(trap.to_string())
             } else {
-                Step::Trapped(format!("{e}"))
+                // A host call's own error (not the wasm backtrace context
+                // wasmtime wraps it in) says what went wrong.
+                Step::Trapped(format!("{}", e.root_cause()))
             }
         }
     }
@@ -271,6 +410,7 @@ impl Container {
         self.shared.budget.store(budget, Ordering::Relaxed);
         self.shared.slice.fetch_add(1, Ordering::Relaxed);
         self.shared.blocked.store(false, Ordering::Relaxed);
+        self.shared.wake_at.store(u64::MAX, Ordering::Relaxed);
         let mut cx = Context::from_waker(Waker::noop());
         match run.as_mut().poll(&mut cx) {
             Poll::Ready(step) => {

@@ -2,6 +2,7 @@
 //! a running guest is reported by [`crate::Step`], not here.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,11 +16,15 @@ pub enum Error {
     /// The module uses a wasm proposal beyond WebAssembly 2.0 (named in
     /// wasmparser's spelling, e.g. `multi-memory`, `threads`, `memory64`).
     UnsupportedFeature(String),
+    /// The component imports interfaces this runtime does not serve: all of
+    /// them, named as imported (e.g. `wasi:sockets/tcp@0.2.6`), in import
+    /// order; see [`crate::SERVED_INTERFACES`].
+    UnsupportedImports(Vec<String>),
     /// The artifact is not a precompiled module for this runtime's
     /// configuration (other wasmtime version, target, flags, or corrupt).
     Artifact(String),
-    /// The module imports something this runtime does not provide (only
-    /// `wasi_snapshot_preview1` exists).
+    /// The module or component imports something this runtime does not
+    /// provide.
     Link(String),
     /// The container spec cannot be honoured.
     Spec(String),
@@ -36,6 +41,11 @@ impl fmt::Display for Error {
             Error::UnsupportedFeature(name) => write!(
                 f,
                 "the module uses the wasm feature {name:?}; only WebAssembly 2.0 is supported"
+            ),
+            Error::UnsupportedImports(names) => write!(
+                f,
+                "the component imports {}, which this node does not provide",
+                names.join(", ")
             ),
             Error::Artifact(e) => write!(f, "unusable precompiled artifact: {e}"),
             Error::Link(e) => write!(f, "cannot link module: {e}"),

@@ -1,5 +1,6 @@
 //! Skiff's pod runtime: runs precompiled WebAssembly containers on wasmtime's
-//! `runtime` (no compiler on the node) with a WASI preview 1 layer of our own.
+//! `runtime` (no compiler on the node) with WASI layers of our own: preview 1
+//! for core modules, preview 2 (`wasi:cli/command`) for components.
 //!
 //! - [`engine_config`]: the one `wasmtime::Config` shared by node and control
 //!   plane; with feature `compile`, [`precompile`] builds node artifacts.
@@ -7,13 +8,15 @@
 //!   from a [`ContainerSpec`]; [`Container::step`] runs one time slice so the
 //!   node's executor can interleave pods.
 //! - [`Host`] is everything a container needs from the node (clocks,
-//!   entropy, log sink, TCP); it knows nothing of the preview 1 ABI so a
-//!   preview 2 layer can reuse it.
+//!   entropy, log sink, TCP); it knows nothing of either WASI ABI, so both
+//!   layers share it. [`SERVED_INTERFACES`] lists the preview 2 interfaces
+//!   components may import.
 //! - [`Volume`]: in-memory directories mounted into containers.
 #![no_std]
 
 extern crate alloc;
 
+mod component;
 mod config;
 mod container;
 mod error;
@@ -23,10 +26,11 @@ pub mod fuzz;
 mod host;
 mod wasi;
 
+pub use component::SERVED_INTERFACES;
 pub use config::{FEATURES, FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
 #[cfg(feature = "compile")]
 pub use config::{precompile, precompile_for};
-pub use container::{Container, ContainerSpec, Image, Runtime, Step};
+pub use container::{Container, ContainerSpec, Image, ImageKind, Runtime, Step};
 pub use error::Error;
 pub use fs::{ENTRY_OVERHEAD, Volume};
 pub use host::{ConnId, Host, NetError, Shutdown, Stream};

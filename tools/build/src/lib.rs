@@ -4,7 +4,8 @@
 //!   `kernel` profile ([`build_kernel`], [`kernel_elf`]), for `cargo xtask`
 //!   and the end-to-end harness;
 //! - the example wasm guests in `tests/wasm` (their own workspace) for
-//!   `wasm32-wasip1` ([`build_guests`]; [`test_guests`] builds them once per
+//!   `wasm32-wasip1`, and the few in [`P2_GUESTS`] also for `wasm32-wasip2`
+//!   as components ([`build_guests`]; [`test_guests`] builds them once per
 //!   process into one directory every test binary shares, so cargo builds
 //!   them once).
 //!
@@ -18,6 +19,10 @@ use std::sync::OnceLock;
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 pub const KERNEL_PROFILE: &str = "kernel";
 pub const GUEST_TARGET: &str = "wasm32-wasip1";
+/// The target of the WASI preview 2 guests (components).
+pub const GUEST_P2_TARGET: &str = "wasm32-wasip2";
+/// The guests [`test_guest`] returns built for [`GUEST_P2_TARGET`].
+pub const P2_GUESTS: &[&str] = &["hello-p2", "tcp-connect"];
 
 /// Why a build did not produce its output.
 #[derive(Debug, thiserror::Error)]
@@ -78,20 +83,30 @@ pub fn build_kernel() -> Result<PathBuf, BuildError> {
 }
 
 /// Builds the example guests into `target_dir` (their own target
-/// directory); the directory holding `<name>.wasm`.
+/// directory), and [`P2_GUESTS`] as components too (in
+/// `<target_dir>/wasm32-wasip2/release`); the directory holding the
+/// preview 1 `<name>.wasm`.
 pub fn build_guests(target_dir: &Path) -> Result<PathBuf, BuildError> {
-    let src = workspace_root().join("tests/wasm");
-    run(cargo()
-        .args(["build", "--release", "--quiet", "--locked", "--target"])
-        .arg(GUEST_TARGET)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(&src)
-        // Not the host build's flags, target or target directory.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET"))?;
+    let guests = |target: &str| {
+        let mut cmd = cargo();
+        cmd.args(["build", "--release", "--quiet", "--locked", "--target"])
+            .arg(target)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(workspace_root().join("tests/wasm"))
+            // Not the host build's flags, target or target directory.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET");
+        cmd
+    };
+    run(&mut guests(GUEST_TARGET))?;
+    let mut p2 = guests(GUEST_P2_TARGET);
+    for name in P2_GUESTS {
+        p2.args(["--bin", name]);
+    }
+    run(&mut p2)?;
     existing(
         "the guests' directory",
         target_dir.join(GUEST_TARGET).join("release"),
@@ -113,9 +128,16 @@ pub fn test_guests() -> &'static Path {
     })
 }
 
-/// Path of a guest built by [`test_guests`], e.g. `test_guest("hello")`.
+/// Path of a guest built by [`test_guests`], e.g. `test_guest("hello")`;
+/// the component for one of [`P2_GUESTS`].
 pub fn test_guest(name: &str) -> PathBuf {
-    let p = test_guests().join(format!("{name}.wasm"));
+    let dir = if P2_GUESTS.contains(&name) {
+        test_guests();
+        guests_target_dir().join(GUEST_P2_TARGET).join("release")
+    } else {
+        test_guests().to_path_buf()
+    };
+    let p = dir.join(format!("{name}.wasm"));
     assert!(p.is_file(), "{} missing after the guest build", p.display());
     p
 }

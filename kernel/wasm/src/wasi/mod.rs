@@ -139,13 +139,60 @@ pub const TABLE_ELEMENT_BYTES: usize = core::mem::size_of::<usize>();
 
 impl Ctx {
     fn oom_kill(&mut self) -> wasmtime::Error {
-        self.limits.oom = true;
-        wasmtime::Error::new(MemoryLimitExceeded)
+        self.limits.oom_kill()
     }
 }
 
-/// The container's limit first, then the node's say ([`Host::memory_growing`]):
-/// either refusal kills the guest as out of memory.
+impl Limits {
+    /// The guest is killed as out of memory.
+    pub fn oom_kill(&mut self) -> wasmtime::Error {
+        self.oom = true;
+        wasmtime::Error::new(MemoryLimitExceeded)
+    }
+
+    /// [`ResourceLimiter::memory_growing`] for either WASI layer: the
+    /// container's limit first, then the node's say
+    /// ([`Host::memory_growing`]); either refusal kills the guest as out of
+    /// memory. Counted as a change (`desired - current`, `current` is 0 at
+    /// instantiation) so a component's several core memories add up.
+    pub fn memory_growing(
+        &mut self,
+        host: &mut dyn Host,
+        current: usize,
+        desired: usize,
+    ) -> wasmtime::Result<bool> {
+        let used = (self.memory_used.saturating_sub(current)).saturating_add(desired);
+        let total = used.saturating_add(self.host_side());
+        if total > self.memory || !host.memory_growing(current, desired) {
+            return Err(self.oom_kill());
+        }
+        self.memory_used = used;
+        Ok(true)
+    }
+
+    /// [`ResourceLimiter::table_growing`] for either WASI layer: tables are
+    /// charged like memory (also at instantiation, where `current` is 0).
+    pub fn table_growing(
+        &mut self,
+        host: &mut dyn Host,
+        current: usize,
+        desired: usize,
+    ) -> wasmtime::Result<bool> {
+        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
+        let tables = (self.table_bytes + bytes(desired)).saturating_sub(bytes(current));
+        let others = self.memory_used + self.fd_bytes;
+        if tables.saturating_add(others) > self.memory
+            || !host.memory_growing(bytes(current), bytes(desired))
+        {
+            return Err(self.oom_kill());
+        }
+        self.table_bytes = tables;
+        Ok(true)
+    }
+}
+
+/// The limits in [`Limits`], with the node's say ([`Host::memory_growing`]):
+/// a refusal kills the guest as out of memory.
 impl ResourceLimiter for Ctx {
     fn memory_growing(
         &mut self,
@@ -153,40 +200,24 @@ impl ResourceLimiter for Ctx {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = desired.saturating_add(self.limits.host_side());
-        if total > self.limits.memory || !self.host.memory_growing(current, desired) {
-            return Err(self.oom_kill());
-        }
-        self.limits.memory_used = desired;
-        Ok(true)
+        self.limits
+            .memory_growing(&mut *self.host, current, desired)
     }
 
     /// Allowed, but the node could not allocate it (a fragmented or full
     /// heap): the node is out of memory, so the guest is OOM-killed rather
     /// than handed a failed `memory.grow` it would usually abort on.
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.oom = true;
-        Err(wasmtime::Error::new(MemoryLimitExceeded))
+        Err(self.oom_kill())
     }
 
-    /// Tables are charged like memory (also at instantiation, where
-    /// `current` is 0): a guest over its limit is OOM-killed.
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
-        let tables = (self.limits.table_bytes + bytes(desired)).saturating_sub(bytes(current));
-        let others = self.limits.memory_used + self.limits.fd_bytes;
-        if tables.saturating_add(others) > self.limits.memory
-            || !self.host.memory_growing(bytes(current), bytes(desired))
-        {
-            return Err(self.oom_kill());
-        }
-        self.limits.table_bytes = tables;
-        Ok(true)
+        self.limits.table_growing(&mut *self.host, current, desired)
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {

@@ -83,6 +83,8 @@ impl Net {
 pub struct Output {
     pub stdout: Arc<Mutex<Vec<u8>>>,
     pub stderr: Arc<Mutex<Vec<u8>>>,
+    /// Random bytes the guest drew from the host.
+    pub random_bytes: Arc<Mutex<usize>>,
 }
 
 impl Output {
@@ -128,6 +130,7 @@ impl Host for FakeHost {
         self.start.elapsed().as_nanos() as u64
     }
     fn random(&mut self, buf: &mut [u8]) {
+        *self.out.random_bytes.lock().unwrap() += buf.len();
         for b in buf {
             self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             *b = (self.seed >> 33) as u8;

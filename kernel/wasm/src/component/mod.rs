@@ -1,0 +1,209 @@
+//! WASI preview 2: components running the `wasi:cli/command` world.
+//!
+//! The bindings come from `bindgen!` over our copy of the WASI 0.2.12 WIT
+//! (`wit/`, checked byte-identical to the pinned `wasip2` crate by
+//! tests/wit.rs); streams and pollables are wasmtime-wasi-io's. Only the
+//! interfaces in [`SERVED_INTERFACES`] are linked: a component importing any
+//! other one (filesystem, sockets, http) is refused when it is compiled
+//! ([`crate::Error::UnsupportedImports`]) and again when it is loaded, never
+//! run against a stub.
+//!
+//! The node's [`Host`] is shared (`Arc<Mutex<..>>`) between the store data
+//! and the stream and pollable objects, because wasi:io calls those with
+//! only `&mut self`.
+
+mod cli;
+mod clocks;
+mod random;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi_io::IoView;
+
+use crate::host::Host;
+use crate::wasi::{Limits, MAX_FDS, Shared};
+
+/// Generated from `wit/` (the `wasi:cli/command` world, 0.2.12). Every
+/// import returns `wasmtime::Result` so a host call can trap (exit, a
+/// resource table full). Interfaces outside [`SERVED_INTERFACES`] are
+/// generated but never added to the linker.
+#[allow(dead_code, clippy::all)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "wasi:cli/command",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: { "wasi:io": wasmtime_wasi_io::bindings::wasi::io },
+        require_store_data_send: true,
+    });
+}
+
+pub(crate) use bindings::CommandPre;
+
+/// The interfaces a component may import (any `0.2.x` version: wasmtime
+/// links semver-compatible versions to our 0.2.12 definitions).
+pub const SERVED_INTERFACES: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Whether an import name (`wasi:cli/environment@0.2.3`) is served.
+pub(crate) fn served(import: &str) -> bool {
+    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
+    version.starts_with("0.2.") && SERVED_INTERFACES.contains(&interface)
+}
+
+/// The top-level imports of the component `wasm` that are not served, in
+/// import order. Imports of nested components and core modules are satisfied
+/// inside the component, so only depth 1 counts. Parse errors are left to
+/// validation (and end the list).
+#[cfg(feature = "compile")]
+pub(crate) fn unserved_imports(wasm: &[u8]) -> Vec<String> {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    let mut unserved = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { break };
+        match payload {
+            // Every module or component, nested or not, starts with its
+            // version and ends with `End`.
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 1 => {
+                for import in imports {
+                    let Ok(import) = import else { break };
+                    if !served(import.name.name) {
+                        unserved.push(import.name.name.into());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    unserved
+}
+
+/// The node's side of a container, shared with its streams and pollables.
+pub(crate) type SharedHost = Arc<spin::Mutex<Box<dyn Host>>>;
+
+/// A component container's store data.
+pub(crate) struct Ctx {
+    /// Resources handed to the guest (streams, pollables); at most
+    /// [`MAX_FDS`] live at once, like preview 1's fds.
+    pub table: ResourceTable,
+    pub host: SharedHost,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub shared: Arc<Shared>,
+    pub seen_slice: u64,
+}
+
+impl Ctx {
+    pub fn new(
+        host: Box<dyn Host>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        limits: Limits,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_FDS);
+        Self {
+            table,
+            host: Arc::new(spin::Mutex::new(host)),
+            args,
+            env,
+            limits,
+            shared,
+            seen_slice: 0,
+        }
+    }
+}
+
+impl IoView for Ctx {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
+/// The same limits as preview 1 ([`Limits`]); a component's core memories
+/// and tables all count.
+impl ResourceLimiter for Ctx {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let mut host = self.host.lock();
+        self.limits.memory_growing(&mut **host, current, desired)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(self.limits.oom_kill())
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let mut host = self.host.lock();
+        self.limits.table_growing(&mut **host, current, desired)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(self.limits.oom_kill())
+    }
+}
+
+/// Adds the interfaces in [`SERVED_INTERFACES`] (and only those) to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
+    use bindings::wasi::{cli, clocks, random};
+    wasmtime_wasi_io::add_to_linker_async(linker)?;
+    cli::environment::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::exit::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::stdin::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::stdout::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::stderr::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::terminal_input::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::terminal_output::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::terminal_stdin::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::terminal_stdout::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    cli::terminal_stderr::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    clocks::monotonic_clock::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    clocks::wall_clock::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    random::random::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    random::insecure::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    random::insecure_seed::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    Ok(())
+}
+
+/// The store data is the host for every interface.
+fn get(cx: &mut Ctx) -> &mut Ctx {
+    cx
+}
