@@ -30,6 +30,7 @@ fn wasm_images_from_a_registry_run_as_pods_on_a_kernel_node() {
     reg.push_wasm_old_layer_type("demo/burner:1.0", &guests::path("cpu-burner"));
     reg.push_wasm("demo/trap:1.0", &guests::path("trap"));
     reg.push_wasm("demo/oom:1.0", &guests::path("oom"));
+    reg.push_wasm("demo/hello-p2:1.0", &guests::path("hello-p2"));
 
     let (spec, http_port) = plane
         .node_spec("wasm-1", &plane.token)
@@ -141,6 +142,43 @@ spec:
     let logs = plane.ok(&["logs", "job/hello"]);
     assert!(logs.contains("hello from a Skiff pod"), "{logs}");
     assert!(logs.contains("this line goes to stderr"), "{logs}");
+
+    // A WASI preview 2 component (wasm32-wasip2, plain Rust std) runs as a
+    // Job too: args, env, stdio, clocks and random through the node.
+    plane.apply(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: hello-p2, namespace: default}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: hello-p2
+        image: {host}/demo/hello-p2:1.0
+        env: [{{name: GREETING, value: from a component}}]
+"#
+    ));
+    plane.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/hello-p2",
+        "--timeout=120s",
+    ]);
+    let logs = plane.ok(&["logs", "job/hello-p2"]);
+    for line in [
+        "arg[0]=hello-p2",
+        "GREETING=from a component",
+        "this line goes to stderr",
+        "wall clock after 2020: true",
+        "hash map works: true",
+        "slept 20 ms: true",
+        "exiting with 0",
+    ] {
+        assert!(logs.contains(line), "{line:?} missing from:\n{logs}");
+    }
     plane.wait_output(
         &[
             "get",
@@ -253,6 +291,8 @@ fn bad_images_show_clear_pull_errors() {
     // A layer whose stored bytes no longer match its digest.
     reg.push_wasm("demo/corrupt:1.0", &guests::path("hello"));
     reg.corrupt_blob(&registry::file_digest(&guests::path("hello")));
+    // A component importing interfaces the node does not serve yet.
+    reg.push_wasm("demo/tcp-connect:1.0", &guests::path("tcp-connect"));
 
     let b = boot(plane.node_spec("wasm-2", &plane.token));
     let log = || b.node.log_text();
@@ -261,6 +301,7 @@ fn bad_images_show_clear_pull_errors() {
         ("unknown", format!("{host}/demo/nope:1.0")),
         ("text", format!("{host}/demo/text:1.0")),
         ("corrupt", format!("{host}/demo/corrupt:1.0")),
+        ("sockets", format!("{host}/demo/tcp-connect:1.0")),
     ] {
         plane.apply(&format!(
             r#"
@@ -302,6 +343,11 @@ spec:
     );
     let w = waiting("corrupt", "ErrImagePull");
     assert!(w.contains("digest"), "names the digest mismatch: {w}");
+    let w = waiting("sockets", "ErrImagePull");
+    assert!(
+        w.contains("wasi:sockets/tcp@0.2"),
+        "names the unserved interface: {w}"
+    );
     let events = plane.ok(&[
         "get",
         "events",

@@ -174,7 +174,8 @@ pub enum PullFailure {
     /// Policy Never and the image is not present.
     ErrImageNeverPull,
     /// The image was fetched but is not a usable wasm module image (wrong
-    /// media types, not wasm, a component, too large, fails validation).
+    /// media types, not wasm, fails validation, a component importing an
+    /// interface the node does not serve).
     InvalidImage,
     /// A registry response (manifest, blob, token answer) was larger than
     /// its limit or its declared size; reading stopped there.
@@ -497,7 +498,7 @@ impl ImageService {
                 return Err(err(
                     PullFailure::InvalidImage,
                     format!(
-                        "the wasm layer {} of {requested} is not a usable module: {what}",
+                        "the wasm layer {} of {requested} cannot run on a node: {what}",
                         module.digest
                     ),
                 ));

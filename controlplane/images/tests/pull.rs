@@ -277,7 +277,7 @@ async fn images_that_are_not_wasm_modules() {
     assert!(e.message.contains("not a WebAssembly module"), "{e}");
     assert!(e.message.contains("Hello, this is"), "{e}");
 
-    // A component (preview 2 header only): not a core module.
+    // An empty component (preview 2 header only): nothing to run.
     let component = files.path().join("component.wasm");
     std::fs::write(&component, b"\0asm\x0d\x00\x01\x00").unwrap();
     reg.push_wasm("component:1", &component);
@@ -285,7 +285,7 @@ async fn images_that_are_not_wasm_modules() {
         .await
         .unwrap_err();
     assert_eq!(e.reason, PullFailure::InvalidImage, "{e}");
-    assert!(e.message.contains("components"), "{e}");
+    assert!(e.message.contains("does not export wasi:cli/run"), "{e}");
 
     // Valid magic, broken body: wasmtime's validation error.
     let broken = files.path().join("broken.wasm");

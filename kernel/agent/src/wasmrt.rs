@@ -367,6 +367,7 @@ impl<N: NodeHost> WasmRuntime<N> {
                 | E::Invalid(_)
                 | E::UnsupportedFeature(_)
                 | E::UnsupportedImports(_)
+                | E::NotACommand
                 | E::Artifact(_)
                 | E::Link(_) => StartError::BadArtifact(detail),
                 E::Engine(_) => StartError::Other(detail),

@@ -173,11 +173,11 @@ pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>
     if let Some(feature) = beyond(wasm, base) {
         return Err(Error::UnsupportedFeature(feature));
     }
-    if component {
-        let unserved = crate::component::unserved_imports(wasm);
-        if !unserved.is_empty() {
-            return Err(Error::UnsupportedImports(unserved));
-        }
+    let surface = component.then(|| crate::component::surface(wasm));
+    if let Some(surface) = &surface
+        && !surface.unserved.is_empty()
+    {
+        return Err(Error::UnsupportedImports(surface.unserved.clone()));
     }
     let engine = wasmtime::Engine::new(&engine_config(target))
         .map_err(|e| Error::Engine(alloc::format!("{e}")))?;
@@ -186,7 +186,13 @@ pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>
     } else {
         engine.precompile_module(wasm)
     };
-    compiled.map_err(|e| Error::Invalid(alloc::format!("{e:?}")))
+    let artifact = compiled.map_err(|e| Error::Invalid(alloc::format!("{e:?}")))?;
+    // Only now that it is known valid: an invalid component says so
+    // rather than "nothing to run".
+    if surface.is_some_and(|s| !s.runs) {
+        return Err(Error::NotACommand);
+    }
+    Ok(artifact)
 }
 
 /// The first proposal beyond `base` that `wasm` needs: the input does not

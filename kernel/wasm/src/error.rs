@@ -20,6 +20,9 @@ pub enum Error {
     /// them, named as imported (e.g. `wasi:sockets/tcp@0.2.6`), in import
     /// order; see [`crate::SERVED_INTERFACES`].
     UnsupportedImports(Vec<String>),
+    /// The component does not export [`crate::RUN_EXPORT`]: only command
+    /// components (what `wasm32-wasip2` programs are) run as containers.
+    NotACommand,
     /// The artifact is not a precompiled module for this runtime's
     /// configuration (other wasmtime version, target, flags, or corrupt).
     Artifact(String),
@@ -46,6 +49,11 @@ impl fmt::Display for Error {
                 f,
                 "the component imports {}, which this node does not provide",
                 names.join(", ")
+            ),
+            Error::NotACommand => write!(
+                f,
+                "the component does not export {}@0.2 (only command components, as built for wasm32-wasip2, run as containers)",
+                crate::RUN_EXPORT
             ),
             Error::Artifact(e) => write!(f, "unusable precompiled artifact: {e}"),
             Error::Link(e) => write!(f, "cannot link module: {e}"),

@@ -209,6 +209,13 @@ fn bad_component_bytes_give_the_usual_errors() {
         skiff_wasm::precompile_for(Target::Host, &custom),
         Err(Error::UnsupportedImports(vec!["my:pkg/thing".into()]))
     );
+    // Nothing to run: no wasi:cli/run export (a library component, or a
+    // wasi:http handler until the node serves those).
+    let empty = wat::parse_str("(component)").unwrap();
+    assert_eq!(
+        skiff_wasm::precompile_for(Target::Host, &empty),
+        Err(Error::NotACommand)
+    );
 }
 
 /// A component exporting `wasi:cli/run` whose core `run` (returning the

@@ -75,15 +75,29 @@ pub(crate) fn served(import: &str) -> bool {
     version.starts_with("0.2.") && SERVED_INTERFACES.contains(&interface)
 }
 
-/// The top-level imports of the component `wasm` that are not served, in
-/// import order. Imports of nested components and core modules are satisfied
-/// inside the component, so only depth 1 counts. Parse errors are left to
-/// validation (and end the list).
+/// The export a component must have to run as a container: the
+/// `wasi:cli/command` world's entry point (any `0.2.x` version).
+pub const RUN_EXPORT: &str = "wasi:cli/run";
+
+/// What the compiler checks in a component before compiling it: the
+/// top-level imports it needs that are not served, in import order, and
+/// whether it exports [`RUN_EXPORT`]. Imports of nested components and core
+/// modules are satisfied inside the component, so only depth 1 counts.
+/// Parse errors are left to validation (and end the walk).
 #[cfg(feature = "compile")]
-pub(crate) fn unserved_imports(wasm: &[u8]) -> Vec<String> {
+pub(crate) struct Surface {
+    pub unserved: Vec<String>,
+    pub runs: bool,
+}
+
+#[cfg(feature = "compile")]
+pub(crate) fn surface(wasm: &[u8]) -> Surface {
     use wasmparser::{Parser, Payload};
     let mut depth = 0usize;
-    let mut unserved = Vec::new();
+    let mut surface = Surface {
+        unserved: Vec::new(),
+        runs: false,
+    };
     for payload in Parser::new(0).parse_all(wasm) {
         let Ok(payload) = payload else { break };
         match payload {
@@ -95,14 +109,21 @@ pub(crate) fn unserved_imports(wasm: &[u8]) -> Vec<String> {
                 for import in imports {
                     let Ok(import) = import else { break };
                     if !served(import.name.name) {
-                        unserved.push(import.name.name.into());
+                        surface.unserved.push(import.name.name.into());
                     }
+                }
+            }
+            Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    let Ok(export) = export else { break };
+                    let (name, version) = export.name.name.split_once('@').unwrap_or(("", ""));
+                    surface.runs |= name == RUN_EXPORT && version.starts_with("0.2.");
                 }
             }
             _ => {}
         }
     }
-    unserved
+    surface
 }
 
 /// The node's side of a container, shared with its streams and pollables.
