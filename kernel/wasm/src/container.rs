@@ -364,8 +364,7 @@ fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
             // The guest is runnable, whatever a pollable that was not
             // ready recorded during a wasi:io `poll` that returned anyway
             // (another one was ready): the step must say Running.
-            shared.blocked.store(false, Ordering::Relaxed);
-            shared.wake_at.store(u64::MAX, Ordering::Relaxed);
+            shared.runnable();
             Ok(UpdateDeadline::Yield(1))
         }
     });
@@ -409,8 +408,7 @@ impl Container {
         };
         self.shared.budget.store(budget, Ordering::Relaxed);
         self.shared.slice.fetch_add(1, Ordering::Relaxed);
-        self.shared.blocked.store(false, Ordering::Relaxed);
-        self.shared.wake_at.store(u64::MAX, Ordering::Relaxed);
+        self.shared.runnable();
         let mut cx = Context::from_waker(Waker::noop());
         match run.as_mut().poll(&mut cx) {
             Poll::Ready(step) => {

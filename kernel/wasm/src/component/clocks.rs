@@ -5,7 +5,6 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
 use core::task::Poll;
 
 use wasmtime::component::Resource;
@@ -71,9 +70,7 @@ impl Pollable for Sleep {
             if self.host.lock().monotonic_ns() >= self.until {
                 return Poll::Ready(());
             }
-            // Several pollables may wait in one `poll`: the earliest wins.
-            self.shared.wake_at.fetch_min(self.until, Ordering::Relaxed);
-            self.shared.blocked.store(true, Ordering::Relaxed);
+            self.shared.block(Some(self.until));
             Poll::Pending
         })
         .await

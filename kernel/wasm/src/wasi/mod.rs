@@ -63,6 +63,25 @@ pub(crate) struct Shared {
     pub wake_at: AtomicU64,
 }
 
+impl Shared {
+    /// Records that the guest is about to be suspended waiting, until
+    /// `until` at the latest (`None`: only I/O ends the wait). Several
+    /// waits recorded before the step ends (pollables in one wasi:io
+    /// `poll`) keep the earliest deadline.
+    pub fn block(&self, until: Option<u64>) {
+        self.wake_at
+            .fetch_min(until.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.blocked.store(true, Ordering::Relaxed);
+    }
+
+    /// Forgets any recorded wait: the guest is runnable (a new step starts,
+    /// or the epoch yields it mid-slice).
+    pub fn runnable(&self) {
+        self.blocked.store(false, Ordering::Relaxed);
+        self.wake_at.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
 /// An open file descriptor.
 #[derive(Debug)]
 pub(crate) enum Fd {
@@ -302,10 +321,7 @@ impl Ctx {
 
     /// Records why the guest is about to be suspended.
     pub fn block(&self, until: Option<u64>) {
-        self.shared
-            .wake_at
-            .store(until.unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.shared.blocked.store(true, Ordering::Relaxed);
+        self.shared.block(until);
     }
 }
 
