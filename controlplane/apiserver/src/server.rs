@@ -600,6 +600,14 @@ mod tests {
         ServeConfig::new(dir.join("pki"), dir.join("data"), listen)
     }
 
+    /// Asserts `err` is a PKI error naming the file `file`.
+    fn assert_pki_error(err: StartError, file: &str) {
+        match err {
+            StartError::Pki { path, .. } => assert!(path.ends_with(file), "{path:?}"),
+            e => panic!("want Pki for {file}, got {e:?}"),
+        }
+    }
+
     fn started(cfg: &ServeConfig) -> Result<Running, StartError> {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let r = rt.block_on(start(cfg));
@@ -613,10 +621,7 @@ mod tests {
     fn missing_pki_names_the_ca_file() {
         let dir = tempfile::tempdir().unwrap();
         let err = started(&config(dir.path(), "127.0.0.1:0".parse().unwrap())).unwrap_err();
-        match err {
-            StartError::Pki { path, .. } => assert!(path.ends_with(pki::CA_CERT), "{path:?}"),
-            e => panic!("want Pki, got {e:?}"),
-        }
+        assert_pki_error(err, pki::CA_CERT);
     }
 
     #[test]
@@ -627,12 +632,7 @@ mod tests {
         // The CA's key is a valid key, just not the serving certificate's.
         std::fs::copy(pki_dir.join(pki::CA_KEY), pki_dir.join(pki::SERVING_KEY)).unwrap();
         let err = started(&config(dir.path(), "127.0.0.1:0".parse().unwrap())).unwrap_err();
-        match err {
-            StartError::Pki { path, .. } => {
-                assert!(path.ends_with(pki::SERVING_CERT), "{path:?}")
-            }
-            e => panic!("want Pki, got {e:?}"),
-        }
+        assert_pki_error(err, pki::SERVING_CERT);
     }
 
     #[test]
@@ -642,10 +642,7 @@ mod tests {
         pki::init(&pki_dir, &pki::InitOptions::default()).unwrap();
         std::fs::write(pki_dir.join(pki::SA_KEY), "not a key").unwrap();
         let err = started(&config(dir.path(), "127.0.0.1:0".parse().unwrap())).unwrap_err();
-        match err {
-            StartError::Pki { path, .. } => assert!(path.ends_with(pki::SA_KEY), "{path:?}"),
-            e => panic!("want Pki, got {e:?}"),
-        }
+        assert_pki_error(err, pki::SA_KEY);
     }
 
     #[test]

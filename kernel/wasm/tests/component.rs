@@ -7,21 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use skiff_wasm::{ContainerSpec, Error, ImageKind, SERVED_INTERFACES, Step, Target, Volume};
-use support::{FakeHost, Output, artifact, runtime, wasm};
-
-const MIB: usize = 1 << 20;
-
-fn spec(args: &[&str], env: &[(&str, &str)]) -> ContainerSpec {
-    ContainerSpec {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        memory_limit: 64 * MIB,
-        ..ContainerSpec::default()
-    }
-}
+use support::{FakeHost, MIB, Output, artifact, runtime, spec, wasm};
 
 /// Runs `hello-p2` to its end; its outcome, output, and whether a step
 /// reported it blocked until a deadline (its sleep).
@@ -236,9 +222,17 @@ fn run_component(body: &str) -> skiff_wasm::Image {
             (instance $run_inst (export "run" (func $run)))
             (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
     );
+    load_wat(&text)
+}
+
+/// A component written as text, precompiled for the host and loaded.
+fn try_load_wat(text: &str) -> Result<skiff_wasm::Image, Error> {
     let component = wat::parse_str(text).expect("component text");
-    let artifact = skiff_wasm::precompile_for(Target::Host, &component).expect("precompile");
-    runtime().load(&artifact).expect("load")
+    runtime().load(&skiff_wasm::precompile_for(Target::Host, &component)?)
+}
+
+fn load_wat(text: &str) -> skiff_wasm::Image {
+    try_load_wat(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn spawn_image(image: &skiff_wasm::Image) -> skiff_wasm::Container {
@@ -303,12 +297,7 @@ fn every_served_interface_is_linked() {
                 (instance $run_inst (export "run" (func $run)))
                 (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
         );
-        let component = wat::parse_str(text).unwrap();
-        let artifact = skiff_wasm::precompile_for(Target::Host, &component)
-            .unwrap_or_else(|e| panic!("{interface}: {e}"));
-        let image = runtime()
-            .load(&artifact)
-            .unwrap_or_else(|e| panic!("{interface}: {e}"));
+        let image = try_load_wat(&text).unwrap_or_else(|e| panic!("{interface}: {e}"));
         let mut c = spawn_image(&image);
         assert_eq!(
             support::run_to_end(&mut c, Duration::from_secs(10)),
@@ -348,9 +337,7 @@ fn random_and_clock_calls_reach_the_host() {
         (func $run (result (result)) (canon lift (core func $i "run")))
         (instance $run_inst (export "run" (func $run)))
         (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
-    let component = wat::parse_str(text).unwrap();
-    let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
-    let image = runtime().load(&artifact).unwrap();
+    let image = load_wat(text);
     let (host, out, _) = FakeHost::new(&[]);
     let mut c = runtime().spawn(&image, spec(&["r"], &[]), host).unwrap();
     assert_eq!(
@@ -384,9 +371,7 @@ fn oversized_random_requests_trap_instead_of_allocating() {
             (instance $run_inst (export "run" (func $run)))
             (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
         );
-        let component = wat::parse_str(text).unwrap();
-        let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
-        let image = runtime().load(&artifact).unwrap();
+        let image = load_wat(&text);
         let (host, out, _) = FakeHost::new(&[]);
         let mut c = runtime().spawn(&image, spec(&["r"], &[]), host).unwrap();
         let end = support::run_to_end(&mut c, Duration::from_secs(10));
@@ -439,9 +424,7 @@ fn a_poll_that_returns_leaves_the_guest_runnable() {
         (func $run (result (result)) (canon lift (core func $i "run")))
         (instance $run_inst (export "run" (func $run)))
         (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
-    let component = wat::parse_str(text).unwrap();
-    let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
-    let image = runtime().load(&artifact).unwrap();
+    let image = load_wat(text);
     let mut c = spawn_image(&image);
     for _ in 0..5 {
         assert_eq!(c.step(2), Step::Running);
@@ -459,9 +442,7 @@ fn a_components_core_memories_add_up_against_its_limit() {
         (func $run (result (result)) (canon lift (core func $b "run")))
         (instance $run_inst (export "run" (func $run)))
         (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
-    let component = wat::parse_str(text).unwrap();
-    let artifact = skiff_wasm::precompile_for(Target::Host, &component).unwrap();
-    let image = runtime().load(&artifact).unwrap();
+    let image = load_wat(text);
     let run = |limit: usize| {
         let (host, _, _) = FakeHost::new(&[]);
         let mut s = spec(&["m"], &[]);

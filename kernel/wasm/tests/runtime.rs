@@ -7,21 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use skiff_wasm::{ContainerSpec, Error, Step, Target, Volume};
-use support::{FakeHost, artifact, run_to_end, runtime, wasm};
-
-const MIB: usize = 1 << 20;
-
-fn spec(args: &[&str], env: &[(&str, &str)]) -> ContainerSpec {
-    ContainerSpec {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        memory_limit: 64 * MIB,
-        ..ContainerSpec::default()
-    }
-}
+use support::{FakeHost, MIB, artifact, run_to_end, runtime, spec, wasm};
 
 fn spawn(
     name: &str,

@@ -69,10 +69,16 @@ pub const SERVED_INTERFACES: &[&str] = &[
     "wasi:random/insecure-seed",
 ];
 
+/// The interface a WASI 0.2 name (`wasi:cli/environment@0.2.3`) refers to;
+/// `None` for any other version or an unversioned name.
+fn wasi_0_2(name: &str) -> Option<&str> {
+    let (interface, version) = name.split_once('@')?;
+    version.starts_with("0.2.").then_some(interface)
+}
+
 /// Whether an import name (`wasi:cli/environment@0.2.3`) is served.
 pub(crate) fn served(import: &str) -> bool {
-    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
-    version.starts_with("0.2.") && SERVED_INTERFACES.contains(&interface)
+    wasi_0_2(import).is_some_and(|i| SERVED_INTERFACES.contains(&i))
 }
 
 /// The export a component must have to run as a container: the
@@ -116,8 +122,7 @@ pub(crate) fn surface(wasm: &[u8]) -> Surface {
             Payload::ComponentExportSection(exports) if depth == 1 => {
                 for export in exports {
                     let Ok(export) = export else { break };
-                    let (name, version) = export.name.name.split_once('@').unwrap_or(("", ""));
-                    surface.runs |= name == RUN_EXPORT && version.starts_with("0.2.");
+                    surface.runs |= wasi_0_2(export.name.name) == Some(RUN_EXPORT);
                 }
             }
             _ => {}

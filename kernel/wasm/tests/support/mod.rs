@@ -7,11 +7,28 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use skiff_wasm::{ConnId, Container, Host, NetError, Runtime, Shutdown, Step, Stream, Target};
+use skiff_wasm::{
+    ConnId, Container, ContainerSpec, Host, NetError, Runtime, Shutdown, Step, Stream, Target,
+};
 
 pub fn wasm(name: &str) -> Vec<u8> {
     let path = skiff_build::test_guest(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub const MIB: usize = 1 << 20;
+
+/// A container spec with these args and env and a 64 MiB memory limit.
+pub fn spec(args: &[&str], env: &[(&str, &str)]) -> ContainerSpec {
+    ContainerSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        memory_limit: 64 * MIB,
+        ..ContainerSpec::default()
+    }
 }
 
 /// Host-target artifact for a guest, compiled once per process.
