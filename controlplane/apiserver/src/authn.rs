@@ -129,12 +129,8 @@ impl Authenticator {
         }
         let sa_key = dir.join(pki::SA_KEY);
         if let Ok(pem) = std::fs::read_to_string(&sa_key) {
-            let keys = crate::satoken::Keys::from_pem(&pem).map_err(|e| {
-                crate::server::StartError::Pki {
-                    path: sa_key,
-                    source: e.into(),
-                }
-            })?;
+            let keys = crate::satoken::Keys::from_pem(&pem)
+                .map_err(|e| crate::server::pki_err(&sa_key, e))?;
             a.service_accounts = Some(keys);
         }
         Ok(a)

@@ -136,10 +136,10 @@ pub enum StartError {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn pki_err(path: &Path) -> impl FnOnce(BoxError) -> StartError + '_ {
-    |source| StartError::Pki {
+pub(crate) fn pki_err(path: &Path, source: impl Into<BoxError>) -> StartError {
+    StartError::Pki {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     }
 }
 
@@ -161,10 +161,10 @@ pub fn tls_server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca_path = pki_dir.join(pki::CA_CERT);
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| pki_err(&ca_path)(e.into()))? {
+    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| pki_err(&ca_path, e))? {
         roots
-            .add(c.map_err(|e| pki_err(&ca_path)(e.into()))?)
-            .map_err(|e| pki_err(&ca_path)(e.into()))?;
+            .add(c.map_err(|e| pki_err(&ca_path, e))?)
+            .map_err(|e| pki_err(&ca_path, e))?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
@@ -274,18 +274,18 @@ fn certified_key(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, StartError> {
     let certs = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| pki_err(cert_path)(e.into()))?
+        .map_err(|e| pki_err(cert_path, e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pki_err(cert_path)(e.into()))?;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| pki_err(key_path)(e.into()))?;
+        .map_err(|e| pki_err(cert_path, e))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| pki_err(key_path, e))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| pki_err(key_path)(e.into()))?;
+        .map_err(|e| pki_err(key_path, e))?;
     let ck = rustls::sign::CertifiedKey::new(certs, signing);
     // A key that does not match the certificate is the certificate's fault
     // as far as the operator is concerned: renew it.
-    ck.keys_match().map_err(|e| pki_err(cert_path)(e.into()))?;
+    ck.keys_match().map_err(|e| pki_err(cert_path, e))?;
     Ok(Arc::new(ck))
 }
 

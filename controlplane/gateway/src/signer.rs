@@ -51,15 +51,15 @@ impl NodeSigner {
     /// Loads `ca.crt` and `ca.key` from the API server's PKI directory.
     pub fn load(pki_dir: &Path, validity: Duration) -> Result<NodeSigner, StartError> {
         use skiff_apiserver::pki::{CA_CERT, CA_KEY};
-        let ca_err = |f: &str| {
-            let path = pki_dir.join(f);
-            move |e: Box<dyn std::error::Error + Send + Sync>| StartError::Ca { path, source: e }
+        let ca_err = |f: &str, e: Box<dyn std::error::Error + Send + Sync>| StartError::Ca {
+            path: pki_dir.join(f),
+            source: e,
         };
         let read =
-            |f: &str| std::fs::read_to_string(pki_dir.join(f)).map_err(|e| ca_err(f)(e.into()));
-        let key = KeyPair::from_pem(&read(CA_KEY)?).map_err(|e| ca_err(CA_KEY)(e.into()))?;
+            |f: &str| std::fs::read_to_string(pki_dir.join(f)).map_err(|e| ca_err(f, e.into()));
+        let key = KeyPair::from_pem(&read(CA_KEY)?).map_err(|e| ca_err(CA_KEY, e.into()))?;
         let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, key)
-            .map_err(|e| ca_err(CA_CERT)(e.into()))?;
+            .map_err(|e| ca_err(CA_CERT, e.into()))?;
         Ok(NodeSigner { issuer, validity })
     }
 
