@@ -222,7 +222,7 @@ async fn respond<'a>(sock: &TcpSocket, req: Request<'_>, early: usize) -> Option
             Err(e) => Response::Error(match e {
                 net::ResolveError::BadName => Failure::BadName,
                 net::ResolveError::NoAddress => Failure::NoAddress,
-                net::ResolveError::Failed => Failure::ResolveFailed,
+                net::ResolveError::Failed | net::ResolveError::Busy => Failure::ResolveFailed,
             }),
         },
         Request::BlkRead { sector } => match crate::blk::read(sector).await {

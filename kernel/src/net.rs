@@ -25,6 +25,9 @@ use crate::drivers::Irq;
 use crate::drivers::net::NetDevice;
 use crate::executor::{self, IrqWait, Notify, select};
 
+/// DNS queries in flight at once (the node's own and its pods').
+const DNS_QUERIES: usize = 16;
+
 pub struct Stack {
     iface: Interface,
     sockets: SocketSet<'static>,
@@ -76,7 +79,7 @@ pub fn init(mut dev: NetDevice, irq: Irq, cfg: &skiff_node_config::NodeConfig) {
     let servers: Vec<IpAddress> = cfg.dns().iter().map(|a| IpAddress::Ipv4(*a)).collect();
     let dns = sockets.add(dns::Socket::new(
         &servers,
-        (0..4).map(|_| None).collect::<Vec<_>>(),
+        (0..DNS_QUERIES).map(|_| None).collect::<Vec<_>>(),
     ));
     let mut stack = Stack {
         iface,
@@ -402,94 +405,61 @@ pub fn remove_tcp(h: SocketHandle) {
     kick();
 }
 
-/// A UDP socket bound to a local port; removed when dropped.
-// No caller yet: the node's UDP today (DHCP, DNS) goes through smoltcp's
-// own sockets.
-#[allow(dead_code)]
-pub struct UdpSocket(SocketHandle);
-
-#[allow(dead_code)]
-impl UdpSocket {
-    /// Binds `port` (0: an ephemeral port) with room for `packets`
-    /// datagrams of up to `payload` bytes in each direction.
-    pub fn bind(port: u16, packets: usize, payload: usize) -> Result<UdpSocket, udp::BindError> {
-        let buf = || {
-            udp::PacketBuffer::new(
-                vec![udp::PacketMetadata::EMPTY; packets],
-                vec![0; packets * payload],
-            )
-        };
-        let mut s = udp::Socket::new(buf(), buf());
-        s.bind(if port == 0 { ephemeral_port() } else { port })?;
-        Ok(UdpSocket(with(|st| st.sockets.add(s))))
-    }
-
-    pub fn local_port(&self) -> u16 {
-        with(|st| st.sockets.get::<udp::Socket>(self.0).endpoint().port)
-    }
-
-    /// Queues one datagram to `addr:port`, waiting for buffer room.
-    pub async fn send_to(
-        &self,
-        data: &[u8],
-        addr: Ipv4Addr,
-        port: u16,
-    ) -> Result<(), udp::SendError> {
-        let to = IpEndpoint::new(IpAddress::Ipv4(addr), port);
-        let r = poll_fn(|cx| {
-            with(|st| {
-                let s = st.sockets.get_mut::<udp::Socket>(self.0);
-                match s.send_slice(data, to) {
-                    Err(udp::SendError::BufferFull) => {
-                        s.register_send_waker(cx.waker());
-                        Poll::Pending
-                    }
-                    r => Poll::Ready(r),
-                }
-            })
-        })
-        .await;
-        kick();
-        r
-    }
-
-    /// Receives one datagram into `buf` (truncated to fit): its length and
-    /// sender, or `None` after `timeout_us`.
-    pub async fn recv_from(
-        &self,
-        buf: &mut [u8],
-        timeout_us: u64,
-    ) -> Option<(usize, Ipv4Addr, u16)> {
-        let rx = poll_fn(|cx| {
-            with(|st| {
-                let s = st.sockets.get_mut::<udp::Socket>(self.0);
-                loop {
-                    match s.recv() {
-                        Ok((data, meta)) => {
-                            #[allow(irrefutable_let_patterns)]
-                            let IpAddress::Ipv4(from) = meta.endpoint.addr else {
-                                continue;
-                            };
-                            let n = data.len().min(buf.len());
-                            buf[..n].copy_from_slice(&data[..n]);
-                            return Poll::Ready((n, from, meta.endpoint.port));
-                        }
-                        Err(_) => {
-                            s.register_recv_waker(cx.waker());
-                            return Poll::Pending;
-                        }
-                    }
-                }
-            })
-        });
-        select(rx, executor::sleep_us(timeout_us)).await.ok()
-    }
+/// Opens a bare TCP connection to `to` for owners that manage sockets
+/// themselves (the pod hosts in `pods.rs`); it aborts if the peer does not
+/// answer within `timeout_us` (and later, if it stops acknowledging data for
+/// that long).
+pub fn tcp_connect(
+    to: core::net::SocketAddrV4,
+    buf: usize,
+    timeout_us: u64,
+) -> Result<SocketHandle, ConnectError> {
+    let h = with(|st| {
+        let mut s = TcpSocket::new_socket(buf);
+        s.set_timeout(Some(Duration::from_micros(timeout_us)));
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
+        s.connect(st.iface.context(), remote, ephemeral_port())
+            .map_err(|_| ConnectError::Unaddressable)?;
+        Ok(st.sockets.add(s))
+    })?;
+    kick();
+    Ok(h)
 }
 
-impl Drop for UdpSocket {
-    fn drop(&mut self) {
-        with(|st| st.sockets.remove(self.0));
-    }
+/// Whether `ip` is one of this node's own addresses (which smoltcp cannot
+/// send to: it would ARP for itself).
+pub fn is_own(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || with(|st| st.ip.is_some_and(|c| c.address() == ip))
+}
+
+/// The node's address, if it has one.
+pub fn address() -> Option<Ipv4Addr> {
+    with(|st| st.ip.map(|c| c.address()))
+}
+
+/// A bare UDP socket bound to `port` (0: an ephemeral one) with room for
+/// `packets` datagrams of up to `payload` bytes each way; see [`with_udp`]
+/// and [`remove_udp`].
+pub fn udp_bind(port: u16, packets: usize, payload: usize) -> Result<SocketHandle, udp::BindError> {
+    let buf = || {
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; packets],
+            vec![0; packets * payload],
+        )
+    };
+    let mut s = udp::Socket::new(buf(), buf());
+    s.bind(if port == 0 { ephemeral_port() } else { port })?;
+    Ok(with(|st| st.sockets.add(s)))
+}
+
+/// Runs `f` on a socket from [`udp_bind`].
+pub fn with_udp<R>(h: SocketHandle, f: impl FnOnce(&mut udp::Socket<'static>) -> R) -> R {
+    with(|st| f(st.sockets.get_mut::<udp::Socket>(h)))
+}
+
+/// Frees a socket from [`udp_bind`].
+pub fn remove_udp(h: SocketHandle) {
+    with(|st| st.sockets.remove(h));
 }
 
 /// Sends one ICMP echo request; the round trip in microseconds, or `None`
@@ -563,10 +533,13 @@ pub enum ResolveError {
     NoAddress,
     /// No answer, or the server is unreachable.
     Failed,
+    /// Every query slot is in use.
+    Busy,
 }
 
-/// Resolves `name` to an IPv4 address with the stub resolver.
-pub async fn resolve(name: &str) -> Result<Ipv4Addr, ResolveError> {
+/// Starts resolving `name` to IPv4 addresses with the stub resolver (a
+/// few queries at a time: [`ResolveError::Busy`] past them).
+pub fn dns_start(name: &str) -> Result<dns::QueryHandle, ResolveError> {
     let q = with(|st| {
         let cx = st.iface.context();
         st.sockets.get_mut::<dns::Socket>(st.dns).start_query(
@@ -575,31 +548,60 @@ pub async fn resolve(name: &str) -> Result<Ipv4Addr, ResolveError> {
             smoltcp::wire::DnsQueryType::A,
         )
     })
-    .map_err(|_| ResolveError::BadName)?;
+    .map_err(|e| match e {
+        dns::StartQueryError::NoFreeSlot => ResolveError::Busy,
+        _ => ResolveError::BadName,
+    })?;
     kick();
-    poll_fn(|cx| {
-        with(|st| {
-            let s = st.sockets.get_mut::<dns::Socket>(st.dns);
-            match s.get_query_result(q) {
-                Ok(addrs) => Poll::Ready(
-                    addrs
-                        .iter()
-                        .find_map(|a| match a {
-                            IpAddress::Ipv4(v4) => Some(*v4),
-                            #[allow(unreachable_patterns)]
-                            _ => None,
-                        })
-                        .ok_or(ResolveError::NoAddress),
-                ),
-                Err(dns::GetQueryResultError::Pending) => {
-                    s.register_query_waker(q, cx.waker());
-                    Poll::Pending
-                }
-                Err(dns::GetQueryResultError::Failed) => Poll::Ready(Err(ResolveError::Failed)),
+    Ok(q)
+}
+
+/// The answer to a [`dns_start`] query once there is one (the query is
+/// then over); registers `waker` while there is not.
+pub fn dns_result(
+    q: dns::QueryHandle,
+    waker: Option<&core::task::Waker>,
+) -> Poll<Result<Vec<Ipv4Addr>, ResolveError>> {
+    with(|st| {
+        let s = st.sockets.get_mut::<dns::Socket>(st.dns);
+        match s.get_query_result(q) {
+            Ok(addrs) => {
+                let v4: Vec<Ipv4Addr> = addrs
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddress::Ipv4(v4) => Some(*v4),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    })
+                    .collect();
+                Poll::Ready(if v4.is_empty() {
+                    Err(ResolveError::NoAddress)
+                } else {
+                    Ok(v4)
+                })
             }
-        })
+            Err(dns::GetQueryResultError::Pending) => {
+                if let Some(w) = waker {
+                    s.register_query_waker(q, w);
+                }
+                Poll::Pending
+            }
+            Err(dns::GetQueryResultError::Failed) => Poll::Ready(Err(ResolveError::Failed)),
+        }
     })
-    .await
+}
+
+/// Gives up a [`dns_start`] query still in progress.
+pub fn dns_cancel(q: dns::QueryHandle) {
+    with(|st| st.sockets.get_mut::<dns::Socket>(st.dns).cancel_query(q));
+}
+
+/// Resolves `name` to an IPv4 address with the stub resolver.
+pub async fn resolve(name: &str) -> Result<Ipv4Addr, ResolveError> {
+    let q = dns_start(name)?;
+    poll_fn(|cx| dns_result(q, Some(cx.waker())))
+        .await
+        .map(|addrs| addrs[0])
 }
 
 impl Stack {

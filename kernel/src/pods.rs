@@ -4,9 +4,14 @@
 //! the containers between the other tasks' turns.
 //!
 //! Ports: no pod IPs yet, so a containerPort listens on the node's address;
-//! a port is held by one container at a time on a node (a second start on
-//! it fails). Each port keeps [`BACKLOG`] listening sockets; `accept` takes
-//! an established one and arms a fresh listener in its place.
+//! a port (TCP or UDP) is held by one container at a time on a node (a
+//! second start on it fails). Each TCP port keeps [`BACKLOG`] listening
+//! sockets; `accept` takes an established one and arms a fresh listener in
+//! its place. Outbound TCP, UDP from ephemeral ports and name lookups (the
+//! node's stub resolver, forwarding to its upstream server) need no port.
+//! The node cannot reach its own address through smoltcp, so connections
+//! and datagrams to it are refused as unreachable until pod traffic on one
+//! node is spliced in memory.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -18,11 +23,15 @@ use core::cell::RefCell;
 use core::future::poll_fn;
 use core::task::Poll;
 
+use core::net::{Ipv4Addr, SocketAddrV4};
 use skiff_kubelet::Nanos;
 use skiff_node_agent::wasmrt::{HostSpec, LogSink, NodeHost, NodeRuntime};
-use skiff_wasm::{ConnId, Host, NetError, Shutdown, Stream};
+
+use skiff_wasm::{ConnId, Host, LookupId, NetError, Shutdown, Stream, UdpId};
 use smoltcp::iface::SocketHandle;
+use smoltcp::socket::dns::QueryHandle;
 use smoltcp::socket::tcp::State;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::arch::time;
 use crate::executor::{self, Notify, select};
@@ -32,6 +41,14 @@ use crate::{mem, net, wasm};
 const BACKLOG: usize = 4;
 /// Receive and send buffer of each pod socket.
 const SOCKET_BUF: usize = 16 << 10;
+/// How long an outbound connect waits for an answer (and an established
+/// connection for an acknowledgement) before it fails as timed out.
+const CONNECT_TIMEOUT_US: u64 = 30_000_000;
+/// Datagrams each pod UDP socket queues each way.
+const UDP_PACKETS: usize = 16;
+/// Largest datagram a pod sends or receives: an Ethernet frame's worth (the
+/// node does not fragment).
+const UDP_PAYLOAD: usize = 1472;
 /// Heap kept free for the kernel itself (network buffers, the agent, TLS):
 /// container memory is refused before the heap gets this low.
 const HEAP_MARGIN: usize = 4 << 20;
@@ -53,13 +70,28 @@ pub fn now() -> Nanos {
     time::uptime_us() * 1000
 }
 
+/// A pod socket or lookup, for I/O wakeups.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Tcp(SocketHandle),
+    Udp(SocketHandle),
+    /// A lookup, by its node-wide number (smoltcp's handles do not compare).
+    Query(u64, QueryHandle),
+}
+
+/// Numbers lookups node-wide.
+static NEXT_LOOKUP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Sockets and ports shared by all container hosts.
 #[derive(Default)]
 struct Shared {
-    /// Ports held (by containers, or reserved for the node's own services).
+    /// TCP ports held (by containers, or reserved for the node's own
+    /// services).
     ports: Vec<u16>,
-    /// Every pod socket, for I/O wakeups.
-    sockets: Vec<SocketHandle>,
+    /// UDP ports held by containers.
+    udp_ports: Vec<u16>,
+    /// Every pod socket and lookup, for I/O wakeups.
+    waiting: Vec<Waiting>,
 }
 
 /// The node's [`NodeHost`].
@@ -75,7 +107,7 @@ impl KernelNode {
             boot_wall_ns: boot_wall_ms * 1_000_000,
             shared: Arc::new(spin::Mutex::new(Shared {
                 ports: reserved.to_vec(),
-                sockets: Vec::new(),
+                ..Shared::default()
             })),
         }
     }
@@ -89,12 +121,21 @@ fn io_activity(shared: &spin::Mutex<Shared>) -> impl core::future::Future<Output
             return Poll::Ready(());
         }
         armed = true;
-        let sockets = shared.lock().sockets.clone();
-        for h in sockets {
-            net::with_tcp(h, |s| {
-                s.register_recv_waker(cx.waker());
-                s.register_send_waker(cx.waker());
-            });
+        let waiting = shared.lock().waiting.clone();
+        for w in waiting {
+            match w {
+                Waiting::Tcp(h) => net::with_tcp(h, |s| {
+                    s.register_recv_waker(cx.waker());
+                    s.register_send_waker(cx.waker());
+                }),
+                Waiting::Udp(h) => net::with_udp(h, |s| {
+                    s.register_recv_waker(cx.waker());
+                    s.register_send_waker(cx.waker());
+                }),
+                Waiting::Query(_, q) => {
+                    let _ = net::dns_result(q, Some(cx.waker()));
+                }
+            }
         }
         Poll::Pending
     })
@@ -109,11 +150,24 @@ impl NodeHost for KernelNode {
             log,
             shared: self.shared.clone(),
             ports: Vec::new(),
+            udp_ports: Vec::new(),
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
             closing: Vec::new(),
-            next_conn: 0,
+            udp: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            next_id: 0,
         };
+        for &port in spec.udp_ports {
+            let mut sh = self.shared.lock();
+            if sh.udp_ports.contains(&port) {
+                return Err(format!(
+                    "UDP port {port} is already in use on this node (no pod IPs yet: one container per port per node)"
+                ));
+            }
+            sh.udp_ports.push(port);
+            host.udp_ports.push(port);
+        }
         for &port in spec.ports {
             {
                 let mut sh = self.shared.lock();
@@ -150,12 +204,32 @@ pub struct KernelHost {
     log: LogSink,
     shared: Arc<spin::Mutex<Shared>>,
     ports: Vec<u16>,
+    udp_ports: Vec<u16>,
     /// Listening sockets per port.
     listeners: BTreeMap<u16, Vec<SocketHandle>>,
-    conns: BTreeMap<u64, SocketHandle>,
+    conns: BTreeMap<u64, Conn>,
     /// Closed by the guest, finishing their FIN exchange.
     closing: Vec<SocketHandle>,
-    next_conn: u64,
+    udp: BTreeMap<u64, SocketHandle>,
+    /// Lookups in flight: the query and its node-wide number.
+    lookups: BTreeMap<u64, (QueryHandle, u64)>,
+    /// Numbers connections, UDP sockets and lookups.
+    next_id: u64,
+}
+
+struct Conn {
+    socket: SocketHandle,
+    /// When an outbound connect started (to tell a timeout from a refusal).
+    connecting_since: Option<Nanos>,
+}
+
+fn v4(endpoint: Option<IpEndpoint>) -> Option<SocketAddrV4> {
+    let e = endpoint?;
+    #[allow(irrefutable_let_patterns)]
+    let IpAddress::Ipv4(ip) = e.addr else {
+        return None;
+    };
+    Some(SocketAddrV4::new(ip, e.port))
 }
 
 fn connected(state: State) -> bool {
@@ -166,20 +240,47 @@ impl KernelHost {
     fn listen(&mut self, port: u16) -> Result<SocketHandle, String> {
         let h = net::tcp_listen(port, SOCKET_BUF)
             .map_err(|e| format!("cannot listen on port {port}: {e:?}"))?;
-        self.shared.lock().sockets.push(h);
+        self.shared.lock().waiting.push(Waiting::Tcp(h));
         Ok(h)
     }
 
     fn forget(&self, h: SocketHandle) {
-        self.shared.lock().sockets.retain(|&s| s != h);
+        self.shared
+            .lock()
+            .waiting
+            .retain(|w| !matches!(w, Waiting::Tcp(t) if *t == h));
         net::remove_tcp(h);
+    }
+
+    fn forget_udp(&self, h: SocketHandle) {
+        self.shared
+            .lock()
+            .waiting
+            .retain(|w| !matches!(w, Waiting::Udp(u) if *u == h));
+        net::remove_udp(h);
+    }
+
+    fn forget_lookup(&self, key: u64) {
+        self.shared
+            .lock()
+            .waiting
+            .retain(|w| !matches!(w, Waiting::Query(k, _) if *k == key));
     }
 
     fn conn(&self, conn: ConnId) -> Result<SocketHandle, NetError> {
         self.conns
             .get(&conn.0)
-            .copied()
+            .map(|c| c.socket)
             .ok_or(NetError::NotConnected)
+    }
+
+    fn udp(&self, sock: UdpId) -> Result<SocketHandle, NetError> {
+        self.udp.get(&sock.0).copied().ok_or(NetError::NotConnected)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
     }
 
     /// Frees closed sockets whose FIN exchange is over.
@@ -254,9 +355,15 @@ impl Host for KernelHost {
             Ok(fresh) => self.listeners.get_mut(&port).expect("checked").push(fresh),
             Err(e) => self.log.write(format!("[skiff: {e}]\n").as_bytes()),
         }
-        self.next_conn += 1;
-        self.conns.insert(self.next_conn, h);
-        Ok(Some(ConnId(self.next_conn)))
+        let id = self.next_id();
+        self.conns.insert(
+            id,
+            Conn {
+                socket: h,
+                connecting_since: None,
+            },
+        );
+        Ok(Some(ConnId(id)))
     }
 
     fn acceptable(&mut self, port: u16) -> bool {
@@ -322,10 +429,147 @@ impl Host for KernelHost {
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(h) = self.conns.remove(&conn.0) {
-            net::with_tcp(h, |s| s.close());
+        if let Some(c) = self.conns.remove(&conn.0) {
+            net::with_tcp(c.socket, |s| s.close());
             net::kick();
-            self.closing.push(h);
+            self.closing.push(c.socket);
+        }
+    }
+
+    fn local_ip(&mut self) -> Ipv4Addr {
+        net::address().unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    fn connect(&mut self, to: SocketAddrV4) -> Result<ConnId, NetError> {
+        self.reap();
+        if net::is_own(*to.ip()) {
+            return Err(NetError::Unreachable);
+        }
+        let h = net::tcp_connect(to, SOCKET_BUF, CONNECT_TIMEOUT_US)
+            .map_err(|_| NetError::Unreachable)?;
+        self.shared.lock().waiting.push(Waiting::Tcp(h));
+        let id = self.next_id();
+        self.conns.insert(
+            id,
+            Conn {
+                socket: h,
+                connecting_since: Some(now()),
+            },
+        );
+        Ok(ConnId(id))
+    }
+
+    fn connect_status(&mut self, conn: ConnId) -> Result<bool, NetError> {
+        let c = self.conns.get(&conn.0).ok_or(NetError::NotConnected)?;
+        match net::with_tcp(c.socket, |s| s.state()) {
+            State::SynSent | State::SynReceived => Ok(false),
+            // A reset in SYN-SENT closes the socket; so does smoltcp's
+            // timeout, which only the clock tells apart.
+            State::Closed => Err(match c.connecting_since {
+                Some(t) if now() - t >= CONNECT_TIMEOUT_US * 1000 => NetError::TimedOut,
+                _ => NetError::Refused,
+            }),
+            _ => Ok(true),
+        }
+    }
+
+    fn addresses(&mut self, conn: ConnId) -> Result<(SocketAddrV4, SocketAddrV4), NetError> {
+        let h = self.conn(conn)?;
+        let (local, remote) = net::with_tcp(h, |s| (s.local_endpoint(), s.remote_endpoint()));
+        v4(local).zip(v4(remote)).ok_or(NetError::NotConnected)
+    }
+
+    fn udp_bind(&mut self, port: u16) -> Result<(UdpId, u16), NetError> {
+        if port != 0 && !self.udp_ports.contains(&port) {
+            return Err(NetError::AccessDenied);
+        }
+        let h =
+            net::udp_bind(port, UDP_PACKETS, UDP_PAYLOAD).map_err(|_| NetError::AddressInUse)?;
+        self.shared.lock().waiting.push(Waiting::Udp(h));
+        let bound = net::with_udp(h, |s| s.endpoint().port);
+        let id = self.next_id();
+        self.udp.insert(id, h);
+        Ok((UdpId(id), bound))
+    }
+
+    fn udp_send(&mut self, sock: UdpId, to: SocketAddrV4, data: &[u8]) -> Result<bool, NetError> {
+        let h = self.udp(sock)?;
+        if data.len() > UDP_PAYLOAD {
+            return Err(NetError::TooLarge);
+        }
+        if net::is_own(*to.ip()) {
+            return Err(NetError::Unreachable);
+        }
+        let to = IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
+        let r = net::with_udp(h, |s| match s.send_slice(data, to) {
+            Ok(()) => Ok(true),
+            Err(smoltcp::socket::udp::SendError::BufferFull) => Ok(false),
+            Err(smoltcp::socket::udp::SendError::Unaddressable) => Err(NetError::Unreachable),
+        });
+        net::kick();
+        r
+    }
+
+    fn udp_recv(
+        &mut self,
+        sock: UdpId,
+        buf: &mut [u8],
+    ) -> Result<Option<(usize, SocketAddrV4)>, NetError> {
+        let h = self.udp(sock)?;
+        Ok(net::with_udp(h, |s| {
+            let (data, meta) = s.recv().ok()?;
+            let from = v4(Some(meta.endpoint))?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            Some((n, from))
+        }))
+    }
+
+    fn udp_readable(&mut self, sock: UdpId) -> bool {
+        self.udp(sock)
+            .is_ok_and(|h| net::with_udp(h, |s| s.can_recv()))
+    }
+
+    fn udp_writable(&mut self, sock: UdpId) -> bool {
+        self.udp(sock)
+            .is_ok_and(|h| net::with_udp(h, |s| s.can_send()))
+    }
+
+    fn udp_close(&mut self, sock: UdpId) {
+        if let Some(h) = self.udp.remove(&sock.0) {
+            self.forget_udp(h);
+        }
+    }
+
+    fn lookup(&mut self, name: &str) -> Result<LookupId, NetError> {
+        let q = net::dns_start(name).map_err(|e| match e {
+            net::ResolveError::Busy | net::ResolveError::Failed => NetError::ResolverFailed,
+            net::ResolveError::BadName | net::ResolveError::NoAddress => NetError::NameUnresolvable,
+        })?;
+        let key = NEXT_LOOKUP.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        self.shared.lock().waiting.push(Waiting::Query(key, q));
+        let id = self.next_id();
+        self.lookups.insert(id, (q, key));
+        Ok(LookupId(id))
+    }
+
+    fn lookup_result(&mut self, id: LookupId) -> Option<Result<Vec<Ipv4Addr>, NetError>> {
+        let Some(&(q, key)) = self.lookups.get(&id.0) else {
+            return Some(Err(NetError::NotConnected));
+        };
+        let Poll::Ready(answer) = net::dns_result(q, None) else {
+            return None;
+        };
+        self.lookups.remove(&id.0);
+        self.forget_lookup(key);
+        // smoltcp reports NXDOMAIN and an unanswered query alike.
+        Some(answer.map_err(|_| NetError::NameUnresolvable))
+    }
+
+    fn lookup_cancel(&mut self, id: LookupId) {
+        if let Some((q, key)) = self.lookups.remove(&id.0) {
+            net::dns_cancel(q);
+            self.forget_lookup(key);
         }
     }
 }
@@ -336,15 +580,25 @@ impl Drop for KernelHost {
             .listeners
             .values()
             .flatten()
-            .chain(self.conns.values())
-            .chain(&self.closing)
             .copied()
+            .chain(self.conns.values().map(|c| c.socket))
+            .chain(self.closing.iter().copied())
             .collect();
         for h in all {
             self.forget(h);
         }
+        for h in core::mem::take(&mut self.udp).into_values() {
+            self.forget_udp(h);
+        }
+        for (q, key) in core::mem::take(&mut self.lookups).into_values() {
+            net::dns_cancel(q);
+            self.forget_lookup(key);
+        }
         let ports = core::mem::take(&mut self.ports);
-        self.shared.lock().ports.retain(|p| !ports.contains(p));
+        let udp_ports = core::mem::take(&mut self.udp_ports);
+        let mut sh = self.shared.lock();
+        sh.ports.retain(|p| !ports.contains(p));
+        sh.udp_ports.retain(|p| !udp_ports.contains(p));
     }
 }
 

@@ -291,8 +291,10 @@ fn bad_images_show_clear_pull_errors() {
     // A layer whose stored bytes no longer match its digest.
     reg.push_wasm("demo/corrupt:1.0", &guests::path("hello"));
     reg.corrupt_blob(&registry::file_digest(&guests::path("hello")));
-    // A component importing interfaces the node does not serve yet.
-    reg.push_wasm("demo/tcp-connect:1.0", &guests::path("tcp-connect"));
+    // A component importing an interface no node serves.
+    let unserved = dir.path().join("keyvalue.wasm");
+    std::fs::write(&unserved, unserved_component()).unwrap();
+    reg.push_wasm("demo/keyvalue:1.0", &unserved);
 
     let b = boot(plane.node_spec("wasm-2", &plane.token));
     let log = || b.node.log_text();
@@ -301,7 +303,7 @@ fn bad_images_show_clear_pull_errors() {
         ("unknown", format!("{host}/demo/nope:1.0")),
         ("text", format!("{host}/demo/text:1.0")),
         ("corrupt", format!("{host}/demo/corrupt:1.0")),
-        ("sockets", format!("{host}/demo/tcp-connect:1.0")),
+        ("keyvalue", format!("{host}/demo/keyvalue:1.0")),
     ] {
         plane.apply(&format!(
             r#"
@@ -343,9 +345,9 @@ spec:
     );
     let w = waiting("corrupt", "ErrImagePull");
     assert!(w.contains("digest"), "names the digest mismatch: {w}");
-    let w = waiting("sockets", "ErrImagePull");
+    let w = waiting("keyvalue", "ErrImagePull");
     assert!(
-        w.contains("wasi:sockets/tcp@0.2"),
+        w.contains("wasi:keyvalue/store@0.2.0-draft"),
         "names the unserved interface: {w}"
     );
     let events = plane.ok(&[
@@ -369,6 +371,283 @@ spec:
         "True"
     );
     b.shutdown();
+}
+
+/// A command component that imports `wasi:keyvalue/store`, which no node
+/// serves.
+fn unserved_component() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+            (import "wasi:keyvalue/store@0.2.0-draft" (instance))
+            (core module $m (func (export "run") (result i32) (i32.const 0)))
+            (core instance $i (instantiate $m))
+            (func $run (result (result)) (canon lift (core func $i "run")))
+            (instance $run_inst (export "run" (func $run)))
+            (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#,
+    )
+    .expect("component text")
+}
+
+/// A loopback TCP server answering each connection with `echo:` and what
+/// the client sent before closing its side, until the test ends.
+fn host_echo_server() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            let _ = c.write_all(b"echo:");
+            let _ = c.write_all(&got);
+        }
+    });
+    port
+}
+
+/// A loopback UDP server answering each datagram with `echo:` and the
+/// datagram, until the test ends.
+fn host_udp_echo_server() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&reply, from);
+        }
+    });
+    port
+}
+
+/// Runs guest `name` (argv\[0\] = its name) under the reference runtime.
+fn reference(name: &str, args: &[&str], env: &[(&str, &str)]) -> skiff_wasi_reference::Output {
+    let argv: Vec<&str> = std::iter::once(name).chain(args.iter().copied()).collect();
+    let wasm = std::fs::read(guests::path(name)).unwrap();
+    skiff_wasi_reference::run(&wasm, &argv, env).expect("reference run")
+}
+
+/// WASI 0.2 sockets through a kernel node (QEMU user networking: the host
+/// is 10.0.2.2): a client pod connects out to a host server and, through
+/// the node's forwarded port, to a server pod; a refused connect fails the
+/// pod at once; UDP goes out and back; a name resolves through the node's
+/// resolver. Each client's log is what the reference runtime prints for
+/// the same guest against the same peers.
+#[test]
+fn wasi_p2_pods_use_sockets_through_the_node() {
+    let _g = shared();
+    let reg = Registry::start();
+    let host = reg.host();
+    let plane = Plane::for_wasm_nodes(&reg);
+    for guest in ["tcp-connect", "tcp-echo", "udp-echo", "name-lookup"] {
+        reg.push_wasm(&format!("demo/{guest}:1.0"), &guests::path(guest));
+    }
+    let echo_port = host_echo_server();
+    let udp_port = host_udp_echo_server();
+    let closed_port = skiff_qemu::free_port().unwrap();
+    let (spec, server_port) = plane
+        .node_spec("wasm-p2", &plane.token)
+        .memory_mib(64)
+        .user_net_forwarding(7000)
+        .expect("forward a port");
+    let b = boot(spec);
+    let log = || b.node.log_text();
+    plane.wait_wasm_node("wasm-p2", log);
+
+    // A TCP echo server pod on containerPort 7000, reached from the host.
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: tcp-echo, namespace: default}}
+spec:
+  containers:
+  - name: tcp-echo
+    image: {host}/demo/tcp-echo:1.0
+    ports: [{{containerPort: 7000}}]
+"#
+    ));
+    plane.wait_output(&["logs", "tcp-echo"], "listening on 7000", 120, log);
+    let mut answer = String::new();
+    plane.eventually("the server pod to echo", 30, log, || {
+        answer = tcp_exchange(server_port, "from the host").unwrap_or_default();
+        !answer.is_empty()
+    });
+    assert_eq!(answer, "from the host");
+
+    // Client Jobs: to the host, to the server pod (through the node's
+    // forwarded port: pods have no addresses of their own yet, and a node
+    // cannot reach its own address), to a closed port; UDP; a lookup.
+    let name = std::env::var("SKIFF_TEST_DNS_NAME").unwrap_or_else(|_| "pypi.org".into());
+    let jobs = [
+        (
+            "to-host",
+            "tcp-connect",
+            format!("10.0.2.2:{echo_port}"),
+            "MESSAGE",
+            "hello host",
+        ),
+        (
+            "to-pod",
+            "tcp-connect",
+            format!("10.0.2.2:{server_port}"),
+            "MESSAGE",
+            "hello pod",
+        ),
+        (
+            "refused",
+            "tcp-connect",
+            format!("10.0.2.2:{closed_port}"),
+            "MESSAGE",
+            "nobody",
+        ),
+        (
+            "udp",
+            "udp-echo",
+            format!("10.0.2.2:{udp_port}"),
+            "MESSAGE",
+            "datagram",
+        ),
+    ];
+    for (job, guest, addr, key, value) in &jobs {
+        plane.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {job}, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: {guest}
+    image: {host}/demo/{guest}:1.0
+    env: [{{name: ADDR, value: "{addr}"}}, {{name: {key}, value: "{value}"}}]
+"#
+        ));
+    }
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: lookup, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: name-lookup
+    image: {host}/demo/name-lookup:1.0
+    args: ["{name}", "10.1.2.3"]
+"#
+    ));
+    let phase = |pod: &str, want: &str| {
+        plane.wait_output(
+            &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+            want,
+            120,
+            || {
+                format!(
+                    "{}
+{}",
+                    describe(&plane, &format!("pod/{pod}")),
+                    log()
+                )
+            },
+        );
+    };
+    for (pod, want) in [
+        ("to-host", "Succeeded"),
+        ("to-pod", "Succeeded"),
+        ("udp", "Succeeded"),
+        ("lookup", "Succeeded"),
+        ("refused", "Failed"),
+    ] {
+        phase(pod, want);
+    }
+    let logs = |pod: &str| plane.ok(&["logs", pod]);
+    assert_eq!(
+        logs("to-host"),
+        "connected
+sent 10 bytes
+received: echo:hello host
+"
+    );
+    assert_eq!(
+        logs("to-pod"),
+        "connected
+sent 9 bytes
+received: hello pod
+"
+    );
+    assert_eq!(
+        logs("udp"),
+        "reply: echo:datagram
+"
+    );
+    assert!(
+        logs("refused").contains("connect: Connection refused"),
+        "{}",
+        logs("refused")
+    );
+    assert!(
+        logs("lookup").contains("10.1.2.3: 10.1.2.3"),
+        "{}",
+        logs("lookup")
+    );
+
+    // The reference runtime, against the same peers from the host's side.
+    let loopback = |port: u16| format!("127.0.0.1:{port}");
+    for (pod, guest, addr, key, value) in [
+        (
+            "to-host",
+            "tcp-connect",
+            loopback(echo_port),
+            "MESSAGE",
+            "hello host",
+        ),
+        (
+            "to-pod",
+            "tcp-connect",
+            loopback(server_port),
+            "MESSAGE",
+            "hello pod",
+        ),
+        (
+            "refused",
+            "tcp-connect",
+            loopback(closed_port),
+            "MESSAGE",
+            "nobody",
+        ),
+        ("udp", "udp-echo", loopback(udp_port), "MESSAGE", "datagram"),
+    ] {
+        let r = reference(guest, &[], &[("ADDR", &addr), (key, value)]);
+        // kubectl logs interleaves stdout and stderr; each guest writes to
+        // only one of them.
+        assert_eq!(logs(pod), format!("{}{}", r.stdout, r.stderr), "{pod}");
+    }
+    let r = reference("name-lookup", &[&name, "10.1.2.3"], &[]);
+    assert_eq!(logs("lookup"), r.stdout, "lookup");
+    assert_eq!(
+        jsonpath(
+            &plane,
+            &["get", "pod", "refused"],
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        r#"1"#
+    );
+    b.shutdown();
+}
+
+/// Sends `message` to `127.0.0.1:port`, closes the sending side and returns
+/// the reply.
+fn tcp_exchange(port: u16, message: &str) -> Result<String, std::io::Error> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    c.write_all(message.as_bytes())?;
+    c.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    c.read_to_string(&mut reply)?;
+    Ok(reply)
 }
 
 /// Kube's KEP-2535 on a kernel node: an image a pod pulled with its pull

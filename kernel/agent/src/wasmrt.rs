@@ -107,6 +107,8 @@ pub struct HostSpec<'a> {
     pub container: &'a str,
     /// TCP containerPorts: the host listens on each.
     pub ports: &'a [u16],
+    /// UDP containerPorts: the container may bind each.
+    pub udp_ports: &'a [u16],
 }
 
 /// What the node provides to the runtime.
@@ -322,13 +324,17 @@ impl<N: NodeHost> WasmRuntime<N> {
         args.extend(c.args.iter().cloned());
         let mut ports = Vec::new();
         for p in &c.ports {
-            if p.protocol != Protocol::Tcp {
-                return Err(StartError::Unsupported(format!(
-                    "containerPort {} is {:?}: the wasm runtime serves TCP ports only",
-                    p.container_port, p.protocol
-                )));
+            match p.protocol {
+                Protocol::Tcp => ports.push(p.container_port),
+                // Bound by the container itself (wasi:sockets): see `udp_ports`.
+                Protocol::Udp => {}
+                Protocol::Sctp => {
+                    return Err(StartError::Unsupported(format!(
+                        "containerPort {} is SCTP: the wasm runtime serves TCP and UDP ports only",
+                        p.container_port
+                    )));
+                }
             }
-            ports.push(p.container_port);
         }
         let want = c
             .resources
@@ -606,6 +612,7 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
                     pod_name: &spec.pod.name,
                     container: &c.name,
                     ports: &cspec.ports,
+                    udp_ports: &udp_ports(c),
                 },
                 sink.clone(),
             )
@@ -781,4 +788,13 @@ impl<N: NodeHost> LogSource for NodeRuntime<N> {
             (false, i) => self.test.log_buffer(i),
         }
     }
+}
+
+/// A container's UDP containerPorts.
+fn udp_ports(c: &skiff_node_proto::Container) -> Vec<u16> {
+    c.ports
+        .iter()
+        .filter(|p| p.protocol == Protocol::Udp)
+        .map(|p| p.container_port)
+        .collect()
 }

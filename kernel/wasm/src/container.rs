@@ -84,11 +84,12 @@ pub struct ContainerSpec {
     pub memory_limit: usize,
     /// Preopened at fd 3, 4, … in this order, at their mount paths.
     pub volumes: Vec<Volume>,
-    /// containerPorts: a listening socket each, preopened after the volumes
-    /// (fd 3 when there are no volumes). Directories come first because
-    /// wasi-libc stops scanning preopens at the first fd that is not one.
-    /// Components (preview 2) get neither volumes nor ports yet: spawning
-    /// one with either is [`Error::Unsupported`].
+    /// TCP containerPorts. A module gets a listening socket each, preopened
+    /// after the volumes (fd 3 when there are no volumes; directories come
+    /// first because wasi-libc stops scanning preopens at the first fd that
+    /// is not one). A component may bind and listen on them (wasi:sockets).
+    /// Components get no volumes yet: spawning one with any is
+    /// [`Error::Unsupported`].
     pub ports: Vec<u16>,
 }
 
@@ -258,12 +259,19 @@ impl Runtime {
             Pre::Component(pre) => {
                 // Not yet in the preview 2 layer: refuse rather than run a
                 // pod without what it asked for.
-                if !spec.volumes.is_empty() || !spec.ports.is_empty() {
+                if !spec.volumes.is_empty() {
                     return Err(Error::Unsupported(
-                        "volumes and containerPorts for components (WASI preview 2)",
+                        "volumes for components (WASI preview 2)",
                     ));
                 }
-                let ctx = component::Ctx::new(host, spec.args, spec.env, limits, shared.clone());
+                let ctx = component::Ctx::new(
+                    host,
+                    spec.args,
+                    spec.env,
+                    spec.ports,
+                    limits,
+                    shared.clone(),
+                );
                 let mut store = new_store(&self.engine, ctx);
                 let pre = pre.clone();
                 Box::pin(async move {

@@ -26,14 +26,14 @@ pub mod fuzz;
 mod host;
 mod wasi;
 
-pub use component::{RUN_EXPORT, SERVED_INTERFACES};
+pub use component::{MAX_SOCKETS, RUN_EXPORT, SERVED_INTERFACES};
 pub use config::{FEATURES, FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
 #[cfg(feature = "compile")]
 pub use config::{precompile, precompile_for};
 pub use container::{Container, ContainerSpec, Image, ImageKind, Runtime, Step};
 pub use error::Error;
 pub use fs::{ENTRY_OVERHEAD, Volume};
-pub use host::{ConnId, Host, NetError, Shutdown, Stream};
+pub use host::{ConnId, Host, LookupId, NetError, Shutdown, Stream, UdpId};
 pub use wasi::{MAX_CONNECTIONS, MAX_FDS, MAX_SUBSCRIPTIONS, TABLE_ELEMENT_BYTES};
 /// The wasmtime this crate is built on (the kernel needs its `Config`).
 pub use wasmtime;

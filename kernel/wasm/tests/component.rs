@@ -88,7 +88,7 @@ fn component_memory_limit_kills_it_as_out_of_memory() {
 }
 
 #[test]
-fn components_get_no_volumes_or_ports_yet() {
+fn components_get_no_volumes_yet() {
     let rt = runtime();
     let image = rt.load(&artifact("hello-p2")).unwrap();
     let mut s = spec(&["hello-p2"], &[]);
@@ -98,38 +98,30 @@ fn components_get_no_volumes_or_ports_yet() {
         rt.spawn(&image, s, host),
         Err(Error::Unsupported(_))
     ));
-    let mut s = spec(&["hello-p2"], &[]);
-    s.ports = vec![8080];
-    let (host, _, _) = FakeHost::new(&[8080]);
-    assert!(matches!(
-        rt.spawn(&image, s, host),
-        Err(Error::Unsupported(_))
-    ));
 }
 
 #[test]
-fn a_component_importing_sockets_is_refused_naming_the_interface() {
-    let refused = skiff_wasm::precompile_for(Target::Host, &wasm("tcp-connect"));
-    let Err(Error::UnsupportedImports(names)) = refused else {
-        panic!("expected unsupported imports, got {refused:?}");
-    };
-    // std::net pulls in wasi:sockets (and std wasi:filesystem); neither is
-    // served, and every one is named.
-    assert!(
-        names.iter().any(|n| n.starts_with("wasi:sockets/tcp@0.2.")),
-        "{names:?}"
+fn a_component_importing_unserved_interfaces_is_refused_naming_them() {
+    let unserved = [
+        "wasi:keyvalue/store@0.2.0-draft",
+        "wasi:blobstore/blobstore@0.2.0-draft",
+    ];
+    let text = format!(
+        r#"(component
+            (import "{}" (instance))
+            (import "wasi:cli/environment@0.2.3" (instance))
+            (import "{}" (instance))
+            (core module $m (func (export "run") (result i32) (i32.const 0)))
+            (core instance $i (instantiate $m))
+            (func $run (result (result)) (canon lift (core func $i "run")))
+            (instance $run_inst (export "run" (func $run)))
+            (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#,
+        unserved[0], unserved[1]
     );
-    assert!(
-        names
-            .iter()
-            .all(|n| n.starts_with("wasi:sockets/") || n.starts_with("wasi:filesystem/")),
-        "{names:?}"
-    );
-    assert!(
-        !names
-            .iter()
-            .any(|n| SERVED_INTERFACES.iter().any(|i| n.starts_with(i)))
-    );
+    let component = wat::parse_str(&text).unwrap();
+    let refused = skiff_wasm::precompile_for(Target::Host, &component);
+    let names = vec![unserved[0].to_string(), unserved[1].to_string()];
+    assert_eq!(refused, Err(Error::UnsupportedImports(names.clone())));
     let message = Error::UnsupportedImports(names.clone()).to_string();
     assert!(
         names.iter().all(|n| message.contains(n.as_str())),
@@ -139,7 +131,7 @@ fn a_component_importing_sockets_is_refused_naming_the_interface() {
     // refused again when the node loads it.
     let engine =
         skiff_wasm::wasmtime::Engine::new(&skiff_wasm::engine_config(Target::Host)).unwrap();
-    let artifact = engine.precompile_component(&wasm("tcp-connect")).unwrap();
+    let artifact = engine.precompile_component(&component).unwrap();
     assert_eq!(
         runtime().load(&artifact).err(),
         Some(Error::UnsupportedImports(names))

@@ -15,6 +15,7 @@
 mod cli;
 mod clocks;
 mod random;
+mod sockets;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -39,12 +40,21 @@ mod bindings {
         world: "wasi:cli/command",
         imports: { default: trappable },
         exports: { default: async },
-        with: { "wasi:io": wasmtime_wasi_io::bindings::wasi::io },
+        with: {
+            "wasi:io": wasmtime_wasi_io::bindings::wasi::io,
+            "wasi:sockets/network.network": super::sockets::Network,
+            "wasi:sockets/tcp.tcp-socket": super::sockets::TcpSocket,
+            "wasi:sockets/udp.udp-socket": super::sockets::UdpSocket,
+            "wasi:sockets/udp.incoming-datagram-stream": super::sockets::IncomingDatagramStream,
+            "wasi:sockets/udp.outgoing-datagram-stream": super::sockets::OutgoingDatagramStream,
+            "wasi:sockets/ip-name-lookup.resolve-address-stream": super::sockets::ResolveAddressStream,
+        },
         require_store_data_send: true,
     });
 }
 
 pub(crate) use bindings::CommandPre;
+pub use sockets::MAX_SOCKETS;
 
 /// The interfaces a component may import (any `0.2.x` version: wasmtime
 /// links semver-compatible versions to our 0.2.12 definitions).
@@ -67,6 +77,13 @@ pub const SERVED_INTERFACES: &[&str] = &[
     "wasi:random/random",
     "wasi:random/insecure",
     "wasi:random/insecure-seed",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
 
 /// The interface a WASI 0.2 name (`wasi:cli/environment@0.2.3`) refers to;
@@ -142,6 +159,8 @@ pub(crate) struct Ctx {
     pub host: SharedHost,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The container's TCP ports: the only ones it may listen on.
+    pub ports: Vec<u16>,
     pub limits: Limits,
     pub shared: Arc<Shared>,
     pub seen_slice: u64,
@@ -152,6 +171,7 @@ impl Ctx {
         host: Box<dyn Host>,
         args: Vec<String>,
         env: Vec<(String, String)>,
+        ports: Vec<u16>,
         limits: Limits,
         shared: Arc<Shared>,
     ) -> Self {
@@ -162,6 +182,7 @@ impl Ctx {
             host: Arc::new(spin::Mutex::new(host)),
             args,
             env,
+            ports,
             limits,
             shared,
             seen_slice: 0,
@@ -209,7 +230,7 @@ impl ResourceLimiter for Ctx {
 
 /// Adds the interfaces in [`SERVED_INTERFACES`] (and only those) to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    use bindings::wasi::{cli, clocks, random};
+    use bindings::wasi::{cli, clocks, random, sockets};
     wasmtime_wasi_io::add_to_linker_async(linker)?;
     cli::environment::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     cli::exit::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
@@ -226,6 +247,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     random::random::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::insecure::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::insecure_seed::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    sockets::network::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, &Default::default(), get)?;
+    sockets::instance_network::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    sockets::tcp::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    sockets::tcp_create_socket::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    sockets::udp::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    sockets::udp_create_socket::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    sockets::ip_name_lookup::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     Ok(())
 }
 

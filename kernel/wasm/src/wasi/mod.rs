@@ -15,7 +15,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::task::Poll;
 
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
@@ -121,15 +121,34 @@ pub(crate) struct Limits {
     pub table_bytes: usize,
     /// Bytes of the fds opened by calls ([`fd_cost`]).
     pub fd_bytes: usize,
+    /// Node sockets a component holds now, [`SOCKET_BYTES`] each; shared
+    /// with the socket objects, which give theirs back when dropped.
+    pub sockets: Arc<AtomicUsize>,
     pub oom: bool,
 }
 
 impl Limits {
     /// Everything charged but the linear memory.
-    fn host_side(&self) -> usize {
-        self.table_bytes + self.fd_bytes
+    pub fn host_side(&self) -> usize {
+        let sockets = self.sockets.load(Ordering::Relaxed);
+        self.table_bytes + self.fd_bytes + sockets.saturating_mul(SOCKET_BYTES)
+    }
+
+    /// Whether `extra` more host-side bytes fit under the limit.
+    pub fn room_for(&self, extra: usize) -> bool {
+        self.memory_used
+            .saturating_add(self.host_side())
+            .saturating_add(extra)
+            <= self.memory
     }
 }
+
+/// What one socket of a preview 2 container costs the node: its receive and
+/// send buffers (16 KiB each on the kernel node) and the stream's own write
+/// buffer ([`SOCKET_WRITE_BUFFER`]), rounded up.
+pub const SOCKET_BYTES: usize = 96 << 10;
+/// Most bytes an output stream of a socket holds for the node to send.
+pub const SOCKET_WRITE_BUFFER: usize = 64 << 10;
 
 /// What an open fd costs the node: its slot and the path it keeps.
 pub(crate) fn fd_cost(fd: &Fd) -> usize {

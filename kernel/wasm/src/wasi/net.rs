@@ -76,7 +76,17 @@ fn errno(e: NetError) -> Errno {
     match e {
         NetError::Reset => abi::CONNRESET,
         NetError::NotConnected => abi::NOTCONN,
-        NetError::Unsupported => abi::NOTSUP,
+        // Preview 1 only accepts, receives and sends, which fail in the
+        // three ways above; the rest belong to preview 2's calls.
+        NetError::Unsupported
+        | NetError::Refused
+        | NetError::TimedOut
+        | NetError::Unreachable
+        | NetError::AccessDenied
+        | NetError::AddressInUse
+        | NetError::TooLarge
+        | NetError::NameUnresolvable
+        | NetError::ResolverFailed => abi::NOTSUP,
     }
 }
 

@@ -3,6 +3,8 @@
 //! in-memory TCP stack.
 #![allow(dead_code)]
 
+pub mod real_net;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
