@@ -87,8 +87,8 @@ pub struct ContainerSpec {
     /// containerPorts: a listening socket each, preopened after the volumes
     /// (fd 3 when there are no volumes). Directories come first because
     /// wasi-libc stops scanning preopens at the first fd that is not one.
-    /// Components (preview 2) get neither volumes nor ports yet: spawning
-    /// one with either is [`Error::Unsupported`].
+    /// Components (preview 2) get the volumes as wasi:filesystem preopens
+    /// but no ports yet: spawning one with ports is [`Error::Unsupported`].
     pub ports: Vec<u16>,
 }
 
@@ -258,12 +258,19 @@ impl Runtime {
             Pre::Component(pre) => {
                 // Not yet in the preview 2 layer: refuse rather than run a
                 // pod without what it asked for.
-                if !spec.volumes.is_empty() || !spec.ports.is_empty() {
+                if !spec.ports.is_empty() {
                     return Err(Error::Unsupported(
-                        "volumes and containerPorts for components (WASI preview 2)",
+                        "containerPorts for components (WASI preview 2)",
                     ));
                 }
-                let ctx = component::Ctx::new(host, spec.args, spec.env, limits, shared.clone());
+                let ctx = component::Ctx::new(
+                    host,
+                    spec.args,
+                    spec.env,
+                    spec.volumes,
+                    limits,
+                    shared.clone(),
+                );
                 let mut store = new_store(&self.engine, ctx);
                 let pre = pre.clone();
                 Box::pin(async move {

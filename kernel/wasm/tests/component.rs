@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use skiff_wasm::{ContainerSpec, Error, ImageKind, SERVED_INTERFACES, Step, Target, Volume};
-use support::{FakeHost, MIB, Output, artifact, runtime, spec, wasm};
+use skiff_wasm::{ContainerSpec, Error, ImageKind, SERVED_INTERFACES, Step, Target};
+use support::{FakeHost, Output, artifact, runtime, spec, wasm};
 
 /// Runs `hello-p2` to its end; its outcome, output, and whether a step
 /// reported it blocked until a deadline (its sleep).
@@ -88,16 +88,9 @@ fn component_memory_limit_kills_it_as_out_of_memory() {
 }
 
 #[test]
-fn components_get_no_volumes_or_ports_yet() {
+fn components_get_no_ports_yet() {
     let rt = runtime();
     let image = rt.load(&artifact("hello-p2")).unwrap();
-    let mut s = spec(&["hello-p2"], &[]);
-    s.volumes = vec![Volume::empty_dir("/data", MIB).unwrap()];
-    let (host, _, _) = FakeHost::new(&[]);
-    assert!(matches!(
-        rt.spawn(&image, s, host),
-        Err(Error::Unsupported(_))
-    ));
     let mut s = spec(&["hello-p2"], &[]);
     s.ports = vec![8080];
     let (host, _, _) = FakeHost::new(&[8080]);
@@ -113,8 +106,8 @@ fn a_component_importing_sockets_is_refused_naming_the_interface() {
     let Err(Error::UnsupportedImports(names)) = refused else {
         panic!("expected unsupported imports, got {refused:?}");
     };
-    // std::net pulls in wasi:sockets (and std wasi:filesystem); neither is
-    // served, and every one is named.
+    // std::net pulls in wasi:sockets (std's wasi:filesystem imports are
+    // served): every unserved one is named.
     assert!(
         names.iter().any(|n| n.starts_with("wasi:sockets/tcp@0.2.")),
         "{names:?}"

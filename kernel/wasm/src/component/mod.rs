@@ -4,7 +4,7 @@
 //! (`wit/`, checked byte-identical to the pinned `wasip2` crate by
 //! tests/wit.rs); streams and pollables are wasmtime-wasi-io's. Only the
 //! interfaces in [`SERVED_INTERFACES`] are linked: a component importing any
-//! other one (filesystem, sockets, http) is refused when it is compiled
+//! other one (sockets, http) is refused when it is compiled
 //! ([`crate::Error::UnsupportedImports`]) and again when it is loaded, never
 //! run against a stub.
 //!
@@ -14,6 +14,7 @@
 
 mod cli;
 mod clocks;
+mod filesystem;
 mod random;
 
 use alloc::boxed::Box;
@@ -25,6 +26,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi_io::IoView;
 
+use crate::fs::Volume;
 use crate::host::Host;
 use crate::wasi::{Limits, MAX_FDS, Shared};
 
@@ -39,7 +41,12 @@ mod bindings {
         world: "wasi:cli/command",
         imports: { default: trappable },
         exports: { default: async },
-        with: { "wasi:io": wasmtime_wasi_io::bindings::wasi::io },
+        with: {
+            "wasi:io": wasmtime_wasi_io::bindings::wasi::io,
+            "wasi:filesystem/types.descriptor": crate::component::filesystem::Descriptor,
+            "wasi:filesystem/types.directory-entry-stream":
+                crate::component::filesystem::DirectoryEntryStream,
+        },
         require_store_data_send: true,
     });
 }
@@ -61,6 +68,8 @@ pub const SERVED_INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stderr",
     "wasi:clocks/monotonic-clock",
     "wasi:clocks/wall-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",
@@ -136,10 +145,15 @@ pub(crate) type SharedHost = Arc<spin::Mutex<Box<dyn Host>>>;
 
 /// A component container's store data.
 pub(crate) struct Ctx {
-    /// Resources handed to the guest (streams, pollables); at most
-    /// [`MAX_FDS`] live at once, like preview 1's fds.
+    /// Resources handed to the guest (streams, pollables, descriptors); at
+    /// most [`MAX_FDS`] live at once, like preview 1's fds.
     pub table: ResourceTable,
     pub host: SharedHost,
+    /// Preopened at their mount paths, in this order.
+    pub volumes: Vec<Volume>,
+    /// The paths descriptors and their streams keep, each charged to
+    /// `limits` until nothing else holds it (see `filesystem`).
+    pub paths: Vec<Arc<Vec<String>>>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub limits: Limits,
@@ -152,6 +166,7 @@ impl Ctx {
         host: Box<dyn Host>,
         args: Vec<String>,
         env: Vec<(String, String)>,
+        volumes: Vec<Volume>,
         limits: Limits,
         shared: Arc<Shared>,
     ) -> Self {
@@ -160,6 +175,8 @@ impl Ctx {
         Self {
             table,
             host: Arc::new(spin::Mutex::new(host)),
+            volumes,
+            paths: Vec::new(),
             args,
             env,
             limits,
@@ -209,7 +226,7 @@ impl ResourceLimiter for Ctx {
 
 /// Adds the interfaces in [`SERVED_INTERFACES`] (and only those) to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    use bindings::wasi::{cli, clocks, random};
+    use bindings::wasi::{cli, clocks, filesystem, random};
     wasmtime_wasi_io::add_to_linker_async(linker)?;
     cli::environment::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     cli::exit::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
@@ -223,6 +240,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     cli::terminal_stderr::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     clocks::monotonic_clock::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     clocks::wall_clock::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    filesystem::types::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    filesystem::preopens::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::random::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::insecure::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::insecure_seed::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;

@@ -1,0 +1,359 @@
+//! wasi:filesystem for components: the `file-writer` guest (plain Rust std
+//! built for wasm32-wasip2) on emptyDir and ConfigMap volumes.
+
+mod support;
+
+use std::time::Duration;
+
+use skiff_wasm::{ENTRY_OVERHEAD, Step, Volume};
+use support::{FakeHost, MIB, artifact, runtime, spec};
+
+/// Runs `file-writer` with these operations (none: its demo) on `volumes`;
+/// its outcome and stdout.
+fn file_writer(ops: &[&str], volumes: &[&Volume]) -> (Step, String) {
+    let rt = runtime();
+    let image = rt.load(&artifact("file-writer")).expect("load component");
+    let mut args = vec!["file-writer"];
+    args.extend_from_slice(ops);
+    let mut s = spec(&args, &[]);
+    s.volumes = volumes.iter().map(|v| (*v).clone()).collect();
+    let (host, out, _) = FakeHost::new(&[]);
+    let mut c = rt.spawn(&image, s, host).expect("spawn");
+    let end = support::run_to_end(&mut c, Duration::from_secs(30));
+    assert_eq!(out.stderr(), "", "stdout:\n{}", out.stdout());
+    (end, out.stdout())
+}
+
+fn config() -> Volume {
+    Volume::read_only("/config", [("greeting", b"hi from a ConfigMap".to_vec())]).unwrap()
+}
+
+#[test]
+fn std_fs_works_on_an_empty_dir_and_a_config_map() {
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    let (end, stdout) = file_writer(&[], &[&data, &config()]);
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    // (Rust's std maps no ErrorKind to WASI's ENOTEMPTY, 55.)
+    assert_eq!(
+        stdout,
+        "write /data/notes.txt: ok\n\
+         append /data/notes.txt: ok\n\
+         read /data/notes.txt: hello world\n\
+         mkdir /data/sub: ok\n\
+         write /data/sub/inner.txt: ok\n\
+         ls /data: notes.txt sub\n\
+         ls /data/sub: inner.txt\n\
+         rmdir /data/sub: error Uncategorized (errno 55)\n\
+         rm /data/sub/inner.txt: ok\n\
+         rmdir /data/sub: ok\n\
+         ls /data: notes.txt\n\
+         read /config/greeting: hi from a ConfigMap\n\
+         write /config/greeting: error ReadOnlyFilesystem (errno 69)\n\
+         read /config/greeting: hi from a ConfigMap\n"
+    );
+    // The node sees what the guest wrote.
+    assert_eq!(data.read("notes.txt").unwrap(), b"hello world");
+    assert_eq!(data.read("sub/inner.txt"), None);
+}
+
+#[test]
+fn renames_sizes_and_missing_files() {
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    let (end, stdout) = file_writer(
+        &[
+            "write:/data/a=12345",
+            "size:/data/a",
+            "rename:/data/a=/data/b",
+            "read:/data/a",
+            "read:/data/b",
+            "mkdir:/data/d",
+            "rename:/data/b=/data/d/c",
+            "ls:/data/d",
+            "rm:/data/d",
+            "ls:/data/missing",
+        ],
+        &[&data],
+    );
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "write /data/a: ok\n\
+         size /data/a: 5\n\
+         rename /data/a: ok\n\
+         read /data/a: error NotFound (errno 44)\n\
+         read /data/b: 12345\n\
+         mkdir /data/d: ok\n\
+         rename /data/b: ok\n\
+         ls /data/d: c\n\
+         rm /data/d: error IsADirectory (errno 31)\n\
+         ls /data/missing: error NotFound (errno 44)\n"
+    );
+    assert_eq!(data.read("d/c").unwrap(), b"12345");
+}
+
+#[test]
+fn a_write_past_the_empty_dirs_cap_fails_and_changes_nothing() {
+    // Room for the file's entry, its 3 bytes and 100 more.
+    let cap = "f".len() + ENTRY_OVERHEAD + 3 + 100;
+    let data = Volume::empty_dir("/data", cap).unwrap();
+    let (end, stdout) = file_writer(
+        &[
+            "write:/data/f=abc",
+            "fill:/data/f=101",
+            "read:/data/f",
+            "fill:/data/f=100",
+            "size:/data/f",
+            "write:/data/g=",
+        ],
+        &[&data],
+    );
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    // The stream write fails with insufficient-space; std's preview 1
+    // adapter reports any stream error as EIO (it never asks
+    // filesystem-error-code). The file keeps its 3 bytes, and exactly the
+    // room left can still be used. Then not even an empty file fits.
+    assert_eq!(
+        stdout,
+        "write /data/f: ok\n\
+         fill /data/f: error Uncategorized (errno 29)\n\
+         read /data/f: abc\n\
+         fill /data/f: wrote 100\n\
+         size /data/f: 103\n\
+         write /data/g: error StorageFull (errno 51)\n"
+    );
+    assert_eq!(data.read("f").unwrap().len(), 103);
+    assert_eq!(data.read("g"), None);
+}
+
+#[test]
+fn read_only_volumes_and_dot_dot_escapes_are_refused() {
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    // The same emptyDir mounted read-only: refused however it is written.
+    let ro = data.mounted_at("/ro", true).unwrap();
+    let (end, stdout) = file_writer(
+        &[
+            "write:/data/x=1",
+            "read:/ro/x",
+            "write:/ro/x=2",
+            "append:/ro/x=2",
+            "mkdir:/ro/d",
+            "rm:/ro/x",
+            "rename:/ro/x=/ro/y",
+            "rm:/config/greeting",
+            "read:/data/../config/greeting",
+            "read:/data/sub/../../config/greeting",
+            "write:/data/../escaped=1",
+            "read:/data/x",
+        ],
+        &[&data, &ro, &config()],
+    );
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    // `..` may not leave a volume, even to reach another one: not-permitted
+    // (EPERM).
+    assert_eq!(
+        stdout,
+        "write /data/x: ok\n\
+         read /ro/x: 1\n\
+         write /ro/x: error ReadOnlyFilesystem (errno 69)\n\
+         append /ro/x: error ReadOnlyFilesystem (errno 69)\n\
+         mkdir /ro/d: error ReadOnlyFilesystem (errno 69)\n\
+         rm /ro/x: error ReadOnlyFilesystem (errno 69)\n\
+         rename /ro/x: error ReadOnlyFilesystem (errno 69)\n\
+         rm /config/greeting: error ReadOnlyFilesystem (errno 69)\n\
+         read /data/../config/greeting: error PermissionDenied (errno 63)\n\
+         read /data/sub/../../config/greeting: error PermissionDenied (errno 63)\n\
+         write /data/../escaped: error PermissionDenied (errno 63)\n\
+         read /data/x: 1\n"
+    );
+    assert_eq!(data.read("x").unwrap(), b"1");
+}
+
+#[test]
+fn containers_sharing_an_empty_dir_see_each_others_files() {
+    let shared = Volume::empty_dir("/data", MIB).unwrap();
+    let other = shared.mounted_at("/shared", false).unwrap();
+    let (end, stdout) = file_writer(&["write:/data/from-a=hello from a"], &[&shared]);
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    let (end, stdout) = file_writer(
+        &[
+            "read:/shared/from-a",
+            "append:/shared/from-a=, and b",
+            "ls:/shared",
+        ],
+        &[&other],
+    );
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "read /shared/from-a: hello from a\n\
+         append /shared/from-a: ok\n\
+         ls /shared: from-a\n"
+    );
+    let (_, stdout) = file_writer(&["read:/data/from-a"], &[&shared.clone()]);
+    assert_eq!(stdout, "read /data/from-a: hello from a, and b\n");
+}
+
+/// The wasi:filesystem functions the edge-case component below imports,
+/// typed as in the 0.2.12 WIT.
+const FS_IMPORTS: &str = r#"
+    (import "wasi:filesystem/types@0.2.12" (instance $types
+        (export "descriptor" (type $d (sub resource)))
+        (type $ec' (enum "access" "would-block" "already" "bad-descriptor" "busy"
+            "deadlock" "quota" "exist" "file-too-large" "illegal-byte-sequence"
+            "in-progress" "interrupted" "invalid" "io" "is-directory" "loop"
+            "too-many-links" "message-size" "name-too-long" "no-device" "no-entry"
+            "no-lock" "insufficient-memory" "insufficient-space" "not-directory"
+            "not-empty" "not-recoverable" "unsupported" "no-tty" "no-such-device"
+            "overflow" "not-permitted" "pipe" "read-only" "invalid-seek"
+            "text-file-busy" "cross-device"))
+        (export "error-code" (type $ec (eq $ec')))
+        (type $df' (flags "read" "write" "file-integrity-sync" "data-integrity-sync"
+            "requested-write-sync" "mutate-directory"))
+        (export "descriptor-flags" (type $df (eq $df')))
+        (type $pf' (flags "symlink-follow"))
+        (export "path-flags" (type $pf (eq $pf')))
+        (type $of' (flags "create" "directory" "exclusive" "truncate"))
+        (export "open-flags" (type $of (eq $of')))
+        (export "[method]descriptor.open-at" (func
+            (param "self" (borrow $d)) (param "path-flags" $pf) (param "path" string)
+            (param "open-flags" $of) (param "flags" $df)
+            (result (result (own $d) (error $ec)))))
+        (export "[method]descriptor.read" (func
+            (param "self" (borrow $d)) (param "length" u64) (param "offset" u64)
+            (result (result (tuple (list u8) bool) (error $ec)))))
+        (export "[method]descriptor.write" (func
+            (param "self" (borrow $d)) (param "buffer" (list u8)) (param "offset" u64)
+            (result (result u64 (error $ec)))))))
+    (alias export $types "descriptor" (type $descriptor))
+    (import "wasi:filesystem/preopens@0.2.12" (instance $preopens
+        (alias outer 1 $descriptor (type $d))
+        (export "get-directories" (func (result (list (tuple (own $d) string)))))))
+    (import "wasi:cli/exit@0.2.12" (instance $exit
+        (export "exit-with-code" (func (param "status-code" u8)))))
+"#;
+
+/// A component whose core `run` body is `body`, with the functions above
+/// lowered as `$dirs`, `$open`, `$read`, `$write` and `$exit`, a bump
+/// `realloc` from 64 KiB up, and `$fail` (exit with the given code).
+fn fs_component(body: &str) -> skiff_wasm::Image {
+    let text = format!(
+        r#"(component
+        {FS_IMPORTS}
+        (core module $libc
+            (memory (export "memory") 64)
+            (global $heap (mut i32) (i32.const 65536))
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+                (local $at i32)
+                (local.set $at (global.get $heap))
+                (global.set $heap (i32.add (local.get $at)
+                    (i32.and (i32.add (local.get 3) (i32.const 7)) (i32.const -8))))
+                (local.get $at)))
+        (core instance $libc (instantiate $libc))
+        (core func $dirs (canon lower (func $preopens "get-directories")
+            (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core func $open (canon lower (func $types "[method]descriptor.open-at")
+            (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core func $read (canon lower (func $types "[method]descriptor.read")
+            (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core func $write (canon lower (func $types "[method]descriptor.write")
+            (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core func $exit (canon lower (func $exit "exit-with-code")))
+        (core module $m
+            (import "libc" "memory" (memory 1))
+            (import "host" "dirs" (func $dirs (param i32)))
+            (import "host" "open" (func $open (param i32 i32 i32 i32 i32 i32 i32)))
+            (import "host" "read" (func $read (param i32 i64 i64 i32)))
+            (import "host" "write" (func $write (param i32 i32 i32 i64 i32)))
+            (import "host" "exit" (func $exit (param i32)))
+            (data (i32.const 100) "f../xbig")
+            (data (i32.const 200) "hello")
+            (func $fail (param i32) (call $exit (local.get 0)) (unreachable))
+            ;; The i-th preopen's descriptor (after $dirs wrote the list at 0).
+            (func $preopen (param i32) (result i32)
+                (i32.load (i32.add (i32.load (i32.const 0)) (i32.mul (local.get 0) (i32.const 12)))))
+            (func (export "run") (result i32)
+                (call $dirs (i32.const 0))
+                {body}
+                (i32.const 0)))
+        (core instance $host
+            (export "dirs" (func $dirs)) (export "open" (func $open))
+            (export "read" (func $read)) (export "write" (func $write))
+            (export "exit" (func $exit)))
+        (core instance $i (instantiate $m
+            (with "libc" (instance $libc)) (with "host" (instance $host))))
+        (func $run (result (result)) (canon lift (core func $i "run")))
+        (instance $run_inst (export "run" (func $run)))
+        (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#
+    );
+    let component = wat::parse_str(&text).expect("component text");
+    let artifact = skiff_wasm::precompile_for(skiff_wasm::Target::Host, &component)
+        .unwrap_or_else(|e| panic!("{e}"));
+    runtime().load(&artifact).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_image(image: &skiff_wasm::Image, volumes: &[&Volume]) -> Step {
+    let mut s = spec(&["fs"], &[]);
+    s.volumes = volumes.iter().map(|v| (*v).clone()).collect();
+    let (host, _, _) = FakeHost::new(&[]);
+    let mut c = runtime().spawn(image, s, host).expect("spawn");
+    support::run_to_end(&mut c, Duration::from_secs(30))
+}
+
+#[test]
+fn out_of_range_offsets_and_huge_lengths_give_error_codes_not_allocations() {
+    // Memory: 16 open-at's result, 32 write's (payload at 40), 48 read's
+    // (list at 52/56, end-of-file flag at 60). Each failed check exits
+    // with its own code.
+    let body = r#"
+        ;; f = open-at(preopen 0, "f", create, read|write)
+        (call $open (call $preopen (i32.const 0)) (i32.const 0) (i32.const 100) (i32.const 1)
+            (i32.const 1) (i32.const 3) (i32.const 16))
+        (if (i32.load8_u (i32.const 16)) (then (call $fail (i32.const 10))))
+        (call $write (i32.load (i32.const 20)) (i32.const 200) (i32.const 5) (i64.const 0) (i32.const 32))
+        (if (i32.load8_u (i32.const 32)) (then (call $fail (i32.const 11))))
+        ;; A 2^40-byte read returns the 5 bytes there are, and end of file.
+        (call $read (i32.load (i32.const 20)) (i64.const 0x10000000000) (i64.const 0) (i32.const 48))
+        (if (i32.load8_u (i32.const 48)) (then (call $fail (i32.const 12))))
+        (if (i32.ne (i32.load (i32.const 56)) (i32.const 5)) (then (call $fail (i32.const 13))))
+        (if (i32.eqz (i32.load8_u (i32.const 60))) (then (call $fail (i32.const 14))))
+        ;; Reading at 2^63: nothing, end of file.
+        (call $read (i32.load (i32.const 20)) (i64.const 1) (i64.const 0x8000000000000000) (i32.const 48))
+        (if (i32.load8_u (i32.const 48)) (then (call $fail (i32.const 15))))
+        (if (i32.load (i32.const 56)) (then (call $fail (i32.const 16))))
+        ;; Writing at 2^62: insufficient-space (23), nothing allocated.
+        (call $write (i32.load (i32.const 20)) (i32.const 200) (i32.const 5)
+            (i64.const 0x4000000000000000) (i32.const 32))
+        (if (i32.ne (i32.load8_u (i32.const 32)) (i32.const 1)) (then (call $fail (i32.const 17))))
+        (if (i32.ne (i32.load8_u (i32.const 40)) (i32.const 23)) (then (call $fail (i32.const 18))))
+        ;; Writing at 2^64 - 1: overflow (30).
+        (call $write (i32.load (i32.const 20)) (i32.const 200) (i32.const 5) (i64.const -1) (i32.const 32))
+        (if (i32.ne (i32.load8_u (i32.const 40)) (i32.const 30)) (then (call $fail (i32.const 19))))
+        ;; "../x": not-permitted (31).
+        (call $open (call $preopen (i32.const 0)) (i32.const 0) (i32.const 101) (i32.const 4)
+            (i32.const 0) (i32.const 1) (i32.const 16))
+        (if (i32.ne (i32.load8_u (i32.const 16)) (i32.const 1)) (then (call $fail (i32.const 20))))
+        (if (i32.ne (i32.load8_u (i32.const 20)) (i32.const 31)) (then (call $fail (i32.const 21))))
+        ;; A 2 MiB ConfigMap file: one read returns at most 1 MiB.
+        (call $open (call $preopen (i32.const 1)) (i32.const 0) (i32.const 105) (i32.const 3)
+            (i32.const 0) (i32.const 1) (i32.const 16))
+        (if (i32.load8_u (i32.const 16)) (then (call $fail (i32.const 22))))
+        (call $read (i32.load (i32.const 20)) (i64.const -1) (i64.const 0) (i32.const 48))
+        (if (i32.load8_u (i32.const 48)) (then (call $fail (i32.const 23))))
+        (if (i32.ne (i32.load (i32.const 56)) (i32.const 0x100000)) (then (call $fail (i32.const 24))))
+        (if (i32.load8_u (i32.const 60)) (then (call $fail (i32.const 25))))
+        ;; Writing to it: the descriptor was opened read-only (bad-descriptor, 3).
+        (call $write (i32.load (i32.const 20)) (i32.const 200) (i32.const 5) (i64.const 0) (i32.const 32))
+        (if (i32.ne (i32.load8_u (i32.const 40)) (i32.const 3)) (then (call $fail (i32.const 26))))
+        ;; Opening it for writing: read-only (33).
+        (call $open (call $preopen (i32.const 1)) (i32.const 0) (i32.const 105) (i32.const 3)
+            (i32.const 0) (i32.const 2) (i32.const 16))
+        (if (i32.ne (i32.load8_u (i32.const 20)) (i32.const 33)) (then (call $fail (i32.const 27))))
+    "#;
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    let big = Volume::read_only("/config", [("big", vec![7u8; 2 * MIB])]).unwrap();
+    assert_eq!(
+        run_image(&fs_component(body), &[&data, &big]),
+        Step::Exited(0)
+    );
+    assert_eq!(data.read("f").unwrap(), b"hello");
+}
