@@ -196,7 +196,21 @@ fn containers_sharing_an_empty_dir_see_each_others_files() {
 /// The wasi:filesystem functions the edge-case component below imports,
 /// typed as in the 0.2.12 WIT.
 const FS_IMPORTS: &str = r#"
+    (import "wasi:io/error@0.2.12" (instance $io_error
+        (export "error" (type (sub resource)))))
+    (alias export $io_error "error" (type $error))
+    (import "wasi:io/streams@0.2.12" (instance $streams
+        (alias outer 1 $error (type $e))
+        (export "output-stream" (type $os (sub resource)))
+        (type $se' (variant (case "last-operation-failed" (own $e)) (case "closed")))
+        (export "stream-error" (type $se (eq $se')))
+        (export "[method]output-stream.write" (func
+            (param "self" (borrow $os)) (param "contents" (list u8))
+            (result (result (error $se)))))))
+    (alias export $streams "output-stream" (type $output_stream))
     (import "wasi:filesystem/types@0.2.12" (instance $types
+        (alias outer 1 $error (type $e))
+        (alias outer 1 $output_stream (type $os))
         (export "descriptor" (type $d (sub resource)))
         (type $ec' (enum "access" "would-block" "already" "bad-descriptor" "busy"
             "deadlock" "quota" "exist" "file-too-large" "illegal-byte-sequence"
@@ -223,7 +237,12 @@ const FS_IMPORTS: &str = r#"
             (result (result (tuple (list u8) bool) (error $ec)))))
         (export "[method]descriptor.write" (func
             (param "self" (borrow $d)) (param "buffer" (list u8)) (param "offset" u64)
-            (result (result u64 (error $ec)))))))
+            (result (result u64 (error $ec)))))
+        (export "[method]descriptor.write-via-stream" (func
+            (param "self" (borrow $d)) (param "offset" u64)
+            (result (result (own $os) (error $ec)))))
+        (export "filesystem-error-code" (func
+            (param "err" (borrow $e)) (result (option $ec))))))
     (alias export $types "descriptor" (type $descriptor))
     (import "wasi:filesystem/preopens@0.2.12" (instance $preopens
         (alias outer 1 $descriptor (type $d))
@@ -233,7 +252,8 @@ const FS_IMPORTS: &str = r#"
 "#;
 
 /// A component whose core `run` body is `body`, with the functions above
-/// lowered as `$dirs`, `$open`, `$read`, `$write` and `$exit`, a bump
+/// lowered as `$dirs`, `$open`, `$read`, `$write`, `$write_via_stream`,
+/// `$stream_write`, `$error_code` and `$exit`, a bump
 /// `realloc` from 64 KiB up, and `$fail` (exit with the given code).
 fn fs_component(body: &str) -> skiff_wasm::Image {
     let text = format!(
@@ -257,6 +277,12 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
             (memory $libc "memory") (realloc (func $libc "realloc"))))
         (core func $write (canon lower (func $types "[method]descriptor.write")
             (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core func $write_via_stream (canon lower
+            (func $types "[method]descriptor.write-via-stream") (memory $libc "memory")))
+        (core func $stream_write (canon lower (func $streams "[method]output-stream.write")
+            (memory $libc "memory") (realloc (func $libc "realloc"))))
+        (core func $error_code (canon lower (func $types "filesystem-error-code")
+            (memory $libc "memory")))
         (core func $exit (canon lower (func $exit "exit-with-code")))
         (core module $m
             (import "libc" "memory" (memory 1))
@@ -264,6 +290,9 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
             (import "host" "open" (func $open (param i32 i32 i32 i32 i32 i32 i32)))
             (import "host" "read" (func $read (param i32 i64 i64 i32)))
             (import "host" "write" (func $write (param i32 i32 i32 i64 i32)))
+            (import "host" "write_via_stream" (func $write_via_stream (param i32 i64 i32)))
+            (import "host" "stream_write" (func $stream_write (param i32 i32 i32 i32)))
+            (import "host" "error_code" (func $error_code (param i32 i32)))
             (import "host" "exit" (func $exit (param i32)))
             (data (i32.const 100) "f../xbig")
             (data (i32.const 200) "hello")
@@ -278,6 +307,9 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
         (core instance $host
             (export "dirs" (func $dirs)) (export "open" (func $open))
             (export "read" (func $read)) (export "write" (func $write))
+            (export "write_via_stream" (func $write_via_stream))
+            (export "stream_write" (func $stream_write))
+            (export "error_code" (func $error_code))
             (export "exit" (func $exit)))
         (core instance $i (instantiate $m
             (with "libc" (instance $libc)) (with "host" (instance $host))))
@@ -356,4 +388,31 @@ fn out_of_range_offsets_and_huge_lengths_give_error_codes_not_allocations() {
         Step::Exited(0)
     );
     assert_eq!(data.read("f").unwrap(), b"hello");
+}
+
+#[test]
+fn a_failed_stream_write_carries_its_error_code() {
+    // Memory: 16 open-at's result, 32 write-via-stream's, 48 write's
+    // (stream-error case at 52, its error at 56), 64 filesystem-error-code's.
+    let body = r#"
+        (call $open (call $preopen (i32.const 0)) (i32.const 0) (i32.const 100) (i32.const 1)
+            (i32.const 1) (i32.const 3) (i32.const 16))
+        (if (i32.load8_u (i32.const 16)) (then (call $fail (i32.const 10))))
+        (call $write_via_stream (i32.load (i32.const 20)) (i64.const 0) (i32.const 32))
+        (if (i32.load8_u (i32.const 32)) (then (call $fail (i32.const 11))))
+        ;; 5 bytes where the cap leaves room for 3: last-operation-failed.
+        (call $stream_write (i32.load (i32.const 36)) (i32.const 200) (i32.const 5) (i32.const 48))
+        (if (i32.ne (i32.load8_u (i32.const 48)) (i32.const 1)) (then (call $fail (i32.const 12))))
+        (if (i32.load8_u (i32.const 52)) (then (call $fail (i32.const 13))))
+        ;; filesystem-error-code: some(insufficient-space), 23.
+        (call $error_code (i32.load (i32.const 56)) (i32.const 64))
+        (if (i32.ne (i32.load8_u (i32.const 64)) (i32.const 1)) (then (call $fail (i32.const 14))))
+        (if (i32.ne (i32.load8_u (i32.const 65)) (i32.const 23)) (then (call $fail (i32.const 15))))
+        ;; The stream is closed after that.
+        (call $stream_write (i32.load (i32.const 36)) (i32.const 200) (i32.const 1) (i32.const 48))
+        (if (i32.ne (i32.load8_u (i32.const 52)) (i32.const 1)) (then (call $fail (i32.const 16))))
+    "#;
+    let data = Volume::empty_dir("/data", "f".len() + ENTRY_OVERHEAD + 3).unwrap();
+    assert_eq!(run_image(&fs_component(body), &[&data]), Step::Exited(0));
+    assert_eq!(data.read("f").unwrap(), b"");
 }
