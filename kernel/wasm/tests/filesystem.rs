@@ -253,8 +253,9 @@ const FS_IMPORTS: &str = r#"
 
 /// A component whose core `run` body is `body`, with the functions above
 /// lowered as `$dirs`, `$open`, `$read`, `$write`, `$write_via_stream`,
-/// `$stream_write`, `$error_code` and `$exit`, a bump
-/// `realloc` from 64 KiB up, and `$fail` (exit with the given code).
+/// `$stream_write`, `$error_code`, `$drop` (a descriptor) and `$exit`, a bump
+/// `realloc` from 64 KiB up, `$fail` (exit with the given code), a local
+/// `$n`, and the strings "f", "../x", "big" and "." at 100, 101, 105, 108.
 fn fs_component(body: &str) -> skiff_wasm::Image {
     let text = format!(
         r#"(component
@@ -283,6 +284,7 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
             (memory $libc "memory") (realloc (func $libc "realloc"))))
         (core func $error_code (canon lower (func $types "filesystem-error-code")
             (memory $libc "memory")))
+        (core func $drop (canon resource.drop $descriptor))
         (core func $exit (canon lower (func $exit "exit-with-code")))
         (core module $m
             (import "libc" "memory" (memory 1))
@@ -293,14 +295,15 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
             (import "host" "write_via_stream" (func $write_via_stream (param i32 i64 i32)))
             (import "host" "stream_write" (func $stream_write (param i32 i32 i32 i32)))
             (import "host" "error_code" (func $error_code (param i32 i32)))
+            (import "host" "drop" (func $drop (param i32)))
             (import "host" "exit" (func $exit (param i32)))
-            (data (i32.const 100) "f../xbig")
+            (data (i32.const 100) "f../xbig.")
             (data (i32.const 200) "hello")
             (func $fail (param i32) (call $exit (local.get 0)) (unreachable))
             ;; The i-th preopen's descriptor (after $dirs wrote the list at 0).
             (func $preopen (param i32) (result i32)
                 (i32.load (i32.add (i32.load (i32.const 0)) (i32.mul (local.get 0) (i32.const 12)))))
-            (func (export "run") (result i32)
+            (func (export "run") (result i32) (local $n i32)
                 (call $dirs (i32.const 0))
                 {body}
                 (i32.const 0)))
@@ -310,6 +313,7 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
             (export "write_via_stream" (func $write_via_stream))
             (export "stream_write" (func $stream_write))
             (export "error_code" (func $error_code))
+            (export "drop" (func $drop))
             (export "exit" (func $exit)))
         (core instance $i (instantiate $m
             (with "libc" (instance $libc)) (with "host" (instance $host))))
@@ -324,7 +328,12 @@ fn fs_component(body: &str) -> skiff_wasm::Image {
 }
 
 fn run_image(image: &skiff_wasm::Image, volumes: &[&Volume]) -> Step {
+    run_limited(image, volumes, 64 * MIB)
+}
+
+fn run_limited(image: &skiff_wasm::Image, volumes: &[&Volume], memory_limit: usize) -> Step {
     let mut s = spec(&["fs"], &[]);
+    s.memory_limit = memory_limit;
     s.volumes = volumes.iter().map(|v| (*v).clone()).collect();
     let (host, _, _) = FakeHost::new(&[]);
     let mut c = runtime().spawn(image, s, host).expect("spawn");
@@ -415,4 +424,33 @@ fn a_failed_stream_write_carries_its_error_code() {
     let data = Volume::empty_dir("/data", "f".len() + ENTRY_OVERHEAD + 3).unwrap();
     assert_eq!(run_image(&fs_component(body), &[&data]), Step::Exited(0));
     assert_eq!(data.read("f").unwrap(), b"");
+}
+
+#[test]
+fn descriptors_are_charged_to_the_memory_limit_until_dropped() {
+    // Opens "." until open-at fails: it must answer insufficient-memory
+    // (22) well before the table's MAX_FDS; after dropping one descriptor
+    // the next open succeeds. Exits with 100 + the number opened.
+    let body = r#"
+        (loop $open_more
+            (call $open (call $preopen (i32.const 0)) (i32.const 0) (i32.const 108) (i32.const 1)
+                (i32.const 0) (i32.const 1) (i32.const 16))
+            (if (i32.eqz (i32.load8_u (i32.const 16))) (then
+                (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                (i32.store (i32.const 24) (i32.load (i32.const 20)))
+                (br $open_more))))
+        (if (i32.ne (i32.load8_u (i32.const 20)) (i32.const 22)) (then (call $fail (i32.const 10))))
+        (call $drop (i32.load (i32.const 24)))
+        (call $open (call $preopen (i32.const 0)) (i32.const 0) (i32.const 108) (i32.const 1)
+            (i32.const 0) (i32.const 1) (i32.const 16))
+        (if (i32.load8_u (i32.const 16)) (then (call $fail (i32.const 11))))
+        (call $fail (i32.add (i32.const 100) (local.get $n)))
+    "#;
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    // The component's 4 MiB memory, and 4 KiB: room for a few dozen
+    // descriptors at 64 bytes (and their path) each.
+    let Step::Exited(code) = run_limited(&fs_component(body), &[&data], 4 * MIB + 4096) else {
+        panic!("expected an exit");
+    };
+    assert!((110..200).contains(&code), "opened {}", code - 100);
 }
