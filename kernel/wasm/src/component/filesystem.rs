@@ -74,6 +74,19 @@ impl Ctx {
     /// Keeps `path` for a new descriptor, charged to the memory limit until
     /// the descriptor and every stream made from it are gone.
     fn hold(&mut self, path: Vec<String>) -> Result<Path, ErrorCode> {
+        self.release_paths();
+        if !self.limits.charge(path_cost(&path)) {
+            return Err(ErrorCode::InsufficientMemory);
+        }
+        let path = Arc::new(path);
+        self.paths.push(path.clone());
+        Ok(path)
+    }
+
+    /// Gives back the charge of every path only `paths` still holds. Runs
+    /// when a descriptor is opened or dropped (streams are dropped by
+    /// wasmtime-wasi-io, so theirs is noticed at the next of those).
+    fn release_paths(&mut self) {
         let limits = &mut self.limits;
         self.paths.retain(|p| {
             let live = Arc::strong_count(p) > 1;
@@ -82,12 +95,6 @@ impl Ctx {
             }
             live
         });
-        if !self.limits.charge(path_cost(&path)) {
-            return Err(ErrorCode::InsufficientMemory);
-        }
-        let path = Arc::new(path);
-        self.paths.push(path.clone());
-        Ok(path)
     }
 
     fn descriptor(&self, d: &Resource<Descriptor>) -> wasmtime::Result<&Descriptor> {
@@ -480,8 +487,8 @@ impl types::HostDescriptor for Ctx {
     }
 
     fn drop(&mut self, d: Resource<Descriptor>) -> wasmtime::Result<()> {
-        // Its path is given back to the limit once its streams are gone too.
         self.table.delete(d)?;
+        self.release_paths();
         Ok(())
     }
 }
