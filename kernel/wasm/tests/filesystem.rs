@@ -454,3 +454,46 @@ fn descriptors_are_charged_to_the_memory_limit_until_dropped() {
     };
     assert!((110..200).contains(&code), "opened {}", code - 100);
 }
+
+#[test]
+fn a_rename_is_charged_for_its_longer_name() {
+    // Exactly full after writing "a": a longer name does not fit, one of
+    // the same length does, and replacing a file frees what it held.
+    let data = Volume::empty_dir("/data", "a".len() + ENTRY_OVERHEAD + 5).unwrap();
+    let (end, stdout) = file_writer(
+        &[
+            "write:/data/a=12345",
+            "rename:/data/a=/data/bb",
+            "rename:/data/a=/data/b",
+            "read:/data/b",
+        ],
+        &[&data],
+    );
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "write /data/a: ok\n\
+         rename /data/a: error StorageFull (errno 51)\n\
+         rename /data/a: ok\n\
+         read /data/b: 12345\n"
+    );
+    let data = Volume::empty_dir("/data", 2 * (1 + ENTRY_OVERHEAD) + 6).unwrap();
+    let (_, stdout) = file_writer(
+        &[
+            "write:/data/a=1",
+            "write:/data/b=22222",
+            "rename:/data/a=/data/b",
+            // The 5 bytes of the old b are free again.
+            "write:/data/c=12345",
+        ],
+        &[&data],
+    );
+    assert_eq!(
+        stdout,
+        "write /data/a: ok\n\
+         write /data/b: ok\n\
+         rename /data/a: ok\n\
+         write /data/c: ok\n"
+    );
+    assert_eq!(data.read("b").unwrap(), b"1");
+}
