@@ -497,3 +497,25 @@ fn a_rename_is_charged_for_its_longer_name() {
     );
     assert_eq!(data.read("b").unwrap(), b"1");
 }
+
+#[test]
+fn relative_paths_resolve_against_the_root() {
+    // No initial cwd: wasi-libc (under Rust's std) starts at `/`, so a
+    // relative path reaches the volume mounted at its first component.
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    let (end, stdout) = file_writer(
+        &[
+            "write:data/rel=relative",
+            "read:/data/rel",
+            "read:config/greeting",
+        ],
+        &[&data, &config()],
+    );
+    assert_eq!(end, Step::Exited(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "write data/rel: ok\n\
+         read /data/rel: relative\n\
+         read config/greeting: hi from a ConfigMap\n"
+    );
+}
