@@ -6,19 +6,25 @@ mod support;
 use std::time::Duration;
 
 use skiff_wasm::{ENTRY_OVERHEAD, Step, Volume};
-use support::{FakeHost, MIB, artifact, runtime, spec};
+use support::{FakeHost, MIB, artifact, runtime, spec, wasm_p1};
 
 /// Runs `file-writer` with these operations (none: its demo) on `volumes`;
 /// its outcome and stdout.
 fn file_writer(ops: &[&str], volumes: &[&Volume]) -> (Step, String) {
+    let image = runtime()
+        .load(&artifact("file-writer"))
+        .expect("load component");
+    run_writer(&image, ops, volumes)
+}
+
+fn run_writer(image: &skiff_wasm::Image, ops: &[&str], volumes: &[&Volume]) -> (Step, String) {
     let rt = runtime();
-    let image = rt.load(&artifact("file-writer")).expect("load component");
     let mut args = vec!["file-writer"];
     args.extend_from_slice(ops);
     let mut s = spec(&args, &[]);
     s.volumes = volumes.iter().map(|v| (*v).clone()).collect();
     let (host, out, _) = FakeHost::new(&[]);
-    let mut c = rt.spawn(&image, s, host).expect("spawn");
+    let mut c = rt.spawn(image, s, host).expect("spawn");
     let end = support::run_to_end(&mut c, Duration::from_secs(30));
     assert_eq!(out.stderr(), "", "stdout:\n{}", out.stdout());
     (end, out.stdout())
@@ -518,4 +524,53 @@ fn relative_paths_resolve_against_the_root() {
          read /data/rel: relative\n\
          read config/greeting: hi from a ConfigMap\n"
     );
+}
+
+#[test]
+fn preview_1_and_preview_2_agree_on_the_same_operations() {
+    // The same std program built for wasm32-wasip1 (our preview 1 layer)
+    // and wasm32-wasip2 (wasi:filesystem): one implementation underneath,
+    // so the same results, errors included. (Only a `..` escape differs in
+    // code: preview 1 has ENOTCAPABLE, preview 2 only not-permitted.)
+    let ops = [
+        "write:/data/a=12345",
+        "append:/data/a=678",
+        "size:/data/a",
+        "mkdir:/data/d",
+        "rename:/data/a=/data/d/b",
+        "ls:/data/d",
+        "rmdir:/data/d",
+        "rename:/data/d=/data/d/e",
+        "rename:/data/d=/config/d",
+        "read:/data/d/b",
+        "write:/config/greeting=x",
+        "ls:/config",
+    ];
+    let module = skiff_wasm::precompile_for(skiff_wasm::Target::Host, &wasm_p1("file-writer"))
+        .expect("precompile");
+    let module = runtime().load(&module).expect("load module");
+    assert_eq!(module.kind(), skiff_wasm::ImageKind::Module);
+    let p1_data = Volume::empty_dir("/data", MIB).unwrap();
+    let (end, p1) = run_writer(&module, &ops, &[&p1_data, &config()]);
+    assert_eq!(end, Step::Exited(0), "{p1}");
+    let p2_data = Volume::empty_dir("/data", MIB).unwrap();
+    let (end, p2) = file_writer(&ops, &[&p2_data, &config()]);
+    assert_eq!(end, Step::Exited(0), "{p2}");
+    assert_eq!(p1, p2);
+    assert_eq!(
+        p2,
+        "write /data/a: ok\n\
+         append /data/a: ok\n\
+         size /data/a: 8\n\
+         mkdir /data/d: ok\n\
+         rename /data/a: ok\n\
+         ls /data/d: b\n\
+         rmdir /data/d: error Uncategorized (errno 55)\n\
+         rename /data/d: error InvalidInput (errno 28)\n\
+         rename /data/d: error CrossesDevices (errno 75)\n\
+         read /data/d/b: 12345678\n\
+         write /config/greeting: error ReadOnlyFilesystem (errno 69)\n\
+         ls /config: greeting\n"
+    );
+    assert_eq!(p1_data.read("d/b").unwrap(), b"12345678");
 }

@@ -151,6 +151,34 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     );
     sync_fn!(
         linker,
+        "path_rename",
+        |m, cx, dirfd: i32, old: i32, old_len: i32, new_dirfd: i32, new: i32, new_len: i32| {
+            let (vol, from) = resolve(cx, dirfd, m.path(old as u32, old_len as u32)?)?;
+            let (new_vol, to) = resolve(cx, new_dirfd, m.path(new as u32, new_len as u32)?)?;
+            if vol != new_vol {
+                return Err(abi::XDEV);
+            }
+            cx.volumes[vol].rename(&from, &to).map_err(errno)
+        }
+    );
+    sync_fn!(
+        linker,
+        "fd_filestat_set_size",
+        |_m, cx, fd: i32, size: i64| {
+            match cx.fd(fd)? {
+                Fd::File {
+                    vol,
+                    path,
+                    write: true,
+                    ..
+                } => cx.volumes[*vol].set_size(path, size as u64).map_err(errno),
+                Fd::Dir { .. } => Err(abi::ISDIR),
+                _ => Err(abi::BADF),
+            }
+        }
+    );
+    sync_fn!(
+        linker,
         "path_remove_directory",
         |m, cx, dirfd: i32, path: i32, len: i32| {
             let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;

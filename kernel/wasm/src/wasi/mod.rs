@@ -547,7 +547,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     unsupported_fn!(linker, "fd_advise", i32, i64, i64, i32);
     unsupported_fn!(linker, "fd_allocate", i32, i64, i64);
     unsupported_fn!(linker, "fd_fdstat_set_rights", i32, i64, i64);
-    unsupported_fn!(linker, "fd_filestat_set_size", i32, i64);
     unsupported_fn!(linker, "fd_filestat_set_times", i32, i64, i64, i32);
     unsupported_fn!(linker, "fd_pread", i32, i32, i32, i64, i32);
     unsupported_fn!(linker, "fd_pwrite", i32, i32, i32, i64, i32);
@@ -565,7 +564,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     );
     unsupported_fn!(linker, "path_link", i32, i32, i32, i32, i32, i32, i32);
     unsupported_fn!(linker, "path_readlink", i32, i32, i32, i32, i32, i32);
-    unsupported_fn!(linker, "path_rename", i32, i32, i32, i32, i32, i32);
     unsupported_fn!(linker, "path_symlink", i32, i32, i32, i32, i32);
     unsupported_fn!(linker, "proc_raise", i32);
     Ok(())
