@@ -87,9 +87,8 @@ pub struct ContainerSpec {
     /// TCP containerPorts. A module gets a listening socket each, preopened
     /// after the volumes (fd 3 when there are no volumes; directories come
     /// first because wasi-libc stops scanning preopens at the first fd that
-    /// is not one). A component may bind and listen on them (wasi:sockets).
-    /// Components get no volumes yet: spawning one with any is
-    /// [`Error::Unsupported`].
+    /// is not one). A component gets the volumes as wasi:filesystem preopens
+    /// and may bind and listen on these ports (wasi:sockets).
     pub ports: Vec<u16>,
 }
 
@@ -257,18 +256,12 @@ impl Runtime {
                 })
             }
             Pre::Component(pre) => {
-                // Not yet in the preview 2 layer: refuse rather than run a
-                // pod without what it asked for.
-                if !spec.volumes.is_empty() {
-                    return Err(Error::Unsupported(
-                        "volumes for components (WASI preview 2)",
-                    ));
-                }
                 let ctx = component::Ctx::new(
                     host,
                     spec.args,
                     spec.env,
                     spec.ports,
+                    spec.volumes,
                     limits,
                     shared.clone(),
                 );

@@ -51,6 +51,8 @@ const CALLS: &[(&str, &str)] = &[
     ("path_create_directory", "iii"),
     ("path_unlink_file", "iii"),
     ("path_remove_directory", "iii"),
+    ("path_rename", "iiiiii"),
+    ("fd_filestat_set_size", "iI"),
     ("args_sizes_get", "ii"),
     ("args_get", "ii"),
     ("environ_sizes_get", "ii"),

@@ -11,7 +11,9 @@
 //!   entropy, log sink, TCP); it knows nothing of either WASI ABI, so both
 //!   layers share it. [`SERVED_INTERFACES`] lists the preview 2 interfaces
 //!   components may import.
-//! - [`Volume`]: in-memory directories mounted into containers.
+//! - [`Volume`]: in-memory directories mounted into containers, preopened by
+//!   both layers (preview 1 fds, preview 2 wasi:filesystem descriptors) over
+//!   one implementation of each file operation.
 #![no_std]
 
 extern crate alloc;

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use skiff_wasm::{ContainerSpec, Error, ImageKind, SERVED_INTERFACES, Step, Target, Volume};
-use support::{FakeHost, MIB, Output, artifact, runtime, spec, wasm};
+use skiff_wasm::{ContainerSpec, Error, ImageKind, SERVED_INTERFACES, Step, Target};
+use support::{FakeHost, Output, artifact, runtime, spec, wasm};
 
 /// Runs `hello-p2` to its end; its outcome, output, and whether a step
 /// reported it blocked until a deadline (its sleep).
@@ -85,19 +85,6 @@ fn component_memory_limit_kills_it_as_out_of_memory() {
     let (end, out, _) = run_hello(s);
     assert_eq!(end, Step::OutOfMemory);
     assert_eq!(out.stdout(), "");
-}
-
-#[test]
-fn components_get_no_volumes_yet() {
-    let rt = runtime();
-    let image = rt.load(&artifact("hello-p2")).unwrap();
-    let mut s = spec(&["hello-p2"], &[]);
-    s.volumes = vec![Volume::empty_dir("/data", MIB).unwrap()];
-    let (host, _, _) = FakeHost::new(&[]);
-    assert!(matches!(
-        rt.spawn(&image, s, host),
-        Err(Error::Unsupported(_))
-    ));
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub const P2_GUESTS: &[&str] = &[
     "tcp-echo",
     "udp-echo",
     "name-lookup",
+    "socket-hog",
+    "file-writer",
 ];
 
 /// Why a build did not produce its output.

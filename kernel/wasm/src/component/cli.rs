@@ -29,7 +29,9 @@ impl environment::Host for Ctx {
         Ok(self.args.clone())
     }
 
-    /// Pods have no working directory yet (no filesystem in this layer).
+    /// None: volumes are preopened at their absolute mount paths, and
+    /// wasi-libc (Rust std included) resolves relative paths against its
+    /// own default of `/`, which is what a cwd of `/` would say anyway.
     fn initial_cwd(&mut self) -> wasmtime::Result<Option<String>> {
         Ok(None)
     }

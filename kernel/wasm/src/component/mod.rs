@@ -4,7 +4,7 @@
 //! (`wit/`, checked byte-identical to the pinned `wasip2` crate by
 //! tests/wit.rs); streams and pollables are wasmtime-wasi-io's. Only the
 //! interfaces in [`SERVED_INTERFACES`] are linked: a component importing any
-//! other one (filesystem, sockets, http) is refused when it is compiled
+//! other one (sockets, http) is refused when it is compiled
 //! ([`crate::Error::UnsupportedImports`]) and again when it is loaded, never
 //! run against a stub.
 //!
@@ -14,6 +14,7 @@
 
 mod cli;
 mod clocks;
+mod filesystem;
 mod random;
 mod sockets;
 
@@ -26,6 +27,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi_io::IoView;
 
+use crate::fs::Volume;
 use crate::host::Host;
 use crate::wasi::{Limits, MAX_FDS, Shared};
 
@@ -48,6 +50,9 @@ mod bindings {
             "wasi:sockets/udp.incoming-datagram-stream": super::sockets::IncomingDatagramStream,
             "wasi:sockets/udp.outgoing-datagram-stream": super::sockets::OutgoingDatagramStream,
             "wasi:sockets/ip-name-lookup.resolve-address-stream": super::sockets::ResolveAddressStream,
+            "wasi:filesystem/types.descriptor": crate::component::filesystem::Descriptor,
+            "wasi:filesystem/types.directory-entry-stream":
+                crate::component::filesystem::DirectoryEntryStream,
         },
         require_store_data_send: true,
     });
@@ -71,6 +76,8 @@ pub const SERVED_INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stderr",
     "wasi:clocks/monotonic-clock",
     "wasi:clocks/wall-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",
@@ -153,10 +160,15 @@ pub(crate) type SharedHost = Arc<spin::Mutex<Box<dyn Host>>>;
 
 /// A component container's store data.
 pub(crate) struct Ctx {
-    /// Resources handed to the guest (streams, pollables); at most
-    /// [`MAX_FDS`] live at once, like preview 1's fds.
+    /// Resources handed to the guest (streams, pollables, descriptors); at
+    /// most [`MAX_FDS`] live at once, like preview 1's fds.
     pub table: ResourceTable,
     pub host: SharedHost,
+    /// Preopened at their mount paths, in this order.
+    pub volumes: Vec<Volume>,
+    /// The paths descriptors and their streams keep, each charged to
+    /// `limits` until nothing else holds it (see `filesystem`).
+    pub paths: Vec<Arc<Vec<String>>>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// The container's TCP ports: the only ones it may listen on.
@@ -172,6 +184,7 @@ impl Ctx {
         args: Vec<String>,
         env: Vec<(String, String)>,
         ports: Vec<u16>,
+        volumes: Vec<Volume>,
         limits: Limits,
         shared: Arc<Shared>,
     ) -> Self {
@@ -180,6 +193,8 @@ impl Ctx {
         Self {
             table,
             host: Arc::new(spin::Mutex::new(host)),
+            volumes,
+            paths: Vec::new(),
             args,
             env,
             ports,
@@ -230,7 +245,7 @@ impl ResourceLimiter for Ctx {
 
 /// Adds the interfaces in [`SERVED_INTERFACES`] (and only those) to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    use bindings::wasi::{cli, clocks, random, sockets};
+    use bindings::wasi::{cli, clocks, filesystem, random, sockets};
     wasmtime_wasi_io::add_to_linker_async(linker)?;
     cli::environment::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     cli::exit::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
@@ -244,6 +259,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     cli::terminal_stderr::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     clocks::monotonic_clock::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     clocks::wall_clock::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    filesystem::types::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    filesystem::preopens::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::random::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::insecure::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     random::insecure_seed::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;

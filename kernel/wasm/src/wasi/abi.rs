@@ -26,6 +26,7 @@ pub const OVERFLOW: Errno = 61;
 pub const PERM: Errno = 63;
 pub const ROFS: Errno = 69;
 pub const SPIPE: Errno = 70;
+pub const XDEV: Errno = 75;
 pub const NOTCAPABLE: Errno = 76;
 
 // filetype

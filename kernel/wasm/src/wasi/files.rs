@@ -9,7 +9,7 @@ use wasmtime::Linker;
 
 use super::abi::{self, Errno};
 use super::{Ctx, Fd, Mem, Ret, blocking_fn, net, sync_fn};
-use crate::fs::{Node, Tree, lookup, lookup_mut};
+use crate::fs::{self, FsError, Kind, Open, inode};
 use crate::host::Stream;
 
 pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
@@ -138,17 +138,7 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "path_create_directory",
         |m, cx, dirfd: i32, path: i32, len: i32| {
             let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;
-            modify_parent(cx, vol, &path, |entries, name, room| {
-                if entries.contains_key(name) {
-                    return Err(abi::EXIST);
-                }
-                let cost = entry_cost(name);
-                if cost > room {
-                    return Err(abi::NOSPC);
-                }
-                entries.insert(name.into(), Node::Dir(Default::default()));
-                Ok(cost as isize)
-            })
+            cx.volumes[vol].create_dir(&path).map_err(errno)
         }
     );
     sync_fn!(
@@ -156,15 +146,35 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "path_unlink_file",
         |m, cx, dirfd: i32, path: i32, len: i32| {
             let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;
-            modify_parent(cx, vol, &path, |entries, name, _| match entries.get(name) {
-                None => Err(abi::NOENT),
-                Some(Node::Dir(_)) => Err(abi::ISDIR),
-                Some(Node::File(data)) => {
-                    let freed = data.len() + entry_cost(name);
-                    entries.remove(name);
-                    Ok(-(freed as isize))
-                }
-            })
+            cx.volumes[vol].unlink(&path).map_err(errno)
+        }
+    );
+    sync_fn!(
+        linker,
+        "path_rename",
+        |m, cx, dirfd: i32, old: i32, old_len: i32, new_dirfd: i32, new: i32, new_len: i32| {
+            let (vol, from) = resolve(cx, dirfd, m.path(old as u32, old_len as u32)?)?;
+            let (new_vol, to) = resolve(cx, new_dirfd, m.path(new as u32, new_len as u32)?)?;
+            if vol != new_vol {
+                return Err(abi::XDEV);
+            }
+            cx.volumes[vol].rename(&from, &to).map_err(errno)
+        }
+    );
+    sync_fn!(
+        linker,
+        "fd_filestat_set_size",
+        |_m, cx, fd: i32, size: i64| {
+            match cx.fd(fd)? {
+                Fd::File {
+                    vol,
+                    path,
+                    write: true,
+                    ..
+                } => cx.volumes[*vol].set_size(path, size as u64).map_err(errno),
+                Fd::Dir { .. } => Err(abi::ISDIR),
+                _ => Err(abi::BADF),
+            }
         }
     );
     sync_fn!(
@@ -172,15 +182,7 @@ pub(super) fn add(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
         "path_remove_directory",
         |m, cx, dirfd: i32, path: i32, len: i32| {
             let (vol, path) = resolve(cx, dirfd, m.path(path as u32, len as u32)?)?;
-            modify_parent(cx, vol, &path, |entries, name, _| match entries.get(name) {
-                None => Err(abi::NOENT),
-                Some(Node::File(_)) => Err(abi::NOTDIR),
-                Some(Node::Dir(children)) if !children.is_empty() => Err(abi::NOTEMPTY),
-                Some(Node::Dir(_)) => {
-                    entries.remove(name);
-                    Ok(-(entry_cost(name) as isize))
-                }
-            })
+            cx.volumes[vol].remove_dir(&path).map_err(errno)
         }
     );
     Ok(())
@@ -205,17 +207,7 @@ fn read(m: &mut Mem<'_>, cx: &mut Ctx, fd: i32, iovs: u32, n: u32, out: u32) -> 
         Fd::Dir { .. } => Err(abi::ISDIR),
         Fd::File {
             vol, ref path, pos, ..
-        } => {
-            let tree = cx.volumes[vol].tree.lock();
-            match lookup(&tree.root, path) {
-                Some(Node::File(data)) => {
-                    let start = (pos as usize).min(data.len());
-                    m.scatter(&iovs, &data[start..])
-                }
-                // Removed while open: reads see an empty file.
-                _ => Ok(0),
-            }
-        }
+        } => cx.volumes[vol].read_at(path, pos, |data| m.scatter(&iovs, data)),
     };
     Poll::Ready(result.and_then(|count| {
         if let Ok(Fd::File { pos, .. }) = cx.fd_mut(fd) {
@@ -247,53 +239,22 @@ fn write(m: &mut Mem<'_>, cx: &mut Ctx, fd: i32, iovs: u32, n: u32, out: u32) ->
             append,
             ref path,
             ..
-        }) => write_file(cx, vol, path, if append { None } else { Some(pos) }, &data),
+        }) => cx.volumes[vol]
+            .write_at(path, if append { None } else { Some(pos) }, &data)
+            .map_err(errno),
         Ok(Fd::Dir { .. }) => Err(abi::ISDIR),
         Ok(_) => Err(abi::BADF),
     };
     Poll::Ready(result.and_then(|count| m.set_u32(out, count as u32)))
 }
 
-/// Writes at `pos` (or the end) and moves the fd's position past the data.
-fn write_file(
-    cx: &Ctx,
-    vol: usize,
-    path: &[String],
-    pos: Option<u64>,
-    buf: &[u8],
-) -> Result<usize, Errno> {
-    let mut tree = cx.volumes[vol].tree.lock();
-    let Tree {
-        root,
-        used,
-        capacity,
-    } = &mut *tree;
-    let Some(Node::File(data)) = lookup_mut(root, path) else {
-        return Err(abi::NOENT);
-    };
-    let start = pos.map_or(data.len(), |p| p as usize);
-    let end = start.checked_add(buf.len()).ok_or(abi::OVERFLOW)?;
-    let grow = end.saturating_sub(data.len());
-    if used.saturating_add(grow) > *capacity {
-        return Err(abi::NOSPC);
-    }
-    if data.len() < end {
-        data.resize(end, 0);
-    }
-    data[start..end].copy_from_slice(buf);
-    *used += grow;
-    drop(tree);
-    Ok(buf.len())
-}
-
 fn seek(cx: &mut Ctx, fd: i32, offset: i64, whence: i32) -> Result<u64, Errno> {
     let Fd::File { vol, path, pos, .. } = cx.fd(fd)? else {
         return Err(abi::SPIPE);
     };
-    let len = match lookup(&cx.volumes[*vol].tree.lock().root, path) {
-        Some(node) => node.size() as i64,
-        None => 0,
-    };
+    let len = cx.volumes[*vol]
+        .stat(path)
+        .map_or(0, |(_, size)| size as i64);
     let base = match u8::try_from(whence).map_err(|_| abi::INVAL)? {
         abi::WHENCE_SET => 0,
         abi::WHENCE_CUR => *pos as i64,
@@ -342,24 +303,33 @@ fn filestat(m: &mut Mem<'_>, out: u32, filetype: u8, size: u64, ino: u64) -> Ret
 
 /// (filetype, size, inode number) of a volume path.
 fn stat_path(cx: &Ctx, vol: usize, path: &[String]) -> Result<(u8, u64, u64), Errno> {
-    let tree = cx.volumes[vol].tree.lock();
-    let node = lookup(&tree.root, path).ok_or(abi::NOENT)?;
-    let filetype = match node {
-        Node::File(_) => abi::FILETYPE_REGULAR_FILE,
-        Node::Dir(_) => abi::FILETYPE_DIRECTORY,
-    };
-    Ok((filetype, node.size(), inode(vol, path)))
+    let (kind, size) = cx.volumes[vol].stat(path).map_err(errno)?;
+    Ok((filetype(kind), size, inode(vol, path)))
 }
 
-/// A stable inode number: FNV-1a over the volume index and path.
-fn inode(vol: usize, path: &[String]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ vol as u64;
-    for part in path {
-        for b in part.bytes().chain(core::iter::once(b'/')) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+fn filetype(kind: Kind) -> u8 {
+    match kind {
+        Kind::File => abi::FILETYPE_REGULAR_FILE,
+        Kind::Dir => abi::FILETYPE_DIRECTORY,
     }
-    h
+}
+
+/// The preview 1 code for a volume error.
+fn errno(e: FsError) -> Errno {
+    match e {
+        FsError::NotFound => abi::NOENT,
+        FsError::Exists => abi::EXIST,
+        FsError::NotDir => abi::NOTDIR,
+        FsError::IsDir => abi::ISDIR,
+        FsError::NotEmpty => abi::NOTEMPTY,
+        FsError::ReadOnly => abi::ROFS,
+        FsError::NoSpace => abi::NOSPC,
+        FsError::Escapes => abi::NOTCAPABLE,
+        FsError::NotPermitted => abi::PERM,
+        FsError::Invalid => abi::INVAL,
+        FsError::Overflow => abi::OVERFLOW,
+        FsError::NameTooLong => abi::NAMETOOLONG,
+    }
 }
 
 fn preopen_name(cx: &Ctx, fd: i32) -> Result<&str, Errno> {
@@ -379,21 +349,7 @@ fn resolve(cx: &Ctx, dirfd: i32, path: &str) -> Result<(usize, Vec<String>), Err
     else {
         return Err(abi::NOTDIR);
     };
-    if path.starts_with('/') {
-        return Err(abi::NOTCAPABLE);
-    }
-    let mut out = base.clone();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if out.len() > base.len() => {
-                out.pop();
-            }
-            ".." => return Err(abi::NOTCAPABLE),
-            name => out.push(name.into()),
-        }
-    }
-    Ok((*vol, out))
+    Ok((*vol, fs::resolve(base, path).map_err(errno)?))
 }
 
 fn open(
@@ -406,112 +362,32 @@ fn open(
 ) -> Result<u32, Errno> {
     let (vol, path) = resolve(cx, dirfd, path)?;
     let append = fdflags & abi::FDFLAGS_APPEND != 0;
-    let wants_write = rights
-        & (abi::RIGHT_FD_WRITE | abi::RIGHT_FD_ALLOCATE | abi::RIGHT_FD_FILESTAT_SET_SIZE)
-        != 0
-        || oflags & (abi::OFLAGS_CREAT | abi::OFLAGS_TRUNC) != 0
-        || append;
-    let volume = &cx.volumes[vol];
-    if wants_write && volume.read_only {
-        return Err(abi::ROFS);
-    }
-    let is_dir = {
-        let mut tree = volume.tree.lock();
-        let Tree {
-            root,
-            used,
-            capacity,
-        } = &mut *tree;
-        match lookup_mut(root, &path) {
-            Some(_) if oflags & abi::OFLAGS_EXCL != 0 && oflags & abi::OFLAGS_CREAT != 0 => {
-                return Err(abi::EXIST);
-            }
-            Some(Node::Dir(_)) if wants_write => return Err(abi::ISDIR),
-            Some(Node::Dir(_)) => true,
-            Some(Node::File(_)) if oflags & abi::OFLAGS_DIRECTORY != 0 => return Err(abi::NOTDIR),
-            Some(Node::File(data)) => {
-                if oflags & abi::OFLAGS_TRUNC != 0 {
-                    *used -= data.len();
-                    data.clear();
-                }
-                false
-            }
-            None if oflags & abi::OFLAGS_CREAT != 0 && oflags & abi::OFLAGS_DIRECTORY == 0 => {
-                let (name, parent) = path.split_last().ok_or(abi::EXIST)?;
-                match lookup_mut(root, parent) {
-                    Some(Node::Dir(entries)) => {
-                        let cost = entry_cost(name);
-                        if used.saturating_add(cost) > *capacity {
-                            return Err(abi::NOSPC);
-                        }
-                        entries.insert(name.clone(), Node::File(Vec::new()));
-                        *used += cost;
-                    }
-                    Some(Node::File(_)) => return Err(abi::NOTDIR),
-                    None => return Err(abi::NOENT),
-                }
-                false
-            }
-            None => return Err(abi::NOENT),
-        }
+    let how = Open {
+        create: oflags & abi::OFLAGS_CREAT != 0,
+        exclusive: oflags & abi::OFLAGS_EXCL != 0,
+        truncate: oflags & abi::OFLAGS_TRUNC != 0,
+        directory: oflags & abi::OFLAGS_DIRECTORY != 0,
+        write: rights
+            & (abi::RIGHT_FD_WRITE | abi::RIGHT_FD_ALLOCATE | abi::RIGHT_FD_FILESTAT_SET_SIZE)
+            != 0
+            || append,
     };
-    let fd = if is_dir {
-        Fd::Dir {
+    let fd = match cx.volumes[vol].open(&path, how).map_err(errno)? {
+        Kind::Dir => Fd::Dir {
             vol,
             path,
             preopen: false,
-        }
-    } else {
-        Fd::File {
+        },
+        Kind::File => Fd::File {
             vol,
             path,
             pos: 0,
             read: rights & abi::RIGHT_FD_READ != 0,
-            write: wants_write,
+            write: how.write || how.create || how.truncate,
             append,
-        }
+        },
     };
     cx.insert(fd)
-}
-
-/// What a directory entry costs its volume besides file contents: the name
-/// and the node's bookkeeping (a map entry), so a guest cannot fill the node
-/// heap with empty files or directories.
-pub(crate) fn entry_cost(name: &str) -> usize {
-    name.len() + crate::fs::ENTRY_OVERHEAD
-}
-
-/// Runs `f` on the parent directory's entries, the last path component of a
-/// writable volume and the room left in it; `f` returns how much it grew
-/// (negative: freed) the volume's usage.
-fn modify_parent(
-    cx: &Ctx,
-    vol: usize,
-    path: &[String],
-    f: impl FnOnce(&mut alloc::collections::BTreeMap<String, Node>, &str, usize) -> Result<isize, Errno>,
-) -> Ret {
-    let volume = &cx.volumes[vol];
-    if volume.read_only {
-        return Err(abi::ROFS);
-    }
-    let (name, parent) = path.split_last().ok_or(abi::PERM)?;
-    let mut tree = volume.tree.lock();
-    let Tree {
-        root,
-        used,
-        capacity,
-    } = &mut *tree;
-    match lookup_mut(root, parent) {
-        Some(Node::Dir(entries)) => {
-            let delta = f(entries, name, capacity.saturating_sub(*used))?;
-            *used = used
-                .checked_add_signed(delta)
-                .expect("volume usage stays in range");
-            Ok(())
-        }
-        Some(Node::File(_)) => Err(abi::NOTDIR),
-        None => Err(abi::NOENT),
-    }
 }
 
 fn readdir(m: &mut Mem<'_>, cx: &Ctx, fd: i32, buf: u32, len: u32, cookie: u64, out: u32) -> Ret {
@@ -519,23 +395,17 @@ fn readdir(m: &mut Mem<'_>, cx: &Ctx, fd: i32, buf: u32, len: u32, cookie: u64, 
         return Err(abi::NOTDIR);
     };
     let mut entries: Vec<(String, u8, u64)> = Vec::new();
-    {
-        let tree = cx.volumes[*vol].tree.lock();
-        let Some(Node::Dir(children)) = lookup(&tree.root, path) else {
-            return Err(abi::NOENT);
-        };
-        entries.push((".".into(), abi::FILETYPE_DIRECTORY, inode(*vol, path)));
-        entries.push(("..".into(), abi::FILETYPE_DIRECTORY, 0));
-        for (name, node) in children {
-            let filetype = match node {
-                Node::File(_) => abi::FILETYPE_REGULAR_FILE,
-                Node::Dir(_) => abi::FILETYPE_DIRECTORY,
-            };
-            let mut child = path.clone();
-            child.push(name.clone());
-            entries.push((name.clone(), filetype, inode(*vol, &child)));
-        }
-    }
+    entries.push((".".into(), abi::FILETYPE_DIRECTORY, inode(*vol, path)));
+    entries.push(("..".into(), abi::FILETYPE_DIRECTORY, 0));
+    cx.volumes[*vol]
+        .with_dir(path, |children| {
+            for (name, node) in children {
+                let mut child = path.clone();
+                child.push(name.clone());
+                entries.push((name.clone(), filetype(node.kind()), inode(*vol, &child)));
+            }
+        })
+        .map_err(errno)?;
     // Serialize from `cookie` on; the last entry may be cut off when the
     // buffer is full, which tells the guest to retry with a larger one.
     let mut bytes = Vec::new();

@@ -141,6 +141,15 @@ impl Limits {
             .saturating_add(extra)
             <= self.memory
     }
+
+    /// Charges `cost` bytes of descriptor state if the limit has room.
+    pub fn charge(&mut self, cost: usize) -> bool {
+        if self.memory_used + self.host_side() + cost > self.memory {
+            return false;
+        }
+        self.fd_bytes += cost;
+        true
+    }
 }
 
 /// What one socket of a preview 2 container costs the node: its receive and
@@ -152,14 +161,19 @@ pub const SOCKET_WRITE_BUFFER: usize = 64 << 10;
 
 /// What an open fd costs the node: its slot and the path it keeps.
 pub(crate) fn fd_cost(fd: &Fd) -> usize {
-    const SLOT: usize = 64;
-    SLOT + match fd {
-        Fd::Dir { path, .. } | Fd::File { path, .. } => path
-            .iter()
-            .map(|c| c.len() + core::mem::size_of::<String>())
-            .sum(),
-        _ => 0,
+    match fd {
+        Fd::Dir { path, .. } | Fd::File { path, .. } => path_cost(path),
+        _ => path_cost(&[]),
     }
+}
+
+/// What a descriptor (either layer's) keeping `path` costs the node.
+pub(crate) fn path_cost(path: &[String]) -> usize {
+    const SLOT: usize = 64;
+    SLOT + path
+        .iter()
+        .map(|c| c.len() + core::mem::size_of::<String>())
+        .sum::<usize>()
 }
 
 /// Most open fds per container; past it, calls that open one get EMFILE.
@@ -298,21 +312,18 @@ impl Ctx {
     /// ENOMEM when its [`fd_cost`] would take the container over its memory
     /// limit.
     pub fn insert(&mut self, fd: Fd) -> Result<u32, Errno> {
-        let cost = fd_cost(&fd);
-        let l = &self.limits;
-        if l.memory_used + l.host_side() + cost > l.memory {
+        let free = self.fds.iter().position(Option::is_none);
+        if free.is_none() && self.fds.len() >= MAX_FDS {
+            return Err(abi::MFILE);
+        }
+        if !self.limits.charge(fd_cost(&fd)) {
             return Err(abi::NOMEM);
         }
-        let slot = match self.fds.iter().position(Option::is_none) {
-            Some(i) => i,
-            None if self.fds.len() < MAX_FDS => {
-                self.fds.push(None);
-                self.fds.len() - 1
-            }
-            None => return Err(abi::MFILE),
-        };
+        let slot = free.unwrap_or_else(|| {
+            self.fds.push(None);
+            self.fds.len() - 1
+        });
         self.fds[slot] = Some(fd);
-        self.limits.fd_bytes += cost;
         Ok(slot as u32)
     }
 
@@ -555,7 +566,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     unsupported_fn!(linker, "fd_advise", i32, i64, i64, i32);
     unsupported_fn!(linker, "fd_allocate", i32, i64, i64);
     unsupported_fn!(linker, "fd_fdstat_set_rights", i32, i64, i64);
-    unsupported_fn!(linker, "fd_filestat_set_size", i32, i64);
     unsupported_fn!(linker, "fd_filestat_set_times", i32, i64, i64, i32);
     unsupported_fn!(linker, "fd_pread", i32, i32, i32, i64, i32);
     unsupported_fn!(linker, "fd_pwrite", i32, i32, i32, i64, i32);
@@ -573,7 +583,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     );
     unsupported_fn!(linker, "path_link", i32, i32, i32, i32, i32, i32, i32);
     unsupported_fn!(linker, "path_readlink", i32, i32, i32, i32, i32, i32);
-    unsupported_fn!(linker, "path_rename", i32, i32, i32, i32, i32, i32);
     unsupported_fn!(linker, "path_symlink", i32, i32, i32, i32, i32);
     unsupported_fn!(linker, "proc_raise", i32);
     Ok(())

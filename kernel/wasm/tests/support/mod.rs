@@ -18,6 +18,13 @@ pub fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The preview 1 module of one of skiff-build's `P2_GUESTS` (every guest
+/// is also built for wasm32-wasip1), where [`wasm`] gives the component.
+pub fn wasm_p1(name: &str) -> Vec<u8> {
+    let path = skiff_build::test_guests().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub const MIB: usize = 1 << 20;
 
 /// A container spec with these args and env and a 64 MiB memory limit.
