@@ -32,7 +32,7 @@ use wasmtime::{
 };
 
 use crate::Error;
-use crate::component::{self, CommandPre};
+use crate::component::{self, CommandPre, ProxyPre, Server};
 use crate::fs::Volume;
 use crate::host::Host;
 use crate::wasi::{self, Ctx, Fd, Limits, MemoryLimitExceeded, ProcExit, Shared};
@@ -54,6 +54,7 @@ pub struct Image {
 enum Pre {
     Module(InstancePre<Ctx>),
     Component(CommandPre<component::Ctx>),
+    Http(ProxyPre<component::Ctx>),
 }
 
 /// What an [`Image`] holds.
@@ -63,6 +64,10 @@ pub enum ImageKind {
     Module,
     /// A component run under WASI preview 2 (`wasi:cli/run`).
     Component,
+    /// A component exporting `wasi:http/incoming-handler` (the
+    /// `wasi:http/proxy` world): an HTTP server on its one containerPort,
+    /// one fresh instance per request.
+    HttpHandler,
 }
 
 impl Image {
@@ -70,6 +75,7 @@ impl Image {
         match self.pre {
             Pre::Module(_) => ImageKind::Module,
             Pre::Component(_) => ImageKind::Component,
+            Pre::Http(_) => ImageKind::HttpHandler,
         }
     }
 }
@@ -196,14 +202,19 @@ impl Runtime {
         if !unserved.is_empty() {
             return Err(Error::UnsupportedImports(unserved));
         }
-        let pre = self
-            .components
-            .instantiate_pre(&component)
-            .and_then(CommandPre::new)
-            .map_err(|e| Error::Link(format!("{e:?}")))?;
-        Ok(Image {
-            pre: Pre::Component(pre),
-        })
+        let link = |e: wasmtime::Error| Error::Link(format!("{e:?}"));
+        let pre = self.components.instantiate_pre(&component).map_err(link)?;
+        // A handler built as a Rust binary also exports `wasi:cli/run`
+        // (its empty `main`): serving is what it is for.
+        let handles = ty
+            .exports(&self.engine)
+            .any(|(name, _)| component::is_handler_export(name));
+        let pre = if handles {
+            Pre::Http(ProxyPre::new(pre).map_err(link)?)
+        } else {
+            Pre::Component(CommandPre::new(pre).map_err(link)?)
+        };
+        Ok(Image { pre })
     }
 
     /// Creates a container; nothing runs until the first [`Container::step`].
@@ -276,6 +287,29 @@ impl Runtime {
                     outcome(result, store.data().limits.oom)
                 })
             }
+            Pre::Http(pre) => {
+                let &[port] = spec.ports.as_slice() else {
+                    return Err(Error::Spec(
+                        "an HTTP handler component serves exactly one containerPort".into(),
+                    ));
+                };
+                if !spec.volumes.is_empty() {
+                    return Err(Error::Unsupported(
+                        "volumes for components (WASI preview 2)",
+                    ));
+                }
+                let server = Server {
+                    engine: self.engine.clone(),
+                    pre: pre.clone(),
+                    port,
+                    host: Arc::new(spin::Mutex::new(host)),
+                    shared: shared.clone(),
+                    memory_limit: spec.memory_limit,
+                    args: spec.args,
+                    env: spec.env,
+                };
+                Box::pin(server.run())
+            }
         };
         Ok(Container {
             run: Some(run),
@@ -324,7 +358,7 @@ fn module_ctx(
 }
 
 /// What the store set-up needs from either layer's store data.
-trait Sliced: ResourceLimiter + Send + 'static {
+pub(crate) trait Sliced: ResourceLimiter + Send + 'static {
     /// The state shared with [`Container::step`] and the last slice number
     /// the epoch callback saw.
     fn slicing(&mut self) -> (&Shared, &mut u64);
@@ -345,7 +379,7 @@ impl Sliced for component::Ctx {
 /// A store whose guest runs in slices: memory limits through the store
 /// data's `ResourceLimiter`, and the epoch callback granting each step its
 /// budget.
-fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
+pub(crate) fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
     let mut store = Store::new(engine, data);
     store.limiter(|ctx| ctx);
     store.epoch_deadline_callback(|mut store| {
@@ -375,7 +409,7 @@ fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
 }
 
 /// Maps how the guest ended (its exit code, or why not) to a [`Step`].
-fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
+pub(crate) fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
     match result {
         Ok(code) => Step::Exited(code),
         Err(e) => {
@@ -417,13 +451,12 @@ impl Container {
                 self.finished = Some(step.clone());
                 step
             }
-            Poll::Pending if self.shared.blocked.load(Ordering::Relaxed) => {
-                let until = self.shared.wake_at.load(Ordering::Relaxed);
-                Step::Blocked {
+            Poll::Pending => match self.shared.waiting() {
+                Some(until) => Step::Blocked {
                     until: (until != u64::MAX).then_some(until),
-                }
-            }
-            Poll::Pending => Step::Running,
+                },
+                None => Step::Running,
+            },
         }
     }
 }

@@ -22,7 +22,7 @@ pub const GUEST_TARGET: &str = "wasm32-wasip1";
 /// The target of the WASI preview 2 guests (components).
 pub const GUEST_P2_TARGET: &str = "wasm32-wasip2";
 /// The guests [`test_guest`] returns built for [`GUEST_P2_TARGET`].
-pub const P2_GUESTS: &[&str] = &["hello-p2", "tcp-connect"];
+pub const P2_GUESTS: &[&str] = &["hello-p2", "tcp-connect", "http-hello"];
 
 /// Why a build did not produce its output.
 #[derive(Debug, thiserror::Error)]
