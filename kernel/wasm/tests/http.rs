@@ -344,11 +344,15 @@ fn a_slow_client_does_not_hold_up_others() {
     pod.net.lock().unwrap().send(stalled, &[b'x'; 97]);
     let r = pod.responses(stalled, 1).pop().unwrap();
     assert_eq!(r.body.len(), 100);
-    // With nothing to do the pod blocks (no deadline) instead of spinning.
+    // With nothing to do the pod blocks instead of spinning, until the
+    // slow client's head is due at the latest.
     let step = (0..100)
         .map(|_| pod.c.step(2))
         .find(|s| *s != Step::Running);
-    assert_eq!(step, Some(Step::Blocked { until: None }));
+    assert!(
+        matches!(step, Some(Step::Blocked { until: Some(_) })),
+        "{step:?}"
+    );
 }
 
 #[test]
@@ -363,6 +367,42 @@ fn the_guest_logs_through_the_host_and_http_1_0_gets_a_closed_connection() {
     assert_eq!(r.text(), "logged\n");
     pod.closed(id);
     assert_eq!(pod.out.stdout(), "handling /log\n");
+}
+
+#[test]
+fn many_requests_each_in_a_fresh_instance() {
+    let mut pod = serve_with(8 * MIB);
+    let id = pod.net.lock().unwrap().open(PORT);
+    let n = 200;
+    let start = Instant::now();
+    for i in 0..n {
+        let request = format!("GET /hello?name={i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        pod.net.lock().unwrap().send(id, request.as_bytes());
+        let r = pod.responses(id, 1).pop().unwrap();
+        assert!(r.text().starts_with(&format!("hello {i}\n")));
+    }
+    let per_request = start.elapsed() / n;
+    eprintln!("{n} requests on one connection: {per_request:?} per request");
+}
+
+#[test]
+fn a_component_importing_outgoing_handler_is_refused_naming_it() {
+    let text = r#"(component
+        (import "wasi:http/outgoing-handler@0.2.12" (instance))
+        (import "wasi:http/types@0.2.12" (instance)))"#;
+    let component = wat::parse_str(text).unwrap();
+    assert_eq!(
+        skiff_wasm::precompile_for(skiff_wasm::Target::Host, &component),
+        Err(Error::UnsupportedImports(vec![
+            "wasi:http/outgoing-handler@0.2.12".into()
+        ]))
+    );
+    // With nothing to run or serve: named both exports.
+    let message = Error::NotACommand.to_string();
+    assert!(
+        message.contains("wasi:cli/run") && message.contains("wasi:http/incoming-handler"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -25,6 +25,10 @@ const MAX_RAW: usize = 16 << 10;
 /// Decoded request-body bytes held for the guest, and response bytes
 /// waiting for the node to take them: the write permit a guest gets.
 pub(crate) const MAX_PENDING: usize = 64 << 10;
+/// How long a client may send nothing while a request head or body is
+/// awaited, or take nothing of a response, before the server gives up on
+/// it: a connection slot (and a request's instance) is not held forever.
+pub const IDLE_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// One accepted connection of an HTTP container.
 #[derive(Clone)]
@@ -35,6 +39,25 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
+    pub fn now(&self) -> u64 {
+        self.host.lock().monotonic_ns()
+    }
+
+    /// The idle deadline for a wait starting now.
+    pub fn idle_deadline(&self) -> u64 {
+        self.now().saturating_add(IDLE_TIMEOUT_NS)
+    }
+
+    /// After "not now": whether `deadline` has passed; if not, the wait
+    /// ends there at the latest.
+    pub fn expired(&self, deadline: u64) -> bool {
+        if self.now() >= deadline {
+            return true;
+        }
+        self.shared.block(Some(deadline));
+        false
+    }
+
     /// Appends what the node has received to `buf`, keeping it within
     /// `max` bytes: `Some(0)` at the end of the stream, `None` for "not
     /// now" (the wait is recorded, so returning `Pending` suspends us).
@@ -125,6 +148,8 @@ pub(crate) struct Inbound {
     raw: Vec<u8>,
     /// Decoded, not yet read by the guest.
     ready: Vec<u8>,
+    /// When waiting for more of the body stops (see [`IDLE_TIMEOUT_NS`]).
+    idle_until: u64,
 }
 
 /// The outcome of one read of an [`Inbound`].
@@ -144,6 +169,7 @@ impl Inbound {
             _ => BodyState::Open,
         };
         Self {
+            idle_until: wire.idle_deadline(),
             wire,
             framing,
             state,
@@ -243,7 +269,10 @@ impl Inbound {
             }
             match self.wire.recv_into(&mut self.raw, MAX_RAW) {
                 Ok(Some(0)) => self.state = BodyState::Failed("connection closed in the body"),
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => self.idle_until = self.wire.idle_deadline(),
+                Ok(None) if self.wire.expired(self.idle_until) => {
+                    self.state = BodyState::Failed("the client stopped sending the body")
+                }
                 Ok(None) => return Read::Wait,
                 Err(_) => self.state = BodyState::Failed("connection lost in the body"),
             }
@@ -321,6 +350,8 @@ pub(crate) struct Outbound {
     pending: Vec<u8>,
     /// The guest asked for a flush: `ready` waits until `pending` is sent.
     flushing: bool,
+    /// When waiting for the client to take more stops.
+    idle_until: u64,
 }
 
 impl Outbound {
@@ -332,6 +363,7 @@ impl Outbound {
             state: OutState::Writing,
             pending: Vec::new(),
             flushing: false,
+            idle_until: u64::MAX,
         }
     }
 
@@ -339,6 +371,7 @@ impl Outbound {
     pub fn start(&mut self, wire: Wire, head: Vec<u8>, framing: OutFraming) {
         let raw = core::mem::replace(&mut self.pending, head);
         self.framing = framing;
+        self.idle_until = wire.idle_deadline();
         self.wire = Some(wire);
         if self.write(&raw).is_err() {
             self.state = OutState::Broken;
@@ -418,10 +451,16 @@ impl Outbound {
         let Some(wire) = &self.wire else {
             return Poll::Pending;
         };
+        let before = self.pending.len();
         match wire.send_some(&mut self.pending) {
             Ok(true) => Poll::Ready(()),
-            Ok(false) => Poll::Pending,
-            Err(_) => {
+            Ok(false) if self.pending.len() < before => {
+                self.idle_until = wire.idle_deadline();
+                Poll::Pending
+            }
+            Ok(false) if !wire.expired(self.idle_until) => Poll::Pending,
+            // The client takes nothing: give up on it.
+            Ok(false) | Err(_) => {
                 self.pending.clear();
                 self.state = OutState::Broken;
                 Poll::Ready(())

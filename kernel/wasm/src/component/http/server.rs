@@ -236,8 +236,12 @@ impl Server {
 
 /// Reads and parses the next request head from the connection (`buf`
 /// holds what was received but not used yet): `None` at the end of the
-/// connection, `Err(status)` for a head to refuse.
+/// connection (or when the client sent no complete head within
+/// [`IDLE_TIMEOUT_NS`](super::body::IDLE_TIMEOUT_NS)), `Err(status)` for a
+/// head to refuse.
 async fn read_head(wire: &Wire, buf: &mut Vec<u8>) -> Result<Option<Head>, u16> {
+    // For the whole head, so sending it a byte at a time gains nothing.
+    let deadline = wire.idle_deadline();
     loop {
         if !buf.is_empty() {
             if let Some((head, len)) = parse_head(buf)? {
@@ -249,6 +253,7 @@ async fn read_head(wire: &Wire, buf: &mut Vec<u8>) -> Result<Option<Head>, u16> 
             }
         }
         let got = poll_fn(|_| match wire.recv_into(buf, MAX_HEAD) {
+            Ok(None) if wire.expired(deadline) => Poll::Ready(Ok(Some(0))),
             Ok(None) => Poll::Pending,
             other => Poll::Ready(other),
         })
