@@ -245,6 +245,44 @@ fn keep_alive_serves_two_requests_on_one_connection() {
 }
 
 #[test]
+fn a_body_the_guest_ignores_is_skipped_and_the_connection_goes_on() {
+    let mut pod = serve();
+    let id = pod.net.lock().unwrap().open(PORT);
+    pod.net.lock().unwrap().send(
+        id,
+        b"POST /hello?name=a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\nGET /hello?name=b HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let rs = pod.responses(id, 2);
+    assert!(rs[0].text().starts_with("hello a\nmethod=POST\n"));
+    assert!(rs[1].text().starts_with("hello b\n"));
+    assert!(!pod.net.lock().unwrap().conns[&id].closed);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let mut pod = serve();
+    let id = pod.net.lock().unwrap().open(PORT);
+    pod.net.lock().unwrap().send(
+        id,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    pod.step_until("100 Continue", |net| {
+        net.conns[&id].outbound.starts_with(interim)
+    });
+    {
+        let mut net = pod.net.lock().unwrap();
+        net.conns
+            .get_mut(&id)
+            .unwrap()
+            .outbound
+            .drain(..interim.len());
+        net.send(id, b"ping");
+    }
+    assert_eq!(pod.responses(id, 1)[0].text(), "ping");
+}
+
+#[test]
 fn malformed_requests_get_400_and_the_pod_keeps_serving() {
     let mut pod = serve();
     for bad in [

@@ -29,6 +29,9 @@ pub(crate) const MAX_PENDING: usize = 64 << 10;
 /// awaited, or take nothing of a response, before the server gives up on
 /// it: a connection slot (and a request's instance) is not held forever.
 pub const IDLE_TIMEOUT_NS: u64 = 30_000_000_000;
+/// Most request-body bytes the server reads past what the guest read to
+/// keep the connection open; beyond it the connection closes instead.
+const MAX_SKIP: usize = 1 << 20;
 
 /// One accepted connection of an HTTP container.
 #[derive(Clone)]
@@ -178,11 +181,24 @@ impl Inbound {
         }
     }
 
-    /// Whether the whole body arrived; then the bytes after it (the next
-    /// request, pipelined) are handed back.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        (self.state == BodyState::Done && self.ready.is_empty())
-            .then(|| core::mem::take(&mut self.raw))
+    /// Once the guest is done with the body: reads and drops what it left
+    /// (at most [`MAX_SKIP`] bytes), and hands back what the connection
+    /// received after the body (the next request, pipelined); `None` if
+    /// the body did not end well, so the connection cannot go on.
+    pub async fn rest(this: &spin::Mutex<Self>) -> Option<Vec<u8>> {
+        let mut left = MAX_SKIP;
+        core::future::poll_fn(|_| {
+            let mut body = this.lock();
+            loop {
+                match body.read(MAX_PENDING) {
+                    Read::Data(skipped) if skipped.len() <= left => left -= skipped.len(),
+                    Read::Wait => return Poll::Pending,
+                    Read::End => return Poll::Ready(Some(core::mem::take(&mut body.raw))),
+                    Read::Data(_) | Read::Failed(_) => return Poll::Ready(None),
+                }
+            }
+        })
+        .await
     }
 
     /// Decodes up to `max` body bytes from `raw`.

@@ -210,27 +210,42 @@ impl Server {
         let exchange = core::mem::take(&mut store.data_mut().http);
         // The instance's memory goes before we wait on the client.
         drop(store);
-        let response = exchange.response;
-        let rest = inbound.lock().finish();
-        let keep_alive = info.keep_alive && rest.is_some();
-        let Some(out) = response else {
+        // The connection goes on only if the request body ended well
+        // (whatever the guest left of it is skipped).
+        let rest = async {
+            if info.keep_alive {
+                Inbound::rest(&inbound).await
+            } else {
+                None
+            }
+        };
+        let Some(out) = exchange.response else {
             let why = failure
                 .or(exchange
                     .error
                     .map(|code| format!("the handler answered {code}")))
                 .unwrap_or_else(|| "the handler returned without a response".into());
             self.log(&format!("{what}: {why}; answered 500"));
-            wire.send_all(error_response(500, keep_alive)).await.ok()?;
-            return keep_alive.then_some(rest?);
+            let rest = rest.await;
+            wire.send_all(error_response(500, rest.is_some()))
+                .await
+                .ok()?;
+            return rest;
         };
         Outbound::drain(&out).await;
-        let out = out.lock();
-        if let Some(why) = &failure {
-            self.log(&format!("{what}: {why} after the response started"));
-        } else if !out.complete() {
-            self.log(&format!("{what}: the response body did not end well"));
+        let reusable = {
+            let out = out.lock();
+            if let Some(why) = &failure {
+                self.log(&format!("{what}: {why} after the response started"));
+            } else if !out.complete() {
+                self.log(&format!("{what}: the response body did not end well"));
+            }
+            failure.is_none() && out.reusable()
+        };
+        if !reusable {
+            return None;
         }
-        (keep_alive && failure.is_none() && out.reusable()).then_some(rest?)
+        rest.await
     }
 }
 
