@@ -29,7 +29,7 @@ pub mod fuzz;
 mod host;
 mod wasi;
 
-pub use component::{HANDLER_EXPORT, RUN_EXPORT, SERVED_INTERFACES};
+pub use component::{HANDLER_EXPORT, RUN_EXPORT, SERVED_INTERFACES, http_limits};
 pub use config::{FEATURES, FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
 #[cfg(feature = "compile")]
 pub use config::{precompile, precompile_for};

@@ -8,6 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use skiff_wasm::http_limits::{MAX_HEAD, MAX_HEADERS, MAX_HTTP_CONNECTIONS, MAX_REQUEST_BODY};
 use skiff_wasm::{ConnId, Container, ContainerSpec, Error, ImageKind, Step};
 use support::{FakeHost, MIB, Net, Output, artifact, runtime, spec};
 
@@ -304,16 +305,16 @@ fn malformed_requests_get_400_and_the_pod_keeps_serving() {
 fn oversized_heads_get_431_and_long_bodies_413() {
     let mut pod = serve();
     let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-    for i in 0..100 {
+    for i in 0..=MAX_HEADERS {
         many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
     assert_eq!(pod.request(&many).status, 431);
-    let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(20 << 10));
+    let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(MAX_HEAD));
     assert_eq!(pod.request(long.as_bytes()).status, 431);
     let huge = format!(
         "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-        2u64 << 30
+        MAX_REQUEST_BODY + 1
     );
     assert_eq!(pod.request(huge.as_bytes()).status, 413);
 }
@@ -390,6 +391,45 @@ fn a_slow_client_does_not_hold_up_others() {
     assert!(
         matches!(step, Some(Step::Blocked { until: Some(_) })),
         "{step:?}"
+    );
+}
+
+#[test]
+fn connections_past_the_limit_wait_in_the_backlog() {
+    let mut pod = serve();
+    let slow: Vec<ConnId> = (0..MAX_HTTP_CONNECTIONS)
+        .map(|_| {
+            let mut net = pod.net.lock().unwrap();
+            let id = net.open(PORT);
+            net.send(id, b"GET /hello?name=slow HTTP/1.1\r\nHost: x\r\n");
+            id
+        })
+        .collect();
+    let waiting = pod
+        .net
+        .lock()
+        .unwrap()
+        .connect(PORT, b"GET /hello?name=next HTTP/1.1\r\nHost: x\r\n\r\n");
+    pod.step_until("all slots taken", |net| net.backlog == [waiting]);
+    let step = (0..100)
+        .map(|_| pod.c.step(2))
+        .find(|s| *s != Step::Running);
+    assert!(matches!(step, Some(Step::Blocked { .. })), "{step:?}");
+    assert_eq!(pod.net.lock().unwrap().backlog, [waiting]);
+    // One slow client finishes (and closes): its slot goes to the next.
+    pod.net
+        .lock()
+        .unwrap()
+        .send(slow[0], b"Connection: close\r\n\r\n");
+    assert!(
+        pod.responses(slow[0], 1)[0]
+            .text()
+            .starts_with("hello slow\n")
+    );
+    assert!(
+        pod.responses(waiting, 1)[0]
+            .text()
+            .starts_with("hello next\n")
     );
 }
 

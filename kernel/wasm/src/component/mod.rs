@@ -50,6 +50,11 @@ mod bindings {
 
 pub(crate) use bindings::CommandPre;
 pub use http::HANDLER_EXPORT;
+/// The bounds of the HTTP server an HTTP handler container runs.
+pub mod http_limits {
+    pub use super::http::IDLE_TIMEOUT_NS;
+    pub use super::http::server::{MAX_HEAD, MAX_HEADERS, MAX_HTTP_CONNECTIONS, MAX_REQUEST_BODY};
+}
 pub(crate) use http::ProxyPre;
 pub(crate) use http::server::Server;
 

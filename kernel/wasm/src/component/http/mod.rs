@@ -11,6 +11,8 @@
 mod body;
 pub(crate) mod server;
 
+pub use body::IDLE_TIMEOUT_NS;
+
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -130,13 +132,9 @@ impl Fields {
             .map(|(_, v)| v)
     }
 
-    fn bytes(&self) -> usize {
-        self.entries.iter().map(|(n, v)| n.len() + v.len()).sum()
-    }
-
-    /// Checks a name and value the guest adds; the name comes back
-    /// lowercase.
-    fn check(&self, name: &str, values: &[Vec<u8>]) -> Result<String, HeaderError> {
+    /// Checks values the guest adds under `name` (replacing those it has if
+    /// `replace`); the name comes back lowercase.
+    fn check(&self, name: &str, values: &[Vec<u8>], replace: bool) -> Result<String, HeaderError> {
         if !self.mutable {
             return Err(HeaderError::Immutable);
         }
@@ -144,8 +142,14 @@ impl Fields {
             return Err(HeaderError::InvalidSyntax);
         }
         let name = name.to_ascii_lowercase();
+        let kept: usize = self
+            .entries
+            .iter()
+            .filter(|(n, _)| !(replace && *n == name))
+            .map(|(n, v)| n.len() + v.len())
+            .sum();
         let added: usize = values.iter().map(|v| name.len() + v.len()).sum();
-        if FORBIDDEN.contains(&name.as_str()) || self.bytes() + added > MAX_FIELDS_BYTES {
+        if FORBIDDEN.contains(&name.as_str()) || kept + added > MAX_FIELDS_BYTES {
             return Err(HeaderError::Forbidden);
         }
         Ok(name)
@@ -239,7 +243,7 @@ impl types::HostFields for Ctx {
             mutable: true,
         };
         for (name, value) in entries {
-            match fields.check(&name, core::slice::from_ref(&value)) {
+            match fields.check(&name, core::slice::from_ref(&value), false) {
                 Ok(name) => fields.entries.push((name, value)),
                 Err(e) => return Ok(Err(e)),
             }
@@ -262,9 +266,7 @@ impl types::HostFields for Ctx {
         values: Vec<Vec<u8>>,
     ) -> wasmtime::Result<Result<(), HeaderError>> {
         let fields = self.table.get_mut(&this)?;
-        let mut without = fields.clone();
-        without.remove(&name);
-        Ok(without.check(&name, &values).map(|name| {
+        Ok(fields.check(&name, &values, true).map(|name| {
             fields.remove(&name);
             fields
                 .entries
@@ -293,7 +295,7 @@ impl types::HostFields for Ctx {
     ) -> wasmtime::Result<Result<(), HeaderError>> {
         let fields = self.table.get_mut(&this)?;
         Ok(fields
-            .check(&name, core::slice::from_ref(&value))
+            .check(&name, core::slice::from_ref(&value), false)
             .map(|name| fields.entries.push((name, value))))
     }
 
