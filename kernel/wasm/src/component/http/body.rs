@@ -389,12 +389,14 @@ impl Outbound {
         self.framing = framing;
         self.idle_until = wire.idle_deadline();
         self.wire = Some(wire);
+        // Finished before it started: frame the body, then its end.
+        let finished = self.state == OutState::Finished;
+        if finished {
+            self.state = OutState::Writing;
+        }
         if self.write(&raw).is_err() {
             self.state = OutState::Broken;
-        }
-        if self.state == OutState::Finished {
-            // Finished before it started: append the end now.
-            self.state = OutState::Writing;
+        } else if finished {
             self.finish().ok();
         }
     }
@@ -415,8 +417,11 @@ impl Outbound {
 
     /// Appends body bytes, framed.
     fn write(&mut self, data: &[u8]) -> Result<(), &'static str> {
-        if self.state == OutState::Broken {
-            return Err("the response is broken off");
+        // Nothing after the end: it would be read as the next response.
+        match self.state {
+            OutState::Writing => {}
+            OutState::Finished => return Err("the body already ended"),
+            OutState::Broken => return Err("the response is broken off"),
         }
         if self.wire.is_none() || data.is_empty() {
             self.pending.extend_from_slice(data);
@@ -542,11 +547,12 @@ impl OutputStream for BodyWriter {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         let out = self.0.lock();
-        if out.state == OutState::Broken {
-            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+        match out.state {
+            OutState::Writing => Ok(out.permit()),
+            OutState::Finished => Err(StreamError::Closed),
+            OutState::Broken => Err(StreamError::LastOperationFailed(wasmtime::format_err!(
                 "the response body is broken off"
-            )));
+            ))),
         }
-        Ok(out.permit())
     }
 }
