@@ -11,9 +11,10 @@
 //! [`Step::Blocked`] so the executor can park the container.
 //!
 //! Core modules run `_start` under our preview 1 layer; components run their
-//! `wasi:cli/run` export under the preview 2 layer. Both use the same store
-//! set-up (epoch slices, memory limits), so scheduling and OOM kills do not
-//! depend on the kind.
+//! `wasi:cli/run` export under the preview 2 layer; an HTTP handler's future
+//! is a server that makes a store per request (`component/http/server.rs`).
+//! All use the same store set-up (epoch slices, memory limits), so
+//! scheduling and OOM kills do not depend on the kind.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -93,8 +94,9 @@ pub struct ContainerSpec {
     /// containerPorts: a listening socket each, preopened after the volumes
     /// (fd 3 when there are no volumes). Directories come first because
     /// wasi-libc stops scanning preopens at the first fd that is not one.
-    /// Components (preview 2) get neither volumes nor ports yet: spawning
-    /// one with either is [`Error::Unsupported`].
+    /// Command components (preview 2) get neither volumes nor ports yet:
+    /// spawning one with either is [`Error::Unsupported`]. An HTTP handler
+    /// takes exactly one port, which the runtime serves for it.
     pub ports: Vec<u16>,
 }
 
