@@ -284,6 +284,34 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
 }
 
 #[test]
+fn a_head_request_gets_the_head_only() {
+    let mut pod = serve();
+    let id = pod.net.lock().unwrap().open(PORT);
+    pod.net.lock().unwrap().send(
+        id,
+        b"HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?name=after HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let split = |out: &[u8]| {
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let (_, used) = parse_response(&out[end..], false)?;
+        Some((end, end + used))
+    };
+    pod.step_until("both responses", |net| {
+        split(&net.conns[&id].outbound).is_some()
+    });
+    let net = pod.net.lock().unwrap();
+    let out = &net.conns[&id].outbound;
+    let (head_end, end) = split(out).unwrap();
+    let head = String::from_utf8_lossy(&out[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    // The length of the GET body, but no body.
+    assert!(head.contains("content-length: "), "{head}");
+    let (get, _) = parse_response(&out[head_end..], false).unwrap();
+    assert!(get.text().starts_with("hello after\nmethod=GET\n"));
+    assert_eq!(end, out.len());
+}
+
+#[test]
 fn malformed_requests_get_400_and_the_pod_keeps_serving() {
     let mut pod = serve();
     for bad in [
