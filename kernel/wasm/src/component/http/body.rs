@@ -84,9 +84,26 @@ impl Wire {
         got.map(|g| g.map(|_| n))
     }
 
-    /// Hands the node as much of `pending` as it takes: `true` once all of
-    /// it went (else the wait is recorded).
-    pub fn send_some(&self, pending: &mut Vec<u8>) -> Result<bool, NetError> {
+    /// Hands the node as much of `pending` as it takes: `Ready(true)` once
+    /// all of it went, `Ready(false)` if the peer is gone or took nothing
+    /// until `deadline` (which progress pushes back; see
+    /// [`IDLE_TIMEOUT_NS`]).
+    pub fn send_until(&self, pending: &mut Vec<u8>, deadline: &mut u64) -> Poll<bool> {
+        let before = pending.len();
+        match self.send_some(pending) {
+            Ok(true) => Poll::Ready(true),
+            Ok(false) if pending.len() < before => {
+                *deadline = self.idle_deadline();
+                Poll::Pending
+            }
+            Ok(false) if !self.expired(*deadline) => Poll::Pending,
+            Ok(false) | Err(_) => Poll::Ready(false),
+        }
+    }
+
+    /// Sends what the node takes now: `true` once all of it went (else
+    /// the wait is recorded).
+    fn send_some(&self, pending: &mut Vec<u8>) -> Result<bool, NetError> {
         while !pending.is_empty() {
             let sent = self.host.lock().send(self.conn, pending)?;
             match sent {
@@ -100,14 +117,11 @@ impl Wire {
         Ok(true)
     }
 
-    /// Sends all of `data` (a response the server makes itself).
-    pub async fn send_all(&self, mut data: Vec<u8>) -> Result<(), NetError> {
-        core::future::poll_fn(|_| match self.send_some(&mut data) {
-            Ok(true) => Poll::Ready(Ok(())),
-            Ok(false) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e)),
-        })
-        .await
+    /// Sends all of `data` (a response the server makes itself): whether
+    /// it all went (see [`Wire::send_until`]).
+    pub async fn send_all(&self, mut data: Vec<u8>) -> bool {
+        let mut deadline = self.idle_deadline();
+        core::future::poll_fn(|_| self.send_until(&mut data, &mut deadline)).await
     }
 }
 
@@ -472,20 +486,14 @@ impl Outbound {
         let Some(wire) = &self.wire else {
             return Poll::Pending;
         };
-        let before = self.pending.len();
-        match wire.send_some(&mut self.pending) {
-            Ok(true) => Poll::Ready(()),
-            Ok(false) if self.pending.len() < before => {
-                self.idle_until = wire.idle_deadline();
-                Poll::Pending
-            }
-            Ok(false) if !wire.expired(self.idle_until) => Poll::Pending,
-            // The client takes nothing: give up on it.
-            Ok(false) | Err(_) => {
+        match wire.send_until(&mut self.pending, &mut self.idle_until) {
+            Poll::Ready(true) => Poll::Ready(()),
+            Poll::Ready(false) => {
                 self.pending.clear();
                 self.state = OutState::Broken;
                 Poll::Ready(())
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -138,7 +138,7 @@ impl Server {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(status) => {
-                    let _ = wire.send_all(error_response(status, false)).await;
+                    wire.send_all(error_response(status, false)).await;
                     return;
                 }
             };
@@ -154,10 +154,9 @@ impl Server {
     async fn exchange(&self, wire: &Wire, head: Head, rest: Vec<u8>) -> Option<Vec<u8>> {
         if head.expect_continue
             && head.framing != Framing::Length(0)
-            && wire
+            && !wire
                 .send_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
                 .await
-                .is_err()
         {
             return None;
         }
@@ -227,10 +226,8 @@ impl Server {
                 .unwrap_or_else(|| "the handler returned without a response".into());
             self.log(&format!("{what}: {why}; answered 500"));
             let rest = rest.await;
-            wire.send_all(error_response(500, rest.is_some()))
-                .await
-                .ok()?;
-            return rest;
+            let sent = wire.send_all(error_response(500, rest.is_some())).await;
+            return rest.filter(|_| sent);
         };
         Outbound::drain(&out).await;
         let reusable = {
