@@ -189,7 +189,7 @@ pub fn precompile_for(target: Target, wasm: &[u8]) -> Result<alloc::vec::Vec<u8>
     let artifact = compiled.map_err(|e| Error::Invalid(alloc::format!("{e:?}")))?;
     // Only now that it is known valid: an invalid component says so
     // rather than "nothing to run".
-    if surface.is_some_and(|s| !s.runs) {
+    if surface.is_some_and(|s| !s.runs && !s.handles) {
         return Err(Error::NotACommand);
     }
     Ok(artifact)

@@ -11,9 +11,10 @@
 //! [`Step::Blocked`] so the executor can park the container.
 //!
 //! Core modules run `_start` under our preview 1 layer; components run their
-//! `wasi:cli/run` export under the preview 2 layer. Both use the same store
-//! set-up (epoch slices, memory limits), so scheduling and OOM kills do not
-//! depend on the kind.
+//! `wasi:cli/run` export under the preview 2 layer; an HTTP handler's future
+//! is a server that makes a store per request (`component/http/server.rs`).
+//! All use the same store set-up (epoch slices, memory limits), so
+//! scheduling and OOM kills do not depend on the kind.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -32,7 +33,7 @@ use wasmtime::{
 };
 
 use crate::Error;
-use crate::component::{self, CommandPre};
+use crate::component::{self, CommandPre, ProxyPre, Server};
 use crate::fs::Volume;
 use crate::host::Host;
 use crate::wasi::{self, Ctx, Fd, Limits, MemoryLimitExceeded, ProcExit, Shared};
@@ -54,6 +55,7 @@ pub struct Image {
 enum Pre {
     Module(InstancePre<Ctx>),
     Component(CommandPre<component::Ctx>),
+    Http(ProxyPre<component::Ctx>),
 }
 
 /// What an [`Image`] holds.
@@ -63,6 +65,10 @@ pub enum ImageKind {
     Module,
     /// A component run under WASI preview 2 (`wasi:cli/run`).
     Component,
+    /// A component exporting `wasi:http/incoming-handler` (the
+    /// `wasi:http/proxy` world): an HTTP server on its one containerPort,
+    /// one fresh instance per request.
+    HttpHandler,
 }
 
 impl Image {
@@ -70,6 +76,7 @@ impl Image {
         match self.pre {
             Pre::Module(_) => ImageKind::Module,
             Pre::Component(_) => ImageKind::Component,
+            Pre::Http(_) => ImageKind::HttpHandler,
         }
     }
 }
@@ -87,8 +94,9 @@ pub struct ContainerSpec {
     /// TCP containerPorts. A module gets a listening socket each, preopened
     /// after the volumes (fd 3 when there are no volumes; directories come
     /// first because wasi-libc stops scanning preopens at the first fd that
-    /// is not one). A component gets the volumes as wasi:filesystem preopens
-    /// and may bind and listen on these ports (wasi:sockets).
+    /// is not one). A command component gets the volumes as wasi:filesystem
+    /// preopens and may bind and listen on these ports (wasi:sockets). An
+    /// HTTP handler takes exactly one port, which the runtime serves for it.
     pub ports: Vec<u16>,
 }
 
@@ -196,14 +204,19 @@ impl Runtime {
         if !unserved.is_empty() {
             return Err(Error::UnsupportedImports(unserved));
         }
-        let pre = self
-            .components
-            .instantiate_pre(&component)
-            .and_then(CommandPre::new)
-            .map_err(|e| Error::Link(format!("{e:?}")))?;
-        Ok(Image {
-            pre: Pre::Component(pre),
-        })
+        let link = |e: wasmtime::Error| Error::Link(format!("{e:?}"));
+        let pre = self.components.instantiate_pre(&component).map_err(link)?;
+        // A handler built as a Rust binary also exports `wasi:cli/run`
+        // (its empty `main`): serving is what it is for.
+        let handles = ty
+            .exports(&self.engine)
+            .any(|(name, _)| component::is_handler_export(name));
+        let pre = if handles {
+            Pre::Http(ProxyPre::new(pre).map_err(link)?)
+        } else {
+            Pre::Component(CommandPre::new(pre).map_err(link)?)
+        };
+        Ok(Image { pre })
     }
 
     /// Creates a container; nothing runs until the first [`Container::step`].
@@ -277,6 +290,29 @@ impl Runtime {
                     outcome(result, store.data().limits.oom)
                 })
             }
+            Pre::Http(pre) => {
+                let &[port] = spec.ports.as_slice() else {
+                    return Err(Error::Spec(
+                        "an HTTP handler component serves exactly one containerPort".into(),
+                    ));
+                };
+                if !spec.volumes.is_empty() {
+                    return Err(Error::Unsupported(
+                        "volumes for components (WASI preview 2)",
+                    ));
+                }
+                let server = Server {
+                    engine: self.engine.clone(),
+                    pre: pre.clone(),
+                    port,
+                    host: Arc::new(spin::Mutex::new(host)),
+                    shared: shared.clone(),
+                    memory_limit: spec.memory_limit,
+                    args: spec.args,
+                    env: spec.env,
+                };
+                Box::pin(server.run())
+            }
         };
         Ok(Container {
             run: Some(run),
@@ -325,7 +361,7 @@ fn module_ctx(
 }
 
 /// What the store set-up needs from either layer's store data.
-trait Sliced: ResourceLimiter + Send + 'static {
+pub(crate) trait Sliced: ResourceLimiter + Send + 'static {
     /// The state shared with [`Container::step`] and the last slice number
     /// the epoch callback saw.
     fn slicing(&mut self) -> (&Shared, &mut u64);
@@ -346,7 +382,7 @@ impl Sliced for component::Ctx {
 /// A store whose guest runs in slices: memory limits through the store
 /// data's `ResourceLimiter`, and the epoch callback granting each step its
 /// budget.
-fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
+pub(crate) fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
     let mut store = Store::new(engine, data);
     store.limiter(|ctx| ctx);
     store.epoch_deadline_callback(|mut store| {
@@ -376,7 +412,7 @@ fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
 }
 
 /// Maps how the guest ended (its exit code, or why not) to a [`Step`].
-fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
+pub(crate) fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
     match result {
         Ok(code) => Step::Exited(code),
         Err(e) => {
@@ -418,13 +454,12 @@ impl Container {
                 self.finished = Some(step.clone());
                 step
             }
-            Poll::Pending if self.shared.blocked.load(Ordering::Relaxed) => {
-                let until = self.shared.wake_at.load(Ordering::Relaxed);
-                Step::Blocked {
+            Poll::Pending => match self.shared.waiting() {
+                Some(until) => Step::Blocked {
                     until: (until != u64::MAX).then_some(until),
-                }
-            }
-            Poll::Pending => Step::Running,
+                },
+                None => Step::Running,
+            },
         }
     }
 }

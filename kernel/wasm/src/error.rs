@@ -20,8 +20,9 @@ pub enum Error {
     /// them, named as imported (e.g. `wasi:sockets/tcp@0.2.6`), in import
     /// order; see [`crate::SERVED_INTERFACES`].
     UnsupportedImports(Vec<String>),
-    /// The component does not export [`crate::RUN_EXPORT`]: only command
-    /// components (what `wasm32-wasip2` programs are) run as containers.
+    /// The component exports neither [`crate::RUN_EXPORT`] nor
+    /// [`crate::HANDLER_EXPORT`]: only command components (what
+    /// `wasm32-wasip2` programs are) and HTTP handlers run as containers.
     NotACommand,
     /// The artifact is not a precompiled module for this runtime's
     /// configuration (other wasmtime version, target, flags, or corrupt).
@@ -52,8 +53,9 @@ impl fmt::Display for Error {
             ),
             Error::NotACommand => write!(
                 f,
-                "the component does not export {}@0.2 (only command components, as built for wasm32-wasip2, run as containers)",
-                crate::RUN_EXPORT
+                "the component exports neither {}@0.2 nor {}@0.2 (only command components, as built for wasm32-wasip2, and HTTP handlers run as containers)",
+                crate::RUN_EXPORT,
+                crate::HANDLER_EXPORT
             ),
             Error::Artifact(e) => write!(f, "unusable precompiled artifact: {e}"),
             Error::Link(e) => write!(f, "cannot link module: {e}"),

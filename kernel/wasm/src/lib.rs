@@ -1,6 +1,8 @@
 //! Skiff's pod runtime: runs precompiled WebAssembly containers on wasmtime's
 //! `runtime` (no compiler on the node) with WASI layers of our own: preview 1
-//! for core modules, preview 2 (`wasi:cli/command`) for components.
+//! for core modules, preview 2 (`wasi:cli/command`) for components, and
+//! HTTP handler components (`wasi:http/proxy`: the runtime serves HTTP/1.1 on
+//! the container's port and instantiates the component per request).
 //!
 //! - [`engine_config`]: the one `wasmtime::Config` shared by node and control
 //!   plane; with feature `compile`, [`precompile`] builds node artifacts.
@@ -10,7 +12,8 @@
 //! - [`Host`] is everything a container needs from the node (clocks,
 //!   entropy, log sink, TCP); it knows nothing of either WASI ABI, so both
 //!   layers share it. [`SERVED_INTERFACES`] lists the preview 2 interfaces
-//!   components may import.
+//!   components may import; they export [`RUN_EXPORT`] or
+//!   [`HANDLER_EXPORT`].
 //! - [`Volume`]: in-memory directories mounted into containers, preopened by
 //!   both layers (preview 1 fds, preview 2 wasi:filesystem descriptors) over
 //!   one implementation of each file operation.
@@ -28,7 +31,7 @@ pub mod fuzz;
 mod host;
 mod wasi;
 
-pub use component::{MAX_SOCKETS, RUN_EXPORT, SERVED_INTERFACES};
+pub use component::{HANDLER_EXPORT, MAX_SOCKETS, RUN_EXPORT, SERVED_INTERFACES, http_limits};
 pub use config::{FEATURES, FIBER_STACK, ISA_BASELINE, MAX_WASM_STACK, Target, engine_config};
 #[cfg(feature = "compile")]
 pub use config::{precompile, precompile_for};

@@ -174,8 +174,8 @@ fn bad_component_bytes_give_the_usual_errors() {
         skiff_wasm::precompile_for(Target::Host, &custom),
         Err(Error::UnsupportedImports(vec!["my:pkg/thing".into()]))
     );
-    // Nothing to run: no wasi:cli/run export (a library component, or a
-    // wasi:http handler until the node serves those).
+    // Nothing to run: neither a wasi:cli/run nor a
+    // wasi:http/incoming-handler export (a library component).
     let empty = wat::parse_str("(component)").unwrap();
     assert_eq!(
         skiff_wasm::precompile_for(Target::Host, &empty),

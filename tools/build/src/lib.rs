@@ -30,6 +30,7 @@ pub const P2_GUESTS: &[&str] = &[
     "name-lookup",
     "socket-hog",
     "file-writer",
+    "http-hello",
 ];
 
 /// Why a build did not produce its output.

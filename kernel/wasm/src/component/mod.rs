@@ -1,10 +1,12 @@
-//! WASI preview 2: components running the `wasi:cli/command` world.
+//! WASI preview 2: components running the `wasi:cli/command` world, or
+//! serving HTTP in the `wasi:http/proxy` world ([`http`]; the same linker
+//! and store data serve both).
 //!
 //! The bindings come from `bindgen!` over our copy of the WASI 0.2.12 WIT
 //! (`wit/`, checked byte-identical to the pinned `wasip2` crate by
 //! tests/wit.rs); streams and pollables are wasmtime-wasi-io's. Only the
 //! interfaces in [`SERVED_INTERFACES`] are linked: a component importing any
-//! other one (sockets, http) is refused when it is compiled
+//! other one (wasi:http/outgoing-handler) is refused when it is compiled
 //! ([`crate::Error::UnsupportedImports`]) and again when it is loaded, never
 //! run against a stub.
 //!
@@ -15,6 +17,7 @@
 mod cli;
 mod clocks;
 mod filesystem;
+mod http;
 mod random;
 mod sockets;
 
@@ -59,7 +62,15 @@ mod bindings {
 }
 
 pub(crate) use bindings::CommandPre;
+pub use http::HANDLER_EXPORT;
 pub use sockets::MAX_SOCKETS;
+/// The bounds of the HTTP server an HTTP handler container runs.
+pub mod http_limits {
+    pub use super::http::IDLE_TIMEOUT_NS;
+    pub use super::http::server::{MAX_HEAD, MAX_HEADERS, MAX_HTTP_CONNECTIONS, MAX_REQUEST_BODY};
+}
+pub(crate) use http::ProxyPre;
+pub(crate) use http::server::Server;
 
 /// The interfaces a component may import (any `0.2.x` version: wasmtime
 /// links semver-compatible versions to our 0.2.12 definitions).
@@ -78,6 +89,7 @@ pub const SERVED_INTERFACES: &[&str] = &[
     "wasi:clocks/wall-clock",
     "wasi:filesystem/types",
     "wasi:filesystem/preopens",
+    "wasi:http/types",
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",
@@ -105,19 +117,27 @@ pub(crate) fn served(import: &str) -> bool {
     wasi_0_2(import).is_some_and(|i| SERVED_INTERFACES.contains(&i))
 }
 
-/// The export a component must have to run as a container: the
-/// `wasi:cli/command` world's entry point (any `0.2.x` version).
+/// The export a command component runs as a container: the
+/// `wasi:cli/command` world's entry point (any `0.2.x` version). The other
+/// kind of component serves HTTP ([`HANDLER_EXPORT`]).
 pub const RUN_EXPORT: &str = "wasi:cli/run";
+
+/// Whether an export name (`wasi:http/incoming-handler@0.2.3`) makes the
+/// component an HTTP handler.
+pub(crate) fn is_handler_export(export: &str) -> bool {
+    wasi_0_2(export) == Some(HANDLER_EXPORT)
+}
 
 /// What the compiler checks in a component before compiling it: the
 /// top-level imports it needs that are not served, in import order, and
-/// whether it exports [`RUN_EXPORT`]. Imports of nested components and core
+/// whether it exports [`RUN_EXPORT`] or [`HANDLER_EXPORT`]. Imports of nested components and core
 /// modules are satisfied inside the component, so only depth 1 counts.
 /// Parse errors are left to validation (and end the walk).
 #[cfg(feature = "compile")]
 pub(crate) struct Surface {
     pub unserved: Vec<String>,
     pub runs: bool,
+    pub handles: bool,
 }
 
 #[cfg(feature = "compile")]
@@ -127,6 +147,7 @@ pub(crate) fn surface(wasm: &[u8]) -> Surface {
     let mut surface = Surface {
         unserved: Vec::new(),
         runs: false,
+        handles: false,
     };
     for payload in Parser::new(0).parse_all(wasm) {
         let Ok(payload) = payload else { break };
@@ -147,6 +168,7 @@ pub(crate) fn surface(wasm: &[u8]) -> Surface {
                 for export in exports {
                     let Ok(export) = export else { break };
                     surface.runs |= wasi_0_2(export.name.name) == Some(RUN_EXPORT);
+                    surface.handles |= is_handler_export(export.name.name);
                 }
             }
             _ => {}
@@ -176,6 +198,8 @@ pub(crate) struct Ctx {
     pub limits: Limits,
     pub shared: Arc<Shared>,
     pub seen_slice: u64,
+    /// The HTTP request this store answers (HTTP handlers only).
+    pub http: http::Exchange,
 }
 
 impl Ctx {
@@ -188,11 +212,26 @@ impl Ctx {
         limits: Limits,
         shared: Arc<Shared>,
     ) -> Self {
+        let host = Arc::new(spin::Mutex::new(host));
+        Self::with_host(host, args, env, ports, volumes, limits, shared)
+    }
+
+    /// A store's data on a host other stores share (an HTTP handler's
+    /// requests).
+    pub fn with_host(
+        host: SharedHost,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        ports: Vec<u16>,
+        volumes: Vec<Volume>,
+        limits: Limits,
+        shared: Arc<Shared>,
+    ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_FDS);
         Self {
             table,
-            host: Arc::new(spin::Mutex::new(host)),
+            host,
             volumes,
             paths: Vec::new(),
             args,
@@ -201,6 +240,7 @@ impl Ctx {
             limits,
             shared,
             seen_slice: 0,
+            http: http::Exchange::default(),
         }
     }
 }
@@ -271,6 +311,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     sockets::udp::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     sockets::udp_create_socket::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
     sockets::ip_name_lookup::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, get)?;
+    http::add_to_linker(linker)?;
     Ok(())
 }
 

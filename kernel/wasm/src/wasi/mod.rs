@@ -80,6 +80,14 @@ impl Shared {
         self.blocked.store(false, Ordering::Relaxed);
         self.wake_at.store(u64::MAX, Ordering::Relaxed);
     }
+
+    /// The wait recorded since the last [`Shared::runnable`]: `None` if the
+    /// guest is runnable, else its deadline (`u64::MAX`: only I/O ends it).
+    pub fn waiting(&self) -> Option<u64> {
+        self.blocked
+            .load(Ordering::Relaxed)
+            .then(|| self.wake_at.load(Ordering::Relaxed))
+    }
 }
 
 /// An open file descriptor.

@@ -103,6 +103,18 @@ impl Net {
         self.backlog.push_back(id);
         id
     }
+
+    /// A connection whose peer keeps it open: send with [`Net::send`].
+    pub fn open(&mut self, port: u16) -> ConnId {
+        let id = self.connect(port, b"");
+        self.conns.get_mut(&id).unwrap().peer_done = false;
+        id
+    }
+
+    /// The peer sends `bytes` on an open connection.
+    pub fn send(&mut self, id: ConnId, bytes: &[u8]) {
+        self.conns.get_mut(&id).unwrap().inbound.extend(bytes);
+    }
 }
 
 #[derive(Clone, Default)]
