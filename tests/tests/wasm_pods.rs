@@ -446,11 +446,21 @@ fn wasi_p2_pods_use_sockets_through_the_node() {
     let echo_port = host_echo_server();
     let udp_port = host_udp_echo_server();
     let closed_port = skiff_qemu::free_port().unwrap();
-    let (spec, server_port) = plane
+    for guest in ["http-hello", "file-writer"] {
+        reg.push_wasm(&format!("demo/{guest}:1.0"), &guests::path(guest));
+    }
+    let server_port = skiff_qemu::free_port().unwrap();
+    let http_port = skiff_qemu::free_port().unwrap();
+    let spec = plane
         .node_spec("wasm-p2", &plane.token)
         .memory_mib(64)
-        .user_net_forwarding(7000)
-        .expect("forward a port");
+        .net(Net::User {
+            hostfwd: vec![
+                HostFwd::new(server_port, 7000),
+                HostFwd::new(http_port, 8080),
+            ],
+            subnet: None,
+        });
     let b = boot(spec);
     let log = || b.node.log_text();
     plane.wait_wasm_node("wasm-p2", log);
@@ -624,6 +634,63 @@ received: hello pod
         // only one of them.
         assert_eq!(logs(pod), format!("{}{}", r.stdout, r.stderr), "{pod}");
     }
+    // A wasi:http handler answers through the node's forwarded port, a
+    // fresh instance per request.
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: http-hello, namespace: default}}
+spec:
+  containers:
+  - name: http-hello
+    image: {host}/demo/http-hello:1.0
+    ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: files, namespace: default}}
+data: {{greeting: hi from a ConfigMap}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: file-writer, namespace: default}}
+spec:
+  restartPolicy: Never
+  volumes:
+  - {{name: data, emptyDir: {{sizeLimit: 1Mi}}}}
+  - {{name: config, configMap: {{name: files}}}}
+  containers:
+  - name: file-writer
+    image: {host}/demo/file-writer:1.0
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: config, mountPath: /config}}
+"#
+    ));
+    let mut answer = String::new();
+    plane.eventually("the HTTP handler to answer", 60, log, || {
+        answer = http_get(http_port, "/hello?name=skiff").unwrap_or_default();
+        answer.contains("200 OK")
+    });
+    assert!(answer.contains("skiff"), "{answer}");
+    for _ in 0..3 {
+        let again = http_get(http_port, "/hello?name=again").expect("second request");
+        assert!(
+            again.contains("200 OK") && again.contains("again"),
+            "{again}"
+        );
+    }
+    phase("file-writer", "Succeeded");
+    let files = logs("file-writer");
+    for line in [
+        "read /data/notes.txt: hello world",
+        "read /config/greeting: hi from a ConfigMap",
+        "write /config/greeting: error ReadOnlyFilesystem",
+    ] {
+        assert!(files.contains(line), "{line:?} missing from:\n{files}");
+    }
+
     let r = reference("name-lookup", &[&name, "10.1.2.3"], &[]);
     assert_eq!(logs("lookup"), r.stdout, "lookup");
     assert_eq!(
@@ -632,7 +699,7 @@ received: hello pod
             &["get", "pod", "refused"],
             "{.status.containerStatuses[0].state.terminated.exitCode}"
         ),
-        r#"1"#
+        "1"
     );
     b.shutdown();
 }

@@ -22,8 +22,10 @@ pub struct Output {
     pub stdout: String,
     pub stderr: String,
     /// 0 when `wasi:cli/run` returned ok, 1 when it returned an error, else
-    /// the code passed to `wasi:cli/exit`.
-    pub code: i32,
+    /// the code passed to `wasi:cli/exit`; `None` when the guest trapped.
+    pub code: Option<i32>,
+    /// Why the guest trapped, if it did (a Rust panic is a trap).
+    pub trap: Option<String>,
 }
 
 /// Why a component could not be run (the guest's own failures are in
@@ -32,8 +34,6 @@ pub struct Output {
 pub enum Error {
     #[error("wasmtime: {0:#}")]
     Wasmtime(wasmtime::Error),
-    #[error("the guest trapped: {0:#}")]
-    Trap(wasmtime::Error),
 }
 
 struct Ctx {
@@ -77,12 +77,12 @@ pub fn run(wasm: &[u8], args: &[&str], env: &[(&str, &str)]) -> Result<Output, E
         },
     );
     let command = Command::instantiate(&mut store, &component, &linker).map_err(Error::Wasmtime)?;
-    let code = match command.wasi_cli_run().call_run(&mut store) {
-        Ok(Ok(())) => 0,
-        Ok(Err(())) => 1,
+    let (code, trap) = match command.wasi_cli_run().call_run(&mut store) {
+        Ok(Ok(())) => (Some(0), None),
+        Ok(Err(())) => (Some(1), None),
         Err(e) => match e.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => *code,
-            None => return Err(Error::Trap(e)),
+            Some(I32Exit(code)) => (Some(*code), None),
+            None => (None, Some(format!("{e:#}"))),
         },
     };
     let text = |pipe: &MemoryOutputPipe| String::from_utf8_lossy(&pipe.contents()).into_owned();
@@ -90,5 +90,6 @@ pub fn run(wasm: &[u8], args: &[&str], env: &[(&str, &str)]) -> Result<Output, E
         stdout: text(&stdout),
         stderr: text(&stderr),
         code,
+        trap,
     })
 }

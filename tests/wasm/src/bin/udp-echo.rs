@@ -3,8 +3,9 @@
 //! (retrying a few times: UDP may drop). Otherwise it is an echo server on
 //! `PORT` (default 7001; a UDP containerPort of its pod) that answers `COUNT`
 //! datagrams (default: forever).
+use std::io::ErrorKind;
 use std::net::UdpSocket;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn main() {
     match std::env::var("ADDR") {
@@ -17,15 +18,26 @@ fn client(addr: &str) {
     let message = std::env::var("MESSAGE").unwrap_or_else(|_| "ping".into());
     let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
     socket.connect(addr).expect("connect");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
+    // Read timeouts are not a WASI 0.2 socket option: poll instead.
+    socket.set_nonblocking(true).expect("non-blocking");
     let mut buf = [0u8; 1500];
     for _ in 0..5 {
         socket.send(message.as_bytes()).expect("send");
-        if let Ok(n) = socket.recv(&mut buf) {
-            println!("reply: {}", String::from_utf8_lossy(&buf[..n]));
-            return;
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_secs(2) {
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    println!("reply: {}", String::from_utf8_lossy(&buf[..n]));
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    eprintln!("receive: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
     }
     eprintln!("no reply from {addr}");
