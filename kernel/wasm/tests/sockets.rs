@@ -288,3 +288,43 @@ fn a_pod_opening_sockets_without_bound_hits_its_cap() {
     assert!(opened < MAX_SOCKETS, "{text}");
     assert!(text.contains("memory"), "{text}");
 }
+
+#[test]
+fn a_bad_socket_handle_traps_only_its_guest() {
+    // `is-listening` on handle 42, which the guest never got: the canonical
+    // ABI's handle check traps the guest (there is no error code to give a
+    // borrow that does not exist); the runtime carries on.
+    let text = r#"(component
+        (import "wasi:sockets/tcp@0.2.12" (instance $tcp
+            (export "tcp-socket" (type (sub resource)))
+            (export "[method]tcp-socket.is-listening"
+                (func (param "self" (borrow 0)) (result bool)))))
+        (core func $is_listening (canon lower (func $tcp "[method]tcp-socket.is-listening")))
+        (core module $m
+            (import "tcp" "is-listening" (func $is_listening (param i32) (result i32)))
+            (func (export "run") (result i32)
+                (drop (call $is_listening (i32.const 42)))
+                (i32.const 0)))
+        (core instance $tcp_inst (export "is-listening" (func $is_listening)))
+        (core instance $i (instantiate $m (with "tcp" (instance $tcp_inst))))
+        (func $run (result (result)) (canon lift (core func $i "run")))
+        (instance $run_inst (export "run" (func $run)))
+        (export "wasi:cli/run@0.2.12" (instance $run_inst)))"#;
+    let component = wat::parse_str(text).expect("component text");
+    let artifact =
+        skiff_wasm::precompile_for(skiff_wasm::Target::Host, &component).expect("compile");
+    let image = runtime().load(&artifact).expect("load");
+    let (host, _, _) = RealHost::new(&[], &[]);
+    let mut c = runtime()
+        .spawn(&image, spec(&["bad-handle"], &[]), host)
+        .expect("spawn");
+    let end = support::run_to_end(&mut c, LIMIT);
+    let Step::Trapped(why) = end else {
+        panic!("expected a trap, got {end:?}");
+    };
+    assert!(why.contains("handle") || why.contains("index"), "{why}");
+    // The node's runtime is fine: the next guest runs.
+    let (step, out) = skiff("name-lookup", &["10.0.0.1"], &[]);
+    assert_eq!(step, Step::Exited(0));
+    assert_eq!(out.stdout(), "10.0.0.1: 10.0.0.1\n");
+}
