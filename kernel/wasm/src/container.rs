@@ -249,10 +249,7 @@ impl Runtime {
             )));
         }
         let shared = Arc::new(Shared::default());
-        let limits = Limits {
-            memory: spec.memory_limit,
-            ..Limits::default()
-        };
+        let limits = Limits::new(spec.memory_limit);
         let run: Run = match &image.pre {
             Pre::Module(pre) => {
                 let ctx = module_ctx(spec, host, limits, shared.clone());
@@ -307,7 +304,7 @@ impl Runtime {
                     port,
                     host: Arc::new(spin::Mutex::new(host)),
                     shared: shared.clone(),
-                    memory_limit: spec.memory_limit,
+                    limits,
                     args: spec.args,
                     env: spec.env,
                 };

@@ -372,7 +372,7 @@ fn a_trapping_or_silent_guest_gets_500_and_the_next_request_works() {
 }
 
 #[test]
-fn the_memory_limit_applies_per_request() {
+fn one_memory_limit_covers_all_requests_in_flight() {
     let mut pod = serve_with(16 * MIB);
     // Over the limit: killed as out of memory, answered 500.
     let r = pod.request(b"GET /alloc?mib=32 HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -382,7 +382,47 @@ fn the_memory_limit_applies_per_request() {
         "{}",
         pod.out.stderr()
     );
-    // Each request starts from a fresh instance: 6 MiB three times fits.
+    // Four requests each holding 6 MiB until their body comes: three would
+    // take 18 MiB, so at least two are killed while the others wait.
+    let head =
+        b"POST /alloc?mib=6 HTTP/1.1\r\nHost: x\r\ncontent-length: 1\r\nconnection: close\r\n\r\n";
+    let ids: Vec<ConnId> = (0..4)
+        .map(|_| {
+            let mut net = pod.net.lock().unwrap();
+            let id = net.open(PORT);
+            net.send(id, head);
+            id
+        })
+        .collect();
+    let answered = |net: &Net, id: &ConnId| !net.conns[id].outbound.is_empty();
+    pod.step_until("two requests killed", |net| {
+        ids.iter().filter(|id| answered(net, id)).count() >= 2
+    });
+    for _ in 0..50 {
+        pod.c.step(2);
+    }
+    let waiting: Vec<ConnId> = {
+        let net = pod.net.lock().unwrap();
+        ids.iter()
+            .copied()
+            .filter(|id| !answered(&net, id))
+            .collect()
+    };
+    for &id in &waiting {
+        pod.net.lock().unwrap().send(id, b"x");
+    }
+    let statuses: Vec<u16> = ids
+        .iter()
+        .map(|&id| pod.responses(id, 1)[0].status)
+        .collect();
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((1..=2).contains(&ok), "{statuses:?}");
+    assert_eq!(ok, waiting.len(), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 500),
+        "{statuses:?}"
+    );
+    // What they held was given back: 6 MiB three times in turn fits.
     for _ in 0..3 {
         let r = pod.request(b"GET /alloc?mib=6 HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(r.status, 200, "{}", pod.out.stderr());

@@ -4,7 +4,8 @@
 //!   `x-test` header, with a `content-length`;
 //! - `POST /echo` streams the request body back (no length: chunked);
 //! - `/trap` panics, `/forget` returns without a response;
-//! - `/alloc?mib=n` allocates `n` MiB before answering;
+//! - `/alloc?mib=n` allocates `n` MiB and reads the request body (so a
+//!   client holds the memory until it sends it) before answering;
 //! - `/log` writes a line to stdout.
 use std::io::{Read as _, Write as _};
 
@@ -57,6 +58,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             "/alloc" => {
                 let mib: usize = param("mib").and_then(|m| m.parse().ok()).unwrap_or(1);
                 let block = vec![1u8; mib << 20];
+                let incoming = request.consume().expect("request body");
+                let mut rest = Vec::new();
+                incoming
+                    .stream()
+                    .expect("body stream")
+                    .read_to_end(&mut rest)
+                    .expect("reading the body");
                 let body = format!("allocated {} MiB\n", block.len() >> 20);
                 respond(out, 200, body.as_bytes(), true);
             }

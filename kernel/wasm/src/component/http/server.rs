@@ -3,9 +3,11 @@
 //! [`MAX_HTTP_CONNECTIONS`] at once, polled side by side so a slow client
 //! holds only its own), parses each request head with `httparse`, and runs
 //! every request in a fresh store and instance from the pre-instantiated
-//! component (Spin's and wasmCloud's model): the pod's memory limit and the
-//! epoch slices apply per request, and nothing a request leaves behind
-//! reaches the next. A guest that traps or answers nothing gets its client
+//! component (Spin's and wasmCloud's model): nothing a request leaves
+//! behind reaches the next. The pod's one memory limit covers all the
+//! requests in flight (their stores share [`Limits`]): a request whose
+//! growth would pass it is killed as out of memory (500), the others go
+//! on. The epoch slices apply per request. A guest that traps or answers nothing gets its client
 //! a 500 and the pod keeps serving.
 
 use alloc::boxed::Box;
@@ -44,7 +46,8 @@ pub(crate) struct Server {
     pub port: u16,
     pub host: SharedHost,
     pub shared: Arc<Shared>,
-    pub memory_limit: usize,
+    /// The pod's one memory limit, shared by the requests in flight.
+    pub limits: Limits,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -167,10 +170,7 @@ impl Server {
             head.framing,
             rest,
         )));
-        let limits = Limits {
-            memory: self.memory_limit,
-            ..Limits::default()
-        };
+        let limits = self.limits.sharing();
         // The proxy world imports neither sockets nor filesystem.
         let mut ctx = Ctx::with_host(
             self.host.clone(),
