@@ -536,15 +536,17 @@ fn many_requests_each_in_a_fresh_instance() {
 }
 
 #[test]
-fn a_component_importing_outgoing_handler_is_refused_naming_it() {
+fn a_component_importing_an_unserved_interface_is_refused_naming_it() {
+    // outgoing-handler is served (tests/http_out.rs); a 0.3 one is not.
     let text = r#"(component
         (import "wasi:http/outgoing-handler@0.2.12" (instance))
+        (import "wasi:http/handler@0.3.0" (instance))
         (import "wasi:http/types@0.2.12" (instance)))"#;
     let component = wat::parse_str(text).unwrap();
     assert_eq!(
         skiff_wasm::precompile_for(skiff_wasm::Target::Host, &component),
         Err(Error::UnsupportedImports(vec![
-            "wasi:http/outgoing-handler@0.2.12".into()
+            "wasi:http/handler@0.3.0".into()
         ]))
     );
     // With nothing to run or serve: named both exports.
