@@ -430,6 +430,55 @@ fn one_memory_limit_covers_all_requests_in_flight() {
     }
 }
 
+impl Pod {
+    /// Sends `n` requests for `/spin` (CPU work for some 100 ms) at once;
+    /// the busy steps (at 2 ticks each) until all are answered.
+    fn spin(&mut self, n: usize) -> usize {
+        let request = b"GET /spin?n=100000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let ids: Vec<ConnId> = (0..n)
+            .map(|_| self.net.lock().unwrap().connect(PORT, request))
+            .collect();
+        let done = |net: &Net| {
+            ids.iter()
+                .all(|id| parse_response(&net.conns[id].outbound, net.conns[id].closed).is_some())
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut running = 0;
+        while !done(&self.net.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "{}", self.out.stderr());
+            match self.c.step(2) {
+                Step::Running => running += 1,
+                Step::Blocked { .. } => std::thread::sleep(Duration::from_millis(1)),
+                other => panic!("the pod ended: {other:?}"),
+            }
+        }
+        for id in ids {
+            assert!(
+                self.responses(id, 1)[0]
+                    .text()
+                    .starts_with("spun 100000000 ")
+            );
+        }
+        running
+    }
+}
+
+#[test]
+fn one_cpu_budget_per_step_covers_all_requests_in_flight() {
+    let mut pod = serve();
+    // Four busy requests at once share each step's budget, so they take
+    // more than twice the steps one takes (not four times: each store's
+    // first tick in a step is not counted); with a budget per store they
+    // would take as many.
+    let one = pod.spin(1);
+    let four = pod.spin(4);
+    eprintln!("busy steps: one request {one}, four {four}");
+    assert!(
+        2 * four >= 3 * one,
+        "one request: {one} busy steps; four: {four}"
+    );
+}
+
 #[test]
 fn a_slow_client_does_not_hold_up_others() {
     let mut pod = serve();

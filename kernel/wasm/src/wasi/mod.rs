@@ -54,8 +54,10 @@ pub(crate) struct Shared {
     /// Bumped by every `step`; the epoch callback grants a fresh budget when
     /// it sees a new value.
     pub slice: AtomicU64,
-    /// Epoch ticks per slice.
+    /// Epoch ticks per slice, for all the container's stores together.
     pub budget: AtomicU64,
+    /// Ticks the container's stores used in this step.
+    pub used: AtomicU64,
     /// Set when the guest is suspended in a blocking call (not a time-slice
     /// yield), with the monotonic deadline that ends the wait (`u64::MAX`:
     /// only I/O can).
