@@ -132,3 +132,19 @@ fn a_refused_port_an_unknown_name_and_https_are_error_codes() {
         assert!(out.stdout().starts_with(want), "{url}: {}", out.stdout());
     }
 }
+
+#[test]
+fn a_body_larger_than_the_buffer_is_sent_before_the_response_is_awaited() {
+    // The guest writes all of it before it polls the response: the
+    // exchange must connect while it waits to write.
+    let (port, serve) = server();
+    let url = format!("http://127.0.0.1:{port}/big");
+    let body = "x".repeat(200 << 10);
+    let (step, out) = http_get(&[("URL", &url), ("BODY", &body)]);
+    serve.join().unwrap();
+    assert_eq!(step, Step::Exited(0), "{}", out.stderr());
+    assert_eq!(
+        out.stdout(),
+        format!("status: 201\nPOST /big body={body}\n")
+    );
+}

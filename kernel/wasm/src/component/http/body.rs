@@ -5,7 +5,7 @@
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::task::Poll;
 
@@ -408,6 +408,16 @@ pub(crate) struct Outbound {
     flushing: bool,
     /// When waiting for the client to take more stops.
     idle_until: u64,
+    /// What puts the body on the wire (an outgoing request's exchange,
+    /// which connects): moved on when the guest waits to write more, so a
+    /// body larger than the buffer does not wait on a future the guest
+    /// polls only after writing it. Weak: the exchange holds the body.
+    pub driver: Option<Weak<dyn Drive>>,
+}
+
+/// Moves on, without waiting, what a body waits for.
+pub(crate) trait Drive: Send + Sync {
+    fn drive(&self);
 }
 
 impl Outbound {
@@ -420,6 +430,7 @@ impl Outbound {
             pending: Vec::new(),
             flushing: false,
             idle_until: u64::MAX,
+            driver: None,
         }
     }
 
@@ -542,8 +553,18 @@ impl Pollable for BodyWriter {
                 if out.permit() > 0 {
                     return Poll::Ready(());
                 }
-                out.shared.block(None);
-                return Poll::Pending;
+                let Some(driver) = out.driver.as_ref().and_then(Weak::upgrade) else {
+                    out.shared.block(None);
+                    return Poll::Pending;
+                };
+                // The exchange locks the body itself.
+                drop(out);
+                driver.drive();
+                out = self.0.lock();
+                if out.wire.is_none() {
+                    out.shared.block(None);
+                    return Poll::Pending;
+                }
             }
             let sent = out.flush();
             if sent.is_ready() {

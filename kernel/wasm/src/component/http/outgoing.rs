@@ -27,7 +27,7 @@ use wasmtime_wasi_io::poll::{DynPollable, Pollable, subscribe};
 
 use super::bindings::wasi::http::outgoing_handler;
 use super::bindings::wasi::http::types::{self, DnsErrorPayload, ErrorCode, Method, Scheme};
-use super::body::{Framing, Inbound, OutFraming, Outbound, Owner, Wire};
+use super::body::{Drive, Framing, Inbound, OutFraming, Outbound, Owner, Wire};
 use super::server::{
     MAX_HEADERS, content_length, framing, lowercase, method_name, read_head, write_fields,
 };
@@ -41,13 +41,21 @@ use crate::wasi::Shared;
 type Exchange = Pin<Box<dyn Future<Output = Result<IncomingResponse, ErrorCode>> + Send>>;
 
 /// `future-incoming-response`: the exchange, moved on when the guest
-/// polls or asks.
-pub struct FutureResponse {
+/// polls or asks, or waits to write more of the request body.
+pub struct FutureResponse(Arc<spin::Mutex<State>>);
+
+struct State {
     task: Option<Exchange>,
     done: Option<Result<IncomingResponse, ErrorCode>>,
 }
 
-impl FutureResponse {
+impl Drive for spin::Mutex<State> {
+    fn drive(&self) {
+        self.lock().poll_now();
+    }
+}
+
+impl State {
     /// Moves the exchange on without waiting: whether it is over.
     fn poll_now(&mut self) -> bool {
         if let Some(task) = &mut self.task
@@ -63,10 +71,16 @@ impl FutureResponse {
 #[wasmtime_wasi_io::async_trait]
 impl Pollable for FutureResponse {
     async fn ready(&mut self) {
-        if let Some(task) = &mut self.task {
-            self.done = Some(task.await);
-            self.task = None;
-        }
+        poll_fn(|cx| {
+            let mut state = self.0.lock();
+            if let Some(task) = &mut state.task {
+                let done = core::task::ready!(task.as_mut().poll(cx));
+                state.done = Some(done);
+                state.task = None;
+            }
+            Poll::Ready(())
+        })
+        .await
     }
 }
 
@@ -331,11 +345,14 @@ impl outgoing_handler::Host for Ctx {
             Ok(request) => request,
             Err(e) => return Ok(Err(e)),
         };
-        let future = FutureResponse {
+        let body = request.body.clone();
+        let state = Arc::new(spin::Mutex::new(State {
             task: Some(Box::pin(exchange(request))),
             done: None,
-        };
-        Ok(Ok(self.table.push(future)?))
+        }));
+        let driver: Arc<dyn Drive> = state.clone();
+        body.lock().driver = Some(Arc::downgrade(&driver));
+        Ok(Ok(self.table.push(FutureResponse(state))?))
     }
 }
 
@@ -352,12 +369,14 @@ impl types::HostFutureIncomingResponse for Ctx {
         &mut self,
         this: Resource<FutureResponse>,
     ) -> wasmtime::Result<Option<Result<Result<Resource<IncomingResponse>, ErrorCode>, ()>>> {
-        let future = self.table.get_mut(&this)?;
-        if !future.poll_now() {
+        let mut state = self.table.get(&this)?.0.lock();
+        if !state.poll_now() {
             return Ok(None);
         }
         // Once only: `None` in `done` after the task ended means taken.
-        let Some(done) = future.done.take() else {
+        let done = state.done.take();
+        drop(state);
+        let Some(done) = done else {
             return Ok(Some(Err(())));
         };
         Ok(Some(Ok(match done {
