@@ -56,31 +56,26 @@ impl Drive for spin::Mutex<State> {
 }
 
 impl State {
-    /// Moves the exchange on without waiting: whether it is over.
-    fn poll_now(&mut self) -> bool {
-        if let Some(task) = &mut self.task
-            && let Poll::Ready(r) = task.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-        {
-            self.done = Some(r);
+    /// Moves the exchange on: ready once it is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(task) = &mut self.task {
+            self.done = Some(core::task::ready!(task.as_mut().poll(cx)));
             self.task = None;
         }
-        self.task.is_none()
+        Poll::Ready(())
+    }
+
+    /// Moves the exchange on without waiting: whether it is over.
+    fn poll_now(&mut self) -> bool {
+        self.poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
     }
 }
 
 #[wasmtime_wasi_io::async_trait]
 impl Pollable for FutureResponse {
     async fn ready(&mut self) {
-        poll_fn(|cx| {
-            let mut state = self.0.lock();
-            if let Some(task) = &mut state.task {
-                let done = core::task::ready!(task.as_mut().poll(cx));
-                state.done = Some(done);
-                state.task = None;
-            }
-            Poll::Ready(())
-        })
-        .await
+        poll_fn(|cx| self.0.lock().poll(cx)).await
     }
 }
 
