@@ -249,10 +249,7 @@ impl Runtime {
             )));
         }
         let shared = Arc::new(Shared::default());
-        let limits = Limits {
-            memory: spec.memory_limit,
-            ..Limits::default()
-        };
+        let limits = Limits::new(spec.memory_limit);
         let run: Run = match &image.pre {
             Pre::Module(pre) => {
                 let ctx = module_ctx(spec, host, limits, shared.clone());
@@ -307,7 +304,7 @@ impl Runtime {
                     port,
                     host: Arc::new(spin::Mutex::new(host)),
                     shared: shared.clone(),
-                    memory_limit: spec.memory_limit,
+                    limits,
                     args: spec.args,
                     env: spec.env,
                 };
@@ -389,11 +386,16 @@ pub(crate) fn new_store<T: Sliced>(engine: &Engine, data: T) -> Store<T> {
         let (shared, seen_slice) = store.data_mut().slicing();
         let slice = shared.slice.load(Ordering::Relaxed);
         if slice != *seen_slice {
-            // First check in a new step: grant its budget.
+            // This store's first check in a new step: the ticks since its
+            // last deadline were spent elsewhere.
             *seen_slice = slice;
-            Ok(UpdateDeadline::Continue(
-                shared.budget.load(Ordering::Relaxed),
-            ))
+        } else {
+            shared.used.fetch_add(1, Ordering::Relaxed);
+        }
+        // A tick at a time, counted for the container: the stores of an
+        // HTTP handler's requests in flight share one budget per step.
+        if shared.used.load(Ordering::Relaxed) < shared.budget.load(Ordering::Relaxed) {
+            Ok(UpdateDeadline::Continue(1))
         } else {
             // Budget used up: end this step. The deadline set here may
             // have passed when the next step resumes us; that only
@@ -444,6 +446,7 @@ impl Container {
             unreachable!("a container without a future has finished");
         };
         self.shared.budget.store(budget, Ordering::Relaxed);
+        self.shared.used.store(0, Ordering::Relaxed);
         self.shared.slice.fetch_add(1, Ordering::Relaxed);
         self.shared.runnable();
         let mut cx = Context::from_waker(Waker::noop());

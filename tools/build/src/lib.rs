@@ -31,6 +31,7 @@ pub const P2_GUESTS: &[&str] = &[
     "socket-hog",
     "file-writer",
     "http-hello",
+    "http-get",
 ];
 
 /// Why a build did not produce its output.

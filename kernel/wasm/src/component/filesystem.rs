@@ -91,7 +91,7 @@ impl Ctx {
         self.paths.retain(|p| {
             let live = Arc::strong_count(p) > 1;
             if !live {
-                limits.fd_bytes -= path_cost(p);
+                limits.uncharge(path_cost(p));
             }
             live
         });

@@ -6,7 +6,7 @@
 //! (`wit/`, checked byte-identical to the pinned `wasip2` crate by
 //! tests/wit.rs); streams and pollables are wasmtime-wasi-io's. Only the
 //! interfaces in [`SERVED_INTERFACES`] are linked: a component importing any
-//! other one (wasi:http/outgoing-handler) is refused when it is compiled
+//! other one is refused when it is compiled
 //! ([`crate::Error::UnsupportedImports`]) and again when it is loaded, never
 //! run against a stub.
 //!
@@ -90,6 +90,7 @@ pub const SERVED_INTERFACES: &[&str] = &[
     "wasi:filesystem/types",
     "wasi:filesystem/preopens",
     "wasi:http/types",
+    "wasi:http/outgoing-handler",
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",

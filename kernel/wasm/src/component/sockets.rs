@@ -70,7 +70,7 @@ impl Ctx {
     }
 
     /// Takes a socket slot, or says why not.
-    fn slot(&self) -> Result<Slot, ErrorCode> {
+    pub(crate) fn slot(&self) -> Result<Slot, ErrorCode> {
         let sockets = &self.limits.sockets;
         if sockets.load(Ordering::Relaxed) >= MAX_SOCKETS {
             return Err(ErrorCode::NewSocketLimit);
@@ -238,7 +238,7 @@ impl Pollable for ResolveAddressStream {
 
 /// Whether `name` is a host name the resolver can be asked about:
 /// dot-separated labels of letters, digits, `-` and `_`, each 1–63 long.
-fn host_name(name: &str) -> bool {
+pub(crate) fn host_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
         && name.len() <= MAX_NAME

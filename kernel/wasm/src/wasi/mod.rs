@@ -54,8 +54,10 @@ pub(crate) struct Shared {
     /// Bumped by every `step`; the epoch callback grants a fresh budget when
     /// it sees a new value.
     pub slice: AtomicU64,
-    /// Epoch ticks per slice.
+    /// Epoch ticks per slice, for all the container's stores together.
     pub budget: AtomicU64,
+    /// Ticks the container's stores used in this step.
+    pub used: AtomicU64,
     /// Set when the guest is suspended in a blocking call (not a time-slice
     /// yield), with the monotonic deadline that ends the wait (`u64::MAX`:
     /// only I/O can).
@@ -118,45 +120,104 @@ pub(crate) enum Fd {
     },
 }
 
-/// The container's memory limit covers its linear memory, its tables and
-/// its open fds: all live in the node's heap.
-#[derive(Debug, Default)]
+/// The container's memory limit covers its linear memories, its tables,
+/// its open fds and its sockets: all live in the node's heap. One limit
+/// covers every store of the container (an HTTP handler's requests in
+/// flight each have one): they share `held` and `sockets`, and each store's
+/// `Limits` keeps its own part to give back when the store is dropped.
+#[derive(Debug)]
 pub(crate) struct Limits {
     pub memory: usize,
-    /// Bytes of linear memory now (one memory: multi-memory is off).
-    pub memory_used: usize,
-    /// Bytes of all tables now, at [`TABLE_ELEMENT_BYTES`] an element.
-    pub table_bytes: usize,
-    /// Bytes of the fds opened by calls ([`fd_cost`]).
-    pub fd_bytes: usize,
-    /// Node sockets a component holds now, [`SOCKET_BYTES`] each; shared
+    /// Bytes of memories, tables and fds of all the stores sharing the limit.
+    held: Arc<AtomicUsize>,
+    /// Node sockets the container holds now, [`SOCKET_BYTES`] each; shared
     /// with the socket objects, which give theirs back when dropped.
     pub sockets: Arc<AtomicUsize>,
+    /// This store's part of `held`: linear memory (all of a component's
+    /// core memories), tables at [`TABLE_ELEMENT_BYTES`] an element, and the
+    /// fds opened by calls ([`fd_cost`]).
+    memory_used: usize,
+    table_bytes: usize,
+    fd_bytes: usize,
     pub oom: bool,
 }
 
 impl Limits {
-    /// Everything charged but the linear memory.
-    pub fn host_side(&self) -> usize {
-        let sockets = self.sockets.load(Ordering::Relaxed);
-        self.table_bytes + self.fd_bytes + sockets.saturating_mul(SOCKET_BYTES)
+    /// The limits of a container holding nothing yet.
+    pub fn new(memory: usize) -> Self {
+        Self::with(memory, Arc::default(), Arc::default())
     }
 
-    /// Whether `extra` more host-side bytes fit under the limit.
+    fn with(memory: usize, held: Arc<AtomicUsize>, sockets: Arc<AtomicUsize>) -> Self {
+        Self {
+            memory,
+            held,
+            sockets,
+            memory_used: 0,
+            table_bytes: 0,
+            fd_bytes: 0,
+            oom: false,
+        }
+    }
+
+    /// Limits for another store of the same container, under the same one
+    /// limit.
+    pub fn sharing(&self) -> Self {
+        Self::with(self.memory, self.held.clone(), self.sockets.clone())
+    }
+
+    fn socket_bytes(&self) -> usize {
+        self.sockets
+            .load(Ordering::Relaxed)
+            .saturating_mul(SOCKET_BYTES)
+    }
+
+    /// Whether `extra` more bytes fit under the limit.
     pub fn room_for(&self, extra: usize) -> bool {
-        self.memory_used
-            .saturating_add(self.host_side())
+        self.held
+            .load(Ordering::Relaxed)
+            .saturating_add(self.socket_bytes())
             .saturating_add(extra)
             <= self.memory
     }
 
+    /// Adds `extra` to `held` if it fits under the limit (atomically: the
+    /// stores sharing it may run on other threads).
+    fn take(&self, extra: usize) -> bool {
+        let sockets = self.socket_bytes();
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                let total = held.checked_add(extra)?;
+                (total.saturating_add(sockets) <= self.memory).then_some(total)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     /// Charges `cost` bytes of descriptor state if the limit has room.
     pub fn charge(&mut self, cost: usize) -> bool {
-        if self.memory_used + self.host_side() + cost > self.memory {
+        if !self.take(cost) {
             return false;
         }
         self.fd_bytes += cost;
         true
+    }
+
+    /// Gives back what [`Limits::charge`] took.
+    pub fn uncharge(&mut self, cost: usize) {
+        let cost = cost.min(self.fd_bytes);
+        self.fd_bytes -= cost;
+        self.give(cost);
+    }
+}
+
+/// The store is gone, and with it its memories, tables and fds.
+impl Drop for Limits {
+    fn drop(&mut self) {
+        self.give(self.memory_used + self.table_bytes + self.fd_bytes);
     }
 }
 
@@ -221,12 +282,9 @@ impl Limits {
         current: usize,
         desired: usize,
     ) -> wasmtime::Result<bool> {
-        let used = (self.memory_used.saturating_sub(current)).saturating_add(desired);
-        let total = used.saturating_add(self.host_side());
-        if total > self.memory || !host.memory_growing(current, desired) {
-            return Err(self.oom_kill());
-        }
-        self.memory_used = used;
+        let extra = desired.saturating_sub(current);
+        self.grow(host, extra, current, desired)?;
+        self.memory_used += extra;
         Ok(true)
     }
 
@@ -239,15 +297,29 @@ impl Limits {
         desired: usize,
     ) -> wasmtime::Result<bool> {
         let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT_BYTES);
-        let tables = (self.table_bytes + bytes(desired)).saturating_sub(bytes(current));
-        let others = self.memory_used + self.fd_bytes;
-        if tables.saturating_add(others) > self.memory
-            || !host.memory_growing(bytes(current), bytes(desired))
-        {
+        let extra = bytes(desired).saturating_sub(bytes(current));
+        self.grow(host, extra, bytes(current), bytes(desired))?;
+        self.table_bytes += extra;
+        Ok(true)
+    }
+
+    /// Takes `extra` bytes for a growth from `current` to `desired` if both
+    /// the limit and the node allow it, else OOM-kills the guest.
+    fn grow(
+        &mut self,
+        host: &mut dyn Host,
+        extra: usize,
+        current: usize,
+        desired: usize,
+    ) -> wasmtime::Result<()> {
+        if !self.take(extra) {
             return Err(self.oom_kill());
         }
-        self.table_bytes = tables;
-        Ok(true)
+        if !host.memory_growing(current, desired) {
+            self.give(extra);
+            return Err(self.oom_kill());
+        }
+        Ok(())
     }
 }
 
@@ -342,7 +414,7 @@ impl Ctx {
             unreachable!("checked open above");
         };
         // Preopens were never charged.
-        self.limits.fd_bytes = self.limits.fd_bytes.saturating_sub(fd_cost(&old));
+        self.limits.uncharge(fd_cost(&old));
         if let Fd::Conn { id, .. } = old {
             self.host.close(id);
         }

@@ -4,8 +4,10 @@
 //!   `x-test` header, with a `content-length`;
 //! - `POST /echo` streams the request body back (no length: chunked);
 //! - `/trap` panics, `/forget` returns without a response;
-//! - `/alloc?mib=n` allocates `n` MiB before answering;
-//! - `/log` writes a line to stdout.
+//! - `/alloc?mib=n` allocates `n` MiB and reads the request body (so a
+//!   client holds the memory until it sends it) before answering;
+//! - `/log` writes a line to stdout;
+//! - `/spin?n=k` runs `k` rounds of xorshift before answering.
 use std::io::{Read as _, Write as _};
 
 use wasip2::http::types::{
@@ -57,7 +59,26 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             "/alloc" => {
                 let mib: usize = param("mib").and_then(|m| m.parse().ok()).unwrap_or(1);
                 let block = vec![1u8; mib << 20];
+                let incoming = request.consume().expect("request body");
+                let mut rest = Vec::new();
+                incoming
+                    .stream()
+                    .expect("body stream")
+                    .read_to_end(&mut rest)
+                    .expect("reading the body");
                 let body = format!("allocated {} MiB\n", block.len() >> 20);
+                respond(out, 200, body.as_bytes(), true);
+            }
+            "/spin" => {
+                // Work, not time: requests sharing the CPU take longer.
+                let n: u64 = param("n").and_then(|m| m.parse().ok()).unwrap_or(1);
+                let mut x = std::hint::black_box(1u64);
+                for _ in 0..n {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                }
+                let body = format!("spun {n} ({})\n", std::hint::black_box(x) & 1);
                 respond(out, 200, body.as_bytes(), true);
             }
             "/log" => {

@@ -5,7 +5,7 @@
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::task::Poll;
 
@@ -33,12 +33,28 @@ pub const IDLE_TIMEOUT_NS: u64 = 30_000_000_000;
 /// keep the connection open; beyond it the connection closes instead.
 const MAX_SKIP: usize = 1 << 20;
 
-/// One accepted connection of an HTTP container.
+/// One connection of an HTTP container: accepted (the server closes it)
+/// or made by the outgoing handler (closed with its last `Wire`).
 #[derive(Clone)]
 pub(crate) struct Wire {
     pub host: SharedHost,
     pub conn: ConnId,
     pub shared: Arc<Shared>,
+    pub _owner: Option<Arc<Owner>>,
+}
+
+/// Closes an outgoing connection and frees its socket slot once nothing
+/// uses it.
+pub(crate) struct Owner {
+    pub host: SharedHost,
+    pub conn: ConnId,
+    pub _slot: crate::component::sockets::Slot,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.host.lock().close(self.conn);
+    }
 }
 
 impl Wire {
@@ -132,6 +148,8 @@ pub(crate) enum Framing {
     Length(u64),
     /// `transfer-encoding: chunked`, in this part of a chunk.
     Chunked(Chunk),
+    /// Until the peer closes (a response with neither).
+    Close,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +238,13 @@ impl Inbound {
         let mut out = Vec::new();
         while self.state == BodyState::Open && out.len() < max {
             match self.framing {
+                Framing::Close => {
+                    let n = self.raw.len().min(max - out.len());
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend(self.raw.drain(..n));
+                }
                 Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
                     let n = (left.min(self.raw.len() as u64) as usize).min(max - out.len());
                     if n == 0 {
@@ -298,6 +323,7 @@ impl Inbound {
                 }
             }
             match self.wire.recv_into(&mut self.raw, MAX_RAW) {
+                Ok(Some(0)) if self.framing == Framing::Close => self.state = BodyState::Done,
                 Ok(Some(0)) => self.state = BodyState::Failed("connection closed in the body"),
                 Ok(Some(_)) => self.idle_until = self.wire.idle_deadline(),
                 Ok(None) if self.wire.expired(self.idle_until) => {
@@ -382,6 +408,16 @@ pub(crate) struct Outbound {
     flushing: bool,
     /// When waiting for the client to take more stops.
     idle_until: u64,
+    /// What puts the body on the wire (an outgoing request's exchange,
+    /// which connects): moved on when the guest waits to write more, so a
+    /// body larger than the buffer does not wait on a future the guest
+    /// polls only after writing it. Weak: the exchange holds the body.
+    pub driver: Option<Weak<dyn Drive>>,
+}
+
+/// Moves on, without waiting, what a body waits for.
+pub(crate) trait Drive: Send + Sync {
+    fn drive(&self);
 }
 
 impl Outbound {
@@ -394,6 +430,7 @@ impl Outbound {
             pending: Vec::new(),
             flushing: false,
             idle_until: u64::MAX,
+            driver: None,
         }
     }
 
@@ -516,8 +553,18 @@ impl Pollable for BodyWriter {
                 if out.permit() > 0 {
                     return Poll::Ready(());
                 }
-                out.shared.block(None);
-                return Poll::Pending;
+                let Some(driver) = out.driver.as_ref().and_then(Weak::upgrade) else {
+                    out.shared.block(None);
+                    return Poll::Pending;
+                };
+                // The exchange locks the body itself.
+                drop(out);
+                driver.drive();
+                out = self.0.lock();
+                if out.wire.is_none() {
+                    out.shared.block(None);
+                    return Poll::Pending;
+                }
             }
             let sent = out.flush();
             if sent.is_ready() {

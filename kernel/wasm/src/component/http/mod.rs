@@ -1,14 +1,13 @@
 //! wasi:http for components that export `wasi:http/incoming-handler` (the
 //! `wasi:http/proxy` world): the `types` interface here, the server that
-//! feeds it requests in [`server`]. `outgoing-handler` is not served (it
-//! needs outbound connections), so a component importing it is refused
-//! like any other unserved import; outgoing requests can still be built
-//! (they are plain data) but never sent.
+//! feeds it requests in [`server`], and `outgoing-handler` for plain
+//! `http://` requests out of the pod in [`outgoing`] (any component).
 //!
 //! Headers are copied rather than shared between parent and child
 //! resources: a child's `headers` is immutable, so a copy behaves the same.
 
 mod body;
+mod outgoing;
 pub(crate) mod server;
 
 pub use body::IDLE_TIMEOUT_NS;
@@ -45,12 +44,12 @@ mod bindings {
             "wasi:http/types.outgoing-request": super::OutgoingRequest,
             "wasi:http/types.request-options": super::RequestOptions,
             "wasi:http/types.response-outparam": super::ResponseOutparam,
-            "wasi:http/types.incoming-response": super::Never,
+            "wasi:http/types.incoming-response": super::IncomingResponse,
             "wasi:http/types.incoming-body": super::IncomingBody,
             "wasi:http/types.future-trailers": super::FutureTrailers,
             "wasi:http/types.outgoing-response": super::OutgoingResponse,
             "wasi:http/types.outgoing-body": super::OutgoingBody,
-            "wasi:http/types.future-incoming-response": super::Never,
+            "wasi:http/types.future-incoming-response": super::outgoing::FutureResponse,
         },
         require_store_data_send: true,
     });
@@ -187,14 +186,22 @@ pub struct OutgoingBody {
     stream_taken: bool,
 }
 
-/// Data only: never sent, as `outgoing-handler` is not served.
+/// Sent by `outgoing-handler.handle`.
 pub struct OutgoingRequest {
     method: Method,
     path: Option<String>,
     scheme: Option<Scheme>,
     authority: Option<String>,
     headers: Fields,
-    body_taken: bool,
+    /// Queued until the connection is up, then framed onto it.
+    body: Option<Arc<spin::Mutex<Outbound>>>,
+}
+
+/// The answer to an outgoing request.
+pub struct IncomingResponse {
+    status: StatusCode,
+    headers: Fields,
+    body: Option<Arc<spin::Mutex<Inbound>>>,
 }
 
 #[derive(Default)]
@@ -204,12 +211,10 @@ pub struct RequestOptions {
     between_bytes: Option<u64>,
 }
 
-/// Resources only `outgoing-handler` makes: none ever exist.
-pub enum Never {}
-
-/// Adds `wasi:http/types` to `linker`.
+/// Adds `wasi:http/types` and `wasi:http/outgoing-handler` to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    types::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, &types::LinkOptions::default(), super::get)
+    types::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, &types::LinkOptions::default(), super::get)?;
+    bindings::wasi::http::outgoing_handler::add_to_linker::<Ctx, HasSelf<Ctx>>(linker, super::get)
 }
 
 /// Always ready (trailers are never delivered).
@@ -568,7 +573,7 @@ impl types::HostOutgoingRequest for Ctx {
             scheme: None,
             authority: None,
             headers,
-            body_taken: false,
+            body: None,
         })?)
     }
 
@@ -578,11 +583,13 @@ impl types::HostOutgoingRequest for Ctx {
     ) -> wasmtime::Result<Result<Resource<OutgoingBody>, ()>> {
         let shared = self.shared.clone();
         let request = self.table.get_mut(&this)?;
-        if core::mem::replace(&mut request.body_taken, true) {
+        if request.body.is_some() {
             return Ok(Err(()));
         }
+        let out = Arc::new(spin::Mutex::new(Outbound::new(shared)));
+        request.body = Some(out.clone());
         Ok(Ok(self.table.push(OutgoingBody {
-            out: Arc::new(spin::Mutex::new(Outbound::new(shared))),
+            out,
             stream_taken: false,
         })?))
     }
@@ -715,41 +722,26 @@ impl types::HostRequestOptions for Ctx {
 }
 
 impl types::HostIncomingResponse for Ctx {
-    fn status(&mut self, this: Resource<Never>) -> wasmtime::Result<StatusCode> {
-        match *self.table.get(&this)? {}
+    fn status(&mut self, this: Resource<IncomingResponse>) -> wasmtime::Result<StatusCode> {
+        Ok(self.table.get(&this)?.status)
     }
 
-    fn headers(&mut self, this: Resource<Never>) -> wasmtime::Result<Resource<Fields>> {
-        match *self.table.get(&this)? {}
+    fn headers(&mut self, this: Resource<IncomingResponse>) -> wasmtime::Result<Resource<Fields>> {
+        let headers = self.table.get(&this)?.headers.clone();
+        Ok(self.table.push(headers)?)
     }
 
     fn consume(
         &mut self,
-        this: Resource<Never>,
+        this: Resource<IncomingResponse>,
     ) -> wasmtime::Result<Result<Resource<IncomingBody>, ()>> {
-        match *self.table.get(&this)? {}
+        let Some(body) = self.table.get_mut(&this)?.body.take() else {
+            return Ok(Err(()));
+        };
+        Ok(Ok(self.table.push(IncomingBody(Some(body)))?))
     }
 
-    fn drop(&mut self, rep: Resource<Never>) -> wasmtime::Result<()> {
-        self.table.delete(rep)?;
-        Ok(())
-    }
-}
-
-impl types::HostFutureIncomingResponse for Ctx {
-    fn subscribe(&mut self, this: Resource<Never>) -> wasmtime::Result<Resource<DynPollable>> {
-        match *self.table.get(&this)? {}
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn get(
-        &mut self,
-        this: Resource<Never>,
-    ) -> wasmtime::Result<Option<Result<Result<Resource<Never>, ErrorCode>, ()>>> {
-        match *self.table.get(&this)? {}
-    }
-
-    fn drop(&mut self, rep: Resource<Never>) -> wasmtime::Result<()> {
+    fn drop(&mut self, rep: Resource<IncomingResponse>) -> wasmtime::Result<()> {
         self.table.delete(rep)?;
         Ok(())
     }

@@ -3,9 +3,11 @@
 //! [`MAX_HTTP_CONNECTIONS`] at once, polled side by side so a slow client
 //! holds only its own), parses each request head with `httparse`, and runs
 //! every request in a fresh store and instance from the pre-instantiated
-//! component (Spin's and wasmCloud's model): the pod's memory limit and the
-//! epoch slices apply per request, and nothing a request leaves behind
-//! reaches the next. A guest that traps or answers nothing gets its client
+//! component (Spin's and wasmCloud's model): nothing a request leaves
+//! behind reaches the next. The pod's one memory limit covers all the
+//! requests in flight (their stores share [`Limits`]): a request whose
+//! growth would pass it is killed as out of memory (500), the others go
+//! on. The epoch slices apply per request. A guest that traps or answers nothing gets its client
 //! a 500 and the pod keeps serving.
 
 use alloc::boxed::Box;
@@ -44,7 +46,8 @@ pub(crate) struct Server {
     pub port: u16,
     pub host: SharedHost,
     pub shared: Arc<Shared>,
-    pub memory_limit: usize,
+    /// The pod's one memory limit, shared by the requests in flight.
+    pub limits: Limits,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -130,11 +133,12 @@ impl Server {
             host: self.host.clone(),
             conn,
             shared: self.shared.clone(),
+            _owner: None,
         };
         let _close = Close(wire.clone());
         let mut buf = Vec::new();
         loop {
-            let head = match read_head(&wire, &mut buf).await {
+            let head = match read_head(&wire, &mut buf, parse_head, || {}).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(status) => {
@@ -167,10 +171,7 @@ impl Server {
             head.framing,
             rest,
         )));
-        let limits = Limits {
-            memory: self.memory_limit,
-            ..Limits::default()
-        };
+        let limits = self.limits.sharing();
         // The proxy world imports neither sockets nor filesystem.
         let mut ctx = Ctx::with_host(
             self.host.clone(),
@@ -249,17 +250,24 @@ impl Server {
     }
 }
 
-/// Reads and parses the next request head from the connection (`buf`
-/// holds what was received but not used yet): `None` at the end of the
-/// connection (or when the client sent no complete head within
+/// Reads and parses the next head (a request's, or a response's for the
+/// outgoing handler) from the connection (`buf` holds what was received
+/// but not used yet): `None` at the end of the connection (or when the
+/// peer sent no complete head within
 /// [`IDLE_TIMEOUT_NS`](super::body::IDLE_TIMEOUT_NS)), `Err(status)` for a
-/// head to refuse.
-async fn read_head(wire: &Wire, buf: &mut Vec<u8>) -> Result<Option<Head>, u16> {
+/// head to refuse. `pump` runs at every wake-up (to send a request body
+/// while its response is awaited).
+pub(super) async fn read_head<T>(
+    wire: &Wire,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, u16>,
+    mut pump: impl FnMut(),
+) -> Result<Option<T>, u16> {
     // For the whole head, so sending it a byte at a time gains nothing.
     let deadline = wire.idle_deadline();
     loop {
         if !buf.is_empty() {
-            if let Some((head, len)) = parse_head(buf)? {
+            if let Some((head, len)) = parse(buf)? {
                 buf.drain(..len);
                 return Ok(Some(head));
             }
@@ -267,10 +275,13 @@ async fn read_head(wire: &Wire, buf: &mut Vec<u8>) -> Result<Option<Head>, u16> 
                 return Err(431);
             }
         }
-        let got = poll_fn(|_| match wire.recv_into(buf, MAX_HEAD) {
-            Ok(None) if wire.expired(deadline) => Poll::Ready(Ok(Some(0))),
-            Ok(None) => Poll::Pending,
-            other => Poll::Ready(other),
+        let got = poll_fn(|_| {
+            pump();
+            match wire.recv_into(buf, MAX_HEAD) {
+                Ok(None) if wire.expired(deadline) => Poll::Ready(Ok(Some(0))),
+                Ok(None) => Poll::Pending,
+                other => Poll::Ready(other),
+            }
         })
         .await;
         if !matches!(got, Ok(Some(n)) if n > 0) {
@@ -293,45 +304,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, u16> {
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Err(400);
     };
-    let headers: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-        .collect();
-    let values = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    };
+    let headers = lowercase(req.headers);
+    let values = |name: &'static str| values(&headers, name);
     let has_token = |name: &'static str, token: &str| {
         values(name).any(|v| {
             v.split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
         })
     };
-    let coding: Vec<&[u8]> = values("transfer-encoding").collect();
-    let length: Vec<&[u8]> = values("content-length").collect();
-    let framing = match (coding.as_slice(), length.as_slice()) {
-        ([], []) => Framing::Length(0),
-        ([], [first, ..]) => {
-            // Differing lengths would make the body's end ambiguous.
-            if length.iter().any(|v| v != first) {
-                return Err(400);
-            }
-            let n = parse_length(first).ok_or(400u16)?;
-            if n > MAX_REQUEST_BODY {
-                return Err(413);
-            }
-            Framing::Length(n)
-        }
-        // Chunked only, and never with a length: anything else is how
-        // requests get smuggled past a proxy.
-        ([coding], []) if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") => {
-            Framing::Chunked(Chunk::Size)
-        }
-        _ => return Err(400),
-    };
+    let framing = framing(&headers)?.unwrap_or(Framing::Length(0));
+    if matches!(framing, Framing::Length(n) if n > MAX_REQUEST_BODY) {
+        return Err(413);
+    }
     let http11 = version == 1;
     let keep_alive = http11 && !has_token("connection", "close");
     let authority = values("host")
@@ -352,6 +336,48 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, u16> {
         },
     };
     Ok(Some((head, len)))
+}
+
+/// Parsed header lines, names lowercase.
+pub(super) fn lowercase(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect()
+}
+
+fn values<'a>(
+    headers: &'a [(String, Vec<u8>)],
+    name: &'static str,
+) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .iter()
+        .filter(move |(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// How a received message's body is framed, `None` if its headers say
+/// neither (no body for a request, until the close for a response);
+/// `Err(400)` for framing that is ambiguous.
+pub(super) fn framing(headers: &[(String, Vec<u8>)]) -> Result<Option<Framing>, u16> {
+    let coding: Vec<&[u8]> = values(headers, "transfer-encoding").collect();
+    let length: Vec<&[u8]> = values(headers, "content-length").collect();
+    Ok(Some(match (coding.as_slice(), length.as_slice()) {
+        ([], []) => return Ok(None),
+        ([], [first, ..]) => {
+            // Differing lengths would make the body's end ambiguous.
+            if length.iter().any(|v| v != first) {
+                return Err(400);
+            }
+            Framing::Length(parse_length(first).ok_or(400u16)?)
+        }
+        // Chunked only, and never with a length: anything else is how
+        // requests get smuggled past a proxy.
+        ([coding], []) if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") => {
+            Framing::Chunked(Chunk::Size)
+        }
+        _ => return Err(400),
+    }))
 }
 
 /// A `content-length` value: decimal digits only (`u64::from_str` would
@@ -378,7 +404,7 @@ fn method_of(m: &str) -> Method {
     }
 }
 
-fn method_name(m: &Method) -> &str {
+pub(super) fn method_name(m: &Method) -> &str {
     match m {
         Method::Get => "GET",
         Method::Head => "HEAD",
@@ -401,16 +427,7 @@ pub(super) fn response_head(
     headers: &Fields,
     req: RequestInfo,
 ) -> Result<(Vec<u8>, OutFraming), &'static str> {
-    let mut lengths = headers.get("content-length");
-    let length = match lengths.next() {
-        None => None,
-        Some(first) => {
-            if lengths.any(|v| v != first) {
-                return Err("differing content-length headers");
-            }
-            Some(parse_length(first).ok_or("invalid content-length")?)
-        }
-    };
+    let length = content_length(headers)?;
     let framing = if req.head || status < 200 || status == 204 || status == 304 {
         OutFraming::Discard
     } else if let Some(n) = length {
@@ -421,12 +438,7 @@ pub(super) fn response_head(
         OutFraming::Close
     };
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
-    for (name, value) in &headers.entries {
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value);
-        head.extend_from_slice(b"\r\n");
-    }
+    write_fields(&mut head, headers);
     if framing == OutFraming::Chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -435,6 +447,28 @@ pub(super) fn response_head(
     }
     head.extend_from_slice(b"\r\n");
     Ok((head, framing))
+}
+
+/// The `content-length` the guest set on a message it sends, if any.
+pub(super) fn content_length(headers: &Fields) -> Result<Option<u64>, &'static str> {
+    let mut lengths = headers.get("content-length");
+    let Some(first) = lengths.next() else {
+        return Ok(None);
+    };
+    if lengths.any(|v| v != first) {
+        return Err("differing content-length headers");
+    }
+    Ok(Some(parse_length(first).ok_or("invalid content-length")?))
+}
+
+/// Header lines of a head the guest's `headers` make.
+pub(super) fn write_fields(head: &mut Vec<u8>, headers: &Fields) {
+    for (name, value) in &headers.entries {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A response the server makes itself (a refused request, a failed guest).
