@@ -456,7 +456,7 @@ fn wasi_p2_pods_use_sockets_through_the_node() {
         .memory_mib(64)
         .net(Net::User {
             hostfwd: vec![
-                HostFwd::new(server_port, 7000),
+                HostFwd::new(server_port, 7070),
                 HostFwd::new(http_port, 8080),
             ],
             subnet: None,
@@ -465,7 +465,8 @@ fn wasi_p2_pods_use_sockets_through_the_node() {
     let log = || b.node.log_text();
     plane.wait_wasm_node("wasm-p2", log);
 
-    // A TCP echo server pod on containerPort 7000, reached from the host.
+    // A TCP echo server pod on containerPort 7070 (the node's diagnostic
+    // port in tests is 7000), reached from the host.
     plane.apply(&format!(
         r#"
 apiVersion: v1
@@ -475,10 +476,11 @@ spec:
   containers:
   - name: tcp-echo
     image: {host}/demo/tcp-echo:1.0
-    ports: [{{containerPort: 7000}}]
+    ports: [{{containerPort: 7070}}]
+    env: [{{name: PORT, value: "7070"}}]
 "#
     ));
-    plane.wait_output(&["logs", "tcp-echo"], "listening on 7000", 120, log);
+    plane.wait_output(&["logs", "tcp-echo"], "listening on 7070", 120, log);
     let mut answer = String::new();
     plane.eventually("the server pod to echo", 30, log, || {
         answer = tcp_exchange(server_port, "from the host").unwrap_or_default();

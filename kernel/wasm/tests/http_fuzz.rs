@@ -35,7 +35,7 @@ fn mutated_requests_get_http_answers_and_never_end_the_pod() {
     let image = runtime().load(&artifact("http-hello")).expect("load");
     let mut pod = runtime().spawn(&image, s, host).expect("spawn");
     let mut fuzz = Bounded::from_env(8.0, 0x5eed_4779);
-    let mut step_until_closed = |pod: &mut skiff_wasm::Container, id, input: &[u8]| {
+    let step_until_closed = |pod: &mut skiff_wasm::Container, id, input: &[u8]| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if net.lock().unwrap().conns[&id].closed {
