@@ -285,7 +285,7 @@ async fn images_that_are_not_wasm_modules() {
         .await
         .unwrap_err();
     assert_eq!(e.reason, PullFailure::InvalidImage, "{e}");
-    assert!(e.message.contains("does not export wasi:cli/run"), "{e}");
+    assert!(e.message.contains("exports neither wasi:cli/run"), "{e}");
 
     // Valid magic, broken body: wasmtime's validation error.
     let broken = files.path().join("broken.wasm");
