@@ -683,6 +683,41 @@ spec:
             "{again}"
         );
     }
+    // curl keeps the connection alive for its second URL: each request is
+    // answered at once (`num_connects` 0 = the connection was reused).
+    let url = |name: &str| format!("http://127.0.0.1:{http_port}/hello?name={name}");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            " connects=%{num_connects}\n",
+        ])
+        .args([url("first"), url("second")])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let connects: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(" connects="))
+        .collect();
+    assert_eq!(connects, ["1", "0"], "{text}");
+    assert!(
+        text.contains("hello first") && text.contains("hello second"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "keep-alive took {:?}",
+        started.elapsed()
+    );
     phase("file-writer", "Succeeded");
     let files = logs("file-writer");
     for line in [

@@ -156,8 +156,9 @@ struct Instance {
     phase: Phase,
     log: LogBuffer,
     sink: LogSink,
-    /// Blocked: not before this time (None = runnable unless `io_wait`).
+    /// Blocked: runnable again at this time, or on I/O if `io_wait`.
     wake_at: Option<Nanos>,
+    /// Blocked until socket I/O ([`WasmRuntime::wake_io`]) or `wake_at`.
     io_wait: bool,
     /// `resources.limits.cpu`, in millicores (None or ≥ 1000: no cap).
     cpu_millis: Option<u64>,
@@ -238,7 +239,10 @@ impl<N: NodeHost> WasmRuntime<N> {
     /// Containers waiting for socket I/O are stepped again on the next `run`.
     pub fn wake_io(&mut self) {
         for i in self.instances.values_mut() {
-            i.io_wait = false;
+            if i.io_wait {
+                i.io_wait = false;
+                i.wake_at = None;
+            }
         }
     }
 
@@ -524,8 +528,10 @@ impl<N: NodeHost> WasmRuntime<N> {
         match step {
             Step::Running => {}
             Step::Blocked { until } => {
+                // Either may end the wait: an HTTP server between keep-alive
+                // requests waits for bytes *and* for its idle deadline.
                 inst.wake_at = until;
-                inst.io_wait = until.is_none();
+                inst.io_wait = true;
             }
             Step::Exited(code) => self.end(id, code, false),
             Step::OutOfMemory => self.end(id, EXIT_KILLED, true),
@@ -562,7 +568,7 @@ impl Instance {
 
     /// When this running instance may be stepped (None: only after I/O).
     fn runnable_at(&self, now: Nanos) -> Option<Nanos> {
-        if self.io_wait {
+        if self.io_wait && self.wake_at.is_none() {
             return None;
         }
         let mut at = self.wake_at.unwrap_or(now).max(now);

@@ -391,6 +391,47 @@ fn an_echo_server_blocks_on_accept_and_wakes_on_io() {
 }
 
 #[test]
+fn a_keep_alive_http_handler_wakes_on_io_before_its_idle_deadline() {
+    let store = ArtifactStore::new(64 << 20);
+    let mut rt = wasm_rt(&store);
+    let mut c = container("http", stored(&store, "http-hello"), &[]);
+    c.ports = vec![ContainerPort {
+        name: None,
+        container_port: 8080,
+        protocol: Protocol::Tcp,
+    }];
+    let p = pod("h", vec![c]);
+    start(&mut rt, &p, &[]).unwrap();
+    let net = rt.node().nets.lock().unwrap().last().unwrap().clone();
+    let conn = net.lock().unwrap().open(8080);
+    let request = b"GET /hello?name=a HTTP/1.1\r\nHost: a\r\n\r\n";
+    // Each request on the one connection is answered promptly: the server
+    // waits for bytes and for its 30 s idle deadline at once, and bytes
+    // must end the wait.
+    for round in 1..=2 {
+        net.lock().unwrap().send(conn, request);
+        rt.wake_io();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            rt.run(10 * MILLI);
+            let out = net.lock().unwrap().conns[&conn].outbound.clone();
+            let answers = String::from_utf8_lossy(&out)
+                .matches("HTTP/1.1 200")
+                .count();
+            if answers == round {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {round} unanswered: {}",
+                String::from_utf8_lossy(&out)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
 fn fetching_then_running_and_bad_artifacts_fail_the_start() {
     let store = ArtifactStore::new(64 << 20);
     let mut rt = wasm_rt(&store);

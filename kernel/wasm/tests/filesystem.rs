@@ -574,3 +574,55 @@ fn preview_1_and_preview_2_agree_on_the_same_operations() {
     );
     assert_eq!(p1_data.read("d/b").unwrap(), b"12345678");
 }
+
+/// The same operations on an emptyDir under Skiff and in a host directory
+/// preopened by the reference runtime (wasmtime-wasi): same output, errno
+/// for errno. (Read-only volumes differ on purpose: Skiff answers
+/// `read-only` like a kubelet's read-only mount, wasmtime-wasi
+/// `not-permitted`; tested above.)
+#[test]
+fn file_operations_on_an_empty_dir_match_the_reference() {
+    let ops = [
+        "write:/data/notes.txt=hello",
+        "append:/data/notes.txt= world",
+        "read:/data/notes.txt",
+        "mkdir:/data/sub",
+        "write:/data/sub/inner.txt=inside",
+        "ls:/data",
+        "rmdir:/data/sub",
+        "rm:/data/sub/inner.txt",
+        "rmdir:/data/sub",
+        "size:/data/notes.txt",
+        "rename:/data/notes.txt=/data/moved.txt",
+        "read:/data/notes.txt",
+        "mkdir:/data/d",
+        "rename:/data/moved.txt=/data/d/c",
+        "ls:/data/d",
+        "rm:/data/d",
+        "mkdir:/data/d",
+        "ls:/data/missing",
+        "read:/data/../escape",
+        "write:/elsewhere=x",
+    ];
+    let data = Volume::empty_dir("/data", MIB).unwrap();
+    let (end, ours) = file_writer(&ops, &[&data]);
+    assert_eq!(end, Step::Exited(0), "{ours}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut argv = vec!["file-writer"];
+    argv.extend_from_slice(&ops);
+    let reference = skiff_wasi_reference::run_with_dirs(
+        &support::wasm("file-writer"),
+        &argv,
+        &[],
+        &[(dir.path(), "/data")],
+    )
+    .expect("reference run");
+    assert_eq!(reference.code, Some(0), "{reference:?}");
+    assert_eq!(ours, reference.stdout);
+    assert_eq!(data.read("d/c").unwrap(), b"hello world");
+    assert_eq!(
+        std::fs::read(dir.path().join("d/c")).unwrap(),
+        b"hello world"
+    );
+}

@@ -7,11 +7,13 @@
 //! Tests run a guest here and as a pod on a kernel node and compare the two
 //! outputs.
 
+use std::path::Path;
+
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Most output kept per stream.
 const OUTPUT_LIMIT: usize = 16 << 20;
@@ -53,13 +55,29 @@ impl WasiView for Ctx {
 /// Runs the `wasm32-wasip2` command component `wasm` with `args` (argv\[0\]
 /// first) and `env`, to its end.
 pub fn run(wasm: &[u8], args: &[&str], env: &[(&str, &str)]) -> Result<Output, Error> {
+    run_with_dirs(wasm, args, env, &[])
+}
+
+/// [`run`] with host directories preopened read-write at guest paths, as
+/// `wasmtime run --dir HOST::GUEST` does (a pod's emptyDir volumes).
+pub fn run_with_dirs(
+    wasm: &[u8],
+    args: &[&str],
+    env: &[(&str, &str)],
+    dirs: &[(&Path, &str)],
+) -> Result<Output, Error> {
     let engine = Engine::new(&Config::new()).map_err(Error::Wasmtime)?;
     let component = Component::new(&engine, wasm).map_err(Error::Wasmtime)?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::Wasmtime)?;
     let stdout = MemoryOutputPipe::new(OUTPUT_LIMIT);
     let stderr = MemoryOutputPipe::new(OUTPUT_LIMIT);
-    let wasi = WasiCtxBuilder::new()
+    let mut wasi = WasiCtxBuilder::new();
+    for (host, guest) in dirs {
+        wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+            .map_err(Error::Wasmtime)?;
+    }
+    let wasi = wasi
         .args(args)
         .envs(env)
         .stdout(stdout.clone())

@@ -163,6 +163,7 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
             "qemu-system-x86",
         ),
         apt("ip (network namespaces, tap devices)", "ip", "iproute2"),
+        apt("curl (the wasi:http pod test's client)", "curl", "curl"),
         apt("prlimit (the store failure test)", "prlimit", "util-linux"),
         apt(
             "OCI registry (distribution 2.8)",

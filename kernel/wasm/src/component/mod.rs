@@ -63,6 +63,8 @@ mod bindings {
 
 pub(crate) use bindings::CommandPre;
 pub use http::HANDLER_EXPORT;
+#[cfg(feature = "fuzz")]
+pub(crate) use http::fuzz_wire;
 pub use sockets::MAX_SOCKETS;
 /// The bounds of the HTTP server an HTTP handler container runs.
 pub mod http_limits {

@@ -173,68 +173,47 @@ enum BodyState {
     Failed(&'static str),
 }
 
+/// A message body's framing undone over the bytes received so far: no
+/// I/O, so it is fuzzed alone (`crate::fuzz::http_wire`). Holds at most
+/// [`MAX_RAW`] undecoded bytes beyond what one receive adds.
+pub(crate) struct Decoder {
+    framing: Framing,
+    state: BodyState,
+    /// Received, not yet decoded; after the end, what followed the body.
+    raw: Vec<u8>,
+}
+
 /// A request body as it arrives, shared by the guest's input stream and
 /// the server (which takes what follows it for the next request).
 pub(crate) struct Inbound {
     wire: Wire,
-    framing: Framing,
-    state: BodyState,
-    /// Received, not yet decoded.
-    raw: Vec<u8>,
+    decoder: Decoder,
     /// Decoded, not yet read by the guest.
     ready: Vec<u8>,
     /// When waiting for more of the body stops (see [`IDLE_TIMEOUT_NS`]).
     idle_until: u64,
 }
 
-/// The outcome of one read of an [`Inbound`].
-enum Read {
-    Data(Vec<u8>),
-    /// Nothing now; the wait is recorded.
-    Wait,
-    End,
-    Failed(&'static str),
-}
-
-impl Inbound {
-    /// A body starting with `raw` (bytes received after the head).
-    pub fn new(wire: Wire, framing: Framing, raw: Vec<u8>) -> Self {
+impl Decoder {
+    pub fn new(framing: Framing, raw: Vec<u8>) -> Self {
         let state = match framing {
             Framing::Length(0) => BodyState::Done,
             _ => BodyState::Open,
         };
         Self {
-            idle_until: wire.idle_deadline(),
-            wire,
             framing,
             state,
             raw,
-            ready: Vec::new(),
         }
     }
 
-    /// Once the guest is done with the body: reads and drops what it left
-    /// (at most [`MAX_SKIP`] bytes), and hands back what the connection
-    /// received after the body (the next request, pipelined); `None` if
-    /// the body did not end well, so the connection cannot go on.
-    pub async fn rest(this: &spin::Mutex<Self>) -> Option<Vec<u8>> {
-        let mut left = MAX_SKIP;
-        core::future::poll_fn(|_| {
-            let mut body = this.lock();
-            loop {
-                match body.read(MAX_PENDING) {
-                    Read::Data(skipped) if skipped.len() <= left => left -= skipped.len(),
-                    Read::Wait => return Poll::Pending,
-                    Read::End => return Poll::Ready(Some(core::mem::take(&mut body.raw))),
-                    Read::Data(_) | Read::Failed(_) => return Poll::Ready(None),
-                }
-            }
-        })
-        .await
+    /// Whether the whole body has been decoded.
+    pub fn done(&self) -> bool {
+        self.state == BodyState::Done
     }
 
     /// Decodes up to `max` body bytes from `raw`.
-    fn decode(&mut self, max: usize) -> Result<Vec<u8>, &'static str> {
+    pub fn decode(&mut self, max: usize) -> Result<Vec<u8>, &'static str> {
         let mut out = Vec::new();
         while self.state == BodyState::Open && out.len() < max {
             match self.framing {
@@ -299,6 +278,117 @@ impl Inbound {
         }
         Ok(out)
     }
+}
+
+/// Decodes `wire` as one connection's messages (heads by `parse`, bodies
+/// by [`Decoder`]), received `piece` bytes at a time, up to its end or the
+/// first refused message; how many were whole. Panics if a body decodes to
+/// other than its `content-length` or to more bytes than were received.
+#[cfg(feature = "fuzz")]
+pub(crate) fn decode_messages<H>(
+    mut wire: &[u8],
+    piece: usize,
+    parse: impl Fn(&[u8]) -> Result<Option<(H, usize)>, u16>,
+    framing_of: impl Fn(&H) -> Framing,
+) -> usize {
+    let mut receive = |buf: &mut Vec<u8>| {
+        let n = piece.min(wire.len());
+        buf.extend_from_slice(&wire[..n]);
+        wire = &wire[n..];
+        n > 0
+    };
+    let mut buf = Vec::new();
+    let mut whole = 0;
+    loop {
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&buf) {
+                    Ok(Some((head, len))) => {
+                        buf.drain(..len);
+                        break head;
+                    }
+                    Ok(None) if buf.len() < super::server::MAX_HEAD => {}
+                    _ => return whole,
+                }
+            }
+            if !receive(&mut buf) {
+                return whole;
+            }
+        };
+        let framing = framing_of(&head);
+        let (mut body, mut received) = (0u64, buf.len() as u64);
+        let mut d = Decoder::new(framing, core::mem::take(&mut buf));
+        while !d.done() {
+            match d.decode(MAX_PENDING) {
+                Ok(out) => body += out.len() as u64,
+                Err(_) => return whole,
+            }
+            assert!(body <= received, "{body} body bytes from {received}");
+            if d.done() {
+                break;
+            }
+            let before = d.raw.len();
+            if d.raw.len() >= MAX_RAW + piece {
+                return whole;
+            }
+            if !receive(&mut d.raw) {
+                if framing == Framing::Close {
+                    d.state = BodyState::Done;
+                    break;
+                }
+                return whole;
+            }
+            received += (d.raw.len() - before) as u64;
+        }
+        if let Framing::Length(n) = framing {
+            assert_eq!(body, n, "content-length {n}, decoded {body}");
+        }
+        whole += 1;
+        buf = core::mem::take(&mut d.raw);
+    }
+}
+
+/// The outcome of one read of an [`Inbound`].
+enum Read {
+    Data(Vec<u8>),
+    /// Nothing now; the wait is recorded.
+    Wait,
+    End,
+    Failed(&'static str),
+}
+
+impl Inbound {
+    /// A body starting with `raw` (bytes received after the head).
+    pub fn new(wire: Wire, framing: Framing, raw: Vec<u8>) -> Self {
+        Self {
+            idle_until: wire.idle_deadline(),
+            wire,
+            decoder: Decoder::new(framing, raw),
+            ready: Vec::new(),
+        }
+    }
+
+    /// Once the guest is done with the body: reads and drops what it left
+    /// (at most [`MAX_SKIP`] bytes), and hands back what the connection
+    /// received after the body (the next request, pipelined); `None` if
+    /// the body did not end well, so the connection cannot go on.
+    pub async fn rest(this: &spin::Mutex<Self>) -> Option<Vec<u8>> {
+        let mut left = MAX_SKIP;
+        core::future::poll_fn(|_| {
+            let mut body = this.lock();
+            loop {
+                match body.read(MAX_PENDING) {
+                    Read::Data(skipped) if skipped.len() <= left => left -= skipped.len(),
+                    Read::Wait => return Poll::Pending,
+                    Read::End => {
+                        return Poll::Ready(Some(core::mem::take(&mut body.decoder.raw)));
+                    }
+                    Read::Data(_) | Read::Failed(_) => return Poll::Ready(None),
+                }
+            }
+        })
+        .await
+    }
 
     /// Up to `max` decoded bytes, receiving more when nothing is decoded.
     fn read(&mut self, max: usize) -> Read {
@@ -309,28 +399,29 @@ impl Inbound {
             let n = max.min(self.ready.len());
             return Read::Data(self.ready.drain(..n).collect());
         }
+        let d = &mut self.decoder;
         loop {
-            if let BodyState::Failed(why) = self.state {
+            if let BodyState::Failed(why) = d.state {
                 return Read::Failed(why);
             }
-            match self.decode(max) {
+            match d.decode(max) {
                 Ok(data) if !data.is_empty() => return Read::Data(data),
-                Ok(_) if self.state == BodyState::Done => return Read::End,
+                Ok(_) if d.done() => return Read::End,
                 Ok(_) => {}
                 Err(why) => {
-                    self.state = BodyState::Failed(why);
+                    d.state = BodyState::Failed(why);
                     continue;
                 }
             }
-            match self.wire.recv_into(&mut self.raw, MAX_RAW) {
-                Ok(Some(0)) if self.framing == Framing::Close => self.state = BodyState::Done,
-                Ok(Some(0)) => self.state = BodyState::Failed("connection closed in the body"),
+            match self.wire.recv_into(&mut d.raw, MAX_RAW) {
+                Ok(Some(0)) if d.framing == Framing::Close => d.state = BodyState::Done,
+                Ok(Some(0)) => d.state = BodyState::Failed("connection closed in the body"),
                 Ok(Some(_)) => self.idle_until = self.wire.idle_deadline(),
                 Ok(None) if self.wire.expired(self.idle_until) => {
-                    self.state = BodyState::Failed("the client stopped sending the body")
+                    d.state = BodyState::Failed("the client stopped sending the body")
                 }
                 Ok(None) => return Read::Wait,
-                Err(_) => self.state = BodyState::Failed("connection lost in the body"),
+                Err(_) => d.state = BodyState::Failed("connection lost in the body"),
             }
         }
     }

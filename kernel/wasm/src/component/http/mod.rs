@@ -12,6 +12,23 @@ pub(crate) mod server;
 
 pub use body::IDLE_TIMEOUT_NS;
 
+/// One connection's bytes through the HTTP/1.1 decoders that face the
+/// network: the first byte picks the side (bit 0: responses, as the
+/// outgoing handler reads them; bit 1: answers to `HEAD`), the second how
+/// many bytes arrive at a time; how many messages were whole.
+#[cfg(feature = "fuzz")]
+pub(crate) fn fuzz_wire(data: &[u8]) -> usize {
+    let [side, piece, wire @ ..] = data else {
+        return 0;
+    };
+    let piece = usize::from(*piece).max(1);
+    if side & 1 == 0 {
+        server::fuzz_requests(wire, piece)
+    } else {
+        outgoing::fuzz_responses(wire, piece, side & 2 != 0)
+    }
+}
+
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;

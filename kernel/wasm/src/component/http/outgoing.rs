@@ -188,6 +188,13 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)
     Ok(Some((head, len)))
 }
 
+/// Responses through the outgoing handler's decoders (`crate::fuzz`).
+#[cfg(feature = "fuzz")]
+pub(super) fn fuzz_responses(wire: &[u8], piece: usize, head_request: bool) -> usize {
+    let parse = |buf: &[u8]| parse_response(buf, head_request);
+    super::body::decode_messages(wire, piece, parse, |h: &Head| h.framing)
+}
+
 /// A lookup in progress, cancelled if the guest gives up on it.
 struct Lookup<'a> {
     host: &'a SharedHost,

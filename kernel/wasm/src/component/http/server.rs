@@ -338,6 +338,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, u16> {
     Ok(Some((head, len)))
 }
 
+/// Pipelined requests through the server's decoders (`crate::fuzz`).
+#[cfg(feature = "fuzz")]
+pub(super) fn fuzz_requests(wire: &[u8], piece: usize) -> usize {
+    super::body::decode_messages(wire, piece, parse_head, |h: &Head| h.framing)
+}
+
 /// Parsed header lines, names lowercase.
 pub(super) fn lowercase(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
     headers
