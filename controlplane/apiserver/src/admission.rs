@@ -447,6 +447,22 @@ pub fn node_restriction(
                 }
                 _ => {}
             }
+            // Pod CIDRs come from the controller manager's IPAM: a node that
+            // chose its own could take another node's pod addresses.
+            let cidrs = |o: Option<&Value>| {
+                o.map(|o| {
+                    (
+                        o.pointer("/spec/podCIDR").cloned(),
+                        o.pointer("/spec/podCIDRs").cloned(),
+                    )
+                })
+            };
+            let (was, now) = (cidrs(old), cidrs(Some(new)));
+            if now != was && now != Some((None, None)) {
+                return no(format!(
+                    "node \"{node}\" is not allowed to set its pod CIDRs"
+                ));
+            }
             let forbidden: Vec<String> = modified_labels(new, old)
                 .into_iter()
                 .filter(|k| !node_may_set_label(k))

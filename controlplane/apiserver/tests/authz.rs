@@ -917,6 +917,18 @@ fn node_restriction_in_the_api_server() {
         ],
         "node-restriction.kubernetes.io/x",
     );
+    // Pod CIDRs come from the controller manager: a node cannot pick its own.
+    refused(
+        &[
+            "patch",
+            "node",
+            "n1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"podCIDR":"10.244.9.0/24","podCIDRs":["10.244.9.0/24"]}}"#,
+        ],
+        "not allowed to set its pod CIDRs",
+    );
     let applied = c.write(
         "n1-apply.yaml",
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {node-role.kubernetes.io/gpu: ''}\n",

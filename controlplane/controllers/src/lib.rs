@@ -17,11 +17,13 @@ mod gc;
 mod informer;
 mod job;
 use skiff_client::leader;
+mod node_ipam;
 mod node_lifecycle;
 mod replicaset;
 mod serviceaccount;
 mod util;
 
+pub use node_ipam::{PodNetwork, PodNetworkError};
 pub use skiff_client::{ClientError, client_from_kubeconfig};
 pub use util::pod_ready;
 
@@ -55,6 +57,9 @@ pub struct Config {
     pub identity: String,
     /// The leader election Lease's duration.
     pub lease_duration: Duration,
+    /// Where Nodes get their `spec.podCIDR` from (kube's `--cluster-cidr`
+    /// with `--allocate-node-cidrs`); `None`: not allocated here.
+    pub pod_network: Option<PodNetwork>,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             node_monitor_period: Duration::from_secs(5),
             identity: format!("skiff-controller-manager-{}", util::random_suffix(8)),
             lease_duration: Duration::from_secs(15),
+            pod_network: Some(PodNetwork::default()),
         }
     }
 }
@@ -202,6 +208,7 @@ async fn run_controllers(client: Client, cfg: Config) {
         replicaset::run(shared.clone(), &inf),
         deployment::run(shared.clone(), &inf),
         node_lifecycle::run(shared.clone(), &inf),
+        node_ipam::run(shared.clone(), &inf),
         gc::run(shared.clone(), &inf),
         endpoints::run(shared.clone(), &inf),
         serviceaccount::run(shared.clone(), &inf),

@@ -523,3 +523,89 @@ spec:
         (!t.trim().is_empty()).then_some(()).ok_or(t)
     });
 }
+
+#[test]
+fn nodes_get_distinct_pod_cidrs_and_a_deleted_nodes_subnet_is_given_again() {
+    let c = Cluster::start(2, Duration::from_secs(40));
+    let cidr = |node: &str| {
+        c.get(&[
+            "node",
+            node,
+            "-o",
+            "jsonpath={.spec.podCIDR} {.spec.podCIDRs}",
+        ])
+    };
+    let assigned = |node: &str| {
+        let out = cidr(node);
+        let (one, all) = out.split_once(' ').unwrap_or_default();
+        (one.starts_with("10.244.") && all == format!("[\"{one}\"]"))
+            .then(|| one.to_string())
+            .ok_or(out)
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for node in ["node-0", "node-1"] {
+        c.wait("a hollow node's pod CIDR", 30, || assigned(node).map(drop));
+        seen.insert(assigned(node).unwrap());
+    }
+    // Two more Nodes (as an admin would register them) use up the /22...
+    for n in ["extra-a", "extra-b"] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}\n"
+        ));
+        c.wait("the extra node's pod CIDR", 30, || assigned(n).map(drop));
+        seen.insert(assigned(n).unwrap());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "10.244.0.0/24",
+            "10.244.1.0/24",
+            "10.244.2.0/24",
+            "10.244.3.0/24"
+        ]
+    );
+    // ...so the next one gets none and says so.
+    c.apply("apiVersion: v1\nkind: Node\nmetadata: {name: extra-c}\n");
+    c.wait("CIDRNotAvailable", 30, || {
+        let reasons = c.get(&["events", "-A", "-o", "jsonpath={.items[*].reason}"]);
+        reasons
+            .contains("CIDRNotAvailable")
+            .then_some(())
+            .ok_or(reasons)
+    });
+    assert_eq!(cidr("extra-c").trim(), "");
+    // A pod CIDR is set once.
+    let changed = c.kubectl(&[
+        "patch",
+        "node",
+        "extra-a",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podCIDR":"10.244.3.0/24","podCIDRs":["10.244.3.0/24"]}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&changed.stderr);
+    assert!(
+        !changed.status.success() && err.contains("may not change podCIDR"),
+        "{err}"
+    );
+    let bad = c.kubectl(&[
+        "patch",
+        "node",
+        "extra-c",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"podCIDR":"10.244.300.0/24"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("must be a valid CIDR"),
+        "{err}"
+    );
+    // Deleting a Node frees its subnet for the one waiting.
+    let freed = assigned("extra-a").unwrap();
+    c.ok(&["delete", "node", "extra-a"]);
+    c.wait("the freed subnet given to extra-c", 30, || {
+        let got = assigned("extra-c")?;
+        (got == freed).then_some(()).ok_or(got)
+    });
+}

@@ -194,8 +194,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     let id = node_identity(&node);
     let fresh = shared.take_issued(&node, &cert_der);
-    let node_uid = match register(&shared, &id, &info, fresh).await {
-        Ok(uid) => uid,
+    let (node_uid, pod_cidrs) = match register(&shared, &id, &info, fresh).await {
+        Ok(registered) => registered,
         Err(e) => {
             return refuse(
                 &shared,
@@ -212,7 +212,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         lease_duration_secs: shared.cfg.lease_duration_secs,
         renew_interval_ms: shared.cfg.renew_interval.as_millis() as u32,
         node_status_report_ms: shared.cfg.node_status_report.as_millis() as u32,
-        pod_cidrs: Vec::new(),
+        pod_cidrs,
     });
     if let Err(e) = write_frame(&mut s, &registered, MAX_FRAME).await {
         return shared.journal.log(format!("{who}: closing: {e}"));
@@ -530,7 +530,7 @@ async fn register(
     id: &Identity,
     info: &proto::NodeInfo,
     fresh: bool,
-) -> Result<String, String> {
+) -> Result<(String, Vec<String>), String> {
     let api = &shared.api;
     let node = &info.name;
     let path = format!("/api/v1/nodes/{node}");
@@ -579,6 +579,16 @@ async fn register(
     if !a.ok() {
         return Err(a.message());
     }
+    // Known when the node registered before (IPAM gives a new Node its
+    // CIDR a moment after it is created).
+    let pod_cidrs = a
+        .body
+        .pointer("/spec/podCIDRs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(String::from))
+        .collect();
     let lease = objects::lease_object(node, &uid, shared.cfg.lease_duration_secs, now_millis());
     let a = api
         .create(
@@ -590,7 +600,7 @@ async fn register(
     if !(a.ok() || a.code == 409) {
         return Err(a.message());
     }
-    Ok(uid)
+    Ok((uid, pod_cidrs))
 }
 
 async fn renew_lease(sess: &Session, renew_time: u64) -> Result<Answer, String> {

@@ -99,6 +99,17 @@ struct ServeArgs {
     /// Do not run the controller manager in this process.
     #[arg(long)]
     no_controllers: bool,
+    /// The pod network, cut into one subnet per node (`spec.podCIDR`) from
+    /// which the node gives its pods addresses (kube's flag).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's pod subnet (kube's flag).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Whether the controller manager gives Nodes pod CIDRs (kube's flag;
+    /// `false` when something else sets `spec.podCIDR`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
     /// Where compiled wasm images are cached (default: `<data>/images`).
     #[arg(long)]
     image_cache: Option<PathBuf>,
@@ -192,6 +203,14 @@ fn pki_renew(dir: PathBuf, name: String) -> Result<(), String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let pod_network = if args.allocate_node_cidrs {
+        let network =
+            skiff_controllers::PodNetwork::new(&args.cluster_cidr, args.node_cidr_mask_size)
+                .map_err(|e| format!("--cluster-cidr/--node-cidr-mask-size: {e}"))?;
+        Some(network)
+    } else {
+        None
+    };
     survive_file_size_limit()?;
     let image_cache = args
         .image_cache
@@ -249,6 +268,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         let cfg = skiff_controllers::Config {
             node_monitor_grace_period: Duration::from_secs(args.node_grace),
+            pod_network,
             ..Default::default()
         };
         Some(tokio::spawn(skiff_controllers::run(client, cfg)))

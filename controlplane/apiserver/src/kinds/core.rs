@@ -62,8 +62,80 @@ pub const NODES: Resource = Resource {
         ("Internal-IP", "string", 1),
     ],
     cells: node_cells,
+    validate: validate_node,
+    validate_update: node_update,
     ..BASE
 };
+
+/// `spec.podCIDR(s)`: valid CIDRs, at most one per IP family, the first
+/// equal to `podCIDR`.
+fn validate_node(obj: &Value, causes: &mut Causes) {
+    let cidr = obj.pointer("/spec/podCIDR").and_then(Value::as_str);
+    let cidrs: Vec<&str> = obj
+        .pointer("/spec/podCIDRs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_str().unwrap_or_default())
+        .collect();
+    if let Some(c) = cidr.filter(|c| !c.is_empty() && !is_cidr(c)) {
+        causes.push((
+            "spec.podCIDR".into(),
+            format!("Invalid value: \"{c}\": must be a valid CIDR"),
+        ));
+    }
+    for (i, c) in cidrs.iter().enumerate() {
+        if !is_cidr(c) {
+            causes.push((
+                format!("spec.podCIDRs[{i}]"),
+                format!("Invalid value: \"{c}\": must be a valid CIDR"),
+            ));
+        }
+    }
+    if cidrs.len() > 2 {
+        causes.push((
+            "spec.podCIDRs".into(),
+            "Too many: may contain at most one value per IP family".into(),
+        ));
+    }
+    if let (Some(c), Some(first)) = (cidr.filter(|c| !c.is_empty()), cidrs.first())
+        && c != *first
+    {
+        causes.push((
+            "spec.podCIDRs[0]".into(),
+            format!("Invalid value: \"{first}\": must match spec.podCIDR \"{c}\""),
+        ));
+    }
+}
+
+/// A node's pod CIDRs are set once: pods hold addresses from them.
+fn node_update(old: &Value, new: &Value, causes: &mut Causes) {
+    for f in ["/spec/podCIDR", "/spec/podCIDRs"] {
+        let was = old.pointer(f).filter(|v| {
+            !(v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty()))
+        });
+        if was.is_some() && was != new.pointer(f) {
+            causes.push((
+                "spec.podCIDRs".into(),
+                "Forbidden: node updates may not change podCIDR except from \"\" to valid".into(),
+            ));
+            return;
+        }
+    }
+}
+
+/// `a.b.c.d/n` or an IPv6 CIDR.
+fn is_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    let max = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    !len.starts_with('+') && len.parse::<u8>().is_ok_and(|n| n <= max)
+}
 
 fn node_cells(_: &Resource, o: &Value) -> Vec<Value> {
     let ready = o

@@ -62,6 +62,8 @@ impl Cluster {
             node_monitor_period: Duration::from_millis(500),
             identity: "test-manager".into(),
             lease_duration: Duration::from_secs(3),
+            // Four node subnets: small enough for a test to use them up.
+            pod_network: Some(skiff_controllers::PodNetwork::new("10.244.0.0/22", 24).unwrap()),
         };
         let tasks = vec![
             plane
