@@ -609,3 +609,55 @@ fn nodes_get_distinct_pod_cidrs_and_a_deleted_nodes_subnet_is_given_again() {
         (got == freed).then_some(()).ok_or(got)
     });
 }
+
+#[test]
+fn endpoint_slices_per_port_set_with_same_node_hints() {
+    let c = Cluster::start(2, Duration::from_secs(40));
+    let pod = |name: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: api}}}}\n\
+             spec:\n  containers:\n  - name: c\n    image: registry.example/api:1\n    \
+             ports: [{{name: http, containerPort: {port}}}]\n"
+        )
+    };
+    c.apply(&pod("api-a", 8080));
+    c.apply(&pod("api-b", 9090));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  selector: {app: api}\n  \
+         trafficDistribution: PreferSameNode\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+    );
+    let slices = || {
+        c.get(&[
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=api",
+            "-o",
+            "jsonpath={range .items[*]}{.ports[0].port}={.endpoints[*].hints.forNodes[0].name};{end}",
+        ])
+    };
+    let node_of = |pod: &str| c.get(&["pod", pod, "-o", "jsonpath={.spec.nodeName}"]);
+    c.wait(
+        "a slice per resolved port, hinted to the pod's node",
+        30,
+        || {
+            let out = slices();
+            let mut got: Vec<&str> = out.split(';').filter(|s| !s.is_empty()).collect();
+            got.sort();
+            let want = [
+                format!("8080={}", node_of("api-a")),
+                format!("9090={}", node_of("api-b")),
+            ];
+            (got == want)
+                .then_some(())
+                .ok_or(format!("{out} want {want:?}"))
+        },
+    );
+    // The 9090 pod gone: its slice goes too.
+    c.ok(&["delete", "pod", "api-b", "--wait=false"]);
+    c.wait("the stale slice deleted", 30, || {
+        let out = slices();
+        (out == format!("8080={};", node_of("api-a")))
+            .then_some(())
+            .ok_or(out)
+    });
+}
