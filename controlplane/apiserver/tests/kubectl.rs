@@ -847,6 +847,165 @@ fn service_cluster_ips_are_unique() {
     contains_all(&err, &["provided IP is already allocated"]);
 }
 
+#[test]
+fn malformed_services_and_endpoint_slices_are_refused_naming_the_field() {
+    let c = ApiServer::start();
+    let svc = |name: &str, spec: &str| {
+        let f = c.write(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n{spec}"),
+        );
+        c.fails(&["apply", "-f", f.to_str().unwrap()])
+    };
+    let cases = [
+        (
+            "s1",
+            "  type: Magic\n  ports: [{port: 80}]\n",
+            "spec.type: Unsupported value: \"Magic\"",
+        ),
+        (
+            "s2",
+            "  ports: [{port: 80, protocol: ICMP}]\n",
+            "spec.ports[0].protocol: Unsupported value",
+        ),
+        (
+            "s3",
+            "  ports: [{port: 80}, {port: 81}]\n",
+            "spec.ports[0].name: Required value",
+        ),
+        (
+            "s4",
+            "  ports: [{name: a, port: 80}, {name: a, port: 81}]\n",
+            "spec.ports[1].name: Duplicate value",
+        ),
+        (
+            "s5",
+            "  ports: [{name: a, port: 80}, {name: b, port: 80}]\n",
+            "spec.ports[1].port: Duplicate value",
+        ),
+        (
+            "s6",
+            "  ports: [{port: 80, targetPort: Not_A_Name}]\n",
+            "spec.ports[0].targetPort: Invalid value",
+        ),
+        (
+            "s7",
+            "  ports: [{port: 80, targetPort: 70000}]\n",
+            "spec.ports[0].targetPort: Invalid value",
+        ),
+        (
+            "s8",
+            "  ports: [{port: 80, nodePort: 30080}]\n",
+            "spec.ports[0].nodePort: Forbidden",
+        ),
+        (
+            "s9",
+            "  type: NodePort\n  ports: [{port: 80, nodePort: 80}]\n",
+            "range of valid ports is 30000-32767",
+        ),
+        (
+            "s10",
+            "  sessionAffinity: Sticky\n  ports: [{port: 80}]\n",
+            "spec.sessionAffinity: Unsupported value",
+        ),
+        (
+            "s11",
+            "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\n  ports: [{port: 80}]\n",
+            "timeoutSeconds: Invalid value",
+        ),
+        (
+            "s12",
+            "  internalTrafficPolicy: Nearby\n  ports: [{port: 80}]\n",
+            "spec.internalTrafficPolicy: Unsupported value",
+        ),
+        (
+            "s13",
+            "  trafficDistribution: Anywhere\n  ports: [{port: 80}]\n",
+            "spec.trafficDistribution: Unsupported value",
+        ),
+        (
+            "s14",
+            "  clusterIP: 10.96.0.300\n  ports: [{port: 80}]\n",
+            "spec.clusterIP: Invalid value",
+        ),
+        (
+            "s15",
+            "  type: ExternalName\n",
+            "spec.externalName: Required value",
+        ),
+    ];
+    for (name, spec, want) in cases {
+        let err = svc(name, spec);
+        contains_all(&err, &[&format!("Service \"{name}\" is invalid"), want]);
+    }
+    // Well-formed ones pass, named target ports and the new fields included.
+    let ok = c.write(
+        "ok.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: fine, namespace: default}\nspec:\n  \
+         trafficDistribution: PreferSameNode\n  sessionAffinity: ClientIP\n  internalTrafficPolicy: Local\n  \
+         ports: [{name: http, port: 80, targetPort: http}, {name: dns, port: 53, protocol: UDP}]\n",
+    );
+    c.ok(&["apply", "-f", ok.to_str().unwrap()]);
+
+    let slice = |name: &str, body: &str| {
+        let f = c.write(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: default}}\n{body}"),
+        );
+        c.fails(&["apply", "-f", f.to_str().unwrap()])
+    };
+    let cases = [
+        ("e1", "endpoints: []\n", "addressType: Required value"),
+        (
+            "e2",
+            "addressType: IPv5\nendpoints: []\n",
+            "addressType: Unsupported value",
+        ),
+        (
+            "e3",
+            "addressType: IPv4\nendpoints: [{addresses: [\"fd00::1\"]}]\n",
+            "endpoints[0].addresses[0]: Invalid value",
+        ),
+        (
+            "e4",
+            "addressType: IPv4\nendpoints: [{addresses: []}]\n",
+            "endpoints[0].addresses: Invalid value",
+        ),
+        (
+            "e5",
+            "addressType: IPv4\nendpoints: []\nports: [{port: 0}]\n",
+            "ports[0].port: Invalid value",
+        ),
+        (
+            "e6",
+            "addressType: IPv4\nendpoints: []\nports: [{name: a, port: 1}, {name: a, port: 2}]\n",
+            "ports[1].name: Duplicate value",
+        ),
+    ];
+    for (name, body, want) in cases {
+        let err = slice(name, body);
+        contains_all(
+            &err,
+            &[&format!("EndpointSlice \"{name}\" is invalid"), want],
+        );
+    }
+    let ok = c.write(
+        "slice.yaml",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: fine, namespace: default}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.244.1.5]}]\nports: [{name: http, port: 8080, protocol: TCP}]\n",
+    );
+    c.ok(&["apply", "-f", ok.to_str().unwrap()]);
+    let err = c.fails(&[
+        "patch",
+        "endpointslice",
+        "fine",
+        "--type=merge",
+        "-p",
+        r#"{"addressType":"IPv6"}"#,
+    ]);
+    contains_all(&err, &["addressType: Invalid value: field is immutable"]);
+}
+
 fn get_json(c: &ApiServer, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["get"];
     a.extend_from_slice(args);

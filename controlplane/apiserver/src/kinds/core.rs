@@ -363,25 +363,173 @@ fn service_defaults(obj: &mut Value, ns: &str) {
     default(obj_mut(obj, "status"), "loadBalancer", json!({}));
 }
 
+/// kube's Service validation where a wrong value would mislead the node's
+/// proxy: types, ports (number, protocol, unique names, target ports, node
+/// ports), affinity, traffic policies and distribution, the cluster IP.
 fn validate_service(obj: &Value, causes: &mut Causes) {
-    let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
-    let headless = obj.pointer("/spec/clusterIP") == Some(&json!("None"));
-    let external = obj.pointer("/spec/type") == Some(&json!("ExternalName"));
+    let spec = |f: &str| obj.pointer(&format!("/spec/{f}"));
+    let ports = spec("ports").and_then(Value::as_array);
+    let headless = spec("clusterIP") == Some(&json!("None"));
+    let ty = spec("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    let external = ty == "ExternalName";
+    one_of(
+        causes,
+        "spec.type",
+        spec("type"),
+        &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+    );
     if ports.is_none_or(|p| p.is_empty()) && !headless && !external {
         causes.push(("spec.ports".into(), "Required value".into()));
     }
-    for (i, p) in ports.into_iter().flatten().enumerate() {
+    let ports = ports.map(Vec::as_slice).unwrap_or_default();
+    let mut names = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let at = |f: &str| format!("spec.ports[{i}].{f}");
         if !p
             .get("port")
             .and_then(Value::as_i64)
             .is_some_and(|n| (1..=65535).contains(&n))
         {
             causes.push((
-                format!("spec.ports[{i}].port"),
+                at("port"),
                 "Invalid value: must be between 1 and 65535, inclusive".into(),
             ));
         }
+        one_of(
+            causes,
+            &at("protocol"),
+            p.get("protocol"),
+            &["SCTP", "TCP", "UDP"],
+        );
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() && ports.len() > 1 {
+            causes.push((at("name"), "Required value".into()));
+        } else if !name.is_empty() && !is_dns1123_label(name) {
+            causes.push((
+                at("name"),
+                format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
+            ));
+        }
+        if !name.is_empty() && !names.insert(name) {
+            causes.push((at("name"), format!("Duplicate value: \"{name}\"")));
+        }
+        let key = (
+            p.get("port").map(Value::to_string).unwrap_or_default(),
+            p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
+        );
+        if !keys.insert(key.clone()) {
+            causes.push((
+                at("port"),
+                format!("Duplicate value: {{port: {}, protocol: {}}}", key.0, key.1),
+            ));
+        }
+        match p.get("targetPort") {
+            None => {}
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|n| (1..=65535).contains(&n)) => {}
+            Some(Value::String(s)) if is_port_name(s) => {}
+            Some(v) => causes.push((
+                at("targetPort"),
+                format!("Invalid value: {v}: must be a port number between 1 and 65535 or an IANA service name (at most 15 lowercase letters, digits and '-', with a letter)"),
+            )),
+        }
+        if let Some(np) = p
+            .get("nodePort")
+            .filter(|v| !v.is_null() && **v != json!(0))
+        {
+            if !matches!(ty, "NodePort" | "LoadBalancer") {
+                causes.push((
+                    at("nodePort"),
+                    format!("Forbidden: may not be used when `type` is '{ty}'"),
+                ));
+            } else if !np.as_i64().is_some_and(|n| (30000..=32767).contains(&n)) {
+                causes.push((
+                    at("nodePort"),
+                    format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+                ));
+            }
+        }
     }
+    one_of(
+        causes,
+        "spec.sessionAffinity",
+        spec("sessionAffinity"),
+        &["ClientIP", "None"],
+    );
+    if let Some(t) = obj.pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
+        && !t.as_i64().is_some_and(|t| (1..=86400).contains(&t))
+    {
+        causes.push((
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds".into(),
+            format!("Invalid value: {t}: must be greater than 0 and less than 86400"),
+        ));
+    }
+    one_of(
+        causes,
+        "spec.internalTrafficPolicy",
+        spec("internalTrafficPolicy"),
+        &["Cluster", "Local"],
+    );
+    one_of(
+        causes,
+        "spec.externalTrafficPolicy",
+        spec("externalTrafficPolicy"),
+        &["Cluster", "Local"],
+    );
+    one_of(
+        causes,
+        "spec.trafficDistribution",
+        spec("trafficDistribution"),
+        &["PreferClose", "PreferSameNode", "PreferSameZone"],
+    );
+    if let Some(ip) = spec("clusterIP").and_then(Value::as_str)
+        && !matches!(ip, "" | "None")
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        causes.push((
+            "spec.clusterIP".into(),
+            format!("Invalid value: \"{ip}\": must be empty, 'None', or a valid IP address"),
+        ));
+    }
+    if external
+        && !spec("externalName")
+            .and_then(Value::as_str)
+            .is_some_and(crate::admission::is_dns1123_subdomain)
+    {
+        causes.push((
+            "spec.externalName".into(),
+            "Required value: a DNS name for type ExternalName".into(),
+        ));
+    }
+}
+
+/// `field` (if set) is one of `allowed`, else kube's "Unsupported value".
+pub(crate) fn one_of(causes: &mut Causes, field: &str, v: Option<&Value>, allowed: &[&str]) {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return;
+    };
+    if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
+        let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        causes.push((
+            field.into(),
+            format!(
+                "Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
+        ));
+    }
+}
+
+/// An IANA service name (a named port): 1–15 lowercase letters, digits and
+/// '-', at least one letter, no leading, trailing or double '-'.
+pub(crate) fn is_port_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
 }
 
 fn service_cells(_: &Resource, o: &Value) -> Vec<Value> {
