@@ -207,10 +207,8 @@ fn instantiate(runs: usize) -> Result<Figure, String> {
     let ours = median_us(&ours_once)?;
     let peer = median_us(&peer_once)?;
     eprintln!("instantiate+run: skiff-wasm {ours:.1} µs, wasmtime-wasi {peer:.1} µs");
-    Ok(
-        Figure::new("instantiate_run_us", "µs", ours, "lower")
-            .peer(format!("{WASMTIME} + wasmtime-wasi on the host"), peer),
-    )
+    Ok(Figure::new("instantiate_run_us", "µs", ours, "lower")
+        .peer(format!("{WASMTIME} + wasmtime-wasi on the host"), peer))
 }
 
 /// The http-hello pod against the component under wasmtime-wasi-http.
@@ -246,7 +244,8 @@ spec:
         .map_err(|e| format!("wasmtime-wasi-http: {e}"))?;
     load(server.addr(), 1, Duration::from_secs(1))
         .map_err(|e| format!("wasmtime-wasi-http warm-up: {e}"))?;
-    let peer = load(server.addr(), conns, duration).map_err(|e| format!("wasmtime-wasi-http: {e}"))?;
+    let peer =
+        load(server.addr(), conns, duration).map_err(|e| format!("wasmtime-wasi-http: {e}"))?;
     drop(server);
 
     eprintln!(
@@ -434,8 +433,12 @@ spec:
         if phase != "Succeeded" {
             return Err(format!("pod {pod} {phase}:\n{logs}"));
         }
-        let rate = round_trips(&logs).ok_or_else(|| format!("no result in {pod}'s log:\n{logs}"))?;
-        eprintln!("tcp: node run {i}: {rate:.1} round trips/s ({})", logs.trim());
+        let rate =
+            round_trips(&logs).ok_or_else(|| format!("no result in {pod}'s log:\n{logs}"))?;
+        eprintln!(
+            "tcp: node run {i}: {rate:.1} round trips/s ({})",
+            logs.trim()
+        );
         ours.push(rate);
     }
 
@@ -455,10 +458,14 @@ spec:
         eprintln!("tcp: wasmtime-wasi run {i}: {rate:.1} round trips/s");
         peer.push(rate);
     }
-    Ok(
-        Figure::new("tcp_round_trips_per_s", "round trips/s", median(&ours), "higher").peer(
-            format!("{WASMTIME} + wasmtime-wasi on the host, loopback"),
-            median(&peer),
-        ),
+    Ok(Figure::new(
+        "tcp_round_trips_per_s",
+        "round trips/s",
+        median(&ours),
+        "higher",
     )
+    .peer(
+        format!("{WASMTIME} + wasmtime-wasi on the host, loopback"),
+        median(&peer),
+    ))
 }

@@ -117,8 +117,7 @@ impl Prepared {
                 None => (None, Some(format!("{e:#}"))),
             },
         };
-        let text =
-            |pipe: &MemoryOutputPipe| String::from_utf8_lossy(&pipe.contents()).into_owned();
+        let text = |pipe: &MemoryOutputPipe| String::from_utf8_lossy(&pipe.contents()).into_owned();
         Ok(Output {
             stdout: text(&stdout),
             stderr: text(&stderr),

@@ -23,7 +23,9 @@ fn main() {
     let mut reply = vec![0u8; size];
     let t = Instant::now();
     for _ in 0..rounds {
-        stream.write_all(&request).unwrap_or_else(|e| fail("send", e));
+        stream
+            .write_all(&request)
+            .unwrap_or_else(|e| fail("send", e));
         stream
             .read_exact(&mut reply)
             .unwrap_or_else(|e| fail("receive", e));
