@@ -235,10 +235,15 @@ impl<N: NodeHost> WasmRuntime<N> {
         self.boot_wall_ms + now / MILLI
     }
 
-    /// Containers waiting for socket I/O are stepped again on the next `run`.
+    /// Blocked containers are stepped again on the next `run`, also those
+    /// whose wait has a deadline: a `Blocked { until }` wait may be for I/O
+    /// as well (an HTTP pod's keep-alive connection waits for the next
+    /// request with an idle timeout), and a step of a guest still blocked
+    /// returns at once.
     pub fn wake_io(&mut self) {
         for i in self.instances.values_mut() {
             i.io_wait = false;
+            i.wake_at = None;
         }
     }
 

@@ -390,6 +390,44 @@ fn an_echo_server_blocks_on_accept_and_wakes_on_io() {
     assert!(out.contains("echo-pod"), "{out}");
 }
 
+/// A keep-alive connection of an HTTP pod waits for its next request with
+/// an idle deadline: I/O must wake it before that deadline.
+#[test]
+fn an_http_pod_wakes_for_the_next_request_on_a_kept_alive_connection() {
+    let store = ArtifactStore::new(64 << 20);
+    let mut rt = wasm_rt(&store);
+    let mut c = container("http", stored(&store, "http-hello"), &[]);
+    c.ports = vec![ContainerPort {
+        name: None,
+        container_port: 8080,
+        protocol: Protocol::Tcp,
+    }];
+    start(&mut rt, &pod("h", vec![c]), &[]).unwrap();
+    let net = rt.node().nets.lock().unwrap().last().unwrap().clone();
+    let conn = net.lock().unwrap().open(8080);
+    let responses = || {
+        let out = String::from_utf8_lossy(&net.lock().unwrap().conns[&conn].outbound).into_owned();
+        out.matches("HTTP/1.1 200").count()
+    };
+    for want in 1..=2 {
+        net.lock()
+            .unwrap()
+            .send(conn, b"GET /hello?name=k HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Far less than the 30 s idle deadline. The node wakes its pods
+        // on any network activity, as here.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while responses() < want {
+            rt.wake_io();
+            rt.run(10 * MILLI);
+            assert!(
+                Instant::now() < deadline,
+                "response {want} did not come: the pod was not woken"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 #[test]
 fn fetching_then_running_and_bad_artifacts_fail_the_start() {
     let store = ArtifactStore::new(64 << 20);
