@@ -59,7 +59,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     figures.push(instantiate(runs)?);
     notes.push(format!(
-        "instantiate_run_us: hello-p2 (SLEEP_MS=0: prints 8 lines, reads both clocks and random, exits 0), median of {runs} after 10 warm-ups; \
+        "instantiate_run_us: hello-p2 (SLEEP_MS=0: prints 8 lines, reads both clocks and random, exits 0), median of {runs} (ours and the peer alternating) after 10 warm-ups each; \
          ours: skiff_wasm::Runtime on this host (the node's engine config for the host target, precompiled artifact, Image loaded once), timing spawn (store) + instantiate + wasi:cli/run to exit; \
          peer: wasmtime-wasi through skiff-wasi-reference's Prepared (default wasmtime Config, Component and CommandPre made once), timing WasiCtx + store + instantiate + run"
     ));
@@ -194,18 +194,17 @@ fn instantiate(runs: usize) -> Result<Figure, String> {
         Ok(took)
     };
 
-    let median_us = |once: &dyn Fn() -> Result<Duration, String>| -> Result<f64, String> {
-        for _ in 0..10 {
-            once()?;
-        }
-        let mut us = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            us.push(once()?.as_secs_f64() * 1e6);
-        }
-        Ok(median(&us))
-    };
-    let ours = median_us(&ours_once)?;
-    let peer = median_us(&peer_once)?;
+    // Alternating, so a change in the machine's load hits both sides alike.
+    for _ in 0..10 {
+        ours_once()?;
+        peer_once()?;
+    }
+    let (mut ours, mut peer) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        ours.push(ours_once()?.as_secs_f64() * 1e6);
+        peer.push(peer_once()?.as_secs_f64() * 1e6);
+    }
+    let (ours, peer) = (median(&ours), median(&peer));
     eprintln!("instantiate+run: skiff-wasm {ours:.1} µs, wasmtime-wasi {peer:.1} µs");
     Ok(Figure::new("instantiate_run_us", "µs", ours, "lower")
         .peer(format!("{WASMTIME} + wasmtime-wasi on the host"), peer))
