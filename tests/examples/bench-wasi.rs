@@ -79,18 +79,24 @@ fn run(args: &Args) -> Result<(), String> {
     let accel = accel();
 
     let duration = Duration::from_secs_f64(secs);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     figures.extend(http(&plane, &reg.host(), http_port, conns, duration, &log)?);
     notes.push(format!(
         "http_*: GET /hello?name=bench on http-hello (wasi:http/incoming-handler, a fresh instance per request on both sides), {conns} keep-alive HTTP/1.1 connections for {secs} s after a 1 s warm-up, \
          latency from the request's write to the body's last byte, requests/s over the run's wall time; \
          ours: the pod on one microvm kernel node ({accel:?}, 1 vCPU, 256 MiB) through QEMU user networking's host forward; \
-         peer: the same component served on this host's loopback by wasmtime-wasi-http with hyper (as `wasmtime serve`: ProxyPre, a store per request, a multi-threaded tokio runtime)"
+         peer: the same component served on this host's loopback by wasmtime-wasi-http with hyper (as `wasmtime serve`: ProxyPre, a store per request, a multi-threaded tokio runtime using all {cpus} host CPUs)"
     ));
+    if accel == Accel::Tcg {
+        notes.push(
+            "the node figures (http_*, tcp_round_trips_per_s) run under TCG, which emulates the guest CPU in software: their ratios measure the whole emulated node path against native host code, not the WASI layers alone".into(),
+        );
+    }
 
     let echo = echo_server().map_err(|e| format!("echo server: {e}"))?;
     figures.push(tcp(&plane, &reg.host(), echo, rounds, tcp_runs, &log)?);
     notes.push(format!(
-        "tcp_round_trips: tcp-bench ({rounds} round trips of 1 KiB request + 1 KiB echo over one std::net::TcpStream, timed by the guest's own monotonic clock, connect excluded), median of {tcp_runs} runs; \
+        "tcp_round_trips_per_s: tcp-bench ({rounds} round trips of 1 KiB request + 1 KiB echo over one std::net::TcpStream, timed by the guest's own monotonic clock, connect excluded), median of {tcp_runs} runs; \
          ours: a pod on the kernel node ({accel:?}) to an echo server in this process at the slirp gateway 10.0.2.2, i.e. through the guest's smoltcp + virtio-net + QEMU user networking + host loopback; \
          peer: the same guest under wasmtime-wasi on this host to the same server over loopback (Linux sockets directly). \
          The closest fair peer runnable here: there is no Linux guest image to run wasmtime inside the same QEMU, so the peer has no VM or slirp on its path"
@@ -423,7 +429,7 @@ spec:
             plane::SLIRP_HOST
         ));
         let mut phase = String::new();
-        plane.eventually(&format!("pod {pod} to finish"), 300, log, || {
+        plane.eventually(&format!("pod {pod} to finish"), 120, log, || {
             let out = plane.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.status.phase}"]);
             phase = String::from_utf8_lossy(&out.stdout).into_owned();
             phase == "Succeeded" || phase == "Failed"
