@@ -236,7 +236,10 @@ impl<N: NodeHost> WasmRuntime<N> {
         self.boot_wall_ms + now / MILLI
     }
 
-    /// Containers waiting for socket I/O are stepped again on the next `run`.
+    /// Containers waiting for socket I/O are stepped again on the next `run`,
+    /// also those whose wait has a deadline (an HTTP pod's kept-alive
+    /// connection waits for the next request and its idle timeout); a step
+    /// of a guest still blocked returns at once.
     pub fn wake_io(&mut self) {
         for i in self.instances.values_mut() {
             if i.io_wait {

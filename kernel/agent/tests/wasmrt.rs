@@ -390,6 +390,8 @@ fn an_echo_server_blocks_on_accept_and_wakes_on_io() {
     assert!(out.contains("echo-pod"), "{out}");
 }
 
+/// A keep-alive connection of an HTTP pod waits for its next request with
+/// an idle deadline: I/O must wake it before that deadline.
 #[test]
 fn a_keep_alive_http_handler_wakes_on_io_before_its_idle_deadline() {
     let store = ArtifactStore::new(64 << 20);

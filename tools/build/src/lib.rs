@@ -32,6 +32,7 @@ pub const P2_GUESTS: &[&str] = &[
     "file-writer",
     "http-hello",
     "http-get",
+    "tcp-bench",
 ];
 
 /// Why a build did not produce its output.

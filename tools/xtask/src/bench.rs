@@ -37,6 +37,7 @@ const BENCHES: &[(&str, &str, &str, bool)] = &[
     ("pods", "skiff-e2e", "bench-pods", true),
     ("scheduler", "skiff-scheduler", "bench-scheduler", false),
     ("store", "skiff-store", "bench-store", false),
+    ("wasi", "skiff-e2e", "bench-wasi", true),
 ];
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
