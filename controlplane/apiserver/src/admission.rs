@@ -540,6 +540,9 @@ pub fn admit(
         }
     }
     let mut obj = typed;
+    if let Some(old) = old {
+        (r.prepare_update)(old, &mut obj);
+    }
     if old.is_none() {
         // A new object's uid is the server's, never the client's; chosen
         // here so defaults can refer to it (a Job's selector does).

@@ -1,4 +1,4 @@
-//! Service ClusterIP allocation.
+//! Service allocations: ClusterIPs and node ports.
 
 use serde_json::{Value, json};
 
@@ -67,4 +67,150 @@ pub(crate) async fn allocate_cluster_ip(
     Err(ApiError::internal(
         "the service IP range 10.96.0.0/16 is full",
     ))
+}
+
+/// kube's default `--service-node-port-range`.
+pub(crate) const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// The node ports every Service holds, loaded before a Service write so
+/// that write gets free ones ([`NodePorts::assign`]). Like ClusterIPs,
+/// concurrent writes can still race (no allocator object yet).
+pub(crate) struct NodePorts {
+    /// (node port, protocol) → the `ns/name` of the Service holding it.
+    used: std::collections::HashMap<(u16, String), String>,
+}
+
+fn node_port_type(svc: &Value) -> bool {
+    matches!(
+        svc.pointer("/spec/type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    )
+}
+
+fn protocol(p: &Value) -> String {
+    p.get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP")
+        .to_string()
+}
+
+impl NodePorts {
+    pub async fn load(state: &State, r: &'static Resource) -> ApiResult<NodePorts> {
+        let all = storage::list(&state.store, r, "", &Filter::default(), 0, None).await?;
+        let mut used = std::collections::HashMap::new();
+        for svc in all.items.iter().filter(|s| node_port_type(s)) {
+            let owner = format!(
+                "{}/{}",
+                meta_str(svc, "namespace").unwrap_or_default(),
+                meta_str(svc, "name").unwrap_or_default()
+            );
+            for p in svc
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
+                    used.insert((n as u16, protocol(p)), owner.clone());
+                }
+            }
+        }
+        Ok(NodePorts { used })
+    }
+
+    /// Gives each port of a NodePort or LoadBalancer Service its node port:
+    /// the requested one if free (else 422), the one the Service held
+    /// before for that port, or a free one in [`NODE_PORTS`]; other types
+    /// hold none (changing a Service to ClusterIP releases them, as kube's
+    /// `dropTypeDependentFields` does).
+    pub fn assign(&self, r: &Resource, svc: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+        let name = meta_str(svc, "name").unwrap_or_default().to_string();
+        let me = format!("{}/{name}", meta_str(svc, "namespace").unwrap_or_default());
+        let wants = node_port_type(svc);
+        let held: Vec<(i64, String, u64)> = old
+            .filter(|o| node_port_type(o))
+            .and_then(|o| o.pointer("/spec/ports").and_then(Value::as_array))
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.get("port")?.as_i64()?,
+                    protocol(p),
+                    p.get("nodePort")?.as_u64()?,
+                ))
+            })
+            .collect();
+        let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
+        let mut taken: std::collections::HashSet<(u16, String)> = Default::default();
+        let free = |n: u16, proto: &str, taken: &std::collections::HashSet<(u16, String)>| {
+            let key = (n, proto.to_string());
+            !taken.contains(&key) && self.used.get(&key).is_none_or(|o| *o == me)
+        };
+        for (i, p) in ports.iter_mut().enumerate() {
+            let Some(p) = p.as_object_mut() else { continue };
+            if !wants {
+                p.remove("nodePort");
+                continue;
+            }
+            let proto = p
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_string();
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or_default();
+            let requested = p
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .filter(|n| *n != 0);
+            let n = match requested {
+                Some(n) => {
+                    let n = n as u16;
+                    if !free(n, &proto, &taken) {
+                        return Err(ApiError::invalid(
+                            target(r, &name),
+                            &[(
+                                format!("spec.ports[{i}].nodePort"),
+                                format!("Invalid value: {n}: provided port is already allocated"),
+                            )],
+                        ));
+                    }
+                    n
+                }
+                None => {
+                    let before = held
+                        .iter()
+                        .find(|(p, pr, _)| *p == port && *pr == proto)
+                        .map(|(_, _, n)| *n as u16)
+                        .filter(|n| free(*n, &proto, &taken));
+                    // Spread from a hash of the Service and port, then the
+                    // next free one.
+                    let span = (NODE_PORTS.end() - NODE_PORTS.start() + 1) as usize;
+                    let seed = crate::admission::cluster_ip(&me, &format!("{port}/{proto}"));
+                    let seed: usize = seed.bytes().map(usize::from).sum::<usize>() * 7919;
+                    let pick = || {
+                        (0..span)
+                            .map(|k| NODE_PORTS.start() + ((seed + k) % span) as u16)
+                            .find(|n| free(*n, &proto, &taken))
+                    };
+                    match before.or_else(pick) {
+                        Some(n) => n,
+                        None => {
+                            return Err(ApiError::invalid(
+                                target(r, &name),
+                                &[(
+                                    format!("spec.ports[{i}].nodePort"),
+                                    "Internal error: range for service node ports is full".into(),
+                                )],
+                            ));
+                        }
+                    }
+                }
+            };
+            taken.insert((n, proto));
+            p.insert("nodePort".into(), json!(n));
+        }
+        Ok(())
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::authn::Identity;
 use crate::authz::{self, Attributes};
-use crate::clusterip::allocate_cluster_ip;
+use crate::clusterip::{NodePorts, allocate_cluster_ip};
 use crate::http::{Query, decode_body, json_response, media_type, read_body};
 use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
@@ -691,6 +691,7 @@ async fn create(
     authz::check_escalation(state, id, r, ns, "", None, &obj).await?;
     if (r.group, r.kind) == ("", "Service") {
         allocate_cluster_ip(state, r, &mut obj, requested_ip).await?;
+        NodePorts::load(state, r).await?.assign(r, &mut obj, None)?;
     }
     let lease = lease_for(state, r, opts.dry_run).await?;
     let created = storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
@@ -783,13 +784,17 @@ async fn update(
         ));
     }
     let priority = Priority::load(&state.store, r).await?;
+    let node_ports = node_ports_for(state, r, sub).await?;
     let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let mut new = body.clone();
         admission::check_type(r, &mut new)?;
         let mut new = scope_change(r, sub, &current, new);
         priority.admit(r, Some(&current), &mut new)?;
-        let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
+        let mut new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
         admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
+        if let Some(p) = &node_ports {
+            p.assign(r, &mut new, Some(&current))?;
+        }
         Ok(new)
     })
     .await?;
@@ -818,12 +823,16 @@ async fn patch_object(
         return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
     }
     let priority = Priority::load(&state.store, r).await?;
+    let node_ports = node_ports_for(state, r, sub).await?;
     let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
         let new = patch::apply(kind, &current, body)?;
         let mut new = scope_change(r, sub, &current, new);
         priority.admit(r, Some(&current), &mut new)?;
-        let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
+        let mut new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
         admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
+        if let Some(p) = &node_ports {
+            p.assign(r, &mut new, Some(&current))?;
+        }
         Ok(new)
     })
     .await?;
@@ -903,9 +912,12 @@ async fn server_side_apply(
         Err(e) if e.code == 404 => {
             let mut obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
             priority.admit(r, None, &mut obj)?;
-            let obj = admission::admit(r, ns, obj, None, opts.strict)?;
+            let mut obj = admission::admit(r, ns, obj, None, opts.strict)?;
             admission::node_restriction(id, r, ns, name, None, Some(&obj))?;
             authz::check_escalation(state, id, r, ns, name, None, &obj).await?;
+            if let Some(p) = node_ports_for(state, r, None).await? {
+                p.assign(r, &mut obj, None)?;
+            }
             let lease = lease_for(state, r, opts.dry_run).await?;
             let created =
                 storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
@@ -913,20 +925,36 @@ async fn server_side_apply(
         }
         Err(e) => Err(e),
         Ok(_) => {
+            let node_ports = node_ports_for(state, r, None).await?;
             let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
                 let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
                 // The applier does not hold the object's version.
                 new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
                 let mut new = scope_change(r, None, &current, new);
                 priority.admit(r, Some(&current), &mut new)?;
-                let new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
+                let mut new = admission::admit(r, ns, new, Some(&current), opts.strict)?;
                 admission::node_restriction(id, r, ns, name, Some(&current), Some(&new))?;
+                if let Some(p) = &node_ports {
+                    p.assign(r, &mut new, Some(&current))?;
+                }
                 Ok(new)
             })
             .await?;
             Ok(json_response(200, &updated))
         }
     }
+}
+
+/// The node ports Services hold, for a write of a Service's main resource.
+async fn node_ports_for(
+    state: &State,
+    r: &'static Resource,
+    sub: Option<&str>,
+) -> ApiResult<Option<NodePorts>> {
+    if (r.group, r.kind) != ("", "Service") || sub.is_some() {
+        return Ok(None);
+    }
+    NodePorts::load(state, r).await.map(Some)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -53,8 +53,11 @@ pub struct Resource {
     pub typed: Option<Typed>,
     /// Which names are valid, and kube's message when one is not.
     pub name_rule: (fn(&str) -> bool, &'static str),
-    /// Admission: defaults (given the namespace), then validation of the
-    /// object, then (updates) of the change from the stored object.
+    /// Admission: (updates) fields the change makes moot dropped given the
+    /// stored object (kube's `PrepareForUpdate`), defaults (given the
+    /// namespace), then validation of the object, then (updates) of the
+    /// change from the stored object.
+    pub prepare_update: fn(&Value, &mut Value),
     pub defaults: fn(&mut Value, &str),
     pub validate: fn(&Value, &mut Causes),
     pub validate_update: fn(&Value, &Value, &mut Causes),
@@ -100,6 +103,7 @@ pub const BASE: Resource = Resource {
     has_spec: true,
     typed: None,
     name_rule: crate::admission::DNS1123_SUBDOMAIN,
+    prepare_update: |_, _| {},
     defaults: |_, _| {},
     validate: |_, _| {},
     validate_update: |_, _, _| {},

@@ -1006,6 +1006,87 @@ fn malformed_services_and_endpoint_slices_are_refused_naming_the_field() {
     contains_all(&err, &["addressType: Invalid value: field is immutable"]);
 }
 
+#[test]
+fn node_ports_are_allocated_unique_kept_on_update_and_released() {
+    let c = ApiServer::start();
+    c.ok(&["create", "service", "nodeport", "web", "--tcp=80:8080"]);
+    let node_port = |svc: &str| {
+        c.ok(&[
+            "get",
+            "svc",
+            svc,
+            "-o",
+            "jsonpath={.spec.ports[*].nodePort}",
+        ])
+    };
+    let port = node_port("web");
+    let n: u16 = port.parse().expect("one node port");
+    assert!((30000..=32767).contains(&n), "{port}");
+    // Taken: refused for another Service.
+    let taken = c.write(
+        "taken.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: other, namespace: default}}\nspec:\n  type: NodePort\n  ports: [{{port: 81, nodePort: {n}}}]\n"),
+    );
+    let err = c.fails(&["apply", "-f", taken.to_str().unwrap()]);
+    contains_all(
+        &err,
+        &[
+            "spec.ports[0].nodePort",
+            "provided port is already allocated",
+        ],
+    );
+    // An update that leaves the node port out keeps it.
+    c.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ports":[{"name":"80-8080","port":80,"targetPort":9090}]}}"#,
+    ]);
+    assert_eq!(node_port("web"), port);
+    // Two ports get two node ports.
+    c.ok(&[
+        "create",
+        "service",
+        "loadbalancer",
+        "lb",
+        "--tcp=80:8080",
+        "--tcp=443:8443",
+    ]);
+    let two = node_port("lb");
+    let two: Vec<&str> = two.split_whitespace().collect();
+    assert!(
+        two.len() == 2 && two[0] != two[1] && !two.contains(&port.as_str()),
+        "{two:?}"
+    );
+    // Back to ClusterIP: the node port is released and can be taken.
+    c.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    assert_eq!(node_port("web"), "");
+    c.ok(&["apply", "-f", taken.to_str().unwrap()]);
+    assert_eq!(node_port("other"), port);
+    // Setting one on a ClusterIP Service is refused.
+    let err = c.fails(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"spec":{{"ports":[{{"name":"80-8080","port":80,"nodePort":{}}}]}}}}"#,
+            n + 1
+        ),
+    ]);
+    contains_all(&err, &["spec.ports[0].nodePort: Forbidden"]);
+}
+
 fn get_json(c: &ApiServer, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["get"];
     a.extend_from_slice(args);

@@ -326,6 +326,7 @@ pub const SERVICES: Resource = Resource {
         "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
     ),
     defaults: service_defaults,
+    prepare_update: drop_type_dependent_fields,
     validate: validate_service,
     validate_update: |old, new, causes| immutable(&["/spec/clusterIP"], old, new, causes),
     columns: &[
@@ -500,6 +501,32 @@ fn validate_service(obj: &Value, causes: &mut Causes) {
             "spec.externalName".into(),
             "Required value: a DNS name for type ExternalName".into(),
         ));
+    }
+}
+
+/// A Service leaving NodePort/LoadBalancer releases the node ports it held
+/// (kube's `dropTypeDependentFields`): an apply that only changes `type`
+/// still carries them.
+fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
+    let node_ports = |v: &Value| {
+        matches!(
+            v.pointer("/spec/type").and_then(Value::as_str),
+            Some("NodePort" | "LoadBalancer")
+        )
+    };
+    if !node_ports(old) || node_ports(new) {
+        return;
+    }
+    let held = |i: usize| old.pointer(&format!("/spec/ports/{i}/nodePort")).cloned();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for (i, p) in ports.iter_mut().enumerate() {
+            // Only the values it held: one the client set anew is refused.
+            if let Some(p) = p.as_object_mut()
+                && p.get("nodePort").cloned() == held(i)
+            {
+                p.remove("nodePort");
+            }
+        }
     }
 }
 
