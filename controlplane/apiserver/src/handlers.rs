@@ -689,10 +689,7 @@ async fn create(
         Some(&obj),
     )?;
     authz::check_escalation(state, id, r, ns, "", None, &obj).await?;
-    if (r.group, r.kind) == ("", "Service") {
-        allocate_cluster_ip(state, r, &mut obj, requested_ip).await?;
-        NodePorts::load(state, r).await?.assign(r, &mut obj, None)?;
-    }
+    allocate_service(state, r, &mut obj, requested_ip).await?;
     let lease = lease_for(state, r, opts.dry_run).await?;
     let created = storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
     Ok(json_response(201, &created))
@@ -912,12 +909,14 @@ async fn server_side_apply(
         Err(e) if e.code == 404 => {
             let mut obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
             priority.admit(r, None, &mut obj)?;
+            let requested_ip = applied
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .is_some_and(|ip| !ip.is_empty());
             let mut obj = admission::admit(r, ns, obj, None, opts.strict)?;
             admission::node_restriction(id, r, ns, name, None, Some(&obj))?;
             authz::check_escalation(state, id, r, ns, name, None, &obj).await?;
-            if let Some(p) = node_ports_for(state, r, None).await? {
-                p.assign(r, &mut obj, None)?;
-            }
+            allocate_service(state, r, &mut obj, requested_ip).await?;
             let lease = lease_for(state, r, opts.dry_run).await?;
             let created =
                 storage::create_with_lease(state, r, ns, obj, opts.dry_run, lease).await?;
@@ -943,6 +942,21 @@ async fn server_side_apply(
             Ok(json_response(200, &updated))
         }
     }
+}
+
+/// A new Service's ClusterIP and node ports, unique among Services (every
+/// create path: POST and server-side apply).
+async fn allocate_service(
+    state: &State,
+    r: &'static Resource,
+    obj: &mut Value,
+    requested_ip: bool,
+) -> ApiResult<()> {
+    if (r.group, r.kind) != ("", "Service") {
+        return Ok(());
+    }
+    allocate_cluster_ip(state, r, obj, requested_ip).await?;
+    NodePorts::load(state, r).await?.assign(r, obj, None)
 }
 
 /// The node ports Services hold, for a write of a Service's main resource.

@@ -845,6 +845,25 @@ fn service_cluster_ips_are_unique() {
     );
     let err = c.fails(&["create", "-f", svc.to_str().unwrap()]);
     contains_all(&err, &["provided IP is already allocated"]);
+    // Server-side apply creates go through the same allocation.
+    let err = c.fails(&["apply", "--server-side", "-f", svc.to_str().unwrap()]);
+    contains_all(&err, &["provided IP is already allocated"]);
+    let squat_c = skiff_apiserver::cluster_ip("default", "c");
+    let f = c.write(
+        "ssa.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: squat-c, namespace: default}}\nspec:\n  clusterIP: {squat_c}\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: c, namespace: default}}\nspec:\n  type: NodePort\n  ports: [{{port: 80}}]\n"),
+    );
+    c.ok(&["apply", "--server-side", "-f", f.to_str().unwrap()]);
+    let got = c.ok(&[
+        "get",
+        "svc",
+        "c",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}",
+    ]);
+    let (ip, node_port) = got.split_once(' ').unwrap();
+    assert!(ip != squat_c && ip.starts_with("10.96."), "{got}");
+    assert!(node_port.parse::<u16>().is_ok_and(|n| n >= 30000), "{got}");
 }
 
 #[test]
