@@ -226,8 +226,10 @@ fn only_the_leader_schedules_and_a_standby_takes_over() {
     let election = |id: &str| {
         let mut cfg = SchedulerConfig::new(default_profile());
         let mut le = LeaderElection::kube_defaults("scheduler", "kube-scheduler", id);
-        le.lease_duration = Duration::from_secs(3);
-        le.renew_deadline = Duration::from_secs(2);
+        // Room for a loaded machine (the whole suite runs beside it): a
+        // leader that misses a 2 s renew deadline hands over mid-test.
+        le.lease_duration = Duration::from_secs(8);
+        le.renew_deadline = Duration::from_secs(6);
         le.retry_period = Duration::from_millis(300);
         cfg.leader_election = Some(le);
         cfg
