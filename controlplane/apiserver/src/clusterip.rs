@@ -12,9 +12,10 @@ use crate::storage::{self, meta_str, target};
 /// address moves to the next free one in 10.96.0.0/16, a requested one that
 /// is taken is a 422. Concurrent creates can still race (no allocator
 /// object yet).
-pub(crate) async fn allocate_cluster_ip(
-    state: &State,
-    r: &'static Resource,
+/// `services` are all stored Services.
+pub(crate) fn allocate_cluster_ip(
+    r: &Resource,
+    services: &[Value],
     svc: &mut Value,
     requested: bool,
 ) -> ApiResult<()> {
@@ -28,9 +29,7 @@ pub(crate) async fn allocate_cluster_ip(
     if ip == "None" {
         return Ok(());
     }
-    let all = storage::list(&state.store, r, "", &Filter::default(), 0, None).await?;
-    let used: std::collections::HashSet<String> = all
-        .items
+    let used: std::collections::HashSet<String> = services
         .iter()
         .filter_map(|s| {
             s.pointer("/spec/clusterIP")
@@ -69,6 +68,15 @@ pub(crate) async fn allocate_cluster_ip(
     ))
 }
 
+/// Every stored Service (what both allocations check against).
+pub(crate) async fn services(state: &State, r: &'static Resource) -> ApiResult<Vec<Value>> {
+    Ok(
+        storage::list(&state.store, r, "", &Filter::default(), 0, None)
+            .await?
+            .items,
+    )
+}
+
 /// kube's default `--service-node-port-range`.
 pub(crate) const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
@@ -96,9 +104,13 @@ fn protocol(p: &Value) -> String {
 
 impl NodePorts {
     pub async fn load(state: &State, r: &'static Resource) -> ApiResult<NodePorts> {
-        let all = storage::list(&state.store, r, "", &Filter::default(), 0, None).await?;
+        Ok(Self::of(&services(state, r).await?))
+    }
+
+    /// The node ports `services` (all stored Services) hold.
+    pub fn of(services: &[Value]) -> NodePorts {
         let mut used = std::collections::HashMap::new();
-        for svc in all.items.iter().filter(|s| node_port_type(s)) {
+        for svc in services.iter().filter(|s| node_port_type(s)) {
             let owner = format!(
                 "{}/{}",
                 meta_str(svc, "namespace").unwrap_or_default(),
@@ -115,7 +127,7 @@ impl NodePorts {
                 }
             }
         }
-        Ok(NodePorts { used })
+        NodePorts { used }
     }
 
     /// Gives each port of a NodePort or LoadBalancer Service its node port:
@@ -187,8 +199,10 @@ impl NodePorts {
                     // Spread from a hash of the Service and port, then the
                     // next free one.
                     let span = (NODE_PORTS.end() - NODE_PORTS.start() + 1) as usize;
-                    let seed = crate::admission::cluster_ip(&me, &format!("{port}/{proto}"));
-                    let seed: usize = seed.bytes().map(usize::from).sum::<usize>() * 7919;
+                    let key = format!("{me}/{port}/{proto}");
+                    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+                    let seed =
+                        usize::from(u16::from_le_bytes([digest.as_ref()[0], digest.as_ref()[1]]));
                     let pick = || {
                         (0..span)
                             .map(|k| NODE_PORTS.start() + ((seed + k) % span) as u16)

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::authn::Identity;
 use crate::authz::{self, Attributes};
-use crate::clusterip::{NodePorts, allocate_cluster_ip};
+use crate::clusterip::{self, NodePorts, allocate_cluster_ip};
 use crate::http::{Query, decode_body, json_response, media_type, read_body};
 use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
@@ -955,8 +955,9 @@ async fn allocate_service(
     if (r.group, r.kind) != ("", "Service") {
         return Ok(());
     }
-    allocate_cluster_ip(state, r, obj, requested_ip).await?;
-    NodePorts::load(state, r).await?.assign(r, obj, None)
+    let services = clusterip::services(state, r).await?;
+    allocate_cluster_ip(r, &services, obj, requested_ip)?;
+    NodePorts::of(&services).assign(r, obj, None)
 }
 
 /// The node ports Services hold, for a write of a Service's main resource.
