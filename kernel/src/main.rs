@@ -35,6 +35,8 @@ mod paging;
 #[cfg(target_os = "none")]
 mod pods;
 #[cfg(target_os = "none")]
+mod probes;
+#[cfg(target_os = "none")]
 mod wasm;
 
 #[cfg(target_os = "none")]

@@ -17,7 +17,7 @@ use smoltcp::socket::{dhcpv4, dns, icmp, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
-    Ipv4Cidr,
+    IpListenEndpoint, Ipv4Cidr,
 };
 
 use crate::arch::time;
@@ -38,6 +38,9 @@ pub struct Stack {
     irq: Irq,
     pub ip: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    /// Pod addresses on the interface (each a /32 after the node's own, so
+    /// the node's address stays the source of the node's connections).
+    pod_ips: Vec<Ipv4Addr>,
 }
 
 struct Global(spin::Mutex<Option<Stack>>);
@@ -91,6 +94,7 @@ pub fn init(mut dev: NetDevice, irq: Irq, cfg: &skiff_node_config::NodeConfig) {
         irq,
         ip: None,
         gateway: None,
+        pod_ips: Vec::new(),
     };
     match cfg.net {
         skiff_node_config::NetMode::Static { ip, gateway } => {
@@ -117,9 +121,13 @@ pub fn init(mut dev: NetDevice, irq: Irq, cfg: &skiff_node_config::NodeConfig) {
 
 impl Stack {
     fn configure(&mut self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) {
+        let pods = &self.pod_ips;
         self.iface.update_ip_addrs(|addrs| {
             addrs.clear();
             let _ = addrs.push(IpCidr::Ipv4(cidr));
+            for &ip in pods {
+                let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(ip, 32)));
+            }
         });
         self.iface.routes_mut().remove_default_ipv4_route();
         if let Some(gw) = gateway {
@@ -222,7 +230,7 @@ pub enum ConnectError {
 /// range), starting at a random point so reboots do not reuse 4-tuples.
 static NEXT_EPHEMERAL: spin::Mutex<u16> = spin::Mutex::new(0);
 
-fn ephemeral_port() -> u16 {
+pub fn ephemeral_port() -> u16 {
     const FIRST: u16 = 49152;
     let mut p = NEXT_EPHEMERAL.lock();
     if *p < FIRST {
@@ -384,11 +392,51 @@ impl Drop for TcpSocket {
 }
 
 /// A bare listening TCP socket for owners that manage sockets themselves
-/// (the pod hosts in `pods.rs`); see [`with_tcp`] and [`remove_tcp`].
-pub fn tcp_listen(port: u16, buf: usize) -> Result<SocketHandle, tcp::ListenError> {
+/// (the pod hosts in `pods.rs`), on `addr` only or on every address (`None`);
+/// see [`with_tcp`] and [`remove_tcp`].
+pub fn tcp_listen(
+    addr: Option<Ipv4Addr>,
+    port: u16,
+    buf: usize,
+) -> Result<SocketHandle, tcp::ListenError> {
     let mut s = TcpSocket::new_socket(buf);
-    s.listen(port)?;
+    s.listen(listen_endpoint(addr, port))?;
     Ok(with(|st| st.sockets.add(s)))
+}
+
+pub fn listen_endpoint(addr: Option<Ipv4Addr>, port: u16) -> IpListenEndpoint {
+    IpListenEndpoint {
+        addr: addr.map(IpAddress::Ipv4),
+        port,
+    }
+}
+
+/// Puts a pod's address on the interface; false if the interface holds
+/// no more addresses (`SMOLTCP_IFACE_MAX_ADDR_COUNT`).
+pub fn add_address(ip: Ipv4Addr) -> bool {
+    with(|st| {
+        if st.pod_ips.contains(&ip) {
+            return true;
+        }
+        let mut added = false;
+        st.iface.update_ip_addrs(|addrs| {
+            added = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(ip, 32))).is_ok();
+        });
+        if added {
+            st.pod_ips.push(ip);
+        }
+        added
+    })
+}
+
+/// Takes a pod's address off the interface.
+pub fn remove_address(ip: Ipv4Addr) {
+    with(|st| {
+        st.pod_ips.retain(|&p| p != ip);
+        let target = IpCidr::Ipv4(Ipv4Cidr::new(ip, 32));
+        st.iface
+            .update_ip_addrs(|addrs| addrs.retain(|a| *a != target));
+    });
 }
 
 /// Runs `f` on a socket from [`tcp_listen`].
@@ -410,6 +458,7 @@ pub fn remove_tcp(h: SocketHandle) {
 /// answer within `timeout_us` (and later, if it stops acknowledging data for
 /// that long).
 pub fn tcp_connect(
+    from: Option<Ipv4Addr>,
     to: core::net::SocketAddrV4,
     buf: usize,
     timeout_us: u64,
@@ -418,8 +467,12 @@ pub fn tcp_connect(
         let mut s = TcpSocket::new_socket(buf);
         s.set_timeout(Some(Duration::from_micros(timeout_us)));
         let remote = IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
-        s.connect(st.iface.context(), remote, ephemeral_port())
-            .map_err(|_| ConnectError::Unaddressable)?;
+        s.connect(
+            st.iface.context(),
+            remote,
+            listen_endpoint(from, ephemeral_port()),
+        )
+        .map_err(|_| ConnectError::Unaddressable)?;
         Ok(st.sockets.add(s))
     })?;
     kick();
@@ -432,15 +485,25 @@ pub fn is_own(ip: Ipv4Addr) -> bool {
     ip.is_loopback() || with(|st| st.ip.is_some_and(|c| c.address() == ip))
 }
 
+/// Whether `ip` is a pod address on this node's interface.
+pub fn is_pod_address(ip: Ipv4Addr) -> bool {
+    with(|st| st.pod_ips.contains(&ip))
+}
+
 /// The node's address, if it has one.
 pub fn address() -> Option<Ipv4Addr> {
     with(|st| st.ip.map(|c| c.address()))
 }
 
-/// A bare UDP socket bound to `port` (0: an ephemeral one) with room for
-/// `packets` datagrams of up to `payload` bytes each way; see [`with_udp`]
-/// and [`remove_udp`].
-pub fn udp_bind(port: u16, packets: usize, payload: usize) -> Result<SocketHandle, udp::BindError> {
+/// A bare UDP socket bound to `addr:port` (`None`: every address; port 0:
+/// an ephemeral one) with room for `packets` datagrams of up to `payload`
+/// bytes each way; see [`with_udp`] and [`remove_udp`].
+pub fn udp_bind(
+    addr: Option<Ipv4Addr>,
+    port: u16,
+    packets: usize,
+    payload: usize,
+) -> Result<SocketHandle, udp::BindError> {
     let buf = || {
         udp::PacketBuffer::new(
             vec![udp::PacketMetadata::EMPTY; packets],
@@ -448,7 +511,10 @@ pub fn udp_bind(port: u16, packets: usize, payload: usize) -> Result<SocketHandl
         )
     };
     let mut s = udp::Socket::new(buf(), buf());
-    s.bind(if port == 0 { ephemeral_port() } else { port })?;
+    s.bind(listen_endpoint(
+        addr,
+        if port == 0 { ephemeral_port() } else { port },
+    ))?;
     Ok(with(|st| st.sockets.add(s)))
 }
 

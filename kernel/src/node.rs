@@ -14,7 +14,7 @@ use core::future::poll_fn;
 
 use base64::Engine as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use skiff_kubelet::{Kubelet, Nanos, ProbeId, ProbeResult, ProbeTarget, Prober};
+use skiff_kubelet::{Kubelet, Nanos};
 use skiff_node_agent::wasmrt;
 use skiff_node_agent::{Agent, AgentConfig, Level};
 use skiff_node_config::NodeConfig;
@@ -25,6 +25,7 @@ use crate::arch::time;
 use crate::executor::{self, select};
 use crate::net::{self, TcpSocket};
 use crate::pods::{self, POD_EVENT, PodRuntime, RUNNER};
+use crate::probes::KernelProber;
 
 /// Socket buffers for the control-plane link (a full pod set is < 1 MiB and
 /// arrives in pieces; 64 KiB keeps the window open without hogging memory).
@@ -50,19 +51,6 @@ impl rustls::time_provider::TimeProvider for KernelClock {
             ))),
         }
     }
-}
-
-/// Probes are not implemented on the node yet: every probe fails and says why.
-struct NoProber;
-
-impl Prober for NoProber {
-    fn start(&mut self, _: ProbeId, _: &ProbeTarget<'_>) {}
-    fn poll(&mut self, _: ProbeId) -> Option<ProbeResult> {
-        Some(ProbeResult::Failure(
-            "probes are not implemented on Skiff nodes yet".into(),
-        ))
-    }
-    fn cancel(&mut self, _: ProbeId) {}
 }
 
 /// Starts the agent if the command line names a control plane. Called once
@@ -184,7 +172,7 @@ async fn sleep_until_nanos(t: Nanos) {
 }
 
 async fn run(mut agent: Box<Agent>, rt: Rc<RefCell<PodRuntime>>, gw_ip: Ipv4Addr, gw_port: u16) {
-    let mut prober = NoProber;
+    let mut prober = KernelProber::new(&rt.borrow());
     let mut buf: Vec<u8> = vec![0; 16 << 10];
     let mut was_running = false;
     loop {
@@ -218,7 +206,7 @@ async fn run(mut agent: Box<Agent>, rt: Rc<RefCell<PodRuntime>>, gw_ip: Ipv4Addr
 async fn session(
     agent: &mut Agent,
     rt: &Rc<RefCell<PodRuntime>>,
-    prober: &mut NoProber,
+    prober: &mut KernelProber,
     sock: &TcpSocket,
     buf: &mut [u8],
     was_running: &mut bool,

@@ -3,15 +3,26 @@
 //! containerPorts), the `NodeHost` that makes them, and the task that steps
 //! the containers between the other tasks' turns.
 //!
-//! Ports: no pod IPs yet, so a containerPort listens on the node's address;
-//! a port (TCP or UDP) is held by one container at a time on a node (a
-//! second start on it fails). Each TCP port keeps [`BACKLOG`] listening
-//! sockets; `accept` takes an established one and arms a fresh listener in
-//! its place. Outbound TCP, UDP from ephemeral ports and name lookups (the
-//! node's stub resolver, forwarding to its upstream server) need no port.
-//! The node cannot reach its own address through smoltcp, so connections
-//! and datagrams to it are refused as unreachable until pod traffic on one
-//! node is spliced in memory.
+//! Addresses: once the plane gave the node a pod CIDR each pod has its own
+//! address (put on the interface while the pod has a container, see
+//! `HostSpec::pod_ip`), and a containerPort listens on the pod's address
+//! only, so two pods may both serve 8080; a pod's connections and UDP
+//! sockets use its address as their source, so it can neither bind nor
+//! spoof another's. Without a pod CIDR pods share the node's address and a
+//! port (TCP or UDP) is held by one container at a time on the node.
+//! Ports the node serves itself (the diagnostic port) are no pod's.
+//!
+//! Each TCP port keeps [`BACKLOG`] listening sockets; `accept` takes an
+//! established one and arms a fresh listener in its place. Outbound TCP,
+//! UDP from ephemeral ports and name lookups (the node's stub resolver,
+//! forwarding to its upstream server) need no port.
+//!
+//! Same-node TCP never reaches smoltcp, which cannot send to its own
+//! addresses: a connect to a pod of this node (or to the node's address
+//! while pods share it) is spliced in memory to the listening container
+//! ([`Splice`]), queued for its `accept` next to the smoltcp backlog, and
+//! refused at once when nobody listens there. Datagrams to the node's own
+//! addresses are refused as unreachable (no in-memory UDP yet).
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -25,6 +36,8 @@ use core::task::Poll;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use skiff_kubelet::Nanos;
+use skiff_node_agent::pod_addresses::Ipv4Net;
+use skiff_node_agent::splice::{Splice, SpliceError};
 use skiff_node_agent::wasmrt::{HostSpec, LogSink, NodeHost, NodeRuntime};
 
 use skiff_wasm::{ConnId, Host, LookupId, NetError, Shutdown, Stream, UdpId};
@@ -57,6 +70,8 @@ const HEAP_MARGIN: usize = 4 << 20;
 const GROWTH_ROOM: usize = 1 << 20;
 /// Guest CPU time per runner turn before other tasks get the CPU.
 const RUN_BUDGET: Nanos = 5_000_000;
+/// Same-node connections waiting for a container's `accept`, per port.
+const SPLICE_BACKLOG: usize = 16;
 
 pub type PodRuntime = NodeRuntime<KernelNode>;
 
@@ -65,6 +80,9 @@ pub static POD_EVENT: Notify = Notify::new();
 /// Wakes the runner: the kubelet started or stopped something, or an
 /// artifact arrived.
 pub static RUNNER: Notify = Notify::new();
+/// Wakes the runner: a container moved bytes or state on a same-node
+/// connection (which no smoltcp socket waker sees).
+static SPLICED: Notify = Notify::new();
 
 pub fn now() -> Nanos {
     time::uptime_us() * 1000
@@ -82,16 +100,30 @@ enum Waiting {
 /// Numbers lookups node-wide.
 static NEXT_LOOKUP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// Where a container listens: its pod's address, or
+/// `Ipv4Addr::UNSPECIFIED` for the node's address (no pod CIDR).
+type Bound = (Ipv4Addr, u16);
+
 /// Sockets and ports shared by all container hosts.
 #[derive(Default)]
-struct Shared {
-    /// TCP ports held (by containers, or reserved for the node's own
-    /// services).
-    ports: Vec<u16>,
+pub struct Shared {
+    /// Ports the node serves itself, on every address.
+    reserved: Vec<u16>,
+    /// TCP ports held by containers.
+    ports: Vec<Bound>,
     /// UDP ports held by containers.
-    udp_ports: Vec<u16>,
+    udp_ports: Vec<Bound>,
+    /// Pod addresses on the interface, with the number of hosts using each.
+    addresses: BTreeMap<Ipv4Addr, usize>,
+    /// Same-node connections waiting for `accept`.
+    spliced: BTreeMap<Bound, Vec<Splice>>,
     /// Every pod socket and lookup, for I/O wakeups.
     waiting: Vec<Waiting>,
+    /// HTTP probes waiting for a pod's answer: a pod's same-node sends then
+    /// wake the kubelet too.
+    pub probes: usize,
+    /// This node's pod CIDR, once known.
+    pod_network: Option<Ipv4Net>,
 }
 
 /// The node's [`NodeHost`].
@@ -106,11 +138,36 @@ impl KernelNode {
         Self {
             boot_wall_ns: boot_wall_ms * 1_000_000,
             shared: Arc::new(spin::Mutex::new(Shared {
-                ports: reserved.to_vec(),
+                reserved: reserved.to_vec(),
                 ..Shared::default()
             })),
         }
     }
+}
+
+impl KernelNode {
+    /// The state every container host shares (for the prober).
+    pub fn shared(&self) -> Arc<spin::Mutex<Shared>> {
+        self.shared.clone()
+    }
+}
+
+/// Wakes the runner, and the kubelet if a probe waits: bytes or state
+/// moved on a same-node connection.
+pub fn spliced_activity() {
+    SPLICED.notify();
+}
+
+/// A connection from `from` (a pod's address or the node's) to a container
+/// of this node listening at `to`; `None` if `to` is no address of this
+/// node, [`NetError::Refused`] if nobody listens there.
+pub fn connect_local(
+    shared: &spin::Mutex<Shared>,
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+) -> Result<Splice, NetError> {
+    let target = local_target(shared, to)?.ok_or(NetError::Unreachable)?;
+    splice(shared, from, target, to)
 }
 
 /// Completes on the next activity on any pod socket (or spuriously).
@@ -121,6 +178,9 @@ fn io_activity(shared: &spin::Mutex<Shared>) -> impl core::future::Future<Output
             return Poll::Ready(());
         }
         armed = true;
+        if SPLICED.poll_notified(cx).is_ready() {
+            return Poll::Ready(());
+        }
         let waiting = shared.lock().waiting.clone();
         for w in waiting {
             match w {
@@ -149,6 +209,7 @@ impl NodeHost for KernelNode {
             boot_wall_ns: self.boot_wall_ns,
             log,
             shared: self.shared.clone(),
+            ip: None,
             ports: Vec::new(),
             udp_ports: Vec::new(),
             listeners: BTreeMap::new(),
@@ -158,26 +219,50 @@ impl NodeHost for KernelNode {
             lookups: BTreeMap::new(),
             next_id: 0,
         };
-        for &port in spec.udp_ports {
+        // `host` releases what it took when it drops on an error below.
+        if let Some(ip) = spec.pod_ip {
             let mut sh = self.shared.lock();
-            if sh.udp_ports.contains(&port) {
+            let users = sh.addresses.entry(ip).or_insert(0);
+            if *users == 0 && !net::add_address(ip) {
+                sh.addresses.remove(&ip);
                 return Err(format!(
-                    "UDP port {port} is already in use on this node (no pod IPs yet: one container per port per node)"
+                    "no room for pod address {ip} on the node's interface"
                 ));
             }
-            sh.udp_ports.push(port);
+            *users += 1;
+            host.ip = Some(ip);
+        }
+        let at = host.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let own_ip = host.ip.is_some();
+        let in_use = |port: u16, proto: &str| {
+            if own_ip {
+                format!("{proto} port {port} is already in use on this pod's address")
+            } else {
+                format!(
+                    "{proto} port {port} is already in use on this node (the node has no pod CIDR: pods share its address)"
+                )
+            }
+        };
+        for &port in spec.udp_ports {
+            let mut sh = self.shared.lock();
+            if sh.udp_ports.contains(&(at, port)) {
+                return Err(in_use(port, "UDP"));
+            }
+            sh.udp_ports.push((at, port));
             host.udp_ports.push(port);
         }
         for &port in spec.ports {
             {
                 let mut sh = self.shared.lock();
-                if sh.ports.contains(&port) {
-                    // `host` drops here and releases what it took.
+                if sh.reserved.contains(&port) {
                     return Err(format!(
-                        "port {port} is already in use on this node (no pod IPs yet: one container per port per node)"
+                        "port {port} is reserved for the node's own service"
                     ));
                 }
-                sh.ports.push(port);
+                if sh.ports.contains(&(at, port)) {
+                    return Err(in_use(port, "TCP"));
+                }
+                sh.ports.push((at, port));
             }
             host.ports.push(port);
             let mut backlog = Vec::with_capacity(BACKLOG);
@@ -193,6 +278,10 @@ impl NodeHost for KernelNode {
         now()
     }
 
+    fn pod_network(&mut self, net: Ipv4Net) {
+        self.shared.lock().pod_network = Some(net);
+    }
+
     fn memory_available(&self) -> usize {
         mem::heap_free().saturating_sub(HEAP_MARGIN + skiff_wasm::FIBER_STACK + GROWTH_ROOM)
     }
@@ -203,6 +292,8 @@ pub struct KernelHost {
     boot_wall_ns: u64,
     log: LogSink,
     shared: Arc<spin::Mutex<Shared>>,
+    /// The pod's own address; `None`: the node's.
+    ip: Option<Ipv4Addr>,
     ports: Vec<u16>,
     udp_ports: Vec<u16>,
     /// Listening sockets per port.
@@ -217,10 +308,15 @@ pub struct KernelHost {
     next_id: u64,
 }
 
-struct Conn {
-    socket: SocketHandle,
-    /// When an outbound connect started (to tell a timeout from a refusal).
-    connecting_since: Option<Nanos>,
+enum Conn {
+    Tcp {
+        socket: SocketHandle,
+        /// When an outbound connect started (to tell a timeout from a
+        /// refusal).
+        connecting_since: Option<Nanos>,
+    },
+    /// To or from a container on this node.
+    Spliced(Splice),
 }
 
 fn v4(endpoint: Option<IpEndpoint>) -> Option<SocketAddrV4> {
@@ -236,9 +332,21 @@ fn connected(state: State) -> bool {
     !matches!(state, State::Listen | State::SynReceived | State::Closed)
 }
 
+fn splice_error(e: SpliceError) -> NetError {
+    match e {
+        SpliceError::Reset => NetError::Reset,
+        SpliceError::Shutdown => NetError::NotConnected,
+    }
+}
+
 impl KernelHost {
+    /// Where this container's ports are bound (see [`Bound`]).
+    fn bound(&self, port: u16) -> Bound {
+        (self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port)
+    }
+
     fn listen(&mut self, port: u16) -> Result<SocketHandle, String> {
-        let h = net::tcp_listen(port, SOCKET_BUF)
+        let h = net::tcp_listen(self.ip, port, SOCKET_BUF)
             .map_err(|e| format!("cannot listen on port {port}: {e:?}"))?;
         self.shared.lock().waiting.push(Waiting::Tcp(h));
         Ok(h)
@@ -267,11 +375,8 @@ impl KernelHost {
             .retain(|w| !matches!(w, Waiting::Query(k, _) if *k == key));
     }
 
-    fn conn(&self, conn: ConnId) -> Result<SocketHandle, NetError> {
-        self.conns
-            .get(&conn.0)
-            .map(|c| c.socket)
-            .ok_or(NetError::NotConnected)
+    fn conn(&self, conn: ConnId) -> Result<&Conn, NetError> {
+        self.conns.get(&conn.0).ok_or(NetError::NotConnected)
     }
 
     fn udp(&self, sock: UdpId) -> Result<SocketHandle, NetError> {
@@ -281,6 +386,19 @@ impl KernelHost {
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    fn spliced_activity(&self) {
+        SPLICED.notify();
+        if self.shared.lock().probes > 0 {
+            POD_EVENT.notify();
+        }
+    }
+
+    fn insert(&mut self, conn: Conn) -> ConnId {
+        let id = self.next_id();
+        self.conns.insert(id, conn);
+        ConnId(id)
     }
 
     /// Frees closed sockets whose FIN exchange is over.
@@ -296,6 +414,48 @@ impl KernelHost {
             self.forget(h);
         }
     }
+}
+
+/// Where a connect to `to` stays on this node: the listener's [`Bound`] for
+/// one of this node's pod addresses, or for the node's own address (which
+/// pods without a pod CIDR share); `Err(Unreachable)` for an address of
+/// this node's pod CIDR that no pod holds; `Ok(None)`: not this node's.
+fn local_target(shared: &spin::Mutex<Shared>, to: SocketAddrV4) -> Result<Option<Bound>, NetError> {
+    let ip = *to.ip();
+    let sh = shared.lock();
+    if sh.addresses.contains_key(&ip) {
+        Ok(Some((ip, to.port())))
+    } else if net::is_own(ip) {
+        Ok(Some((Ipv4Addr::UNSPECIFIED, to.port())))
+    } else if sh.pod_network.is_some_and(|n| n.contains(ip)) {
+        Err(NetError::Unreachable)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Joins a connect from `from` to the container listening at `target` on
+/// this node: the connecting end, the other queued for its `accept`.
+fn splice(
+    shared: &spin::Mutex<Shared>,
+    from: Ipv4Addr,
+    target: Bound,
+    to: SocketAddrV4,
+) -> Result<Splice, NetError> {
+    let from = SocketAddrV4::new(from, net::ephemeral_port());
+    let mut sh = shared.lock();
+    if !sh.ports.contains(&target) {
+        return Err(NetError::Refused);
+    }
+    let queue = sh.spliced.entry(target).or_default();
+    if queue.len() >= SPLICE_BACKLOG {
+        return Err(NetError::Refused);
+    }
+    let (client, server) = Splice::pair(from, to, SOCKET_BUF);
+    queue.push(server);
+    drop(sh);
+    SPLICED.notify();
+    Ok(client)
 }
 
 impl Host for KernelHost {
@@ -326,9 +486,20 @@ impl Host for KernelHost {
 
     fn accept(&mut self, port: u16) -> Result<Option<ConnId>, NetError> {
         self.reap();
-        let Some(backlog) = self.listeners.get(&port) else {
+        if !self.listeners.contains_key(&port) {
             return Err(NetError::NotConnected);
-        };
+        }
+        let bound = self.bound(port);
+        let spliced = self
+            .shared
+            .lock()
+            .spliced
+            .get_mut(&bound)
+            .and_then(|q| (!q.is_empty()).then(|| q.remove(0)));
+        if let Some(server) = spliced {
+            return Ok(Some(self.insert(Conn::Spliced(server))));
+        }
+        let backlog = &self.listeners[&port];
         let mut found = None;
         let mut dead = Vec::new();
         for (i, &h) in backlog.iter().enumerate() {
@@ -339,9 +510,10 @@ impl Host for KernelHost {
             }
         }
         // Reset before we took it: re-arm as a listener.
+        let endpoint = net::listen_endpoint(self.ip, port);
         for &i in &dead {
             let h = self.listeners[&port][i];
-            let _ = net::with_tcp(h, |s| s.listen(port));
+            let _ = net::with_tcp(h, |s| s.listen(endpoint));
         }
         let Some(i) = found else {
             return Ok(None);
@@ -355,18 +527,23 @@ impl Host for KernelHost {
             Ok(fresh) => self.listeners.get_mut(&port).expect("checked").push(fresh),
             Err(e) => self.log.write(format!("[skiff: {e}]\n").as_bytes()),
         }
-        let id = self.next_id();
-        self.conns.insert(
-            id,
-            Conn {
-                socket: h,
-                connecting_since: None,
-            },
-        );
-        Ok(Some(ConnId(id)))
+        Ok(Some(self.insert(Conn::Tcp {
+            socket: h,
+            connecting_since: None,
+        })))
     }
 
     fn acceptable(&mut self, port: u16) -> bool {
+        let bound = self.bound(port);
+        if self
+            .shared
+            .lock()
+            .spliced
+            .get(&bound)
+            .is_some_and(|q| !q.is_empty())
+        {
+            return true;
+        }
         self.listeners.get(&port).is_some_and(|b| {
             b.iter()
                 .any(|&h| net::with_tcp(h, |s| connected(s.state())))
@@ -374,7 +551,14 @@ impl Host for KernelHost {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
-        let h = self.conn(conn)?;
+        let h = match self.conn(conn)? {
+            Conn::Tcp { socket, .. } => *socket,
+            Conn::Spliced(s) => {
+                let r = s.recv(buf).map_err(splice_error);
+                SPLICED.notify(); // room for the peer's sends
+                return r;
+            }
+        };
         let r = net::with_tcp(h, |s| {
             if s.can_recv() {
                 Ok(Some(s.recv_slice(buf).unwrap_or(0)))
@@ -389,13 +573,24 @@ impl Host for KernelHost {
     }
 
     fn readable(&mut self, conn: ConnId) -> bool {
-        self.conn(conn)
-            .ok()
-            .is_none_or(|h| net::with_tcp(h, |s| s.can_recv() || !s.may_recv()))
+        match self.conn(conn) {
+            Err(_) => true,
+            Ok(Conn::Spliced(s)) => s.readable(),
+            Ok(&Conn::Tcp { socket, .. }) => {
+                net::with_tcp(socket, |s| s.can_recv() || !s.may_recv())
+            }
+        }
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<Option<usize>, NetError> {
-        let h = self.conn(conn)?;
+        let h = match self.conn(conn)? {
+            Conn::Tcp { socket, .. } => *socket,
+            Conn::Spliced(s) => {
+                let r = s.send(data).map_err(splice_error);
+                self.spliced_activity();
+                return r;
+            }
+        };
         let r = net::with_tcp(h, |s| {
             if !s.may_send() {
                 Err(if s.state() == State::Closed {
@@ -414,58 +609,86 @@ impl Host for KernelHost {
     }
 
     fn writable(&mut self, conn: ConnId) -> bool {
-        self.conn(conn)
-            .ok()
-            .is_none_or(|h| net::with_tcp(h, |s| s.can_send() || !s.may_send()))
+        match self.conn(conn) {
+            Err(_) => true,
+            Ok(Conn::Spliced(s)) => s.writable(),
+            Ok(&Conn::Tcp { socket, .. }) => {
+                net::with_tcp(socket, |s| s.can_send() || !s.may_send())
+            }
+        }
     }
 
     fn shutdown(&mut self, conn: ConnId, how: Shutdown) -> Result<(), NetError> {
-        let h = self.conn(conn)?;
         if matches!(how, Shutdown::Write | Shutdown::Both) {
-            net::with_tcp(h, |s| s.close());
-            net::kick();
+            match self.conn(conn)? {
+                Conn::Spliced(s) => {
+                    s.shutdown();
+                    self.spliced_activity();
+                }
+                &Conn::Tcp { socket, .. } => {
+                    net::with_tcp(socket, |s| s.close());
+                    net::kick();
+                }
+            }
         }
         Ok(())
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn.0) {
-            net::with_tcp(c.socket, |s| s.close());
-            net::kick();
-            self.closing.push(c.socket);
+        match self.conns.remove(&conn.0) {
+            Some(Conn::Tcp { socket, .. }) => {
+                net::with_tcp(socket, |s| s.close());
+                net::kick();
+                self.closing.push(socket);
+            }
+            Some(Conn::Spliced(s)) => {
+                // An orderly close: the peer reads end-of-stream.
+                s.shutdown();
+                drop(s);
+                self.spliced_activity();
+            }
+            None => {}
         }
     }
 
     fn local_ip(&mut self) -> Ipv4Addr {
-        net::address().unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.ip
+            .or_else(net::address)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
     fn connect(&mut self, to: SocketAddrV4) -> Result<ConnId, NetError> {
         self.reap();
-        if net::is_own(*to.ip()) {
+        if let Some(target) = local_target(&self.shared, to)? {
+            let from = self.local_ip();
+            let client = splice(&self.shared, from, target, to)?;
+            return Ok(self.insert(Conn::Spliced(client)));
+        }
+        if to.ip().is_loopback() {
             return Err(NetError::Unreachable);
         }
-        let h = net::tcp_connect(to, SOCKET_BUF, CONNECT_TIMEOUT_US)
+        let h = net::tcp_connect(self.ip, to, SOCKET_BUF, CONNECT_TIMEOUT_US)
             .map_err(|_| NetError::Unreachable)?;
         self.shared.lock().waiting.push(Waiting::Tcp(h));
-        let id = self.next_id();
-        self.conns.insert(
-            id,
-            Conn {
-                socket: h,
-                connecting_since: Some(now()),
-            },
-        );
-        Ok(ConnId(id))
+        Ok(self.insert(Conn::Tcp {
+            socket: h,
+            connecting_since: Some(now()),
+        }))
     }
 
     fn connect_status(&mut self, conn: ConnId) -> Result<bool, NetError> {
-        let c = self.conns.get(&conn.0).ok_or(NetError::NotConnected)?;
-        match net::with_tcp(c.socket, |s| s.state()) {
+        let (socket, since) = match self.conn(conn)? {
+            Conn::Spliced(_) => return Ok(true),
+            &Conn::Tcp {
+                socket,
+                connecting_since,
+            } => (socket, connecting_since),
+        };
+        match net::with_tcp(socket, |s| s.state()) {
             State::SynSent | State::SynReceived => Ok(false),
             // A reset in SYN-SENT closes the socket; so does smoltcp's
             // timeout, which only the clock tells apart.
-            State::Closed => Err(match c.connecting_since {
+            State::Closed => Err(match since {
                 Some(t) if now() - t >= CONNECT_TIMEOUT_US * 1000 => NetError::TimedOut,
                 _ => NetError::Refused,
             }),
@@ -474,17 +697,22 @@ impl Host for KernelHost {
     }
 
     fn addresses(&mut self, conn: ConnId) -> Result<(SocketAddrV4, SocketAddrV4), NetError> {
-        let h = self.conn(conn)?;
-        let (local, remote) = net::with_tcp(h, |s| (s.local_endpoint(), s.remote_endpoint()));
-        v4(local).zip(v4(remote)).ok_or(NetError::NotConnected)
+        match self.conn(conn)? {
+            Conn::Spliced(s) => Ok(s.addresses()),
+            &Conn::Tcp { socket, .. } => {
+                let (local, remote) =
+                    net::with_tcp(socket, |s| (s.local_endpoint(), s.remote_endpoint()));
+                v4(local).zip(v4(remote)).ok_or(NetError::NotConnected)
+            }
+        }
     }
 
     fn udp_bind(&mut self, port: u16) -> Result<(UdpId, u16), NetError> {
         if port != 0 && !self.udp_ports.contains(&port) {
             return Err(NetError::AccessDenied);
         }
-        let h =
-            net::udp_bind(port, UDP_PACKETS, UDP_PAYLOAD).map_err(|_| NetError::AddressInUse)?;
+        let h = net::udp_bind(self.ip, port, UDP_PACKETS, UDP_PAYLOAD)
+            .map_err(|_| NetError::AddressInUse)?;
         self.shared.lock().waiting.push(Waiting::Udp(h));
         let bound = net::with_udp(h, |s| s.endpoint().port);
         let id = self.next_id();
@@ -497,7 +725,7 @@ impl Host for KernelHost {
         if data.len() > UDP_PAYLOAD {
             return Err(NetError::TooLarge);
         }
-        if net::is_own(*to.ip()) {
+        if net::is_own(*to.ip()) || net::is_pod_address(*to.ip()) {
             return Err(NetError::Unreachable);
         }
         let to = IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
@@ -576,14 +804,20 @@ impl Host for KernelHost {
 
 impl Drop for KernelHost {
     fn drop(&mut self) {
+        let conns = core::mem::take(&mut self.conns);
         let all: Vec<SocketHandle> = self
             .listeners
             .values()
             .flatten()
             .copied()
-            .chain(self.conns.values().map(|c| c.socket))
+            .chain(conns.values().filter_map(|c| match c {
+                Conn::Tcp { socket, .. } => Some(*socket),
+                Conn::Spliced(_) => None,
+            }))
             .chain(self.closing.iter().copied())
             .collect();
+        // Dropping a spliced end without shutting down resets its peer.
+        drop(conns);
         for h in all {
             self.forget(h);
         }
@@ -594,11 +828,28 @@ impl Drop for KernelHost {
             net::dns_cancel(q);
             self.forget_lookup(key);
         }
+        let at = self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let ports = core::mem::take(&mut self.ports);
         let udp_ports = core::mem::take(&mut self.udp_ports);
         let mut sh = self.shared.lock();
-        sh.ports.retain(|p| !ports.contains(p));
-        sh.udp_ports.retain(|p| !udp_ports.contains(p));
+        sh.ports.retain(|&(ip, p)| ip != at || !ports.contains(&p));
+        sh.udp_ports
+            .retain(|&(ip, p)| ip != at || !udp_ports.contains(&p));
+        // Connections nobody will accept are refused (reset).
+        for p in ports {
+            sh.spliced.remove(&(at, p));
+        }
+        if let Some(ip) = self.ip
+            && let Some(users) = sh.addresses.get_mut(&ip)
+        {
+            *users -= 1;
+            if *users == 0 {
+                sh.addresses.remove(&ip);
+                net::remove_address(ip);
+            }
+        }
+        drop(sh);
+        SPLICED.notify();
     }
 }
 
@@ -642,7 +893,7 @@ pub fn new_runtime(
     engine: &'static skiff_wasm::Runtime,
     artifacts: skiff_node_agent::artifacts::ArtifactStore,
     boot_wall_ms: u64,
-    pod_ip: Option<String>,
+    node_ip: Option<String>,
     reserved_ports: &[u16],
 ) -> Rc<RefCell<PodRuntime>> {
     let wasm = skiff_node_agent::wasmrt::WasmRuntime::new(
@@ -650,8 +901,8 @@ pub fn new_runtime(
         KernelNode::new(boot_wall_ms, reserved_ports),
         artifacts,
         boot_wall_ms,
-        pod_ip.clone(),
+        node_ip.clone(),
     );
-    let test = skiff_node_agent::testrt::TestRuntime::new(boot_wall_ms, pod_ip);
+    let test = skiff_node_agent::testrt::TestRuntime::new(boot_wall_ms, node_ip);
     Rc::new(RefCell::new(NodeRuntime::new(wasm, test)))
 }

@@ -842,7 +842,7 @@ fn main() {
     require_qemu();
     let reg = Registry::start();
     let mut plane = Plane::start_with_registries(&[reg.host()], |g| g.quiet = true);
-    plane.start_control_loops(Duration::from_secs(40));
+    plane.start_control_loops(Duration::from_secs(40), None);
     reg.push_wasm("bench/hello:1.0", &guests::path("hello"));
     reg.push_wasm("bench/echo:1.0", &guests::path("echo-server"));
     reg.push_wasm("bench/burner:1.0", &guests::path("cpu-burner"));

@@ -52,10 +52,24 @@ impl Plane {
     /// running with a 40 s node grace period (TCG nodes are slow; a
     /// shorter grace would mark a busy node NotReady).
     pub fn for_wasm_nodes(registry: &Registry) -> Plane {
+        Plane::wasm_plane(registry, None)
+    }
+
+    /// [`Plane::for_wasm_nodes`] whose controller manager gives each Node a
+    /// pod CIDR from 10.244.0.0/16 (`serve --allocate-node-cidrs`), so pods
+    /// get addresses of their own.
+    pub fn for_wasm_nodes_with_pod_network(registry: &Registry) -> Plane {
+        Plane::wasm_plane(registry, Some(skiff_controllers::PodNetwork::default()))
+    }
+
+    fn wasm_plane(
+        registry: &Registry,
+        pod_network: Option<skiff_controllers::PodNetwork>,
+    ) -> Plane {
         let mut plane = Plane::start_with_registries(&[registry.host()], |cfg| {
             cfg.renew_interval = Duration::from_millis(500);
         });
-        plane.start_control_loops(Duration::from_secs(40));
+        plane.start_control_loops(Duration::from_secs(40), pod_network);
         plane
     }
 
@@ -98,8 +112,14 @@ impl Plane {
 
     /// Starts the scheduler and the controller manager as API clients
     /// with their own credentials, as `skiff-controlplane serve` does;
-    /// `grace` is the node-monitor grace period.
-    pub fn start_control_loops(&mut self, grace: Duration) {
+    /// `grace` is the node-monitor grace period; `pod_network` the node
+    /// IPAM's (`None`: no pod CIDRs, as `serve` without
+    /// `--allocate-node-cidrs`, so pods share their node's address).
+    pub fn start_control_loops(
+        &mut self,
+        grace: Duration,
+        pod_network: Option<skiff_controllers::PodNetwork>,
+    ) {
         let pki_dir = self.pki_dir();
         let url = self.url.clone();
         let (sched, ctrl) = self.api.rt.block_on(async {
@@ -124,6 +144,7 @@ impl Plane {
         }));
         let cfg = skiff_controllers::Config {
             node_monitor_grace_period: grace,
+            pod_network,
             ..Default::default()
         };
         self.loops

@@ -38,7 +38,7 @@ fn a_deployment_heals_onto_the_surviving_kernel_node() {
         cfg.renew_interval = Duration::from_millis(500);
         cfg.node_grace = grace;
     });
-    plane.start_control_loops(grace);
+    plane.start_control_loops(grace, None);
     let mut a = boot(plane.node_spec("heal-a", &plane.token));
     let b = boot(plane.node_spec("heal-b", &plane.token));
     let logs = || {

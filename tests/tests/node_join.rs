@@ -17,7 +17,7 @@ fn a_kernel_node_joins_runs_a_pod_and_goes_not_ready_when_killed() {
         cfg.node_grace = grace;
     });
     // The node lifecycle controller owns node health (NotReady below).
-    plane.start_control_loops(grace);
+    plane.start_control_loops(grace, None);
     let mut b = boot(plane.node_spec("kernel-1", &plane.token));
     let log = || b.node.log_text();
     let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} \

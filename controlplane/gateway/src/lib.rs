@@ -22,6 +22,7 @@ mod local_api;
 mod logs;
 mod metrics;
 mod node_objects;
+mod pod_network;
 mod pod_spec;
 mod pod_sync;
 mod session;

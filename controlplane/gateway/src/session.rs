@@ -26,6 +26,7 @@ use crate::local_api::{Answer, node_identity};
 use crate::logs::NodeLogs;
 use crate::metrics::Metrics;
 use crate::node_objects as objects;
+use crate::pod_network;
 use crate::pod_sync::{self, SyncState};
 use crate::timefmt::now_millis;
 use crate::wire::{ReadError, read_frame, write_frame};
@@ -34,7 +35,8 @@ use crate::wire::{ReadError, read_frame, write_frame};
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
     .union(Capabilities::LOG_FOLLOW)
-    .union(Capabilities::WASM);
+    .union(Capabilities::WASM)
+    .union(Capabilities::POD_NETWORK);
 
 /// Queue of frames to one node; a node that stops reading is cut off rather
 /// than growing it without bound.
@@ -212,7 +214,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         lease_duration_secs: shared.cfg.lease_duration_secs,
         renew_interval_ms: shared.cfg.renew_interval.as_millis() as u32,
         node_status_report_ms: shared.cfg.node_status_report.as_millis() as u32,
-        pod_cidrs,
+        pod_cidrs: pod_cidrs.clone(),
     });
     if let Err(e) = write_frame(&mut s, &registered, MAX_FRAME).await {
         return shared.journal.log(format!("{who}: closing: {e}"));
@@ -272,11 +274,23 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         caps.contains(Capabilities::POD_DELTA),
         images.zip(image_changes),
     ));
+    let network_task =
+        (pod_cidrs.is_empty() && caps.contains(Capabilities::POD_NETWORK)).then(|| {
+            tokio::spawn(pod_network::send_when_assigned(
+                shared.clone(),
+                node.clone(),
+                sess.id.clone(),
+                tx.clone(),
+            ))
+        });
     let reason = tokio::select! {
         r = serve(&sess, rd) => r,
         r = revoked(&sess) => r,
     };
     sync_task.abort();
+    if let Some(t) = network_task {
+        t.abort();
+    }
     shared
         .logs
         .detach(&sess.logs, &format!("disconnected: {reason}"));
@@ -581,14 +595,7 @@ async fn register(
     }
     // Known when the node registered before (IPAM gives a new Node its
     // CIDR a moment after it is created).
-    let pod_cidrs = a
-        .body
-        .pointer("/spec/podCIDRs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str().map(String::from))
-        .collect();
+    let pod_cidrs = pod_network::pod_cidrs(&a.body);
     let lease = objects::lease_object(node, &uid, shared.cfg.lease_duration_secs, now_millis());
     let a = api
         .create(

@@ -73,11 +73,12 @@ impl core::fmt::Debug for AgentConfig {
 pub const ARTIFACT_CACHE_BYTES: usize = 16 << 20;
 
 /// What this agent implements: pod deltas, certificate rotation, followed
-/// logs. A node whose runtime runs wasm adds [`Capabilities::WASM`]
+/// logs, a pod CIDR after registration. A node whose runtime runs wasm adds [`Capabilities::WASM`]
 /// ([`Agent::advertise`]).
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
-    .union(Capabilities::LOG_FOLLOW);
+    .union(Capabilities::LOG_FOLLOW)
+    .union(Capabilities::POD_NETWORK);
 
 /// Something worth a log line on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,9 @@ pub mod agent;
 pub mod artifacts;
 pub mod crypto;
 pub mod identity;
+pub mod pod_addresses;
+pub mod probe;
+pub mod splice;
 pub mod tls;
 
 pub use agent::{Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase};

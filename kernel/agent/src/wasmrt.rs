@@ -27,9 +27,10 @@
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::net::Ipv4Addr;
 
 use skiff_kubelet::{
     ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartError, StartSpec,
@@ -40,6 +41,7 @@ use skiff_wasm::{Container, ContainerSpec, Image, Step, Volume};
 use spin::Mutex;
 
 use crate::artifacts::{ArtifactState, ArtifactStore};
+use crate::pod_addresses::{Ipv4Net, PodAddresses};
 use crate::testrt::{self, TestRuntime};
 
 /// `containerRuntimeVersion` of a node running wasm.
@@ -109,6 +111,10 @@ pub struct HostSpec<'a> {
     pub ports: &'a [u16],
     /// UDP containerPorts: the container may bind each.
     pub udp_ports: &'a [u16],
+    /// The pod's own address, from the node's pod CIDR; `None` when the
+    /// plane gave the node no pod CIDR: the pod then shares the node's
+    /// address (and a port is one container's per node).
+    pub pod_ip: Option<Ipv4Addr>,
 }
 
 /// What the node provides to the runtime.
@@ -121,6 +127,9 @@ pub trait NodeHost {
     fn now(&self) -> Nanos;
     /// The most memory a new container may be given now.
     fn memory_available(&self) -> usize;
+    /// The node's pod network: an address in it that no pod of this node
+    /// holds is unreachable (nothing lives there).
+    fn pod_network(&mut self, _net: Ipv4Net) {}
 }
 
 /// What a `run` call did.
@@ -174,8 +183,10 @@ pub struct WasmRuntime<N: NodeHost> {
     artifacts: ArtifactStore,
     /// Unix ms at `now == 0`, for log timestamps.
     pub boot_wall_ms: u64,
-    /// Reported as every pod's IP (the node's: no pod networking yet).
-    pub pod_ip: Option<String>,
+    /// The node's address: every pod's while the node has no pod CIDR.
+    pub node_ip: Option<String>,
+    /// Pod addresses from the node's pod CIDR.
+    addresses: PodAddresses,
     images: BTreeMap<String, Image>,
     /// emptyDirs by (pod uid, volume name): shared by a pod's containers and
     /// kept across restarts, dropped with the pod's last instance.
@@ -193,14 +204,15 @@ impl<N: NodeHost> WasmRuntime<N> {
         node: N,
         artifacts: ArtifactStore,
         boot_wall_ms: u64,
-        pod_ip: Option<String>,
+        node_ip: Option<String>,
     ) -> Self {
         Self {
             engine,
             node,
             artifacts,
             boot_wall_ms,
-            pod_ip,
+            node_ip,
+            addresses: PodAddresses::default(),
             images: BTreeMap::new(),
             empty_dirs: BTreeMap::new(),
             instances: BTreeMap::new(),
@@ -611,6 +623,15 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
             None => None,
         };
         let cspec = self.container_spec(spec)?;
+        let pod_ip = match self.addresses.network() {
+            None => None,
+            Some(net) => Some(self.addresses.assign(&spec.pod.uid).ok_or_else(|| {
+                StartError::Other(format!(
+                    "no free pod address in {}/{}",
+                    net.network, net.prefix
+                ))
+            })?),
+        };
         let sink = LogSink::default();
         let host = self
             .node
@@ -622,6 +643,7 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
                     container: &c.name,
                     ports: &cspec.ports,
                     udp_ports: &udp_ports(c),
+                    pod_ip,
                 },
                 sink.clone(),
             )
@@ -688,8 +710,25 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
         self.collect();
     }
 
-    fn pod_ip(&mut self, _pod_uid: &str) -> Option<String> {
-        self.pod_ip.clone()
+    fn pod_ip(&mut self, pod_uid: &str) -> Option<String> {
+        if self.addresses.network().is_none() {
+            return self.node_ip.clone();
+        }
+        self.addresses.assign(pod_uid).map(|ip| ip.to_string())
+    }
+
+    fn update_pod_cidrs(&mut self, cidrs: &[String]) {
+        // The plane validated `spec.podCIDRs`; one the node cannot use
+        // leaves pods on the node's address.
+        if self.addresses.set_cidrs(cidrs).is_ok()
+            && let Some(net) = self.addresses.network()
+        {
+            self.node.pod_network(net);
+        }
+    }
+
+    fn release_pod(&mut self, pod_uid: &str) {
+        self.addresses.release(pod_uid);
     }
 }
 
@@ -787,6 +826,14 @@ impl<N: NodeHost> Runtime for NodeRuntime<N> {
 
     fn pod_ip(&mut self, pod_uid: &str) -> Option<String> {
         self.wasm.pod_ip(pod_uid)
+    }
+
+    fn update_pod_cidrs(&mut self, cidrs: &[String]) {
+        self.wasm.update_pod_cidrs(cidrs);
+    }
+
+    fn release_pod(&mut self, pod_uid: &str) {
+        self.wasm.release_pod(pod_uid);
     }
 }
 

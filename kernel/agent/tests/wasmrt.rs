@@ -69,6 +69,8 @@ struct Node {
     epoch: Instant,
     /// The network of the last host made (for the echo test).
     nets: Arc<Mutex<Vec<Arc<Mutex<Net>>>>>,
+    /// The pod address each host was made with, in order.
+    pod_ips: Arc<Mutex<Vec<Option<std::net::Ipv4Addr>>>>,
     memory: usize,
 }
 
@@ -77,6 +79,7 @@ impl NodeHost for Node {
     fn host(&mut self, spec: &HostSpec<'_>, log: LogSink) -> Result<TestHost, String> {
         let (inner, _, net) = FakeHost::new(spec.ports);
         self.nets.lock().unwrap().push(net);
+        self.pod_ips.lock().unwrap().push(spec.pod_ip);
         Ok(TestHost {
             inner,
             sink: log,
@@ -95,6 +98,7 @@ fn node() -> Node {
     Node {
         epoch: Instant::now(),
         nets: Arc::default(),
+        pod_ips: Arc::default(),
         memory: 256 << 20,
     }
 }
@@ -226,6 +230,48 @@ fn hello_runs_and_its_output_lands_in_the_log() {
     );
     rt.remove(id);
     assert_eq!(rt.state(id), RuntimeState::Unknown);
+}
+
+#[test]
+fn pods_get_their_own_address_once_the_node_has_a_pod_cidr() {
+    let store = ArtifactStore::new(64 << 20);
+    let mut rt = WasmRuntime::new(
+        runtime(),
+        node(),
+        store.clone(),
+        1_700_000_000_000,
+        Some("10.0.2.15".into()),
+    );
+    let hello = stored(&store, "hello");
+    let p = |uid: &str| pod(uid, vec![container("hello", hello.clone(), &[])]);
+    // No pod CIDR yet: pods share the node's address.
+    assert_eq!(rt.pod_ip("a").as_deref(), Some("10.0.2.15"));
+    let a0 = start(&mut rt, &p("a"), &[]).unwrap();
+    rt.update_pod_cidrs(&["10.244.7.0/24".into()]);
+    assert_eq!(rt.pod_ip("b").as_deref(), Some("10.244.7.2"));
+    let b0 = start(&mut rt, &p("b"), &[]).unwrap();
+    // A restart of b keeps its address; c gets the next one.
+    let b1 = start(&mut rt, &p("b"), &[]).unwrap();
+    let c0 = start(&mut rt, &p("c"), &[]).unwrap();
+    let made = rt.node().pod_ips.lock().unwrap().clone();
+    let ip = |s: &str| Some(s.parse().unwrap());
+    assert_eq!(
+        made,
+        [None, ip("10.244.7.2"), ip("10.244.7.2"), ip("10.244.7.3")]
+    );
+    assert_eq!(rt.pod_ip("c").as_deref(), Some("10.244.7.3"));
+    // b is gone: its address is free again, after the others were tried.
+    for id in [a0, b0, b1, c0] {
+        rt.kill(id);
+        rt.remove(id);
+    }
+    rt.release_pod("b");
+    assert_eq!(rt.pod_ip("d").as_deref(), Some("10.244.7.4"));
+    assert_eq!(
+        rt.pod_ip("c").as_deref(),
+        Some("10.244.7.3"),
+        "c keeps its own"
+    );
 }
 
 #[test]

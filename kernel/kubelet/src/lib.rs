@@ -225,6 +225,12 @@ pub trait Runtime {
     fn pod_ip(&mut self, _pod_uid: &str) -> Option<String> {
         None
     }
+    /// The node's pod CIDRs, from the Node's `spec.podCIDRs` (CRI's
+    /// `UpdateRuntimeConfig`): pods get their addresses from them.
+    fn update_pod_cidrs(&mut self, _cidrs: &[String]) {}
+    /// The pod is gone with all its instances (CRI's `StopPodSandbox`):
+    /// its address may be given to another pod.
+    fn release_pod(&mut self, _pod_uid: &str) {}
 }
 
 /// Identifies one probe attempt between the kubelet and the prober.
@@ -281,6 +287,8 @@ pub struct Kubelet {
     wakeup: Option<Nanos>,
     /// Specs of pods desired again while their removal is still stopping.
     readd: BTreeMap<PodUid, PodSpec>,
+    /// Pod CIDRs from the plane, handed to the runtime on the next tick.
+    pod_cidrs: Option<Vec<String>>,
     /// Event series: (object, reason, message) → (count, first timestamp).
     events: BTreeMap<(String, String, String), (u32, UnixMillis)>,
     out: Vec<NodeToPlane>,
@@ -301,6 +309,7 @@ impl Kubelet {
             next_probe_id: 0,
             wakeup: None,
             readd: BTreeMap::new(),
+            pod_cidrs: None,
             events: BTreeMap::new(),
             out: Vec::new(),
         };
@@ -385,7 +394,14 @@ impl Kubelet {
                 self.configs.remove(*kind, namespace, name);
                 None
             }
+            PlaneToNode::PodNetwork { pod_cidrs } => {
+                self.pod_cidrs = Some(pod_cidrs.clone());
+                None
+            }
             PlaneToNode::Registered(r) => {
+                if !r.pod_cidrs.is_empty() {
+                    self.pod_cidrs = Some(r.pod_cidrs.clone());
+                }
                 if r.renew_interval_ms > 0 {
                     self.config.lease_renew_interval = u64::from(r.renew_interval_ms) * MILLI;
                 }
@@ -453,6 +469,9 @@ impl Kubelet {
         prober: &mut P,
     ) -> Vec<NodeToPlane> {
         let mut wake = Wake(None);
+        if let Some(cidrs) = self.pod_cidrs.take() {
+            rt.update_pod_cidrs(&cidrs);
+        }
         self.heartbeat(now, &mut wake);
         if core::mem::take(&mut self.ack_due)
             && let Some(generation) = self.generation
@@ -476,6 +495,7 @@ impl Kubelet {
         for uid in finished {
             if let Some(p) = self.pods.remove(&uid) {
                 p.release(rt);
+                rt.release_pod(&uid);
             }
             if let Some(spec) = self.readd.remove(&uid) {
                 self.pods.insert(uid, PodState::new(spec, false));

@@ -69,6 +69,11 @@ struct FakeRt {
     volumes: BTreeMap<String, Vec<(String, VolumeContent)>>,
     /// Every start fails with this, when set.
     refuse: Option<StartError>,
+    /// Pod CIDRs handed over, in order.
+    cidrs: Vec<Vec<String>>,
+    /// Pods whose sandbox was released, in order, with the number of
+    /// instances (of any pod) not yet removed at that moment.
+    released: Vec<String>,
 }
 
 impl FakeRt {
@@ -172,6 +177,13 @@ impl Runtime for FakeRt {
     }
     fn pod_ip(&mut self, _uid: &str) -> Option<String> {
         Some("10.244.0.5".into())
+    }
+    fn update_pod_cidrs(&mut self, cidrs: &[String]) {
+        self.cidrs.push(cidrs.to_vec());
+    }
+    fn release_pod(&mut self, uid: &str) {
+        let live = self.insts.values().filter(|i| !i.removed).count();
+        self.released.push(alloc::format!("{uid} live={live}"));
     }
 }
 
@@ -429,6 +441,54 @@ fn waiting(s: &ContainerState) -> &str {
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
+
+#[test]
+fn pod_cidrs_reach_the_runtime_and_finished_pods_release_their_address() {
+    let mut h = H::with_pods(vec![pod(
+        "u1",
+        RestartPolicy::Never,
+        vec![container("main")],
+    )]);
+    h.rt.script("main", &[exits(2, 0)]);
+    // Registered without CIDRs (IPAM has not run yet): nothing to hand over.
+    h.send(PlaneToNode::Registered(Registered {
+        node_uid: "n".into(),
+        lease_duration_secs: 40,
+        renew_interval_ms: 10_000,
+        node_status_report_ms: 300_000,
+        pod_cidrs: vec![],
+    }));
+    h.run_to(1.0);
+    assert!(h.rt.cidrs.is_empty());
+    h.send(PlaneToNode::PodNetwork {
+        pod_cidrs: vec!["10.244.3.0/24".into()],
+    });
+    h.run_to(1.5);
+    assert_eq!(h.rt.cidrs, [vec![String::from("10.244.3.0/24")]]);
+    // Handed over once, not on every tick.
+    h.run_to(2.5);
+    assert_eq!(h.rt.cidrs.len(), 1);
+    // The pod stays (Succeeded) while the plane still wants it; removing
+    // it releases the sandbox once.
+    assert!(h.rt.released.is_empty());
+    h.send(PlaneToNode::DesiredPods {
+        generation: 2,
+        pods: vec![],
+    });
+    h.run_to(5.0);
+    assert_eq!(h.rt.released, ["u1 live=0"]);
+    // A re-registration carrying CIDRs hands them over again (same value:
+    // the runtime keeps its addresses).
+    h.send(PlaneToNode::Registered(Registered {
+        node_uid: "n".into(),
+        lease_duration_secs: 40,
+        renew_interval_ms: 10_000,
+        node_status_report_ms: 300_000,
+        pod_cidrs: vec!["10.244.3.0/24".into()],
+    }));
+    h.run_to(6.0);
+    assert_eq!(h.rt.cidrs.len(), 2);
+}
 
 #[test]
 fn backoff_policy_matches_kubernetes() {

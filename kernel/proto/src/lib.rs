@@ -267,6 +267,13 @@ pub enum PlaneToNode {
         data: Vec<u8>,
         error: Option<String>,
     },
+    /// The node's `spec.podCIDRs`, sent once the controller manager's node
+    /// IPAM has set them if they were not known at [`Registered`] (a new
+    /// Node gets its CIDR a moment after it is created). They never change
+    /// afterwards (kube makes them immutable).
+    PodNetwork {
+        pod_cidrs: Vec<String>,
+    },
 }
 
 impl NodeToPlane {
@@ -277,7 +284,7 @@ impl NodeToPlane {
 
 impl PlaneToNode {
     /// Number of variants this build knows.
-    pub const VARIANTS: u32 = 14;
+    pub const VARIANTS: u32 = 15;
 }
 
 /// A message type the frame codec can carry: one of the two top-level enums.
@@ -365,6 +372,9 @@ impl Capabilities {
     pub const CERT_ROTATION: Self = Self(1 << 2);
     /// Runs wasm (AOT `.cwasm`) containers.
     pub const WASM: Self = Self(1 << 3);
+    /// [`PlaneToNode::PodNetwork`] when the pod CIDR comes after
+    /// registration.
+    pub const POD_NETWORK: Self = Self(1 << 4);
 
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)

@@ -353,5 +353,8 @@ pub fn plane_to_node() -> Vec<PlaneToNode> {
             data: vec![0x7f, b'E', b'L', b'F'],
             error: None,
         },
+        PlaneToNode::PodNetwork {
+            pod_cidrs: vec![s("10.244.3.0/24")],
+        },
     ]
 }
