@@ -129,6 +129,8 @@ struct Session {
     tx: mpsc::Sender<PlaneToNode>,
     sync: Arc<Mutex<SyncState>>,
     resync: Arc<tokio::sync::Notify>,
+    /// The node asked for the full Service state again.
+    service_resync: Arc<tokio::sync::Notify>,
     logs: Arc<NodeLogs>,
     /// Image pulls for a node that runs wasm.
     images: Option<Arc<NodeImages>>,
@@ -259,6 +261,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tx: tx.clone(),
         sync: Arc::new(Mutex::new(SyncState::default())),
         resync: Arc::new(tokio::sync::Notify::new()),
+        service_resync: Arc::new(tokio::sync::Notify::new()),
         logs,
         images: images.clone(),
     });
@@ -272,11 +275,24 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         caps.contains(Capabilities::POD_DELTA),
         images.zip(image_changes),
     ));
+    // Services for the node's proxy: only a node speaking version 3 knows
+    // the messages.
+    let version = proto::negotiate(hello.min_version, hello.max_version).unwrap_or(0);
+    let services_task = (version >= 3).then(|| {
+        tokio::spawn(crate::services::serve_node(
+            shared.services.clone(),
+            tx.clone(),
+            sess.service_resync.clone(),
+        ))
+    });
     let reason = tokio::select! {
         r = serve(&sess, rd) => r,
         r = revoked(&sess) => r,
     };
     sync_task.abort();
+    if let Some(t) = services_task {
+        t.abort();
+    }
     shared
         .logs
         .detach(&sess.logs, &format!("disconnected: {reason}"));
@@ -396,6 +412,10 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), SessionEnd> {
         }
         NodeToPlane::ResyncRequest { .. } => {
             sess.resync.notify_one();
+            return Ok(());
+        }
+        NodeToPlane::ServiceResyncRequest { .. } => {
+            sess.service_resync.notify_one();
             return Ok(());
         }
         NodeToPlane::RenewCertificate { csr_der } => {

@@ -107,7 +107,9 @@ impl ServiceTable {
         let found = match labels.as_slice() {
             [svc, ns, "svc"] => self.service_answer(ns, svc),
             [host, svc, ns, "svc"] => self.endpoint_answer(ns, svc, host),
-            [ip, ns, "pod"] if !ns.is_empty() => dashed_ip(ip).map(|a| Lookup::Addresses([a].into())),
+            [ip, ns, "pod"] if !ns.is_empty() => {
+                dashed_ip(ip).map(|a| Lookup::Addresses([a].into()))
+            }
             _ => None,
         };
         found.map_or(Answer::Missing, Answer::Found)
@@ -128,7 +130,10 @@ impl ServiceTable {
                 .filter_map(|a| a.parse().ok())
                 .collect()
         } else {
-            svc.cluster_ips.iter().filter_map(|a| a.parse().ok()).collect()
+            svc.cluster_ips
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect()
         };
         ips.sort();
         ips.dedup();

@@ -113,8 +113,14 @@ fn cluster_ip_resolves_to_ready_endpoints_on_their_target_port() {
         set(&[sa("10.244.1.5", 8080), sa("10.244.2.5", 8080)])
     );
     // Other ports, protocols and addresses are not the Service.
-    assert_eq!(resolve(&mut t, sa("10.96.0.10", 81), 0), Resolution::NotAService);
-    assert_eq!(resolve(&mut t, sa("10.96.0.11", 80), 0), Resolution::NotAService);
+    assert_eq!(
+        resolve(&mut t, sa("10.96.0.10", 81), 0),
+        Resolution::NotAService
+    );
+    assert_eq!(
+        resolve(&mut t, sa("10.96.0.11", 80), 0),
+        Resolution::NotAService
+    );
     assert_eq!(
         t.resolve(Protocol::Udp, vip, CLIENT, 0, 0),
         Resolution::NotAService
@@ -282,7 +288,9 @@ fn client_ip_affinity_sticks_until_the_timeout_on_the_nodes_clock() {
         "default",
         "web",
         "10.96.0.10",
-        (1..=8).map(|i| ep(&alloc::format!("10.244.{i}.5"), "n2")).collect(),
+        (1..=8)
+            .map(|i| ep(&alloc::format!("10.244.{i}.5"), "n2"))
+            .collect(),
     );
     v.affinity_timeout_secs = Some(10);
     let mut t = table(vec![v]);
@@ -433,8 +441,14 @@ fn full_state_in_parts_then_deltas_with_generations() {
     b2.cluster_ips = vec![s("10.96.0.22")];
     t.apply_delta(5, 6, vec![c, b2], &[gone]).unwrap();
     assert_eq!(t.generation(), 6);
-    assert_eq!(resolve(&mut t, sa("10.96.0.1", 80), 0), Resolution::NotAService);
-    assert_eq!(resolve(&mut t, sa("10.96.0.2", 80), 0), Resolution::NotAService);
+    assert_eq!(
+        resolve(&mut t, sa("10.96.0.1", 80), 0),
+        Resolution::NotAService
+    );
+    assert_eq!(
+        resolve(&mut t, sa("10.96.0.2", 80), 0),
+        Resolution::NotAService
+    );
     assert_eq!(
         resolve(&mut t, sa("10.96.0.22", 80), 0),
         Resolution::Backend(sa("10.244.1.2", 8080))
@@ -447,7 +461,10 @@ fn full_state_in_parts_then_deltas_with_generations() {
     t.apply_full(2, vec![a], false);
     assert_eq!(t.generation(), 2);
     assert_eq!(t.len(), 1);
-    assert_eq!(resolve(&mut t, sa("10.96.0.3", 80), 0), Resolution::NotAService);
+    assert_eq!(
+        resolve(&mut t, sa("10.96.0.3", 80), 0),
+        Resolution::NotAService
+    );
     // Parts of an abandoned full state are dropped by the next one.
     t.apply_full(3, vec![b], true);
     t.apply_full(4, vec![], false);
@@ -594,17 +611,16 @@ fn dns_pod_names_and_external_names() {
     );
     // ExternalName Services have no address to connect to.
     let mut t = t;
-    assert_eq!(resolve(&mut t, sa("10.96.0.30", 80), 0), Resolution::NotAService);
+    assert_eq!(
+        resolve(&mut t, sa("10.96.0.30", 80), 0),
+        Resolution::NotAService
+    );
 }
 
 #[test]
 fn dns_cluster_domain_is_a_parameter() {
     let mut t = ServiceTable::with_domain(NODE, "Corp.Example.");
-    t.apply_full(
-        1,
-        vec![svc("default", "web", "10.96.0.10", vec![])],
-        false,
-    );
+    t.apply_full(1, vec![svc("default", "web", "10.96.0.10", vec![])], false);
     assert_eq!(t.cluster_domain(), "corp.example");
     assert_eq!(t.lookup("web", "default"), addrs(&["10.96.0.10"]));
     assert_eq!(
@@ -615,7 +631,10 @@ fn dns_cluster_domain_is_a_parameter() {
         t.lookup("web.default.svc.cluster.local", "x"),
         Lookup::Upstream
     );
-    assert_eq!(t.lookup("nope.default.svc.corp.example", "x"), Lookup::NxDomain);
+    assert_eq!(
+        t.lookup("nope.default.svc.corp.example", "x"),
+        Lookup::NxDomain
+    );
 }
 
 #[test]
