@@ -160,7 +160,7 @@ fn services_reach_nodes_as_full_state_then_deltas() {
     let mut s = session(&c, "hn-watch", proto::PROTOCOL_VERSION);
     // The full state (maybe in parts), with the Deployment's endpoints.
     let mut all = Vec::new();
-    let mut at = 0;
+    let mut at;
     loop {
         match c.rt.block_on(next_service_msg(&mut s, 20)) {
             Some(PlaneToNode::Services {
