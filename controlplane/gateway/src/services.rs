@@ -447,12 +447,17 @@ pub async fn run(shared: Arc<crate::Shared>, hub: Arc<ServiceHub>) {
     let id = gateway_identity();
     let mut first = true;
     loop {
+        let began = std::time::Instant::now();
         match sync(&api, &id, &hub, &mut first).await {
+            // A watch the API closed at once is no reason to spin.
+            Ok(()) if began.elapsed() < Duration::from_secs(1) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             Ok(()) => {}
             Err(e) => {
                 shared
                     .journal
-                    .log(format!("services: list/watch ended: {e}"));
+                    .log(format!("services: list/watch failed: {e}"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -552,7 +557,8 @@ async fn sync(
     }
 }
 
-/// Follows one watch, handing its events on; returns when it ends.
+/// Follows one watch, handing its events on; returns when it ends (`Ok`
+/// when the API closed it, so the caller lists again at once).
 async fn watch(
     api: &LocalApi,
     id: &Identity,
@@ -585,7 +591,8 @@ async fn watch(
             }
         }
     }
-    Err(format!("watch {path} ended"))
+    // The API ended it (its timeout): list again.
+    Ok(())
 }
 
 #[cfg(test)]

@@ -579,9 +579,13 @@ fn dns_headless_services_answer_ready_endpoints_and_hostnames() {
         t.lookup("pg-2.pg.db.svc.cluster.local", "db"),
         Lookup::NxDomain
     );
-    // Hostnames only under headless Services.
+    // Endpoint names only under headless Services.
     assert_eq!(
         t.lookup("pg-0.web.db.svc.cluster.local", "db"),
+        Lookup::NxDomain
+    );
+    assert_eq!(
+        t.lookup("10-244-1-5.web.default.svc.cluster.local", "db"),
         Lookup::NxDomain
     );
 }
