@@ -12,7 +12,9 @@
 //! what nodes send, and ends a session silent for the grace period (the
 //! node's next session registers it afresh). [`logs`] routes `kubectl logs` streams to the nodes
 //! (the API server's log provider). [`images`] gets nodes their pods'
-//! images pulled and compiled, and serves the artifacts. [`tls`] is the listener's rustls setup, [`wire`] the
+//! images pulled and compiled, and serves the artifacts. [`services`] watches
+//! the cluster's Services and EndpointSlices once for all sessions and sends
+//! every node the compact state for its proxy (full state, then deltas). [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
 mod bootstrap;
@@ -25,6 +27,7 @@ mod node_objects;
 mod pod_network;
 mod pod_spec;
 mod pod_sync;
+mod services;
 mod session;
 mod signer;
 mod timefmt;
@@ -120,6 +123,8 @@ pub(crate) struct Shared {
     pub journal: Journal,
     pub metrics: Metrics,
     pub logs: Arc<logs::LogRouter>,
+    /// The Service state every node session sends its node.
+    pub services: Arc<services::ServiceHub>,
     slots: Slots,
     /// One bootstrap at a time: a token's check and its consumption
     /// (single use, binding) must not interleave with another's.
@@ -343,6 +348,7 @@ pub async fn start(
         journal: Journal::new(cfg.quiet),
         cfg,
         logs: router,
+        services: Arc::default(),
         api: LocalApi::new(api),
         signer,
         metrics: Metrics::default(),
@@ -351,7 +357,10 @@ pub async fn start(
         fresh: Default::default(),
     });
     warn_fleet_tokens(&shared);
-    let tasks = vec![tokio::spawn(accept_loop(listener, tls, shared.clone()))];
+    let tasks = vec![
+        tokio::spawn(accept_loop(listener, tls, shared.clone())),
+        tokio::spawn(services::run(shared.clone(), shared.services.clone())),
+    ];
     Ok(Gateway {
         addr,
         shared,

@@ -35,8 +35,7 @@ use crate::wire::{ReadError, read_frame, write_frame};
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
     .union(Capabilities::LOG_FOLLOW)
-    .union(Capabilities::WASM)
-    .union(Capabilities::POD_NETWORK);
+    .union(Capabilities::WASM);
 
 /// Queue of frames to one node; a node that stops reading is cut off rather
 /// than growing it without bound.
@@ -131,6 +130,8 @@ struct Session {
     tx: mpsc::Sender<PlaneToNode>,
     sync: Arc<Mutex<SyncState>>,
     resync: Arc<tokio::sync::Notify>,
+    /// The node asked for the full Service state again.
+    service_resync: Arc<tokio::sync::Notify>,
     logs: Arc<NodeLogs>,
     /// Image pulls for a node that runs wasm.
     images: Option<Arc<NodeImages>>,
@@ -261,6 +262,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tx: tx.clone(),
         sync: Arc::new(Mutex::new(SyncState::default())),
         resync: Arc::new(tokio::sync::Notify::new()),
+        service_resync: Arc::new(tokio::sync::Notify::new()),
         logs,
         images: images.clone(),
     });
@@ -274,21 +276,30 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         caps.contains(Capabilities::POD_DELTA),
         images.zip(image_changes),
     ));
-    let network_task =
-        (pod_cidrs.is_empty() && caps.contains(Capabilities::POD_NETWORK)).then(|| {
-            tokio::spawn(pod_network::send_when_assigned(
-                shared.clone(),
-                node.clone(),
-                sess.id.clone(),
-                tx.clone(),
-            ))
-        });
+    // Services for the node's proxy: only a node speaking version 3 knows
+    // the messages.
+    let version = proto::negotiate(hello.min_version, hello.max_version).unwrap_or(0);
+    let services_task = (version >= 3).then(|| {
+        tokio::spawn(crate::services::serve_node(
+            shared.services.clone(),
+            tx.clone(),
+            sess.service_resync.clone(),
+        ))
+    });
+    let network_task = (version >= 3 && pod_cidrs.is_empty()).then(|| {
+        tokio::spawn(pod_network::send_when_assigned(
+            shared.clone(),
+            node.clone(),
+            sess.id.clone(),
+            tx.clone(),
+        ))
+    });
     let reason = tokio::select! {
         r = serve(&sess, rd) => r,
         r = revoked(&sess) => r,
     };
     sync_task.abort();
-    if let Some(t) = network_task {
+    for t in [services_task, network_task].into_iter().flatten() {
         t.abort();
     }
     shared
@@ -410,6 +421,10 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), SessionEnd> {
         }
         NodeToPlane::ResyncRequest { .. } => {
             sess.resync.notify_one();
+            return Ok(());
+        }
+        NodeToPlane::ServiceResyncRequest { .. } => {
+            sess.service_resync.notify_one();
             return Ok(());
         }
         NodeToPlane::RenewCertificate { csr_der } => {

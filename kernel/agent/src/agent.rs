@@ -19,6 +19,7 @@
 //!   lifetime; the node then reconnects with it.
 
 use alloc::string::{String, ToString as _};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -27,6 +28,7 @@ use skiff_node_proto::{
     self as proto, Capabilities, FrameDecoder, FrameError, MAX_BOOTSTRAP_FRAME, MAX_FRAME,
     NodeInfo, NodeToPlane, PlaneToNode, RefusalReason, encode_frame,
 };
+use skiff_proxy::ServiceTable;
 
 use crate::artifacts::ArtifactStore;
 use crate::identity::{IdentityError, NodeKey};
@@ -73,12 +75,16 @@ impl core::fmt::Debug for AgentConfig {
 pub const ARTIFACT_CACHE_BYTES: usize = 16 << 20;
 
 /// What this agent implements: pod deltas, certificate rotation, followed
-/// logs, a pod CIDR after registration. A node whose runtime runs wasm adds [`Capabilities::WASM`]
+/// logs. A node whose runtime runs wasm adds [`Capabilities::WASM`]
 /// ([`Agent::advertise`]).
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
-    .union(Capabilities::LOG_FOLLOW)
-    .union(Capabilities::POD_NETWORK);
+    .union(Capabilities::LOG_FOLLOW);
+
+/// The node's Service table, shared between the agent (which keeps it
+/// current from the plane's `Services`/`ServiceDelta` messages) and the
+/// kernel's socket calls and name lookups (which resolve through it).
+pub type Services = Arc<spin::Mutex<ServiceTable>>;
 
 /// Something worth a log line on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +233,8 @@ pub struct Agent {
     logs: LogStreams,
     /// Compiled wasm artifacts, shared with the runtime.
     artifacts: ArtifactStore,
+    /// The cluster's Services, shared with the kernel's sockets and DNS.
+    services: Services,
     capabilities: Capabilities,
     phase: Phase,
     conn: Option<Conn>,
@@ -279,12 +287,14 @@ impl core::fmt::Debug for Agent {
 
 impl Agent {
     pub fn new(cfg: AgentConfig, clock: Clock, kubelet: Kubelet) -> Agent {
+        let services = Arc::new(spin::Mutex::new(ServiceTable::new(&cfg.node.name)));
         Agent {
             cfg,
             clock,
             kubelet,
             logs: LogStreams::new(),
             artifacts: ArtifactStore::new(ARTIFACT_CACHE_BYTES),
+            services,
             capabilities: CAPABILITIES,
             phase: Phase::Idle,
             conn: None,
@@ -315,6 +325,13 @@ impl Agent {
     /// agent fetches them from the plane.
     pub fn artifacts(&self) -> ArtifactStore {
         self.artifacts.clone()
+    }
+
+    /// The node's Service table (a shared handle; kept across reconnects,
+    /// replaced by the full state each new session sends): the kernel
+    /// resolves pods' connects, node ports and cluster names through it.
+    pub fn services(&self) -> Services {
+        self.services.clone()
     }
 
     /// Adds what the node's runtime can do (e.g. [`Capabilities::WASM`]) to
@@ -568,6 +585,13 @@ impl Agent {
                     reason: "certificate rotated".into(),
                 })
             }
+            (
+                Phase::Running,
+                m @ (PlaneToNode::Services { .. } | PlaneToNode::ServiceDelta { .. }),
+            ) => match self.on_services(m) {
+                Some(reply) => self.send(&reply),
+                None => Ok(()),
+            },
             (Phase::Running, m) => {
                 match m {
                     PlaneToNode::LogRequest(_) => self.stats.log_requests += 1,
@@ -586,6 +610,34 @@ impl Agent {
                 "unexpected {} from the gateway in phase {phase:?}",
                 kind(&m)
             ))),
+        }
+    }
+
+    /// Applies a Service message to the table; a delta that does not apply
+    /// is answered with a request for the full state.
+    fn on_services(&mut self, m: PlaneToNode) -> Option<NodeToPlane> {
+        let mut table = self.services.lock();
+        match m {
+            PlaneToNode::Services {
+                generation,
+                services,
+                more,
+            } => {
+                table.apply_full(generation, services, more);
+                None
+            }
+            PlaneToNode::ServiceDelta {
+                from_generation,
+                generation,
+                upserts,
+                removes,
+            } => match table.apply_delta(from_generation, generation, upserts, &removes) {
+                Ok(()) => None,
+                Err(skiff_proxy::ApplyError::Generation { have, .. }) => {
+                    Some(NodeToPlane::ServiceResyncRequest { have })
+                }
+            },
+            _ => None,
         }
     }
 
@@ -743,4 +795,117 @@ fn rand_u8() -> u8 {
 fn kind(m: &PlaneToNode) -> String {
     let dbg = alloc::format!("{m:?}");
     dbg.split(['(', ' ', '{']).next().unwrap_or("?").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use core::net::{Ipv4Addr, SocketAddrV4};
+    use skiff_kubelet::{ContainerId, LogBuffer};
+    use skiff_node_proto::{Resources, ServiceRef, sample};
+    use skiff_proxy::{Lookup, Protocol, Resolution};
+
+    struct NoLogs;
+    impl LogSource for NoLogs {
+        fn log_buffer(&self, _: ContainerId) -> Option<&LogBuffer> {
+            None
+        }
+    }
+
+    fn running_agent() -> Agent {
+        let node = NodeInfo {
+            name: "n1".into(),
+            boot_id: [1; 16],
+            addresses: vec![],
+            capacity: Resources::default(),
+            allocatable: Resources::default(),
+            kernel_version: "test".into(),
+            runtime_version: "test://0".into(),
+            os_image: "test".into(),
+            architecture: "amd64".into(),
+            labels: vec![],
+        };
+        let cfg = AgentConfig {
+            node,
+            gateway: ServerName::try_from("127.0.0.1").unwrap().to_owned(),
+            ca: vec![],
+            token: "a.b".into(),
+            software: "test".into(),
+        };
+        let kubelet = Kubelet::new(skiff_kubelet::Config::new("n1", Resources::default()));
+        let mut a = Agent::new(cfg, Arc::new(tls::FixedClock(0)), kubelet);
+        a.phase = Phase::Running;
+        a
+    }
+
+    #[test]
+    fn service_messages_update_the_shared_table() {
+        let mut a = running_agent();
+        let services = a.services();
+        // The kernel's view: a handle that sees every update.
+        assert!(services.lock().is_empty());
+        a.handle(
+            0,
+            PlaneToNode::Services {
+                generation: 3,
+                services: vec![sample::service("default", "web")],
+                more: false,
+            },
+            &NoLogs,
+        )
+        .unwrap();
+        let vip = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80);
+        let client = Ipv4Addr::new(10, 244, 1, 9);
+        {
+            let mut t = services.lock();
+            assert_eq!(t.generation(), 3);
+            assert_eq!(
+                t.resolve(Protocol::Tcp, vip, client, 0, 0),
+                Resolution::Backend(SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 5), 8080))
+            );
+            assert_eq!(
+                t.lookup("web", "default"),
+                Lookup::Addresses(vec![Ipv4Addr::new(10, 96, 0, 10)])
+            );
+        }
+        a.handle(
+            0,
+            PlaneToNode::ServiceDelta {
+                from_generation: 3,
+                generation: 4,
+                upserts: vec![],
+                removes: vec![ServiceRef {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                }],
+            },
+            &NoLogs,
+        )
+        .unwrap();
+        let mut t = services.lock();
+        assert_eq!(t.generation(), 4);
+        assert_eq!(
+            t.resolve(Protocol::Tcp, vip, client, 0, 0),
+            Resolution::NotAService
+        );
+    }
+
+    #[test]
+    fn a_delta_that_does_not_apply_asks_for_the_full_state() {
+        let mut a = running_agent();
+        let delta = PlaneToNode::ServiceDelta {
+            from_generation: 7,
+            generation: 8,
+            upserts: vec![sample::service("default", "web")],
+            removes: vec![],
+        };
+        assert_eq!(
+            a.on_services(delta.clone()),
+            Some(NodeToPlane::ServiceResyncRequest { have: 0 })
+        );
+        assert!(a.services().lock().is_empty());
+        // Through the message path, the answer is sent (no connection here).
+        assert_eq!(a.handle(0, delta, &NoLogs), Err(LinkError::NotConnected));
+    }
 }

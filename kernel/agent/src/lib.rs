@@ -6,7 +6,8 @@
 //!   [`crypto`]: a provider of just the algorithms the node uses
 //!   (ChaCha20-Poly1305, X25519, ECDSA P-256) over RustCrypto;
 //! - [`agent`]: the connection manager — token bootstrap, mutual-TLS
-//!   sessions (hello, register, heartbeats, pods), certificate rotation,
+//!   sessions (hello, register, heartbeats, pods, the Service table of
+//!   `skiff-proxy` shared with the kernel as [`Services`]), certificate rotation,
 //!   reconnects with back-off and jitter — driving a [`skiff_kubelet::Kubelet`];
 //! - [`artifacts`]: the node's cache of compiled wasm artifacts, fetched
 //!   from the plane and checked against their digest;
@@ -32,7 +33,9 @@ pub mod probe;
 pub mod splice;
 pub mod tls;
 
-pub use agent::{Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase};
+pub use agent::{
+    Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase, Services,
+};
 pub use identity::IdentityError;
 pub mod testrt;
 pub mod wasmrt;

@@ -31,6 +31,8 @@
 //!  |   <- Registered{lease, pod CIDRs}          |
 //!  |   <- DesiredPods{generation, pods}         |   full state, always first
 //!  |   <- ConfigData / PodDelta / LogRequest …  |
+//!  |   <- Services{generation, more} … (v3)     |   full Service state, then
+//!  |   <- ServiceDelta …                        |   deltas
 //!  | LeaseRenew / NodeStatus / PodStatus / Event / LogChunk / SyncAck … -> |
 //! ```
 //!
@@ -96,7 +98,10 @@ pub use frame::{
 ///
 /// Version 2: images resolved by the plane ([`ImagePull`]) and artifact
 /// fetches. No version-1 peer was ever released, so 1 is not spoken.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: the cluster's Services and endpoints for the node's proxy
+/// ([`PlaneToNode::Services`], [`PlaneToNode::ServiceDelta`],
+/// [`NodeToPlane::ServiceResyncRequest`]); a plane speaking 2 sends none.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
@@ -112,6 +117,11 @@ pub const MAX_LOG_CHUNK: usize = 64 << 10;
 /// node may ask for): well under [`MAX_FRAME`], small enough to interleave
 /// with heartbeats.
 pub const MAX_ARTIFACT_CHUNK: usize = 256 << 10;
+/// Budget for one [`PlaneToNode::Services`] or [`PlaneToNode::ServiceDelta`]
+/// body: the plane splits the Service state into parts of about this size
+/// (a quarter of [`MAX_FRAME`], so heartbeats interleave), and trims the
+/// endpoints of a single Service that would not fit.
+pub const SERVICE_FRAME_BUDGET: usize = 1 << 20;
 
 /// Milliseconds since the Unix epoch (sender's wall clock).
 pub type UnixMillis = u64;
@@ -199,6 +209,12 @@ pub enum NodeToPlane {
         offset: u64,
         len: u32,
     },
+    /// (v3) A [`PlaneToNode::ServiceDelta`] did not apply to the node's
+    /// Service generation (`have`): send the full [`PlaneToNode::Services`]
+    /// again.
+    ServiceResyncRequest {
+        have: u64,
+    },
 }
 
 /// Everything the control plane sends. Variant order is the wire format: append only.
@@ -267,10 +283,31 @@ pub enum PlaneToNode {
         data: Vec<u8>,
         error: Option<String>,
     },
-    /// The node's `spec.podCIDRs`, sent once the controller manager's node
-    /// IPAM has set them if they were not known at [`Registered`] (a new
-    /// Node gets its CIDR a moment after it is created). They never change
-    /// afterwards (kube makes them immutable).
+    /// (v3) The cluster's complete Service state at `generation` (every
+    /// node gets the same: nodes may read all Services and EndpointSlices).
+    /// Split into parts of at most [`SERVICE_FRAME_BUDGET`]: `more` says
+    /// another part of the same generation follows; the node replaces its
+    /// state when the last part (`more: false`) arrives. Sent after
+    /// `Registered` and on [`NodeToPlane::ServiceResyncRequest`].
+    Services {
+        generation: u64,
+        services: Vec<Service>,
+        more: bool,
+    },
+    /// (v3) Changes from `from_generation` to `generation`: upserts replace
+    /// whole Services (with their endpoints) by namespace/name, `removes`
+    /// are gone. A node not at `from_generation` ignores it and answers
+    /// [`NodeToPlane::ServiceResyncRequest`].
+    ServiceDelta {
+        from_generation: u64,
+        generation: u64,
+        upserts: Vec<Service>,
+        removes: Vec<ServiceRef>,
+    },
+    /// (v3) The node's `spec.podCIDRs`, sent once the controller manager's
+    /// node IPAM has set them if they were not known at [`Registered`] (a
+    /// new Node gets its CIDR a moment after it is created). They never
+    /// change afterwards (kube makes them immutable).
     PodNetwork {
         pod_cidrs: Vec<String>,
     },
@@ -279,12 +316,12 @@ pub enum PlaneToNode {
 impl NodeToPlane {
     /// Number of variants this build knows (the decoder reports higher indices
     /// as [`FrameError::UnknownMessage`]).
-    pub const VARIANTS: u32 = 15;
+    pub const VARIANTS: u32 = 16;
 }
 
 impl PlaneToNode {
     /// Number of variants this build knows.
-    pub const VARIANTS: u32 = 15;
+    pub const VARIANTS: u32 = 17;
 }
 
 /// A message type the frame codec can carry: one of the two top-level enums.
@@ -372,9 +409,6 @@ impl Capabilities {
     pub const CERT_ROTATION: Self = Self(1 << 2);
     /// Runs wasm (AOT `.cwasm`) containers.
     pub const WASM: Self = Self(1 << 3);
-    /// [`PlaneToNode::PodNetwork`] when the pod CIDR comes after
-    /// registration.
-    pub const POD_NETWORK: Self = Self(1 << 4);
 
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
@@ -928,6 +962,99 @@ pub struct LogRequest {
     pub timestamps: bool,
     /// `--previous`: the last terminated instance.
     pub previous: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Services and endpoints (v3)
+// ---------------------------------------------------------------------------
+
+/// A Service with its endpoints, as a node's proxy and DNS need it: the
+/// Service's spec and all its EndpointSlices, translated by the plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub kind: ServiceKind,
+    /// `spec.clusterIPs` (IPv4 and IPv6 as written); empty when headless
+    /// or ExternalName.
+    pub cluster_ips: Vec<String>,
+    /// `clusterIP: None`: DNS answers the endpoints' addresses.
+    pub headless: bool,
+    pub ports: Vec<ServicePort>,
+    /// `sessionAffinity: ClientIP` with its `timeoutSeconds` (kube's
+    /// default 10800 applied by the plane); `None` = no affinity.
+    pub affinity_timeout_secs: Option<u32>,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
+    /// `externalTrafficPolicy: Local` (node ports).
+    pub external_local: bool,
+    /// `spec.externalName` of an ExternalName Service.
+    pub external_name: Option<String>,
+    /// One entry per EndpointSlice.
+    pub slices: Vec<EndpointSet>,
+}
+
+/// A Service's name, for removals.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ServiceKind {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// Empty for a Service's single unnamed port.
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    /// Used when no EndpointSlice port of this name exists (kube resolves
+    /// named target ports per pod into the slices' ports).
+    pub target_port: TargetPort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+/// One EndpointSlice: its ports (resolved target ports, named like the
+/// Service's ports) and endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSet {
+    pub ports: Vec<EndpointPort>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// An EndpointSlice endpoint with its conditions (unset `ready`/`serving`
+/// already defaulted to true by the plane, as kube reads them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addresses: Vec<String>,
+    pub node_name: Option<String>,
+    pub hostname: Option<String>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    /// `hints.forNodes` (trafficDistribution: PreferSameNode).
+    pub for_nodes: Vec<String>,
 }
 
 #[cfg(test)]

@@ -283,7 +283,70 @@ pub fn node_to_plane() -> Vec<NodeToPlane> {
             offset: 0,
             len: 4096,
         },
+        NodeToPlane::ServiceResyncRequest { have: 4 },
     ]
+}
+
+/// A Service exercising every field: two ports (one with a named target
+/// port), client-IP affinity, two slices.
+pub fn service(namespace: &str, name: &str) -> Service {
+    let endpoint = |ip: &str, node: &str, ready: bool| Endpoint {
+        addresses: vec![s(ip)],
+        node_name: Some(s(node)),
+        hostname: None,
+        ready,
+        serving: true,
+        terminating: !ready,
+        for_nodes: vec![s(node)],
+    };
+    Service {
+        namespace: s(namespace),
+        name: s(name),
+        kind: ServiceKind::NodePort,
+        cluster_ips: vec![s("10.96.0.10")],
+        headless: false,
+        ports: vec![
+            ServicePort {
+                name: s("http"),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: Some(30080),
+                target_port: TargetPort::Name(s("web")),
+            },
+            ServicePort {
+                name: s("dns"),
+                protocol: Protocol::Udp,
+                port: 53,
+                node_port: None,
+                target_port: TargetPort::Number(5353),
+            },
+        ],
+        affinity_timeout_secs: Some(10800),
+        internal_local: false,
+        external_local: true,
+        external_name: None,
+        slices: vec![
+            EndpointSet {
+                ports: vec![EndpointPort {
+                    name: s("http"),
+                    protocol: Protocol::Tcp,
+                    port: 8080,
+                }],
+                endpoints: vec![endpoint("10.244.1.5", "n1", true)],
+            },
+            EndpointSet {
+                ports: vec![EndpointPort {
+                    name: s("http"),
+                    protocol: Protocol::Tcp,
+                    port: 9090,
+                }],
+                endpoints: vec![Endpoint {
+                    hostname: Some(s("web-0")),
+                    ..endpoint("10.244.2.7", "n2", false)
+                }],
+            },
+        ],
+    }
 }
 
 /// One of each [`PlaneToNode`] variant.
@@ -352,6 +415,35 @@ pub fn plane_to_node() -> Vec<PlaneToNode> {
             total: 4096,
             data: vec![0x7f, b'E', b'L', b'F'],
             error: None,
+        },
+        PlaneToNode::Services {
+            generation: 1,
+            services: vec![
+                service("default", "web"),
+                Service {
+                    kind: ServiceKind::ExternalName,
+                    cluster_ips: vec![],
+                    ports: vec![],
+                    affinity_timeout_secs: None,
+                    external_name: Some(s("example.com")),
+                    slices: vec![],
+                    ..service("default", "ext")
+                },
+            ],
+            more: true,
+        },
+        PlaneToNode::ServiceDelta {
+            from_generation: 1,
+            generation: 2,
+            upserts: vec![Service {
+                headless: true,
+                cluster_ips: vec![],
+                ..service("kube-system", "db")
+            }],
+            removes: vec![ServiceRef {
+                namespace: s("default"),
+                name: s("ext"),
+            }],
         },
         PlaneToNode::PodNetwork {
             pod_cidrs: vec![s("10.244.3.0/24")],

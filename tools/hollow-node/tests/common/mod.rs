@@ -61,6 +61,11 @@ impl Cluster {
         self.fleet.as_mut().unwrap().start(cfg);
     }
 
+    /// The scheduler and the controllers (Deployments, EndpointSlices...).
+    pub fn start_control_loops(&mut self) {
+        self.plane.start_control_loops(Duration::from_secs(40), None);
+    }
+
     pub fn stop_node(&mut self, name: &str) {
         assert!(self.fleet.as_mut().unwrap().stop(name));
     }
