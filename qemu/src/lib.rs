@@ -2,8 +2,12 @@
 //! from the host, following the contract in `kernel/README.md`:
 //!
 //! - [`NodeSpec`] describes a node and builds the exact QEMU command line
-//!   (microvm or q35, TCG or KVM, user/tap networking, virtio-blk disks,
+//!   (microvm or q35, TCG or KVM, user/tap/segment networking, virtio-blk disks,
 //!   virtio-rng);
+//! - [`Segment`] is a flat L2 network for several nodes without root: a
+//!   userspace [`Hub`] (QEMU's `-netdev stream` framing) plus a router QEMU
+//!   bridging slirp onto it for DHCP, a gateway and live host forwards to
+//!   any address on the segment;
 //! - [`NodeSpec::launch`] starts QEMU and returns a [`Node`], which timestamps
 //!   every serial line as it arrives, waits for log lines, maps QEMU's exit
 //!   status to [`KernelExit`] and kills QEMU when dropped;
@@ -14,12 +18,16 @@
 
 mod diag;
 mod exit;
+mod hub;
 mod node;
+mod segment;
 mod spec;
 
 pub use diag::{DiagClient, DiagError, Status, new_diag_token};
 pub use exit::{ExitCode, KernelExit};
+pub use hub::{Hub, MAX_FRAME};
 pub use node::{LineHook, LogLine, Node, WaitError};
+pub use segment::{SEGMENT_DHCP_START, SEGMENT_DNS, SEGMENT_GATEWAY, SEGMENT_NET, Segment};
 pub use skiff_diag::Failure;
 pub use skiff_serial_log as log;
 pub use spec::{Accel, HostFwd, Machine, Net, NodeSpec, free_port};

@@ -58,6 +58,10 @@ pub enum Net {
     },
     /// An existing tap device (`script=no,downscript=no`).
     Tap { ifname: String },
+    /// A port on a shared L2 segment: a stream client of the hub listening
+    /// on `hub` (see [`crate::Segment`], which also hands out the distinct
+    /// [`NodeSpec::mac`] every node on a segment needs).
+    Segment { hub: PathBuf },
 }
 
 /// A node to launch. Build with [`NodeSpec::new`] and the `with_*` methods, or
@@ -279,6 +283,10 @@ impl NodeSpec {
             Net::Tap { ifname } => Some(format!(
                 "tap,id=net0,ifname={ifname},script=no,downscript=no"
             )),
+            Net::Segment { hub } => Some(format!(
+                "stream,id=net0,addr.type=unix,addr.path={},server=off",
+                crate::segment::qemu_path(hub)
+            )),
         };
         if let Some(netdev) = netdev {
             a.push("-netdev".into());
@@ -440,6 +448,19 @@ mod tests {
         assert!(
             a.contains("file=b,format=raw,if=none,id=disk1 -device virtio-blk-device,drive=disk1")
         );
+    }
+
+    #[test]
+    fn segment_net_is_a_stream_client_of_the_hub() {
+        let mut spec = NodeSpec::new("k").net(Net::Segment {
+            hub: "/tmp/s,1/hub.sock".into(),
+        });
+        spec.mac = Some("52:54:00:5e:00:01".into());
+        let a = spec.qemu_args().join(" ");
+        assert!(a.contains(
+            "-netdev stream,id=net0,addr.type=unix,addr.path=/tmp/s,,1/hub.sock,server=off \
+             -device virtio-net-device,netdev=net0,mac=52:54:00:5e:00:01"
+        ));
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! missing QEMU fails the tests with a pointer to `cargo xtask setup`.
 //! QEMU tests hold [`shared`] (or [`exclusive`] for timing-sensitive ones).
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 pub use skiff_qemu::{
     Accel, DiagClient, DiagError, ExitCode, Failure, HostFwd, KernelExit, Machine, Net, Node,
-    NodeSpec, Status, WaitError, log, new_diag_token,
+    NodeSpec, Segment, Status, WaitError, log, new_diag_token,
 };
 
 pub mod guests;
@@ -102,12 +103,8 @@ pub fn boot(spec: NodeSpec) -> Booted {
 }
 
 /// [`boot`], with failures as errors (benchmarks probing limits).
-pub fn try_boot(mut spec: NodeSpec) -> Result<Booted, String> {
-    spec = spec.arg(format!("skiff.diag={DIAG_PORT}"));
-    if spec.diag_token().is_none() {
-        let token = skiff_qemu::new_diag_token().map_err(|e| format!("diag token: {e}"))?;
-        spec = spec.arg(format!("skiff.diag_token={token}"));
-    }
+pub fn try_boot(spec: NodeSpec) -> Result<Booted, String> {
+    let spec = with_diag(spec)?;
     let ours = matches!(&spec.net, Net::User { hostfwd, .. }
         if !hostfwd.iter().any(|f| f.guest_port == DIAG_PORT));
     let timeout = boot_timeout(spec.machine);
@@ -135,10 +132,60 @@ pub fn try_boot(mut spec: NodeSpec) -> Result<Booted, String> {
     let diag = node
         .diag(DIAG_PORT)
         .ok_or("boot() needs user networking to reach the diag service")?;
+    ready(node, diag)
+}
+
+/// Adds `skiff.diag` and, unless the spec has one, a fresh `skiff.diag_token`.
+fn with_diag(spec: NodeSpec) -> Result<NodeSpec, String> {
+    let mut spec = spec.arg(format!("skiff.diag={DIAG_PORT}"));
+    if spec.diag_token().is_none() {
+        let token = skiff_qemu::new_diag_token().map_err(|e| format!("diag token: {e}"))?;
+        spec = spec.arg(format!("skiff.diag_token={token}"));
+    }
+    Ok(spec)
+}
+
+/// Waits for `diag` to answer `status` on a node past `diag-ready`.
+fn ready(node: Node, diag: DiagClient) -> Result<Booted, String> {
     let status = diag
         .wait_ready(Duration::from_secs(20))
         .map_err(|e| format!("{e}\nlog:\n{}", node.log_text()))?;
     Ok(Booted { node, diag, status })
+}
+
+/// Boots `spec` as a node on `segment`: attaches it (the segment's network
+/// and a fresh MAC), adds the diag service as [`boot`] does, reads the
+/// node's address from its `net-up` line (DHCP unless the spec says
+/// otherwise) and forwards a host port to its diag service through the
+/// segment's router.
+pub fn boot_on(segment: &Segment, spec: NodeSpec) -> Booted {
+    try_boot_on(segment, spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`boot_on`], with failures as errors.
+pub fn try_boot_on(segment: &Segment, spec: NodeSpec) -> Result<Booted, String> {
+    let spec = with_diag(segment.attach(spec))?;
+    let timeout = boot_timeout(spec.machine);
+    let mut node = spec.launch().map_err(|e| format!("launching QEMU: {e}"))?;
+    let up = node
+        .wait_for_stage("net-up", timeout)
+        .map_err(|e| format!("node on the segment did not reach `stage: net-up`: {e}"))?;
+    let ip: Ipv4Addr = log::field(&up.text, "ip")
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        .ok_or_else(|| format!("no ip= in {:?}\nlog:\n{}", up.text, node.log_text()))?;
+    node.wait_for_stage("diag-ready", timeout)
+        .map_err(|e| format!("node did not reach `stage: diag-ready`: {e}"))?;
+    let port = segment
+        .forward(SocketAddrV4::new(ip, DIAG_PORT))
+        .map_err(|e| {
+            format!(
+                "forward to {ip}:{DIAG_PORT}: {e}\nlog:\n{}",
+                node.log_text()
+            )
+        })?;
+    let diag =
+        DiagClient::new((Ipv4Addr::LOCALHOST, port).into()).with_token(node.spec().diag_token());
+    ready(node, diag)
 }
 
 /// A user-networking spec (QEMU's default 10.0.2.0/24 slirp network).
@@ -167,6 +214,11 @@ impl Booted {
             "exit after shutdown\nlog:\n{}",
             self.node.log_text()
         );
+    }
+
+    /// The node's address, as its `status` reported it at boot.
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        self.status.fields().ip.map(|c| c.address)
     }
 
     /// Panics with the node's log appended.
