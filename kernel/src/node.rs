@@ -143,7 +143,14 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
     let mut agent = Agent::new(agent_cfg, Arc::new(KernelClock), Kubelet::new(kcfg));
     agent.advertise(Capabilities::WASM);
     let reserved: Vec<u16> = cfg.diag_port.into_iter().collect();
-    let rt = pods::new_runtime(engine, agent.artifacts(), boot_wall_ms, Some(ip), &reserved);
+    let rt = pods::new_runtime(
+        engine,
+        agent.artifacts(),
+        boot_wall_ms,
+        Some(ip),
+        &reserved,
+        agent.services(),
+    );
     info!(
         "node",
         "joining control plane gateway={gw_ip}:{gw_port} node={} runtime={}",

@@ -36,9 +36,11 @@ use core::task::Poll;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use skiff_kubelet::Nanos;
+use skiff_node_agent::Services;
 use skiff_node_agent::pod_addresses::Ipv4Net;
 use skiff_node_agent::splice::{Splice, SpliceError};
 use skiff_node_agent::wasmrt::{HostSpec, LogSink, NodeHost, NodeRuntime};
+use skiff_proxy::{Lookup as ProxyLookup, Protocol, Resolution};
 
 use skiff_wasm::{ConnId, Host, LookupId, NetError, Shutdown, Stream, UdpId};
 use smoltcp::iface::SocketHandle;
@@ -130,13 +132,16 @@ pub struct Shared {
 pub struct KernelNode {
     boot_wall_ns: u64,
     shared: Arc<spin::Mutex<Shared>>,
+    /// The node's Service table (kept by the agent).
+    services: Services,
 }
 
 impl KernelNode {
     /// `reserved`: ports the node itself serves (the diagnostic port).
-    pub fn new(boot_wall_ms: u64, reserved: &[u16]) -> Self {
+    pub fn new(boot_wall_ms: u64, reserved: &[u16], services: Services) -> Self {
         Self {
             boot_wall_ns: boot_wall_ms * 1_000_000,
+            services,
             shared: Arc::new(spin::Mutex::new(Shared {
                 reserved: reserved.to_vec(),
                 ..Shared::default()
@@ -209,6 +214,9 @@ impl NodeHost for KernelNode {
             boot_wall_ns: self.boot_wall_ns,
             log,
             shared: self.shared.clone(),
+            services: self.services.clone(),
+            namespace: spec.namespace.into(),
+            service_peers: BTreeMap::new(),
             ip: None,
             ports: Vec::new(),
             udp_ports: Vec::new(),
@@ -292,6 +300,12 @@ pub struct KernelHost {
     boot_wall_ns: u64,
     log: LogSink,
     shared: Arc<spin::Mutex<Shared>>,
+    services: Services,
+    /// The pod's namespace (the first DNS search domain).
+    namespace: String,
+    /// Connections made to a Service address: the address the guest asked
+    /// for, reported as the peer (the backend is an implementation detail).
+    service_peers: BTreeMap<u64, SocketAddrV4>,
     /// The pod's own address; `None`: the node's.
     ip: Option<Ipv4Addr>,
     ports: Vec<u16>,
@@ -302,8 +316,9 @@ pub struct KernelHost {
     /// Closed by the guest, finishing their FIN exchange.
     closing: Vec<SocketHandle>,
     udp: BTreeMap<u64, SocketHandle>,
-    /// Lookups in flight: the query and its node-wide number.
-    lookups: BTreeMap<u64, (QueryHandle, u64)>,
+    /// Lookups: in flight upstream (the query and its node-wide number),
+    /// or answered by the node.
+    lookups: BTreeMap<u64, Lookup>,
     /// Numbers connections, UDP sockets and lookups.
     next_id: u64,
 }
@@ -317,6 +332,12 @@ enum Conn {
     },
     /// To or from a container on this node.
     Spliced(Splice),
+}
+
+enum Lookup {
+    Upstream(QueryHandle, u64),
+    /// A cluster name the Service table answered.
+    Answered(Result<Vec<Ipv4Addr>, NetError>),
 }
 
 fn v4(endpoint: Option<IpEndpoint>) -> Option<SocketAddrV4> {
@@ -386,6 +407,26 @@ impl KernelHost {
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Connects to `to`: spliced to a container of this node, or through
+    /// smoltcp from the pod's address.
+    fn connect_to(&mut self, to: SocketAddrV4) -> Result<ConnId, NetError> {
+        if let Some(target) = local_target(&self.shared, to)? {
+            let from = self.local_ip();
+            let client = splice(&self.shared, from, target, to)?;
+            return Ok(self.insert(Conn::Spliced(client)));
+        }
+        if to.ip().is_loopback() {
+            return Err(NetError::Unreachable);
+        }
+        let h = net::tcp_connect(self.ip, to, SOCKET_BUF, CONNECT_TIMEOUT_US)
+            .map_err(|_| NetError::Unreachable)?;
+        self.shared.lock().waiting.push(Waiting::Tcp(h));
+        Ok(self.insert(Conn::Tcp {
+            socket: h,
+            connecting_since: Some(now()),
+        }))
     }
 
     fn spliced_activity(&self) {
@@ -635,6 +676,7 @@ impl Host for KernelHost {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.service_peers.remove(&conn.0);
         match self.conns.remove(&conn.0) {
             Some(Conn::Tcp { socket, .. }) => {
                 net::with_tcp(socket, |s| s.close());
@@ -657,23 +699,31 @@ impl Host for KernelHost {
             .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
-    fn connect(&mut self, to: SocketAddrV4) -> Result<ConnId, NetError> {
+    fn connect(&mut self, asked: SocketAddrV4) -> Result<ConnId, NetError> {
         self.reap();
-        if let Some(target) = local_target(&self.shared, to)? {
-            let from = self.local_ip();
-            let client = splice(&self.shared, from, target, to)?;
-            return Ok(self.insert(Conn::Spliced(client)));
+        // A Service address is translated to a backend now (no packet to
+        // the ClusterIP ever exists); the guest keeps seeing the address
+        // it asked for.
+        let mut random = [0u8; 8];
+        crate::entropy::fill(&mut random);
+        let client = self.local_ip();
+        let resolution = self.services.lock().resolve(
+            Protocol::Tcp,
+            asked,
+            client,
+            now(),
+            u64::from_le_bytes(random),
+        );
+        let to = match resolution {
+            Resolution::NotAService => asked,
+            Resolution::Backend(backend) => backend,
+            Resolution::NoEndpoints => return Err(NetError::Refused),
+        };
+        let id = self.connect_to(to)?;
+        if to != asked {
+            self.service_peers.insert(id.0, asked);
         }
-        if to.ip().is_loopback() {
-            return Err(NetError::Unreachable);
-        }
-        let h = net::tcp_connect(self.ip, to, SOCKET_BUF, CONNECT_TIMEOUT_US)
-            .map_err(|_| NetError::Unreachable)?;
-        self.shared.lock().waiting.push(Waiting::Tcp(h));
-        Ok(self.insert(Conn::Tcp {
-            socket: h,
-            connecting_since: Some(now()),
-        }))
+        Ok(id)
     }
 
     fn connect_status(&mut self, conn: ConnId) -> Result<bool, NetError> {
@@ -697,14 +747,18 @@ impl Host for KernelHost {
     }
 
     fn addresses(&mut self, conn: ConnId) -> Result<(SocketAddrV4, SocketAddrV4), NetError> {
-        match self.conn(conn)? {
-            Conn::Spliced(s) => Ok(s.addresses()),
+        let (local, remote) = match self.conn(conn)? {
+            Conn::Spliced(s) => s.addresses(),
             &Conn::Tcp { socket, .. } => {
                 let (local, remote) =
                     net::with_tcp(socket, |s| (s.local_endpoint(), s.remote_endpoint()));
-                v4(local).zip(v4(remote)).ok_or(NetError::NotConnected)
+                v4(local).zip(v4(remote)).ok_or(NetError::NotConnected)?
             }
-        }
+        };
+        Ok((
+            local,
+            self.service_peers.get(&conn.0).copied().unwrap_or(remote),
+        ))
     }
 
     fn udp_bind(&mut self, port: u16) -> Result<(UdpId, u16), NetError> {
@@ -770,20 +824,43 @@ impl Host for KernelHost {
     }
 
     fn lookup(&mut self, name: &str) -> Result<LookupId, NetError> {
-        let q = net::dns_start(name).map_err(|e| match e {
-            net::ResolveError::Busy | net::ResolveError::Failed => NetError::ResolverFailed,
-            net::ResolveError::BadName | net::ResolveError::NoAddress => NetError::NameUnresolvable,
-        })?;
-        let key = NEXT_LOOKUP.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        self.shared.lock().waiting.push(Waiting::Query(key, q));
+        // Cluster names are the node's to answer (kube's DNS, without a
+        // DNS pod); others go to the upstream server.
+        let answer = self.services.lock().lookup(name, &self.namespace);
+        let lookup = match answer {
+            ProxyLookup::Addresses(addrs) => Lookup::Answered(Ok(addrs)),
+            ProxyLookup::NxDomain => Lookup::Answered(Err(NetError::NameUnresolvable)),
+            ProxyLookup::Alias(_) | ProxyLookup::Upstream => {
+                let name = match &answer {
+                    ProxyLookup::Alias(external) => external.as_str(),
+                    _ => name,
+                };
+                let q = net::dns_start(name).map_err(|e| match e {
+                    net::ResolveError::Busy | net::ResolveError::Failed => NetError::ResolverFailed,
+                    net::ResolveError::BadName | net::ResolveError::NoAddress => {
+                        NetError::NameUnresolvable
+                    }
+                })?;
+                let key = NEXT_LOOKUP.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                self.shared.lock().waiting.push(Waiting::Query(key, q));
+                Lookup::Upstream(q, key)
+            }
+        };
         let id = self.next_id();
-        self.lookups.insert(id, (q, key));
+        self.lookups.insert(id, lookup);
         Ok(LookupId(id))
     }
 
     fn lookup_result(&mut self, id: LookupId) -> Option<Result<Vec<Ipv4Addr>, NetError>> {
-        let Some(&(q, key)) = self.lookups.get(&id.0) else {
-            return Some(Err(NetError::NotConnected));
+        let (q, key) = match self.lookups.get(&id.0) {
+            None => return Some(Err(NetError::NotConnected)),
+            Some(Lookup::Answered(_)) => {
+                let Some(Lookup::Answered(answer)) = self.lookups.remove(&id.0) else {
+                    unreachable!("matched above")
+                };
+                return Some(answer);
+            }
+            Some(&Lookup::Upstream(q, key)) => (q, key),
         };
         let Poll::Ready(answer) = net::dns_result(q, None) else {
             return None;
@@ -795,7 +872,7 @@ impl Host for KernelHost {
     }
 
     fn lookup_cancel(&mut self, id: LookupId) {
-        if let Some((q, key)) = self.lookups.remove(&id.0) {
+        if let Some(Lookup::Upstream(q, key)) = self.lookups.remove(&id.0) {
             net::dns_cancel(q);
             self.forget_lookup(key);
         }
@@ -824,9 +901,11 @@ impl Drop for KernelHost {
         for h in core::mem::take(&mut self.udp).into_values() {
             self.forget_udp(h);
         }
-        for (q, key) in core::mem::take(&mut self.lookups).into_values() {
-            net::dns_cancel(q);
-            self.forget_lookup(key);
+        for lookup in core::mem::take(&mut self.lookups).into_values() {
+            if let Lookup::Upstream(q, key) = lookup {
+                net::dns_cancel(q);
+                self.forget_lookup(key);
+            }
         }
         let at = self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let ports = core::mem::take(&mut self.ports);
@@ -895,10 +974,11 @@ pub fn new_runtime(
     boot_wall_ms: u64,
     node_ip: Option<String>,
     reserved_ports: &[u16],
+    services: Services,
 ) -> Rc<RefCell<PodRuntime>> {
     let wasm = skiff_node_agent::wasmrt::WasmRuntime::new(
         engine,
-        KernelNode::new(boot_wall_ms, reserved_ports),
+        KernelNode::new(boot_wall_ms, reserved_ports, services),
         artifacts,
         boot_wall_ms,
         node_ip.clone(),

@@ -63,7 +63,8 @@ impl Cluster {
 
     /// The scheduler and the controllers (Deployments, EndpointSlices...).
     pub fn start_control_loops(&mut self) {
-        self.plane.start_control_loops(Duration::from_secs(40), None);
+        self.plane
+            .start_control_loops(Duration::from_secs(40), None);
     }
 
     pub fn stop_node(&mut self, name: &str) {
