@@ -388,19 +388,6 @@ fn echo_server() -> std::io::Result<u16> {
     Ok(port)
 }
 
-/// Round trips/s from tcp-bench's output line.
-fn round_trips(out: &str) -> Option<f64> {
-    let line = out.lines().find(|l| l.starts_with("connect_us="))?;
-    let field = |key: &str| -> Option<f64> {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
-            .parse()
-            .ok()
-    };
-    let us = field("elapsed_us")?;
-    (us > 0.0).then(|| field("rounds").map(|n| n / (us / 1e6)))?
-}
-
 /// tcp-bench as pods on the node against the same guest under
 /// wasmtime-wasi on the host, both to the echo server on `echo_port`.
 fn tcp(
@@ -438,8 +425,8 @@ spec:
         if phase != "Succeeded" {
             return Err(format!("pod {pod} {phase}:\n{logs}"));
         }
-        let rate =
-            round_trips(&logs).ok_or_else(|| format!("no result in {pod}'s log:\n{logs}"))?;
+        let rate = guests::tcp_bench_round_trips(&logs)
+            .ok_or_else(|| format!("no result in {pod}'s log:\n{logs}"))?;
         eprintln!(
             "tcp: node run {i}: {rate:.1} round trips/s ({})",
             logs.trim()
@@ -457,7 +444,7 @@ spec:
         let out = prepared
             .run(&["tcp-bench"], &[("ADDR", &addr), ("ROUNDS", &rounds)])
             .map_err(|e| format!("tcp-bench under wasmtime-wasi: {e}"))?;
-        let rate = round_trips(&out.stdout)
+        let rate = guests::tcp_bench_round_trips(&out.stdout)
             .filter(|_| out.code == Some(0))
             .ok_or_else(|| format!("tcp-bench under wasmtime-wasi: {out:?}"))?;
         eprintln!("tcp: wasmtime-wasi run {i}: {rate:.1} round trips/s");

@@ -32,6 +32,7 @@ const BENCHES: &[(&str, &str, &str, bool)] = &[
     ("boot", "skiff-e2e", "bench-boot", true),
     ("deploy", "skiff-controllers", "bench-deploy", false),
     ("logs", "skiff-hollow-node", "bench-logs", false),
+    ("net", "skiff-e2e", "bench-net", true),
     ("node", "skiff-hollow-node", "bench-node", true),
     ("node-tcp", "skiff-e2e", "bench-node-tcp", true),
     ("pods", "skiff-e2e", "bench-pods", true),
