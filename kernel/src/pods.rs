@@ -24,7 +24,7 @@
 //! refused at once when nobody listens there. Datagrams to the node's own
 //! addresses are refused as unreachable (no in-memory UDP yet).
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -74,6 +74,8 @@ const GROWTH_ROOM: usize = 1 << 20;
 const RUN_BUDGET: Nanos = 5_000_000;
 /// Same-node connections waiting for a container's `accept`, per port.
 const SPLICE_BACKLOG: usize = 16;
+/// Addresses of gone pods kept on the interface (see `Shared::tombstones`).
+const TOMBSTONES: usize = 16;
 
 pub type PodRuntime = NodeRuntime<KernelNode>;
 
@@ -117,6 +119,12 @@ pub struct Shared {
     udp_ports: Vec<Bound>,
     /// Pod addresses on the interface, with the number of hosts using each.
     addresses: BTreeMap<Ipv4Addr, usize>,
+    /// Addresses of pods that are gone, oldest first, kept on the
+    /// interface a while (at most [`TOMBSTONES`]): a peer that still
+    /// connects to one (its Service table not yet updated) is refused at
+    /// once by a reset instead of waiting for an ARP answer that never
+    /// comes.
+    tombstones: VecDeque<Ipv4Addr>,
     /// Same-node connections waiting for `accept`.
     spliced: BTreeMap<Bound, Vec<Splice>>,
     /// Every pod socket and lookup, for I/O wakeups.
@@ -230,14 +238,21 @@ impl NodeHost for KernelNode {
         // `host` releases what it took when it drops on an error below.
         if let Some(ip) = spec.pod_ip {
             let mut sh = self.shared.lock();
-            let users = sh.addresses.entry(ip).or_insert(0);
-            if *users == 0 && !net::add_address(ip) {
-                sh.addresses.remove(&ip);
-                return Err(format!(
-                    "no room for pod address {ip} on the node's interface"
-                ));
+            sh.tombstones.retain(|&t| t != ip);
+            let fresh = !sh.addresses.contains_key(&ip);
+            if fresh && !net::add_address(ip) {
+                // Make room: the oldest tombstone goes first.
+                let added = sh.tombstones.pop_front().is_some_and(|old| {
+                    net::remove_address(old);
+                    net::add_address(ip)
+                });
+                if !added {
+                    return Err(format!(
+                        "no room for pod address {ip} on the node's interface"
+                    ));
+                }
             }
-            *users += 1;
+            *sh.addresses.entry(ip).or_insert(0) += 1;
             host.ip = Some(ip);
         }
         let at = host.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -924,7 +939,12 @@ impl Drop for KernelHost {
             *users -= 1;
             if *users == 0 {
                 sh.addresses.remove(&ip);
-                net::remove_address(ip);
+                sh.tombstones.push_back(ip);
+                if sh.tombstones.len() > TOMBSTONES
+                    && let Some(old) = sh.tombstones.pop_front()
+                {
+                    net::remove_address(old);
+                }
             }
         }
         drop(sh);

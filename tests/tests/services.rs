@@ -215,6 +215,106 @@ spec:
         "PreferSameNode keeps {local_node}'s client on its replicas: {out}"
     );
 
+    // A client keeps working while the Deployment is rolled and scaled:
+    // every attempt ends at once (an answer, or a refusal while the
+    // endpoints catch up), none hangs, and nearly all are answered.
+    plane.ok(&[
+        "patch",
+        "service",
+        "-n",
+        "my-project-dev",
+        "my-app-service",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"trafficDistribution":null}}"#,
+    ]);
+    let remote_node = if local_node == "svc-a" {
+        "svc-b"
+    } else {
+        "svc-a"
+    };
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: client-roll, namespace: my-project-dev}}
+spec:
+  restartPolicy: Never
+  nodeSelector: {{kubernetes.io/hostname: {remote_node}}}
+  containers:
+  - name: client
+    image: {host}/demo/tcp-connect:1.0
+    env:
+    - {{name: ADDR, value: "my-app-service:80"}}
+    - {{name: REPEAT, value: "160"}}
+    - {{name: PAUSE_MS, value: "250"}}
+    - {{name: MESSAGE, value: "GET /roll HTTP/1.1\r\nHost: x\r\n\r\n"}}
+"#
+    ));
+    plane.wait_output(
+        &["logs", "-n", "my-project-dev", "client-roll"],
+        "attempt 3:",
+        120,
+        log,
+    );
+    let started = std::time::Instant::now();
+    plane.ok(&[
+        "rollout",
+        "restart",
+        "-n",
+        "my-project-dev",
+        "deployment/my-app",
+    ]);
+    plane.ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "my-project-dev",
+        "deployment/my-app",
+        "--timeout=240s",
+    ]);
+    plane.ok(&[
+        "scale",
+        "-n",
+        "my-project-dev",
+        "deployment/my-app",
+        "--replicas=1",
+    ]);
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "-n",
+            "my-project-dev",
+            "client-roll",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        "Succeeded",
+        240,
+        log,
+    );
+    let out = text(plane.kubectl(&["logs", "-n", "my-project-dev", "client-roll"]));
+    let answered = out.lines().filter(|l| l.contains(": received:")).count();
+    let failed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("attempt") && !l.contains(": received:"))
+        .collect();
+    eprintln!(
+        "rolling client: {answered} answered, {} failed, {:?} after the restart began: {failed:?}",
+        failed.len(),
+        started.elapsed()
+    );
+    assert_eq!(answered + failed.len(), 160, "{out}");
+    assert!(
+        failed.iter().all(|l| {
+            let l = l.to_lowercase();
+            l.contains("refused") || l.contains("reset")
+        }),
+        "failures are refusals or resets, never timeouts: {failed:?}"
+    );
+    assert!(answered >= 128, "at least 80 % answered: {out}");
+
     // Unknown cluster names do not resolve; a Service without endpoints
     // refuses at once.
     plane.apply(

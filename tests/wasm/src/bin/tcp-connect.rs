@@ -4,9 +4,9 @@
 //! resolved through the node. Exits 1 with the error if anything fails.
 //!
 //! With `REPEAT=n` it makes `n` such exchanges, each on a new connection
-//! (as a client retrying through a Service would), prints each as
-//! `attempt <i>: received: …` or `attempt <i>: <error>`, and exits 1 only
-//! if none succeeded.
+//! (as a client retrying through a Service would) and `PAUSE_MS` apart
+//! (default 0), prints each as `attempt <i>: received: …` or
+//! `attempt <i>: <error>`, and exits 1 only if none succeeded.
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
@@ -30,8 +30,12 @@ fn main() {
     let message = std::env::var("MESSAGE").unwrap_or_else(|_| "hello".into());
     if let Ok(n) = std::env::var("REPEAT") {
         let n: usize = n.parse().expect("REPEAT");
+        let pause: u64 = std::env::var("PAUSE_MS").map_or(0, |p| p.parse().expect("PAUSE_MS"));
         let mut ok = 0;
         for i in 0..n {
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+            }
             match exchange(&addr, &message) {
                 Ok(reply) => {
                     ok += 1;
