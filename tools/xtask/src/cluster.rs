@@ -142,7 +142,7 @@ impl ControlPlane {
         Ok(cp)
     }
 
-    fn kubectl_output(&self, args: &[&str]) -> Result<Output> {
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.kubectl)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)

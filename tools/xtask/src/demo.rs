@@ -7,22 +7,28 @@
 //!    runtime) bootstrap with a token and become Ready; the scheduler places
 //!    the Deployment's replicas on them (`kubectl rollout status`); a pod
 //!    bound to one runs to completion and kubectl shows its exit.
-//! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu` and join
-//!    the control plane: each generates its key, bootstraps its certificate
-//!    with the token, registers and shows Ready in `kubectl get nodes`.
-//! 4. Wasm pods: the example guests are built for `wasm32-wasip1` and pushed
-//!    with oras to a real registry; a Job runs the hello image to completion
-//!    on node-1 (`kubectl logs`) and a Deployment of the echo server answers
-//!    HTTP through node-1's forwarded port. The demo shows each node's diag `status`, has each
-//!    ping its gateway, prints a summary and shuts them down cleanly
-//!    (`--keep`: after Ctrl-C).
+//! 3. N Skiff kernels boot under QEMU microvm through `skiff-qemu` on one
+//!    shared L2 segment (`skiff_qemu::Segment`: a userspace hub, slirp
+//!    bridged in for DHCP and host forwards) and join the control plane:
+//!    each generates its key, bootstraps its certificate with the token,
+//!    registers, gets a pod CIDR and shows Ready in `kubectl get nodes`.
+//! 4. Wasm pods: the example guests are built and pushed with oras to a
+//!    real registry; a Job runs the hello image to completion on node-1
+//!    (`kubectl logs`); a Deployment of two echo servers, each on its own
+//!    pod address, sits behind a Service: the host reaches a replica through
+//!    a forward to its pod IP, and a client pod on another node reaches
+//!    `wasm-echo` by its DNS name. The demo shows each node's diag
+//!    `status`, has each ping its gateway, prints a summary and shuts them
+//!    down cleanly (`--keep`: after Ctrl-C).
 
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use skiff_qemu::{Accel, DiagClient, ExitCode, HostFwd, KernelExit, Machine, Net, Node, NodeSpec};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use skiff_qemu::{Accel, DiagClient, ExitCode, KernelExit, Machine, Node, NodeSpec, Segment};
 
 use crate::{cluster, setup, wasm_demo};
 
@@ -61,9 +67,8 @@ struct DemoNode {
     name: String,
     node: Node,
     diag: DiagClient,
+    /// Host port forwarded to the node's diag service.
     host_port: u16,
-    /// Host port forwarded to the node's port 8080 (the echo server).
-    http_port: u16,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -72,7 +77,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     // The demo's registry first: the plane reaches it over plain HTTP
     // only because it is listed (`--insecure-registry`).
     let reg = wasm_demo::Registry::start(root)?;
-    let cp = control_plane(root, &tools, args.nodes, &reg.host)?;
+    let cp = control_plane(root, &tools, &reg.host)?;
     if !skiff_qemu::qemu_available(skiff_qemu::QEMU) {
         bail!("{} does not run: run `cargo xtask setup`", skiff_qemu::QEMU);
     }
@@ -93,10 +98,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         args.nodes,
         elf.display()
     );
+    let segment_dir = root.join("target/demo/segment");
+    std::fs::create_dir_all(&segment_dir)
+        .with_context(|| format!("creating {}", segment_dir.display()))?;
+    let segment = Segment::start(&segment_dir).context("starting the nodes' network segment")?;
     let t0 = Instant::now();
     let mut nodes = Vec::new();
     for i in 1..=args.nodes {
-        nodes.push(launch(&elf, i, accel, args.serial, &cp)?);
+        nodes.push(launch(&elf, i, accel, args.serial, &cp, &segment)?);
     }
 
     // Boot: wait for every node's diag service.
@@ -133,7 +142,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     })?;
     let joined_in = t0.elapsed();
     cp.kubectl(&["get", "nodes", "-o", "wide"])?;
-    wasm_pods(root, &tools, &cp, &nodes[0], &reg)?;
+    let client_node = nodes[nodes.len().min(2) - 1].name.clone();
+    wasm_pods(root, &tools, &cp, &segment, &reg, &client_node)?;
 
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
@@ -219,21 +229,28 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Wasm images from a real registry run on node-1: a Job and an HTTP server.
+/// Wasm images from a real registry: a Job on node-1, and an HTTP server
+/// Deployment behind a Service reached from the host (through a forward to
+/// a replica's pod IP) and by DNS name from a client pod on another node.
 fn wasm_pods(
     root: &Path,
     tools: &setup::Tools,
     cp: &cluster::ControlPlane,
-    node: &DemoNode,
+    segment: &Segment,
     reg: &wasm_demo::Registry,
+    client_node: &str,
 ) -> Result<()> {
-    println!("\n== wasm pods: build the examples, push them with oras, run them on node-1 ==");
+    println!("\n== wasm pods: build the examples, push them with oras, run them ==");
     let guests = skiff_build::build_guests(&skiff_build::guests_target_dir())?;
-    for (repo, guest) in [
-        ("demo/hello:1.0", "hello"),
-        ("demo/echo:1.0", "echo-server"),
+    let client = skiff_build::guests_target_dir()
+        .join(skiff_build::GUEST_P2_TARGET)
+        .join("release/tcp-connect.wasm");
+    for (repo, file) in [
+        ("demo/hello:1.0", guests.join("hello.wasm")),
+        ("demo/echo:1.0", guests.join("echo-server.wasm")),
+        ("demo/client:1.0", client),
     ] {
-        let digest = reg.push(&tools.python, repo, &guests.join(format!("{guest}.wasm")))?;
+        let digest = reg.push(&tools.python, repo, &file)?;
         println!("demo: pushed {}/{repo} ({digest})", reg.host);
     }
     let manifest = root.join("target/demo/wasm-pods.yaml");
@@ -250,9 +267,8 @@ fn wasm_pods(
         ])?;
         Ok(s == "1")
     })?;
-    cp.kubectl(&["get", "pods", "-n", "demo", "-o", "wide"])?;
     cp.kubectl(&["logs", "job/hello", "-n", "demo"])?;
-    cp.wait_until(120, "the echo server to be available", |cp| {
+    cp.wait_until(180, "the echo servers to be available", |cp| {
         let s = cp.get(&[
             "deployment",
             "wasm-echo",
@@ -261,7 +277,7 @@ fn wasm_pods(
             "-o",
             "jsonpath={.status.availableReplicas}",
         ])?;
-        Ok(s == "1")
+        Ok(s == "2")
     })?;
     cp.kubectl(&[
         "get",
@@ -271,16 +287,54 @@ fn wasm_pods(
         "-l",
         "app=wasm-echo",
         "-o",
-        "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,STATUS:.status.phase,IMAGE-ID:.status.containerStatuses[0].imageID",
+        "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,POD-IP:.status.podIP,STATUS:.status.phase",
     ])?;
-    let answer = wasm_demo::http_get(node.http_port, "/from-the-demo")
-        .with_context(|| format!("HTTP to the echo server via {}", node.name))?;
+    cp.kubectl(&["get", "service", "wasm-echo", "-n", "demo", "-o", "wide"])?;
+    let pod_ip: Ipv4Addr = cp
+        .get(&[
+            "pods",
+            "-n",
+            "demo",
+            "-l",
+            "app=wasm-echo",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])?
+        .trim()
+        .parse()
+        .context("the echo pod's address")?;
+    let http_port = segment
+        .forward(SocketAddrV4::new(pod_ip, 8080))
+        .context("forwarding to the echo pod")?;
+    let answer = wasm_demo::http_get(http_port, "/from-the-demo")
+        .with_context(|| format!("HTTP to the echo pod at {pod_ip}:8080"))?;
     println!(
-        "demo: GET http://127.0.0.1:{}/from-the-demo (node-1:8080) answered:\n{answer}",
-        node.http_port
+        "demo: GET http://127.0.0.1:{http_port}/from-the-demo (pod {pod_ip}:8080) answered:\n{answer}"
     );
     if !answer.starts_with("HTTP/1.1 200") {
         bail!("the echo server answered {answer:?}");
+    }
+    let job = CLIENT_JOB
+        .replace("REGISTRY", &reg.host)
+        .replace("NODE", client_node);
+    std::fs::write(&manifest, job)?;
+    cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    cp.wait_until(120, "the client Job to complete", |cp| {
+        let s = cp.get(&[
+            "job",
+            "client",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.succeeded}",
+        ])?;
+        Ok(s == "1")
+    })?;
+    let log = cp.kubectl_output(&["logs", "job/client", "-n", "demo"])?;
+    let log = String::from_utf8_lossy(&log.stdout);
+    println!("demo: the client pod on {client_node} asked http://wasm-echo/ 4 times:\n{log}");
+    if !log.contains("succeeded 4 of 4") {
+        bail!("the client pod did not get 4 answers through the Service");
     }
     Ok(())
 }
@@ -302,33 +356,64 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: wasm-echo, namespace: demo}
 spec:
-  replicas: 1
+  replicas: 2
   selector: {matchLabels: {app: wasm-echo}}
   template:
     metadata: {labels: {app: wasm-echo}}
     spec:
-      # No pod IPs yet: the container port is served on the node's address.
-      nodeName: node-1
+      # On the kernel nodes: the hollow nodes run no wasm.
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+              - matchExpressions: [{key: skiff.dev/hollow, operator: DoesNotExist}]
       containers:
         - name: echo
           image: REGISTRY/demo/echo:1.0
           ports: [{containerPort: 8080}]
           resources: {limits: {memory: 16Mi, cpu: 500m}}
+          readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
           env:
             - name: POD_NAME
               valueFrom: {fieldRef: {fieldPath: metadata.name}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: wasm-echo, namespace: demo}
+spec:
+  selector: {app: wasm-echo}
+  ports: [{port: 80, targetPort: 8080}]
+";
+
+/// A client pod on NODE: four requests to the Service by its DNS name.
+const CLIENT_JOB: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: client, namespace: demo}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      nodeSelector: {kubernetes.io/hostname: NODE}
+      restartPolicy: Never
+      containers:
+        - name: client
+          image: REGISTRY/demo/client:1.0
+          resources: {limits: {memory: 16Mi}}
+          env:
+            - {name: ADDR, value: \"wasm-echo:80\"}
+            - {name: REPEAT, value: \"4\"}
+            - {name: MESSAGE, value: \"GET /through-the-service HTTP/1.1\\r\\nHost: wasm-echo\\r\\n\\r\\n\"}
 ";
 
 /// Control plane, kubectl, hollow nodes and a pod run to completion.
 fn control_plane(
     root: &Path,
     tools: &setup::Tools,
-    nodes: usize,
     registry: &str,
 ) -> Result<cluster::ControlPlane> {
-    // Node i lives on slirp network 10.0.(i+1).0/24 and reaches the host's
-    // loopback (where the gateway listens) at 10.0.(i+1).2.
-    let sans: Vec<String> = (1..=nodes).map(|i| format!("10.0.{}.2", i + 1)).collect();
+    // The nodes reach the host's loopback (where the gateway listens)
+    // through the segment's router.
+    let sans = [skiff_qemu::SEGMENT_GATEWAY.to_string()];
     let mut cp = cluster::ControlPlane::start(root, tools, &sans, &[registry.to_string()])?;
     let manifest = root.join("tools/xtask/demo/cluster.yaml");
     cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
@@ -412,6 +497,7 @@ fn launch(
     accel: Accel,
     serial: bool,
     cp: &cluster::ControlPlane,
+    segment: &Segment,
 ) -> Result<DemoNode> {
     let gateway_port = cp
         .gateway
@@ -419,45 +505,50 @@ fn launch(
         .map(|(_, p)| p.to_string())
         .context("gateway address")?;
     let name = format!("node-{i}");
-    let host_port = skiff_qemu::free_port()?;
-    let http_port = skiff_qemu::free_port()?;
     let diag_token = skiff_qemu::new_diag_token()?;
-    // Each node gets its own slirp network so the addresses differ.
-    let mut spec = NodeSpec::new(elf)
-        .machine(Machine::Microvm)
-        .accel(accel)
-        // Room for a few wasm pods next to the node's own heap.
-        .memory_mib(64)
-        .net(Net::User {
-            hostfwd: vec![
-                HostFwd::new(host_port, DIAG_PORT),
-                HostFwd::new(http_port, 8080),
-            ],
-            subnet: Some(format!("10.0.{}.0/24", i + 1)),
-        })
-        // TCG's CPU has no RDRAND: virtio-rng is the node's entropy.
-        .rng(true)
-        .arg(format!("skiff.hostname={name}"))
-        .arg(format!("skiff.diag={DIAG_PORT}"))
-        // The demo shuts its nodes down through diag: that needs the token.
-        .arg(format!("skiff.diag_token={diag_token}"))
-        .arg(format!("skiff.gateway=10.0.{}.2:{gateway_port}", i + 1))
-        .arg(format!("skiff.token={}", cp.token))
-        .arg(format!("skiff.ca={}", cp.ca_base64));
+    let mut spec = segment.attach(
+        NodeSpec::new(elf)
+            .machine(Machine::Microvm)
+            .accel(accel)
+            // Room for a few wasm pods next to the node's own heap.
+            .memory_mib(96)
+            // TCG's CPU has no RDRAND: virtio-rng is the node's entropy.
+            .rng(true)
+            .arg(format!("skiff.hostname={name}"))
+            .arg(format!("skiff.diag={DIAG_PORT}"))
+            // The demo shuts its nodes down through diag: that needs the token.
+            .arg(format!("skiff.diag_token={diag_token}"))
+            // The segment's router is the host's loopback at 10.0.2.2.
+            .arg(format!(
+                "skiff.gateway={}:{gateway_port}",
+                skiff_qemu::SEGMENT_GATEWAY
+            ))
+            .arg(format!("skiff.token={}", cp.token))
+            .arg(format!("skiff.ca={}", cp.ca_base64)),
+    );
     spec.own_process_group = true;
     let hook: Option<skiff_qemu::LineHook> = serial.then(|| {
         let prefix = name.clone();
         Box::new(move |l: &skiff_qemu::LogLine| println!("[{prefix}] {}", l.text)) as _
     });
-    let node = spec
+    let mut node = spec
         .launch_with(hook)
         .with_context(|| format!("{name}: launching QEMU"))?;
+    // The node's DHCP address, then a host forward to its diag service.
+    let up = node
+        .wait_for_stage("net-up", Duration::from_secs(60))
+        .map_err(|e| anyhow::anyhow!("{name}: no `stage: net-up`: {e}"))?;
+    let ip: Ipv4Addr = skiff_qemu::log::field(&up.text, "ip")
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        .with_context(|| format!("{name}: no address in {:?}", up.text))?;
+    let host_port = segment
+        .forward(SocketAddrV4::new(ip, DIAG_PORT))
+        .with_context(|| format!("{name}: forwarding to its diag service"))?;
     let diag = DiagClient::new(([127, 0, 0, 1], host_port).into()).with_token(Some(diag_token));
     Ok(DemoNode {
         name,
         node,
         diag,
         host_port,
-        http_port,
     })
 }
