@@ -150,6 +150,7 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         Some(ip),
         &reserved,
         agent.services(),
+        agent.network_policies(),
     );
     info!(
         "node",

@@ -36,10 +36,11 @@ use core::task::Poll;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use skiff_kubelet::Nanos;
-use skiff_node_agent::Services;
+use skiff_node_agent::network_policy::Direction;
 use skiff_node_agent::pod_addresses::Ipv4Net;
 use skiff_node_agent::splice::{Splice, SpliceError};
 use skiff_node_agent::wasmrt::{HostSpec, LogSink, NodeHost, NodeRuntime};
+use skiff_node_agent::{NetworkPolicies, Services};
 use skiff_proxy::{Lookup as ProxyLookup, Protocol, Resolution};
 
 use skiff_wasm::{ConnId, Host, LookupId, NetError, Shutdown, Stream, UdpId};
@@ -76,6 +77,8 @@ const RUN_BUDGET: Nanos = 5_000_000;
 const SPLICE_BACKLOG: usize = 16;
 /// Addresses of gone pods kept on the interface (see `Shared::tombstones`).
 const TOMBSTONES: usize = 16;
+/// How long an aborted socket may wait for smoltcp to send its RST.
+const RST_WAIT_NS: Nanos = 1_000_000_000;
 
 pub type PodRuntime = NodeRuntime<KernelNode>;
 
@@ -119,6 +122,8 @@ pub struct Shared {
     udp_ports: Vec<Bound>,
     /// Pod addresses on the interface, with the number of hosts using each.
     addresses: BTreeMap<Ipv4Addr, usize>,
+    /// Whose each pod address is (NetworkPolicy is kept by pod UID).
+    address_owners: BTreeMap<Ipv4Addr, String>,
     /// Addresses of pods that are gone, oldest first, kept on the
     /// interface a while (at most [`TOMBSTONES`]): a peer that still
     /// connects to one (its Service table not yet updated) is refused at
@@ -134,6 +139,32 @@ pub struct Shared {
     pub probes: usize,
     /// This node's pod CIDR, once known.
     pod_network: Option<Ipv4Net>,
+    /// What NetworkPolicy allows the pods (kept by the agent).
+    policies: NetworkPolicies,
+}
+
+impl Shared {
+    /// Whether NetworkPolicy lets `peer` reach the pod at address `pod`
+    /// on TCP or UDP `port`. The node itself (probes, node-port relays to
+    /// other nodes) always may, as kube lets the kubelet probe; so may
+    /// anything reach a container sharing the node's address (no address of
+    /// its own to tell it apart).
+    fn ingress_allowed(
+        &self,
+        pod: Ipv4Addr,
+        peer: Ipv4Addr,
+        protocol: Protocol,
+        port: u16,
+    ) -> bool {
+        let Some(uid) = self.address_owners.get(&pod) else {
+            return true;
+        };
+        Some(peer) == net::address()
+            || self
+                .policies
+                .lock()
+                .allows(uid, Direction::Ingress, peer, protocol, port)
+    }
 }
 
 /// The node's [`NodeHost`].
@@ -146,12 +177,19 @@ pub struct KernelNode {
 
 impl KernelNode {
     /// `reserved`: ports the node itself serves (the diagnostic port).
-    pub fn new(boot_wall_ms: u64, reserved: &[u16], services: Services) -> Self {
+    /// `services` and `policies`: the agent's, kept current by it.
+    pub fn new(
+        boot_wall_ms: u64,
+        reserved: &[u16],
+        services: Services,
+        policies: NetworkPolicies,
+    ) -> Self {
         Self {
             boot_wall_ns: boot_wall_ms * 1_000_000,
             services,
             shared: Arc::new(spin::Mutex::new(Shared {
                 reserved: reserved.to_vec(),
+                policies,
                 ..Shared::default()
             })),
         }
@@ -224,6 +262,7 @@ impl NodeHost for KernelNode {
             shared: self.shared.clone(),
             services: self.services.clone(),
             namespace: spec.namespace.into(),
+            pod_uid: spec.pod_uid.into(),
             service_peers: BTreeMap::new(),
             ip: None,
             ports: Vec::new(),
@@ -231,6 +270,7 @@ impl NodeHost for KernelNode {
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
             closing: Vec::new(),
+            rejected: Vec::new(),
             udp: BTreeMap::new(),
             lookups: BTreeMap::new(),
             next_id: 0,
@@ -253,6 +293,7 @@ impl NodeHost for KernelNode {
                 }
             }
             *sh.addresses.entry(ip).or_insert(0) += 1;
+            sh.address_owners.insert(ip, spec.pod_uid.into());
             host.ip = Some(ip);
         }
         let at = host.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -318,6 +359,8 @@ pub struct KernelHost {
     services: Services,
     /// The pod's namespace (the first DNS search domain).
     namespace: String,
+    /// The pod's UID (NetworkPolicy is kept by it).
+    pod_uid: String,
     /// Connections made to a Service address: the address the guest asked
     /// for, reported as the peer (the backend is an implementation detail).
     service_peers: BTreeMap<u64, SocketAddrV4>,
@@ -330,6 +373,9 @@ pub struct KernelHost {
     conns: BTreeMap<u64, Conn>,
     /// Closed by the guest, finishing their FIN exchange.
     closing: Vec<SocketHandle>,
+    /// Accepted connections NetworkPolicy denied, aborted, with when: kept
+    /// until smoltcp has sent their RST (it forgets the peer then).
+    rejected: Vec<(SocketHandle, Nanos)>,
     udp: BTreeMap<u64, SocketHandle>,
     /// Lookups: in flight upstream (the query and its node-wide number),
     /// or answered by the node.
@@ -444,6 +490,29 @@ impl KernelHost {
         }))
     }
 
+    /// Whether NetworkPolicy lets this pod send to or connect to `to`
+    /// (always, to its own node).
+    fn egress_allowed(&self, to: SocketAddrV4, protocol: Protocol) -> bool {
+        Some(*to.ip()) == net::address()
+            || self.shared.lock().policies.lock().allows(
+                &self.pod_uid,
+                Direction::Egress,
+                *to.ip(),
+                protocol,
+                to.port(),
+            )
+    }
+
+    /// Whether NetworkPolicy lets `peer` reach this pod's `port`.
+    fn ingress_allowed(&self, peer: Ipv4Addr, protocol: Protocol, port: u16) -> bool {
+        let Some(pod) = self.ip else {
+            return true;
+        };
+        self.shared
+            .lock()
+            .ingress_allowed(pod, peer, protocol, port)
+    }
+
     fn spliced_activity(&self) {
         SPLICED.notify();
         if self.shared.lock().probes > 0 {
@@ -467,6 +536,16 @@ impl KernelHost {
             .collect();
         for h in done {
             self.closing.retain(|&c| c != h);
+            self.forget(h);
+        }
+        let t = now();
+        let (sent, waiting): (Vec<_>, Vec<_>) = core::mem::take(&mut self.rejected)
+            .into_iter()
+            .partition(|&(h, since)| {
+                t - since >= RST_WAIT_NS || net::with_tcp(h, |s| s.remote_endpoint().is_none())
+            });
+        self.rejected = waiting;
+        for (h, _) in sent {
             self.forget(h);
         }
     }
@@ -498,11 +577,13 @@ fn splice(
     target: Bound,
     to: SocketAddrV4,
 ) -> Result<Splice, NetError> {
-    let from = SocketAddrV4::new(from, net::ephemeral_port());
     let mut sh = shared.lock();
-    if !sh.ports.contains(&target) {
+    // Denied as a pod on another node would deny it: reset.
+    if !sh.ports.contains(&target) || !sh.ingress_allowed(target.0, from, Protocol::Tcp, to.port())
+    {
         return Err(NetError::Refused);
     }
+    let from = SocketAddrV4::new(from, net::ephemeral_port());
     let queue = sh.spliced.entry(target).or_default();
     if queue.len() >= SPLICE_BACKLOG {
         return Err(NetError::Refused);
@@ -555,38 +636,49 @@ impl Host for KernelHost {
         if let Some(server) = spliced {
             return Ok(Some(self.insert(Conn::Spliced(server))));
         }
-        let backlog = &self.listeners[&port];
-        let mut found = None;
-        let mut dead = Vec::new();
-        for (i, &h) in backlog.iter().enumerate() {
-            match net::with_tcp(h, |s| s.state()) {
-                State::Closed => dead.push(i),
-                s if connected(s) && found.is_none() => found = Some(i),
-                _ => {}
+        loop {
+            let backlog = &self.listeners[&port];
+            let mut found = None;
+            let mut dead = Vec::new();
+            for (i, &h) in backlog.iter().enumerate() {
+                match net::with_tcp(h, |s| s.state()) {
+                    State::Closed => dead.push(i),
+                    s if connected(s) && found.is_none() => found = Some(i),
+                    _ => {}
+                }
             }
+            // Reset before we took it: re-arm as a listener.
+            let endpoint = net::listen_endpoint(self.ip, port);
+            for &i in &dead {
+                let h = self.listeners[&port][i];
+                let _ = net::with_tcp(h, |s| s.listen(endpoint));
+            }
+            let Some(i) = found else {
+                return Ok(None);
+            };
+            let h = self
+                .listeners
+                .get_mut(&port)
+                .expect("checked above")
+                .remove(i);
+            match self.listen(port) {
+                Ok(fresh) => self.listeners.get_mut(&port).expect("checked").push(fresh),
+                Err(e) => self.log.write(format!("[skiff: {e}]\n").as_bytes()),
+            }
+            // smoltcp completes the handshake before anyone sees the peer:
+            // one NetworkPolicy denies is reset here, unseen by the guest.
+            let peer = net::with_tcp(h, |s| v4(s.remote_endpoint()));
+            if peer.is_some_and(|p| !self.ingress_allowed(*p.ip(), Protocol::Tcp, port)) {
+                net::with_tcp(h, |s| s.abort());
+                net::kick();
+                self.rejected.push((h, now()));
+                continue;
+            }
+            return Ok(Some(self.insert(Conn::Tcp {
+                socket: h,
+                connecting_since: None,
+            })));
         }
-        // Reset before we took it: re-arm as a listener.
-        let endpoint = net::listen_endpoint(self.ip, port);
-        for &i in &dead {
-            let h = self.listeners[&port][i];
-            let _ = net::with_tcp(h, |s| s.listen(endpoint));
-        }
-        let Some(i) = found else {
-            return Ok(None);
-        };
-        let h = self
-            .listeners
-            .get_mut(&port)
-            .expect("checked above")
-            .remove(i);
-        match self.listen(port) {
-            Ok(fresh) => self.listeners.get_mut(&port).expect("checked").push(fresh),
-            Err(e) => self.log.write(format!("[skiff: {e}]\n").as_bytes()),
-        }
-        Ok(Some(self.insert(Conn::Tcp {
-            socket: h,
-            connecting_since: None,
-        })))
     }
 
     fn acceptable(&mut self, port: u16) -> bool {
@@ -615,14 +707,13 @@ impl Host for KernelHost {
                 return r;
             }
         };
-        let r = net::with_tcp(h, |s| {
-            if s.can_recv() {
-                Ok(Some(s.recv_slice(buf).unwrap_or(0)))
-            } else if !s.may_recv() {
-                Ok(Some(0))
-            } else {
-                Ok(None)
-            }
+        let r = net::with_tcp(h, |s| match s.recv_slice(buf) {
+            Ok(0) if !buf.is_empty() => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            // The peer's FIN, after the last byte.
+            Err(smoltcp::socket::tcp::RecvError::Finished) => Ok(Some(0)),
+            // Closed without a FIN: the peer reset it (or it timed out).
+            Err(smoltcp::socket::tcp::RecvError::InvalidState) => Err(NetError::Reset),
         });
         net::kick(); // window update
         r
@@ -734,6 +825,10 @@ impl Host for KernelHost {
             Resolution::Backend(backend) => backend,
             Resolution::NoEndpoints => return Err(NetError::Refused),
         };
+        // NetworkPolicy applies to the backend, as after kube-proxy's DNAT.
+        if !self.egress_allowed(to, Protocol::Tcp) {
+            return Err(NetError::AccessDenied);
+        }
         let id = self.connect_to(to)?;
         if to != asked {
             self.service_peers.insert(id.0, asked);
@@ -797,6 +892,9 @@ impl Host for KernelHost {
         if net::is_own(*to.ip()) || net::is_pod_address(*to.ip()) {
             return Err(NetError::Unreachable);
         }
+        if !self.egress_allowed(to, Protocol::Udp) {
+            return Err(NetError::AccessDenied);
+        }
         let to = IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
         let r = net::with_udp(h, |s| match s.send_slice(data, to) {
             Ok(()) => Ok(true),
@@ -813,13 +911,26 @@ impl Host for KernelHost {
         buf: &mut [u8],
     ) -> Result<Option<(usize, SocketAddrV4)>, NetError> {
         let h = self.udp(sock)?;
-        Ok(net::with_udp(h, |s| {
-            let (data, meta) = s.recv().ok()?;
-            let from = v4(Some(meta.endpoint))?;
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            Some((n, from))
-        }))
+        let local_port = net::with_udp(h, |s| s.endpoint().port);
+        loop {
+            let got = net::with_udp(h, |s| {
+                let (data, meta) = s.recv().ok()?;
+                let from = v4(Some(meta.endpoint));
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Some((n, from))
+            });
+            match got {
+                None => return Ok(None),
+                // A datagram NetworkPolicy denies is dropped unseen.
+                Some((n, Some(from)))
+                    if self.ingress_allowed(*from.ip(), Protocol::Udp, local_port) =>
+                {
+                    return Ok(Some((n, from)));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn udp_readable(&mut self, sock: UdpId) -> bool {
@@ -907,6 +1018,7 @@ impl Drop for KernelHost {
                 Conn::Spliced(_) => None,
             }))
             .chain(self.closing.iter().copied())
+            .chain(self.rejected.iter().map(|&(h, _)| h))
             .collect();
         // Dropping a spliced end without shutting down resets its peer.
         drop(conns);
@@ -939,6 +1051,7 @@ impl Drop for KernelHost {
             *users -= 1;
             if *users == 0 {
                 sh.addresses.remove(&ip);
+                sh.address_owners.remove(&ip);
                 sh.tombstones.push_back(ip);
                 if sh.tombstones.len() > TOMBSTONES
                     && let Some(old) = sh.tombstones.pop_front()
@@ -995,10 +1108,11 @@ pub fn new_runtime(
     node_ip: Option<String>,
     reserved_ports: &[u16],
     services: Services,
+    policies: NetworkPolicies,
 ) -> Rc<RefCell<PodRuntime>> {
     let wasm = skiff_node_agent::wasmrt::WasmRuntime::new(
         engine,
-        KernelNode::new(boot_wall_ms, reserved_ports, services),
+        KernelNode::new(boot_wall_ms, reserved_ports, services, policies),
         artifacts,
         boot_wall_ms,
         node_ip.clone(),

@@ -23,6 +23,7 @@ mod journal;
 mod local_api;
 mod logs;
 mod metrics;
+mod network_policy;
 mod node_objects;
 mod pod_network;
 mod pod_spec;
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
     pub logs: Arc<logs::LogRouter>,
     /// The Service state every node session sends its node.
     pub services: Arc<services::ServiceHub>,
+    /// What NetworkPolicy allows each node's pods.
+    pub network_policies: Arc<network_policy::PolicyHub>,
     slots: Slots,
     /// One bootstrap at a time: a token's check and its consumption
     /// (single use, binding) must not interleave with another's.
@@ -349,6 +352,7 @@ pub async fn start(
         cfg,
         logs: router,
         services: Arc::default(),
+        network_policies: Arc::default(),
         api: LocalApi::new(api),
         signer,
         metrics: Metrics::default(),
@@ -360,6 +364,10 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(accept_loop(listener, tls, shared.clone())),
         tokio::spawn(services::run(shared.clone(), shared.services.clone())),
+        tokio::spawn(network_policy::run(
+            shared.clone(),
+            shared.network_policies.clone(),
+        )),
     ];
     Ok(Gateway {
         addr,

@@ -10,6 +10,7 @@ use http_body_util::BodyExt as _;
 use hyper::{Method, Request, Response};
 use serde_json::Value;
 use skiff_apiserver::{Identity, State, with_authenticated_group};
+use tokio::sync::mpsc;
 
 #[derive(Clone)]
 pub struct LocalApi {
@@ -112,6 +113,64 @@ impl LocalApi {
             .to_bytes();
         let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         Ok(Answer { code, body })
+    }
+
+    /// Lists `path`: the list's resourceVersion and its items.
+    pub async fn list(&self, id: &Identity, path: &str) -> Result<(String, Vec<Value>), String> {
+        let a = self.get(id, path).await?;
+        if !a.ok() {
+            return Err(format!("{path}: {}", a.message()));
+        }
+        let rv = a
+            .body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("0")
+            .to_string();
+        let items = match a.body.get("items") {
+            Some(Value::Array(v)) => v.clone(),
+            _ => Vec::new(),
+        };
+        Ok((rv, items))
+    }
+
+    /// Follows a watch of `path` from `rv`, handing each event on with
+    /// `tag` (so one receiver can follow several watches); returns when it
+    /// ends (`Ok` when the API closed it or the receiver went, so the
+    /// caller lists again).
+    pub async fn watch<T: Copy>(
+        &self,
+        id: &Identity,
+        path: &str,
+        rv: &str,
+        tag: T,
+        tx: mpsc::Sender<(T, Value)>,
+    ) -> Result<(), String> {
+        let path = format!("{path}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true");
+        let resp = self
+            .request(id, Method::GET, &path, "application/json", Vec::new())
+            .await?;
+        if !resp.status().is_success() {
+            return Err(format!("watch {path} answered {}", resp.status()));
+        }
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if let Ok(ev) = serde_json::from_slice::<Value>(&line)
+                    && tx.send((tag, ev)).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn get(&self, id: &Identity, path: &str) -> Result<Answer, String> {

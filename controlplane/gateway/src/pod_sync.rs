@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::images::NodeImages;
 use crate::local_api::LocalApi;
+use crate::network_policy::Covered;
 use crate::pod_spec::{config_refs, pod_spec};
 use crate::session::PodMap;
 
@@ -57,12 +58,22 @@ pub async fn run(
     resync: Arc<Notify>,
     deltas: bool,
     mut images: Option<(Arc<NodeImages>, mpsc::UnboundedReceiver<String>)>,
+    covered: Option<Covered>,
 ) {
     let api = shared.api.clone();
     let selector = enc(&format!("spec.nodeName={node}"));
     loop {
         let imgs = images.as_ref().map(|(i, _)| i.clone());
-        let rv = match full_sync(&api, &id, &selector, &tx, &state, imgs.as_ref()).await {
+        let sync = full_sync(
+            &api,
+            &id,
+            &selector,
+            &tx,
+            &state,
+            imgs.as_ref(),
+            covered.as_ref(),
+        );
+        let rv = match sync.await {
             Ok(rv) => rv,
             Err(e) => {
                 shared
@@ -79,6 +90,7 @@ pub async fn run(
             state: &state,
             resync: &resync,
             deltas,
+            covered: covered.as_ref(),
         };
         if let Err(e) = watch(&ctx, &selector, rv, images.as_mut()).await {
             shared
@@ -99,6 +111,7 @@ async fn full_sync(
     tx: &mpsc::Sender<PlaneToNode>,
     state: &Mutex<SyncState>,
     images: Option<&Arc<NodeImages>>,
+    covered: Option<&Covered>,
 ) -> Result<String, String> {
     let a = api
         .get(id, &format!("/api/v1/pods?fieldSelector={selector}"))
@@ -130,6 +143,7 @@ async fn full_sync(
         })
         .unwrap_or_default();
     send_configs(api, id, tx, state, pods.values()).await?;
+    policed(covered, pods.keys().map(String::as_str)).await;
     let msg = {
         let mut s = lock(state);
         s.generation += 1;
@@ -241,6 +255,15 @@ struct WatchCtx<'a> {
     state: &'a Mutex<SyncState>,
     resync: &'a Notify,
     deltas: bool,
+    covered: Option<&'a Covered>,
+}
+
+/// Holds pods back until the NetworkPolicy sets the session sent cover
+/// them (no wait on a session without NetworkPolicy).
+async fn policed<'a>(covered: Option<&Covered>, uids: impl IntoIterator<Item = &'a str>) {
+    if let Some(c) = covered {
+        crate::network_policy::wait_covered(&mut c.clone(), uids).await;
+    }
 }
 
 /// Follows the watch until it ends (timeout, compaction, error). Also
@@ -258,6 +281,7 @@ async fn watch(
         state,
         resync,
         deltas,
+        covered,
     } = *ctx;
     let path = format!(
         "/api/v1/pods?watch=1&fieldSelector={selector}&resourceVersion={rv}&allowWatchBookmarks=true"
@@ -324,6 +348,7 @@ async fn watch(
                         continue;
                     }
                     send_configs(api, id, tx, state, std::iter::once(&p)).await?;
+                    policed(covered, [p.uid.as_str()]).await;
                     let msg = change(state, Some(p), None, deltas);
                     tx.send(msg)
                         .await

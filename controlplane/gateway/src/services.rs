@@ -17,8 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::BodyExt as _;
-use hyper::Method;
 use serde_json::Value;
 use skiff_apiserver::Identity;
 use skiff_node_proto::{self as proto, PlaneToNode, SERVICE_FRAME_BUDGET, ServiceRef};
@@ -464,24 +462,6 @@ pub async fn run(shared: Arc<crate::Shared>, hub: Arc<ServiceHub>) {
     }
 }
 
-async fn list(api: &LocalApi, id: &Identity, path: &str) -> Result<(String, Vec<Value>), String> {
-    let a = api.get(id, path).await?;
-    if !a.ok() {
-        return Err(format!("{path}: {}", a.message()));
-    }
-    let rv = a
-        .body
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("0")
-        .to_string();
-    let items = match a.body.get("items") {
-        Some(Value::Array(v)) => v.clone(),
-        _ => Vec::new(),
-    };
-    Ok((rv, items))
-}
-
 /// One listing, then the two watches until either ends.
 async fn sync(
     api: &LocalApi,
@@ -489,8 +469,8 @@ async fn sync(
     hub: &ServiceHub,
     first: &mut bool,
 ) -> Result<(), String> {
-    let (svc_rv, svcs) = list(api, id, SERVICES).await?;
-    let (slice_rv, slices) = list(api, id, SLICES).await?;
+    let (svc_rv, svcs) = api.list(id, SERVICES).await?;
+    let (slice_rv, slices) = api.list(id, SLICES).await?;
     let mut raw = Raw::default();
     for v in svcs {
         raw.services.insert(meta(&v), v);
@@ -514,8 +494,8 @@ async fn sync(
     hub.publish(changes, std::mem::take(first));
 
     let (etx, mut erx) = mpsc::channel::<(bool, Value)>(256);
-    let w1 = watch(api, id, SERVICES, &svc_rv, true, etx.clone());
-    let w2 = watch(api, id, SLICES, &slice_rv, false, etx);
+    let w1 = api.watch(id, SERVICES, &svc_rv, true, etx.clone());
+    let w2 = api.watch(id, SLICES, &slice_rv, false, etx);
     let apply = async {
         while let Some((is_svc, ev)) = erx.recv().await {
             let obj = ev.get("object").cloned().unwrap_or(Value::Null);
@@ -555,44 +535,6 @@ async fn sync(
         r = w2 => r,
         r = apply => r,
     }
-}
-
-/// Follows one watch, handing its events on; returns when it ends (`Ok`
-/// when the API closed it, so the caller lists again at once).
-async fn watch(
-    api: &LocalApi,
-    id: &Identity,
-    path: &str,
-    rv: &str,
-    is_svc: bool,
-    tx: mpsc::Sender<(bool, Value)>,
-) -> Result<(), String> {
-    let path = format!("{path}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true");
-    let resp = api
-        .request(id, Method::GET, &path, "application/json", Vec::new())
-        .await?;
-    if !resp.status().is_success() {
-        return Err(format!("watch {path} answered {}", resp.status()));
-    }
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            if let Ok(ev) = serde_json::from_slice::<Value>(&line)
-                && tx.send((is_svc, ev)).await.is_err()
-            {
-                return Ok(());
-            }
-        }
-    }
-    // The API ended it (its timeout): list again.
-    Ok(())
 }
 
 #[cfg(test)]

@@ -266,6 +266,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         logs,
         images: images.clone(),
     });
+    // Services for the node's proxy: only a node speaking version 3 knows
+    // the messages; NetworkPolicy needs version 4.
+    let version = proto::negotiate(hello.min_version, hello.max_version).unwrap_or(0);
+    let (covering, covered) = crate::network_policy::coverage();
     let sync_task = tokio::spawn(pod_sync::run(
         shared.clone(),
         node.clone(),
@@ -275,10 +279,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         sess.resync.clone(),
         caps.contains(Capabilities::POD_DELTA),
         images.zip(image_changes),
+        (version >= 4).then_some(covered),
     ));
-    // Services for the node's proxy: only a node speaking version 3 knows
-    // the messages.
-    let version = proto::negotiate(hello.min_version, hello.max_version).unwrap_or(0);
     let services_task = (version >= 3).then(|| {
         tokio::spawn(crate::services::serve_node(
             shared.services.clone(),
@@ -294,12 +296,23 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             tx.clone(),
         ))
     });
+    let policy_task = (version >= 4).then(|| {
+        tokio::spawn(crate::network_policy::serve_node(
+            shared.network_policies.clone(),
+            node.clone(),
+            tx.clone(),
+            covering,
+        ))
+    });
     let reason = tokio::select! {
         r = serve(&sess, rd) => r,
         r = revoked(&sess) => r,
     };
     sync_task.abort();
-    for t in [services_task, network_task].into_iter().flatten() {
+    for t in [services_task, network_task, policy_task]
+        .into_iter()
+        .flatten()
+    {
         t.abort();
     }
     shared

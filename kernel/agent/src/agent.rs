@@ -32,6 +32,7 @@ use skiff_proxy::ServiceTable;
 
 use crate::artifacts::ArtifactStore;
 use crate::identity::{IdentityError, NodeKey};
+use crate::network_policy::NetworkPolicies;
 use crate::tls::{self, Clock, TlsClient, TlsError};
 
 /// A connection must be registered within this time.
@@ -235,6 +236,9 @@ pub struct Agent {
     artifacts: ArtifactStore,
     /// The cluster's Services, shared with the kernel's sockets and DNS.
     services: Services,
+    /// What NetworkPolicy allows the node's pods, shared with the kernel's
+    /// sockets.
+    network_policies: NetworkPolicies,
     capabilities: Capabilities,
     phase: Phase,
     conn: Option<Conn>,
@@ -295,6 +299,7 @@ impl Agent {
             logs: LogStreams::new(),
             artifacts: ArtifactStore::new(ARTIFACT_CACHE_BYTES),
             services,
+            network_policies: NetworkPolicies::default(),
             capabilities: CAPABILITIES,
             phase: Phase::Idle,
             conn: None,
@@ -332,6 +337,13 @@ impl Agent {
     /// resolves pods' connects, node ports and cluster names through it.
     pub fn services(&self) -> Services {
         self.services.clone()
+    }
+
+    /// The NetworkPolicy verdicts for the node's pods (a shared handle;
+    /// kept across reconnects, so a pod isolated before a reconnect stays
+    /// isolated; replaced whole by each plane message).
+    pub fn network_policies(&self) -> NetworkPolicies {
+        self.network_policies.clone()
     }
 
     /// Adds what the node's runtime can do (e.g. [`Capabilities::WASM`]) to
@@ -592,6 +604,10 @@ impl Agent {
                 Some(reply) => self.send(&reply),
                 None => Ok(()),
             },
+            (Phase::Running, PlaneToNode::NetworkPolicies { pods }) => {
+                self.network_policies.lock().replace(pods);
+                Ok(())
+            }
             (Phase::Running, m) => {
                 match m {
                     PlaneToNode::LogRequest(_) => self.stats.log_requests += 1,
@@ -889,6 +905,31 @@ mod tests {
             t.resolve(Protocol::Tcp, vip, client, 0, 0),
             Resolution::NotAService
         );
+    }
+
+    #[test]
+    fn network_policy_messages_replace_the_shared_verdicts() {
+        use crate::network_policy::Direction;
+        use skiff_node_proto::PodPolicy;
+        let mut a = running_agent();
+        let policies = a.network_policies();
+        let peer = Ipv4Addr::new(10, 244, 2, 3);
+        let allowed = |p: &NetworkPolicies| {
+            p.lock()
+                .allows("uid-1", Direction::Ingress, peer, Protocol::Tcp, 8080)
+        };
+        assert!(allowed(&policies));
+        let set = |ingress| PlaneToNode::NetworkPolicies {
+            pods: vec![PodPolicy {
+                pod_uid: "uid-1".into(),
+                ingress,
+                egress: None,
+            }],
+        };
+        a.handle(0, set(Some(vec![])), &NoLogs).unwrap();
+        assert!(!allowed(&policies), "the kernel's handle sees the update");
+        a.handle(0, set(None), &NoLogs).unwrap();
+        assert!(allowed(&policies), "a new set replaces the old one");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod crypto;
 pub mod identity;
+pub mod network_policy;
 pub mod pod_addresses;
 pub mod probe;
 pub mod splice;
@@ -37,5 +38,6 @@ pub use agent::{
     Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase, Services,
 };
 pub use identity::IdentityError;
+pub use network_policy::NetworkPolicies;
 pub mod testrt;
 pub mod wasmrt;

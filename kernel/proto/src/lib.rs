@@ -33,6 +33,7 @@
 //!  |   <- ConfigData / PodDelta / LogRequest …  |
 //!  |   <- Services{generation, more} … (v3)     |   full Service state, then
 //!  |   <- ServiceDelta …                        |   deltas
+//!  |   <- NetworkPolicies{pods} … (v4)          |   on every change
 //!  | LeaseRenew / NodeStatus / PodStatus / Event / LogChunk / SyncAck … -> |
 //! ```
 //!
@@ -101,7 +102,9 @@ pub use frame::{
 /// Version 3: the cluster's Services and endpoints for the node's proxy
 /// ([`PlaneToNode::Services`], [`PlaneToNode::ServiceDelta`],
 /// [`NodeToPlane::ServiceResyncRequest`]); a plane speaking 2 sends none.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: NetworkPolicy for the node's pods
+/// ([`PlaneToNode::NetworkPolicies`]).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
@@ -311,6 +314,15 @@ pub enum PlaneToNode {
     PodNetwork {
         pod_cidrs: Vec<String>,
     },
+    /// (v4) What NetworkPolicy allows the node's pods: one entry for every
+    /// pod bound to the node (a direction that is `None` is not isolated),
+    /// complete (it replaces the last one). The plane resolves selectors to
+    /// addresses (so a node learns no other pod's labels) and named ports
+    /// to numbers; it sends this after `Registered` and whenever the result
+    /// changes, and sends a pod only once a set covering it went first.
+    NetworkPolicies {
+        pods: Vec<PodPolicy>,
+    },
 }
 
 impl NodeToPlane {
@@ -321,7 +333,7 @@ impl NodeToPlane {
 
 impl PlaneToNode {
     /// Number of variants this build knows.
-    pub const VARIANTS: u32 = 17;
+    pub const VARIANTS: u32 = 18;
 }
 
 /// A message type the frame codec can carry: one of the two top-level enums.
@@ -1055,6 +1067,54 @@ pub struct Endpoint {
     pub terminating: bool,
     /// `hints.forNodes` (trafficDistribution: PreferSameNode).
     pub for_nodes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// NetworkPolicy (v4)
+// ---------------------------------------------------------------------------
+
+/// The NetworkPolicy verdicts for one of the node's pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPolicy {
+    pub pod_uid: PodUid,
+    /// `None`: no policy isolates the pod for ingress. `Some(rules)`: only
+    /// what one of the rules allows may connect to it (none: default deny).
+    pub ingress: Option<Vec<PolicyRule>>,
+    /// The same for the pod's own connections and datagrams.
+    pub egress: Option<Vec<PolicyRule>>,
+}
+
+/// Peers × ports: allows traffic with a peer in `peers` on a port in
+/// `ports` (the pod's port for ingress, the peer's for egress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// `None`: any peer.
+    pub peers: Option<Vec<IpBlock>>,
+    /// `None`: any port and protocol.
+    pub ports: Option<Vec<PortRange>>,
+}
+
+/// An IPv4 prefix with holes (`ipBlock`; a selected pod is a /32).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlock {
+    pub cidr: Cidr,
+    pub except: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cidr {
+    pub addr: [u8; 4],
+    /// 0..=32.
+    pub prefix: u8,
+}
+
+/// Ports `first..=last` of `protocol` (a single port: `first == last`;
+/// every port: `0..=65535`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub protocol: Protocol,
+    pub first: u16,
+    pub last: u16,
 }
 
 #[cfg(test)]

@@ -448,5 +448,28 @@ pub fn plane_to_node() -> Vec<PlaneToNode> {
         PlaneToNode::PodNetwork {
             pod_cidrs: vec![s("10.244.3.0/24")],
         },
+        PlaneToNode::NetworkPolicies {
+            pods: vec![PodPolicy {
+                pod_uid: s("uid-1"),
+                ingress: Some(vec![PolicyRule {
+                    peers: Some(vec![IpBlock {
+                        cidr: Cidr {
+                            addr: [10, 244, 0, 0],
+                            prefix: 16,
+                        },
+                        except: vec![Cidr {
+                            addr: [10, 244, 9, 0],
+                            prefix: 24,
+                        }],
+                    }]),
+                    ports: Some(vec![PortRange {
+                        protocol: Protocol::Tcp,
+                        first: 8080,
+                        last: 8090,
+                    }]),
+                }]),
+                egress: Some(vec![]),
+            }],
+        },
     ]
 }

@@ -100,11 +100,9 @@ fn handshake_encoding_is_frozen() {
 fn version_negotiation() {
     assert_eq!(negotiate(1, 1), None, "version 1 is not spoken");
     assert_eq!(negotiate(2, 2), Some(2), "a version-2 peer is still spoken");
-    assert_eq!(negotiate(2, 3), Some(3));
-    assert_eq!(
-        PROTOCOL_VERSION, 3,
-        "Services and ServiceDelta are version 3"
-    );
+    assert_eq!(negotiate(2, 3), Some(3), "a version-3 peer is still spoken");
+    assert_eq!(negotiate(3, 4), Some(4));
+    assert_eq!(PROTOCOL_VERSION, 4, "NetworkPolicies are version 4");
     assert_eq!(negotiate(1, 9), Some(PROTOCOL_VERSION));
     assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
     assert_eq!(negotiate(0, 0), None);

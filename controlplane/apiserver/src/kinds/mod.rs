@@ -10,6 +10,7 @@ mod coordination;
 mod core;
 mod discovery;
 mod events;
+mod networking;
 mod rbac;
 mod scheduling;
 
@@ -37,6 +38,7 @@ pub static RESOURCES: &[Resource] = &[
     coordination::LEASES,
     discovery::ENDPOINT_SLICES,
     events::EVENTS,
+    networking::NETWORK_POLICIES,
     rbac::ROLES,
     rbac::ROLE_BINDINGS,
     rbac::CLUSTER_ROLES,

@@ -1,0 +1,240 @@
+//! NetworkPolicy enforced by kernel nodes on one segment: a "db" pod behind
+//! a Service, clients on its node (spliced in memory) and on another node
+//! (over the wire). Ingress from selected pods only, a namespace selector,
+//! default-deny egress, and removal restoring traffic — driven with real
+//! kubectl, each client a real pod connecting through the Service name.
+
+use skiff_e2e::plane::Plane;
+use skiff_e2e::registry::Registry;
+use skiff_e2e::*;
+use skiff_qemu::Segment;
+
+const NS: &str = "shop";
+
+fn text(out: std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a one-shot client pod (`labels` as a YAML map) on `node` that
+/// connects to the db Service once; its log once it ended.
+fn client(plane: &Plane, host: &str, ns: &str, name: &str, labels: &str, node: &str) -> String {
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {labels}}}
+spec:
+  restartPolicy: Never
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: client
+    image: {host}/demo/tcp-connect:1.0
+    env:
+    - {{name: ADDR, value: "db.{NS}:80"}}
+    - {{name: REPEAT, value: "1"}}
+    - {{name: MESSAGE, value: "GET /{name} HTTP/1.1\r\nHost: db\r\n\r\n"}}
+"#
+    ));
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            name,
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        "ed", // Succeeded or Failed
+        180,
+        String::new,
+    );
+    let log = text(plane.kubectl(&["logs", "-n", ns, name]));
+    eprintln!("{ns}/{name} on {node}:\n{log}");
+    log
+}
+
+fn answered(log: &str) -> bool {
+    log.contains("succeeded 1 of 1") && log.contains("Hostname: db")
+}
+
+fn refused(log: &str) -> bool {
+    log.contains("succeeded 0 of 1")
+}
+
+/// Gives the gateway a moment to push a policy change (a watch event and
+/// one frame: well under a second).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn network_policies_gate_connections_on_and_across_nodes() {
+    let _g = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let segment = Segment::start(dir.path()).expect("segment");
+    let reg = Registry::start();
+    let host = reg.host();
+    let plane = Plane::for_wasm_nodes_with_pod_network(&reg);
+    reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
+    reg.push_wasm("demo/tcp-connect:1.0", &guests::path("tcp-connect"));
+    let (a, b) = ("np-a", "np-b");
+    let booted: Vec<Booted> = [a, b]
+        .iter()
+        .map(|n| boot_on(&segment, plane.node_spec(n, &plane.token).memory_mib(96)))
+        .collect();
+    let log = || {
+        booted
+            .iter()
+            .map(|b| b.node.log_text())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    for n in [a, b] {
+        plane.wait_wasm_node(n, log);
+    }
+    plane.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: tools, labels: {{team: ops}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db, namespace: {NS}, labels: {{app: db}}}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {a}}}
+  containers:
+  - name: db
+    image: {host}/demo/echo:1.0
+    ports: [{{name: sql, containerPort: 8080}}]
+    env: [{{name: POD_NAME, value: db}}]
+    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {NS}}}
+spec:
+  selector: {{app: db}}
+  ports: [{{port: 80, targetPort: sql}}]
+"#
+    ));
+    plane.wait_output(
+        &[
+            "get",
+            "pod",
+            "-n",
+            NS,
+            "db",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True",
+        240,
+        log,
+    );
+
+    // No policy: anyone reaches the db.
+    let out = client(&plane, &host, NS, "open", "{app: other}", b);
+    assert!(answered(&out), "{out}");
+
+    // Ingress to the db only from web pods, on its named port, and from
+    // the tools namespace.
+    plane.apply(&format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: db-ingress, namespace: {NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: db}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{app: web}}}}}}]
+    ports: [{{port: sql}}]
+  - from: [{{namespaceSelector: {{matchLabels: {{team: ops}}}}}}]
+"#
+    ));
+    let listed = text(plane.kubectl(&["get", "networkpolicy", "-n", NS]));
+    assert!(
+        listed.contains("db-ingress") && listed.contains("app=db"),
+        "{listed}"
+    );
+    settle();
+    for (name, node) in [("web-remote", b), ("web-local", a)] {
+        let out = client(&plane, &host, NS, name, "{app: web}", node);
+        assert!(answered(&out), "an allowed pod on {node} is served: {out}");
+    }
+    for (name, node) in [("other-remote", b), ("other-local", a)] {
+        let out = client(&plane, &host, NS, name, "{app: other}", node);
+        assert!(
+            refused(&out),
+            "a pod not allowed on {node} is refused: {out}"
+        );
+        assert!(!out.contains("Hostname: db"), "{out}");
+    }
+    let out = client(&plane, &host, "tools", "ops", "{app: other}", b);
+    assert!(answered(&out), "the ops namespace is allowed: {out}");
+    // The node's own probes still pass: the db stays Ready.
+    let ready = text(plane.kubectl(&[
+        "get",
+        "pod",
+        "-n",
+        NS,
+        "db",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]));
+    assert_eq!(ready, "True", "probes from the node are not policed");
+
+    // Default-deny egress for web pods: their own connects fail at once.
+    plane.apply(&format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web-egress, namespace: {NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  policyTypes: [Egress]
+"#
+    ));
+    settle();
+    let out = client(&plane, &host, NS, "web-denied", "{app: web}", b);
+    assert!(refused(&out) && out.contains("connect:"), "{out}");
+
+    // Policies gone: traffic flows again.
+    plane.ok(&["delete", "networkpolicy", "-n", NS, "--all"]);
+    settle();
+    let out = client(&plane, &host, NS, "other-again", "{app: other}", a);
+    assert!(answered(&out), "{out}");
+    let out = client(&plane, &host, NS, "web-again", "{app: web}", b);
+    assert!(answered(&out), "{out}");
+
+    // Malformed policies are refused, naming the field.
+    let bad = plane.write(
+        "bad-policy.yaml",
+        &format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: bad, namespace: {NS}}}
+spec:
+  podSelector: {{}}
+  ingress:
+  - from: [{{ipBlock: {{cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}}}]
+    ports: [{{port: 70000}}]
+"#
+        ),
+    );
+    let err = plane.fails(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("spec.ingress[0].from[0].ipBlock.except[0]")
+            && err.contains("spec.ingress[0].ports[0].port"),
+        "{err}"
+    );
+    for b in booted {
+        b.shutdown();
+    }
+}
