@@ -18,7 +18,7 @@ use crate::http::{Query, decode_body, json_response, media_type, read_body};
 use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
 use crate::patch::{self, PatchType};
-use crate::registry::{self, Resource};
+use crate::registry::{Resource, Served};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::server::State;
 use crate::status::{ApiError, ApiResult};
@@ -28,7 +28,7 @@ use crate::subresources::{
     token_request,
 };
 use crate::watch::{self, WatchParams};
-use crate::{admission, discovery, openapi, ssa, tables};
+use crate::{admission, crd, discovery, openapi, ssa, tables};
 
 /// Query options of a write.
 #[derive(Debug, Clone, Copy)]
@@ -136,13 +136,14 @@ async fn dispatch(
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(resp) = metadata(&segs, &req) {
+    let served = state.crds.served();
+    if let Some(resp) = metadata(&served, &segs, &req) {
         return resp;
     }
     if let Some(review) = review_of(&segs, &req) {
         return review_request(&state, id, review, req).await;
     }
-    let p = parse_path(&segs).ok_or_else(ApiError::not_found_path)?;
+    let p = parse_path(&served, &segs).ok_or_else(ApiError::not_found_path)?;
     let query = Query::parse(req.uri().query());
     let verb = verb_of(req.method(), &p, &query)?;
     authz::authorize(
@@ -159,12 +160,25 @@ async fn dispatch(
         },
     )
     .await?;
-    resource_verb(state, id, req, p, &query, verb).await
+    let crd_write = crd::is_crd(p.resource)
+        && !matches!(verb, "get" | "list" | "watch")
+        && query.get("dryRun").is_none();
+    let resp = resource_verb(state.clone(), id, req, p, &query, verb).await;
+    if crd_write {
+        // Served resources follow the stored CRDs; rebuilt even after a
+        // failed write, which may have changed some of them (a collection).
+        state.crds.reload(&state.store).await?;
+    }
+    resp
 }
 
 /// Answers that describe the server rather than objects: `/version`, the
 /// health checks, OpenAPI and discovery. `None`: not one of them.
-fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Body>>> {
+fn metadata(
+    served: &Served,
+    segs: &[&str],
+    req: &Request<Body>,
+) -> Option<ApiResult<Response<Body>>> {
     let get = req.method() == Method::GET;
     let found = |v: Option<Value>| {
         Some(
@@ -183,9 +197,9 @@ fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Bod
             )
             .body(Body::empty())
             .expect("static response parts"))),
-        ["openapi", "v3"] if get => Some(Ok(json_response(200, &openapi::v3_root()))),
-        ["openapi", "v3", "api", v] if get => found(openapi::v3_group_version("", v)),
-        ["openapi", "v3", "apis", g, v] if get => found(openapi::v3_group_version(g, v)),
+        ["openapi", "v3"] if get => Some(Ok(json_response(200, &openapi::v3_root(served)))),
+        ["openapi", "v3", "api", v] if get => found(openapi::v3_group_version(served, "", v)),
+        ["openapi", "v3", "apis", g, v] if get => found(openapi::v3_group_version(served, g, v)),
         ["api" | "apis"] if get => {
             let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
             let core = segs[0] == "api";
@@ -198,15 +212,17 @@ fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Bod
                             "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
                         ),
                     )
-                    .body(Body::from(discovery::aggregated(core, v).to_string()))
+                    .body(Body::from(
+                        discovery::aggregated(served, core, v).to_string(),
+                    ))
                     .expect("static response parts"),
                 None if core => json_response(200, &discovery::api_versions()),
-                None => json_response(200, &discovery::api_groups()),
+                None => json_response(200, &discovery::api_groups(served)),
             }))
         }
-        ["api", v] if get => found(discovery::resource_list("", v)),
-        ["apis", g] if get => found(discovery::api_group(g)),
-        ["apis", g, v] if get => found(discovery::resource_list(g, v)),
+        ["api", v] if get => found(discovery::resource_list(served, "", v)),
+        ["apis", g] if get => found(discovery::api_group(served, g)),
+        ["apis", g, v] if get => found(discovery::resource_list(served, g, v)),
         _ => None,
     }
 }
@@ -293,7 +309,7 @@ async fn resource_verb(
         }
         ("get", Some("scale")) => {
             let obj = storage::get(&state.store, r, &ns, &name).await?;
-            Ok(json_response(200, &scale_of(&obj)))
+            Ok(json_response(200, &scale_of(r, &obj)))
         }
         ("get", Some("log")) => crate::pod_logs::get(&state, &ns, &name, query).await,
         ("list", _) => list(&state, r, &ns, query, &table).await,
@@ -411,6 +427,10 @@ async fn delete_collection(
         }
         let pre = storage::Preconditions::default();
         match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
+            Ok(Deleted::Now(o)) if crd::is_crd(r) && !dry_run => {
+                crd::delete_objects(&state.store, &o).await?;
+                gone.push(o);
+            }
             Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -422,7 +442,7 @@ async fn delete_collection(
     ))
 }
 
-fn parse_path(segs: &[&str]) -> Option<Path> {
+fn parse_path(served: &Served, segs: &[&str]) -> Option<Path> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -439,7 +459,7 @@ fn parse_path(segs: &[&str]) -> Option<Path> {
         [plural, rest @ ..] => (String::new(), *plural, rest),
         [] => return None,
     };
-    let resource = registry::find(group, version, plural)?;
+    let resource = served.find(group, version, plural)?;
     if (resource.namespaced && namespace.is_empty() && !rest.is_empty())
         || (!resource.namespaced && !namespace.is_empty())
     {
@@ -810,12 +830,20 @@ async fn patch_object(
     body: &[u8],
     opts: WriteOpts<'_>,
 ) -> ApiResult<Response<Body>> {
+    if kind == PatchType::Strategic && r.custom.is_some() {
+        // kube: custom resources have no Go type to carry patch strategies.
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     if kind == PatchType::Apply && sub.is_none() {
         return server_side_apply(state, id, r, ns, name, body, opts).await;
     }
     if sub == Some("scale") {
         let current = storage::get(&state.store, r, ns, name).await?;
-        let scale = patch::apply(kind, &scale_of(&current), body)?;
+        let scale = patch::apply(kind, &scale_of(r, &current), body)?;
         let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64);
         return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
     }
@@ -1057,7 +1085,14 @@ async fn delete(
         })
         .await?;
     }
-    match storage::delete(&state.store, r, ns, name, grace, &pre, dry_run).await? {
+    let deleted = storage::delete(&state.store, r, ns, name, grace, &pre, dry_run).await?;
+    if let Deleted::Now(crd) = &deleted
+        && crd::is_crd(r)
+        && !dry_run
+    {
+        crd::delete_objects(&state.store, crd).await?;
+    }
+    match deleted {
         Deleted::Pending(obj) => Ok(json_response(202, &obj)),
         Deleted::Now(obj) if r.kind == "Pod" => Ok(json_response(200, &obj)),
         Deleted::Now(obj) => Ok(json_response(
@@ -1076,7 +1111,7 @@ mod tests {
 
     fn parse(p: &str) -> Option<Path> {
         let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
-        parse_path(&segs)
+        parse_path(&Served::default(), &segs)
     }
 
     #[test]

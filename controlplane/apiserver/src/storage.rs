@@ -60,6 +60,13 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// [`decode`] as read through `r` (a custom resource's version).
+pub fn decode_as(r: &Resource, kv: &KeyValue) -> ApiResult<Value> {
+    let mut v = decode(kv)?;
+    crate::crd::at_version(r, &mut v);
+    Ok(v)
+}
+
 /// The stored JSON of `kv` with metadata.resourceVersion spliced in, without
 /// building a [`Value`]: lists and watches with no selector send this.
 /// None when the bytes are not an object with a top-level "metadata" object
@@ -195,7 +202,10 @@ fn stored_json(v: &Value) -> ApiResult<Vec<u8>> {
 /// (whatever made it so: a large body, a patch or an apply), before
 /// anything is written.
 fn encode(r: &Resource, v: &Value) -> ApiResult<Vec<u8>> {
-    let bytes = stored_json(v)?;
+    let bytes = match crate::crd::at_storage_version(r, v) {
+        Some(stored) => stored_json(&stored)?,
+        None => stored_json(v)?,
+    };
     if bytes.len() > MAX_OBJECT {
         let name = meta_str(v, "name").unwrap_or_default();
         return Err(ApiError::too_large_msg(format!(
@@ -224,7 +234,7 @@ pub fn client_rv(v: &Value) -> ApiResult<Option<u64>> {
 
 pub async fn get(store: &Store, r: &Resource, ns: &str, name: &str) -> ApiResult<Value> {
     match store.get(r.key(ns, name)).await? {
-        Some(kv) => decode(&kv),
+        Some(kv) => decode_as(r, &kv),
         None => Err(ApiError::not_found(target(r, name))),
     }
 }
@@ -396,7 +406,7 @@ where
             .get(key.clone())
             .await?
             .ok_or_else(|| ApiError::not_found(target(r, name)))?;
-        let current = decode(&kv)?;
+        let current = decode_as(r, &kv)?;
         let mut new = change(current.clone())?;
         if let Some(rv) = client_rv(&new)?
             && rv != kv.mod_revision
@@ -534,7 +544,7 @@ pub async fn delete(
         if pre.resource_version.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::conflict(target(r, name)));
         }
-        let current = decode(&kv)?;
+        let current = decode_as(r, &kv)?;
         if let Some(want) = &pre.uid {
             let have = meta_str(&current, "uid").unwrap_or("");
             if want != have {
@@ -666,7 +676,7 @@ pub async fn list_at(
     at: Option<u64>,
 ) -> ApiResult<Page> {
     let keep = |kv: &KeyValue| -> ApiResult<Option<Value>> {
-        let v = decode(kv)?;
+        let v = decode_as(r, kv)?;
         Ok(filter.matches(&v).then_some(v))
     };
     list_with(store, r, ns, filter.is_empty(), limit, cont, at, keep).await
@@ -683,9 +693,12 @@ pub async fn list_raw(
     at: Option<u64>,
 ) -> ApiResult<Page<Vec<u8>>> {
     let keep = |kv: &KeyValue| -> ApiResult<Option<Vec<u8>>> {
-        Ok(Some(match raw_with_rv(&kv.value, kv.mod_revision) {
+        let raw = (!crate::crd::converts(r))
+            .then(|| raw_with_rv(&kv.value, kv.mod_revision))
+            .flatten();
+        Ok(Some(match raw {
             Some(raw) => raw,
-            None => serde_json::to_vec(&decode(kv)?).map_err(ApiError::internal)?,
+            None => serde_json::to_vec(&decode_as(r, kv)?).map_err(ApiError::internal)?,
         }))
     };
     list_with(store, r, ns, true, limit, cont, at, keep).await

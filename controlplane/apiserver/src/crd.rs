@@ -1,0 +1,640 @@
+//! CustomResourceDefinitions (apiextensions.k8s.io/v1): the CRD kind's own
+//! rules (names, versions, structural schemas, status conditions) and the
+//! resources CRDs define. Each served version of an established CRD becomes
+//! a [`Resource`] like a built-in's, with its [`Custom`] part (schema,
+//! printer columns, scale paths), so routing, storage, watch, patch, apply,
+//! tables and RBAC are the built-ins' paths.
+//!
+//! Resources are `&'static` everywhere; a CRD's are leaked once per distinct
+//! CRD spec (interned), which bounds the leak by how often CRDs change.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use serde_json::{Value, json};
+
+use crate::admission::{DNS1123_SUBDOMAIN, is_dns1035_label, is_dns1123_label, obj_mut};
+use crate::registry::{BASE, Causes, Column, Resource, Served};
+use crate::schema;
+use crate::status::ApiResult;
+use crate::storage::{self, meta_str};
+
+pub const GROUP: &str = "apiextensions.k8s.io";
+
+/// What a custom resource has beyond a built-in's entry.
+#[derive(Debug)]
+pub struct Custom {
+    /// The version's `openAPIV3Schema` (structural: checked at CRD write).
+    schema: Value,
+    /// The printer columns after NAME: (JSON pointer, type).
+    printer: Vec<(String, String)>,
+    /// The scale subresource's paths, as JSON pointers.
+    pub scale: Option<ScalePaths>,
+    /// The version objects are stored at (kube's storage version).
+    pub storage_version: &'static str,
+}
+
+#[derive(Debug)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
+}
+
+impl Custom {
+    /// Prunes fields the schema does not know and applies its defaults, as
+    /// kube's decoder does for custom resources; metadata goes through
+    /// ObjectMeta.
+    pub fn normalize(&self, obj: &Value) -> ApiResult<Value> {
+        let mut out = obj.clone();
+        let Some(o) = out.as_object_mut() else {
+            return Ok(out);
+        };
+        if let Some(meta) = o.get_mut("metadata") {
+            let typed: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+                serde_json::from_value(meta.clone()).map_err(|e| {
+                    crate::status::ApiError::bad_request(format!(
+                        "metadata: cannot be handled as ObjectMeta: {e}"
+                    ))
+                })?;
+            *meta = serde_json::to_value(typed).map_err(crate::status::ApiError::internal)?;
+        }
+        schema::prune_and_default(&self.schema, &mut out, true);
+        Ok(out)
+    }
+
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// The schema's checks, as kube reports them (`spec.replicas: Invalid
+    /// value: 0: spec.replicas in body should be ...`).
+    pub fn validate(&self, obj: &Value, causes: &mut Causes) {
+        schema::validate(&self.schema, obj, "", causes);
+    }
+}
+
+/// The served custom resources, rebuilt from the stored CRDs after every
+/// CRD write and at start.
+#[derive(Default)]
+pub struct Crds {
+    inner: RwLock<Inner>,
+    /// One rebuild at a time, so a later one never installs older state.
+    reload: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Inner {
+    served: Served,
+    /// CRD spec (as JSON) -> its leaked resources.
+    interned: HashMap<String, Vec<&'static Resource>>,
+}
+
+impl Crds {
+    pub fn served(&self) -> Served {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .served
+            .clone()
+    }
+
+    pub async fn reload(&self, store: &skiff_store::Store) -> ApiResult<()> {
+        let _one = self.reload.lock().await;
+        let r = crd_resource();
+        let page = storage::list(store, r, "", &Default::default(), 0, None).await?;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut custom = Vec::new();
+        for crd in &page.items {
+            if meta_str(crd, "deletionTimestamp").is_some() {
+                continue;
+            }
+            let key = crd["spec"].to_string();
+            let made = inner
+                .interned
+                .entry(key)
+                .or_insert_with(|| resources_of(crd).into_iter().map(leak).collect());
+            custom.extend(made.iter().copied());
+        }
+        inner.served = Served::with_custom(custom);
+        Ok(())
+    }
+}
+
+fn crd_resource() -> &'static Resource {
+    crate::registry::find(GROUP, "v1", "customresourcedefinitions").expect("registered")
+}
+
+pub fn is_crd(r: &Resource) -> bool {
+    (r.group, r.kind) == (GROUP, "CustomResourceDefinition")
+}
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}
+
+fn leak_str(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn strs(v: Option<&Value>) -> &'static [&'static str] {
+    let list: Vec<&'static str> = v
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(leak_str)
+        .collect();
+    Box::leak(list.into_boxed_slice())
+}
+
+/// A simple JSONPath (`.spec.replicas`, `{.status.x}`, `.a.b[0]`) as a JSON
+/// pointer; kube's printer columns and scale paths are such paths.
+pub fn json_path_pointer(path: &str) -> String {
+    let p = path.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut out = String::new();
+    for seg in p.split('.').filter(|s| !s.is_empty()) {
+        let (name, rest) = seg.split_once('[').unwrap_or((seg, ""));
+        out.push('/');
+        out.push_str(&name.replace('~', "~0").replace('/', "~1"));
+        for idx in rest.split('[').map(|i| i.trim_end_matches(']')) {
+            if !idx.is_empty() {
+                out.push('/');
+                out.push_str(idx);
+            }
+        }
+    }
+    out
+}
+
+/// The resources a CRD serves: one per served version.
+fn resources_of(crd: &Value) -> Vec<Resource> {
+    let spec = &crd["spec"];
+    let storage_version = spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["storage"] == json!(true))
+        .map(|v| leak_str(str_at(v, "/name")))
+        .unwrap_or("");
+    let (group, kind, plural) = (
+        leak_str(str_at(spec, "/group")),
+        leak_str(str_at(spec, "/names/kind")),
+        leak_str(str_at(spec, "/names/plural")),
+    );
+    let singular = match str_at(spec, "/names/singular") {
+        "" => leak_str(&kind.to_lowercase()),
+        s => leak_str(s),
+    };
+    let short_names = strs(spec.pointer("/names/shortNames"));
+    let categories = strs(spec.pointer("/names/categories"));
+    let namespaced = str_at(spec, "/scope") != "Cluster";
+    let mut out = Vec::new();
+    for v in spec["versions"].as_array().into_iter().flatten() {
+        if v["served"] != json!(true) {
+            continue;
+        }
+        let status = v.pointer("/subresources/status").is_some();
+        let scale = v.pointer("/subresources/scale").map(|s| ScalePaths {
+            spec_replicas: json_path_pointer(str_at(s, "/specReplicasPath")),
+            status_replicas: json_path_pointer(str_at(s, "/statusReplicasPath")),
+            label_selector: s
+                .get("labelSelectorPath")
+                .and_then(Value::as_str)
+                .map(json_path_pointer),
+        });
+        let subresources: &'static [&'static str] = match (status, scale.is_some()) {
+            (true, true) => &["status", "scale"],
+            (true, false) => &["status"],
+            (false, true) => &["scale"],
+            (false, false) => &[],
+        };
+        let printer_cols: Vec<&Value> = v["additionalPrinterColumns"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let mut columns: Vec<Column> = vec![("Name", "string", 0)];
+        let mut printer = Vec::new();
+        if printer_cols.is_empty() {
+            // kube's default column for a CRD without its own.
+            columns.push(("Age", "date", 0));
+            printer.push(("/metadata/creationTimestamp".into(), "date".into()));
+        }
+        for c in printer_cols {
+            let ty = str_at(c, "/type");
+            columns.push((
+                leak_str(str_at(c, "/name")),
+                leak_str(ty),
+                c["priority"].as_i64().unwrap_or(0).clamp(0, 255) as u8,
+            ));
+            printer.push((json_path_pointer(str_at(c, "/jsonPath")), ty.to_string()));
+        }
+        let custom = Custom {
+            schema: v
+                .pointer("/schema/openAPIV3Schema")
+                .cloned()
+                .unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+            printer,
+            scale,
+            storage_version,
+        };
+        out.push(Resource {
+            group,
+            version: leak_str(str_at(v, "/name")),
+            kind,
+            plural,
+            singular,
+            short_names,
+            namespaced,
+            subresources,
+            categories,
+            has_spec: true,
+            typed: None,
+            name_rule: DNS1123_SUBDOMAIN,
+            columns: Box::leak(columns.into_boxed_slice()),
+            cells,
+            custom: Some(leak(custom)),
+            ..BASE
+        });
+    }
+    out
+}
+
+/// A custom object's Table cells: NAME, then its printer columns.
+fn cells(r: &Resource, o: &Value) -> Vec<Value> {
+    let mut out = vec![json!(str_at(o, "/metadata/name"))];
+    for (pointer, ty) in r.custom.map(|c| c.printer.as_slice()).unwrap_or_default() {
+        let v = o.pointer(pointer);
+        out.push(match (ty.as_str(), v) {
+            (_, None | Some(Value::Null)) => Value::Null,
+            ("date", Some(t)) => json!(crate::tables::age(Some(t))),
+            (_, Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_)))) => v.clone(),
+            (_, Some(v)) => json!(v.to_string()),
+        });
+    }
+    out
+}
+
+/// The group of the built-in kinds: a CRD may not claim it.
+fn builtin_group(group: &str) -> bool {
+    crate::registry::RESOURCES.iter().any(|r| r.group == group)
+        || group.is_empty()
+        || group == crate::discovery::AUTHZ_GROUP
+}
+
+/// CRD defaults (kube's `SetDefaults_CustomResourceDefinition`) and its
+/// status: names are accepted and the CRD established once it is stored.
+pub fn defaults(crd: &mut Value, _ns: &str) {
+    let spec = obj_mut(crd, "spec");
+    let names = spec
+        .entry("names")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(names) = names {
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if !kind.is_empty() {
+            names
+                .entry("listKind")
+                .or_insert_with(|| json!(format!("{kind}List")));
+            names
+                .entry("singular")
+                .or_insert_with(|| json!(kind.to_lowercase()));
+        }
+    }
+    spec.entry("conversion")
+        .or_insert_with(|| json!({"strategy": "None"}));
+    let accepted = spec.get("names").cloned().unwrap_or(json!({}));
+    let storage: Vec<Value> = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v["storage"] == json!(true))
+        .map(|v| v["name"].clone())
+        .collect();
+    let now = storage::now_rfc3339();
+    let status = obj_mut(crd, "status");
+    let mut stored: Vec<Value> = status
+        .get("storedVersions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for v in storage {
+        if !stored.contains(&v) {
+            stored.push(v);
+        }
+    }
+    let since = |t: &str| {
+        status
+            .get("conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == t && c["status"] == "True")
+            .and_then(|c| c.get("lastTransitionTime").cloned())
+            .unwrap_or_else(|| json!(now))
+    };
+    let conditions = json!([
+        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+         "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")},
+        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+         "message": "the initial names have been accepted", "lastTransitionTime": since("Established")},
+    ]);
+    status.insert("acceptedNames".into(), accepted);
+    status.insert("conditions".into(), conditions);
+    status.insert("storedVersions".into(), json!(stored));
+}
+
+fn name_causes(path: &str, v: &str, causes: &mut Causes) {
+    if v.is_empty() {
+        causes.push((path.into(), "Required value".into()));
+    } else if !is_dns1123_label(v) {
+        causes.push((path.into(), format!("Invalid value: {v:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")));
+    }
+}
+
+/// kube's `ValidateCustomResourceDefinition`, the parts a user meets.
+pub fn validate(crd: &Value, causes: &mut Causes) {
+    let spec = &crd["spec"];
+    let group = str_at(spec, "/group");
+    let plural = str_at(spec, "/names/plural");
+    let name = str_at(crd, "/metadata/name");
+    if name != format!("{plural}.{group}") {
+        causes.push((
+            "metadata.name".into(),
+            format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    if group.is_empty() {
+        causes.push(("spec.group".into(), "Required value".into()));
+    } else if !crate::admission::is_dns1123_subdomain(group) {
+        causes.push((
+            "spec.group".into(),
+            format!("Invalid value: {group:?}: {}", DNS1123_SUBDOMAIN.1),
+        ));
+    } else if !group.contains('.') {
+        causes.push((
+            "spec.group".into(),
+            format!("Invalid value: {group:?}: should be a domain with at least one dot"),
+        ));
+    } else if builtin_group(group) {
+        causes.push((
+            "spec.group".into(),
+            format!("Invalid value: {group:?}: is served by the API server itself"),
+        ));
+    }
+    name_causes("spec.names.plural", plural, causes);
+    let singular = str_at(spec, "/names/singular");
+    if !singular.is_empty() {
+        name_causes("spec.names.singular", singular, causes);
+    }
+    for (i, s) in spec
+        .pointer("/names/shortNames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        name_causes(
+            &format!("spec.names.shortNames[{i}]"),
+            s.as_str().unwrap_or(""),
+            causes,
+        );
+    }
+    for (field, k) in [
+        ("kind", str_at(spec, "/names/kind")),
+        ("listKind", str_at(spec, "/names/listKind")),
+    ] {
+        if k.is_empty() {
+            causes.push((format!("spec.names.{field}"), "Required value".into()));
+        } else if !is_dns1035_label(&k.to_lowercase()) {
+            causes.push((format!("spec.names.{field}"), format!("Invalid value: {k:?}: may have mixed case, but should otherwise match: [a-z]([-a-z0-9]*[a-z0-9])?")));
+        }
+    }
+    match str_at(spec, "/scope") {
+        "Namespaced" | "Cluster" => {}
+        s => causes.push((
+            "spec.scope".into(),
+            format!("Unsupported value: {s:?}: supported values: \"Cluster\", \"Namespaced\""),
+        )),
+    }
+    let strategy = str_at(spec, "/conversion/strategy");
+    if strategy != "None" {
+        causes.push((
+            "spec.conversion.strategy".into(),
+            format!("Unsupported value: {strategy:?}: supported values: \"None\""),
+        ));
+    }
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    if versions.is_empty() {
+        causes.push((
+            "spec.versions".into(),
+            "Invalid value: null: must have exactly one version marked as storage version".into(),
+        ));
+    } else if versions
+        .iter()
+        .filter(|v| v["storage"] == json!(true))
+        .count()
+        != 1
+    {
+        causes.push((
+            "spec.versions".into(),
+            format!(
+                "Invalid value: {}: must have exactly one version marked as storage version",
+                Value::Array(versions.clone())
+            ),
+        ));
+    }
+    if !versions.is_empty() && !versions.iter().any(|v| v["served"] == json!(true)) {
+        causes.push((
+            "spec.versions".into(),
+            "Invalid value: must have at least one version marked as served".into(),
+        ));
+    }
+    let mut seen = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        let vname = str_at(v, "/name");
+        let path = format!("spec.versions[{i}]");
+        if vname.is_empty() || !is_dns1035_label(vname) {
+            causes.push((format!("{path}.name"), format!("Invalid value: {vname:?}: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character")));
+        } else if seen.contains(&vname) {
+            causes.push((
+                format!("{path}.name"),
+                format!("Duplicate value: {vname:?}"),
+            ));
+        }
+        seen.push(vname);
+        match v.pointer("/schema/openAPIV3Schema") {
+            None => causes.push((
+                format!("{path}.schema.openAPIV3Schema"),
+                "Required value: schemas are required".into(),
+            )),
+            Some(s) => {
+                schema::structural(s, &format!("{path}.schema.openAPIV3Schema"), true, causes)
+            }
+        }
+        if let Some(s) = v.pointer("/subresources/scale") {
+            for f in ["specReplicasPath", "statusReplicasPath"] {
+                let p = str_at(s, &format!("/{f}"));
+                if !p.starts_with('.') {
+                    causes.push((
+                        format!("{path}.subresources.scale.{f}"),
+                        format!("Invalid value: {p:?}: should be a json path starting with ."),
+                    ));
+                }
+            }
+        }
+        for (j, c) in v["additionalPrinterColumns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let cpath = format!("{path}.additionalPrinterColumns[{j}]");
+            if str_at(c, "/name").is_empty() {
+                causes.push((format!("{cpath}.name"), "Required value".into()));
+            }
+            let ty = str_at(c, "/type");
+            if !["integer", "number", "string", "boolean", "date"].contains(&ty) {
+                causes.push((format!("{cpath}.type"), format!("Unsupported value: {ty:?}: supported values: \"boolean\", \"date\", \"integer\", \"number\", \"string\"")));
+            }
+            if str_at(c, "/jsonPath").is_empty() {
+                causes.push((format!("{cpath}.jsonPath"), "Required value".into()));
+            }
+        }
+    }
+}
+
+/// Group and scope may not change (kube: they name where objects live).
+pub fn validate_update(old: &Value, new: &Value, causes: &mut Causes) {
+    crate::admission::immutable(&["/spec/group", "/spec/names/plural"], old, new, causes);
+    if old.pointer("/spec/scope") != new.pointer("/spec/scope") {
+        causes.push((
+            "spec.scope".into(),
+            format!(
+                "Invalid value: {}: field is immutable",
+                new.pointer("/spec/scope").unwrap_or(&Value::Null)
+            ),
+        ));
+    }
+}
+
+/// After a CRD is gone: its objects go too (kube's CRD finalizer).
+pub async fn delete_objects(store: &skiff_store::Store, crd: &Value) -> ApiResult<()> {
+    let (group, plural) = (
+        str_at(crd, "/spec/group"),
+        str_at(crd, "/spec/names/plural"),
+    );
+    if group.is_empty() || plural.is_empty() {
+        return Ok(());
+    }
+    store
+        .delete_range(skiff_store::KeySet::prefix(
+            format!("/registry/{group}/{plural}/").into_bytes(),
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Whether objects read through `r` differ from what is stored: a custom
+/// resource served at a version other than its storage version.
+pub fn converts(r: &Resource) -> bool {
+    r.custom.is_some_and(|c| c.storage_version != r.version)
+}
+
+/// A custom object as read through `r`'s version: with conversion
+/// strategy None only apiVersion differs between versions.
+pub fn at_version(r: &Resource, obj: &mut Value) {
+    if converts(r)
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.insert("apiVersion".into(), json!(r.api_version()));
+    }
+}
+
+/// A custom object written through another version than its storage
+/// version, as it is stored; `None`: stored as it is.
+pub fn at_storage_version(r: &Resource, obj: &Value) -> Option<Value> {
+    let c = r.custom.filter(|_| converts(r))?;
+    let mut out = obj.clone();
+    out.as_object_mut()?.insert(
+        "apiVersion".into(),
+        json!(format!("{}/{}", r.group, c.storage_version)),
+    );
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_become_pointers() {
+        assert_eq!(json_path_pointer(".spec.replicas"), "/spec/replicas");
+        assert_eq!(json_path_pointer("{.status.a[0].b}"), "/status/a/0/b");
+    }
+
+    fn crd() -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "crontabs.stable.example.com"},
+            "spec": {"group": "stable.example.com", "scope": "Namespaced",
+                "names": {"plural": "crontabs", "kind": "CronTab", "shortNames": ["ct"]},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}}}}},
+                    "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+                    "additionalPrinterColumns": [{"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}]}]}
+        })
+    }
+
+    #[test]
+    fn a_valid_crd_defines_its_resource() {
+        let mut c = crd();
+        defaults(&mut c, "");
+        let mut causes = Causes::new();
+        validate(&c, &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
+        assert_eq!(c["spec"]["names"]["listKind"], "CronTabList");
+        assert_eq!(c["status"]["conditions"][1]["type"], "Established");
+        let rs = resources_of(&c);
+        assert_eq!(rs.len(), 1);
+        let r = &rs[0];
+        assert_eq!(
+            (r.plural, r.singular, r.kind),
+            ("crontabs", "crontab", "CronTab")
+        );
+        assert!(r.has_sub("status") && r.has_sub("scale"));
+        let cells = (r.cells)(
+            r,
+            &json!({"metadata": {"name": "a"}, "spec": {"replicas": 3}}),
+        );
+        assert_eq!(cells, vec![json!("a"), json!(3)]);
+    }
+
+    #[test]
+    fn invalid_names_are_refused_with_the_field() {
+        let mut c = crd();
+        c["metadata"]["name"] = json!("wrong.stable.example.com");
+        c["spec"]["group"] = json!("stable.example.com");
+        c["spec"]["scope"] = json!("Everywhere");
+        defaults(&mut c, "");
+        let mut causes = Causes::new();
+        validate(&c, &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["metadata.name", "spec.scope"]);
+        assert!(
+            causes[0]
+                .1
+                .contains("must be spec.names.plural+\".\"+spec.group")
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! Structural OpenAPI v3 schemas of custom resources, with kube-apiserver's
+//! semantics (`apiextensions-apiserver/pkg/apiserver/schema`): the
+//! structural check a CRD's schema must pass, pruning of unknown fields,
+//! `default:` values, and validation with kube's messages and field paths.
+
+use serde_json::{Map, Value};
+
+use crate::registry::Causes;
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn flag(s: &Value, name: &str) -> bool {
+    s.get(name) == Some(&Value::Bool(true))
+}
+
+fn ty(s: &Value) -> &str {
+    s.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+fn properties(s: &Value) -> Option<&Map<String, Value>> {
+    s.get("properties").and_then(Value::as_object)
+}
+
+/// The schema of additional properties, if any (`additionalProperties:
+/// true` without a schema preserves them as they are).
+fn additional(s: &Value) -> Option<&Value> {
+    s.get("additionalProperties").filter(|a| a.is_object())
+}
+
+/// kube's structural schema rules, the ones that decide pruning: every
+/// specified field has a type, the root is an object, arrays say what
+/// their items are, properties and additionalProperties exclude each other.
+pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
+    let Some(o) = s.as_object() else {
+        causes.push((path.into(), "Invalid value: must be a schema object".into()));
+        return;
+    };
+    let t = ty(s);
+    let escape =
+        flag(s, "x-kubernetes-int-or-string") || flag(s, "x-kubernetes-preserve-unknown-fields");
+    if t.is_empty() && !escape {
+        let why = if root {
+            "must not be empty at the root"
+        } else {
+            "must not be empty for specified object fields"
+        };
+        causes.push((format!("{path}.type"), format!("Required value: {why}")));
+    }
+    if root && !t.is_empty() && t != "object" {
+        causes.push((
+            format!("{path}.type"),
+            format!("Invalid value: {t:?}: must be object at the root"),
+        ));
+    }
+    if !t.is_empty() && !["object", "array", "string", "integer", "number", "boolean"].contains(&t)
+    {
+        causes.push((
+            format!("{path}.type"),
+            format!("Unsupported value: {t:?}: supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\""),
+        ));
+    }
+    if o.contains_key("properties") && o.contains_key("additionalProperties") {
+        causes.push((
+            format!("{path}.additionalProperties"),
+            "Forbidden: additionalProperties and properties are mutual exclusive".into(),
+        ));
+    }
+    if t == "array" && !o.get("items").is_some_and(Value::is_object) {
+        causes.push((
+            format!("{path}.items"),
+            "Required value: must be specified".into(),
+        ));
+    }
+    if o.contains_key("$ref") {
+        causes.push((
+            format!("{path}.$ref"),
+            "Forbidden: $ref is not supported".into(),
+        ));
+    }
+    for (k, v) in properties(s).into_iter().flatten() {
+        structural(v, &format!("{path}.properties[{k}]"), false, causes);
+    }
+    if let Some(items) = o.get("items").filter(|i| i.is_object()) {
+        structural(items, &format!("{path}.items"), false, causes);
+    }
+    if let Some(a) = additional(s) {
+        structural(a, &format!("{path}.additionalProperties"), false, causes);
+    }
+}
+
+/// Applies `default:` values to missing (or null, when not nullable)
+/// fields, then drops the fields the schema does not specify; at the root
+/// and in embedded resources apiVersion, kind and metadata stay.
+pub fn prune_and_default(s: &Value, v: &mut Value, root: bool) {
+    match v {
+        Value::Object(obj) => {
+            if let Some(props) = properties(s) {
+                for (k, ps) in props {
+                    let missing = match obj.get(k) {
+                        None => true,
+                        Some(Value::Null) => !flag(ps, "nullable"),
+                        Some(_) => false,
+                    };
+                    if missing && let Some(d) = ps.get("default") {
+                        obj.insert(k.clone(), d.clone());
+                    }
+                }
+            }
+            let keep_meta = root || flag(s, "x-kubernetes-embedded-resource");
+            let preserve = flag(s, "x-kubernetes-preserve-unknown-fields");
+            let extra = s.get("additionalProperties");
+            obj.retain(|k, _| {
+                properties(s).is_some_and(|p| p.contains_key(k))
+                    || (keep_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                    || preserve
+                    || extra.is_some_and(|a| a.is_object() || *a == Value::Bool(true))
+            });
+            for (k, child) in obj.iter_mut() {
+                let sub = properties(s)
+                    .and_then(|p| p.get(k))
+                    .or_else(|| additional(s));
+                if let Some(sub) = sub {
+                    prune_and_default(sub, child, false);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(is) = s.get("items").filter(|i| i.is_object()) {
+                for i in items {
+                    prune_and_default(is, i, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_ok(t: &str, v: &Value) -> bool {
+    match t {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        _ => true,
+    }
+}
+
+/// How kube's field errors show a value.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn num(n: &Value) -> String {
+    match n.as_f64() {
+        Some(f) => f.to_string(),
+        None => n.to_string(),
+    }
+}
+
+/// Checks `v` against the schema `s`; `path` is the field path ("" at the
+/// root).
+pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
+    let before = causes.len();
+    let t = ty(s);
+    if v.is_null() {
+        if !flag(s, "nullable") && !t.is_empty() {
+            causes.push((
+                path.into(),
+                format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\""),
+            ));
+        }
+        return;
+    }
+    if flag(s, "x-kubernetes-int-or-string") {
+        if !(v.is_string() || v.is_i64() || v.is_u64()) {
+            causes.push((
+                path.into(),
+                format!(
+                    "Invalid value: {:?}: {path} in body must be of type integer or string: {:?}",
+                    type_name(v),
+                    type_name(v)
+                ),
+            ));
+            return;
+        }
+    } else if !t.is_empty() && !type_ok(t, v) {
+        causes.push((
+            path.into(),
+            format!(
+                "Invalid value: {:?}: {path} in body must be of type {t}: {:?}",
+                type_name(v),
+                type_name(v)
+            ),
+        ));
+        return;
+    }
+    if let Some(allowed) = s.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        let list: Vec<String> = allowed.iter().map(shown).collect();
+        causes.push((
+            path.into(),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                shown(v),
+                list.join(", ")
+            ),
+        ));
+    }
+    if let Some(x) = v.as_f64() {
+        let exclusive = |k: &str| flag(s, k);
+        if let Some(min) = s.get("minimum").filter(|m| m.is_number()) {
+            let m = min.as_f64().unwrap_or(f64::MIN);
+            if exclusive("exclusiveMinimum") && x <= m {
+                causes.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {v}: {path} in body should be greater than {}",
+                        num(min)
+                    ),
+                ));
+            } else if x < m {
+                causes.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {v}: {path} in body should be greater than or equal to {}",
+                        num(min)
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = s.get("maximum").filter(|m| m.is_number()) {
+            let m = max.as_f64().unwrap_or(f64::MAX);
+            if exclusive("exclusiveMaximum") && x >= m {
+                causes.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {v}: {path} in body should be less than {}",
+                        num(max)
+                    ),
+                ));
+            } else if x > m {
+                causes.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {v}: {path} in body should be less than or equal to {}",
+                        num(max)
+                    ),
+                ));
+            }
+        }
+        if let Some(m) = s.get("multipleOf").and_then(Value::as_f64)
+            && m > 0.0
+            && (x / m).fract() != 0.0
+        {
+            causes.push((
+                path.into(),
+                format!("Invalid value: {v}: {path} in body should be a multiple of {m}"),
+            ));
+        }
+    }
+    if let Some(text) = v.as_str() {
+        let chars = text.chars().count() as u64;
+        if let Some(min) = s.get("minLength").and_then(Value::as_u64)
+            && chars < min
+        {
+            causes.push((
+                path.into(),
+                format!(
+                    "Invalid value: {text:?}: {path} in body should be at least {min} chars long"
+                ),
+            ));
+        }
+        if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
+            && chars > max
+        {
+            causes.push((
+                path.into(),
+                format!("Too long: may not be more than {max} bytes"),
+            ));
+        }
+        if let Some(p) = s.get("pattern").and_then(Value::as_str) {
+            match regex::Regex::new(p) {
+                Ok(re) if re.is_match(text) => {}
+                Ok(_) => causes.push((
+                    path.into(),
+                    format!("Invalid value: {text:?}: {path} in body should match '{p}'"),
+                )),
+                Err(_) => causes.push((
+                    path.into(),
+                    format!("Invalid value: {p:?}: the schema's pattern does not compile"),
+                )),
+            }
+        }
+    }
+    if let Some(items) = v.as_array() {
+        let n = items.len() as u64;
+        if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+            && n > max
+        {
+            causes.push((
+                path.into(),
+                format!("Too many: {n}: must have at most {max} items"),
+            ));
+        }
+        if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+            && n < min
+        {
+            causes.push((
+                path.into(),
+                format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+            ));
+        }
+        if let Some(is) = s.get("items").filter(|i| i.is_object()) {
+            for (i, item) in items.iter().enumerate() {
+                validate(is, item, &format!("{path}[{i}]"), causes);
+            }
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for req in s
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(k) = req.as_str()
+                && !obj.contains_key(k)
+            {
+                causes.push((child(path, k), "Required value".into()));
+            }
+        }
+        for (k, child_v) in obj {
+            let sub = properties(s)
+                .and_then(|p| p.get(k))
+                .or_else(|| additional(s));
+            if let Some(sub) = sub {
+                validate(sub, child_v, &child(path, k), causes);
+            }
+        }
+    }
+    // A root-level failure is reported at the object itself.
+    for c in &mut causes[before..] {
+        if c.0.is_empty() {
+            c.0 = "<root>".into();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {
+            "spec": {"type": "object", "required": ["image"], "properties": {
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+                "image": {"type": "string", "pattern": "^[a-z]+$", "minLength": 2, "maxLength": 8},
+                "mode": {"type": "string", "enum": ["a", "b"]},
+                "ports": {"type": "array", "maxItems": 2, "items": {"type": "integer"}},
+                "port": {"x-kubernetes-int-or-string": true},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            }},
+            "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+        }})
+    }
+
+    fn causes_of(v: Value) -> Vec<String> {
+        let mut c = Causes::new();
+        validate(&schema(), &v, "", &mut c);
+        c.into_iter().map(|(f, m)| format!("{f}: {m}")).collect()
+    }
+
+    #[test]
+    fn messages_are_kubes() {
+        assert_eq!(
+            causes_of(json!({"spec": {"image": "abc", "replicas": 0}})),
+            [
+                "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"
+            ]
+        );
+        assert_eq!(
+            causes_of(json!({"spec": {"image": "abc", "replicas": "x"}})),
+            [
+                "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""
+            ]
+        );
+        assert_eq!(
+            causes_of(json!({"spec": {}})),
+            ["spec.image: Required value"]
+        );
+        assert_eq!(
+            causes_of(
+                json!({"spec": {"image": "A1", "mode": "c", "ports": [1, 2, 3], "port": 1.5, "labels": {"x": 1}}})
+            ),
+            [
+                "spec.image: Invalid value: \"A1\": spec.image in body should match '^[a-z]+$'",
+                "spec.labels.x: Invalid value: \"integer\": spec.labels.x in body must be of type string: \"integer\"",
+                "spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\"",
+                "spec.port: Invalid value: \"number\": spec.port in body must be of type integer or string: \"number\"",
+                "spec.ports: Too many: 3: must have at most 2 items",
+            ]
+        );
+        assert!(
+            causes_of(json!({"spec": {"image": "abc", "port": "http", "free": {"a": [1]}}}))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_what_the_schema_knows_and_defaults_fill_in() {
+        let mut v = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"}, "junk": 1,
+            "spec": {"image": "abc", "extra": true, "free": {"a": {"b": 1}}, "labels": {"k": "v"}}});
+        prune_and_default(&schema(), &mut v, true);
+        assert_eq!(
+            v,
+            json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
+            "spec": {"image": "abc", "replicas": 1, "free": {"a": {"b": 1}}, "labels": {"k": "v"}}})
+        );
+    }
+
+    #[test]
+    fn non_structural_schemas_are_named() {
+        let mut c = Causes::new();
+        structural(
+            &json!({"type": "object", "properties": {"spec": {"properties": {"a": {"type": "array"}}}}}),
+            "s",
+            true,
+            &mut c,
+        );
+        let fields: Vec<&str> = c.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "s.properties[spec].type",
+                "s.properties[spec].properties[a].items"
+            ]
+        );
+    }
+}

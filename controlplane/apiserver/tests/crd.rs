@@ -1,0 +1,497 @@
+//! CustomResourceDefinitions with the real kubectl 1.33 and the Python
+//! client: a CRD applied from YAML serves its resource (discovery, short
+//! names, printer columns), objects are checked against the structural
+//! schema, pruned and defaulted, status and scale are subresources, RBAC
+//! applies, and deleting the CRD deletes its objects.
+
+use skiff_test_support::api::{ApiServer, contains_all, fails, succeeds};
+
+const CRONTAB_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames: [ct]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [cronSpec]
+            properties:
+              cronSpec:
+                type: string
+                pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
+              image:
+                type: string
+                default: busybox
+              replicas:
+                type: integer
+                minimum: 1
+                maximum: 10
+              mode:
+                type: string
+                enum: [fast, slow]
+          status:
+            type: object
+            properties:
+              replicas:
+                type: integer
+              labelSelector:
+                type: string
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.labelSelector
+    additionalPrinterColumns:
+    - name: Spec
+      type: string
+      jsonPath: .spec.cronSpec
+    - name: Replicas
+      type: integer
+      jsonPath: .spec.replicas
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+"#;
+
+const CRONTAB: &str = "apiVersion: stable.example.com/v1
+kind: CronTab
+metadata:
+  name: nightly
+  labels: {tier: batch}
+spec:
+  cronSpec: '0 3 * * *'
+  replicas: 2
+";
+
+#[test]
+fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
+    let c = ApiServer::start();
+    contains_all(
+        &c.apply(CRONTAB_CRD),
+        &["customresourcedefinition.apiextensions.k8s.io/crontabs.stable.example.com created"],
+    );
+    let status = c.ok(&[
+        "get",
+        "crd",
+        "crontabs.stable.example.com",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Established\")].status} {.status.conditions[?(@.type==\"NamesAccepted\")].status} {.status.acceptedNames.kind}",
+    ]);
+    assert_eq!(status, "True True CronTab");
+    contains_all(
+        &c.ok(&["api-resources", "--api-group=stable.example.com"]),
+        &["crontabs", "ct", "stable.example.com/v1", "true", "CronTab"],
+    );
+
+    // Unknown fields: refused under kubectl's strict field validation,
+    // pruned otherwise; defaults applied.
+    let f = c.write(
+        "crontab.yaml",
+        &format!("{CRONTAB}  unknownField: dropped\n"),
+    );
+    let f = f.to_str().unwrap();
+    contains_all(
+        &c.fails(&["apply", "-f", f]),
+        &[r#"strict decoding error: unknown field "spec.unknownField""#],
+    );
+    contains_all(
+        &c.ok(&["apply", "--validate=false", "-f", f]),
+        &["crontab.stable.example.com/nightly created"],
+    );
+    assert_eq!(
+        c.ok(&["get", "crontab", "nightly", "-o", "jsonpath={.spec}"]),
+        r#"{"cronSpec":"0 3 * * *","image":"busybox","replicas":2}"#
+    );
+
+    // Short name, kind and plural.group all resolve; printer columns show.
+    let table = c.ok(&["get", "ct"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
+    contains_all(&table, &["nightly", "0 3 * * *", "2"]);
+    contains_all(&c.ok(&["get", "CronTab"]), &["nightly"]);
+    contains_all(&c.ok(&["get", "crontabs.stable.example.com"]), &["nightly"]);
+    contains_all(
+        &c.ok(&["get", "all"]),
+        &["crontab.stable.example.com/nightly"],
+    );
+
+    // Schema violations are refused with kube's field paths.
+    let bad = c.write(
+        "bad.yaml",
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: 'nope', replicas: 0, mode: medium}\n",
+    );
+    let err = c.fails(&["apply", "-f", bad.to_str().unwrap()]);
+    contains_all(
+        &err,
+        &[
+            "spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+            r#"spec.cronSpec: Invalid value: "nope": spec.cronSpec in body should match"#,
+            r#"spec.mode: Unsupported value: "medium": supported values: "fast", "slow""#,
+        ],
+    );
+    let missing = c.write(
+        "missing.yaml",
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {replicas: 1}\n",
+    );
+    contains_all(
+        &c.fails(&["create", "-f", missing.to_str().unwrap()]),
+        &["spec.cronSpec: Required value"],
+    );
+    c.fails(&["get", "ct", "bad"]);
+
+    // Merge patch, JSON patch; strategic merge patch is refused (415).
+    c.ok(&[
+        "patch",
+        "ct",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"fast"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "ct",
+        "nightly",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/image","value":"alpine"}]"#,
+    ]);
+    contains_all(
+        &c.fails(&[
+            "patch",
+            "ct",
+            "nightly",
+            "-p",
+            r#"{"spec":{"mode":"slow"}}"#,
+        ]),
+        &["the body of the request was in an unknown format"],
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "ct",
+            "nightly",
+            "-o",
+            "jsonpath={.spec.mode} {.spec.image}"
+        ]),
+        "fast alpine"
+    );
+    contains_all(
+        &c.fails(&[
+            "patch",
+            "ct",
+            "nightly",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":11}}"#,
+        ]),
+        &["spec.replicas in body should be less than or equal to 10"],
+    );
+
+    // Server-side apply takes the object over field by field.
+    let ssa = c.write(
+        "ssa.yaml",
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: nightly}\nspec: {cronSpec: '*/5 * * * *'}\n",
+    );
+    contains_all(
+        &c.ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            ssa.to_str().unwrap(),
+        ]),
+        &["crontab.stable.example.com/nightly serverside-applied"],
+    );
+    assert_eq!(
+        c.ok(&["get", "ct", "nightly", "-o", "jsonpath={.spec.cronSpec}"]),
+        "*/5 * * * *"
+    );
+
+    // Selectors: labels and metadata.name / metadata.namespace.
+    c.apply(
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: hourly, labels: {tier: web}}\nspec: {cronSpec: '0 * * * *'}\n",
+    );
+    let names = |args: &[&str]| {
+        let mut a = vec!["get", "ct", "-o", "name"];
+        a.extend_from_slice(args);
+        c.ok(&a).trim().to_string()
+    };
+    assert_eq!(
+        names(&["-l", "tier=batch"]),
+        "crontab.stable.example.com/nightly"
+    );
+    assert_eq!(
+        names(&["--field-selector", "metadata.name=hourly"]),
+        "crontab.stable.example.com/hourly"
+    );
+    assert_eq!(
+        names(&[
+            "-A",
+            "--field-selector",
+            "metadata.namespace=default,metadata.name=nightly"
+        ]),
+        "crontab.stable.example.com/nightly"
+    );
+
+    // Status: the main resource ignores it, /status only takes it.
+    c.ok(&[
+        "patch",
+        "ct",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":9}}"#,
+    ]);
+    assert_eq!(
+        c.ok(&["get", "ct", "nightly", "-o", "jsonpath={.status.replicas}"]),
+        ""
+    );
+    c.ok(&[
+        "patch",
+        "ct",
+        "nightly",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":2,"labelSelector":"tier=batch"},"spec":{"mode":"slow"}}"#,
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "ct",
+            "nightly",
+            "-o",
+            "jsonpath={.status.replicas} {.spec.mode}"
+        ]),
+        "2 fast"
+    );
+
+    // Scale: kubectl scale sets the spec path; /scale reads both paths.
+    contains_all(
+        &c.ok(&["scale", "ct", "nightly", "--replicas=4"]),
+        &["crontab.stable.example.com/nightly scaled"],
+    );
+    assert_eq!(
+        c.ok(&["get", "ct", "nightly", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
+    let scale = c.ok(&[
+        "get",
+        "--raw",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs/nightly/scale",
+    ]);
+    contains_all(
+        &scale,
+        &[
+            r#""kind":"Scale""#,
+            r#""spec":{"replicas":4}"#,
+            r#""replicas":2"#,
+            r#""selector":"tier=batch""#,
+        ],
+    );
+
+    // Deleting the CRD deletes its objects; the resource is no longer served.
+    c.ok(&["delete", "ct", "hourly"]);
+    c.ok(&["delete", "crd", "crontabs.stable.example.com"]);
+    // (kubectl may still map "ct" from its discovery cache: then the list
+    // itself is not found.)
+    let gone = c.fails(&["get", "ct"]);
+    assert!(
+        gone.contains("the server doesn't have a resource type \"ct\"")
+            || gone.contains("the server could not find the requested resource"),
+        "{gone}"
+    );
+    c.apply(CRONTAB_CRD);
+    let left = c.kubectl(&["get", "ct", "-A"]);
+    let left = succeeds(left, &["get ct after re-create"]);
+    assert!(left.trim().is_empty(), "objects outlived their CRD: {left}");
+}
+
+#[test]
+fn crd_names_schemas_scopes_and_versions() {
+    let c = ApiServer::start();
+    // kube's checks of a CRD, with the field in the message.
+    let wrong_name = CRONTAB_CRD.replace(
+        "name: crontabs.stable.example.com",
+        "name: crontab.stable.example.com",
+    );
+    let f = c.write("wrong-name.yaml", &wrong_name);
+    contains_all(
+        &c.fails(&["apply", "-f", f.to_str().unwrap()]),
+        &[
+            r#"metadata.name: Invalid value: "crontab.stable.example.com": must be spec.names.plural+"."+spec.group"#,
+        ],
+    );
+    let non_structural = CRONTAB_CRD.replace(
+        "          spec:\n            type: object\n            required",
+        "          spec:\n            required",
+    );
+    let f = c.write("non-structural.yaml", &non_structural);
+    contains_all(
+        &c.fails(&["apply", "-f", f.to_str().unwrap()]),
+        &[
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+        ],
+    );
+    c.fails(&["get", "crd", "crontabs.stable.example.com"]);
+
+    // Cluster scope, two versions (storage v1): objects written through
+    // either version are one object; only apiVersion differs.
+    c.apply(
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: backends.infra.example.org}
+spec:
+  group: infra.example.org
+  scope: Cluster
+  names: {plural: backends, kind: Backend, shortNames: [be]}
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+            properties:
+              port: {x-kubernetes-int-or-string: true}
+",
+    );
+    c.apply(
+        "apiVersion: infra.example.org/v1beta1\nkind: Backend\nmetadata: {name: db}\nspec: {port: http, weight: 3}\n",
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "backends.v1.infra.example.org",
+            "db",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.port} {.spec.weight}"
+        ]),
+        "infra.example.org/v1 http 3"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "backends.v1beta1.infra.example.org",
+            "db",
+            "-o",
+            "jsonpath={.apiVersion}"
+        ]),
+        "infra.example.org/v1beta1"
+    );
+    let group = c.ok(&["get", "--raw", "/apis/infra.example.org"]);
+    contains_all(
+        &group,
+        &[
+            r#""preferredVersion":{"groupVersion":"infra.example.org/v1","version":"v1"}"#,
+            "infra.example.org/v1beta1",
+        ],
+    );
+    contains_all(&c.ok(&["get", "be"]), &["NAME", "AGE", "db"]);
+    // Cluster-scoped: no namespace in the path.
+    c.ok(&["get", "--raw", "/apis/infra.example.org/v1/backends/db"]);
+    contains_all(
+        &c.fails(&[
+            "get",
+            "--raw",
+            "/apis/infra.example.org/v1/namespaces/default/backends/db",
+        ]),
+        &["NotFound"],
+    );
+    contains_all(
+        &c.fails(&[
+            "patch",
+            "be",
+            "db",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"port":1.5}}"#,
+        ]),
+        &["spec.port in body must be of type integer or string"],
+    );
+    // kubectl explain reads the published OpenAPI v3 schema.
+    contains_all(
+        &c.ok(&["explain", "backends.spec"]),
+        &["KIND:", "Backend", "port"],
+    );
+}
+
+#[test]
+fn rbac_applies_to_custom_resources() {
+    let c = ApiServer::start();
+    c.apply(CRONTAB_CRD);
+    c.apply(CRONTAB);
+    let carol = c.cert_kubeconfig("carol", &[]);
+    contains_all(
+        &fails(
+            c.kubectl_as(&carol, &["get", "crontabs.stable.example.com"]),
+            &["carol get"],
+        ),
+        &["Forbidden", "crontabs.stable.example.com"],
+    );
+    c.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: crontab-reader, namespace: default}
+rules:
+- apiGroups: [stable.example.com]
+  resources: [crontabs]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: carol-crontabs, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: crontab-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: carol}
+",
+    );
+    contains_all(
+        &succeeds(c.kubectl_as(&carol, &["get", "ct"]), &["carol get ct"]),
+        &["nightly"],
+    );
+    contains_all(
+        &fails(
+            c.kubectl_as(&carol, &["delete", "ct", "nightly"]),
+            &["carol delete"],
+        ),
+        &["Forbidden"],
+    );
+    c.ok(&["get", "ct", "nightly"]);
+}
+
+#[test]
+fn python_client_custom_objects() {
+    let c = ApiServer::start();
+    c.apply(CRONTAB_CRD);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/crd.py");
+    c.run_python(script, "python crd: all checks passed");
+}
