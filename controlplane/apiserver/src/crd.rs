@@ -32,6 +32,9 @@ pub struct Custom {
     pub scale: Option<ScalePaths>,
     /// The version objects are stored at (kube's storage version).
     pub storage_version: &'static str,
+    /// Fields beyond metadata.name and metadata.namespace that field
+    /// selectors may name (the version's `selectableFields`), dotted.
+    selectable: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,13 @@ impl Custom {
         }
         schema::prune_and_default(&self.schema, &mut out, true);
         Ok(out)
+    }
+
+    /// Whether field selectors may name `field` (kube: metadata.name,
+    /// metadata.namespace and the CRD's selectableFields).
+    pub fn selectable(&self, field: &str) -> bool {
+        matches!(field, "metadata.name" | "metadata.namespace")
+            || self.selectable.iter().any(|f| f == field)
     }
 
     pub fn schema(&self) -> &Value {
@@ -241,6 +251,12 @@ fn resources_of(crd: &Value) -> Vec<Resource> {
             printer,
             scale,
             storage_version,
+            selectable: v["selectableFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| str_at(f, "/jsonPath").trim_start_matches('.').to_string())
+                .collect(),
         };
         out.push(Resource {
             group,

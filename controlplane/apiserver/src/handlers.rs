@@ -314,7 +314,7 @@ async fn resource_verb(
         ("get", Some("log")) => crate::pod_logs::get(&state, &ns, &name, query).await,
         ("list", _) => list(&state, r, &ns, query, &table).await,
         ("watch", _) => {
-            let params = watch_params(query, ns, p.name.as_deref(), table)?;
+            let params = watch_params(r, query, ns, p.name.as_deref(), table)?;
             Ok(watch::watch(state, r, params).await)
         }
         ("create", Some("token")) => {
@@ -359,6 +359,7 @@ async fn resource_verb(
 
 /// A watch's parameters from its query, checked as kube checks them.
 fn watch_params(
+    r: &Resource,
     query: &Query,
     namespace: String,
     name: Option<&str>,
@@ -384,7 +385,7 @@ fn watch_params(
     .map_err(|(field, why)| ApiError::new(422, "Invalid", format!("{field}: Forbidden: {why}")))?;
     Ok(WatchParams {
         namespace,
-        filter: filter_of(query, name)?,
+        filter: filter_of(r, query, name)?,
         start,
         bookmarks,
         timeout: query
@@ -414,7 +415,7 @@ async fn delete_collection(
     query: &Query,
     dry_run: bool,
 ) -> ApiResult<Response<Body>> {
-    let filter = filter_of(query, None)?;
+    let filter = filter_of(r, query, None)?;
     let page = storage::list(&state.store, r, ns, &filter, 0, None).await?;
     let mut gone = Vec::new();
     for obj in page.items {
@@ -497,8 +498,16 @@ fn verb_of(m: &Method, p: &Path, q: &Query) -> ApiResult<&'static str> {
     })
 }
 
-fn filter_of(q: &Query, name: Option<&str>) -> ApiResult<Filter> {
+fn filter_of(r: &Resource, q: &Query, name: Option<&str>) -> ApiResult<Filter> {
     let mut fields = q.get("fieldSelector").unwrap_or("").to_string();
+    if let Some(c) = r.custom {
+        let parsed = FieldSelector::parse(&fields)?;
+        if let Some(f) = parsed.fields().find(|f| !c.selectable(f)) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
+    }
     if let Some(n) = name {
         // A watch on one object is a watch with a name field selector.
         fields = if fields.is_empty() {
@@ -565,7 +574,7 @@ async fn list(
     q: &Query,
     table: &Option<Option<String>>,
 ) -> ApiResult<Response<Body>> {
-    let filter = filter_of(q, None)?;
+    let filter = filter_of(r, q, None)?;
     let limit = match q.get("limit") {
         None | Some("") => 0,
         Some(l) => l

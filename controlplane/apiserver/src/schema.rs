@@ -83,6 +83,18 @@ pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
             "Forbidden: $ref is not supported".into(),
         ));
     }
+    if let Some(d) = o.get("default") {
+        // kube: a default must itself be valid, and survive pruning.
+        let mut pruned = d.clone();
+        prune_and_default(s, &mut pruned, false);
+        if pruned != *d {
+            causes.push((
+                format!("{path}.default"),
+                "Invalid value: must not have unknown fields".into(),
+            ));
+        }
+        validate(s, d, &format!("{path}.default"), causes);
+    }
     for (k, v) in properties(s).into_iter().flatten() {
         structural(v, &format!("{path}.properties[{k}]"), false, causes);
     }
@@ -341,6 +353,13 @@ pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
         }
     }
     if let Some(obj) = v.as_object() {
+        if flag(s, "x-kubernetes-embedded-resource") {
+            for k in ["apiVersion", "kind"] {
+                if obj.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push((child(path, k), "Required value: must not be empty".into()));
+                }
+            }
+        }
         for req in s
             .get("required")
             .and_then(Value::as_array)
@@ -441,6 +460,42 @@ mod tests {
             v,
             json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
             "spec": {"image": "abc", "replicas": 1, "free": {"a": {"b": 1}}, "labels": {"k": "v"}}})
+        );
+    }
+
+    #[test]
+    fn embedded_resources_need_their_type() {
+        let s = json!({"type": "object", "properties": {"template": {"type": "object",
+            "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}}});
+        let mut c = Causes::new();
+        validate(&s, &json!({"template": {"kind": "Pod"}}), "", &mut c);
+        assert_eq!(
+            c,
+            [(
+                "template.apiVersion".to_string(),
+                "Required value: must not be empty".to_string()
+            )]
+        );
+        let mut v = json!({"template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {}}});
+        let before = v.clone();
+        prune_and_default(&s, &mut v, true);
+        assert_eq!(v, before);
+    }
+
+    #[test]
+    fn invalid_defaults_are_refused() {
+        let mut c = Causes::new();
+        structural(
+            &json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "default": 0}}}),
+            "s",
+            true,
+            &mut c,
+        );
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, "s.properties[n].default");
+        assert!(
+            c[0].1.contains("should be greater than or equal to 1"),
+            "{c:?}"
         );
     }
 

@@ -249,6 +249,10 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
         ]),
         "crontab.stable.example.com/nightly"
     );
+    contains_all(
+        &c.fails(&["get", "ct", "--field-selector", "spec.cronSpec=x"]),
+        &["field label not supported: spec.cronSpec"],
+    );
 
     // Status: the main resource ignores it, /status only takes it.
     c.ok(&[
