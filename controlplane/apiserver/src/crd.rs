@@ -636,6 +636,41 @@ mod tests {
         assert_eq!(cells, vec![json!("a"), json!(3)]);
     }
 
+    /// What `start` does: the CRDs already stored are served again.
+    #[tokio::test]
+    async fn stored_crds_are_served_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = skiff_store::Store::open(dir.path().join("s.redb"), Default::default())
+            .await
+            .unwrap();
+        let crds = Crds::default();
+        crds.reload(&store).await.unwrap();
+        assert!(
+            crds.served()
+                .find("stable.example.com", "v1", "crontabs")
+                .is_none()
+        );
+        let mut c = crd();
+        defaults(&mut c, "");
+        storage::create(&store, crd_resource(), "", c, false)
+            .await
+            .unwrap();
+        crds.reload(&store).await.unwrap();
+        let r = crds
+            .served()
+            .find("stable.example.com", "v1", "crontabs")
+            .unwrap();
+        assert_eq!(r.short_names, ["ct"]);
+        // Interned: an unchanged CRD is not leaked again.
+        crds.reload(&store).await.unwrap();
+        assert!(std::ptr::eq(
+            r,
+            crds.served()
+                .find("stable.example.com", "v1", "crontabs")
+                .unwrap()
+        ));
+    }
+
     #[test]
     fn invalid_names_are_refused_with_the_field() {
         let mut c = crd();

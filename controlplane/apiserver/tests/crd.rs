@@ -119,6 +119,13 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
         r#"{"cronSpec":"0 3 * * *","image":"busybox","replicas":2}"#
     );
 
+    // Client-side apply again: kubectl sends a JSON merge patch.
+    contains_all(
+        &c.apply(&CRONTAB.replace("replicas: 2", "replicas: 3")),
+        &["crontab.stable.example.com/nightly configured"],
+    );
+    c.apply(CRONTAB);
+
     // Short name, kind and plural.group all resolve; printer columns show.
     let table = c.ok(&["get", "ct"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
@@ -446,6 +453,23 @@ spec:
         &c.ok(&["explain", "backends.spec"]),
         &["KIND:", "Backend", "port"],
     );
+}
+
+#[test]
+fn namespace_deletion_takes_custom_objects() {
+    let c = ApiServer::start();
+    c.apply(CRONTAB_CRD);
+    c.ok(&["create", "namespace", "team"]);
+    c.ok(&[
+        "apply",
+        "-n",
+        "team",
+        "-f",
+        c.write("ct.yaml", CRONTAB).to_str().unwrap(),
+    ]);
+    contains_all(&c.ok(&["get", "ct", "-n", "team"]), &["nightly"]);
+    c.ok(&["delete", "namespace", "team"]);
+    assert_eq!(c.ok(&["get", "ct", "-A", "-o", "name"]).trim(), "");
 }
 
 #[test]
