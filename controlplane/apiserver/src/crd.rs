@@ -109,16 +109,63 @@ impl Crds {
             .clone()
     }
 
+    /// Rebuilds the served set from the stored CRDs, as kube's naming and
+    /// establishing controllers do: in a group, the first CRD (by creation)
+    /// keeps a name; a later one asking for it is not accepted (condition
+    /// `NamesAccepted` False, `"ct" is already in use`) and not served.
+    /// Changed conditions are written to the CRD's status.
     pub async fn reload(&self, store: &skiff_store::Store) -> ApiResult<()> {
         let _one = self.reload.lock().await;
         let r = crd_resource();
-        let page = storage::list(store, r, "", &Default::default(), 0, None).await?;
+        let mut crds = storage::list(store, r, "", &Default::default(), 0, None)
+            .await?
+            .items;
+        crds.retain(|c| meta_str(c, "deletionTimestamp").is_none());
+        crds.sort_by(|a, b| {
+            let key = |c: &Value| {
+                (
+                    str_at(c, "/metadata/creationTimestamp").to_string(),
+                    str_at(c, "/metadata/name").to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        let mut taken: Vec<(String, &'static str, String)> = Vec::new();
+        let mut accepted = Vec::new();
+        for crd in &crds {
+            let group = str_at(crd, "/spec/group").to_string();
+            let wanted = names_of(crd);
+            let conflict = wanted.iter().find(|(what, n)| {
+                taken
+                    .iter()
+                    .any(|(g, w, t)| *g == group && w == what && t == n)
+            });
+            let status = names_status(crd, conflict.map(|(what, n)| (*what, n.as_str())));
+            if conflict.is_none() {
+                taken.extend(wanted.into_iter().map(|(w, n)| (group.clone(), w, n)));
+                accepted.push(crd);
+            }
+            if !same_conditions(crd.get("status"), &status) {
+                let name = str_at(crd, "/metadata/name").to_string();
+                let written = storage::update(store, r, "", &name, false, |mut cur| {
+                    let st = obj_mut(&mut cur, "status");
+                    for (k, v) in status.as_object().into_iter().flatten() {
+                        st.insert(k.clone(), v.clone());
+                    }
+                    Ok(cur)
+                })
+                .await;
+                match written {
+                    Ok(_) => {}
+                    // Deleted in between: the next reload forgets it.
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut custom = Vec::new();
-        for crd in &page.items {
-            if meta_str(crd, "deletionTimestamp").is_some() {
-                continue;
-            }
+        for crd in accepted {
             let key = crd["spec"].to_string();
             let made = inner
                 .interned
@@ -302,8 +349,8 @@ fn builtin_group(group: &str) -> bool {
         || group == crate::discovery::AUTHZ_GROUP
 }
 
-/// CRD defaults (kube's `SetDefaults_CustomResourceDefinition`) and its
-/// status: names are accepted and the CRD established once it is stored.
+/// CRD defaults (kube's `SetDefaults_CustomResourceDefinition`) and the
+/// stored versions; the conditions are [`Crds::reload`]'s.
 pub fn defaults(crd: &mut Value, _ns: &str) {
     let spec = obj_mut(crd, "spec");
     let names = spec
@@ -327,7 +374,6 @@ pub fn defaults(crd: &mut Value, _ns: &str) {
     }
     spec.entry("conversion")
         .or_insert_with(|| json!({"strategy": "None"}));
-    let accepted = spec.get("names").cloned().unwrap_or(json!({}));
     let storage: Vec<Value> = spec
         .get("versions")
         .and_then(Value::as_array)
@@ -336,7 +382,6 @@ pub fn defaults(crd: &mut Value, _ns: &str) {
         .filter(|v| v["storage"] == json!(true))
         .map(|v| v["name"].clone())
         .collect();
-    let now = storage::now_rfc3339();
     let status = obj_mut(crd, "status");
     let mut stored: Vec<Value> = status
         .get("storedVersions")
@@ -348,25 +393,89 @@ pub fn defaults(crd: &mut Value, _ns: &str) {
             stored.push(v);
         }
     }
-    let since = |t: &str| {
-        status
-            .get("conditions")
+    status.insert("storedVersions".into(), json!(stored));
+}
+
+/// The names a CRD asks for in its group, each with what it is.
+fn names_of(crd: &Value) -> Vec<(&'static str, String)> {
+    let n = |p: &str| str_at(crd, &format!("/spec/names/{p}")).to_string();
+    let mut out = vec![
+        ("plural", n("plural")),
+        ("singular", n("singular")),
+        ("kind", n("kind")),
+        ("listKind", n("listKind")),
+    ];
+    for s in crd
+        .pointer("/spec/names/shortNames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        out.push(("shortNames", s.to_string()));
+    }
+    out.retain(|(_, n)| !n.is_empty());
+    out
+}
+
+/// The status fields the naming controller owns: acceptedNames and the
+/// NamesAccepted and Established conditions (kube's reasons and messages);
+/// transition times are kept while a condition's status holds.
+fn names_status(crd: &Value, conflict: Option<(&str, &str)>) -> Value {
+    let now = storage::now_rfc3339();
+    let since = |t: &str, status: &str| {
+        crd.pointer("/status/conditions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .find(|c| c["type"] == t && c["status"] == "True")
+            .find(|c| c["type"] == t && c["status"] == status)
             .and_then(|c| c.get("lastTransitionTime").cloned())
             .unwrap_or_else(|| json!(now))
     };
-    let conditions = json!([
-        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-         "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")},
-        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-         "message": "the initial names have been accepted", "lastTransitionTime": since("Established")},
-    ]);
-    status.insert("acceptedNames".into(), accepted);
-    status.insert("conditions".into(), conditions);
-    status.insert("storedVersions".into(), json!(stored));
+    let condition = |t: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        json!({"type": t, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": since(t, status)})
+    };
+    match conflict {
+        None => json!({
+            "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or(json!({})),
+            "conditions": [
+                condition("NamesAccepted", true, "NoConflicts", "no conflicts found".into()),
+                condition("Established", true, "InitialNamesAccepted", "the initial names have been accepted".into()),
+            ],
+        }),
+        Some((what, name)) => {
+            let reason = match what {
+                "plural" => "PluralConflict",
+                "singular" => "SingularConflict",
+                "kind" => "KindConflict",
+                "listKind" => "ListKindConflict",
+                _ => "ShortNamesConflict",
+            };
+            json!({
+                "acceptedNames": crd.pointer("/status/acceptedNames").cloned().unwrap_or(json!({"plural": "", "kind": ""})),
+                "conditions": [
+                    condition("NamesAccepted", false, reason, format!("{name:?} is already in use")),
+                    condition("Established", false, "NotAccepted", "not all names are accepted".into()),
+                ],
+            })
+        }
+    }
+}
+
+/// Whether the stored status already says what `want` says.
+fn same_conditions(have: Option<&Value>, want: &Value) -> bool {
+    let strip = |v: Option<&Value>| -> Vec<(Value, Value, Value)> {
+        v.and_then(|s| s.get("conditions"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| (c["type"].clone(), c["status"].clone(), c["message"].clone()))
+            .collect()
+    };
+    strip(have) == strip(Some(want))
+        && have.and_then(|h| h.get("acceptedNames")) == want.get("acceptedNames")
 }
 
 fn name_causes(path: &str, v: &str, causes: &mut Causes) {
@@ -620,7 +729,7 @@ mod tests {
         validate(&c, &mut causes);
         assert!(causes.is_empty(), "{causes:?}");
         assert_eq!(c["spec"]["names"]["listKind"], "CronTabList");
-        assert_eq!(c["status"]["conditions"][1]["type"], "Established");
+        assert_eq!(c["status"]["storedVersions"], json!(["v1"]));
         let rs = resources_of(&c);
         assert_eq!(rs.len(), 1);
         let r = &rs[0];
@@ -661,6 +770,41 @@ mod tests {
             .find("stable.example.com", "v1", "crontabs")
             .unwrap();
         assert_eq!(r.short_names, ["ct"]);
+        let stored = storage::get(&store, crd_resource(), "", "crontabs.stable.example.com")
+            .await
+            .unwrap();
+        assert_eq!(stored["status"]["conditions"][1]["type"], "Established");
+        assert_eq!(stored["status"]["conditions"][1]["status"], "True");
+        assert_eq!(stored["status"]["acceptedNames"]["listKind"], "CronTabList");
+
+        // A later CRD of the group asking for a taken name is not accepted.
+        let mut later = crd();
+        later["metadata"]["name"] = json!("jobs.stable.example.com");
+        later["spec"]["names"] = json!({"plural": "jobs", "kind": "Job", "shortNames": ["ct"]});
+        defaults(&mut later, "");
+        storage::create(&store, crd_resource(), "", later, false)
+            .await
+            .unwrap();
+        crds.reload(&store).await.unwrap();
+        assert!(
+            crds.served()
+                .find("stable.example.com", "v1", "jobs")
+                .is_none()
+        );
+        let stored = storage::get(&store, crd_resource(), "", "jobs.stable.example.com")
+            .await
+            .unwrap();
+        let names = &stored["status"]["conditions"][0];
+        assert_eq!(
+            (&names["status"], &names["reason"], &names["message"]),
+            (
+                &json!("False"),
+                &json!("ShortNamesConflict"),
+                &json!("\"ct\" is already in use")
+            )
+        );
+        assert_eq!(stored["status"]["conditions"][1]["status"], "False");
+
         // Interned: an unchanged CRD is not leaked again.
         crds.reload(&store).await.unwrap();
         assert!(std::ptr::eq(

@@ -138,6 +138,26 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
         &["crontab.stable.example.com/nightly"],
     );
 
+    // Changing the CRD (a column, a short name) changes what is served.
+    let changed = CRONTAB_CRD
+        .replace("shortNames: [ct]", "shortNames: [ct, cts]")
+        .replace(
+            "    - name: Age\n",
+            "    - name: Image\n      type: string\n      jsonPath: .spec.image\n      priority: 1\n    - name: Age\n",
+        );
+    contains_all(
+        &c.apply(&changed),
+        &["customresourcedefinition.apiextensions.k8s.io/crontabs.stable.example.com configured"],
+    );
+    let wide = c.ok(&["get", "cts", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "SPEC", "REPLICAS", "IMAGE", "AGE"],
+        "{wide}"
+    );
+    contains_all(&wide, &["busybox"]);
+
     // Schema violations are refused with kube's field paths.
     let bad = c.write(
         "bad.yaml",
