@@ -669,10 +669,11 @@ pub async fn delete_objects(store: &skiff_store::Store, crd: &Value) -> ApiResul
     Ok(())
 }
 
-/// Whether objects read through `r` differ from what is stored: a custom
-/// resource served at a version other than its storage version.
+/// Whether objects read through `r` may differ from what is stored: every
+/// custom object, as it may have been stored at an earlier storage version
+/// (so the stored JSON never goes out as it is).
 pub fn converts(r: &Resource) -> bool {
-    r.custom.is_some_and(|c| c.storage_version != r.version)
+    r.custom.is_some()
 }
 
 /// A custom object as read through `r`'s version: with conversion
@@ -688,12 +689,14 @@ pub fn at_version(r: &Resource, obj: &mut Value) {
 /// A custom object written through another version than its storage
 /// version, as it is stored; `None`: stored as it is.
 pub fn at_storage_version(r: &Resource, obj: &Value) -> Option<Value> {
-    let c = r.custom.filter(|_| converts(r))?;
+    let c = r.custom?;
+    let stored = format!("{}/{}", r.group, c.storage_version);
+    if obj.get("apiVersion").and_then(Value::as_str) == Some(stored.as_str()) {
+        return None;
+    }
     let mut out = obj.clone();
-    out.as_object_mut()?.insert(
-        "apiVersion".into(),
-        json!(format!("{}/{}", r.group, c.storage_version)),
-    );
+    out.as_object_mut()?
+        .insert("apiVersion".into(), json!(stored));
     Some(out)
 }
 

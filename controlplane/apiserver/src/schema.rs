@@ -77,6 +77,14 @@ pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
             "Required value: must be specified".into(),
         ));
     }
+    if let Some(p) = o.get("pattern").and_then(Value::as_str)
+        && let Err(e) = regex::Regex::new(p)
+    {
+        causes.push((
+            format!("{path}.pattern"),
+            format!("Invalid value: {p:?}: must be a valid regular expression, but isn't: {e}"),
+        ));
+    }
     if o.contains_key("$ref") {
         causes.push((
             format!("{path}.$ref"),
@@ -113,13 +121,15 @@ pub fn prune_and_default(s: &Value, v: &mut Value, root: bool) {
     match v {
         Value::Object(obj) => {
             if let Some(props) = properties(s) {
+                // kube: a null where the schema does not allow one is
+                // pruned, then defaulted like a missing field.
+                obj.retain(|k, v| {
+                    !(v.is_null() && props.get(k).is_some_and(|ps| !flag(ps, "nullable")))
+                });
                 for (k, ps) in props {
-                    let missing = match obj.get(k) {
-                        None => true,
-                        Some(Value::Null) => !flag(ps, "nullable"),
-                        Some(_) => false,
-                    };
-                    if missing && let Some(d) = ps.get("default") {
+                    if !obj.contains_key(k)
+                        && let Some(d) = ps.get("default")
+                    {
                         obj.insert(k.clone(), d.clone());
                     }
                 }
@@ -454,7 +464,7 @@ mod tests {
     #[test]
     fn pruning_keeps_what_the_schema_knows_and_defaults_fill_in() {
         let mut v = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"}, "junk": 1,
-            "spec": {"image": "abc", "extra": true, "free": {"a": {"b": 1}}, "labels": {"k": "v"}}});
+            "spec": {"image": "abc", "extra": true, "replicas": null, "mode": null, "free": {"a": {"b": 1}}, "labels": {"k": "v"}}});
         prune_and_default(&schema(), &mut v, true);
         assert_eq!(
             v,

@@ -355,6 +355,35 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
     assert!(left.trim().is_empty(), "objects outlived their CRD: {left}");
 }
 
+const BACKENDS_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: backends.infra.example.org}
+spec:
+  group: infra.example.org
+  scope: Cluster
+  names: {plural: backends, kind: Backend, shortNames: [be]}
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+            properties:
+              port: {x-kubernetes-int-or-string: true}
+";
+
 #[test]
 fn crd_names_schemas_scopes_and_versions() {
     let c = ApiServer::start();
@@ -385,36 +414,7 @@ fn crd_names_schemas_scopes_and_versions() {
 
     // Cluster scope, two versions (storage v1): objects written through
     // either version are one object; only apiVersion differs.
-    c.apply(
-        "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: backends.infra.example.org}
-spec:
-  group: infra.example.org
-  scope: Cluster
-  names: {plural: backends, kind: Backend, shortNames: [be]}
-  versions:
-  - name: v1beta1
-    served: true
-    storage: false
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            x-kubernetes-preserve-unknown-fields: true
-            properties:
-              port: {x-kubernetes-int-or-string: true}
-",
-    );
+    c.apply(BACKENDS_CRD);
     c.apply(
         "apiVersion: infra.example.org/v1beta1\nkind: Backend\nmetadata: {name: db}\nspec: {port: http, weight: 3}\n",
     );
@@ -447,6 +447,43 @@ spec:
         ],
     );
     contains_all(&c.ok(&["get", "be"]), &["NAME", "AGE", "db"]);
+    // A new storage version: objects stored at the old one still read at
+    // every served version; storedVersions records both.
+    c.apply(
+        &BACKENDS_CRD
+            .replace("storage: false", "storage: was-false")
+            .replace("storage: true", "storage: false")
+            .replace("storage: was-false", "storage: true"),
+    );
+    c.apply("apiVersion: infra.example.org/v1\nkind: Backend\nmetadata: {name: cache}\nspec: {port: 6379}\n");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "backends.v1beta1.infra.example.org",
+            "-o",
+            "jsonpath={.items[*].apiVersion}"
+        ]),
+        "infra.example.org/v1beta1 infra.example.org/v1beta1"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "backends.v1.infra.example.org",
+            "-o",
+            "jsonpath={.items[*].apiVersion}"
+        ]),
+        "infra.example.org/v1 infra.example.org/v1"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "crd",
+            "backends.infra.example.org",
+            "-o",
+            "jsonpath={.status.storedVersions}"
+        ]),
+        r#"["v1","v1beta1"]"#
+    );
     // Cluster-scoped: no namespace in the path.
     c.ok(&["get", "--raw", "/apis/infra.example.org/v1/backends/db"]);
     contains_all(
