@@ -248,7 +248,7 @@ pub async fn create(
     obj: Value,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    insert(store, r, ns, obj, dry_run, 0, usize::MAX).await
+    insert(store, r, ns, obj, dry_run, 0, None).await
 }
 
 /// [`create`] as a client asks it: within the namespace object limit of
@@ -262,17 +262,31 @@ pub async fn create_with_lease(
     dry_run: bool,
     lease: skiff_store::LeaseId,
 ) -> ApiResult<Value> {
-    let max = state.gate.limits.max_objects_per_namespace;
-    insert(&state.store, r, ns, obj, dry_run, lease, max).await
+    let quota = Quota {
+        max: state.gate.limits.max_objects_per_namespace,
+        served: state.crds.served(),
+    };
+    insert(&state.store, r, ns, obj, dry_run, lease, Some(quota)).await
+}
+
+/// The objects a namespace may hold, counted over what is served (custom
+/// objects count like built-in ones).
+struct Quota {
+    max: usize,
+    served: registry::Served,
 }
 
 /// Objects namespace `ns` holds, all kinds together: key counts of every
 /// namespaced resource in one read transaction.
-pub async fn namespace_objects(store: &Store, ns: &str) -> ApiResult<u64> {
+pub async fn namespace_objects(
+    store: &Store,
+    served: &registry::Served,
+    ns: &str,
+) -> ApiResult<u64> {
     // One range per stored prefix (a kind served at two versions is
     // stored once).
-    let prefixes: std::collections::BTreeSet<String> = registry::RESOURCES
-        .iter()
+    let prefixes: std::collections::BTreeSet<String> = served
+        .all()
         .filter(|r| r.namespaced && r.kind != "Namespace")
         .map(|r| r.list_prefix(ns))
         .collect();
@@ -307,7 +321,7 @@ async fn insert(
     mut obj: Value,
     dry_run: bool,
     lease: skiff_store::LeaseId,
-    max_objects: usize,
+    quota: Option<Quota>,
 ) -> ApiResult<Value> {
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     let meta = obj["metadata"]
@@ -336,8 +350,12 @@ async fn insert(
                 r.plural
             )));
         }
-        if max_objects != usize::MAX {
-            let used = namespace_objects(store, ns).await?;
+        if let Some(Quota {
+            max: max_objects,
+            served,
+        }) = quota
+        {
+            let used = namespace_objects(store, &served, ns).await?;
             if used >= max_objects as u64 {
                 // kube's ResourceQuota wording.
                 return Err(ApiError::forbidden(format!(

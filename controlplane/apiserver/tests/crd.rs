@@ -530,6 +530,38 @@ fn namespace_deletion_takes_custom_objects() {
 }
 
 #[test]
+fn custom_objects_count_towards_the_namespace_object_limit() {
+    let c = ApiServer::start_tuned(|_| {}, |cfg| cfg.limits.max_objects_per_namespace = 2);
+    c.apply(CRONTAB_CRD);
+    c.ok(&["create", "ns", "small"]);
+    c.ok(&["create", "cm", "one", "-n", "small"]);
+    c.ok(&[
+        "apply",
+        "-n",
+        "small",
+        "-f",
+        c.write("ct.yaml", CRONTAB).to_str().unwrap(),
+    ]);
+    let hourly = CRONTAB.replace("name: nightly", "name: hourly");
+    let err = c.fails(&[
+        "apply",
+        "-n",
+        "small",
+        "-f",
+        c.write("h.yaml", &hourly).to_str().unwrap(),
+    ]);
+    contains_all(
+        &err,
+        &[
+            "exceeded quota: objects per namespace",
+            "used: 2, limited: 2",
+        ],
+    );
+    let err = c.fails(&["create", "cm", "two", "-n", "small"]);
+    contains_all(&err, &["used: 2, limited: 2"]);
+}
+
+#[test]
 fn rbac_applies_to_custom_resources() {
     let c = ApiServer::start();
     c.apply(CRONTAB_CRD);
