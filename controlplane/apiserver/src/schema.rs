@@ -361,8 +361,26 @@ pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
                 validate(is, item, &format!("{path}[{i}]"), causes);
             }
         }
+        list_type(s, items, path, causes);
     }
     if let Some(obj) = v.as_object() {
+        let n = obj.len() as u64;
+        if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
+            && n > max
+        {
+            causes.push((
+                path.into(),
+                format!("Too many: {n}: must have at most {max} items"),
+            ));
+        }
+        if let Some(min) = s.get("minProperties").and_then(Value::as_u64)
+            && n < min
+        {
+            causes.push((
+                path.into(),
+                format!("Invalid value: {n}: {path} in body should have at least {min} properties"),
+            ));
+        }
         if flag(s, "x-kubernetes-embedded-resource") {
             for k in ["apiVersion", "kind"] {
                 if obj.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -395,6 +413,43 @@ pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
     for c in &mut causes[before..] {
         if c.0.is_empty() {
             c.0 = "<root>".into();
+        }
+    }
+}
+
+/// `x-kubernetes-list-type`: a `set` holds each value once, a `map` each
+/// combination of its `x-kubernetes-list-map-keys` once.
+fn list_type(s: &Value, items: &[Value], path: &str, causes: &mut Causes) {
+    let map = match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("set") => false,
+        Some("map") => true,
+        _ => return,
+    };
+    let keys: Vec<&str> = s
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut seen: Vec<Value> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let id = if map {
+            Value::Object(
+                keys.iter()
+                    .filter_map(|k| Some((k.to_string(), item.get(*k)?.clone())))
+                    .collect(),
+            )
+        } else {
+            item.clone()
+        };
+        if seen.contains(&id) {
+            causes.push((
+                format!("{path}[{i}]"),
+                format!("Duplicate value: {}", shown(&id)),
+            ));
+        } else {
+            seen.push(id);
         }
     }
 }
@@ -490,6 +545,29 @@ mod tests {
         let before = v.clone();
         prune_and_default(&s, &mut v, true);
         assert_eq!(v, before);
+    }
+
+    #[test]
+    fn list_types_refuse_duplicates() {
+        let s = json!({"type": "object", "properties": {
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
+            "labels": {"type": "object", "maxProperties": 1, "additionalProperties": {"type": "string"}},
+        }});
+        let mut c = Causes::new();
+        let v = json!({"tags": ["a", "b", "a"], "ports": [{"name": "x", "port": 1}, {"name": "x", "port": 2}],
+            "labels": {"a": "1", "b": "2"}});
+        validate(&s, &v, "", &mut c);
+        let got: Vec<String> = c.into_iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        assert_eq!(
+            got,
+            [
+                "labels: Too many: 2: must have at most 1 items",
+                "ports[1]: Duplicate value: {\"name\":\"x\"}",
+                "tags[2]: Duplicate value: \"a\"",
+            ]
+        );
     }
 
     #[test]
