@@ -25,7 +25,7 @@ pub const GROUP: &str = "apiextensions.k8s.io";
 #[derive(Debug)]
 pub struct Custom {
     /// The version's `openAPIV3Schema` (structural: checked at CRD write).
-    schema: Value,
+    schema: schema::Schema,
     /// The printer columns after NAME: (JSON pointer, type).
     printer: Vec<(String, String)>,
     /// The scale subresource's paths, as JSON pointers.
@@ -62,7 +62,7 @@ impl Custom {
                 })?;
             *meta = serde_json::to_value(typed).map_err(crate::status::ApiError::internal)?;
         }
-        schema::prune_and_default(&self.schema, &mut out, true);
+        self.schema.prune_and_default(&mut out);
         Ok(out)
     }
 
@@ -74,13 +74,13 @@ impl Custom {
     }
 
     pub fn schema(&self) -> &Value {
-        &self.schema
+        self.schema.root()
     }
 
     /// The schema's checks, as kube reports them (`spec.replicas: Invalid
     /// value: 0: spec.replicas in body should be ...`).
     pub fn validate(&self, obj: &Value, causes: &mut Causes) {
-        schema::validate(&self.schema, obj, "", causes);
+        self.schema.validate(obj, causes);
     }
 }
 
@@ -291,10 +291,9 @@ fn resources_of(crd: &Value) -> Vec<Resource> {
             printer.push((json_path_pointer(str_at(c, "/jsonPath")), ty.to_string()));
         }
         let custom = Custom {
-            schema: v
-                .pointer("/schema/openAPIV3Schema")
-                .cloned()
-                .unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+            schema: schema::Schema::new(v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            )),
             printer,
             scale,
             storage_version,

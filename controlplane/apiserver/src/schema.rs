@@ -3,9 +3,68 @@
 //! structural check a CRD's schema must pass, pruning of unknown fields,
 //! `default:` values, and validation with kube's messages and field paths.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::registry::Causes;
+
+/// A custom resource version's schema, with its patterns compiled once.
+#[derive(Debug)]
+pub struct Schema {
+    root: Value,
+    patterns: Patterns,
+}
+
+impl Schema {
+    pub fn new(root: Value) -> Schema {
+        let patterns = Patterns::of(&root);
+        Schema { root, patterns }
+    }
+
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    pub fn prune_and_default(&self, v: &mut Value) {
+        prune_and_default(&self.root, v, true);
+    }
+
+    pub fn validate(&self, v: &Value, causes: &mut Causes) {
+        validate(&self.root, v, "", &self.patterns, causes);
+    }
+}
+
+/// The compiled `pattern`s of a schema, by their text.
+#[derive(Debug, Default)]
+struct Patterns(HashMap<String, regex::Regex>);
+
+impl Patterns {
+    fn of(s: &Value) -> Patterns {
+        fn walk(s: &Value, out: &mut HashMap<String, regex::Regex>) {
+            match s {
+                Value::Object(o) => {
+                    if let Some(p) = o.get("pattern").and_then(Value::as_str)
+                        && let Ok(re) = regex::Regex::new(p)
+                    {
+                        out.insert(p.to_string(), re);
+                    }
+                    // Only schema positions hold patterns; these hold values.
+                    for (k, v) in o {
+                        if !matches!(k.as_str(), "default" | "enum" | "example") {
+                            walk(v, out);
+                        }
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = HashMap::new();
+        walk(s, &mut out);
+        Patterns(out)
+    }
+}
 
 fn child(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -85,6 +144,24 @@ pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
             format!("Invalid value: {p:?}: must be a valid regular expression, but isn't: {e}"),
         ));
     }
+    if root && let Some(meta) = properties(s).and_then(|p| p.get("metadata")) {
+        // Metadata is ObjectMeta's; a schema may only constrain the names.
+        let names_only = meta.as_object().is_some_and(|m| {
+            m.iter().all(|(k, v)| match k.as_str() {
+                "type" | "description" => true,
+                "properties" => v
+                    .as_object()
+                    .is_some_and(|p| p.keys().all(|k| k == "name" || k == "generateName")),
+                _ => false,
+            })
+        });
+        if !names_only {
+            causes.push((
+                format!("{path}.properties[metadata]"),
+                "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified".into(),
+            ));
+        }
+    }
     if o.contains_key("$ref") {
         causes.push((
             format!("{path}.$ref"),
@@ -101,7 +178,7 @@ pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
                 "Invalid value: must not have unknown fields".into(),
             ));
         }
-        validate(s, d, &format!("{path}.default"), causes);
+        validate(s, d, &format!("{path}.default"), &Patterns::of(s), causes);
     }
     for (k, v) in properties(s).into_iter().flatten() {
         structural(v, &format!("{path}.properties[{k}]"), false, causes);
@@ -117,7 +194,7 @@ pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
 /// Applies `default:` values to missing (or null, when not nullable)
 /// fields, then drops the fields the schema does not specify; at the root
 /// and in embedded resources apiVersion, kind and metadata stay.
-pub fn prune_and_default(s: &Value, v: &mut Value, root: bool) {
+fn prune_and_default(s: &Value, v: &mut Value, root: bool) {
     match v {
         Value::Object(obj) => {
             if let Some(props) = properties(s) {
@@ -144,6 +221,10 @@ pub fn prune_and_default(s: &Value, v: &mut Value, root: bool) {
                     || extra.is_some_and(|a| a.is_object() || *a == Value::Bool(true))
             });
             for (k, child) in obj.iter_mut() {
+                if keep_meta && k == "metadata" {
+                    // ObjectMeta's own fields, whatever the schema names.
+                    continue;
+                }
                 let sub = properties(s)
                     .and_then(|p| p.get(k))
                     .or_else(|| additional(s));
@@ -204,7 +285,7 @@ fn num(n: &Value) -> String {
 
 /// Checks `v` against the schema `s`; `path` is the field path ("" at the
 /// root).
-pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
+fn validate(s: &Value, v: &Value, path: &str, re: &Patterns, causes: &mut Causes) {
     let before = causes.len();
     let t = ty(s);
     if v.is_null() {
@@ -325,16 +406,12 @@ pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
             ));
         }
         if let Some(p) = s.get("pattern").and_then(Value::as_str) {
-            match regex::Regex::new(p) {
-                Ok(re) if re.is_match(text) => {}
-                Ok(_) => causes.push((
+            // Patterns that do not compile are refused at CRD write.
+            if re.0.get(p).is_some_and(|re| !re.is_match(text)) {
+                causes.push((
                     path.into(),
                     format!("Invalid value: {text:?}: {path} in body should match '{p}'"),
-                )),
-                Err(_) => causes.push((
-                    path.into(),
-                    format!("Invalid value: {p:?}: the schema's pattern does not compile"),
-                )),
+                ));
             }
         }
     }
@@ -358,7 +435,7 @@ pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
         }
         if let Some(is) = s.get("items").filter(|i| i.is_object()) {
             for (i, item) in items.iter().enumerate() {
-                validate(is, item, &format!("{path}[{i}]"), causes);
+                validate(is, item, &format!("{path}[{i}]"), re, causes);
             }
         }
         list_type(s, items, path, causes);
@@ -405,7 +482,7 @@ pub fn validate(s: &Value, v: &Value, path: &str, causes: &mut Causes) {
                 .and_then(|p| p.get(k))
                 .or_else(|| additional(s));
             if let Some(sub) = sub {
-                validate(sub, child_v, &child(path, k), causes);
+                validate(sub, child_v, &child(path, k), re, causes);
             }
         }
     }
@@ -476,7 +553,7 @@ mod tests {
 
     fn causes_of(v: Value) -> Vec<String> {
         let mut c = Causes::new();
-        validate(&schema(), &v, "", &mut c);
+        Schema::new(schema()).validate(&v, &mut c);
         c.into_iter().map(|(f, m)| format!("{f}: {m}")).collect()
     }
 
@@ -520,7 +597,7 @@ mod tests {
     fn pruning_keeps_what_the_schema_knows_and_defaults_fill_in() {
         let mut v = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"}, "junk": 1,
             "spec": {"image": "abc", "extra": true, "replicas": null, "mode": null, "free": {"a": {"b": 1}}, "labels": {"k": "v"}}});
-        prune_and_default(&schema(), &mut v, true);
+        Schema::new(schema()).prune_and_default(&mut v);
         assert_eq!(
             v,
             json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
@@ -533,7 +610,8 @@ mod tests {
         let s = json!({"type": "object", "properties": {"template": {"type": "object",
             "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}}});
         let mut c = Causes::new();
-        validate(&s, &json!({"template": {"kind": "Pod"}}), "", &mut c);
+        let s = Schema::new(s);
+        s.validate(&json!({"template": {"kind": "Pod"}}), &mut c);
         assert_eq!(
             c,
             [(
@@ -543,7 +621,7 @@ mod tests {
         );
         let mut v = json!({"template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {}}});
         let before = v.clone();
-        prune_and_default(&s, &mut v, true);
+        s.prune_and_default(&mut v);
         assert_eq!(v, before);
     }
 
@@ -558,7 +636,7 @@ mod tests {
         let mut c = Causes::new();
         let v = json!({"tags": ["a", "b", "a"], "ports": [{"name": "x", "port": 1}, {"name": "x", "port": 2}],
             "labels": {"a": "1", "b": "2"}});
-        validate(&s, &v, "", &mut c);
+        Schema::new(s).validate(&v, &mut c);
         let got: Vec<String> = c.into_iter().map(|(f, m)| format!("{f}: {m}")).collect();
         assert_eq!(
             got,
@@ -604,5 +682,35 @@ mod tests {
                 "s.properties[spec].properties[a].items"
             ]
         );
+    }
+
+    #[test]
+    fn root_metadata_may_only_constrain_names() {
+        let meta = |m: Value| json!({"type": "object", "properties": {"metadata": m}});
+        let mut c = Causes::new();
+        structural(
+            &meta(
+                json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 10}}}),
+            ),
+            "s",
+            true,
+            &mut c,
+        );
+        assert!(c.is_empty(), "{c:?}");
+        structural(
+            &meta(json!({"type": "object", "properties": {"labels": {"type": "object"}}})),
+            "s",
+            true,
+            &mut c,
+        );
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, "s.properties[metadata]");
+        let mut v = json!({"metadata": {"name": "a", "labels": {"x": "y"}}});
+        let before = v.clone();
+        Schema::new(meta(
+            json!({"type": "object", "properties": {"name": {"type": "string"}}}),
+        ))
+        .prune_and_default(&mut v);
+        assert_eq!(v, before);
     }
 }
