@@ -538,7 +538,10 @@ pub fn admit(
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
             return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                r.kind,
+                r.version,
+                r.kind,
                 list.join(", ")
             )));
         }

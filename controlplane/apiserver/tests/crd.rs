@@ -108,7 +108,9 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
     let f = f.to_str().unwrap();
     contains_all(
         &c.fails(&["apply", "-f", f]),
-        &[r#"strict decoding error: unknown field "spec.unknownField""#],
+        &[
+            r#"CronTab in version "v1" cannot be handled as a CronTab: strict decoding error: unknown field "spec.unknownField""#,
+        ],
     );
     contains_all(
         &c.ok(&["apply", "--validate=false", "-f", f]),
