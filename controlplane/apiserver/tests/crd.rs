@@ -4,7 +4,10 @@
 //! schema, pruned and defaulted, status and scale are subresources, RBAC
 //! applies, and deleting the CRD deletes its objects.
 
+use std::process::Stdio;
+
 use skiff_test_support::api::{ApiServer, contains_all, fails, succeeds};
+use skiff_test_support::peers;
 
 const CRONTAB_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -512,6 +515,57 @@ fn crd_names_schemas_scopes_and_versions() {
         &c.ok(&["explain", "backends.spec"]),
         &["KIND:", "Backend", "port"],
     );
+}
+
+/// `kubectl get <shortname> --watch`: the watch's Table rows carry the
+/// printer columns as objects change.
+#[test]
+fn kubectl_watches_custom_objects_with_their_columns() {
+    let c = ApiServer::start();
+    c.apply(CRONTAB_CRD);
+    let mut watch = c
+        .kubectl_command(&peers::kubectl(), &c.kubeconfig)
+        .args(["get", "ct", "--watch", "--no-headers"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let seen = |cells: &[&str]| {
+        lines.lock().unwrap().iter().any(|l| {
+            let got: Vec<&str> = l.split_whitespace().collect();
+            got.len() > cells.len() && cells.iter().zip(&got).all(|(a, b)| a == b)
+        })
+    };
+    // Seen in the initial list or as an event; the scale after it can only
+    // arrive as an event.
+    c.apply(CRONTAB);
+    c.eventually("the watch to show nightly", 10, String::new, || {
+        seen(&["nightly", "0", "3", "*", "*", "*", "2"])
+    });
+    c.ok(&["scale", "ct", "nightly", "--replicas=5"]);
+    c.eventually(
+        "the watch to show the new replicas",
+        10,
+        String::new,
+        || seen(&["nightly", "0", "3", "*", "*", "*", "5"]),
+    );
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    reader.join().unwrap();
 }
 
 #[test]
