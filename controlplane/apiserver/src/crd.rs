@@ -14,6 +14,7 @@ use std::sync::RwLock;
 use serde_json::{Value, json};
 
 use crate::admission::{DNS1123_SUBDOMAIN, is_dns1035_label, is_dns1123_label, obj_mut};
+use crate::jsonpath::JsonPath;
 use crate::registry::{BASE, Causes, Column, Resource, Served};
 use crate::schema;
 use crate::status::ApiResult;
@@ -26,8 +27,8 @@ pub const GROUP: &str = "apiextensions.k8s.io";
 pub struct Custom {
     /// The version's `openAPIV3Schema` (structural: checked at CRD write).
     schema: schema::Schema,
-    /// The printer columns after NAME: (JSON pointer, type).
-    printer: Vec<(String, String)>,
+    /// The printer columns after NAME: (path, type).
+    printer: Vec<(Option<JsonPath>, String)>,
     /// The scale subresource's paths, as JSON pointers.
     pub scale: Option<ScalePaths>,
     /// The version objects are stored at (kube's storage version).
@@ -209,23 +210,13 @@ fn strs(v: Option<&Value>) -> &'static [&'static str] {
     Box::leak(list.into_boxed_slice())
 }
 
-/// A simple JSONPath (`.spec.replicas`, `{.status.x}`, `.a.b[0]`) as a JSON
-/// pointer; kube's printer columns and scale paths are such paths.
-pub fn json_path_pointer(path: &str) -> String {
-    let p = path.trim().trim_start_matches('{').trim_end_matches('}');
-    let mut out = String::new();
-    for seg in p.split('.').filter(|s| !s.is_empty()) {
-        let (name, rest) = seg.split_once('[').unwrap_or((seg, ""));
-        out.push('/');
-        out.push_str(&name.replace('~', "~0").replace('/', "~1"));
-        for idx in rest.split('[').map(|i| i.trim_end_matches(']')) {
-            if !idx.is_empty() {
-                out.push('/');
-                out.push_str(idx);
-            }
-        }
-    }
-    out
+/// A path of fields (`.spec.replicas`) as a JSON pointer: kube's scale
+/// paths are such paths (checked at CRD write).
+fn simple_pointer(path: &str) -> String {
+    JsonPath::parse(path)
+        .ok()
+        .and_then(|p| p.pointer())
+        .unwrap_or_default()
 }
 
 /// The resources a CRD serves: one per served version.
@@ -257,12 +248,12 @@ fn resources_of(crd: &Value) -> Vec<Resource> {
         }
         let status = v.pointer("/subresources/status").is_some();
         let scale = v.pointer("/subresources/scale").map(|s| ScalePaths {
-            spec_replicas: json_path_pointer(str_at(s, "/specReplicasPath")),
-            status_replicas: json_path_pointer(str_at(s, "/statusReplicasPath")),
+            spec_replicas: simple_pointer(str_at(s, "/specReplicasPath")),
+            status_replicas: simple_pointer(str_at(s, "/statusReplicasPath")),
             label_selector: s
                 .get("labelSelectorPath")
                 .and_then(Value::as_str)
-                .map(json_path_pointer),
+                .map(simple_pointer),
         });
         let subresources: &'static [&'static str] = match (status, scale.is_some()) {
             (true, true) => &["status", "scale"],
@@ -279,7 +270,8 @@ fn resources_of(crd: &Value) -> Vec<Resource> {
         if printer_cols.is_empty() {
             // kube's default column for a CRD without its own.
             columns.push(("Age", "date", 0));
-            printer.push(("/metadata/creationTimestamp".into(), "date".into()));
+            let created = JsonPath::parse(".metadata.creationTimestamp").expect("a valid path");
+            printer.push((Some(created), "date".into()));
         }
         for c in printer_cols {
             let ty = str_at(c, "/type");
@@ -288,7 +280,9 @@ fn resources_of(crd: &Value) -> Vec<Resource> {
                 leak_str(ty),
                 c["priority"].as_i64().unwrap_or(0).clamp(0, 255) as u8,
             ));
-            printer.push((json_path_pointer(str_at(c, "/jsonPath")), ty.to_string()));
+            // Checked at CRD write; a column that does not parse stays empty.
+            let path = JsonPath::parse(str_at(c, "/jsonPath")).ok();
+            printer.push((path, ty.to_string()));
         }
         let custom = Custom {
             schema: schema::Schema::new(v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(
@@ -329,13 +323,24 @@ fn resources_of(crd: &Value) -> Vec<Resource> {
 /// A custom object's Table cells: NAME, then its printer columns.
 fn cells(r: &Resource, o: &Value) -> Vec<Value> {
     let mut out = vec![json!(str_at(o, "/metadata/name"))];
-    for (pointer, ty) in r.custom.map(|c| c.printer.as_slice()).unwrap_or_default() {
-        let v = o.pointer(pointer);
-        out.push(match (ty.as_str(), v) {
-            (_, None | Some(Value::Null)) => Value::Null,
-            ("date", Some(t)) => json!(crate::tables::age(Some(t))),
-            (_, Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_)))) => v.clone(),
-            (_, Some(v)) => json!(v.to_string()),
+    for (path, ty) in r.custom.map(|c| c.printer.as_slice()).unwrap_or_default() {
+        let found: Vec<&Value> = path
+            .iter()
+            .flat_map(|p| p.eval(o))
+            .filter(|v| !v.is_null())
+            .collect();
+        out.push(match (ty.as_str(), found.as_slice()) {
+            (_, []) => Value::Null,
+            ("date", [t]) => json!(crate::tables::age(Some(t))),
+            (_, [v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))]) => (*v).clone(),
+            (_, [v]) => json!(v.to_string()),
+            // Several matches show together, as kubectl's jsonpath prints them.
+            (_, many) => json!(
+                many.iter()
+                    .map(|v| crate::tables::s(Some(v)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         });
     }
     out
@@ -550,6 +555,12 @@ pub fn validate(crd: &Value, causes: &mut Causes) {
             format!("Unsupported value: {s:?}: supported values: \"Cluster\", \"Namespaced\""),
         )),
     }
+    if spec.get("preserveUnknownFields") == Some(&json!(true)) {
+        causes.push((
+            "spec.preserveUnknownFields".into(),
+            "Invalid value: true: cannot set to true, set x-kubernetes-preserve-unknown-fields to true in spec.versions[*].schema instead".into(),
+        ));
+    }
     let strategy = str_at(spec, "/conversion/strategy");
     if strategy != "None" {
         causes.push((
@@ -606,12 +617,30 @@ pub fn validate(crd: &Value, causes: &mut Causes) {
             }
         }
         if let Some(s) = v.pointer("/subresources/scale") {
-            for f in ["specReplicasPath", "statusReplicasPath"] {
-                let p = str_at(s, &format!("/{f}"));
-                if !p.starts_with('.') {
+            for (f, under) in [
+                ("specReplicasPath", ".spec."),
+                ("statusReplicasPath", ".status."),
+                ("labelSelectorPath", ""),
+            ] {
+                let Some(p) = s.get(f).and_then(Value::as_str) else {
+                    if !under.is_empty() {
+                        causes.push((
+                            format!("{path}.subresources.scale.{f}"),
+                            "Required value".into(),
+                        ));
+                    }
+                    continue;
+                };
+                let simple = JsonPath::parse(p).ok().and_then(|j| j.pointer()).is_some();
+                if !simple || !p.starts_with(under) {
+                    let under = if under.is_empty() {
+                        ".spec or .status"
+                    } else {
+                        under.trim_end_matches('.')
+                    };
                     causes.push((
                         format!("{path}.subresources.scale.{f}"),
-                        format!("Invalid value: {p:?}: should be a json path starting with ."),
+                        format!("Invalid value: {p:?}: should be a json path under {under}"),
                     ));
                 }
             }
@@ -630,8 +659,14 @@ pub fn validate(crd: &Value, causes: &mut Causes) {
             if !["integer", "number", "string", "boolean", "date"].contains(&ty) {
                 causes.push((format!("{cpath}.type"), format!("Unsupported value: {ty:?}: supported values: \"boolean\", \"date\", \"integer\", \"number\", \"string\"")));
             }
-            if str_at(c, "/jsonPath").is_empty() {
+            let jp = str_at(c, "/jsonPath");
+            if jp.is_empty() {
                 causes.push((format!("{cpath}.jsonPath"), "Required value".into()));
+            } else if let Err(why) = JsonPath::parse(jp) {
+                causes.push((
+                    format!("{cpath}.jsonPath"),
+                    format!("Invalid value: {jp:?}: must be a valid JSON path: {why}"),
+                ));
             }
         }
     }
@@ -704,9 +739,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_paths_become_pointers() {
-        assert_eq!(json_path_pointer(".spec.replicas"), "/spec/replicas");
-        assert_eq!(json_path_pointer("{.status.a[0].b}"), "/status/a/0/b");
+    fn scale_paths_become_pointers() {
+        assert_eq!(simple_pointer(".spec.replicas"), "/spec/replicas");
+        assert_eq!(simple_pointer("{.status.a[0].b}"), "/status/a/0/b");
     }
 
     fn crd() -> Value {
@@ -815,6 +850,31 @@ mod tests {
                 .find("stable.example.com", "v1", "crontabs")
                 .unwrap()
         ));
+    }
+
+    #[test]
+    fn scale_paths_printer_paths_and_pruning_flag_are_checked() {
+        let mut c = crd();
+        let v = &mut c["spec"]["versions"][0];
+        v["subresources"]["scale"]["specReplicasPath"] = json!(".status.replicas");
+        v["additionalPrinterColumns"][0]["jsonPath"] = json!(".spec.x[?(@.a>1)]");
+        c["spec"]["preserveUnknownFields"] = json!(true);
+        defaults(&mut c, "");
+        let mut causes = Causes::new();
+        validate(&c, &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.preserveUnknownFields",
+                "spec.versions[0].subresources.scale.specReplicasPath",
+                "spec.versions[0].additionalPrinterColumns[0].jsonPath",
+            ]
+        );
+        assert!(
+            causes[1].1.contains("should be a json path under .spec"),
+            "{causes:?}"
+        );
     }
 
     #[test]

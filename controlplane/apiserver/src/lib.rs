@@ -24,6 +24,7 @@ mod crd;
 mod discovery;
 mod handlers;
 mod http;
+mod jsonpath;
 mod kinds;
 mod limits;
 mod namespaces;

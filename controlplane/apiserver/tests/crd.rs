@@ -54,6 +54,15 @@ spec:
                 type: integer
               labelSelector:
                 type: string
+              conditions:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [type]
+                items:
+                  type: object
+                  properties:
+                    type: {type: string}
+                    status: {type: string}
     subresources:
       status: {}
       scale:
@@ -67,6 +76,9 @@ spec:
     - name: Replicas
       type: integer
       jsonPath: .spec.replicas
+    - name: Ready
+      type: string
+      jsonPath: .status.conditions[?(@.type=="Ready")].status
     - name: Age
       type: date
       jsonPath: .metadata.creationTimestamp
@@ -134,7 +146,11 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
     // Short name, kind and plural.group all resolve; printer columns show.
     let table = c.ok(&["get", "ct"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
+    assert_eq!(
+        header,
+        ["NAME", "SPEC", "REPLICAS", "READY", "AGE"],
+        "{table}"
+    );
     contains_all(&table, &["nightly", "0 3 * * *", "2"]);
     contains_all(&c.ok(&["get", "CronTab"]), &["nightly"]);
     contains_all(&c.ok(&["get", "crontabs.stable.example.com"]), &["nightly"]);
@@ -158,7 +174,7 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "SPEC", "REPLICAS", "IMAGE", "AGE"],
+        ["NAME", "SPEC", "REPLICAS", "READY", "IMAGE", "AGE"],
         "{wide}"
     );
     contains_all(&wide, &["busybox"]);
@@ -306,7 +322,7 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
         "--subresource=status",
         "--type=merge",
         "-p",
-        r#"{"status":{"replicas":2,"labelSelector":"tier=batch"},"spec":{"mode":"slow"}}"#,
+        r#"{"status":{"replicas":2,"labelSelector":"tier=batch","conditions":[{"type":"Synced","status":"False"},{"type":"Ready","status":"True"}]},"spec":{"mode":"slow"}}"#,
     ]);
     assert_eq!(
         c.ok(&[
@@ -317,6 +333,13 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
             "jsonpath={.status.replicas} {.spec.mode}"
         ]),
         "2 fast"
+    );
+    let row = c.ok(&["get", "ct", "nightly", "--no-headers"]);
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..8],
+        ["nightly", "*/5", "*", "*", "*", "*", "2", "True"],
+        "{row}"
     );
 
     // Scale: kubectl scale sets the spec path; /scale reads both paths.
