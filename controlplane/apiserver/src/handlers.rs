@@ -428,7 +428,7 @@ async fn delete_collection(
         }
         let pre = storage::Preconditions::default();
         match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
-            Ok(Deleted::Now(o)) if crd::is_crd(r) && !dry_run => {
+            Ok(Deleted::Now(o) | Deleted::Pending(o)) if crd::is_crd(r) && !dry_run => {
                 crd::delete_objects(&state.store, &o).await?;
                 gone.push(o);
             }
@@ -1095,10 +1095,12 @@ async fn delete(
         .await?;
     }
     let deleted = storage::delete(&state.store, r, ns, name, grace, &pre, dry_run).await?;
-    if let Deleted::Now(crd) = &deleted
+    if let Deleted::Now(crd) | Deleted::Pending(crd) = &deleted
         && crd::is_crd(r)
         && !dry_run
     {
+        // A CRD being deleted is no longer served, whatever finalizers
+        // keep it: its objects go now.
         crd::delete_objects(&state.store, crd).await?;
     }
     match deleted {

@@ -368,7 +368,15 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
 
     // Deleting the CRD deletes its objects; the resource is no longer served.
     c.ok(&["delete", "ct", "hourly"]);
-    c.ok(&["delete", "crd", "crontabs.stable.example.com"]);
+    // Foreground: the garbage collector's finalizer keeps the CRD a while
+    // (there is none in this test), its objects go at once.
+    c.kubectl(&[
+        "delete",
+        "crd",
+        "crontabs.stable.example.com",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
     // (kubectl may still map "ct" from its discovery cache: then the list
     // itself is not found.)
     let gone = c.fails(&["get", "ct"]);
@@ -377,6 +385,19 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
             || gone.contains("the server could not find the requested resource"),
         "{gone}"
     );
+    c.ok(&[
+        "patch",
+        "crd",
+        "crontabs.stable.example.com",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    c.eventually("the CRD to go", 10, String::new, || {
+        !c.kubectl(&["get", "crd", "crontabs.stable.example.com"])
+            .status
+            .success()
+    });
     c.apply(CRONTAB_CRD);
     let left = c.kubectl(&["get", "ct", "-A"]);
     let left = succeeds(left, &["get ct after re-create"]);
