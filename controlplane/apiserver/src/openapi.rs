@@ -37,6 +37,9 @@ pub fn v3_root(served: &Served) -> Value {
 /// The components.schemas name kube uses for a kind (a custom resource:
 /// its group reversed, `com.example.stable.v1.CronTab`).
 pub fn schema_name(r: &Resource) -> String {
+    if let Some(t) = r.typed {
+        return (t.schema_name)().into_owned();
+    }
     if r.custom.is_some() {
         let group: Vec<&str> = r.group.split('.').rev().collect();
         return format!("{}.{}.{}", group.join("."), r.version, r.kind);

@@ -21,6 +21,8 @@ pub type Column = (&'static str, &'static str, u8);
 pub struct Typed {
     pub(crate) round_trip: fn(&Resource, &Value) -> ApiResult<Value>,
     pub(crate) schema: fn(&mut schemars::SchemaGenerator),
+    /// Its components.schemas name (`io.k8s.api.apps.v1.Deployment`).
+    pub(crate) schema_name: fn() -> std::borrow::Cow<'static, str>,
 }
 
 impl Typed {
@@ -31,6 +33,7 @@ impl Typed {
         Typed {
             round_trip: crate::admission::round_trip_as::<T>,
             schema: crate::openapi::schema_of::<T>,
+            schema_name: T::schema_name,
         }
     }
 }

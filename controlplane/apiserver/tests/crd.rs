@@ -463,7 +463,14 @@ fn crd_names_schemas_scopes_and_versions() {
 
     // Cluster scope, two versions (storage v1): objects written through
     // either version are one object; only apiVersion differs.
-    c.apply(BACKENDS_CRD);
+    // Server-side apply of the CRD itself (how large CRDs are installed).
+    let f = c.write("backends.yaml", BACKENDS_CRD);
+    contains_all(
+        &c.ok(&["apply", "--server-side", "-f", f.to_str().unwrap()]),
+        &[
+            "customresourcedefinition.apiextensions.k8s.io/backends.infra.example.org serverside-applied",
+        ],
+    );
     c.apply(
         "apiVersion: infra.example.org/v1beta1\nkind: Backend\nmetadata: {name: db}\nspec: {port: http, weight: 3}\n",
     );
@@ -553,6 +560,10 @@ fn crd_names_schemas_scopes_and_versions() {
             r#"{"spec":{"port":1.5}}"#,
         ]),
         &["spec.port in body must be of type integer or string"],
+    );
+    contains_all(
+        &c.ok(&["explain", "crd.spec.versions.schema"]),
+        &["CustomResourceDefinition", "openAPIV3Schema"],
     );
     // kubectl explain reads the published OpenAPI v3 schema.
     contains_all(
