@@ -405,6 +405,14 @@ fn validate(s: &Value, v: &Value, path: &str, re: &Patterns, causes: &mut Causes
                 format!("Too long: may not be more than {max} bytes"),
             ));
         }
+        if let Some(f) = s.get("format").and_then(Value::as_str)
+            && !format_ok(f, text)
+        {
+            causes.push((
+                path.into(),
+                format!("Invalid value: {text:?}: {path} in body must be of type {f}: {text:?}"),
+            ));
+        }
         if let Some(p) = s.get("pattern").and_then(Value::as_str) {
             // Patterns that do not compile are refused at CRD write.
             if re.0.get(p).is_some_and(|re| !re.is_match(text)) {
@@ -491,6 +499,41 @@ fn validate(s: &Value, v: &Value, path: &str, re: &Patterns, causes: &mut Causes
         if c.0.is_empty() {
             c.0 = "<root>".into();
         }
+    }
+}
+
+/// The string formats kube checks; others (and number formats) pass.
+fn format_ok(format: &str, s: &str) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match format {
+        "date-time" | "datetime" => s.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "date" => s.parse::<k8s_openapi::jiff::civil::Date>().is_ok() && s.len() == 10,
+        "uuid" => {
+            let parts: Vec<&str> = s.split('-').collect();
+            parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+                && parts
+                    .iter()
+                    .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        "ipv4" => s.parse::<Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<Ipv6Addr>().is_ok(),
+        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
+            let max = match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => 32,
+                Ok(IpAddr::V6(_)) => 128,
+                Err(_) => return false,
+            };
+            bits.parse::<u8>().is_ok_and(|b| b <= max)
+        }),
+        "hostname" => crate::admission::is_dns1123_subdomain(s),
+        "email" => s
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.')),
+        "byte" => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+        }
+        _ => true,
     }
 }
 
@@ -623,6 +666,35 @@ mod tests {
         let before = v.clone();
         s.prune_and_default(&mut v);
         assert_eq!(v, before);
+    }
+
+    #[test]
+    fn formats_are_checked() {
+        let s = json!({"type": "object", "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "net": {"type": "string", "format": "cidr"},
+            "id": {"type": "string", "format": "uuid"},
+            "n": {"type": "integer", "format": "int32"},
+        }});
+        let s = Schema::new(s);
+        let mut c = Causes::new();
+        s.validate(
+            &json!({"at": "2026-12-07T10:00:00Z", "ip": "10.0.0.1", "net": "10.0.0.0/8",
+                "id": "a4e3b9d2-e5d1-4931-bfd9-6abba5144a12", "n": 7}),
+            &mut c,
+        );
+        assert!(c.is_empty(), "{c:?}");
+        s.validate(
+            &json!({"at": "yesterday", "ip": "10.0.0", "net": "10.0.0.0/33", "id": "x"}),
+            &mut c,
+        );
+        let fields: Vec<&str> = c.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["at", "id", "ip", "net"]);
+        assert_eq!(
+            c[0].1,
+            "Invalid value: \"yesterday\": at in body must be of type date-time: \"yesterday\""
+        );
     }
 
     #[test]
