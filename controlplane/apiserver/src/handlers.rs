@@ -17,7 +17,7 @@ use crate::clusterip::{self, NodePorts, allocate_cluster_ip};
 use crate::http::{Query, decode_body, json_response, media_type, read_body};
 use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
-use crate::patch::{self, PatchType};
+use crate::patch::{self, Lists, PatchType};
 use crate::registry::{Resource, Served};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::server::State;
@@ -944,7 +944,7 @@ async fn server_side_apply(
     let priority = Priority::load(&state.store, r).await?;
     match storage::get(&state.store, r, ns, name).await {
         Err(e) if e.code == 404 => {
-            let mut obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            let mut obj = ssa::apply(None, &applied, manager, opts.force, &now, Lists::of(r))?;
             priority.admit(r, None, &mut obj)?;
             let requested_ip = applied
                 .pointer("/spec/clusterIP")
@@ -963,7 +963,14 @@ async fn server_side_apply(
         Ok(_) => {
             let node_ports = node_ports_for(state, r, None).await?;
             let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
-                let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
+                let mut new = ssa::apply(
+                    Some(&current),
+                    &applied,
+                    manager,
+                    opts.force,
+                    &now,
+                    Lists::of(r),
+                )?;
                 // The applier does not hold the object's version.
                 new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
                 let mut new = scope_change(r, None, &current, new);
