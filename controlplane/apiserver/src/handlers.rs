@@ -167,7 +167,10 @@ async fn dispatch(
     if crd_write {
         // Served resources follow the stored CRDs; rebuilt even after a
         // failed write, which may have changed some of them (a collection).
-        state.crds.reload(&state.store).await?;
+        // The write stands either way; the next CRD write retries.
+        if let Err(e) = state.crds.reload(&state.store).await {
+            tracing::error!(error = %e.message, "serving the CustomResourceDefinitions");
+        }
     }
     resp
 }
