@@ -179,6 +179,16 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
     );
     contains_all(&wide, &["busybox"]);
 
+    contains_all(
+        &c.ok(&["describe", "ct", "nightly"]),
+        &[
+            "Name:",
+            "nightly",
+            "API Version:  stable.example.com/v1",
+            "Cron Spec:",
+        ],
+    );
+
     // Schema violations are refused with kube's field paths.
     let bad = c.write(
         "bad.yaml",
