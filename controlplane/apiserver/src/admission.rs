@@ -560,7 +560,7 @@ pub fn admit(
     validate_meta(r, &obj, &mut causes);
     (r.validate)(&obj, &mut causes);
     if let Some(c) = r.custom {
-        c.validate(&obj, &mut causes);
+        c.validate(&obj, old, &mut causes);
     }
     if let Some(old) = old {
         (r.validate_update)(old, &obj, &mut causes);

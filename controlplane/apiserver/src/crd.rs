@@ -80,8 +80,8 @@ impl Custom {
 
     /// The schema's checks, as kube reports them (`spec.replicas: Invalid
     /// value: 0: spec.replicas in body should be ...`).
-    pub fn validate(&self, obj: &Value, causes: &mut Causes) {
-        self.schema.validate(obj, causes);
+    pub fn validate(&self, obj: &Value, old: Option<&Value>, causes: &mut Causes) {
+        self.schema.validate(obj, old, causes);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Structural OpenAPI v3 schemas of custom resources, with kube-apiserver's
 //! semantics (`apiextensions-apiserver/pkg/apiserver/schema`): the
 //! structural check a CRD's schema must pass, pruning of unknown fields,
-//! `default:` values, and validation with kube's messages and field paths.
+//! `default:` values, and validation with kube's messages and field paths,
+//! `x-kubernetes-validations` CEL rules included (kube-rs' `kube-cel`, with
+//! Kubernetes' CEL libraries).
 
 use std::collections::HashMap;
 
@@ -9,17 +11,51 @@ use serde_json::{Map, Value};
 
 use crate::registry::Causes;
 
-/// A custom resource version's schema, with its patterns compiled once.
-#[derive(Debug)]
+/// A custom resource version's schema, with its patterns and CEL rules
+/// compiled once.
 pub struct Schema {
     root: Value,
     patterns: Patterns,
+    /// The compiled `x-kubernetes-validations`, when the schema has any.
+    rules: Option<kube_cel::CompiledSchema>,
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schema")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The CEL environment with Kubernetes' libraries (not `Sync`: one per
+    /// thread).
+    static CEL: kube_cel::Validator = kube_cel::Validator::new();
+}
+
+fn has_rules(s: &Value) -> bool {
+    match s {
+        Value::Object(o) => {
+            o.contains_key("x-kubernetes-validations")
+                || o.iter().any(|(k, v)| {
+                    !matches!(k.as_str(), "default" | "enum" | "example") && has_rules(v)
+                })
+        }
+        Value::Array(a) => a.iter().any(has_rules),
+        _ => false,
+    }
 }
 
 impl Schema {
     pub fn new(root: Value) -> Schema {
         let patterns = Patterns::of(&root);
-        Schema { root, patterns }
+        let rules = has_rules(&root).then(|| kube_cel::compile_schema(&root));
+        Schema {
+            root,
+            patterns,
+            rules,
+        }
     }
 
     pub fn root(&self) -> &Value {
@@ -30,9 +66,51 @@ impl Schema {
         prune_and_default(&self.root, v, true);
     }
 
-    pub fn validate(&self, v: &Value, causes: &mut Causes) {
+    /// The schema's checks, then (when those pass, as the values then have
+    /// their types) its CEL rules; `old` is the stored object of an update,
+    /// for transition rules.
+    pub fn validate(&self, v: &Value, old: Option<&Value>, causes: &mut Causes) {
+        let before = causes.len();
         validate(&self.root, v, "", &self.patterns, causes);
+        if causes.len() > before {
+            return;
+        }
+        let Some(rules) = &self.rules else { return };
+        let failed = CEL.with(|cel| cel.validate_compiled(rules, v, old));
+        for e in failed
+            .err()
+            .map(kube_cel::ValidationErrors::into_vec)
+            .unwrap_or_default()
+        {
+            causes.push(cel_cause(v, &e));
+        }
     }
+}
+
+/// A failed CEL rule as kube reports it: the field, then (for a plain
+/// failure) the type of the value there and the rule's message.
+fn cel_cause(obj: &Value, e: &kube_cel::ValidationError) -> (String, String) {
+    let at = e
+        .field_path
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .try_fold(obj, |v, k| v.get(k));
+    let field = if e.field_path.is_empty() {
+        "<root>".to_string()
+    } else {
+        e.field_path.clone()
+    };
+    let message = match e.reason.as_deref() {
+        Some("FieldValueForbidden") => format!("Forbidden: {}", e.message),
+        Some("FieldValueRequired") => format!("Required value: {}", e.message),
+        Some("FieldValueDuplicate") => format!("Duplicate value: {}", e.message),
+        _ => format!(
+            "Invalid value: {:?}: {}",
+            at.map_or("object", type_name),
+            e.message
+        ),
+    };
+    (field, message)
 }
 
 /// The compiled `pattern`s of a schema, by their text.
@@ -160,6 +238,24 @@ pub fn structural(s: &Value, path: &str, root: bool, causes: &mut Causes) {
                 format!("{path}.properties[metadata]"),
                 "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified".into(),
             ));
+        }
+    }
+    if let Some(rules) = o.get("x-kubernetes-validations") {
+        // This node's rules alone (its children are checked on their own).
+        let node = serde_json::json!({"type": t, "x-kubernetes-validations": rules});
+        let compiled = kube_cel::compile_schema(&node);
+        for (j, r) in compiled.validations.iter().enumerate() {
+            if let Err(e) = r {
+                let rule = rules
+                    .get(j)
+                    .and_then(|r| r.get("rule"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                causes.push((
+                    format!("{path}.x-kubernetes-validations[{j}].rule"),
+                    format!("Invalid value: {rule}: compilation failed: {e}"),
+                ));
+            }
         }
     }
     if o.contains_key("$ref") {
@@ -596,7 +692,7 @@ mod tests {
 
     fn causes_of(v: Value) -> Vec<String> {
         let mut c = Causes::new();
-        Schema::new(schema()).validate(&v, &mut c);
+        Schema::new(schema()).validate(&v, None, &mut c);
         c.into_iter().map(|(f, m)| format!("{f}: {m}")).collect()
     }
 
@@ -654,7 +750,7 @@ mod tests {
             "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}}});
         let mut c = Causes::new();
         let s = Schema::new(s);
-        s.validate(&json!({"template": {"kind": "Pod"}}), &mut c);
+        s.validate(&json!({"template": {"kind": "Pod"}}), None, &mut c);
         assert_eq!(
             c,
             [(
@@ -682,11 +778,13 @@ mod tests {
         s.validate(
             &json!({"at": "2026-12-07T10:00:00Z", "ip": "10.0.0.1", "net": "10.0.0.0/8",
                 "id": "a4e3b9d2-e5d1-4931-bfd9-6abba5144a12", "n": 7}),
+            None,
             &mut c,
         );
         assert!(c.is_empty(), "{c:?}");
         s.validate(
             &json!({"at": "yesterday", "ip": "10.0.0", "net": "10.0.0.0/33", "id": "x"}),
+            None,
             &mut c,
         );
         let fields: Vec<&str> = c.iter().map(|(f, _)| f.as_str()).collect();
@@ -695,6 +793,50 @@ mod tests {
             c[0].1,
             "Invalid value: \"yesterday\": at in body must be of type date-time: \"yesterday\""
         );
+    }
+
+    #[test]
+    fn cel_rules_are_enforced_and_checked_at_crd_write() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.replicas <= self.maxReplicas", "message": "replicas must be at most maxReplicas"},
+            {"rule": "self.name == oldSelf.name", "message": "name is immutable"},
+        ],
+        "properties": {
+            "replicas": {"type": "integer"}, "maxReplicas": {"type": "integer"},
+            "name": {"type": "string"},
+        }}}});
+        let mut c = Causes::new();
+        structural(&s, "s", true, &mut c);
+        assert!(c.is_empty(), "{c:?}");
+        let s = Schema::new(s);
+        let obj = |r: i64, n: &str| json!({"spec": {"replicas": r, "maxReplicas": 3, "name": n}});
+        s.validate(&obj(2, "a"), None, &mut c);
+        assert!(c.is_empty(), "{c:?}");
+        s.validate(&obj(4, "a"), Some(&obj(2, "b")), &mut c);
+        assert_eq!(
+            c,
+            [
+                (
+                    "spec".to_string(),
+                    "Invalid value: \"object\": replicas must be at most maxReplicas".to_string()
+                ),
+                (
+                    "spec".to_string(),
+                    "Invalid value: \"object\": name is immutable".to_string()
+                ),
+            ]
+        );
+        let mut c = Causes::new();
+        structural(
+            &json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a >"}]}),
+            "s",
+            true,
+            &mut c,
+        );
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, "s.x-kubernetes-validations[0].rule");
+        assert!(c[0].1.contains("compilation failed"), "{c:?}");
     }
 
     #[test]
@@ -708,7 +850,7 @@ mod tests {
         let mut c = Causes::new();
         let v = json!({"tags": ["a", "b", "a"], "ports": [{"name": "x", "port": 1}, {"name": "x", "port": 2}],
             "labels": {"a": "1", "b": "2"}});
-        Schema::new(s).validate(&v, &mut c);
+        Schema::new(s).validate(&v, None, &mut c);
         let got: Vec<String> = c.into_iter().map(|(f, m)| format!("{f}: {m}")).collect();
         assert_eq!(
             got,

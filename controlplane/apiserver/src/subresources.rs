@@ -294,11 +294,12 @@ pub(crate) async fn set_replicas(
         if let Some(rv) = rv {
             current["metadata"]["resourceVersion"] = json!(rv.to_string());
         }
+        let old = r.custom.is_some().then(|| current.clone());
         set_at(&mut current, replica_paths(r).0, json!(n));
         if let Some(c) = r.custom {
             // The schema still holds (a maximum on the replicas).
             let mut causes = Vec::new();
-            c.validate(&current, &mut causes);
+            c.validate(&current, old.as_ref(), &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(target(r, name), &causes));
             }

@@ -33,6 +33,9 @@ spec:
           spec:
             type: object
             required: [cronSpec]
+            x-kubernetes-validations:
+            - rule: "!has(self.mode) || self.mode != 'slow' || !has(self.replicas) || self.replicas <= 5"
+              message: slow crontabs run at most 5 replicas
             properties:
               cronSpec:
                 type: string
@@ -361,6 +364,27 @@ fn a_crd_from_yaml_serves_its_resource_like_a_built_in() {
         c.ok(&["get", "ct", "nightly", "-o", "jsonpath={.spec.replicas}"]),
         "4"
     );
+    // The CRD's CEL rules (x-kubernetes-validations) hold on every path.
+    c.ok(&[
+        "patch",
+        "ct",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"slow"}}"#,
+    ]);
+    contains_all(
+        &c.fails(&["scale", "ct", "nightly", "--replicas=6"]),
+        &[r#"spec: Invalid value: "object": slow crontabs run at most 5 replicas"#],
+    );
+    c.ok(&[
+        "patch",
+        "ct",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"fast"}}"#,
+    ]);
     let scale = c.ok(&[
         "get",
         "--raw",
@@ -467,6 +491,15 @@ fn crd_names_schemas_scopes_and_versions() {
         &c.fails(&["apply", "-f", f.to_str().unwrap()]),
         &[
             "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+        ],
+    );
+    let broken_rule = CRONTAB_CRD.replace("self.replicas <= 5\"", "self.replicas <=\"");
+    let f = c.write("broken-rule.yaml", &broken_rule);
+    contains_all(
+        &c.fails(&["apply", "-f", f.to_str().unwrap()]),
+        &[
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value:",
+            "compilation failed",
         ],
     );
     c.fails(&["get", "crd", "crontabs.stable.example.com"]);
