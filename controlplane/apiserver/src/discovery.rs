@@ -224,6 +224,7 @@ pub fn aggregated(served: &Served, core: bool, version: &str) -> Value {
     })
 }
 
+/// One version of a group in aggregated discovery.
 fn aggregated_version_entry(served: &Served, g: &str, v: &str) -> Value {
     let mut resources: Vec<Value> = served
         .in_group_version(g, v)
