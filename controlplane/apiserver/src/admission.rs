@@ -228,9 +228,13 @@ pub fn cluster_ip(ns: &str, name: &str) -> String {
     format!("10.96.{}.{}", b[0], b[1].clamp(1, 254))
 }
 
-/// Decodes through the kind's typed struct, normalizing the JSON; kinds
-/// without one pass as they are.
+/// Decodes through the kind's typed struct, normalizing the JSON (a custom
+/// resource: pruned and defaulted by its schema); kinds without one pass
+/// as they are.
 pub fn round_trip(r: &Resource, obj: &Value) -> ApiResult<Value> {
+    if let Some(c) = r.custom {
+        return c.normalize(obj);
+    }
     match r.typed {
         Some(t) => (t.round_trip)(r, obj),
         None => Ok(obj.clone()),
@@ -534,7 +538,10 @@ pub fn admit(
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
             return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                r.kind,
+                r.version,
+                r.kind,
                 list.join(", ")
             )));
         }
@@ -552,6 +559,9 @@ pub fn admit(
     let mut causes = Causes::new();
     validate_meta(r, &obj, &mut causes);
     (r.validate)(&obj, &mut causes);
+    if let Some(c) = r.custom {
+        c.validate(&obj, old, &mut causes);
+    }
     if let Some(old) = old {
         (r.validate_update)(old, &obj, &mut causes);
     }

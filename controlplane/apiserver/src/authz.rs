@@ -44,10 +44,16 @@ pub async fn authorize(state: &State, id: &Identity, a: &Attributes<'_>) -> ApiR
     } else {
         format!("in the namespace \"{}\"", a.namespace)
     };
-    let what = if a.name.is_empty() {
+    // kube names the group-qualified resource (`GroupResource.String()`).
+    let qualified = if a.group.is_empty() {
         res.clone()
     } else {
-        format!("{res} \"{}\"", a.name)
+        format!("{res}.{}", a.group)
+    };
+    let what = if a.name.is_empty() {
+        qualified
+    } else {
+        format!("{qualified} \"{}\"", a.name)
     };
     Err(ApiError::forbidden(format!(
         "{what} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\" {scope}",

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::registry::{self, Resource, VERBS};
+use crate::registry::{Resource, Served, VERBS};
 
 pub fn version() -> Value {
     json!({
@@ -30,28 +30,36 @@ pub fn api_versions() -> Value {
     })
 }
 
-fn group_json(name: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
-    json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
+/// A group with its versions, the preferred one first.
+fn group_json(name: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({"name": name, "preferredVersion": gvs.first().cloned().unwrap_or(Value::Null), "versions": gvs})
 }
 
-pub fn api_groups() -> Value {
-    let mut groups: Vec<Value> = registry::groups()
-        .into_iter()
-        .map(|(g, v)| group_json(g, v))
+/// The named groups, the authorizer's reviews last.
+fn all_groups(served: &Served) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut all = served.groups();
+    all.push((AUTHZ_GROUP, vec!["v1"]));
+    all
+}
+
+pub fn api_groups(served: &Served) -> Value {
+    let groups: Vec<Value> = all_groups(served)
+        .iter()
+        .map(|(g, vs)| group_json(g, vs))
         .collect();
-    groups.push(group_json(AUTHZ_GROUP, "v1"));
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// Served by the authorizer, not stored: SelfSubjectAccessReview.
 pub const AUTHZ_GROUP: &str = "authorization.k8s.io";
 
-pub fn api_group(group: &str) -> Option<Value> {
-    let mut all = registry::groups();
-    all.push((AUTHZ_GROUP, "v1"));
-    let (g, v) = all.into_iter().find(|(g, _)| *g == group)?;
-    let mut j = group_json(g, v);
+pub fn api_group(served: &Served, group: &str) -> Option<Value> {
+    let (g, vs) = all_groups(served).into_iter().find(|(g, _)| *g == group)?;
+    let mut j = group_json(g, &vs);
     j["kind"] = json!("APIGroup");
     j["apiVersion"] = json!("v1");
     Some(j)
@@ -90,13 +98,13 @@ fn sub_entry(r: &Resource, sub: &str) -> Value {
     e
 }
 
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(served: &Served, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     if (group, version) == (AUTHZ_GROUP, "v1") {
         resources.push(json!({"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": false, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}));
         resources.push(json!({"name": "selfsubjectrulesreviews", "singularName": "selfsubjectrulesreview", "namespaced": false, "kind": "SelfSubjectRulesReview", "verbs": ["create"]}));
     }
-    for r in registry::in_group_version(group, version) {
+    for r in served.in_group_version(group, version) {
         let mut e = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -192,36 +200,20 @@ fn aggregated_resource(r: &Resource) -> Value {
 
 /// APIGroupDiscoveryList for /api (`core`) or /apis: every group, version
 /// and resource in one answer.
-pub fn aggregated(core: bool, version: &str) -> Value {
-    let mut groups: Vec<(&str, &str)> = if core {
-        vec![("", "v1")]
+pub fn aggregated(served: &Served, core: bool, version: &str) -> Value {
+    let groups = if core {
+        vec![("", vec!["v1"])]
     } else {
-        registry::groups()
+        all_groups(served)
     };
-    if !core {
-        groups.push((AUTHZ_GROUP, "v1"));
-    }
     let items: Vec<Value> = groups
         .into_iter()
-        .map(|(g, v)| {
-            let mut resources: Vec<Value> = registry::in_group_version(g, v).map(aggregated_resource).collect();
-            if g == AUTHZ_GROUP {
-                resources.push(json!({
-                    "resource": "selfsubjectaccessreviews",
-                    "responseKind": response_kind(g, v, "SelfSubjectAccessReview"),
-                    "scope": "Cluster",
-                    "singularResource": "selfsubjectaccessreview",
-                    "verbs": ["create"],
-                }));
-                resources.push(json!({
-                    "resource": "selfsubjectrulesreviews",
-                    "responseKind": response_kind(g, v, "SelfSubjectRulesReview"),
-                    "scope": "Cluster",
-                    "singularResource": "selfsubjectrulesreview",
-                    "verbs": ["create"],
-                }));
-            }
-            json!({"metadata": {"name": g}, "versions": [{"version": v, "resources": resources, "freshness": "Current"}]})
+        .map(|(g, vs)| {
+            let versions: Vec<Value> = vs
+                .into_iter()
+                .map(|v| aggregated_version_entry(served, g, v))
+                .collect();
+            json!({"metadata": {"name": g}, "versions": versions})
         })
         .collect();
     json!({
@@ -232,13 +224,38 @@ pub fn aggregated(core: bool, version: &str) -> Value {
     })
 }
 
+/// One version of a group in aggregated discovery.
+fn aggregated_version_entry(served: &Served, g: &str, v: &str) -> Value {
+    let mut resources: Vec<Value> = served
+        .in_group_version(g, v)
+        .map(aggregated_resource)
+        .collect();
+    if g == AUTHZ_GROUP {
+        resources.push(json!({
+            "resource": "selfsubjectaccessreviews",
+            "responseKind": response_kind(g, v, "SelfSubjectAccessReview"),
+            "scope": "Cluster",
+            "singularResource": "selfsubjectaccessreview",
+            "verbs": ["create"],
+        }));
+        resources.push(json!({
+            "resource": "selfsubjectrulesreviews",
+            "responseKind": response_kind(g, v, "SelfSubjectRulesReview"),
+            "scope": "Cluster",
+            "singularResource": "selfsubjectrulesreview",
+            "verbs": ["create"],
+        }));
+    }
+    json!({"version": v, "resources": resources, "freshness": "Current"})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn core_list_has_pods_and_subresources() {
-        let l = resource_list("", "v1").unwrap();
+        let l = resource_list(&Served::default(), "", "v1").unwrap();
         let names: Vec<&str> = l["resources"]
             .as_array()
             .unwrap()
@@ -248,8 +265,8 @@ mod tests {
         assert!(names.contains(&"pods"));
         assert!(names.contains(&"pods/status"));
         assert!(names.contains(&"pods/log"));
-        assert!(resource_list("nope", "v1").is_none());
-        let apps = resource_list("apps", "v1").unwrap();
+        assert!(resource_list(&Served::default(), "nope", "v1").is_none());
+        let apps = resource_list(&Served::default(), "apps", "v1").unwrap();
         let scale = apps["resources"]
             .as_array()
             .unwrap()
@@ -264,7 +281,7 @@ mod tests {
         let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
         assert_eq!(aggregated_version(Some(kubectl)), Some("v2"));
         assert_eq!(aggregated_version(Some("application/json")), None);
-        let apis = aggregated(false, "v2");
+        let apis = aggregated(&Served::default(), false, "v2");
         let apps = apis["items"]
             .as_array()
             .unwrap()
@@ -279,13 +296,13 @@ mod tests {
             .unwrap();
         assert_eq!(deploy["scope"], "Namespaced");
         assert_eq!(deploy["subresources"][1]["responseKind"]["kind"], "Scale");
-        let core = aggregated(true, "v2");
+        let core = aggregated(&Served::default(), true, "v2");
         assert_eq!(core["items"][0]["metadata"]["name"], "");
     }
 
     #[test]
     fn groups_list_each_group_once() {
-        let g = api_groups();
+        let g = api_groups(&Served::default());
         let names: Vec<&str> = g["groups"]
             .as_array()
             .unwrap()

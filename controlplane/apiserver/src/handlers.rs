@@ -17,8 +17,8 @@ use crate::clusterip::{self, NodePorts, allocate_cluster_ip};
 use crate::http::{Query, decode_body, json_response, media_type, read_body};
 use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
-use crate::patch::{self, PatchType};
-use crate::registry::{self, Resource};
+use crate::patch::{self, Lists, PatchType};
+use crate::registry::{Resource, Served};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::server::State;
 use crate::status::{ApiError, ApiResult};
@@ -28,7 +28,7 @@ use crate::subresources::{
     token_request,
 };
 use crate::watch::{self, WatchParams};
-use crate::{admission, discovery, openapi, ssa, tables};
+use crate::{admission, crd, discovery, openapi, ssa, tables};
 
 /// Query options of a write.
 #[derive(Debug, Clone, Copy)]
@@ -136,13 +136,14 @@ async fn dispatch(
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(resp) = metadata(&segs, &req) {
+    let served = state.crds.served();
+    if let Some(resp) = metadata(&served, &segs, &req) {
         return resp;
     }
     if let Some(review) = review_of(&segs, &req) {
         return review_request(&state, id, review, req).await;
     }
-    let p = parse_path(&segs).ok_or_else(ApiError::not_found_path)?;
+    let p = parse_path(&served, &segs).ok_or_else(ApiError::not_found_path)?;
     let query = Query::parse(req.uri().query());
     let verb = verb_of(req.method(), &p, &query)?;
     authz::authorize(
@@ -159,12 +160,28 @@ async fn dispatch(
         },
     )
     .await?;
-    resource_verb(state, id, req, p, &query, verb).await
+    let crd_write = crd::is_crd(p.resource)
+        && !matches!(verb, "get" | "list" | "watch")
+        && query.get("dryRun").is_none();
+    let resp = resource_verb(state.clone(), id, req, p, &query, verb).await;
+    if crd_write {
+        // Served resources follow the stored CRDs; rebuilt even after a
+        // failed write, which may have changed some of them (a collection).
+        // The write stands either way; the next CRD write retries.
+        if let Err(e) = state.crds.reload(&state.store).await {
+            tracing::error!(error = %e.message, "serving the CustomResourceDefinitions");
+        }
+    }
+    resp
 }
 
 /// Answers that describe the server rather than objects: `/version`, the
 /// health checks, OpenAPI and discovery. `None`: not one of them.
-fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Body>>> {
+fn metadata(
+    served: &Served,
+    segs: &[&str],
+    req: &Request<Body>,
+) -> Option<ApiResult<Response<Body>>> {
     let get = req.method() == Method::GET;
     let found = |v: Option<Value>| {
         Some(
@@ -183,9 +200,9 @@ fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Bod
             )
             .body(Body::empty())
             .expect("static response parts"))),
-        ["openapi", "v3"] if get => Some(Ok(json_response(200, &openapi::v3_root()))),
-        ["openapi", "v3", "api", v] if get => found(openapi::v3_group_version("", v)),
-        ["openapi", "v3", "apis", g, v] if get => found(openapi::v3_group_version(g, v)),
+        ["openapi", "v3"] if get => Some(Ok(json_response(200, &openapi::v3_root(served)))),
+        ["openapi", "v3", "api", v] if get => found(openapi::v3_group_version(served, "", v)),
+        ["openapi", "v3", "apis", g, v] if get => found(openapi::v3_group_version(served, g, v)),
         ["api" | "apis"] if get => {
             let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
             let core = segs[0] == "api";
@@ -198,15 +215,17 @@ fn metadata(segs: &[&str], req: &Request<Body>) -> Option<ApiResult<Response<Bod
                             "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
                         ),
                     )
-                    .body(Body::from(discovery::aggregated(core, v).to_string()))
+                    .body(Body::from(
+                        discovery::aggregated(served, core, v).to_string(),
+                    ))
                     .expect("static response parts"),
                 None if core => json_response(200, &discovery::api_versions()),
-                None => json_response(200, &discovery::api_groups()),
+                None => json_response(200, &discovery::api_groups(served)),
             }))
         }
-        ["api", v] if get => found(discovery::resource_list("", v)),
-        ["apis", g] if get => found(discovery::api_group(g)),
-        ["apis", g, v] if get => found(discovery::resource_list(g, v)),
+        ["api", v] if get => found(discovery::resource_list(served, "", v)),
+        ["apis", g] if get => found(discovery::api_group(served, g)),
+        ["apis", g, v] if get => found(discovery::resource_list(served, g, v)),
         _ => None,
     }
 }
@@ -293,12 +312,12 @@ async fn resource_verb(
         }
         ("get", Some("scale")) => {
             let obj = storage::get(&state.store, r, &ns, &name).await?;
-            Ok(json_response(200, &scale_of(&obj)))
+            Ok(json_response(200, &scale_of(r, &obj)))
         }
         ("get", Some("log")) => crate::pod_logs::get(&state, &ns, &name, query).await,
         ("list", _) => list(&state, r, &ns, query, &table).await,
         ("watch", _) => {
-            let params = watch_params(query, ns, p.name.as_deref(), table)?;
+            let params = watch_params(r, query, ns, p.name.as_deref(), table)?;
             Ok(watch::watch(state, r, params).await)
         }
         ("create", Some("token")) => {
@@ -343,6 +362,7 @@ async fn resource_verb(
 
 /// A watch's parameters from its query, checked as kube checks them.
 fn watch_params(
+    r: &Resource,
     query: &Query,
     namespace: String,
     name: Option<&str>,
@@ -368,7 +388,7 @@ fn watch_params(
     .map_err(|(field, why)| ApiError::new(422, "Invalid", format!("{field}: Forbidden: {why}")))?;
     Ok(WatchParams {
         namespace,
-        filter: filter_of(query, name)?,
+        filter: filter_of(r, query, name)?,
         start,
         bookmarks,
         timeout: query
@@ -398,7 +418,7 @@ async fn delete_collection(
     query: &Query,
     dry_run: bool,
 ) -> ApiResult<Response<Body>> {
-    let filter = filter_of(query, None)?;
+    let filter = filter_of(r, query, None)?;
     let page = storage::list(&state.store, r, ns, &filter, 0, None).await?;
     let mut gone = Vec::new();
     for obj in page.items {
@@ -411,6 +431,10 @@ async fn delete_collection(
         }
         let pre = storage::Preconditions::default();
         match storage::delete(&state.store, r, &ons, &oname, None, &pre, dry_run).await {
+            Ok(Deleted::Now(o) | Deleted::Pending(o)) if crd::is_crd(r) && !dry_run => {
+                crd::delete_objects(&state.store, &o).await?;
+                gone.push(o);
+            }
             Ok(Deleted::Now(o) | Deleted::Pending(o)) => gone.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -422,7 +446,7 @@ async fn delete_collection(
     ))
 }
 
-fn parse_path(segs: &[&str]) -> Option<Path> {
+fn parse_path(served: &Served, segs: &[&str]) -> Option<Path> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -439,7 +463,7 @@ fn parse_path(segs: &[&str]) -> Option<Path> {
         [plural, rest @ ..] => (String::new(), *plural, rest),
         [] => return None,
     };
-    let resource = registry::find(group, version, plural)?;
+    let resource = served.find(group, version, plural)?;
     if (resource.namespaced && namespace.is_empty() && !rest.is_empty())
         || (!resource.namespaced && !namespace.is_empty())
     {
@@ -477,8 +501,16 @@ fn verb_of(m: &Method, p: &Path, q: &Query) -> ApiResult<&'static str> {
     })
 }
 
-fn filter_of(q: &Query, name: Option<&str>) -> ApiResult<Filter> {
+fn filter_of(r: &Resource, q: &Query, name: Option<&str>) -> ApiResult<Filter> {
     let mut fields = q.get("fieldSelector").unwrap_or("").to_string();
+    if let Some(c) = r.custom {
+        let parsed = FieldSelector::parse(&fields)?;
+        if let Some(f) = parsed.fields().find(|f| !c.selectable(f)) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
+    }
     if let Some(n) = name {
         // A watch on one object is a watch with a name field selector.
         fields = if fields.is_empty() {
@@ -545,7 +577,7 @@ async fn list(
     q: &Query,
     table: &Option<Option<String>>,
 ) -> ApiResult<Response<Body>> {
-    let filter = filter_of(q, None)?;
+    let filter = filter_of(r, q, None)?;
     let limit = match q.get("limit") {
         None | Some("") => 0,
         Some(l) => l
@@ -810,12 +842,20 @@ async fn patch_object(
     body: &[u8],
     opts: WriteOpts<'_>,
 ) -> ApiResult<Response<Body>> {
+    if kind == PatchType::Strategic && r.custom.is_some() {
+        // kube: custom resources have no Go type to carry patch strategies.
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     if kind == PatchType::Apply && sub.is_none() {
         return server_side_apply(state, id, r, ns, name, body, opts).await;
     }
     if sub == Some("scale") {
         let current = storage::get(&state.store, r, ns, name).await?;
-        let scale = patch::apply(kind, &scale_of(&current), body)?;
+        let scale = patch::apply(kind, &scale_of(r, &current), body)?;
         let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64);
         return set_replicas(state, r, ns, name, replicas, None, opts.dry_run).await;
     }
@@ -907,7 +947,7 @@ async fn server_side_apply(
     let priority = Priority::load(&state.store, r).await?;
     match storage::get(&state.store, r, ns, name).await {
         Err(e) if e.code == 404 => {
-            let mut obj = ssa::apply(None, &applied, manager, opts.force, &now)?;
+            let mut obj = ssa::apply(None, &applied, manager, opts.force, &now, Lists::of(r))?;
             priority.admit(r, None, &mut obj)?;
             let requested_ip = applied
                 .pointer("/spec/clusterIP")
@@ -926,7 +966,14 @@ async fn server_side_apply(
         Ok(_) => {
             let node_ports = node_ports_for(state, r, None).await?;
             let updated = checked_update(state, id, r, ns, name, opts.dry_run, |current| {
-                let mut new = ssa::apply(Some(&current), &applied, manager, opts.force, &now)?;
+                let mut new = ssa::apply(
+                    Some(&current),
+                    &applied,
+                    manager,
+                    opts.force,
+                    &now,
+                    Lists::of(r),
+                )?;
                 // The applier does not hold the object's version.
                 new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
                 let mut new = scope_change(r, None, &current, new);
@@ -1057,7 +1104,16 @@ async fn delete(
         })
         .await?;
     }
-    match storage::delete(&state.store, r, ns, name, grace, &pre, dry_run).await? {
+    let deleted = storage::delete(&state.store, r, ns, name, grace, &pre, dry_run).await?;
+    if let Deleted::Now(crd) | Deleted::Pending(crd) = &deleted
+        && crd::is_crd(r)
+        && !dry_run
+    {
+        // A CRD being deleted is no longer served, whatever finalizers
+        // keep it: its objects go now.
+        crd::delete_objects(&state.store, crd).await?;
+    }
+    match deleted {
         Deleted::Pending(obj) => Ok(json_response(202, &obj)),
         Deleted::Now(obj) if r.kind == "Pod" => Ok(json_response(200, &obj)),
         Deleted::Now(obj) => Ok(json_response(
@@ -1076,7 +1132,7 @@ mod tests {
 
     fn parse(p: &str) -> Option<Path> {
         let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
-        parse_path(&segs)
+        parse_path(&Served::default(), &segs)
     }
 
     #[test]

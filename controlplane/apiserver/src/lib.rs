@@ -13,15 +13,18 @@
 //! (`skiff-kube-protobuf`) around it, and the subresources, namespace
 //! deletion, ClusterIP allocation and `pod_logs` in their own modules; the
 //! `registry` describes every served resource, one entry per kind in
-//! `kinds`.
+//! `kinds`, plus those CustomResourceDefinitions define (`crd`, with their
+//! structural schemas in `schema`).
 
 mod admission;
 mod authn;
 mod authz;
 mod clusterip;
+mod crd;
 mod discovery;
 mod handlers;
 mod http;
+mod jsonpath;
 mod kinds;
 mod limits;
 mod namespaces;
@@ -32,6 +35,7 @@ mod pod_logs;
 mod rbac_cache;
 mod registry;
 mod satoken;
+mod schema;
 mod selectors;
 mod server;
 mod ssa;

@@ -9,7 +9,7 @@ use axum::http::Response;
 use serde_json::json;
 
 use crate::http::json_response;
-use crate::registry::{self, Resource};
+use crate::registry::{Resource, Served};
 use crate::server::State;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{self, meta_str};
@@ -43,11 +43,12 @@ pub(crate) async fn delete_namespace(
     .await?;
     let store = state.store.clone();
     let name = name.to_string();
+    let served = state.crds.served();
     tokio::spawn(async move {
         // Like kube's namespace controller, finish shortly after: clients
         // deleting a namespace and its content in one go still find it.
         tokio::time::sleep(NAMESPACE_CLEANUP_DELAY).await;
-        if let Err(e) = finish_namespace(&store, r, &name).await {
+        if let Err(e) = finish_namespace(&store, &served, r, &name).await {
             tracing::error!(namespace = %name, error = %e.message, "deleting the namespace's content");
         }
     });
@@ -58,10 +59,11 @@ pub(crate) const NAMESPACE_CLEANUP_DELAY: Duration = Duration::from_millis(500);
 
 pub(crate) async fn finish_namespace(
     store: &skiff_store::Store,
+    served: &Served,
     r: &'static Resource,
     name: &str,
 ) -> ApiResult<()> {
-    for res in registry::RESOURCES.iter().filter(|x| x.namespaced) {
+    for res in served.all().filter(|x| x.namespaced) {
         store
             .delete_range(skiff_store::KeySet::prefix(
                 res.list_prefix(name).into_bytes(),

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::registry::{self, Resource};
+use crate::registry::{Resource, Served};
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -18,14 +18,12 @@ fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// `/openapi/v3`: one entry per group-version.
-pub fn v3_root() -> Value {
+pub fn v3_root(served: &Served) -> Value {
     let mut paths = serde_json::Map::new();
     let mut gvs = vec![(String::new(), "v1".to_string())];
-    gvs.extend(
-        registry::groups()
-            .into_iter()
-            .map(|(g, v)| (g.to_string(), v.to_string())),
-    );
+    for (g, vs) in served.groups() {
+        gvs.extend(vs.into_iter().map(|v| (g.to_string(), v.to_string())));
+    }
     for (g, v) in gvs {
         let p = gv_path(&g, &v);
         paths.insert(
@@ -36,8 +34,16 @@ pub fn v3_root() -> Value {
     json!({"paths": paths})
 }
 
-/// The components.schemas name kube uses for a kind.
+/// The components.schemas name kube uses for a kind (a custom resource:
+/// its group reversed, `com.example.stable.v1.CronTab`).
 pub fn schema_name(r: &Resource) -> String {
+    if let Some(t) = r.typed {
+        return (t.schema_name)().into_owned();
+    }
+    if r.custom.is_some() {
+        let group: Vec<&str> = r.group.split('.').rev().collect();
+        return format!("{}.{}.{}", group.join("."), r.version, r.kind);
+    }
     let pkg = match r.group {
         "" => "core".to_string(),
         g => g
@@ -89,7 +95,15 @@ fn schemas(kinds: &[&Resource]) -> serde_json::Map<String, Value> {
     for t in kinds.iter().filter_map(|r| r.typed) {
         (t.schema)(&mut generator);
     }
+    if kinds.iter().any(|r| r.custom.is_some()) {
+        schema_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(&mut generator);
+    }
     let mut defs = generator.take_definitions(true);
+    for r in kinds {
+        if let Some(c) = r.custom {
+            defs.insert(schema_name(r), custom_schema(c.schema()));
+        }
+    }
     for r in kinds {
         if let Some(d) = defs.get_mut(&schema_name(r)).and_then(Value::as_object_mut) {
             d.insert("x-kubernetes-group-version-kind".into(), json!([gvk(r)]));
@@ -98,9 +112,27 @@ fn schemas(kinds: &[&Resource]) -> serde_json::Map<String, Value> {
     defs
 }
 
+/// A custom resource's schema as kube publishes it: the CRD's, with the
+/// standard apiVersion, kind and metadata fields.
+fn custom_schema(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    if let Some(o) = s.as_object_mut() {
+        let props = o
+            .entry("properties")
+            .or_insert_with(|| json!({}))
+            .as_object_mut();
+        if let Some(p) = props {
+            p.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+            p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+            p.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata."}));
+        }
+    }
+    s
+}
+
 /// The document of one group-version.
-pub fn v3_group_version(group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<&Resource> = registry::in_group_version(group, version).collect();
+pub fn v3_group_version(served: &Served, group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<&Resource> = served.in_group_version(group, version).collect();
     if resources.is_empty() {
         return None;
     }
@@ -143,7 +175,7 @@ mod tests {
 
     #[test]
     fn every_group_version_has_a_document_with_field_validation() {
-        let root = v3_root();
+        let root = v3_root(&Served::default());
         for (p, _) in root["paths"].as_object().unwrap() {
             let parts: Vec<&str> = p.split('/').collect();
             let (g, v) = match parts.as_slice() {
@@ -151,7 +183,7 @@ mod tests {
                 ["apis", g, v] => (*g, *v),
                 _ => panic!("{p}"),
             };
-            let doc = v3_group_version(g, v).unwrap();
+            let doc = v3_group_version(&Served::default(), g, v).unwrap();
             let patch = doc["paths"]
                 .as_object()
                 .unwrap()
@@ -167,11 +199,11 @@ mod tests {
             );
         }
         assert_eq!(
-            schema_name(registry::find("apps", "v1", "deployments").unwrap()),
+            schema_name(crate::registry::find("apps", "v1", "deployments").unwrap()),
             "io.k8s.api.apps.v1.Deployment"
         );
         assert_eq!(
-            schema_name(registry::find("rbac.authorization.k8s.io", "v1", "roles").unwrap()),
+            schema_name(crate::registry::find("rbac.authorization.k8s.io", "v1", "roles").unwrap()),
             "io.k8s.api.rbac.v1.Role"
         );
     }

@@ -53,6 +53,74 @@ impl PatchType {
 }
 
 pub fn apply(kind: PatchType, doc: &Value, body: &[u8]) -> ApiResult<Value> {
+    apply_with(kind, doc, body, Lists::Builtin)
+}
+
+/// How lists merge: by kube's patch strategies of the built-in types (by
+/// field name), or by a custom resource's schema (`x-kubernetes-list-type`
+/// `map` with one key merges by it; other lists are atomic, kube's default
+/// for custom resources).
+#[derive(Debug, Clone, Copy)]
+pub enum Lists<'a> {
+    Builtin,
+    /// The schema of the value at hand, if the schema describes it.
+    Schema(Option<&'a Value>),
+}
+
+impl<'a> Lists<'a> {
+    pub fn of(r: &'a crate::registry::Resource) -> Lists<'a> {
+        match r.custom {
+            Some(c) => Lists::Schema(Some(c.schema())),
+            None => Lists::Builtin,
+        }
+    }
+
+    /// The lists of the value's field `k`.
+    pub fn field(self, k: &str) -> Lists<'a> {
+        match self {
+            Lists::Builtin => Lists::Builtin,
+            Lists::Schema(s) => Lists::Schema(s.and_then(|s| {
+                s.get("properties")
+                    .and_then(|p| p.get(k))
+                    .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+            })),
+        }
+    }
+
+    /// The lists of the elements of a list.
+    pub fn items(self) -> Lists<'a> {
+        match self {
+            Lists::Builtin => Lists::Builtin,
+            Lists::Schema(s) => Lists::Schema(s.and_then(|s| s.get("items"))),
+        }
+    }
+
+    /// The merge key of the list (the value at hand) named `field`.
+    pub fn key(self, field: &str, elems: &[Value]) -> Option<&'a str> {
+        match self {
+            Lists::Builtin => merge_key(field, elems),
+            Lists::Schema(s) => {
+                let s = s?;
+                if s.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+                    return None;
+                }
+                match s.get("x-kubernetes-list-map-keys")?.as_array()?.as_slice() {
+                    [k] => k.as_str(),
+                    // Several keys: merged as a whole (atomic).
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn merges_primitives(self, field: &str) -> bool {
+        matches!(self, Lists::Builtin) && merges_primitives(field)
+    }
+}
+
+/// [`apply`] with the list semantics `lists` (server-side apply of a
+/// custom resource).
+pub fn apply_with(kind: PatchType, doc: &Value, body: &[u8], lists: Lists<'_>) -> ApiResult<Value> {
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut out = doc.clone();
@@ -72,7 +140,7 @@ pub fn apply(kind: PatchType, doc: &Value, body: &[u8]) -> ApiResult<Value> {
                     "strategic merge patch must be a JSON object",
                 ));
             }
-            strategic(&mut out, &patch, "");
+            strategic(&mut out, &patch, "", lists);
         }
     }
     Ok(out)
@@ -230,7 +298,7 @@ fn strip_directives(v: &Value) -> Value {
     }
 }
 
-fn strategic(doc: &mut Value, patch: &Value, _field: &str) {
+fn strategic(doc: &mut Value, patch: &Value, _field: &str, lists: Lists<'_>) {
     let Some(pm) = patch.as_object() else {
         *doc = patch.clone();
         return;
@@ -270,7 +338,7 @@ fn strategic(doc: &mut Value, patch: &Value, _field: &str) {
                 } else {
                     let slot = d.entry(k.clone()).or_insert(Value::Null);
                     if slot.is_object() {
-                        strategic(slot, v, k);
+                        strategic(slot, v, k, lists.field(k));
                     } else {
                         *slot = strip_directives(v);
                     }
@@ -278,7 +346,7 @@ fn strategic(doc: &mut Value, patch: &Value, _field: &str) {
             }
             Value::Array(items) => {
                 let slot = d.entry(k.clone()).or_insert(Value::Array(Vec::new()));
-                merge_list(slot, items, k);
+                merge_list(slot, items, k, lists.field(k));
             }
             other => {
                 d.insert(k.clone(), other.clone());
@@ -287,7 +355,7 @@ fn strategic(doc: &mut Value, patch: &Value, _field: &str) {
     }
     for (field, order) in orders {
         if let Some(Value::Array(list)) = doc.get_mut(&field) {
-            reorder(list, &order, &field);
+            reorder(list, &order, &field, lists.field(&field));
         }
     }
     if let Some(Value::Array(keep)) = pm.get("$retainKeys")
@@ -298,10 +366,10 @@ fn strategic(doc: &mut Value, patch: &Value, _field: &str) {
     }
 }
 
-fn merge_list(slot: &mut Value, items: &[Value], field: &str) {
+fn merge_list(slot: &mut Value, items: &[Value], field: &str, lists: Lists<'_>) {
     let objects = items.iter().all(Value::is_object) && !items.is_empty();
     let key = if objects {
-        merge_key(field, items)
+        lists.key(field, items)
     } else {
         None
     };
@@ -343,7 +411,7 @@ fn merge_list(slot: &mut Value, items: &[Value], field: &str) {
                 (None, true) => {}
                 (Some(ps), false) if !ps.is_empty() => {
                     if let Some(e) = slots[ps[0]].as_mut() {
-                        strategic(e, item, field);
+                        strategic(e, item, field, lists.items());
                     }
                 }
                 (_, false) => {
@@ -357,7 +425,7 @@ fn merge_list(slot: &mut Value, items: &[Value], field: &str) {
         *existing = slots.into_iter().flatten().collect();
         return;
     }
-    if merges_primitives(field)
+    if lists.merges_primitives(field)
         && let Some(existing) = slot.as_array_mut()
     {
         let mut seen: HashSet<String> = existing.iter().map(ident).collect();
@@ -373,8 +441,8 @@ fn merge_list(slot: &mut Value, items: &[Value], field: &str) {
 
 /// Orders a merged list as `$setElementOrder` says; elements it does not
 /// name keep their relative order after the named ones.
-fn reorder(list: &mut Vec<Value>, order: &[Value], field: &str) {
-    let key = merge_key(field, order);
+fn reorder(list: &mut Vec<Value>, order: &[Value], field: &str, lists: Lists<'_>) {
+    let key = lists.key(field, order);
     let id_of = |v: &Value| -> String {
         match key {
             Some(k) if v.is_object() => ident(v.get(k).unwrap_or(&Value::Null)),
@@ -412,8 +480,15 @@ pub mod fuzz {
             "spec": {"replicas": 2, "template": {"spec": {"containers": [
                 {"name": "web", "image": "web:1", "ports": [{"containerPort": 80}],
                  "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}}}});
-        let mut obj = crate::ssa::apply(None, &applied, "kubectl", false, "2026-01-01T00:00:00Z")
-            .expect("applies");
+        let mut obj = crate::ssa::apply(
+            None,
+            &applied,
+            "kubectl",
+            false,
+            "2026-01-01T00:00:00Z",
+            super::Lists::Builtin,
+        )
+        .expect("applies");
         obj["metadata"]["finalizers"] = json!(["a", "b"]);
         obj["spec"]["template"]["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
         obj["spec"]["strategy"] =
@@ -441,6 +516,7 @@ pub mod fuzz {
                     "fuzz",
                     ctl & 8 != 0,
                     "2026-01-01T00:00:00Z",
+                    super::Lists::Builtin,
                 )
             }),
             _ => crate::http::yaml_to_json(body),

@@ -21,6 +21,8 @@ pub type Column = (&'static str, &'static str, u8);
 pub struct Typed {
     pub(crate) round_trip: fn(&Resource, &Value) -> ApiResult<Value>,
     pub(crate) schema: fn(&mut schemars::SchemaGenerator),
+    /// Its components.schemas name (`io.k8s.api.apps.v1.Deployment`).
+    pub(crate) schema_name: fn() -> std::borrow::Cow<'static, str>,
 }
 
 impl Typed {
@@ -31,6 +33,7 @@ impl Typed {
         Typed {
             round_trip: crate::admission::round_trip_as::<T>,
             schema: crate::openapi::schema_of::<T>,
+            schema_name: T::schema_name,
         }
     }
 }
@@ -69,6 +72,9 @@ pub struct Resource {
     /// `kubectl get` columns, and each object's cells in their order.
     pub columns: &'static [Column],
     pub cells: fn(&Resource, &Value) -> Vec<Value>,
+    /// A custom resource's schema, printer columns and scale paths (its
+    /// CustomResourceDefinition, see `crate::crd`); `None` for built-ins.
+    pub custom: Option<&'static crate::crd::Custom>,
 }
 
 impl std::fmt::Debug for Resource {
@@ -111,6 +117,7 @@ pub const BASE: Resource = Resource {
     deletable: |_| Ok(()),
     columns: &[("Name", "string", 0), ("Age", "string", 0)],
     cells: |_, o| crate::tables::name_and_age(o),
+    custom: None,
 };
 
 pub const VERBS: &[&str] = &[
@@ -164,28 +171,89 @@ impl Resource {
 
 pub use crate::kinds::RESOURCES;
 
-/// Groups in the order discovery lists them (core first, as kube does).
-pub fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
-        if !r.group.is_empty() && !out.iter().any(|(g, _)| *g == r.group) {
-            out.push((r.group, r.version));
-        }
-    }
-    out
-}
-
+/// A built-in resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'static Resource> {
-    let (g, v) = (group.to_string(), version.to_string());
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == g && r.version == v)
+/// What the server serves at one moment: the built-in resources, then those
+/// of the established CustomResourceDefinitions (`crate::crd`). Routing,
+/// discovery and OpenAPI read a snapshot, so one request sees one set.
+#[derive(Clone, Default)]
+pub struct Served {
+    custom: std::sync::Arc<Vec<&'static Resource>>,
+}
+
+impl Served {
+    pub fn with_custom(custom: Vec<&'static Resource>) -> Served {
+        Served {
+            custom: std::sync::Arc::new(custom),
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &'static Resource> + '_ {
+        RESOURCES.iter().chain(self.custom.iter().copied())
+    }
+
+    /// Built-ins win over a custom resource of the same name.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+        self.all()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'static Resource> + 'a {
+        self.all()
+            .filter(move |r| r.group == group && r.version == version)
+    }
+
+    /// Named groups with their versions, preferred version first (kube's
+    /// version priority), in the order discovery lists them.
+    pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for r in self.all().filter(|r| !r.group.is_empty()) {
+            match out.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version),
+                Some(_) => {}
+                None => out.push((r.group, vec![r.version])),
+            }
+        }
+        for (_, vs) in &mut out {
+            vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        }
+        out
+    }
+}
+
+/// kube's version priority (`CompareKubeAwareVersionStrings`): GA above
+/// beta above alpha, higher numbers first; other strings last.
+pub fn version_priority(v: &str) -> (u8, u64, u64) {
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Ok(major) = rest[..digits].parse::<u64>() else {
+        return (0, 0, 0);
+    };
+    let tail = &rest[digits..];
+    if tail.is_empty() {
+        return (3, major, 0);
+    }
+    let (level, minor) = if let Some(n) = tail.strip_prefix("beta") {
+        (2, n)
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (1, n)
+    } else {
+        return (0, 0, 0);
+    };
+    minor
+        .parse::<u64>()
+        .map_or((0, 0, 0), |m| (level, major, m))
 }
 
 #[cfg(test)]
@@ -226,5 +294,15 @@ mod tests {
             "Deployment"
         );
         assert!(find("", "v1", "deployments").is_none());
+    }
+
+    #[test]
+    fn versions_sort_as_kube_does() {
+        let mut vs = vec!["v1alpha1", "v2beta1", "v1", "v10", "v1beta2", "foo", "v2"];
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(
+            vs,
+            ["v10", "v2", "v1", "v2beta1", "v1beta2", "v1alpha1", "foo"]
+        );
     }
 }

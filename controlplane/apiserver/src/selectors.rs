@@ -42,6 +42,11 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// The fields the selector names.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(f, _, _)| f.as_str())
+    }
+
     /// Fields are dotted JSON paths into the object (metadata.name,
     /// spec.nodeName, status.phase, ...); a missing field compares as "".
     pub fn matches(&self, obj: &Value) -> bool {

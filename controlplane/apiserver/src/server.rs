@@ -27,6 +27,8 @@ pub struct State {
     pub bookmark_interval: std::time::Duration,
     /// The store lease new events are attached to, and when it was granted.
     pub event_lease: tokio::sync::Mutex<Option<(skiff_store::LeaseId, std::time::Instant)>>,
+    /// The resources CustomResourceDefinitions define.
+    pub(crate) crds: crate::crd::Crds,
     /// The RBAC objects, kept current by a store watch.
     pub rbac: Arc<crate::rbac_cache::RbacCache>,
     /// Serves `pods/log`; the node gateway registers itself here.
@@ -328,11 +330,17 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, StartError> {
         authn,
         bookmark_interval: cfg.bookmark_interval,
         event_lease: tokio::sync::Mutex::new(None),
+        crds: crate::crd::Crds::default(),
         rbac: Arc::default(),
         log_provider: std::sync::RwLock::new(None),
         gate: Gate::new(cfg.limits.clone()),
     });
     crate::storage::bootstrap(&state.store)
+        .await
+        .map_err(StartError::Bootstrap)?;
+    state
+        .crds
+        .reload(&state.store)
         .await
         .map_err(StartError::Bootstrap)?;
     let listen = |source| StartError::Listen {

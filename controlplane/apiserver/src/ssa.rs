@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
-use crate::patch::{ident, merge_key};
+use crate::patch::{Lists, ident};
 use crate::status::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,23 +19,26 @@ enum Seg {
 }
 
 /// The FieldsV1 set of an applied configuration.
-pub fn field_set(v: &Value) -> Value {
-    fn walk(v: &Value, field: &str) -> Value {
+pub fn field_set(v: &Value, lists: Lists<'_>) -> Value {
+    fn walk(v: &Value, field: &str, lists: Lists<'_>) -> Value {
         match v {
             Value::Object(m) => {
                 let mut out = Map::new();
                 for (k, x) in m {
-                    out.insert(format!("f:{k}"), walk(x, k));
+                    out.insert(format!("f:{k}"), walk(x, k, lists.field(k)));
                 }
                 Value::Object(out)
             }
             Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
-                match merge_key(field, items) {
+                match lists.key(field, items) {
                     Some(key) => {
                         let mut out = Map::new();
                         for it in items {
                             if let Some(id) = it.get(key) {
-                                out.insert(format!("k:{}", json!({ key: id })), walk(it, ""));
+                                out.insert(
+                                    format!("k:{}", json!({ key: id })),
+                                    walk(it, "", lists.items()),
+                                );
                             }
                         }
                         Value::Object(out)
@@ -46,7 +49,7 @@ pub fn field_set(v: &Value) -> Value {
             _ => json!({}),
         }
     }
-    let mut set = walk(v, "");
+    let mut set = walk(v, "", lists);
     if let Some(m) = set.as_object_mut() {
         // Identity fields are not owned.
         m.remove("f:apiVersion");
@@ -304,6 +307,7 @@ pub fn apply(
     manager: &str,
     force: bool,
     now: &str,
+    lists: Lists<'_>,
 ) -> ApiResult<Value> {
     let mut result = current.cloned().unwrap_or_else(|| json!({}));
     let managed: Vec<Value> = result
@@ -311,7 +315,7 @@ pub fn apply(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let new_set = field_set(applied);
+    let new_set = field_set(applied, lists);
     let new_tree = Tree::of(&new_set, usize::MAX);
     let is_mine = |e: &Value| e["manager"] == manager && e["operation"] == "Apply";
     let mut others = Tree::default();
@@ -365,7 +369,8 @@ pub fn apply(
         remove(&mut result, &gone);
     }
     let body = serde_json::to_vec(applied).map_err(ApiError::internal)?;
-    let mut result = crate::patch::apply(crate::patch::PatchType::Strategic, &result, &body)?;
+    let mut result =
+        crate::patch::apply_with(crate::patch::PatchType::Strategic, &result, &body, lists)?;
     let mut entries: Vec<Value> = managed.into_iter().filter(|e| !is_mine(e)).collect();
     if force {
         // Forced fields change owner.
@@ -407,7 +412,7 @@ mod tests {
 
     #[test]
     fn field_sets_use_merge_keys() {
-        let s = field_set(&deploy(1, false));
+        let s = field_set(&deploy(1, false), Lists::Builtin);
         assert!(
             s.pointer("/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"c\"}/f:image")
                 .is_some(),
@@ -431,22 +436,70 @@ mod tests {
         let t = "2026-01-01T00:00:00Z";
         let n = 20_000;
         let start = std::time::Instant::now();
-        let v1 = apply(None, &with_containers(n, "i:1"), "a", false, t).unwrap();
-        let v2 = apply(Some(&v1), &with_containers(n, "i:1"), "b", false, t).unwrap();
-        let e = apply(Some(&v2), &with_containers(n, "i:2"), "b", false, t).unwrap_err();
+        let v1 = apply(
+            None,
+            &with_containers(n, "i:1"),
+            "a",
+            false,
+            t,
+            Lists::Builtin,
+        )
+        .unwrap();
+        let v2 = apply(
+            Some(&v1),
+            &with_containers(n, "i:1"),
+            "b",
+            false,
+            t,
+            Lists::Builtin,
+        )
+        .unwrap();
+        let e = apply(
+            Some(&v2),
+            &with_containers(n, "i:2"),
+            "b",
+            false,
+            t,
+            Lists::Builtin,
+        )
+        .unwrap_err();
         assert_eq!(e.code, 409);
         assert!(
             e.message
                 .starts_with(&format!("Apply failed with {n} conflicts"))
         );
-        let forced = apply(Some(&v2), &with_containers(n, "i:2"), "b", true, t).unwrap();
+        let forced = apply(
+            Some(&v2),
+            &with_containers(n, "i:2"),
+            "b",
+            true,
+            t,
+            Lists::Builtin,
+        )
+        .unwrap();
         let a = &forced["metadata"]["managedFields"][0];
         assert_eq!(a["manager"], "a");
         // Forced fields change owner (all that "b" applies).
         assert!(a["fieldsV1"].get("f:spec").is_none(), "{a}");
         // "a" applies and then drops half the list; "b" still owns it.
-        let forced = apply(Some(&forced), &with_containers(n, "i:2"), "a", false, t).unwrap();
-        let half = apply(Some(&forced), &with_containers(n / 2, "i:2"), "a", true, t).unwrap();
+        let forced = apply(
+            Some(&forced),
+            &with_containers(n, "i:2"),
+            "a",
+            false,
+            t,
+            Lists::Builtin,
+        )
+        .unwrap();
+        let half = apply(
+            Some(&forced),
+            &with_containers(n / 2, "i:2"),
+            "a",
+            true,
+            t,
+            Lists::Builtin,
+        )
+        .unwrap();
         assert_eq!(half["spec"]["containers"].as_array().unwrap().len(), n);
         assert!(start.elapsed() < std::time::Duration::from_secs(20));
     }
@@ -454,20 +507,61 @@ mod tests {
     #[test]
     fn reapply_removes_dropped_fields_and_other_appliers_conflict() {
         let t = "2026-01-01T00:00:00Z";
-        let v1 = apply(None, &deploy(1, true), "a", false, t).unwrap();
+        let v1 = apply(None, &deploy(1, true), "a", false, t, Lists::Builtin).unwrap();
         assert_eq!(v1["metadata"]["labels"]["extra"], "1");
-        let v2 = apply(Some(&v1), &deploy(1, false), "a", false, t).unwrap();
+        let v2 = apply(Some(&v1), &deploy(1, false), "a", false, t, Lists::Builtin).unwrap();
         assert!(v2["metadata"]["labels"].get("extra").is_none(), "{v2}");
         assert_eq!(v2["metadata"]["managedFields"].as_array().unwrap().len(), 1);
 
         let mut other = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 5}});
-        let e = apply(Some(&v2), &other, "b", false, t).unwrap_err();
+        let e = apply(Some(&v2), &other, "b", false, t, Lists::Builtin).unwrap_err();
         assert_eq!(e.code, 409);
         assert!(e.message.contains(".spec.replicas"), "{}", e.message);
-        let forced = apply(Some(&v2), &other, "b", true, t).unwrap();
+        let forced = apply(Some(&v2), &other, "b", true, t, Lists::Builtin).unwrap();
         assert_eq!(forced["spec"]["replicas"], 5);
         // Same value: shared ownership, no conflict.
         other["spec"]["replicas"] = json!(1);
-        assert!(apply(Some(&v2), &other, "b", false, t).is_ok());
+        assert!(apply(Some(&v2), &other, "b", false, t, Lists::Builtin).is_ok());
+    }
+
+    /// A custom resource's lists merge as its schema says: a `map` by its
+    /// key, so two appliers keep each other's entries; others are atomic,
+    /// whatever the field is called.
+    #[test]
+    fn custom_lists_follow_the_schema() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "routes": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}, "to": {"type": "string"}}}},
+            "containers": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        }}}});
+        let lists = Lists::Schema(Some(&schema));
+        let obj = |route: &str, container: &str| {
+            json!({"apiVersion": "x.io/v1", "kind": "R", "metadata": {"name": "r"},
+                "spec": {"routes": [{"name": route, "to": "svc"}], "containers": [{"name": container}]}})
+        };
+        let t = "2026-01-01T00:00:00Z";
+        let v1 = apply(None, &obj("a", "c1"), "one", false, t, lists).unwrap();
+        let v2 = apply(Some(&v1), &obj("b", "c2"), "two", true, t, lists).unwrap();
+        let routes: Vec<&str> = v2["spec"]["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(routes, ["a", "b"]);
+        assert_eq!(v2["spec"]["containers"], json!([{"name": "c2"}]));
+        let set = field_set(&obj("a", "c1"), lists);
+        assert!(
+            set["f:spec"]["f:routes"].get(r#"k:{"name":"a"}"#).is_some(),
+            "{set}"
+        );
+        assert_eq!(set["f:spec"]["f:containers"], json!({}));
+        // Built-in semantics would have merged containers by name.
+        let builtin = field_set(&obj("a", "c1"), Lists::Builtin);
+        assert!(
+            builtin["f:spec"]["f:containers"]
+                .get(r#"k:{"name":"c1"}"#)
+                .is_some()
+        );
     }
 }

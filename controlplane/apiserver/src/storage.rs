@@ -60,6 +60,13 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// [`decode`] as read through `r` (a custom resource's version).
+pub fn decode_as(r: &Resource, kv: &KeyValue) -> ApiResult<Value> {
+    let mut v = decode(kv)?;
+    crate::crd::at_version(r, &mut v);
+    Ok(v)
+}
+
 /// The stored JSON of `kv` with metadata.resourceVersion spliced in, without
 /// building a [`Value`]: lists and watches with no selector send this.
 /// None when the bytes are not an object with a top-level "metadata" object
@@ -195,7 +202,10 @@ fn stored_json(v: &Value) -> ApiResult<Vec<u8>> {
 /// (whatever made it so: a large body, a patch or an apply), before
 /// anything is written.
 fn encode(r: &Resource, v: &Value) -> ApiResult<Vec<u8>> {
-    let bytes = stored_json(v)?;
+    let bytes = match crate::crd::at_storage_version(r, v) {
+        Some(stored) => stored_json(&stored)?,
+        None => stored_json(v)?,
+    };
     if bytes.len() > MAX_OBJECT {
         let name = meta_str(v, "name").unwrap_or_default();
         return Err(ApiError::too_large_msg(format!(
@@ -224,7 +234,7 @@ pub fn client_rv(v: &Value) -> ApiResult<Option<u64>> {
 
 pub async fn get(store: &Store, r: &Resource, ns: &str, name: &str) -> ApiResult<Value> {
     match store.get(r.key(ns, name)).await? {
-        Some(kv) => decode(&kv),
+        Some(kv) => decode_as(r, &kv),
         None => Err(ApiError::not_found(target(r, name))),
     }
 }
@@ -238,7 +248,7 @@ pub async fn create(
     obj: Value,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    insert(store, r, ns, obj, dry_run, 0, usize::MAX).await
+    insert(store, r, ns, obj, dry_run, 0, None).await
 }
 
 /// [`create`] as a client asks it: within the namespace object limit of
@@ -252,17 +262,31 @@ pub async fn create_with_lease(
     dry_run: bool,
     lease: skiff_store::LeaseId,
 ) -> ApiResult<Value> {
-    let max = state.gate.limits.max_objects_per_namespace;
-    insert(&state.store, r, ns, obj, dry_run, lease, max).await
+    let quota = Quota {
+        max: state.gate.limits.max_objects_per_namespace,
+        served: state.crds.served(),
+    };
+    insert(&state.store, r, ns, obj, dry_run, lease, Some(quota)).await
+}
+
+/// The objects a namespace may hold, counted over what is served (custom
+/// objects count like built-in ones).
+struct Quota {
+    max: usize,
+    served: registry::Served,
 }
 
 /// Objects namespace `ns` holds, all kinds together: key counts of every
 /// namespaced resource in one read transaction.
-pub async fn namespace_objects(store: &Store, ns: &str) -> ApiResult<u64> {
+pub async fn namespace_objects(
+    store: &Store,
+    served: &registry::Served,
+    ns: &str,
+) -> ApiResult<u64> {
     // One range per stored prefix (a kind served at two versions is
     // stored once).
-    let prefixes: std::collections::BTreeSet<String> = registry::RESOURCES
-        .iter()
+    let prefixes: std::collections::BTreeSet<String> = served
+        .all()
         .filter(|r| r.namespaced && r.kind != "Namespace")
         .map(|r| r.list_prefix(ns))
         .collect();
@@ -297,7 +321,7 @@ async fn insert(
     mut obj: Value,
     dry_run: bool,
     lease: skiff_store::LeaseId,
-    max_objects: usize,
+    quota: Option<Quota>,
 ) -> ApiResult<Value> {
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     let meta = obj["metadata"]
@@ -326,8 +350,12 @@ async fn insert(
                 r.plural
             )));
         }
-        if max_objects != usize::MAX {
-            let used = namespace_objects(store, ns).await?;
+        if let Some(Quota {
+            max: max_objects,
+            served,
+        }) = quota
+        {
+            let used = namespace_objects(store, &served, ns).await?;
             if used >= max_objects as u64 {
                 // kube's ResourceQuota wording.
                 return Err(ApiError::forbidden(format!(
@@ -396,7 +424,7 @@ where
             .get(key.clone())
             .await?
             .ok_or_else(|| ApiError::not_found(target(r, name)))?;
-        let current = decode(&kv)?;
+        let current = decode_as(r, &kv)?;
         let mut new = change(current.clone())?;
         if let Some(rv) = client_rv(&new)?
             && rv != kv.mod_revision
@@ -534,7 +562,7 @@ pub async fn delete(
         if pre.resource_version.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::conflict(target(r, name)));
         }
-        let current = decode(&kv)?;
+        let current = decode_as(r, &kv)?;
         if let Some(want) = &pre.uid {
             let have = meta_str(&current, "uid").unwrap_or("");
             if want != have {
@@ -666,7 +694,7 @@ pub async fn list_at(
     at: Option<u64>,
 ) -> ApiResult<Page> {
     let keep = |kv: &KeyValue| -> ApiResult<Option<Value>> {
-        let v = decode(kv)?;
+        let v = decode_as(r, kv)?;
         Ok(filter.matches(&v).then_some(v))
     };
     list_with(store, r, ns, filter.is_empty(), limit, cont, at, keep).await
@@ -683,9 +711,12 @@ pub async fn list_raw(
     at: Option<u64>,
 ) -> ApiResult<Page<Vec<u8>>> {
     let keep = |kv: &KeyValue| -> ApiResult<Option<Vec<u8>>> {
-        Ok(Some(match raw_with_rv(&kv.value, kv.mod_revision) {
+        let raw = (!crate::crd::converts(r))
+            .then(|| raw_with_rv(&kv.value, kv.mod_revision))
+            .flatten();
+        Ok(Some(match raw {
             Some(raw) => raw,
-            None => serde_json::to_vec(&decode(kv)?).map_err(ApiError::internal)?,
+            None => serde_json::to_vec(&decode_as(r, kv)?).map_err(ApiError::internal)?,
         }))
     };
     list_with(store, r, ns, true, limit, cont, at, keep).await

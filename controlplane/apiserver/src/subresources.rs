@@ -225,7 +225,24 @@ async fn bound_object(
     })
 }
 
-pub(crate) fn scale_of(obj: &Value) -> Value {
+/// Where a kind keeps its replicas: `spec.replicas` and `status.replicas`
+/// for built-ins, the CRD's `specReplicasPath`/`statusReplicasPath`.
+fn replica_paths(r: &Resource) -> (&str, &str) {
+    match r.custom.and_then(|c| c.scale.as_ref()) {
+        Some(s) => (&s.spec_replicas, &s.status_replicas),
+        None => ("/spec/replicas", "/status/replicas"),
+    }
+}
+
+pub(crate) fn scale_of(r: &Resource, obj: &Value) -> Value {
+    let (spec, status) = replica_paths(r);
+    let custom_selector = r
+        .custom
+        .and_then(|c| c.scale.as_ref())
+        .map(|s| s.label_selector.as_deref().and_then(|p| obj.pointer(p)));
+    if let Some(sel) = custom_selector {
+        return scale(obj, spec, status, sel.and_then(Value::as_str).unwrap_or(""));
+    }
     let selector = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -236,6 +253,10 @@ pub(crate) fn scale_of(obj: &Value) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
+    scale(obj, spec, status, &selector)
+}
+
+fn scale(obj: &Value, spec: &str, status: &str, selector: &str) -> Value {
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -246,8 +267,8 @@ pub(crate) fn scale_of(obj: &Value) -> Value {
             "resourceVersion": obj.pointer("/metadata/resourceVersion"),
             "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+        "spec": {"replicas": obj.pointer(spec).and_then(Value::as_i64).unwrap_or(0)},
+        "status": {"replicas": obj.pointer(status).and_then(Value::as_i64).unwrap_or(0), "selector": selector},
     })
 }
 
@@ -273,11 +294,20 @@ pub(crate) async fn set_replicas(
         if let Some(rv) = rv {
             current["metadata"]["resourceVersion"] = json!(rv.to_string());
         }
-        current["spec"]["replicas"] = json!(n);
+        let old = r.custom.is_some().then(|| current.clone());
+        set_at(&mut current, replica_paths(r).0, json!(n));
+        if let Some(c) = r.custom {
+            // The schema still holds (a maximum on the replicas).
+            let mut causes = Vec::new();
+            c.validate(&current, old.as_ref(), &mut causes);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(target(r, name), &causes));
+            }
+        }
         Ok(current)
     })
     .await?;
-    Ok(json_response(200, &scale_of(&updated)))
+    Ok(json_response(200, &scale_of(r, &updated)))
 }
 
 pub(crate) async fn bind(
@@ -370,4 +400,22 @@ pub(crate) async fn self_subject_rules_review(
         review["metadata"] = json!({});
     }
     Ok(json_response(201, &review))
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+fn set_at(doc: &mut Value, pointer: &str, v: Value) {
+    let mut cur = doc;
+    let mut segs = pointer.split('/').skip(1).peekable();
+    while let Some(seg) = segs.next() {
+        let key = seg.replace("~1", "/").replace("~0", "~");
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let o = cur.as_object_mut().expect("just made an object");
+        if segs.peek().is_none() {
+            o.insert(key, v);
+            return;
+        }
+        cur = o.entry(key).or_insert_with(|| json!({}));
+    }
 }

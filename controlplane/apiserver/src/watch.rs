@@ -100,8 +100,8 @@ fn event_line(kind: &str, obj: Value) -> Bytes {
 
 /// The event line of `ev` from the stored JSON, when nothing needs the
 /// object parsed: no selector, no Table. None: take the general path.
-fn raw_event(p: &WatchParams, ev: &skiff_store::Event) -> Option<Bytes> {
-    if p.table.is_some() || !p.filter.is_empty() {
+fn raw_event(r: &Resource, p: &WatchParams, ev: &skiff_store::Event) -> Option<Bytes> {
+    if p.table.is_some() || !p.filter.is_empty() || crate::crd::converts(r) {
         return None;
     }
     let (kind, obj) = match ev.kind {
@@ -268,13 +268,13 @@ async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: Tx) {
                 };
                 for ev in events {
                     last_rev = ev.revision();
-                    if let Some(line) = raw_event(&p, &ev) {
+                    if let Some(line) = raw_event(r, &p, &ev) {
                         if tx.send(line).await.is_err() {
                             return;
                         }
                         continue;
                     }
-                    let prev = ev.prev_kv.as_ref().and_then(|kv| storage::decode(kv).ok());
+                    let prev = ev.prev_kv.as_ref().and_then(|kv| storage::decode_as(r, kv).ok());
                     let (kind, obj) = match ev.kind {
                         EventKind::Delete => {
                             let Some(mut obj) = prev else { continue };
@@ -283,7 +283,7 @@ async fn run(state: Arc<State>, r: &'static Resource, p: WatchParams, tx: Tx) {
                             ("DELETED", obj)
                         }
                         EventKind::Put => {
-                            let Ok(obj) = storage::decode(&ev.kv) else { continue };
+                            let Ok(obj) = storage::decode_as(r, &ev.kv) else { continue };
                             let now = p.filter.matches(&obj);
                             let before = prev.as_ref().is_some_and(|o| p.filter.matches(o));
                             match (prev.is_some() && before, now) {

@@ -4,6 +4,7 @@
 //! update rules and `kubectl get` columns. Everything else (storage,
 //! discovery, protobuf, routing) is generic over the entry.
 
+mod apiextensions;
 mod apps;
 mod batch;
 mod coordination;
@@ -44,4 +45,5 @@ pub static RESOURCES: &[Resource] = &[
     rbac::CLUSTER_ROLES,
     rbac::CLUSTER_ROLE_BINDINGS,
     scheduling::PRIORITY_CLASSES,
+    apiextensions::CUSTOM_RESOURCE_DEFINITIONS,
 ];
