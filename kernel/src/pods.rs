@@ -668,7 +668,14 @@ impl Host for KernelHost {
             // smoltcp completes the handshake before anyone sees the peer:
             // one NetworkPolicy denies is reset here, unseen by the guest.
             let peer = net::with_tcp(h, |s| v4(s.remote_endpoint()));
-            if peer.is_some_and(|p| !self.ingress_allowed(*p.ip(), Protocol::Tcp, port)) {
+            if let Some(peer) = peer.filter(|p| !self.ingress_allowed(*p.ip(), Protocol::Tcp, port))
+            {
+                info!(
+                    "policy",
+                    "NetworkPolicy: reset {peer} -> {}:{port} (pod {})",
+                    self.local_ip(),
+                    self.pod_uid
+                );
                 net::with_tcp(h, |s| s.abort());
                 net::kick();
                 self.rejected.push((h, now()));

@@ -221,7 +221,7 @@ spec:
     });
     let logs = text(plane.kubectl(&["logs", pod]));
     if phase != "Succeeded" {
-        return Err(format!("pod {pod} {phase}:\n{logs}"));
+        return Err(format!("pod {pod} {phase}:\n{logs}\nthe nodes:\n{}", log()));
     }
     Ok(logs)
 }

@@ -205,6 +205,24 @@ spec:
         });
     }
 
+    /// Applies `yaml`, a Pod `ns/name` that runs to completion
+    /// (`restartPolicy: Never`), waits up to 180 s until it Succeeded or
+    /// Failed and returns its log.
+    pub fn run_to_completion(&self, yaml: &str, ns: &str, name: &str) -> String {
+        self.apply(yaml);
+        let phase = [
+            "get",
+            "pod",
+            "-n",
+            ns,
+            name,
+            "-o",
+            "jsonpath={.status.phase}",
+        ];
+        self.wait_output(&phase, "ed", 180, String::new);
+        String::from_utf8_lossy(&self.kubectl(&["logs", "-n", ns, name]).stdout).into_owned()
+    }
+
     /// Waits until node `name` has registered with the wasm runtime (its
     /// Node shows `skiff-wasm://`), with the node's log as context.
     pub fn wait_wasm_node(&self, name: &str, context: impl Fn() -> String) {

@@ -4,6 +4,9 @@
 //! default-deny egress, and removal restoring traffic — driven with real
 //! kubectl, each client a real pod connecting through the Service name.
 
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
 use skiff_e2e::plane::Plane;
 use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
@@ -18,7 +21,7 @@ fn text(out: std::process::Output) -> String {
 /// Runs a one-shot client pod (`labels` as a YAML map) on `node` that
 /// connects to the db Service once; its log once it ended.
 fn client(plane: &Plane, host: &str, ns: &str, name: &str, labels: &str, node: &str) -> String {
-    plane.apply(&format!(
+    let pod = format!(
         r#"
 apiVersion: v1
 kind: Pod
@@ -34,22 +37,8 @@ spec:
     - {{name: REPEAT, value: "1"}}
     - {{name: MESSAGE, value: "GET /{name} HTTP/1.1\r\nHost: db\r\n\r\n"}}
 "#
-    ));
-    plane.wait_output(
-        &[
-            "get",
-            "pod",
-            "-n",
-            ns,
-            name,
-            "-o",
-            "jsonpath={.status.phase}",
-        ],
-        "ed", // Succeeded or Failed
-        180,
-        String::new,
     );
-    let log = text(plane.kubectl(&["logs", "-n", ns, name]));
+    let log = plane.run_to_completion(&pod, ns, name);
     eprintln!("{ns}/{name} on {node}:\n{log}");
     log
 }
@@ -62,10 +51,32 @@ fn refused(log: &str) -> bool {
     log.contains("succeeded 0 of 1")
 }
 
-/// Gives the gateway a moment to push a policy change (a watch event and
-/// one frame: well under a second).
+/// Gives the gateway a moment to push a policy change the host cannot
+/// observe (a watch event and one frame: well under a second).
 fn settle() {
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// How soon a policy change must reach new connections (the issue's bar).
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// GETs through host port `port` every 20 ms until one is answered (or
+/// not, as `answered` says) and returns how long that took; panics past
+/// 10 s. The host reaches the pod through the segment's router.
+fn time_until(port: u16, answered: bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        let ok = http_get(port, "/from-the-host").is_ok_and(|r| r.contains("200 OK"));
+        if ok == answered {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still {} after 10 s",
+            if answered { "refused" } else { "answered" }
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -138,9 +149,23 @@ spec:
         log,
     );
 
-    // No policy: anyone reaches the db.
+    // No policy: anyone reaches the db, the host too (through a forward to
+    // the pod's address).
     let out = client(&plane, &host, NS, "open", "{app: other}", b);
     assert!(answered(&out), "{out}");
+    let db_ip = text(plane.kubectl(&[
+        "get",
+        "pod",
+        "-n",
+        NS,
+        "db",
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]));
+    let from_host = segment
+        .forward(SocketAddrV4::new(db_ip.parse().expect("db pod IP"), 8080))
+        .expect("forward to the db pod");
+    time_until(from_host, true); // (panics if never answered)
 
     // Ingress to the db only from web pods, on its named port, and from
     // the tools namespace.
@@ -157,12 +182,16 @@ spec:
   - from: [{{namespaceSelector: {{matchLabels: {{team: ops}}}}}}]
 "#
     ));
+    // The host is none of the allowed peers: its new connections stop
+    // within a second of the policy's creation.
+    let took = time_until(from_host, false);
+    eprintln!("denied the host {took:?} after the policy was created");
+    assert!(took <= WITHIN, "the policy took {took:?} to apply");
     let listed = text(plane.kubectl(&["get", "networkpolicy", "-n", NS]));
     assert!(
         listed.contains("db-ingress") && listed.contains("app=db"),
         "{listed}"
     );
-    settle();
     for (name, node) in [("web-remote", b), ("web-local", a)] {
         let out = client(&plane, &host, NS, name, "{app: web}", node);
         assert!(answered(&out), "an allowed pod on {node} is served: {out}");
@@ -204,9 +233,11 @@ spec:
     let out = client(&plane, &host, NS, "web-denied", "{app: web}", b);
     assert!(refused(&out) && out.contains("connect:"), "{out}");
 
-    // Policies gone: traffic flows again.
+    // Policies gone: traffic flows again, within a second.
     plane.ok(&["delete", "networkpolicy", "-n", NS, "--all"]);
-    settle();
+    let took = time_until(from_host, true);
+    eprintln!("allowed the host again {took:?} after the policies were deleted");
+    assert!(took <= WITHIN, "the deletion took {took:?} to apply");
     let out = client(&plane, &host, NS, "other-again", "{app: other}", a);
     assert!(answered(&out), "{out}");
     let out = client(&plane, &host, NS, "web-again", "{app: web}", b);

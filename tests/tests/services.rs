@@ -17,7 +17,7 @@ fn text(out: std::process::Output) -> String {
 /// Runs a client pod pinned to `node` that makes `repeat` exchanges with
 /// `addr` (see the tcp-connect guest) and returns its log once it ended.
 fn client(plane: &Plane, host: &str, name: &str, node: &str, addr: &str, repeat: u32) -> String {
-    plane.apply(&format!(
+    let pod = format!(
         r#"
 apiVersion: v1
 kind: Pod
@@ -33,22 +33,8 @@ spec:
     - {{name: REPEAT, value: "{repeat}"}}
     - {{name: MESSAGE, value: "GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n"}}
 "#
-    ));
-    plane.wait_output(
-        &[
-            "get",
-            "pod",
-            "-n",
-            "my-project-dev",
-            name,
-            "-o",
-            "jsonpath={.status.phase}",
-        ],
-        "ed", // Succeeded or Failed
-        180,
-        String::new,
     );
-    text(plane.kubectl(&["logs", "-n", "my-project-dev", name]))
+    plane.run_to_completion(&pod, "my-project-dev", name)
 }
 
 /// The pods that answered, from the echo server's `Hostname:` lines.

@@ -256,17 +256,7 @@ fn wasm_pods(
     let manifest = root.join("target/demo/wasm-pods.yaml");
     std::fs::write(&manifest, WASM_PODS.replace("REGISTRY", &reg.host))?;
     cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
-    cp.wait_until(120, "the wasm Job to complete", |cp| {
-        let s = cp.get(&[
-            "job",
-            "hello",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.status.succeeded}",
-        ])?;
-        Ok(s == "1")
-    })?;
+    wait_job(cp, "hello")?;
     cp.kubectl(&["logs", "job/hello", "-n", "demo"])?;
     cp.wait_until(180, "the echo servers to be available", |cp| {
         let s = cp.get(&[
@@ -319,17 +309,7 @@ fn wasm_pods(
         .replace("NODE", client_node);
     std::fs::write(&manifest, job)?;
     cp.kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
-    cp.wait_until(120, "the client Job to complete", |cp| {
-        let s = cp.get(&[
-            "job",
-            "client",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.status.succeeded}",
-        ])?;
-        Ok(s == "1")
-    })?;
+    wait_job(cp, "client")?;
     let log = cp.kubectl_output(&["logs", "job/client", "-n", "demo"])?;
     let log = String::from_utf8_lossy(&log.stdout);
     println!("demo: the client pod on {client_node} asked http://wasm-echo/ 4 times:\n{log}");
@@ -337,6 +317,21 @@ fn wasm_pods(
         bail!("the client pod did not get 4 answers through the Service");
     }
     Ok(())
+}
+
+/// Waits for the Job `name` in the demo namespace to succeed.
+fn wait_job(cp: &cluster::ControlPlane, name: &str) -> Result<()> {
+    cp.wait_until(120, &format!("the {name} Job to complete"), |cp| {
+        let s = cp.get(&[
+            "job",
+            name,
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.succeeded}",
+        ])?;
+        Ok(s == "1")
+    })
 }
 
 const WASM_PODS: &str = "apiVersion: batch/v1
