@@ -307,7 +307,7 @@ impl End {
             End::Tcp(s) => s.poll_recv(cx, buf),
             End::Spliced(s) => {
                 let r = s.poll_recv(cx, buf).map_err(|_| Reset);
-                if r.is_ready() {
+                if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
                     pods::spliced_activity(); // room for the pod's sends
                 }
                 r
@@ -320,8 +320,8 @@ impl End {
             End::Tcp(s) => s.poll_send(cx, data),
             End::Spliced(s) => {
                 let r = s.poll_send(cx, data).map_err(|_| Reset);
-                if r.is_ready() {
-                    pods::spliced_activity();
+                if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                    pods::spliced_activity(); // bytes for the pod
                 }
                 r
             }

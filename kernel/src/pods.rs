@@ -727,7 +727,12 @@ impl Host for KernelHost {
             Conn::Tcp { socket, .. } => *socket,
             Conn::Spliced(s) => {
                 let r = s.recv(buf).map_err(splice_error);
-                SPLICED.notify(); // room for the peer's sends
+                // Room for the peer's sends, only if bytes left: a guest
+                // retries a blocked receive at every step, and a wakeup
+                // each time would spin the runner.
+                if matches!(r, Ok(Some(n)) if n > 0) {
+                    SPLICED.notify();
+                }
                 return r;
             }
         };
@@ -758,7 +763,10 @@ impl Host for KernelHost {
             Conn::Tcp { socket, .. } => *socket,
             Conn::Spliced(s) => {
                 let r = s.send(data).map_err(splice_error);
-                self.spliced_activity();
+                // Only bytes queued are news to the peer (as for `recv`).
+                if matches!(r, Ok(Some(n)) if n > 0) {
+                    self.spliced_activity();
+                }
                 return r;
             }
         };
@@ -1119,6 +1127,10 @@ pub async fn runner(rt: Rc<RefCell<PodRuntime>>) {
             select(sleep, io_activity(&shared)),
         )
         .await;
+        // The wait may end at once (activity the guests made themselves,
+        // pod to pod): the other tasks (network, node-port relays) still
+        // get their turn before the guests go again.
+        executor::yield_now().await;
         rt.borrow_mut().wasm.wake_io();
     }
 }

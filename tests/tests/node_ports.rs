@@ -16,6 +16,9 @@ use skiff_e2e::*;
 /// How long a refusal may take: a reset, never a timeout. TCG nodes and
 /// the router share two cores with the plane, so this is not tight.
 const REFUSED_WITHIN: Duration = Duration::from_secs(1);
+/// Five GETs one after the other (each ~ms when all is well; a lost wakeup
+/// costs the pod's runner its 1 s idle wait each time).
+const FIVE_GETS_WITHIN: Duration = Duration::from_secs(3);
 
 fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
     let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
@@ -34,6 +37,13 @@ enum Outcome {
 
 /// One HTTP GET through host port `port`.
 fn get(port: u16) -> Outcome {
+    get_paced(port, None)
+}
+
+/// One HTTP GET through host port `port`; with `pause`, the client waits
+/// that long after connecting and again inside the request line, so the
+/// pod accepts before any byte and then waits for the rest mid-line.
+fn get_paced(port: u16, pause: Option<Duration>) -> Outcome {
     let t = Instant::now();
     let mut s = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
         Ok(s) => s,
@@ -41,10 +51,19 @@ fn get(port: u16) -> Outcome {
     };
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
-    let _ = write!(
-        s,
-        "GET /via-node-port HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n"
-    );
+    s.set_nodelay(true).expect("nodelay");
+    let request = "GET /via-node-port HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n";
+    match pause {
+        None => {
+            let _ = s.write_all(request.as_bytes());
+        }
+        Some(p) => {
+            std::thread::sleep(p);
+            let _ = s.write_all(&request.as_bytes()[..8]);
+            std::thread::sleep(p);
+            let _ = s.write_all(&request.as_bytes()[8..]);
+        }
+    }
     let mut out = Vec::new();
     let r = s.read_to_end(&mut out);
     let elapsed = t.elapsed();
@@ -64,8 +83,12 @@ fn get(port: u16) -> Outcome {
     }
 }
 
+fn answered_by(outcome: &Outcome, pod: &str) -> bool {
+    matches!(outcome, Outcome::Answered(a) if a.contains("200 OK") && a.contains(&format!("Hostname: {pod}")))
+}
+
 fn answers(port: u16, pod: &str) -> bool {
-    matches!(get(port), Outcome::Answered(a) if a.contains("200 OK") && a.contains(&format!("Hostname: {pod}")))
+    answered_by(&get(port), pod)
 }
 
 /// Refused (reset or closed) at once, not answered and not hung.
@@ -184,7 +207,8 @@ spec:
     );
 
     // Both nodes serve the nodePort: the replica's node in memory, the
-    // other over the segment to the pod's address.
+    // other over the segment to the pod's address. The pod serves one
+    // connection at a time, so any GET left hanging would stall the rest.
     for i in [with, without] {
         plane.eventually(
             &format!("{}:{node_port} to answer with {pod}", names[i]),
@@ -194,9 +218,38 @@ spec:
         );
         let t = Instant::now();
         for _ in 0..5 {
-            assert!(answers(forwards[i], &pod), "{} stopped answering", names[i]);
+            let got = get(forwards[i]);
+            assert!(
+                answered_by(&got, &pod),
+                "{} stopped answering: {got:?}\n{}",
+                names[i],
+                log()
+            );
         }
-        eprintln!("{}: 5 GETs in {:?}", names[i], t.elapsed());
+        let took = t.elapsed();
+        eprintln!("{}: 5 GETs in {took:?}", names[i]);
+        // Each GET is a few round trips on the segment: a wakeup lost on
+        // the way (a relay, the pod's runner) costs a timer tick or more.
+        assert!(
+            took < FIVE_GETS_WITHIN,
+            "{}: 5 GETs took {took:?}\n{}",
+            names[i],
+            log()
+        );
+        // A client slow to send: the pod accepts first and then waits for
+        // the request's bytes (which only the relay's activity brings).
+        let got = get_paced(forwards[i], Some(Duration::from_millis(300)));
+        assert!(
+            answered_by(&got, &pod),
+            "{}: a slow client got {got:?}\n{}",
+            names[i],
+            log()
+        );
+        assert!(
+            answers(forwards[i], &pod),
+            "{} answers after a slow client",
+            names[i]
+        );
     }
     let served = String::from_utf8_lossy(&plane.kubectl(&["logs", &pod]).stdout).into_owned();
     assert!(served.contains("GET /via-node-port"), "{served}");
