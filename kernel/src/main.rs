@@ -31,6 +31,8 @@ mod net;
 #[cfg(target_os = "none")]
 mod node;
 #[cfg(target_os = "none")]
+mod node_ports;
+#[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
 mod pods;

@@ -381,6 +381,163 @@ impl TcpSocket {
     }
 }
 
+/// A relayed connection was reset (or timed out): its bytes are lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset;
+
+/// Owned sockets driven by a task's own `poll` (the node-port relays in
+/// `node_ports.rs`), with smoltcp's wakers.
+impl TcpSocket {
+    /// A listener on `addr:port` only.
+    pub fn listen_on(addr: Ipv4Addr, port: u16, buf: usize) -> Result<TcpSocket, tcp::ListenError> {
+        tcp_listen(Some(addr), port, buf).map(TcpSocket)
+    }
+
+    /// Starts a connection from `from` to `to` (see [`tcp_connect`]); await
+    /// [`TcpSocket::poll_connected`].
+    pub fn start_connect(
+        from: Ipv4Addr,
+        to: core::net::SocketAddrV4,
+        buf: usize,
+        timeout_us: u64,
+    ) -> Result<TcpSocket, ConnectError> {
+        tcp_connect(Some(from), to, buf, timeout_us).map(TcpSocket)
+    }
+
+    pub fn poll_connected(
+        &self,
+        cx: &mut core::task::Context<'_>,
+    ) -> Poll<Result<(), ConnectError>> {
+        with_tcp(self.0, |s| match s.state() {
+            tcp::State::SynSent | tcp::State::SynReceived => {
+                s.register_send_waker(cx.waker());
+                s.register_recv_waker(cx.waker());
+                Poll::Pending
+            }
+            // A reset in SYN-SENT closes the socket (as does the timeout).
+            tcp::State::Closed => Poll::Ready(Err(ConnectError::Refused)),
+            _ => Poll::Ready(Ok(())),
+        })
+    }
+
+    /// For a listener: a peer completed the handshake (`Some(true)`), it
+    /// still listens (`Some(false)`; `waker`, if any, is woken on a
+    /// change), or it was closed before we took it (`None`).
+    pub fn accepted(&self, waker: Option<&core::task::Waker>) -> Option<bool> {
+        with_tcp(self.0, |s| match s.state() {
+            tcp::State::Listen | tcp::State::SynReceived => {
+                if let Some(w) = waker {
+                    s.register_recv_waker(w);
+                }
+                Some(false)
+            }
+            tcp::State::Closed => None,
+            _ => Some(true),
+        })
+    }
+
+    /// The peer's address once connected.
+    pub fn remote(&self) -> Option<core::net::SocketAddrV4> {
+        with_tcp(self.0, |s| {
+            let e = s.remote_endpoint()?;
+            #[allow(irrefutable_let_patterns)]
+            let IpAddress::Ipv4(ip) = e.addr else {
+                return None;
+            };
+            Some(core::net::SocketAddrV4::new(ip, e.port))
+        })
+    }
+
+    /// Aborts the connection if the peer leaves data unacknowledged for
+    /// `us` (a peer that vanished).
+    pub fn set_timeout(&self, us: u64) {
+        with_tcp(self.0, |s| s.set_timeout(Some(Duration::from_micros(us))));
+    }
+
+    /// Reads some bytes: `Ok(0)` is the peer's FIN, [`Reset`] a reset.
+    pub fn poll_recv(
+        &self,
+        cx: &mut core::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, Reset>> {
+        let r = with_tcp(self.0, |s| match s.recv_slice(buf) {
+            Ok(0) if !buf.is_empty() => {
+                s.register_recv_waker(cx.waker());
+                Poll::Pending
+            }
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(tcp::RecvError::Finished) => Poll::Ready(Ok(0)),
+            // Closed without the peer's FIN: reset or timed out.
+            Err(tcp::RecvError::InvalidState) => Poll::Ready(Err(Reset)),
+        });
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            kick(); // window update
+        }
+        r
+    }
+
+    /// Queues bytes to send: how many were taken; [`Reset`] once the
+    /// connection is gone (or our side was shut).
+    pub fn poll_send(
+        &self,
+        cx: &mut core::task::Context<'_>,
+        data: &[u8],
+    ) -> Poll<Result<usize, Reset>> {
+        let r = with_tcp(self.0, |s| {
+            if !s.may_send() {
+                Poll::Ready(Err(Reset))
+            } else if s.can_send() {
+                Poll::Ready(Ok(s.send_slice(data).unwrap_or(0)))
+            } else {
+                s.register_send_waker(cx.waker());
+                Poll::Pending
+            }
+        });
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            kick();
+        }
+        r
+    }
+
+    /// Sends our FIN after what is queued (TCP's half-close).
+    pub fn shutdown(&self) {
+        with_tcp(self.0, |s| s.close());
+        kick();
+    }
+
+    /// Ready once the FIN exchange is over (or the connection is gone), so
+    /// dropping the socket loses nothing.
+    pub fn poll_finished(&self, cx: &mut core::task::Context<'_>) -> Poll<()> {
+        with_tcp(self.0, |s| match s.state() {
+            tcp::State::Closed | tcp::State::TimeWait => Poll::Ready(()),
+            _ => {
+                s.register_send_waker(cx.waker());
+                s.register_recv_waker(cx.waker());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Resets the connection: smoltcp sends the RST on its next poll, so
+    /// the socket stays in the set until it did (at most `wait_us`).
+    pub async fn abort(self, wait_us: u64) {
+        with_tcp(self.0, |s| s.abort());
+        kick();
+        // The RST is out once smoltcp forgot the peer.
+        let sent = poll_fn(|cx| {
+            with_tcp(self.0, |s| {
+                if s.remote_endpoint().is_none() {
+                    Poll::Ready(())
+                } else {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+        });
+        let _ = select(sent, executor::sleep_us(wait_us)).await;
+    }
+}
+
 impl Drop for TcpSocket {
     fn drop(&mut self) {
         with(|st| {

@@ -159,6 +159,10 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         wasmrt::RUNTIME_VERSION
     );
     executor::spawn(pods::runner(rt.clone()));
+    executor::spawn(crate::node_ports::run(
+        rt.borrow().wasm.node().shared(),
+        agent.services(),
+    ));
     executor::spawn(run(Box::new(agent), rt, gw_ip, gw_port));
 }
 

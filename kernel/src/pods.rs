@@ -116,6 +116,9 @@ type Bound = (Ipv4Addr, u16);
 pub struct Shared {
     /// Ports the node serves itself, on every address.
     reserved: Vec<u16>,
+    /// The node's Service node ports (`node_ports.rs`), on the node's
+    /// address: no container sharing that address may take them.
+    node_ports: Vec<u16>,
     /// TCP ports held by containers.
     ports: Vec<Bound>,
     /// UDP ports held by containers.
@@ -221,6 +224,19 @@ pub fn connect_local(
     splice(shared, from, target, to)
 }
 
+/// Reserves `wanted` (the node's TCP node ports) against containers
+/// sharing the node's address; returns those the node may listen on: not
+/// the node's own ports, nor ports such a container took first.
+pub fn reserve_node_ports(shared: &spin::Mutex<Shared>, wanted: &[u16]) -> Vec<u16> {
+    let mut sh = shared.lock();
+    sh.node_ports = wanted.to_vec();
+    wanted
+        .iter()
+        .copied()
+        .filter(|p| !sh.reserved.contains(p) && !sh.ports.contains(&(Ipv4Addr::UNSPECIFIED, *p)))
+        .collect()
+}
+
 /// Completes on the next activity on any pod socket (or spuriously).
 fn io_activity(shared: &spin::Mutex<Shared>) -> impl core::future::Future<Output = ()> + '_ {
     let mut armed = false;
@@ -321,6 +337,11 @@ impl NodeHost for KernelNode {
                 if sh.reserved.contains(&port) {
                     return Err(format!(
                         "port {port} is reserved for the node's own service"
+                    ));
+                }
+                if !own_ip && sh.node_ports.contains(&port) {
+                    return Err(format!(
+                        "port {port} is a Service's nodePort on this node (the node has no pod CIDR: pods share its address)"
                     ));
                 }
                 if sh.ports.contains(&(at, port)) {
@@ -555,7 +576,10 @@ impl KernelHost {
 /// one of this node's pod addresses, or for the node's own address (which
 /// pods without a pod CIDR share); `Err(Unreachable)` for an address of
 /// this node's pod CIDR that no pod holds; `Ok(None)`: not this node's.
-fn local_target(shared: &spin::Mutex<Shared>, to: SocketAddrV4) -> Result<Option<Bound>, NetError> {
+pub fn local_target(
+    shared: &spin::Mutex<Shared>,
+    to: SocketAddrV4,
+) -> Result<Option<Bound>, NetError> {
     let ip = *to.ip();
     let sh = shared.lock();
     if sh.addresses.contains_key(&ip) {
@@ -710,7 +734,12 @@ impl Host for KernelHost {
             Conn::Tcp { socket, .. } => *socket,
             Conn::Spliced(s) => {
                 let r = s.recv(buf).map_err(splice_error);
-                SPLICED.notify(); // room for the peer's sends
+                // Room for the peer's sends, only if bytes left: a guest
+                // retries a blocked receive at every step, and a wakeup
+                // each time would spin the runner.
+                if matches!(r, Ok(Some(n)) if n > 0) {
+                    SPLICED.notify();
+                }
                 return r;
             }
         };
@@ -741,7 +770,10 @@ impl Host for KernelHost {
             Conn::Tcp { socket, .. } => *socket,
             Conn::Spliced(s) => {
                 let r = s.send(data).map_err(splice_error);
-                self.spliced_activity();
+                // Only bytes queued are news to the peer (as for `recv`).
+                if matches!(r, Ok(Some(n)) if n > 0) {
+                    self.spliced_activity();
+                }
                 return r;
             }
         };
@@ -1102,6 +1134,10 @@ pub async fn runner(rt: Rc<RefCell<PodRuntime>>) {
             select(sleep, io_activity(&shared)),
         )
         .await;
+        // The wait may end at once (activity the guests made themselves,
+        // pod to pod): the other tasks (network, node-port relays) still
+        // get their turn before the guests go again.
+        executor::yield_now().await;
         rt.borrow_mut().wasm.wake_io();
     }
 }

@@ -201,6 +201,15 @@ impl ServiceTable {
         }
     }
 
+    /// The node ports of `proto` this node serves (any Service port with a
+    /// `nodePort`), ascending, for whoever keeps their listeners.
+    pub fn node_ports(&self, proto: Protocol) -> impl Iterator<Item = u16> + '_ {
+        let code = proto_code(proto);
+        self.node_ports
+            .range((code, 0)..=(code, u16::MAX))
+            .map(|(&(_, port), _)| port)
+    }
+
     /// Connect-time translation of a pod's `connect(dst)` (or first UDP
     /// send) from `client`. `now_ns` is the node's monotonic clock (client-IP
     /// affinity times out on it); `random` picks among the backends.

@@ -399,6 +399,38 @@ fn node_ports_resolve_with_the_external_traffic_policy() {
 }
 
 #[test]
+fn node_ports_are_listed_per_protocol_and_follow_deltas() {
+    let mut web = svc("default", "web", "10.96.0.10", vec![]);
+    web.kind = ServiceKind::NodePort;
+    web.ports[0].node_port = Some(30080);
+    let mut dns = svc("default", "dns", "10.96.0.11", vec![]);
+    dns.kind = ServiceKind::NodePort;
+    dns.ports[0].node_port = Some(30053);
+    dns.ports.push(ServicePort {
+        protocol: Protocol::Udp,
+        ..dns.ports[0].clone()
+    });
+    let plain = svc("default", "plain", "10.96.0.12", vec![]);
+    let mut t = table(vec![web, dns, plain]);
+    let tcp: Vec<u16> = t.node_ports(Protocol::Tcp).collect();
+    assert_eq!(tcp, [30053, 30080]);
+    let udp: Vec<u16> = t.node_ports(Protocol::Udp).collect();
+    assert_eq!(udp, [30053]);
+    t.apply_delta(
+        1,
+        2,
+        vec![],
+        &[ServiceRef {
+            namespace: s("default"),
+            name: s("web"),
+        }],
+    )
+    .unwrap();
+    let tcp: Vec<u16> = t.node_ports(Protocol::Tcp).collect();
+    assert_eq!(tcp, [30053]);
+}
+
+#[test]
 fn full_state_in_parts_then_deltas_with_generations() {
     let mut t = ServiceTable::new(NODE);
     let a = svc("default", "a", "10.96.0.1", vec![ep("10.244.1.1", "n1")]);
