@@ -79,6 +79,36 @@ const SPLICE_BACKLOG: usize = 16;
 const TOMBSTONES: usize = 16;
 /// How long an aborted socket may wait for smoltcp to send its RST.
 const RST_WAIT_NS: Nanos = 1_000_000_000;
+/// How long a gone container's connection may take to finish its close.
+const LINGER_NS: Nanos = 10_000_000_000;
+
+/// Connections of gone containers finishing their FIN exchange (or RST),
+/// with when they were left; freed by [`reap_lingering`].
+static LINGERING: spin::Mutex<Vec<(SocketHandle, Nanos)>> = spin::Mutex::new(Vec::new());
+
+/// Frees the lingering sockets that are done (closed, in TIME-WAIT, or out
+/// of time).
+fn reap_lingering() {
+    let t = now();
+    let done: Vec<SocketHandle> = {
+        let mut lingering = LINGERING.lock();
+        let (done, left): (Vec<_>, Vec<_>) = core::mem::take(&mut *lingering)
+            .into_iter()
+            .partition(|&(h, since)| {
+                t - since >= LINGER_NS
+                    || net::with_tcp(h, |s| match s.state() {
+                        State::TimeWait => true,
+                        State::Closed => s.remote_endpoint().is_none(),
+                        _ => false,
+                    })
+            });
+        *lingering = left;
+        done.into_iter().map(|(h, _)| h).collect()
+    };
+    for h in done {
+        net::remove_tcp(h);
+    }
+}
 
 pub type PodRuntime = NodeRuntime<KernelNode>;
 
@@ -1047,23 +1077,35 @@ impl Host for KernelHost {
 impl Drop for KernelHost {
     fn drop(&mut self) {
         let conns = core::mem::take(&mut self.conns);
-        let all: Vec<SocketHandle> = self
-            .listeners
+        let listeners: Vec<SocketHandle> = self.listeners.values().flatten().copied().collect();
+        for h in listeners {
+            self.forget(h);
+        }
+        // Open connections close as a process's do when it exits (a FIN),
+        // and those closing or rejected finish their FIN or RST: freeing
+        // them now would send nothing, leaving the peer waiting forever.
+        let finishing: Vec<SocketHandle> = conns
             .values()
-            .flatten()
-            .copied()
-            .chain(conns.values().filter_map(|c| match c {
+            .filter_map(|c| match c {
                 Conn::Tcp { socket, .. } => Some(*socket),
                 Conn::Spliced(_) => None,
-            }))
+            })
+            .inspect(|&h| net::with_tcp(h, |s| s.close()))
             .chain(self.closing.iter().copied())
             .chain(self.rejected.iter().map(|&(h, _)| h))
             .collect();
+        {
+            let mut sh = self.shared.lock();
+            sh.waiting
+                .retain(|w| !matches!(w, Waiting::Tcp(t) if finishing.contains(t)));
+        }
+        let t = now();
+        LINGERING
+            .lock()
+            .extend(finishing.into_iter().map(|h| (h, t)));
+        net::kick();
         // Dropping a spliced end without shutting down resets its peer.
         drop(conns);
-        for h in all {
-            self.forget(h);
-        }
         for h in core::mem::take(&mut self.udp).into_values() {
             self.forget_udp(h);
         }
@@ -1139,6 +1181,7 @@ pub async fn runner(rt: Rc<RefCell<PodRuntime>>) {
         // get their turn before the guests go again.
         executor::yield_now().await;
         rt.borrow_mut().wasm.wake_io();
+        reap_lingering();
     }
 }
 
