@@ -13,12 +13,16 @@ use core::cell::RefCell;
 use core::future::poll_fn;
 
 use base64::Engine as _;
+use core::net::SocketAddrV4;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use skiff_kubelet::{Kubelet, Nanos};
+use skiff_node_agent::splice::Splice;
+use skiff_node_agent::tunnels::PodDialer;
 use skiff_node_agent::wasmrt;
 use skiff_node_agent::{Agent, AgentConfig, Level};
 use skiff_node_config::NodeConfig;
-use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources};
+use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources, TunnelError};
+use skiff_wasm::NetError;
 use smoltcp::wire::Ipv4Address as Ipv4Addr;
 
 use crate::arch::time;
@@ -142,6 +146,7 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
     kcfg.boot_wall_ms = boot_wall_ms;
     let mut agent = Agent::new(agent_cfg, Arc::new(KernelClock), Kubelet::new(kcfg));
     agent.advertise(Capabilities::WASM);
+
     let reserved: Vec<u16> = cfg.diag_port.into_iter().collect();
     let rt = pods::new_runtime(
         engine,
@@ -152,6 +157,7 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         agent.services(),
         agent.network_policies(),
     );
+    agent.set_pod_dialer(Box::new(TunnelDialer(rt.borrow().wasm.node().shared())));
     info!(
         "node",
         "joining control plane gateway={gw_ip}:{gw_port} node={} runtime={}",
@@ -164,6 +170,37 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         agent.services(),
     ));
     executor::spawn(run(Box::new(agent), rt, gw_ip, gw_port));
+}
+
+/// How the plane's tunnels (`kubectl port-forward`, `pods/proxy`) reach
+/// this node's pods: a connection from the node's address spliced in
+/// memory to the pod's listener, as the prober's.
+struct TunnelDialer(Arc<spin::Mutex<pods::Shared>>);
+
+impl PodDialer for TunnelDialer {
+    fn dial(&mut self, to: SocketAddrV4) -> Result<Splice, (TunnelError, String)> {
+        let elsewhere = || {
+            (
+                TunnelError::NotThisNode,
+                alloc::format!("{} is no address of this node's pods", to.ip()),
+            )
+        };
+        if !matches!(pods::local_target(&self.0, to), Ok(Some(_))) {
+            return Err(elsewhere());
+        }
+        let from = net::address().unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
+        pods::connect_local(&self.0, from, to).map_err(|e| match e {
+            NetError::Refused => (
+                TunnelError::Refused,
+                alloc::format!("dial tcp {to}: connect: connection refused"),
+            ),
+            _ => elsewhere(),
+        })
+    }
+
+    fn activity(&mut self) {
+        pods::spliced_activity();
+    }
 }
 
 fn log_notes(agent: &mut Agent) {
@@ -249,7 +286,11 @@ async fn session(
         // kubelet.
         let wake = select(
             sleep_until_nanos(due),
-            poll_fn(|cx| POD_EVENT.poll_notified(cx)),
+            select(
+                poll_fn(|cx| POD_EVENT.poll_notified(cx)),
+                // Bytes to move on a port-forward or proxy tunnel.
+                poll_fn(|cx| agent.poll_tunnels(cx.waker())),
+            ),
         );
         let read = select(sock.read(buf), wake).await;
         let result = {

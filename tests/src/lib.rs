@@ -17,6 +17,7 @@ pub use skiff_qemu::{
     NodeSpec, Segment, Status, WaitError, log, new_diag_token,
 };
 
+pub mod cluster;
 pub mod guests;
 pub mod netns;
 pub mod plane;

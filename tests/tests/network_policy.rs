@@ -7,10 +7,9 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
+use skiff_e2e::cluster::SegmentCluster;
 use skiff_e2e::plane::Plane;
-use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
-use skiff_qemu::Segment;
 
 const NS: &str = "shop";
 
@@ -82,28 +81,17 @@ fn time_until(port: u16, answered: bool) -> Duration {
 #[test]
 fn network_policies_gate_connections_on_and_across_nodes() {
     let _g = shared();
-    let dir = tempfile::tempdir().unwrap();
-    let segment = Segment::start(dir.path()).expect("segment");
-    let reg = Registry::start();
-    let host = reg.host();
-    let plane = Plane::for_wasm_nodes_with_pod_network(&reg);
-    reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
-    reg.push_wasm("demo/tcp-connect:1.0", &guests::path("tcp-connect"));
     let (a, b) = ("np-a", "np-b");
-    let booted: Vec<Booted> = [a, b]
-        .iter()
-        .map(|n| boot_on(&segment, plane.node_spec(n, &plane.token).memory_mib(96)))
-        .collect();
-    let log = || {
-        booted
-            .iter()
-            .map(|b| b.node.log_text())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    };
-    for n in [a, b] {
-        plane.wait_wasm_node(n, log);
-    }
+    let c = SegmentCluster::boot(
+        &[a, b],
+        96,
+        &[
+            ("demo/echo:1.0", "echo-server"),
+            ("demo/tcp-connect:1.0", "tcp-connect"),
+        ],
+    );
+    let (plane, host) = (&c.plane, c.host());
+    let log = || c.log();
     plane.apply(&format!(
         r#"
 apiVersion: v1
@@ -151,7 +139,7 @@ spec:
 
     // No policy: anyone reaches the db, the host too (through a forward to
     // the pod's address).
-    let out = client(&plane, &host, NS, "open", "{app: other}", b);
+    let out = client(plane, &host, NS, "open", "{app: other}", b);
     assert!(answered(&out), "{out}");
     let db_ip = text(plane.kubectl(&[
         "get",
@@ -162,7 +150,8 @@ spec:
         "-o",
         "jsonpath={.status.podIP}",
     ]));
-    let from_host = segment
+    let from_host = c
+        .segment
         .forward(SocketAddrV4::new(db_ip.parse().expect("db pod IP"), 8080))
         .expect("forward to the db pod");
     time_until(from_host, true); // (panics if never answered)
@@ -193,18 +182,18 @@ spec:
         "{listed}"
     );
     for (name, node) in [("web-remote", b), ("web-local", a)] {
-        let out = client(&plane, &host, NS, name, "{app: web}", node);
+        let out = client(plane, &host, NS, name, "{app: web}", node);
         assert!(answered(&out), "an allowed pod on {node} is served: {out}");
     }
     for (name, node) in [("other-remote", b), ("other-local", a)] {
-        let out = client(&plane, &host, NS, name, "{app: other}", node);
+        let out = client(plane, &host, NS, name, "{app: other}", node);
         assert!(
             refused(&out),
             "a pod not allowed on {node} is refused: {out}"
         );
         assert!(!out.contains("Hostname: db"), "{out}");
     }
-    let out = client(&plane, &host, "tools", "ops", "{app: other}", b);
+    let out = client(plane, &host, "tools", "ops", "{app: other}", b);
     assert!(answered(&out), "the ops namespace is allowed: {out}");
     // The node's own probes still pass: the db stays Ready.
     let ready = text(plane.kubectl(&[
@@ -230,7 +219,7 @@ spec:
 "#
     ));
     settle();
-    let out = client(&plane, &host, NS, "web-denied", "{app: web}", b);
+    let out = client(plane, &host, NS, "web-denied", "{app: web}", b);
     assert!(refused(&out) && out.contains("connect:"), "{out}");
 
     // Policies gone: traffic flows again, within a second.
@@ -238,9 +227,9 @@ spec:
     let took = time_until(from_host, true);
     eprintln!("allowed the host again {took:?} after the policies were deleted");
     assert!(took <= WITHIN, "the deletion took {took:?} to apply");
-    let out = client(&plane, &host, NS, "other-again", "{app: other}", a);
+    let out = client(plane, &host, NS, "other-again", "{app: other}", a);
     assert!(answered(&out), "{out}");
-    let out = client(&plane, &host, NS, "web-again", "{app: web}", b);
+    let out = client(plane, &host, NS, "web-again", "{app: web}", b);
     assert!(answered(&out), "{out}");
 
     // Malformed policies are refused, naming the field.
@@ -265,7 +254,5 @@ spec:
             && err.contains("spec.ingress[0].ports[0].port"),
         "{err}"
     );
-    for b in booted {
-        b.shutdown();
-    }
+    c.shutdown();
 }

@@ -9,8 +9,8 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
+use skiff_e2e::cluster::SegmentCluster;
 use skiff_e2e::plane::Plane;
-use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
 
 /// How long a refusal may take: a reset, never a timeout. TCG nodes and
@@ -118,34 +118,10 @@ fn eventually_refuses(plane: &Plane, what: &str, port: u16, log: impl Fn() -> St
 #[test]
 fn node_ports_serve_from_every_node_and_refuse_without_endpoints() {
     let _g = shared();
-    let reg = Registry::start();
-    let host = reg.host();
-    let plane = Plane::for_wasm_nodes_with_pod_network(&reg);
-    reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let segment = Segment::start(dir.path()).expect("starting the segment");
     let names = ["np-a", "np-b"];
-    let nodes: Vec<Booted> = names
-        .iter()
-        .map(|n| boot_on(&segment, plane.node_spec(n, &plane.token).memory_mib(64)))
-        .collect();
-    let log = || {
-        names
-            .iter()
-            .zip(&nodes)
-            .map(|(n, b)| format!("--- {n}:\n{}", b.node.log_text()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    for n in names {
-        plane.wait_wasm_node(n, log);
-        plane.wait_output(
-            &["get", "node", n, "-o", "jsonpath={.spec.podCIDR}"],
-            "10.244.",
-            60,
-            log,
-        );
-    }
+    let c = SegmentCluster::boot(&names, 64, &[("demo/echo:1.0", "echo-server")]);
+    let (plane, host) = (&c.plane, c.host());
+    let log = || c.log();
 
     plane.apply(&format!(
         r#"
@@ -176,27 +152,28 @@ spec:
     let mut pod = String::new();
     plane.eventually("the echo pod to be created", 60, log, || {
         pod = jsonpath(
-            &plane,
+            plane,
             &["get", "pods", "-l", "app=echo"],
             "{.items[0].metadata.name}",
         );
         !pod.is_empty()
     });
     plane.wait_output(&["logs", &pod], "listening", 150, log);
-    let on = jsonpath(&plane, &["get", "pod", &pod], "{.spec.nodeName}");
+    let on = jsonpath(plane, &["get", "pod", &pod], "{.spec.nodeName}");
     let with = names
         .iter()
         .position(|n| *n == on)
         .unwrap_or_else(|| panic!("{pod} runs on {on:?}, not one of {names:?}"));
     let without = 1 - with;
-    let node_port: u16 = jsonpath(&plane, &["get", "svc", "echo"], "{.spec.ports[0].nodePort}")
+    let node_port: u16 = jsonpath(plane, &["get", "svc", "echo"], "{.spec.ports[0].nodePort}")
         .parse()
         .expect("the Service's nodePort");
-    let forwards: Vec<u16> = nodes
+    let forwards: Vec<u16> = c
+        .nodes
         .iter()
-        .map(|n| {
+        .map(|(_, n)| {
             let ip = n.ip().expect("node address");
-            segment
+            c.segment
                 .forward(SocketAddrV4::new(ip, node_port))
                 .expect("forward to the node port")
         })
@@ -263,7 +240,7 @@ spec:
         r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
     ]);
     eventually_refuses(
-        &plane,
+        plane,
         &format!(
             "{} to refuse with externalTrafficPolicy: Local",
             names[without]
@@ -283,7 +260,7 @@ spec:
     plane.ok(&["scale", "deployment", "echo", "--replicas=0"]);
     for i in [with, without] {
         eventually_refuses(
-            &plane,
+            plane,
             &format!("{} to refuse without endpoints", names[i]),
             forwards[i],
             log,
@@ -292,7 +269,5 @@ spec:
             .unwrap_or_else(|e| panic!("{} refuses again: {e}", names[i]));
         eprintln!("{} refused (no endpoints) in {t:?}", names[i]);
     }
-    for n in nodes {
-        n.shutdown();
-    }
+    c.shutdown();
 }

@@ -5,10 +5,9 @@
 
 use std::collections::BTreeSet;
 
+use skiff_e2e::cluster::SegmentCluster;
 use skiff_e2e::plane::Plane;
-use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
-use skiff_qemu::Segment;
 
 fn text(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -49,28 +48,16 @@ fn responders(log: &str) -> Vec<String> {
 #[test]
 fn a_deployment_behind_a_service_answers_by_name_across_nodes() {
     let _g = shared();
-    let dir = tempfile::tempdir().unwrap();
-    let segment = Segment::start(dir.path()).expect("segment");
-    let reg = Registry::start();
-    let host = reg.host();
-    let plane = Plane::for_wasm_nodes_with_pod_network(&reg);
-    reg.push_wasm("demo/echo:1.0", &guests::path("echo-server"));
-    reg.push_wasm("demo/tcp-connect:1.0", &guests::path("tcp-connect"));
-    let nodes = ["svc-a", "svc-b"];
-    let booted: Vec<Booted> = nodes
-        .iter()
-        .map(|n| boot_on(&segment, plane.node_spec(n, &plane.token).memory_mib(96)))
-        .collect();
-    let log = || {
-        booted
-            .iter()
-            .map(|b| b.node.log_text())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    };
-    for n in nodes {
-        plane.wait_wasm_node(n, log);
-    }
+    let c = SegmentCluster::boot(
+        &["svc-a", "svc-b"],
+        96,
+        &[
+            ("demo/echo:1.0", "echo-server"),
+            ("demo/tcp-connect:1.0", "tcp-connect"),
+        ],
+    );
+    let (plane, host) = (&c.plane, c.host());
+    let log = || c.log();
 
     // The seeds' example, apart from the image.
     plane.apply(&format!(
@@ -150,7 +137,7 @@ spec:
     .into_iter()
     .enumerate()
     {
-        let out = client(&plane, &host, &format!("client-{i}"), node, name, 24);
+        let out = client(plane, &host, &format!("client-{i}"), node, name, 24);
         assert!(out.contains("succeeded 24 of 24"), "{node} → {name}: {out}");
         let seen: BTreeSet<String> = responders(&out).into_iter().collect();
         assert_eq!(seen, all, "{node} → {name} reached every replica: {out}");
@@ -187,7 +174,7 @@ spec:
         log,
     );
     let out = client(
-        &plane,
+        plane,
         &host,
         "client-local",
         local_node,
@@ -314,7 +301,7 @@ spec:
 "#,
     );
     let out = client(
-        &plane,
+        plane,
         &host,
         "client-nx",
         "svc-a",
@@ -323,10 +310,8 @@ spec:
     );
     assert!(out.contains("succeeded 0 of 1"), "{out}");
     assert!(!out.contains("received"), "{out}");
-    let out = client(&plane, &host, "client-empty", "svc-b", "empty:80", 1);
+    let out = client(plane, &host, "client-empty", "svc-b", "empty:80", 1);
     assert!(out.to_lowercase().contains("refused"), "{out}");
 
-    for b in booted {
-        b.shutdown();
-    }
+    c.shutdown();
 }

@@ -81,6 +81,19 @@ fn sub_entry(r: &Resource, sub: &str) -> Value {
             &["create"],
         ),
         "log" => ("Pod", None, None, &["get"]),
+        "portforward" => ("PodPortForwardOptions", None, None, &["create", "get"]),
+        "proxy" if r.plural == "pods" => (
+            "PodProxyOptions",
+            None,
+            None,
+            &["create", "delete", "get", "patch", "update"],
+        ),
+        "proxy" => (
+            "ServiceProxyOptions",
+            None,
+            None,
+            &["create", "delete", "get", "patch", "update"],
+        ),
         "finalize" => (r.kind, None, None, &["update"]),
         _ => (r.kind, None, None, &["get", "patch", "update"]),
     };

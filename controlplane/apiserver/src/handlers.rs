@@ -51,6 +51,8 @@ struct Path {
     name: Option<String>,
     sub: Option<String>,
     watch: bool,
+    /// What follows `/proxy` in a proxy URL.
+    proxy_path: String,
 }
 
 pub async fn handle(state: Arc<State>, id: Identity, req: Request<Body>) -> Response<Body> {
@@ -302,6 +304,13 @@ async fn resource_verb(
     let ns = p.namespace.clone();
     let name = p.name.clone().unwrap_or_default();
     match (verb, p.sub.as_deref()) {
+        (_, Some("portforward")) => crate::connect::portforward(&state, &ns, &name, req).await,
+        (_, Some("proxy")) if r.plural == "pods" => {
+            crate::connect::pod_proxy(&state, &ns, &name, &p.proxy_path, req).await
+        }
+        (_, Some("proxy")) => {
+            crate::connect::service_proxy(&state, &ns, &name, &p.proxy_path, req).await
+        }
         ("get", None) => {
             let obj = storage::get(&state.store, r, &ns, &name).await?;
             Ok(respond_object(r, obj, &table, 200))
@@ -470,10 +479,15 @@ fn parse_path(served: &Served, segs: &[&str]) -> Option<Path> {
         // Cluster-scoped under a namespace, or a namespaced object without one.
         return None;
     }
+    let mut proxy_path = String::new();
     let (name, sub) = match rest {
         [] => (None, None),
         [name] => (Some(name.to_string()), None),
         [name, sub] if resource.has_sub(sub) => (Some(name.to_string()), Some(sub.to_string())),
+        [name, "proxy", path @ ..] if resource.has_sub("proxy") => {
+            proxy_path = path.join("/");
+            (Some(name.to_string()), Some("proxy".to_string()))
+        }
         _ => return None,
     };
     Some(Path {
@@ -482,11 +496,23 @@ fn parse_path(served: &Served, segs: &[&str]) -> Option<Path> {
         name,
         sub,
         watch,
+        proxy_path,
     })
 }
 
 fn verb_of(m: &Method, p: &Path, q: &Query) -> ApiResult<&'static str> {
     let named = p.name.is_some();
+    if named && matches!(p.sub.as_deref(), Some("portforward" | "proxy")) {
+        // Connect subresources: the verb is the method's, as in kube.
+        return Ok(match *m {
+            Method::GET | Method::HEAD | Method::OPTIONS => "get",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => return Err(ApiError::method_not_allowed()),
+        });
+    }
     Ok(match *m {
         Method::GET if p.watch || q.flag("watch") => "watch",
         Method::GET if named => "get",

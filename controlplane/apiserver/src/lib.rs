@@ -20,6 +20,7 @@ mod admission;
 mod authn;
 mod authz;
 mod clusterip;
+mod connect;
 mod crd;
 mod discovery;
 mod handlers;
@@ -47,6 +48,7 @@ mod watch;
 
 pub use admission::{cluster_ip, node_may_set_label};
 pub use authn::{Identity, identity_from_cert, with_authenticated_group};
+pub use connect::{PodConnector, PodStream, PodTarget};
 pub use handlers::handle;
 pub use limits::Limits;
 pub use pod_logs::{LogItem, LogProvider, LogQuery, LogStream};

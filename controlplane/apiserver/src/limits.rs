@@ -105,7 +105,21 @@ impl Kind {
                 segs.as_slice(),
                 ["api", _, "watch", ..] | ["apis", _, _, "watch", ..]
             );
-        if watch || segs.last() == Some(&"log") {
+        // Streams: logs, port-forward sessions and proxied requests.
+        let connect = matches!(
+            segs.as_slice(),
+            [
+                "api",
+                "v1",
+                "namespaces",
+                _,
+                "pods" | "services",
+                _,
+                "proxy" | "portforward",
+                ..
+            ]
+        );
+        if watch || connect || segs.last() == Some(&"log") {
             return Kind::LongRunning { watch };
         }
         match *method {

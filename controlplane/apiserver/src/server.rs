@@ -33,6 +33,9 @@ pub struct State {
     pub rbac: Arc<crate::rbac_cache::RbacCache>,
     /// Serves `pods/log`; the node gateway registers itself here.
     pub log_provider: std::sync::RwLock<Option<Arc<dyn crate::pod_logs::LogProvider>>>,
+    /// Reaches pods for port-forward and proxy; the node gateway registers
+    /// itself here.
+    pub pod_connector: std::sync::RwLock<Option<Arc<dyn crate::connect::PodConnector>>>,
     /// Connections, requests in flight, watches and objects per namespace.
     pub gate: Gate,
 }
@@ -333,6 +336,7 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, StartError> {
         crds: crate::crd::Crds::default(),
         rbac: Arc::default(),
         log_provider: std::sync::RwLock::new(None),
+        pod_connector: std::sync::RwLock::new(None),
         gate: Gate::new(cfg.limits.clone()),
     });
     crate::storage::bootstrap(&state.store)
@@ -490,6 +494,8 @@ async fn connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
         .serve_connection(io, svc)
+        // Port-forward takes the connection over (SPDY).
+        .with_upgrades()
         .await;
 }
 

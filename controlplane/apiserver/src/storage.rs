@@ -864,6 +864,8 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
         r
     };
     let secrets = json!({"apiGroups": [""], "resources": ["secrets"]});
+    // kube's edit role reaches into pods; view does not.
+    let connect = json!({"apiGroups": [""], "resources": ["pods/portforward", "pods/proxy", "services/proxy"]});
     let rbac_ns = json!({"apiGroups": [g], "resources": ["roles", "rolebindings"]});
     let defaults = [
         (
@@ -885,7 +887,9 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
             json!([
                 with_verbs(&workloads, &write),
                 with_verbs(&secrets, &read),
-                with_verbs(&secrets, &write)
+                with_verbs(&secrets, &write),
+                with_verbs(&connect, &read),
+                with_verbs(&connect, &write)
             ]),
         ),
         (

@@ -34,6 +34,7 @@ mod signer;
 mod timefmt;
 mod tls;
 mod tokens;
+mod tunnels;
 /// The node protocol's framing over async streams (also for tests that
 /// drive a node session by hand).
 pub mod wire;
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     pub journal: Journal,
     pub metrics: Metrics,
     pub logs: Arc<logs::LogRouter>,
+    /// Port-forward and proxy connections to the nodes' pods.
+    pub tunnels: Arc<tunnels::TunnelRouter>,
     /// The Service state every node session sends its node.
     pub services: Arc<services::ServiceHub>,
     /// What NetworkPolicy allows each node's pods.
@@ -346,11 +349,14 @@ pub async fn start(
     let addr = listener.local_addr().map_err(listen)?;
     let router = Arc::new(logs::LogRouter::default());
     api.set_log_provider(router.clone());
+    let tunnels = Arc::new(tunnels::TunnelRouter::default());
+    api.set_pod_connector(tunnels.clone());
     let shared = Arc::new(Shared {
         slots: Slots::new(&cfg),
         journal: Journal::new(cfg.quiet),
         cfg,
         logs: router,
+        tunnels,
         services: Arc::default(),
         network_policies: Arc::default(),
         api: LocalApi::new(api),

@@ -34,6 +34,7 @@ use skiff_selectors::LabelSelector;
 use tokio::sync::{mpsc, watch};
 
 use crate::local_api::{LocalApi, gateway_identity};
+use crate::services::{meta, protocol};
 
 /// Each node's pods' verdicts; `None` until the first listing is in.
 type Verdicts = Option<Arc<BTreeMap<String, Vec<PodPolicy>>>>;
@@ -231,29 +232,11 @@ impl Pod {
     }
 }
 
-fn meta(v: &Value) -> (String, String) {
-    let s = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    (s("/metadata/namespace"), s("/metadata/name"))
-}
-
 fn labels(v: &Value) -> Map<String, Value> {
     v.pointer("/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default()
-}
-
-fn protocol(v: Option<&Value>) -> proto::Protocol {
-    match v.and_then(Value::as_str) {
-        Some("UDP") => proto::Protocol::Udp,
-        Some("SCTP") => proto::Protocol::Sctp,
-        _ => proto::Protocol::Tcp,
-    }
 }
 
 /// A selector as written; an invalid one (the API refuses them, so only an

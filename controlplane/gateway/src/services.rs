@@ -269,7 +269,8 @@ impl Raw {
     }
 }
 
-fn meta(v: &Value) -> (String, String) {
+/// An object's (namespace, name).
+pub(crate) fn meta(v: &Value) -> (String, String) {
     let s = |p: &str| {
         v.pointer(p)
             .and_then(Value::as_str)
@@ -279,7 +280,8 @@ fn meta(v: &Value) -> (String, String) {
     (s("/metadata/namespace"), s("/metadata/name"))
 }
 
-fn protocol(v: Option<&Value>) -> proto::Protocol {
+/// A `protocol` field (TCP when absent, as kube defaults it).
+pub(crate) fn protocol(v: Option<&Value>) -> proto::Protocol {
     match v.and_then(Value::as_str) {
         Some("UDP") => proto::Protocol::Udp,
         Some("SCTP") => proto::Protocol::Sctp,

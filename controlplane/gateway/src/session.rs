@@ -29,13 +29,15 @@ use crate::node_objects as objects;
 use crate::pod_network;
 use crate::pod_sync::{self, SyncState};
 use crate::timefmt::now_millis;
+use crate::tunnels::NodeTunnels;
 use crate::wire::{ReadError, read_frame, write_frame};
 
 /// What this gateway offers.
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
     .union(Capabilities::CERT_ROTATION)
     .union(Capabilities::LOG_FOLLOW)
-    .union(Capabilities::WASM);
+    .union(Capabilities::WASM)
+    .union(Capabilities::TUNNEL);
 
 /// Queue of frames to one node; a node that stops reading is cut off rather
 /// than growing it without bound.
@@ -133,6 +135,8 @@ struct Session {
     /// The node asked for the full Service state again.
     service_resync: Arc<tokio::sync::Notify>,
     logs: Arc<NodeLogs>,
+    /// Tunnels to the node's pods.
+    tunnels: Arc<NodeTunnels>,
     /// Image pulls for a node that runs wasm.
     images: Option<Arc<NodeImages>>,
 }
@@ -243,6 +247,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
     });
     let caps = CAPABILITIES.intersect(hello.capabilities);
+    let version = proto::negotiate(hello.min_version, hello.max_version).unwrap_or(0);
+    let tunnels = shared.tunnels.attach(
+        &node,
+        tx.clone(),
+        version >= 5 && caps.contains(Capabilities::TUNNEL),
+    );
     let logs = shared
         .logs
         .attach(&node, tx.clone(), caps.contains(Capabilities::LOG_FOLLOW));
@@ -264,11 +274,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         resync: Arc::new(tokio::sync::Notify::new()),
         service_resync: Arc::new(tokio::sync::Notify::new()),
         logs,
+        tunnels,
         images: images.clone(),
     });
     // Services for the node's proxy: only a node speaking version 3 knows
     // the messages; NetworkPolicy needs version 4.
-    let version = proto::negotiate(hello.min_version, hello.max_version).unwrap_or(0);
     let (covering, covered) = crate::network_policy::coverage();
     let sync_task = tokio::spawn(pod_sync::run(
         shared.clone(),
@@ -318,6 +328,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared
         .logs
         .detach(&sess.logs, &format!("disconnected: {reason}"));
+    shared.tunnels.detach(&sess.tunnels);
     shared.journal.log(format!("{who}: closing: {reason}"));
     if reason.node_is_listening() {
         let _ = tx.try_send(PlaneToNode::Goodbye {
@@ -487,6 +498,12 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), SessionEnd> {
             return Ok(());
         }
         NodeToPlane::Pong { .. } => return Ok(()),
+        NodeToPlane::Tunnel { tunnel, frame } => {
+            return match sess.tunnels.on_frame(tunnel, frame) {
+                Some(reply) => send(sess, reply),
+                None => Ok(()),
+            };
+        }
         NodeToPlane::FetchArtifact {
             digest,
             offset,

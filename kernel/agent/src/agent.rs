@@ -34,6 +34,7 @@ use crate::artifacts::ArtifactStore;
 use crate::identity::{IdentityError, NodeKey};
 use crate::network_policy::NetworkPolicies;
 use crate::tls::{self, Clock, TlsClient, TlsError};
+use crate::tunnels::{PodDialer, Tunnels};
 
 /// A connection must be registered within this time.
 pub const HANDSHAKE_TIMEOUT: Nanos = 10 * SEC;
@@ -239,6 +240,8 @@ pub struct Agent {
     /// What NetworkPolicy allows the node's pods, shared with the kernel's
     /// sockets.
     network_policies: NetworkPolicies,
+    /// Port-forward and proxy tunnels to the node's pods.
+    tunnels: Tunnels,
     capabilities: Capabilities,
     phase: Phase,
     conn: Option<Conn>,
@@ -300,6 +303,7 @@ impl Agent {
             artifacts: ArtifactStore::new(ARTIFACT_CACHE_BYTES),
             services,
             network_policies: NetworkPolicies::default(),
+            tunnels: Tunnels::default(),
             capabilities: CAPABILITIES,
             phase: Phase::Idle,
             conn: None,
@@ -350,6 +354,24 @@ impl Agent {
     /// the next hello.
     pub fn advertise(&mut self, caps: Capabilities) {
         self.capabilities = self.capabilities.union(caps);
+    }
+
+    /// Lets the plane open tunnels to this node's pods (`kubectl
+    /// port-forward`, `pods/proxy`) through `dialer`; advertises it.
+    pub fn set_pod_dialer(&mut self, dialer: alloc::boxed::Box<dyn PodDialer>) {
+        self.tunnels.set_dialer(dialer);
+        self.advertise(Capabilities::TUNNEL);
+    }
+
+    /// Ready when a tunnel has bytes to move (the driver should then call
+    /// [`Agent::on_timer`]); else `waker` is woken when one has.
+    pub fn poll_tunnels(&self, waker: &core::task::Waker) -> core::task::Poll<()> {
+        self.tunnels.poll_ready(waker)
+    }
+
+    /// Tunnels open now, and opened since boot.
+    pub fn tunnel_counts(&self) -> (usize, u64) {
+        (self.tunnels.len(), self.tunnels.opened)
     }
 
     /// The certificate and key this node holds, if any: for a driver that
@@ -608,6 +630,11 @@ impl Agent {
                 self.network_policies.lock().replace(pods);
                 Ok(())
             }
+            (Phase::Running, PlaneToNode::Tunnel { tunnel, frame }) => self
+                .tunnels
+                .handle(tunnel, frame)
+                .iter()
+                .try_for_each(|r| self.send(r)),
             (Phase::Running, m) => {
                 match m {
                     PlaneToNode::LogRequest(_) => self.stats.log_requests += 1,
@@ -739,6 +766,9 @@ impl Agent {
         for m in self.logs.poll(rt) {
             self.send(&m)?;
         }
+        for m in self.tunnels.pump() {
+            self.send(&m)?;
+        }
         let due = self
             .creds
             .as_ref()
@@ -777,6 +807,7 @@ impl Agent {
         let had_conn = self.conn.take().is_some();
         self.heartbeat = None;
         self.logs.clear(); // the plane's streams died with the connection
+        self.tunnels.reset_all();
         self.artifacts.on_disconnect();
         if core::mem::take(&mut self.planned) {
             self.reconnect_at = now;

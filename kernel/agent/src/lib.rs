@@ -33,6 +33,7 @@ pub mod pod_addresses;
 pub mod probe;
 pub mod splice;
 pub mod tls;
+pub mod tunnels;
 
 pub use agent::{
     Agent, AgentConfig, ConnectError, Credentials, Level, LinkError, Note, Phase, Services,

@@ -104,7 +104,9 @@ pub use frame::{
 /// [`NodeToPlane::ServiceResyncRequest`]); a plane speaking 2 sends none.
 /// Version 4: NetworkPolicy for the node's pods
 /// ([`PlaneToNode::NetworkPolicies`]).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: byte-stream tunnels to the node's pods
+/// ([`PlaneToNode::Tunnel`], [`NodeToPlane::Tunnel`]).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
@@ -132,6 +134,54 @@ pub type UnixMillis = u64;
 pub type PodUid = String;
 /// A control-plane–chosen id for one log stream on this connection.
 pub type StreamId = u32;
+
+/// Names a tunnel on one node connection; chosen by the plane.
+pub type TunnelId = u32;
+
+/// Bytes a tunnel's sender may have unacknowledged ([`TunnelFrame::Ack`]):
+/// each side holds at most this much of a tunnel's data for the other.
+pub const TUNNEL_WINDOW: u32 = 32 << 10;
+/// The most data in one [`TunnelFrame::Data`].
+pub const MAX_TUNNEL_CHUNK: usize = 16 << 10;
+/// Tunnels open at once on one node connection.
+pub const MAX_TUNNELS: usize = 16;
+
+/// One step of a tunnel: a TCP connection from the node's address to one
+/// of its pods, carried over the node connection. Either side may send
+/// `Data`, `Ack`, `Eof` and `Reset`; only the plane sends `Open`, only the
+/// node `Opened` and `Failed`. Flow control is by credit: a side may have
+/// at most [`TUNNEL_WINDOW`] bytes of `Data` not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelFrame {
+    /// Connect to `port` on `address`, an address of one of the node's
+    /// pods (or the node's own, for pods sharing it).
+    Open { address: String, port: u16 },
+    /// Connected: data may flow.
+    Opened,
+    /// Could not connect; the tunnel is gone.
+    Failed { error: TunnelError, message: String },
+    /// The next bytes of the stream (at most [`MAX_TUNNEL_CHUNK`]).
+    Data(Vec<u8>),
+    /// The receiver passed on `bytes` more: the sender may send that much more.
+    Ack { bytes: u32 },
+    /// The sender is done sending (TCP's FIN); the other direction goes on.
+    Eof,
+    /// The stream broke (TCP's RST); the tunnel is gone.
+    Reset,
+}
+
+/// Why a tunnel could not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelError {
+    /// Nothing listens on that port.
+    Refused,
+    /// The address is not one of this node's pods.
+    NotThisNode,
+    /// [`MAX_TUNNELS`] are open, or the id is in use.
+    Busy,
+    /// This node cannot open tunnels (e.g. it runs no pod network).
+    Unsupported,
+}
 
 /// Picks the protocol version for a peer offering `[peer_min, peer_max]`:
 /// the highest version both support, or `None` if the ranges don't overlap.
@@ -217,6 +267,11 @@ pub enum NodeToPlane {
     /// again.
     ServiceResyncRequest {
         have: u64,
+    },
+    /// (v5) The node's side of a tunnel the plane opened.
+    Tunnel {
+        tunnel: TunnelId,
+        frame: TunnelFrame,
     },
 }
 
@@ -323,17 +378,25 @@ pub enum PlaneToNode {
     NetworkPolicies {
         pods: Vec<PodPolicy>,
     },
+    /// (v5) A byte stream to a pod of this node (`kubectl port-forward`,
+    /// the API server's `pods/proxy`), opened by
+    /// [`TunnelFrame::Open`]; only to nodes offering
+    /// [`Capabilities::TUNNEL`].
+    Tunnel {
+        tunnel: TunnelId,
+        frame: TunnelFrame,
+    },
 }
 
 impl NodeToPlane {
     /// Number of variants this build knows (the decoder reports higher indices
     /// as [`FrameError::UnknownMessage`]).
-    pub const VARIANTS: u32 = 16;
+    pub const VARIANTS: u32 = 17;
 }
 
 impl PlaneToNode {
     /// Number of variants this build knows.
-    pub const VARIANTS: u32 = 18;
+    pub const VARIANTS: u32 = 19;
 }
 
 /// A message type the frame codec can carry: one of the two top-level enums.
@@ -421,6 +484,8 @@ impl Capabilities {
     pub const CERT_ROTATION: Self = Self(1 << 2);
     /// Runs wasm (AOT `.cwasm`) containers.
     pub const WASM: Self = Self(1 << 3);
+    /// Opens [`PlaneToNode::Tunnel`]s to its pods (v5).
+    pub const TUNNEL: Self = Self(1 << 4);
 
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)

@@ -284,6 +284,32 @@ pub fn node_to_plane() -> Vec<NodeToPlane> {
             len: 4096,
         },
         NodeToPlane::ServiceResyncRequest { have: 4 },
+        NodeToPlane::Tunnel {
+            tunnel: 7,
+            frame: TunnelFrame::Failed {
+                error: TunnelError::Refused,
+                message: s("nothing listens on 10.244.1.5:8080"),
+            },
+        },
+    ]
+}
+
+/// Every tunnel step, as either side may send it.
+pub fn tunnel_frames() -> Vec<TunnelFrame> {
+    vec![
+        TunnelFrame::Open {
+            address: s("10.244.1.5"),
+            port: 8080,
+        },
+        TunnelFrame::Opened,
+        TunnelFrame::Failed {
+            error: TunnelError::NotThisNode,
+            message: s("10.244.2.9 is no pod of this node"),
+        },
+        TunnelFrame::Data(b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        TunnelFrame::Ack { bytes: 4096 },
+        TunnelFrame::Eof,
+        TunnelFrame::Reset,
     ]
 }
 
@@ -470,6 +496,10 @@ pub fn plane_to_node() -> Vec<PlaneToNode> {
                 }]),
                 egress: Some(vec![]),
             }],
+        },
+        PlaneToNode::Tunnel {
+            tunnel: 7,
+            frame: TunnelFrame::Data(vec![0, 1, 2, 255]),
         },
     ]
 }

@@ -62,6 +62,27 @@ fn every_message_round_trips() {
     roundtrip(sample::plane_to_node());
 }
 
+#[test]
+fn every_tunnel_frame_round_trips_both_ways() {
+    for frame in sample::tunnel_frames() {
+        let up = NodeToPlane::Tunnel {
+            tunnel: u32::MAX,
+            frame: frame.clone(),
+        };
+        let f = encode_frame(&up, MAX_FRAME).unwrap();
+        assert_eq!(decode_frame::<NodeToPlane>(&f, MAX_FRAME).unwrap().0, up);
+        let down = PlaneToNode::Tunnel { tunnel: 0, frame };
+        let f = encode_frame(&down, MAX_FRAME).unwrap();
+        assert_eq!(decode_frame::<PlaneToNode>(&f, MAX_FRAME).unwrap().0, down);
+    }
+    // A full data chunk fits a frame with room to spare.
+    let full = PlaneToNode::Tunnel {
+        tunnel: 1,
+        frame: TunnelFrame::Data(vec![0xff; MAX_TUNNEL_CHUNK]),
+    };
+    assert!(encode_frame(&full, MAX_TUNNEL_CHUNK + 64).is_ok());
+}
+
 /// The handshake is frozen forever (crate docs, rule 1): these bytes must
 /// never change, whatever the protocol version.
 #[test]
@@ -102,7 +123,8 @@ fn version_negotiation() {
     assert_eq!(negotiate(2, 2), Some(2), "a version-2 peer is still spoken");
     assert_eq!(negotiate(2, 3), Some(3), "a version-3 peer is still spoken");
     assert_eq!(negotiate(3, 4), Some(4));
-    assert_eq!(PROTOCOL_VERSION, 4, "NetworkPolicies are version 4");
+    assert_eq!(negotiate(3, 5), Some(5));
+    assert_eq!(PROTOCOL_VERSION, 5, "tunnels are version 5");
     assert_eq!(negotiate(1, 9), Some(PROTOCOL_VERSION));
     assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
     assert_eq!(negotiate(0, 0), None);

@@ -173,6 +173,11 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
         apt("etcd (the store's benchmark peer)", "etcd", "etcd-server"),
         apt("etcdctl", "etcdctl", "etcd-client"),
         apt(
+            "hey (the net benchmark's HTTP load generator)",
+            "hey",
+            "hey",
+        ),
+        apt(
             "grub-mkrescue (GRUB node ISOs)",
             "grub-mkrescue",
             "grub-common",

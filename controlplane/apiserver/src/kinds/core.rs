@@ -180,7 +180,7 @@ pub const PODS: Resource = Resource {
     plural: "pods",
     singular: "pod",
     short_names: &["po"],
-    subresources: &["status", "binding", "log"],
+    subresources: &["status", "binding", "log", "portforward", "proxy"],
     categories: &["all"],
     typed: Some(Typed::of::<api::Pod>()),
     defaults: |obj, _| {
@@ -318,7 +318,7 @@ pub const SERVICES: Resource = Resource {
     plural: "services",
     singular: "service",
     short_names: &["svc"],
-    subresources: &["status"],
+    subresources: &["status", "proxy"],
     categories: &["all"],
     typed: Some(Typed::of::<api::Service>()),
     name_rule: (

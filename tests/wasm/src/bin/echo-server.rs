@@ -2,6 +2,8 @@
 //! with the pod name (`POD_NAME`), the request line and the headers. Serves
 //! the listening socket the runtime preopened (fd 3, or `LISTEN_FD`), one
 //! connection at a time; exits after `MAX_REQUESTS` requests if set.
+//! `GET /unready` makes later requests for `/ready` answer 503 (a
+//! readiness probe there then fails), `GET /ready-again` undoes it.
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::wasi::io::FromRawFd;
@@ -15,6 +17,7 @@ fn main() {
     let max: Option<u64> = std::env::var("MAX_REQUESTS").ok().map(|v| v.parse().expect("MAX_REQUESTS"));
     println!("echo-server {pod} listening on fd {fd}");
     let mut served = 0u64;
+    let mut ready = true;
     while max.is_none_or(|m| served < m) {
         let (stream, _) = match listener.accept() {
             Ok(conn) => conn,
@@ -23,7 +26,7 @@ fn main() {
                 continue;
             }
         };
-        match serve(stream, &pod) {
+        match serve(stream, &pod, &mut ready) {
             Ok(line) => println!("served {line}"),
             Err(e) => eprintln!("connection: {e}"),
         }
@@ -31,7 +34,7 @@ fn main() {
     }
 }
 
-fn serve(stream: TcpStream, pod: &str) -> std::io::Result<String> {
+fn serve(stream: TcpStream, pod: &str, ready: &mut bool) -> std::io::Result<String> {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -56,6 +59,16 @@ fn serve(stream: TcpStream, pod: &str) -> std::io::Result<String> {
         parts.next().unwrap_or("").to_string(),
         parts.next().unwrap_or("").to_string(),
     );
+    match uri.as_str() {
+        "/unready" => *ready = false,
+        "/ready-again" => *ready = true,
+        _ => {}
+    }
+    let status = if uri == "/ready" && !*ready {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
     let mut body = format!(
         "\n\nHostname: {pod}\n\nRequest Information:\n\tmethod={method}\n\trequest_uri={uri}\n\trequest_version={version}\n\nRequest Headers:\n"
     );
@@ -64,7 +77,7 @@ fn serve(stream: TcpStream, pod: &str) -> std::io::Result<String> {
     }
     body.push_str("\nRequest Body:\n\t-no body in request-\n\n");
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut stream = reader.into_inner();
