@@ -787,7 +787,7 @@ impl Store {
         if request.revision == 0
             && let Some(r) = &self.inner.replica
         {
-            r.read_barrier().await?;
+            r.read_barrier_boxed().await?;
         }
         state::range_read(&*self.inner.shared.db.get()?, &request)
     }
@@ -805,7 +805,7 @@ impl Store {
         if !writes(&txn.success) && !writes(&txn.failure) {
             // Compares and reads only: one read transaction, no writer trip.
             if let Some(r) = &self.inner.replica {
-                r.read_barrier().await?;
+                r.read_barrier_boxed().await?;
             }
             return state::read_only_txn(&*self.inner.shared.db.get()?, &txn);
         }
@@ -965,7 +965,13 @@ impl Store {
     /// Submit a raw command (what a Raft layer would apply on every replica).
     pub async fn submit(&self, command: Command) -> Result<CommandResult> {
         if let Some(r) = &self.inner.replica {
-            return r.write(command).await;
+            // Boxed as `dyn`: openraft's futures are deep, and callers'
+            // futures (the API server's handlers) would otherwise embed
+            // their whole layout.
+            let r = r.clone();
+            let f: BoxFuture<Result<CommandResult>> =
+                Box::pin(async move { r.write(command).await });
+            return f.await;
         }
         let (reply, rx) = oneshot::channel();
         self.inner

@@ -211,7 +211,11 @@ impl RaftOptions {
             addr,
             log_path,
             heartbeat: Duration::from_millis(150),
-            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            // Not DESIGN's 1-2 s: openraft's leader lease is the election
+            // timeout's maximum and a follower only votes once it ran out,
+            // so failover takes about twice the maximum; 0.6-1.2 s keeps
+            // the API writable within 2 s of losing the leader.
+            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
             snapshot_every: 10_000,
             quorum_timeout: Duration::from_secs(5),
         }
@@ -403,6 +407,12 @@ impl Replica {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// [`Replica::read_barrier`] behind a `dyn` future (see `Store::submit`).
+    pub(crate) fn read_barrier_boxed(self: &Arc<Self>) -> BoxFuture<Result<()>> {
+        let r = self.clone();
+        Box::pin(async move { r.read_barrier().await })
     }
 
     /// Waits until this member has applied everything committed before
