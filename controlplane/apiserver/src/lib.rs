@@ -19,6 +19,7 @@
 mod admission;
 mod authn;
 mod authz;
+mod cluster;
 mod clusterip;
 mod connect;
 mod crd;
@@ -56,7 +57,9 @@ pub use satoken::{
     API_AUDIENCE, Claims as TokenClaims, ISSUER as TOKEN_ISSUER, KeyError as TokenKeyError,
     Keys as TokenKeys,
 };
-pub use server::{Running, ServeConfig, StartError, State, start, tls_server_config};
+pub use server::{
+    Running, ServeConfig, StartError, State, start, start_with_store, tls_server_config,
+};
 pub use status::{ApiError, ApiResult};
 
 /// Entry points of the fuzz targets in `tests/fuzz`; not an API.

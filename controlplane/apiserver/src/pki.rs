@@ -693,6 +693,88 @@ fn renew_with(ca: &Ca, dir: &Path, name: &str) -> Result<Vec<&'static str>, PkiE
     Ok(names)
 }
 
+/// The control-plane join token (k3s' form `K10<sha256 of ca.crt>::<secret>`):
+/// the hash lets a joining member check the CA before trusting it, the
+/// secret lets the cluster hand it the PKI.
+pub const JOIN_TOKEN_FILE: &str = "join-token";
+/// A member's client certificate for peer (Raft) traffic.
+pub const MEMBER_CERT: &str = "member.crt";
+pub const MEMBER_KEY: &str = "member.key";
+/// The group of control-plane members' peer certificates.
+pub const MEMBER_GROUP: &str = "skiff:members";
+/// The files a joining member receives: everything but the serving and
+/// member certificates, which it issues itself for its own names.
+pub const JOIN_BUNDLE: &[&str] = &[
+    CA_CERT,
+    CA_KEY,
+    ADMIN_KUBECONFIG,
+    SCHEDULER_KUBECONFIG,
+    CONTROLLER_MANAGER_KUBECONFIG,
+    TOKEN_FILE,
+    BOOTSTRAP_TOKEN_FILE,
+    SA_KEY,
+    JOIN_TOKEN_FILE,
+];
+
+/// The SHA-256 of a CA certificate file, hex (the token's first part).
+pub fn ca_hash(ca_pem: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, ca_pem)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Splits a join token into (CA hash, secret).
+pub fn parse_join_token(token: &str) -> Option<(&str, &str)> {
+    let (hash, secret) = token.trim().strip_prefix("K10")?.split_once("::")?;
+    (hash.len() == 64 && !secret.is_empty()).then_some((hash, secret))
+}
+
+/// The cluster's join token, created on first use.
+pub fn join_token(dir: &Path) -> Result<String, PkiError> {
+    let path = dir.join(JOIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => return Ok(t.trim().to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&path, e)),
+        Err(_) => {}
+    }
+    let ca_path = dir.join(CA_CERT);
+    let ca = std::fs::read(&ca_path).map_err(|e| io_err(&ca_path, e))?;
+    let token = format!("K10{}::{}", ca_hash(&ca), random_token(32));
+    write(&path, &format!("{token}\n"), true)?;
+    Ok(token)
+}
+
+/// Issues this member's peer certificate (`MEMBER_GROUP`) from the CA in
+/// `dir`, and with `serving_sans` also its own serving certificate (a
+/// joining member's names differ from the first one's).
+pub fn issue_member(dir: &Path, id: u64, serving_sans: Option<&[String]>) -> Result<(), PkiError> {
+    let ca = Ca::load(dir)?;
+    let cert = ca.client_cert(&format!("skiff-member-{id:x}"), &[MEMBER_GROUP])?;
+    write(&dir.join(MEMBER_CERT), &cert.cert_pem, false)?;
+    write(&dir.join(MEMBER_KEY), &cert.key_pem, true)?;
+    if let Some(sans) = serving_sans {
+        let serving = ca.serving_cert(sans)?;
+        write(&dir.join(SERVING_CERT), &serving.cert_pem, false)?;
+        write(&dir.join(SERVING_KEY), &serving.key_pem, true)?;
+    }
+    Ok(())
+}
+
+/// Writes a join bundle received from the cluster into `dir`; only the
+/// names in [`JOIN_BUNDLE`] are taken.
+pub fn install_join_bundle(dir: &Path, files: &[(String, String)]) -> Result<(), PkiError> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    for (name, contents) in files {
+        if !JOIN_BUNDLE.contains(&name.as_str()) {
+            return Err(invalid(&dir.join(name), "not a file of the join bundle"));
+        }
+        write(&dir.join(name), contents, name != CA_CERT)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ pub struct State {
     pub pod_connector: std::sync::RwLock<Option<Arc<dyn crate::connect::PodConnector>>>,
     /// Connections, requests in flight, watches and objects per namespace.
     pub gate: Gate,
+    /// The PKI directory (the join token and the CA live there).
+    pub(crate) pki_dir: PathBuf,
 }
 
 /// Events live this long (kube's --event-ttl default).
@@ -320,14 +322,25 @@ impl Drop for Running {
 
 /// Opens the store, binds and serves in the background.
 pub async fn start(cfg: &ServeConfig) -> Result<Running, StartError> {
-    let tls = tls_config(&cfg.pki_dir)?;
-    let authn = Authenticator::load(&cfg.pki_dir)?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source,
     })?;
     let db = cfg.data_dir.join("store.redb");
     let store = skiff_store::Store::open(&db, cfg.store.clone()).await?;
+    start_with_store(cfg, store).await
+}
+
+/// Serves over a store the caller opened (a replicated one: then peers
+/// are served before the default objects are written, since those writes
+/// need the cluster, which may need this member).
+pub async fn start_with_store(
+    cfg: &ServeConfig,
+    store: skiff_store::Store,
+) -> Result<Running, StartError> {
+    let tls = tls_config(&cfg.pki_dir)?;
+    let authn = Authenticator::load(&cfg.pki_dir)?;
+    let replicated = store.cluster().is_some();
     let state = Arc::new(State {
         store,
         authn,
@@ -338,23 +351,51 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, StartError> {
         log_provider: std::sync::RwLock::new(None),
         pod_connector: std::sync::RwLock::new(None),
         gate: Gate::new(cfg.limits.clone()),
+        pki_dir: cfg.pki_dir.clone(),
     });
-    crate::storage::bootstrap(&state.store)
-        .await
-        .map_err(StartError::Bootstrap)?;
+    let listen = |source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    };
+    let mut listener = None;
+    if replicated {
+        listener = Some(TcpListener::bind(cfg.listen).await.map_err(listen)?);
+    }
+    let early = listener.take().map(|l| {
+        let addr = l.local_addr();
+        (
+            tokio::spawn(accept_loop(l, Arc::new(tls.clone()), state.clone())),
+            addr,
+        )
+    });
+    // A member that is still joining has no cluster to write to yet.
+    let joining = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        match crate::storage::bootstrap(&state.store).await {
+            Ok(()) => break,
+            Err(e) if replicated && e.code == 503 && std::time::Instant::now() < joining => {
+                tracing::info!(reason = %e.message, "waiting for the cluster to write the default objects");
+            }
+            Err(e) => return Err(StartError::Bootstrap(e)),
+        }
+    }
     state
         .crds
         .reload(&state.store)
         .await
         .map_err(StartError::Bootstrap)?;
-    let listen = |source| StartError::Listen {
-        addr: cfg.listen,
-        source,
+    let (task, addr) = match early {
+        Some((task, addr)) => (task, addr.map_err(listen)?),
+        None => {
+            let l = TcpListener::bind(cfg.listen).await.map_err(listen)?;
+            let addr = l.local_addr().map_err(listen)?;
+            (
+                tokio::spawn(accept_loop(l, Arc::new(tls), state.clone())),
+                addr,
+            )
+        }
     };
-    let listener = TcpListener::bind(cfg.listen).await.map_err(listen)?;
-    let addr = listener.local_addr().map_err(listen)?;
     let rbac_task = crate::rbac_cache::spawn(state.rbac.clone(), state.store.clone());
-    let task = tokio::spawn(accept_loop(listener, Arc::new(tls), state.clone()));
     let cert_task = tokio::spawn(watch_certificates(
         state.clone(),
         cfg.pki_dir.clone(),
@@ -508,6 +549,10 @@ async fn route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     use axum::response::IntoResponse as _;
+    let req = match crate::cluster::handle(&state, peer, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     let identity = match authenticate(&state, peer, &req) {
         Some(id) if service_account_exists(&state, &id).await => {
             authn::with_authenticated_group(id)

@@ -192,6 +192,10 @@ impl From<skiff_store::Error> for ApiError {
             e @ skiff_store::Error::NoSpace { .. } => {
                 ApiError::new(507, "InsufficientStorage", e.to_string())
             }
+            // A replicated store without a quorum: retry elsewhere or later.
+            e @ skiff_store::Error::Unavailable(_) => {
+                ApiError::new(503, "ServiceUnavailable", e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }

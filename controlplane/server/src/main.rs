@@ -8,7 +8,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+mod cluster;
 
 use clap::{Parser, Subcommand};
 use skiff_apiserver::pki;
@@ -35,7 +38,33 @@ enum Cmd {
         cmd: PkiCmd,
     },
     /// Serve the Kubernetes API and the node gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// The members of a replicated control plane.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// List the members, the leader and the term.
+    List {
+        /// A member's PKI directory (its member certificate is used).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Any member's API URL.
+        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        server: String,
+    },
+    /// Remove a member (by the id `list` shows); the last voter is kept.
+    Remove {
+        id: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        server: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +166,28 @@ struct ServeArgs {
     /// flag; `s`, `m` or `h`): longer requests are shortened to it.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     service_account_max_token_expiration: Duration,
+    /// Start a replicated control plane with this member as its first
+    /// (prints the join token other members use).
+    #[arg(long, conflicts_with = "join")]
+    cluster_init: bool,
+    /// Join the replicated control plane a member of which serves this URL
+    /// (`https://<member>:6443`); needs `--token`.
+    #[arg(long, requires = "token")]
+    join: Option<String>,
+    /// The join token (`K10<CA hash>::<secret>`, in the first member's
+    /// PKI directory as `join-token`).
+    #[arg(long)]
+    token: Option<String>,
+    /// The URL other members reach this one at (default: from `--listen`).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Names for this member's serving certificate when joining.
+    #[arg(long)]
+    san: Vec<String>,
+    /// Applied Raft entries between snapshots, after which the log before
+    /// the snapshot is dropped (etcd's flag).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
 }
 
 /// `90s`, `30m`, `24h` (the Go duration units kube's flags use here).
@@ -223,9 +274,64 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     cfg.limits.max_mutating_requests_inflight = args.max_mutating_requests_inflight;
     cfg.limits.max_objects_per_namespace = args.max_objects_per_namespace;
     cfg.limits.service_account_max_token_expiration = args.service_account_max_token_expiration;
-    let api = skiff_apiserver::start(&cfg)
+    // A member restarts as one without the flags: its data says so.
+    let replicated =
+        args.cluster_init || args.join.is_some() || cfg.data_dir.join("raft-log.redb").exists();
+    let api = if replicated {
+        let advertise = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_url(args.listen));
+        let id = cluster::member_id(&cfg.data_dir)?;
+        if let (Some(join), Some(token)) = (&args.join, &args.token)
+            && !args.dir.join(pki::CA_KEY).exists()
+        {
+            let mut sans = args.san.clone();
+            sans.extend(["127.0.0.1".to_string(), "localhost".to_string()]);
+            sans.push(args.listen.ip().to_string());
+            cluster::fetch_pki(join, token, &args.dir, &sans, id).await?;
+        }
+        if !args.dir.join(pki::MEMBER_CERT).exists() {
+            pki::issue_member(&args.dir, id, None).map_err(|e| e.to_string())?;
+        }
+        if args.cluster_init {
+            let token = pki::join_token(&args.dir).map_err(|e| e.to_string())?;
+            println!("join token: {token}");
+        }
+        let http = cluster::client(&args.dir, pki::MEMBER_CERT, pki::MEMBER_KEY)?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+        let mut raft = skiff_store::RaftOptions::new(
+            id,
+            advertise.clone(),
+            cfg.data_dir.join("raft-log.redb"),
+        );
+        raft.snapshot_every = args.snapshot_count;
+        let store = skiff_store::Store::open_replicated(
+            cfg.data_dir.join("store.redb"),
+            cfg.store.clone(),
+            raft,
+            Arc::new(cluster::Https(http.clone())),
+        )
         .await
         .map_err(|e| e.to_string())?;
+        if args.cluster_init {
+            store
+                .initialize_cluster()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(join) = &args.join
+            && store.cluster().is_some_and(|c| c.members.is_empty())
+        {
+            tokio::spawn(cluster::request_add(http, join.clone(), id, advertise));
+        }
+        tracing::info!(id = format!("{id:x}"), "control-plane member");
+        skiff_apiserver::start_with_store(&cfg, store).await
+    } else {
+        skiff_apiserver::start(&cfg).await
+    }
+    .map_err(|e| e.to_string())?;
     tracing::info!(addr = %api.addr, "serving the Kubernetes API");
     let mut gw_cfg = GatewayConfig::new(args.dir.clone(), args.node_listen);
     gw_cfg.node_grace = Duration::from_secs(args.node_grace);
@@ -274,7 +380,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         Some(tokio::spawn(skiff_controllers::run(client, cfg)))
     };
 
-    shutdown_signal().await?;
+    tokio::select! {
+        r = shutdown_signal() => r?,
+        () = removed(api.state.store.clone()) => {
+            tracing::warn!("this member was removed from the cluster: stopping");
+        }
+    }
     if let Some(c) = controllers {
         c.abort();
     }
@@ -288,6 +399,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let store = api.state.store.clone();
     drop(api);
     store.close().await.map_err(|e| e.to_string())
+}
+
+/// Returns once this member learns it was removed from its cluster.
+async fn removed(store: skiff_store::Store) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if store.removed() {
+            return;
+        }
+    }
 }
 
 /// How in-process clients reach the API server: loopback when it listens
@@ -366,7 +487,16 @@ fn main() -> ExitCode {
         } => pki_renew(dir, name),
         Cmd::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(|e| e.to_string())
-            .and_then(|rt| rt.block_on(serve(args))),
+            .and_then(|rt| rt.block_on(serve(*args))),
+        Cmd::Member { cmd } => {
+            let (dir, server, remove) = match cmd {
+                MemberCmd::List { dir, server } => (dir, server, None),
+                MemberCmd::Remove { id, dir, server } => (dir, server, Some(id)),
+            };
+            tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(cluster::member_cmd(dir, server, remove)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,53 +4,13 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skiff_hollow_node::{Fleet, FleetConfig};
 use skiff_test_support::peers::kubectl as kubectl_path;
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn contains_all(hay: &str, needles: &[&str]) {
-    for n in needles {
-        assert!(hay.contains(n), "expected {n:?} in:\n{hay}");
-    }
-}
-
-/// Retries `check` until it passes or `secs` run out.
-fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
+mod common;
+use common::{Child, contains_all, eventually, free_port, text};
 
 #[test]
 fn pki_init_serve_and_nodes_join() {

@@ -64,6 +64,16 @@ impl Db {
     /// and opens the file again; returns the counters it holds (`bytes`
     /// not counted).
     pub(crate) fn reopen(&self, wait: Duration) -> Result<Counters> {
+        self.swap(None, wait).map(|(c, _)| c)
+    }
+
+    /// Like `reopen`, but renames `from` over the file first (a restored
+    /// Raft snapshot); also returns the new file's leases.
+    pub(crate) fn replace(&self, from: &Path, wait: Duration) -> Result<state::OpenedState> {
+        self.swap(Some(from), wait)
+    }
+
+    fn swap(&self, from: Option<&Path>, wait: Duration) -> Result<state::OpenedState> {
         let deadline = Instant::now() + wait;
         let mut cur = self.cur.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(mut old) = cur.take() {
@@ -86,13 +96,19 @@ impl Db {
                 }
             }
         }
+        if let Some(from) = from {
+            std::fs::rename(from, &self.path).map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
         // The file stays locked until the old handle's last transaction
         // is gone: retry briefly.
         loop {
             match state::open_db(&self.path, false) {
-                Ok((db, counters, _)) => {
+                Ok((db, counters, leases)) => {
                     *cur = Some(Arc::new(db));
-                    return Ok(counters);
+                    return Ok((counters, leases));
                 }
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));

@@ -30,20 +30,21 @@
 #![forbid(unsafe_code)]
 
 mod db;
+mod raft;
 mod snapshot;
 mod state;
 mod watch;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub use raft::{BoxFuture, Cluster, Member, MemberId, RaftOptions, Rpc, Transport, TransportError};
 pub use snapshot::{SnapshotInfo, inspect as inspect_snapshot};
 pub use watch::Watcher;
 
@@ -356,6 +357,24 @@ pub enum Command {
     },
 }
 
+/// Short, for logs (Raft's entry display): the kind, not the data.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Txn(t) => write!(
+                f,
+                "txn({} compares, {}/{} ops)",
+                t.compare.len(),
+                t.success.len(),
+                t.failure.len()
+            ),
+            Command::LeaseGrant { id, ttl_secs } => write!(f, "lease-grant({id}, {ttl_secs}s)"),
+            Command::LeaseRevoke { id } => write!(f, "lease-revoke({id})"),
+            Command::Compact { revision } => write!(f, "compact({revision})"),
+        }
+    }
+}
+
 /// What applying a [`Command`] returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -436,6 +455,11 @@ pub enum Error {
     Storage(String),
     #[error("store closed")]
     Closed,
+    /// A replicated store found no leader with a quorum in time: the write
+    /// or linearizable read did not happen here (a write may still commit
+    /// later if it reached the leader).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// etcd's `NOSPACE`: a put would take the store past
     /// [`Options::quota_bytes`]. Reads, deletes and compaction still work,
     /// and free the space.
@@ -539,7 +563,9 @@ struct Inner {
     compaction_step: u64,
     tx: mpsc::Sender<writer::Request>,
     /// In-memory lease deadlines (not replicated state, as in etcd).
-    leases: Mutex<HashMap<LeaseId, (u64, Instant)>>,
+    leases: raft::Leases,
+    /// Set when the store is replicated with Raft.
+    replica: Option<Arc<raft::Replica>>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -556,19 +582,46 @@ impl Store {
     /// an intact store is refused with [`Error::Corrupt`] naming it; it is
     /// never reset. Must be called within a tokio runtime.
     pub async fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), options, None).await
+    }
+
+    /// Opens a store replicated with Raft: writes commit on a quorum of
+    /// members (here if this member leads, else forwarded to the leader),
+    /// current reads are linearizable (ReadIndex), reads at a revision and
+    /// watches are served from this member's applied state. Leases expire
+    /// on the leader only. A new member's store starts empty and is filled
+    /// by the log or a snapshot; call [`Store::initialize_cluster`] on the
+    /// first member only.
+    pub async fn open_replicated(
+        path: impl AsRef<Path>,
+        options: Options,
+        raft: RaftOptions,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Store> {
+        Self::open_with(path.as_ref(), options, Some((raft, transport))).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        options: Options,
+        raft: Option<(RaftOptions, Arc<dyn Transport>)>,
+    ) -> Result<Store> {
+        let path = path.to_path_buf();
         let p = path.clone();
         let check_pages = options.verify_on_open;
-        let (db, counters, leases) = tokio::task::spawn_blocking(move || {
+        let (db, counters, leases, applied) = tokio::task::spawn_blocking(move || {
             let (db, mut counters, leases) = state::open_db(&p, check_pages)?;
             counters.bytes = state::stored_bytes(&db)?;
-            Ok::<_, Error>((db, counters, leases))
+            let applied = state::raft_applied(
+                &redb::ReadableDatabase::begin_read(&db).map_err(state::storage)?,
+            )?;
+            Ok::<_, Error>((db, counters, leases, applied))
         })
         .await
         .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
         let shared = Arc::new(Shared {
             db: db::Db::new(&path, db),
-            path,
+            path: path.clone(),
             hub: watch::Hub::new(
                 counters.revision,
                 counters.compacted,
@@ -587,11 +640,38 @@ impl Store {
             options.max_batch,
             options.quota_bytes,
         )?;
-        let now = Instant::now();
-        let leases = leases
-            .into_iter()
-            .map(|(id, ttl)| (id, (ttl, now + Duration::from_secs(ttl))))
-            .collect();
+        let lease_map: raft::Leases = Arc::default();
+        raft::reset_leases(&lease_map, leases);
+        let replica = match raft {
+            None => None,
+            Some((ro, transport)) => {
+                let lp = ro.log_path.clone();
+                let log = tokio::task::spawn_blocking(move || raft::LogStore::open(&lp))
+                    .await
+                    .map_err(|e| Error::Storage(format!("open task failed: {e}")))??;
+                let sm = raft::StateMachine {
+                    shared: shared.clone(),
+                    tx: tx.clone(),
+                    leases: lease_map.clone(),
+                    applied: raft::Applied::decode(applied).map_err(|e| Error::Corrupt {
+                        path: path.clone(),
+                        reason: format!("Raft record: {e}"),
+                    })?,
+                    dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                };
+                let config = Arc::new(raft::config(&ro)?);
+                let r = raft::Raft::new(ro.id, config, raft::Net(transport.clone()), log, sm)
+                    .await
+                    .map_err(|e| Error::Storage(format!("starting Raft: {e}")))?;
+                Some(Arc::new(raft::Replica {
+                    raft: r,
+                    transport,
+                    id: ro.id,
+                    addr: ro.addr,
+                    quorum_timeout: ro.quorum_timeout,
+                }))
+            }
+        };
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let mut tasks = vec![
                 tokio::spawn(lease_expiry(weak.clone(), options.lease_check_interval))
@@ -604,11 +684,68 @@ impl Store {
                 shared,
                 compaction_step: options.compaction_step.max(1),
                 tx,
-                leases: Mutex::new(leases),
+                leases: lease_map,
+                replica,
                 tasks,
             }
         });
         Ok(Store { inner })
+    }
+
+    /// Makes this member a cluster of one (`--cluster-init`); a member
+    /// already in a cluster is left as it is.
+    pub async fn initialize_cluster(&self) -> Result<()> {
+        let r = self.replica()?;
+        if r.raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let me = std::collections::BTreeMap::from([(
+            r.id,
+            openraft::BasicNode {
+                addr: r.addr.clone(),
+            },
+        )]);
+        r.raft
+            .initialize(me)
+            .await
+            .map_err(|e| Error::Storage(format!("initializing the cluster: {e}")))
+    }
+
+    fn replica(&self) -> Result<&Arc<raft::Replica>> {
+        self.inner
+            .replica
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("the store is not replicated".into()))
+    }
+
+    /// Adds a member: a learner until it has caught up, then a voter. Runs
+    /// on the leader (forwarded there from any member).
+    pub async fn add_member(&self, id: MemberId, addr: String) -> Result<()> {
+        self.replica()?.add_member(id, addr).await
+    }
+
+    /// Removes a member; refused for the last voter.
+    pub async fn remove_member(&self, id: MemberId) -> Result<()> {
+        self.replica()?.remove_member(id).await
+    }
+
+    /// The cluster as this member sees it (`None` for a store of one).
+    pub fn cluster(&self) -> Option<Cluster> {
+        self.inner.replica.as_ref().map(|r| r.cluster())
+    }
+
+    /// Whether this member was removed from its cluster.
+    pub fn removed(&self) -> bool {
+        self.inner.replica.as_ref().is_some_and(|r| r.removed())
+    }
+
+    /// Serves a call from another member (see [`Transport`]).
+    pub async fn serve_peer(&self, rpc: Rpc, body: &[u8]) -> Result<Vec<u8>> {
+        self.replica()?.serve(rpc, body).await
     }
 
     /// Path of the database file.
@@ -643,7 +780,15 @@ impl Store {
 
     /// Range read at the current or an older revision. Runs on the calling
     /// task (a redb read transaction; no I/O wait for a cached working set).
+    /// On a replicated store a read at revision 0 is linearizable: it
+    /// first waits until this member has applied what the leader had
+    /// committed when the read began.
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        if request.revision == 0
+            && let Some(r) = &self.inner.replica
+        {
+            r.read_barrier_boxed().await?;
+        }
         state::range_read(&*self.inner.shared.db.get()?, &request)
     }
 
@@ -659,6 +804,9 @@ impl Store {
         let writes = |ops: &[Op]| ops.iter().any(|op| !matches!(op, Op::Range(_)));
         if !writes(&txn.success) && !writes(&txn.failure) {
             // Compares and reads only: one read transaction, no writer trip.
+            if let Some(r) = &self.inner.replica {
+                r.read_barrier_boxed().await?;
+            }
             return state::read_only_txn(&*self.inner.shared.db.get()?, &txn);
         }
         match self.submit(Command::Txn(txn)).await? {
@@ -752,7 +900,15 @@ impl Store {
     }
 
     /// Renew a lease for its full TTL; returns the TTL.
+    /// On a replicated store only the leader keeps deadlines that count.
     pub async fn lease_keepalive(&self, id: LeaseId) -> Result<u64> {
+        if let Some(r) = &self.inner.replica
+            && !r.is_leader()
+        {
+            return Err(Error::Unavailable(
+                "lease keepalives are served by the leader".into(),
+            ));
+        }
         let mut leases = self.inner.leases.lock().expect("lease map");
         match leases.get_mut(&id) {
             Some((ttl, deadline)) => {
@@ -808,6 +964,15 @@ impl Store {
 
     /// Submit a raw command (what a Raft layer would apply on every replica).
     pub async fn submit(&self, command: Command) -> Result<CommandResult> {
+        if let Some(r) = &self.inner.replica {
+            // Boxed as `dyn`: openraft's futures are deep, and callers'
+            // futures (the API server's handlers) would otherwise embed
+            // their whole layout.
+            let r = r.clone();
+            let f: BoxFuture<Result<CommandResult>> =
+                Box::pin(async move { r.write(command).await });
+            return f.await;
+        }
         let (reply, rx) = oneshot::channel();
         self.inner
             .tx
@@ -822,7 +987,7 @@ impl Store {
     pub async fn snapshot(&self, path: impl AsRef<Path>) -> Result<()> {
         let shared = self.inner.shared.clone();
         let path = path.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || snapshot::write(&*shared.db.get()?, &path))
+        tokio::task::spawn_blocking(move || snapshot::write(&*shared.db.get()?, &path).map(drop))
             .await
             .map_err(|e| Error::Storage(format!("snapshot task failed: {e}")))?
     }
@@ -842,6 +1007,9 @@ impl Store {
     /// database file is released by it (watchers still alive keep the file
     /// open until dropped). Other clones get [`Error::Closed`] afterwards.
     pub async fn close(self) -> Result<()> {
+        if let Some(r) = &self.inner.replica {
+            let _ = r.raft.shutdown().await;
+        }
         let (reply, rx) = oneshot::channel();
         if self
             .inner
@@ -858,9 +1026,27 @@ impl Store {
 
 async fn lease_expiry(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
+    let mut led = false;
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
+        if let Some(r) = &inner.replica {
+            // Only the leader expires leases; one that just took over
+            // gives every lease its full TTL again, as etcd does (the old
+            // leader's keepalives were never replicated).
+            let leads = r.is_leader();
+            if leads && !led {
+                let mut l = inner.leases.lock().expect("lease map");
+                let now = Instant::now();
+                for (ttl, deadline) in l.values_mut() {
+                    *deadline = now + Duration::from_secs(*ttl);
+                }
+            }
+            led = leads;
+            if !leads {
+                continue;
+            }
+        }
         let expired: Vec<LeaseId> = {
             let now = Instant::now();
             let leases = inner.leases.lock().expect("lease map");

@@ -50,6 +50,11 @@ enum Rec {
     End {
         records: u64,
     },
+    /// The Raft state of a replicated store (last, so older files still
+    /// decode).
+    Raft {
+        value: Vec<u8>,
+    },
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -87,8 +92,9 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// Write a snapshot of the state as of one read transaction.
-pub(crate) fn write(db: &Database, path: &Path) -> Result<()> {
+/// Write a snapshot of the state as of one read transaction; returns the
+/// Raft record it holds, if any.
+pub(crate) fn write(db: &Database, path: &Path) -> Result<Option<Vec<u8>>> {
     let tmp = tmp_path(path);
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     let r = db.begin_read().map_err(storage)?;
@@ -97,7 +103,7 @@ pub(crate) fn write(db: &Database, path: &Path) -> Result<()> {
         hash: Sha256::new(),
         records: 0,
     };
-    let res = (|| -> Result<()> {
+    let res = (|| -> Result<Option<Vec<u8>>> {
         let e = io(&tmp);
         out.raw(MAGIC).map_err(&e)?;
         out.raw(&SNAP_FORMAT.to_le_bytes()).map_err(&e)?;
@@ -177,20 +183,30 @@ pub(crate) fn write(db: &Database, path: &Path) -> Result<()> {
             })
             .map_err(&e)?;
         }
+        let raft = state::raft_applied(&r)?;
+        if let Some(value) = &raft {
+            out.rec(&Rec::Raft {
+                value: value.clone(),
+            })
+            .map_err(&e)?;
+        }
         let records = out.records;
         out.rec(&Rec::End { records }).map_err(&e)?;
         let digest = out.hash.clone().finalize();
         out.w.write_all(&digest).map_err(&e)?;
         let file = out.w.into_inner().map_err(|x| e(x.into_error()))?;
         file.sync_all().map_err(io(&tmp))?;
-        Ok(())
+        Ok(raft)
     })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let raft = match res {
+        Ok(raft) => raft,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    Ok(raft)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -233,6 +249,16 @@ pub fn inspect(data: &[u8]) -> Result<SnapshotInfo> {
     }
     info.revision = info.revision.max(info.compacted);
     Ok(info)
+}
+
+/// The Raft record of a verified snapshot, if it has one.
+pub(crate) fn raft_record(data: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(parse(Path::new("<snapshot>"), data)?
+        .into_iter()
+        .find_map(|r| match r {
+            Rec::Raft { value } => Some(value),
+            _ => None,
+        }))
 }
 
 fn parse(path: &Path, data: &[u8]) -> Result<Vec<Rec>> {
@@ -317,6 +343,7 @@ pub(crate) fn restore(snapshot: &Path, db_path: &Path) -> Result<()> {
             let mut log = w.open_table(LOG).map_err(storage)?;
             let mut leases = w.open_table(LEASES).map_err(storage)?;
             let mut lease_keys = w.open_table(LEASE_KEYS).map_err(storage)?;
+            let mut raft = w.open_table(state::RAFT).map_err(storage)?;
             for r in &recs {
                 match r {
                     Rec::Meta { key, value } => meta.insert(key.as_str(), *value).map(drop),
@@ -330,6 +357,9 @@ pub(crate) fn restore(snapshot: &Path, db_path: &Path) -> Result<()> {
                     Rec::Lease { id, ttl } => leases.insert(*id, *ttl).map(drop),
                     Rec::LeaseKey { id, key } => {
                         lease_keys.insert((*id, key.as_slice()), ()).map(drop)
+                    }
+                    Rec::Raft { value } => {
+                        raft.insert(state::RAFT_APPLIED, value.as_slice()).map(drop)
                     }
                     Rec::End { .. } => Ok(()),
                 }

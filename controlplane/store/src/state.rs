@@ -43,6 +43,11 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
 pub(crate) const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("lease_keys");
+/// A replicated store's Raft state, written in the transaction of the
+/// entries it describes (absent in a store that never ran under Raft).
+pub(crate) const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+/// The `RAFT` record: last applied log id and membership.
+pub(crate) const RAFT_APPLIED: &str = "applied";
 
 /// Bumped on any incompatible change of the tables above.
 pub(crate) const FORMAT: u64 = 1;
@@ -146,6 +151,20 @@ fn environmental(kind: std::io::ErrorKind) -> bool {
 
 /// An open database, its counters and its leases `(id, ttl_secs)`.
 pub(crate) type Opened = (Database, Counters, Vec<(LeaseId, u64)>);
+/// Counters and leases of a file.
+pub(crate) type OpenedState = (Counters, Vec<(LeaseId, u64)>);
+
+/// The stored Raft record, if any.
+pub(crate) fn raft_applied(r: &redb::ReadTransaction) -> Result<Option<Vec<u8>>> {
+    match r.open_table(RAFT) {
+        Ok(t) => Ok(t
+            .get(RAFT_APPLIED)
+            .map_err(storage)?
+            .map(|v| v.value().to_vec())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
 
 /// Open or create the database file; verify it is an intact store.
 pub(crate) fn open_db(path: &Path, check_pages: bool) -> Result<Opened> {

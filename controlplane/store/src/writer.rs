@@ -11,6 +11,7 @@
 //! If redb then refuses every transaction (an I/O error at commit latches
 //! it), the file is reopened (see `db`) so later groups can succeed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,10 +20,21 @@ use redb::Durability;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::state::{self, Counters, Tables};
-use crate::{Command, CommandResult, Error, Result, Shared};
+use crate::{Command, CommandResult, Error, LeaseId, Result, Shared};
 
 pub(crate) enum Request {
     Command(Command, oneshot::Sender<Result<CommandResult>>),
+    /// Committed Raft entries in log order (`None`: an entry without a
+    /// command, blank or membership), applied in one transaction that also
+    /// stores `raft`, the Raft state they bring the store to.
+    Apply(
+        Vec<Option<Command>>,
+        Vec<u8>,
+        oneshot::Sender<Result<ApplyResults>>,
+    ),
+    /// Replace the file by this restored one (a Raft snapshot); answers
+    /// the new file's leases.
+    Install(PathBuf, oneshot::Sender<Result<Vec<(LeaseId, u64)>>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -61,40 +73,21 @@ fn run(
             match req {
                 Request::Command(cmd, reply) => batch.push((cmd, reply)),
                 Request::Close(done) => closers.push(done),
+                // Raft requests keep their order with the commands before them.
+                Request::Apply(cmds, raft, reply) => {
+                    run_group(&shared, &mut counters, &mut batch, quota);
+                    let _ = reply.send(apply_raft(&shared, &mut counters, &cmds, &raft, quota));
+                }
+                Request::Install(file, reply) => {
+                    run_group(&shared, &mut counters, &mut batch, quota);
+                    let _ = reply.send(install(&shared, &mut counters, &file));
+                }
             }
             if batch.len() >= max {
                 break;
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        let before = counters;
-        match commit_group(&shared, &mut counters, &batch, quota) {
-            Ok((results, events)) => {
-                shared
-                    .hub
-                    .publish(events, counters.revision, counters.compacted);
-                shared.stored_bytes.store(counters.bytes, Ordering::Relaxed);
-                for ((_, reply), r) in batch.drain(..).zip(results) {
-                    let _ = reply.send(r);
-                }
-            }
-            Err(e) => {
-                tracing::error!("store group commit failed: {e}");
-                counters = before;
-                let msg = match &e {
-                    Error::Storage(m) => m.clone(),
-                    other => other.to_string(),
-                };
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(Error::Storage(msg.clone())));
-                }
-                if shared.db.latched() {
-                    recover(&shared, &mut counters);
-                }
-            }
-        }
+        run_group(&shared, &mut counters, &mut batch, quota);
     }
     // Refuse what is still queued, then release the file.
     rx.close();
@@ -108,6 +101,114 @@ fn run(
     for done in closers {
         let _ = done.send(());
     }
+}
+
+/// One answer per entry, `None` for entries without a command.
+pub(crate) type ApplyResults = Vec<Option<Result<CommandResult>>>;
+
+type Batch = Vec<(Command, oneshot::Sender<Result<CommandResult>>)>;
+
+/// Applies and answers the queued commands (group commit).
+fn run_group(shared: &Shared, counters: &mut Counters, batch: &mut Batch, quota: u64) {
+    if batch.is_empty() {
+        return;
+    }
+    let before = *counters;
+    match commit_group(shared, counters, batch, quota) {
+        Ok((results, events)) => {
+            shared
+                .hub
+                .publish(events, counters.revision, counters.compacted);
+            shared.stored_bytes.store(counters.bytes, Ordering::Relaxed);
+            for ((_, reply), r) in batch.drain(..).zip(results) {
+                let _ = reply.send(r);
+            }
+        }
+        Err(e) => {
+            tracing::error!("store group commit failed: {e}");
+            *counters = before;
+            let msg = match &e {
+                Error::Storage(m) => m.clone(),
+                other => other.to_string(),
+            };
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(Error::Storage(msg.clone())));
+            }
+            if shared.db.latched() {
+                recover(shared, counters);
+            }
+        }
+    }
+}
+
+/// Applies committed Raft entries and records the Raft state with them in
+/// one transaction, so the applied log id never disagrees with the data.
+/// A command's own failure (a validation error) is its answer, the same on
+/// every replica; a storage error fails the whole call.
+fn apply_raft(
+    shared: &Shared,
+    counters: &mut Counters,
+    cmds: &[Option<Command>],
+    raft: &[u8],
+    quota: u64,
+) -> Result<ApplyResults> {
+    let before = *counters;
+    let run = |counters: &mut Counters| -> Result<_> {
+        let db = shared.db.get()?;
+        let mut w = db.begin_write().map_err(state::storage)?;
+        w.set_durability(Durability::Immediate)
+            .map_err(state::storage)?;
+        let mut results = Vec::with_capacity(cmds.len());
+        let mut events = Vec::new();
+        {
+            let mut tables = Tables::open(&w)?;
+            for cmd in cmds {
+                let Some(cmd) = cmd else {
+                    results.push(None);
+                    continue;
+                };
+                match state::apply(&mut tables, counters, cmd, quota) {
+                    Ok((r, ev)) => {
+                        results.push(Some(Ok(r)));
+                        events.extend(ev);
+                    }
+                    Err(e @ Error::Storage(_)) => return Err(e),
+                    Err(e) => results.push(Some(Err(e))),
+                }
+            }
+            let mut t = w.open_table(state::RAFT).map_err(state::storage)?;
+            t.insert(state::RAFT_APPLIED, raft)
+                .map_err(state::storage)?;
+        }
+        w.commit().map_err(state::storage)?;
+        Ok((results, events))
+    };
+    match run(counters) {
+        Ok((results, events)) => {
+            shared
+                .hub
+                .publish(events, counters.revision, counters.compacted);
+            shared.stored_bytes.store(counters.bytes, Ordering::Relaxed);
+            Ok(results)
+        }
+        Err(e) => {
+            *counters = before;
+            if shared.db.latched() {
+                recover(shared, counters);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Puts a restored file in place of the current one; watchers start over.
+fn install(shared: &Shared, counters: &mut Counters, file: &Path) -> Result<Vec<(LeaseId, u64)>> {
+    let (mut disk, leases) = shared.db.replace(file, REOPEN_WAIT)?;
+    disk.bytes = state::stored_bytes(&*shared.db.get()?)?;
+    *counters = disk;
+    shared.hub.reset(disk.revision, disk.compacted);
+    shared.stored_bytes.store(disk.bytes, Ordering::Relaxed);
+    Ok(leases)
 }
 
 /// Reopens a file redb refuses after an I/O error. The file holds the last
