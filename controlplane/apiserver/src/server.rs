@@ -33,6 +33,10 @@ pub struct State {
     pub rbac: Arc<crate::rbac_cache::RbacCache>,
     /// Serves `pods/log`; the node gateway registers itself here.
     pub log_provider: std::sync::RwLock<Option<Arc<dyn crate::pod_logs::LogProvider>>>,
+    /// Serves metrics.k8s.io; the node gateway registers itself here.
+    pub usage_source: std::sync::RwLock<Option<Arc<dyn crate::UsageSource>>>,
+    /// The Prometheus series `/metrics` serves; components add collectors.
+    pub metrics: crate::prometheus::Metrics,
     /// Connections, requests in flight, watches and objects per namespace.
     pub gate: Gate,
 }
@@ -47,6 +51,12 @@ impl State {
     /// Routes `pods/log` to `p` (the node gateway calls this when it starts).
     pub fn set_log_provider(&self, p: Arc<dyn crate::pod_logs::LogProvider>) {
         *self.log_provider.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// Serves metrics.k8s.io from `s` (the node gateway calls this when it
+    /// starts).
+    pub fn set_usage_source(&self, s: Arc<dyn crate::UsageSource>) {
+        crate::resource_metrics::set(self, s);
     }
 
     /// A lease that expires at least [`EVENT_TTL`] from now.
@@ -333,8 +343,16 @@ pub async fn start(cfg: &ServeConfig) -> Result<Running, StartError> {
         crds: crate::crd::Crds::default(),
         rbac: Arc::default(),
         log_provider: std::sync::RwLock::new(None),
+        usage_source: std::sync::RwLock::new(None),
+        metrics: crate::prometheus::Metrics::default(),
         gate: Gate::new(cfg.limits.clone()),
     });
+    state
+        .metrics
+        .register_collector(Box::new(crate::prometheus::StoreCollector {
+            store: state.store.clone(),
+            db_file: db.clone(),
+        }));
     crate::storage::bootstrap(&state.store)
         .await
         .map_err(StartError::Bootstrap)?;

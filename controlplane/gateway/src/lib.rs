@@ -14,7 +14,8 @@
 //! (the API server's log provider). [`images`] gets nodes their pods'
 //! images pulled and compiled, and serves the artifacts. [`services`] watches
 //! the cluster's Services and EndpointSlices once for all sessions and sends
-//! every node the compact state for its proxy (full state, then deltas). [`tls`] is the listener's rustls setup, [`wire`] the
+//! every node the compact state for its proxy (full state, then deltas).
+//! [`usage`] keeps the nodes' usage reports for metrics.k8s.io. [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
 mod bootstrap;
@@ -28,12 +29,14 @@ mod node_objects;
 mod pod_network;
 mod pod_spec;
 mod pod_sync;
+mod prometheus;
 mod services;
 mod session;
 mod signer;
 mod timefmt;
 mod tls;
 mod tokens;
+mod usage;
 /// The node protocol's framing over async streams (also for tests that
 /// drive a node session by hand).
 pub mod wire;
@@ -128,6 +131,8 @@ pub(crate) struct Shared {
     pub services: Arc<services::ServiceHub>,
     /// What NetworkPolicy allows each node's pods.
     pub network_policies: Arc<network_policy::PolicyHub>,
+    /// The nodes' latest usage reports (metrics.k8s.io's source).
+    pub usage: Arc<usage::UsageHub>,
     slots: Slots,
     /// One bootstrap at a time: a token's check and its consumption
     /// (single use, binding) must not interleave with another's.
@@ -141,6 +146,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Nodes with a registered session now.
+    pub fn live_nodes(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Whether `node` has a registered session now.
     pub fn is_live(&self, node: &str) -> bool {
         self.live
@@ -346,6 +356,8 @@ pub async fn start(
     let addr = listener.local_addr().map_err(listen)?;
     let router = Arc::new(logs::LogRouter::default());
     api.set_log_provider(router.clone());
+    let usage = Arc::new(usage::UsageHub::default());
+    api.set_usage_source(usage.clone());
     let shared = Arc::new(Shared {
         slots: Slots::new(&cfg),
         journal: Journal::new(cfg.quiet),
@@ -353,6 +365,7 @@ pub async fn start(
         logs: router,
         services: Arc::default(),
         network_policies: Arc::default(),
+        usage,
         api: LocalApi::new(api),
         signer,
         metrics: Metrics::default(),
@@ -361,6 +374,11 @@ pub async fn start(
         fresh: Default::default(),
     });
     warn_fleet_tokens(&shared);
+    shared
+        .api
+        .state()
+        .metrics
+        .register_collector(Box::new(prometheus::GatewayCollector(shared.clone())));
     let tasks = vec![
         tokio::spawn(accept_loop(listener, tls, shared.clone())),
         tokio::spawn(services::run(shared.clone(), shared.services.clone())),
