@@ -42,6 +42,8 @@ static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(0);
 static ARMED: AtomicU64 = AtomicU64::new(DISARMED);
 const DISARMED: u64 = u64::MAX;
 const TIMER_SCAN_EVERY: u32 = 64;
+/// TSC ticks spent halted in `idle`: the node's CPU time is uptime minus this.
+static IDLE_TSC: AtomicU64 = AtomicU64::new(0);
 static IRQ_WAKERS: spin::Mutex<[Option<Waker>; interrupts::IRQ_LINES]> =
     spin::Mutex::new([const { None }; interrupts::IRQ_LINES]);
 
@@ -161,7 +163,14 @@ fn idle() {
     }
     // `sti; hlt` back to back: an interrupt pending since `disable` above is
     // taken after `hlt` starts, so it cannot be lost.
+    let halted = time::rdtsc();
     x86_64::instructions::interrupts::enable_and_hlt();
+    IDLE_TSC.fetch_add(time::rdtsc().saturating_sub(halted), Ordering::Relaxed);
+}
+
+/// Microseconds the CPU has spent halted (idle) since boot.
+pub fn idle_us() -> u64 {
+    time::tsc_to_us(IDLE_TSC.load(Ordering::Relaxed))
 }
 
 /// The APIC timer was re-programmed behind the executor's back (guest epoch

@@ -400,6 +400,22 @@ impl NodeHost for KernelNode {
     fn memory_available(&self) -> usize {
         mem::heap_free().saturating_sub(HEAP_MARGIN + skiff_wasm::FIBER_STACK + GROWTH_ROOM)
     }
+
+    /// Busy CPU (uptime minus halted time), the heap in use, the NIC's counters.
+    fn usage(&self) -> Option<skiff_node_proto::NodeUsage> {
+        use core::sync::atomic::Ordering::Relaxed;
+        let c = &crate::drivers::net::COUNTERS;
+        let busy_us = time::uptime_us().saturating_sub(executor::idle_us());
+        Some(skiff_node_proto::NodeUsage {
+            cpu_ns: busy_us * 1000,
+            memory_working_set_bytes: mem::heap_used() as u64,
+            net_rx_bytes: c.rx_bytes.load(Relaxed),
+            net_tx_bytes: c.tx_bytes.load(Relaxed),
+            net_rx_packets: c.rx_packets.load(Relaxed),
+            net_tx_packets: c.tx_packets.load(Relaxed),
+            log_bytes: 0,
+        })
+    }
 }
 
 /// One container's view of the node.

@@ -235,6 +235,35 @@ spec:
             .unwrap_or_else(|e| panic!("echo while burning: {e}\n{}", log()));
         assert!(a.contains(&format!("Hostname: {pod}")), "{a}");
     }
+    // metrics.k8s.io from the node's usage reports: the burner at its 500m
+    // limit, over a full report window (two reports of the same instance).
+    let mut sample = serde_json::Value::Null;
+    plane.eventually("a 10 s usage window for the burner", 40, log, || {
+        let out = plane.kubectl(&[
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burner",
+        ]);
+        sample = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        sample["window"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("9.") || w.starts_with("10") || w.starts_with("11"))
+    });
+    let nanocores: u64 = sample["containers"][0]["usage"]["cpu"]
+        .as_str()
+        .and_then(|c| c.strip_suffix('n')?.parse().ok())
+        .unwrap_or_else(|| panic!("{sample}"));
+    let top = plane.ok(&["top", "pod", "burner", "--containers"]);
+    let node_top = plane.ok(&["top", "node", "wasm-1"]);
+    eprintln!(
+        "burner at limits.cpu 500m: {nanocores} nanocores over {}\n{top}\n{node_top}",
+        sample["window"]
+    );
+    assert!(
+        (400_000_000..=600_000_000).contains(&nanocores),
+        "the 500m burner reads {nanocores}n\n{top}"
+    );
+    assert!(node_top.contains("wasm-1"), "{node_top}");
     plane.wait_output(
         &[
             "get",

@@ -61,6 +61,29 @@ pub async fn authorize(state: &State, id: &Identity, a: &Attributes<'_>) -> ApiR
     )))
 }
 
+/// Authorizes `verb` on a non-resource URL (`/metrics`): RBAC rules with
+/// `nonResourceURLs`, which only cluster roles carry. Nodes get none.
+pub async fn authorize_url(state: &State, id: &Identity, verb: &str, path: &str) -> ApiResult<()> {
+    if id.in_group("system:masters") {
+        return Ok(());
+    }
+    let node = id.name.starts_with("system:node:") && id.in_group("system:nodes");
+    let allowed = !node
+        && rbac_rules(state, id, "").await?.iter().any(|r| {
+            has(r.get("verbs"), verb)
+                && strs(r.get("nonResourceURLs"))
+                    .iter()
+                    .any(|u| url_covers(u, path))
+        });
+    if allowed {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+        id.name
+    )))
+}
+
 pub async fn allowed(state: &State, id: &Identity, a: &Attributes<'_>) -> ApiResult<bool> {
     if id.in_group("system:masters") {
         return Ok(true);

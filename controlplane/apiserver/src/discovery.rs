@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::registry::{Resource, Served, VERBS};
+use crate::registry::{Resource, Served};
 
 pub fn version() -> Value {
     json!({
@@ -123,7 +123,7 @@ pub fn resource_list(served: &Served, group: &str, version: &str) -> Option<Valu
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": r.verbs,
         });
         if !r.short_names.is_empty() {
             e["shortNames"] = json!(r.short_names);
@@ -197,7 +197,7 @@ fn aggregated_resource(r: &Resource) -> Value {
         "responseKind": response_kind(r.group, r.version, r.kind),
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": VERBS,
+        "verbs": r.verbs,
     });
     if !r.short_names.is_empty() {
         e["shortNames"] = json!(r.short_names);

@@ -18,6 +18,7 @@ use crate::http::{Query, decode_body, json_response, media_type, read_body};
 use crate::kinds::Priority;
 use crate::namespaces::delete_namespace;
 use crate::patch::{self, Lists, PatchType};
+use crate::prometheus::RequestInfo;
 use crate::registry::{Resource, Served};
 use crate::selectors::{FieldSelector, Filter, LabelSelector};
 use crate::server::State;
@@ -56,15 +57,44 @@ struct Path {
 }
 
 pub async fn handle(state: Arc<State>, id: Identity, req: Request<Body>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let _inflight = state.metrics.start(mutating);
+    let mut info = RequestInfo {
+        verb: req.method().as_str().to_string(),
+        ..RequestInfo::default()
+    };
     let protobuf = prefers_protobuf(&req);
-    let resp = match dispatch(state, &id, req).await {
+    let resp = match dispatch(state.clone(), &id, req, &mut info).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    if protobuf {
+    let resp = if protobuf {
         as_protobuf(resp).await
     } else {
         resp
+    };
+    state
+        .metrics
+        .observe(&info, resp.status().as_u16(), started.elapsed());
+    if info.verb == "WATCH" && resp.status().is_success() {
+        return state.metrics.long_running(&info, resp);
+    }
+    resp
+}
+
+/// kube's verb label for `apiserver_request_total`.
+fn verb_label(verb: &str, apply: bool) -> &'static str {
+    match verb {
+        "get" => "GET",
+        "list" => "LIST",
+        "watch" => "WATCH",
+        "create" => "POST",
+        "update" => "PUT",
+        "patch" if apply => "APPLY",
+        "patch" => "PATCH",
+        "delete" | "deletecollection" => "DELETE",
+        _ => "UNKNOWN",
     }
 }
 
@@ -135,9 +165,22 @@ async fn dispatch(
     state: Arc<State>,
     id: &Identity,
     req: Request<Body>,
+    info: &mut RequestInfo,
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segs == ["metrics"] && req.method() == Method::GET {
+        authz::authorize_url(&state, id, "get", "/metrics").await?;
+        let text = state.metrics.encode().map_err(ApiError::internal)?;
+        return Ok(Response::builder()
+            .status(200)
+            .header(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Body::from(text))
+            .expect("static response parts"));
+    }
     let served = state.crds.served();
     if let Some(resp) = metadata(&served, &segs, &req) {
         return resp;
@@ -148,6 +191,16 @@ async fn dispatch(
     let p = parse_path(&served, &segs).ok_or_else(ApiError::not_found_path)?;
     let query = Query::parse(req.uri().query());
     let verb = verb_of(req.method(), &p, &query)?;
+    *info = RequestInfo {
+        verb: verb_label(
+            verb,
+            content_type(&req).starts_with("application/apply-patch"),
+        )
+        .into(),
+        group: p.resource.group.into(),
+        resource: p.resource.plural.into(),
+        subresource: p.sub.clone().unwrap_or_default(),
+    };
     authz::authorize(
         &state,
         id,
@@ -302,6 +355,10 @@ async fn resource_verb(
     };
     let r = p.resource;
     let ns = p.namespace.clone();
+    if !r.stored {
+        let name = p.name.as_deref();
+        return crate::resource_metrics::serve(&state, r, verb, &ns, name, query, &table).await;
+    }
     let name = p.name.clone().unwrap_or_default();
     match (verb, p.sub.as_deref()) {
         (_, Some("portforward")) => crate::connect::portforward(&state, &ns, &name, req).await,

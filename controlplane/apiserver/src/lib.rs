@@ -11,7 +11,9 @@
 //! and runs verbs over `storage`, with `admission`, `patch`, `ssa`, `watch`,
 //! `tables`, `discovery`, `openapi` and protobuf bodies
 //! (`skiff-kube-protobuf`) around it, and the subresources, namespace
-//! deletion, ClusterIP allocation and `pod_logs` in their own modules; the
+//! deletion, ClusterIP allocation, `pod_logs` and metrics.k8s.io
+//! (`resource_metrics`, from a [`UsageSource`]) and Prometheus `/metrics`
+//! (`prometheus`, [`Metrics`]) in their own modules; the
 //! `registry` describes every served resource, one entry per kind in
 //! `kinds`, plus those CustomResourceDefinitions define (`crd`, with their
 //! structural schemas in `schema`).
@@ -34,8 +36,10 @@ mod openapi;
 mod patch;
 pub mod pki;
 mod pod_logs;
+mod prometheus;
 mod rbac_cache;
 mod registry;
+mod resource_metrics;
 mod satoken;
 mod schema;
 mod selectors;
@@ -53,6 +57,9 @@ pub use connect::{PodConnector, PodStream, PodTarget};
 pub use handlers::handle;
 pub use limits::Limits;
 pub use pod_logs::{LogItem, LogProvider, LogQuery, LogStream};
+pub use prometheus::Metrics;
+pub use prometheus_client;
+pub use resource_metrics::{NodeSample, PodSample, Usage, UsageSource};
 pub use satoken::{
     API_AUDIENCE, Claims as TokenClaims, ISSUER as TOKEN_ISSUER, KeyError as TokenKeyError,
     Keys as TokenKeys,

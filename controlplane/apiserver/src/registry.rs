@@ -75,6 +75,11 @@ pub struct Resource {
     /// A custom resource's schema, printer columns and scale paths (its
     /// CustomResourceDefinition, see `crate::crd`); `None` for built-ins.
     pub custom: Option<&'static crate::crd::Custom>,
+    /// The verbs served (discovery says them; others are 405).
+    pub verbs: &'static [&'static str],
+    /// Objects live in the store. `false`: a read-only view computed on
+    /// each request (metrics.k8s.io, `crate::resource_metrics`).
+    pub stored: bool,
 }
 
 impl std::fmt::Debug for Resource {
@@ -118,6 +123,8 @@ pub const BASE: Resource = Resource {
     columns: &[("Name", "string", 0), ("Age", "string", 0)],
     cells: |_, o| crate::tables::name_and_age(o),
     custom: None,
+    verbs: VERBS,
+    stored: true,
 };
 
 pub const VERBS: &[&str] = &[

@@ -36,6 +36,10 @@ pub struct State {
     /// Reaches pods for port-forward and proxy; the node gateway registers
     /// itself here.
     pub pod_connector: std::sync::RwLock<Option<Arc<dyn crate::connect::PodConnector>>>,
+    /// Serves metrics.k8s.io; the node gateway registers itself here.
+    pub usage_source: std::sync::RwLock<Option<Arc<dyn crate::UsageSource>>>,
+    /// The Prometheus series `/metrics` serves; components add collectors.
+    pub metrics: crate::prometheus::Metrics,
     /// Connections, requests in flight, watches and objects per namespace.
     pub gate: Gate,
     /// The PKI directory (the join token and the CA live there).
@@ -52,6 +56,12 @@ impl State {
     /// Routes `pods/log` to `p` (the node gateway calls this when it starts).
     pub fn set_log_provider(&self, p: Arc<dyn crate::pod_logs::LogProvider>) {
         *self.log_provider.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// Serves metrics.k8s.io from `s` (the node gateway calls this when it
+    /// starts).
+    pub fn set_usage_source(&self, s: Arc<dyn crate::UsageSource>) {
+        crate::resource_metrics::set(self, s);
     }
 
     /// A lease that expires at least [`EVENT_TTL`] from now.
@@ -350,9 +360,17 @@ pub async fn start_with_store(
         rbac: Arc::default(),
         log_provider: std::sync::RwLock::new(None),
         pod_connector: std::sync::RwLock::new(None),
+        usage_source: std::sync::RwLock::new(None),
+        metrics: crate::prometheus::Metrics::default(),
         gate: Gate::new(cfg.limits.clone()),
         pki_dir: cfg.pki_dir.clone(),
     });
+    state
+        .metrics
+        .register_collector(Box::new(crate::prometheus::StoreCollector {
+            store: state.store.clone(),
+            db_file: state.store.path().to_path_buf(),
+        }));
     let listen = |source| StartError::Listen {
         addr: cfg.listen,
         source,

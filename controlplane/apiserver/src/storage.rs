@@ -921,6 +921,27 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
         }
         ensure(store, roles, role).await?;
     }
+    // metrics-server's reader role: view, edit and admin aggregate it.
+    let metrics_reader = json!({"apiVersion": format!("{g}/v1"), "kind": "ClusterRole",
+        "metadata": {"name": "system:aggregated-metrics-reader", "labels": {
+            "kubernetes.io/bootstrapping": "rbac-defaults",
+            "rbac.authorization.k8s.io/aggregate-to-view": "true",
+            "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+            "rbac.authorization.k8s.io/aggregate-to-admin": "true"}},
+        "rules": [{"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"], "verbs": read}]});
+    ensure(store, roles, metrics_reader).await?;
+    // kube's monitoring role: health checks and /metrics, for the group
+    // system:monitoring (bind others to it to let them scrape).
+    let monitoring = json!({"apiVersion": format!("{g}/v1"), "kind": "ClusterRole",
+        "metadata": {"name": "system:monitoring", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "rules": [{"nonResourceURLs": ["/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*", "/metrics"],
+                   "verbs": ["get"]}]});
+    ensure(store, roles, monitoring).await?;
+    let monitoring_binding = json!({"apiVersion": format!("{g}/v1"), "kind": "ClusterRoleBinding",
+        "metadata": {"name": "system:monitoring", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": "system:monitoring"},
+        "subjects": [{"apiGroup": g, "kind": "Group", "name": "system:monitoring"}]});
+    ensure(store, bindings, monitoring_binding).await?;
     let binding = json!({"apiVersion": format!("{g}/v1"), "kind": "ClusterRoleBinding",
         "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
         "roleRef": {"apiGroup": g, "kind": "ClusterRole", "name": "cluster-admin"},

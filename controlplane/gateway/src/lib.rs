@@ -14,7 +14,8 @@
 //! (the API server's log provider). [`images`] gets nodes their pods'
 //! images pulled and compiled, and serves the artifacts. [`services`] watches
 //! the cluster's Services and EndpointSlices once for all sessions and sends
-//! every node the compact state for its proxy (full state, then deltas). [`tls`] is the listener's rustls setup, [`wire`] the
+//! every node the compact state for its proxy (full state, then deltas).
+//! [`usage`] keeps the nodes' usage reports for metrics.k8s.io. [`tls`] is the listener's rustls setup, [`wire`] the
 //! async framing, [`journal`] and [`metrics`] what it reports.
 
 mod bootstrap;
@@ -28,6 +29,7 @@ mod node_objects;
 mod pod_network;
 mod pod_spec;
 mod pod_sync;
+mod prometheus;
 mod services;
 mod session;
 mod signer;
@@ -35,6 +37,7 @@ mod timefmt;
 mod tls;
 mod tokens;
 mod tunnels;
+mod usage;
 /// The node protocol's framing over async streams (also for tests that
 /// drive a node session by hand).
 pub mod wire;
@@ -131,6 +134,8 @@ pub(crate) struct Shared {
     pub services: Arc<services::ServiceHub>,
     /// What NetworkPolicy allows each node's pods.
     pub network_policies: Arc<network_policy::PolicyHub>,
+    /// The nodes' latest usage reports (metrics.k8s.io's source).
+    pub usage: Arc<usage::UsageHub>,
     slots: Slots,
     /// One bootstrap at a time: a token's check and its consumption
     /// (single use, binding) must not interleave with another's.
@@ -144,6 +149,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Nodes with a registered session now.
+    pub fn live_nodes(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Whether `node` has a registered session now.
     pub fn is_live(&self, node: &str) -> bool {
         self.live
@@ -351,6 +361,8 @@ pub async fn start(
     api.set_log_provider(router.clone());
     let tunnels = Arc::new(tunnels::TunnelRouter::default());
     api.set_pod_connector(tunnels.clone());
+    let usage = Arc::new(usage::UsageHub::default());
+    api.set_usage_source(usage.clone());
     let shared = Arc::new(Shared {
         slots: Slots::new(&cfg),
         journal: Journal::new(cfg.quiet),
@@ -359,6 +371,7 @@ pub async fn start(
         tunnels,
         services: Arc::default(),
         network_policies: Arc::default(),
+        usage,
         api: LocalApi::new(api),
         signer,
         metrics: Metrics::default(),
@@ -367,6 +380,11 @@ pub async fn start(
         fresh: Default::default(),
     });
     warn_fleet_tokens(&shared);
+    shared
+        .api
+        .state()
+        .metrics
+        .register_collector(Box::new(prometheus::GatewayCollector(shared.clone())));
     let tasks = vec![
         tokio::spawn(accept_loop(listener, tls, shared.clone())),
         tokio::spawn(services::run(shared.clone(), shared.services.clone())),

@@ -10,6 +10,10 @@ pub struct Metrics {
     pub sessions: AtomicU64,
     pub lease_renewals: AtomicU64,
     pub refused: AtomicU64,
+    /// Frames from and to registered nodes.
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub usage_reports: AtomicU64,
     /// Time to apply one LeaseRenew to the API (microseconds), sampled.
     lease_us: Mutex<Vec<u32>>,
 }

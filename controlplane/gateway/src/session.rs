@@ -234,6 +234,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let writer_shared = shared.clone();
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
+            Metrics::inc(&writer_shared.metrics.frames_out);
             if let Err(e) = write_frame(&mut wr, &m, MAX_FRAME).await {
                 writer_shared
                     .journal
@@ -338,6 +339,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     drop(sess);
     drop(tx);
     let _ = writer.await;
+    drop(_live);
+    if !shared.is_live(&node) {
+        shared.usage.forget(&node);
+    }
 }
 
 /// Why a session ended.
@@ -400,6 +405,7 @@ async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> SessionEnd {
             Err(ReadError::Closed) => return SessionEnd::Closed,
             Err(e) => return SessionEnd::Broken(e),
         };
+        Metrics::inc(&sess.shared.metrics.frames_in);
         if let Err(e) = handle(sess, msg).await {
             return e;
         }
@@ -513,6 +519,11 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), SessionEnd> {
                 sess,
                 images::fetch(sess.images.as_deref(), &digest, offset, len),
             );
+        }
+        NodeToPlane::Usage(report) => {
+            Metrics::inc(&shared.metrics.usage_reports);
+            shared.usage.report(node, report);
+            return Ok(());
         }
         NodeToPlane::Goodbye { reason } => return Err(SessionEnd::NodeLeft(reason)),
         NodeToPlane::Hello(_) | NodeToPlane::Bootstrap { .. } | NodeToPlane::Register(_) => {

@@ -532,6 +532,10 @@ impl Agent {
                     })
                 } else {
                     self.phase = Phase::Registering;
+                    // Usage reports are protocol 5: an older plane gets none.
+                    self.kubelet.set_usage_reports(
+                        (w.version >= 5).then_some(proto::USAGE_REPORT_SECS * SEC),
+                    );
                     self.send(&NodeToPlane::Register(self.cfg.node.clone()))
                 }
             }
@@ -884,6 +888,27 @@ mod tests {
         let mut a = Agent::new(cfg, Arc::new(tls::FixedClock(0)), kubelet);
         a.phase = Phase::Running;
         a
+    }
+
+    #[test]
+    fn usage_reports_start_only_with_a_plane_speaking_version_5() {
+        for (version, want) in [(4, None), (5, Some(proto::USAGE_REPORT_SECS * SEC))] {
+            let mut a = running_agent();
+            a.phase = Phase::Hello;
+            let welcome = PlaneToNode::Welcome(proto::Welcome {
+                version,
+                capabilities: CAPABILITIES,
+                server_time: 1,
+            });
+            // No connection to send the registration on: only the setting counts here.
+            let _ = a.handle(0, welcome, &NoLogs);
+            assert_eq!(a.phase, Phase::Registering);
+            assert_eq!(
+                a.kubelet().config().usage_report_interval,
+                want,
+                "v{version}"
+            );
+        }
     }
 
     #[test]

@@ -33,10 +33,10 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 use skiff_kubelet::{
-    ContainerId, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState, StartError, StartSpec,
-    VolumeContent,
+    ContainerId, InstanceUsage, LogBuffer, LogSource, MILLI, Nanos, Runtime, RuntimeState,
+    StartError, StartSpec, VolumeContent,
 };
-use skiff_node_proto::{ImagePull, Protocol};
+use skiff_node_proto::{ImagePull, NodeUsage, Protocol};
 use skiff_wasm::{Container, ContainerSpec, Image, Step, Volume};
 use spin::Mutex;
 
@@ -130,6 +130,11 @@ pub trait NodeHost {
     /// The node's pod network: an address in it that no pod of this node
     /// holds is unreachable (nothing lives there).
     fn pod_network(&mut self, _net: Ipv4Net) {}
+    /// The node's CPU, memory and network figures for usage reports (the
+    /// runtime adds the log buffers); `None`: not measured.
+    fn usage(&self) -> Option<NodeUsage> {
+        None
+    }
 }
 
 /// What a `run` call did.
@@ -730,6 +735,29 @@ impl<N: NodeHost> Runtime for WasmRuntime<N> {
     fn release_pod(&mut self, pod_uid: &str) {
         self.addresses.release(pod_uid);
     }
+
+    fn usage(&mut self, id: ContainerId) -> Option<InstanceUsage> {
+        let i = self.instances.get(&id)?;
+        let memory = match &i.phase {
+            Phase::Running(c) => c.memory_used(),
+            Phase::Fetching { .. } | Phase::Ended { .. } => 0,
+        };
+        Some(InstanceUsage {
+            cpu_ns: i.cpu_total,
+            memory_bytes: memory as u64,
+            log_bytes: i.log.held_bytes() as u64,
+        })
+    }
+
+    fn node_usage(&mut self) -> Option<NodeUsage> {
+        let mut u = self.node.usage()?;
+        u.log_bytes = self
+            .instances
+            .values()
+            .map(|i| i.log.held_bytes() as u64)
+            .sum();
+        Some(u)
+    }
 }
 
 impl<N: NodeHost> LogSource for WasmRuntime<N> {
@@ -834,6 +862,18 @@ impl<N: NodeHost> Runtime for NodeRuntime<N> {
 
     fn release_pod(&mut self, pod_uid: &str) {
         self.wasm.release_pod(pod_uid);
+    }
+
+    /// Wasm instances are measured; the test runtime's are not.
+    fn usage(&mut self, id: ContainerId) -> Option<InstanceUsage> {
+        match self.inner(id)? {
+            (true, i) => self.wasm.usage(i),
+            (false, _) => None,
+        }
+    }
+
+    fn node_usage(&mut self) -> Option<NodeUsage> {
+        self.wasm.node_usage()
     }
 }
 

@@ -374,7 +374,18 @@ fn cpu_limits_share_the_cpu_and_nobody_starves() {
     assert!(share <= 0.15, "100m container got {share:.3} of the CPU");
     assert!(share >= 0.03, "100m container starved: {share:.3}");
     assert!(f > 5 * s, "1000m container got {f} ns vs {s} ns");
+    // Usage reports read the same CPU time, and the memory charged to the
+    // limit (the guest's linear memory: at least one 64 KiB page).
+    let u = rt.usage(slow).expect("a running instance is measured");
+    assert_eq!(u.cpu_ns, s);
+    assert!(u.memory_bytes >= 64 << 10, "{u:?}");
+    assert!(u.memory_bytes <= 64 << 20, "{u:?}");
     rt.stop(slow);
+    assert_eq!(
+        rt.usage(slow).unwrap().memory_bytes,
+        0,
+        "an ended instance holds nothing"
+    );
     rt.kill(fast);
     assert_eq!(
         rt.state(slow),

@@ -71,8 +71,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use skiff_node_proto::{
-    ConditionStatus, NodeCondition, NodeConditionType, NodeStatus, NodeToPlane, PlaneToNode,
-    PodSpec, PodUid, ProbeHandler, Resources, UnixMillis,
+    ConditionStatus, ContainerUsage, NodeCondition, NodeConditionType, NodeStatus, NodeToPlane,
+    NodeUsage, PlaneToNode, PodSpec, PodUid, PodUsage, ProbeHandler, Resources, UnixMillis,
+    UsageReport,
 };
 
 pub use backoff::{Backoff, BackoffPolicy};
@@ -97,6 +98,9 @@ pub struct Config {
     pub lease_renew_interval: Nanos,
     /// Node status report when nothing changed (`nodeStatusReportFrequency` 5 min).
     pub node_status_report_interval: Nanos,
+    /// Resource usage reports ([`NodeToPlane::Usage`]); `None`: none sent
+    /// (the agent turns them on when the plane speaks protocol 5).
+    pub usage_report_interval: Option<Nanos>,
     /// CrashLoopBackOff: 10 s doubling to 300 s.
     pub backoff: BackoffPolicy,
     /// Static pods from the node configuration: always desired.
@@ -114,6 +118,7 @@ impl Config {
             allocatable: capacity,
             lease_renew_interval: 10 * SEC,
             node_status_report_interval: 300 * SEC,
+            usage_report_interval: None,
             backoff: BackoffPolicy {
                 initial: 10 * SEC,
                 max: 300 * SEC,
@@ -231,6 +236,28 @@ pub trait Runtime {
     /// The pod is gone with all its instances (CRI's `StopPodSandbox`):
     /// its address may be given to another pod.
     fn release_pod(&mut self, _pod_uid: &str) {}
+    /// What a running instance has used so far (`None`: not measured).
+    fn usage(&mut self, _id: ContainerId) -> Option<InstanceUsage> {
+        None
+    }
+    /// The whole node's use (`None`: not measured; the report then has
+    /// zeros, which the plane shows as no node figures).
+    fn node_usage(&mut self) -> Option<NodeUsage> {
+        None
+    }
+    /// Whether [`Runtime::usage`] and [`Runtime::node_usage`] are made up
+    /// (a simulated runtime), so the report says so.
+    fn usage_simulated(&self) -> bool {
+        false
+    }
+}
+
+/// One container instance's use: cumulative CPU, memory now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InstanceUsage {
+    pub cpu_ns: u64,
+    pub memory_bytes: u64,
+    pub log_bytes: u64,
 }
 
 /// Identifies one probe attempt between the kubelet and the prober.
@@ -282,6 +309,7 @@ pub struct Kubelet {
     lease_seq: u64,
     next_lease: Option<Nanos>,
     next_node_status: Option<Nanos>,
+    next_usage: Option<Nanos>,
     node_ready_since: Option<Nanos>,
     next_probe_id: u64,
     wakeup: Option<Nanos>,
@@ -305,6 +333,7 @@ impl Kubelet {
             lease_seq: 0,
             next_lease: None,
             next_node_status: None,
+            next_usage: None,
             node_ready_since: None,
             next_probe_id: 0,
             wakeup: None,
@@ -321,6 +350,12 @@ impl Kubelet {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Turns resource usage reports on (every `interval`) or off.
+    pub fn set_usage_reports(&mut self, interval: Option<Nanos>) {
+        self.config.usage_report_interval = interval;
+        self.next_usage = None;
     }
 
     /// Corrects the wall clock (e.g. from the plane's `Welcome.server_time`).
@@ -413,6 +448,7 @@ impl Kubelet {
                 // the new cadence.
                 self.next_lease = None;
                 self.next_node_status = None;
+                self.next_usage = None;
                 None
             }
             _ => None,
@@ -473,6 +509,7 @@ impl Kubelet {
             rt.update_pod_cidrs(&cidrs);
         }
         self.heartbeat(now, &mut wake);
+        self.report_usage(now, rt, &mut wake);
         if core::mem::take(&mut self.ack_due)
             && let Some(generation) = self.generation
         {
@@ -557,6 +594,52 @@ impl Kubelet {
         }
         wake.at(self.next_lease);
         wake.at(self.next_node_status);
+    }
+
+    /// Sends a [`UsageReport`] when one is due: the node's figures and every
+    /// running container's, by pod.
+    fn report_usage<R: Runtime>(&mut self, now: Nanos, rt: &mut R, wake: &mut Wake) {
+        let Some(interval) = self.config.usage_report_interval else {
+            return;
+        };
+        if self.next_usage.is_some_and(|t| now < t) {
+            wake.at(self.next_usage);
+            return;
+        }
+        let wall = |t: Nanos| self.config.boot_wall_ms + t / MILLI;
+        let mut pods = Vec::new();
+        for p in self.pods.values() {
+            let containers: Vec<ContainerUsage> = p
+                .running_instances()
+                .filter_map(|(name, id, since)| {
+                    let u = rt.usage(id)?;
+                    Some(ContainerUsage {
+                        name: name.into(),
+                        started_at: wall(since),
+                        cpu_ns: u.cpu_ns,
+                        memory_working_set_bytes: u.memory_bytes,
+                        log_bytes: u.log_bytes,
+                    })
+                })
+                .collect();
+            if !containers.is_empty() {
+                let spec = p.spec();
+                pods.push(PodUsage {
+                    uid: spec.uid.clone(),
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
+                    containers,
+                });
+            }
+        }
+        self.out.push(NodeToPlane::Usage(UsageReport {
+            timestamp: self.wall(now),
+            node: rt.node_usage().unwrap_or_default(),
+            pods,
+            simulated: rt.usage_simulated(),
+        }));
+        self.next_usage = Some(now + interval);
+        wake.at(self.next_usage);
     }
 
     /// The node's status: the kubelet is ready once it runs; the pressure

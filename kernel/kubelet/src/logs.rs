@@ -87,6 +87,11 @@ impl LogBuffer {
         }
     }
 
+    /// Bytes held now (kept lines and the partial one, as charged to the cap).
+    pub fn held_bytes(&self) -> usize {
+        self.bytes + self.partial.len()
+    }
+
     /// Appends output written at `at`.
     pub fn append(&mut self, at: UnixMillis, mut data: &[u8]) {
         if self.closed {

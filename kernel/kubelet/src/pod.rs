@@ -279,6 +279,14 @@ impl PodState {
         }
     }
 
+    /// The running instances: container name, runtime id, running since.
+    pub fn running_instances(&self) -> impl Iterator<Item = (&str, ContainerId, Nanos)> {
+        self.init.iter().chain(&self.containers).filter_map(|c| {
+            let i = c.instance.as_ref()?;
+            Some((c.name.as_str(), i.id, i.running_since?))
+        })
+    }
+
     pub fn mark_removed(&mut self) {
         self.removed = true;
     }

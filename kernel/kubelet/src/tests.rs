@@ -185,6 +185,22 @@ impl Runtime for FakeRt {
         let live = self.insts.values().filter(|i| !i.removed).count();
         self.released.push(alloc::format!("{uid} live={live}"));
     }
+    /// Half a CPU since created; memory by container name's length (MiB).
+    fn usage(&mut self, id: ContainerId) -> Option<InstanceUsage> {
+        let i = &self.insts[&id.0];
+        Some(InstanceUsage {
+            cpu_ns: (self.now - i.created) / 2,
+            memory_bytes: (i.name.len() as u64) << 20,
+            log_bytes: 7,
+        })
+    }
+    fn node_usage(&mut self) -> Option<NodeUsage> {
+        Some(NodeUsage {
+            cpu_ns: self.now,
+            memory_working_set_bytes: 64 << 20,
+            ..NodeUsage::default()
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1216,6 +1232,72 @@ fn env_from_literals_config_secrets_and_downward_api() {
     }
     assert!(!env.contains_key("OPT"));
     assert_eq!(env.len(), want.len());
+}
+
+#[test]
+fn usage_reports_follow_the_interval_and_name_running_containers() {
+    let mut c = config();
+    c.usage_report_interval = Some(10 * SEC);
+    let mut h = H::new(c);
+    let mut slow = container("sidecar");
+    slow.name = "sidecar".into();
+    let mut p = pod("u1", RestartPolicy::Always, vec![container("app"), slow]);
+    p.name = "web".into();
+    h.rt.script(
+        "sidecar",
+        &[Behave {
+            create: 15 * SEC,
+            ..FOREVER
+        }],
+    );
+    h.send(PlaneToNode::DesiredPods {
+        generation: 1,
+        pods: vec![p],
+    });
+    h.run_to(25.0);
+    let reports: Vec<(Nanos, &UsageReport)> = h
+        .out
+        .iter()
+        .filter_map(|(t, m)| match m {
+            NodeToPlane::Usage(u) => Some((*t, u)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reports.iter().map(|r| r.0 / SEC).collect::<Vec<_>>(),
+        [0, 10, 20]
+    );
+    let (_, r) = reports[1];
+    assert_eq!(r.timestamp, 1_700_000_010_000);
+    assert_eq!(r.node.cpu_ns, 10 * SEC);
+    assert!(!r.simulated);
+    // At 10 s only `app` runs (the sidecar is still creating).
+    assert_eq!(r.pods.len(), 1);
+    assert_eq!(
+        (r.pods[0].namespace.as_str(), r.pods[0].name.as_str()),
+        ("default", "web")
+    );
+    let app = &r.pods[0].containers;
+    assert_eq!(app.len(), 1);
+    assert_eq!(app[0].name, "app");
+    assert_eq!(app[0].cpu_ns, 5 * SEC);
+    assert_eq!(app[0].memory_working_set_bytes, 3 << 20);
+    assert_eq!(app[0].started_at, 1_700_000_000_000);
+    let (_, r) = reports[2];
+    let names: Vec<&str> = r.pods[0]
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["app", "sidecar"]);
+    // Off by default: a plane older than protocol 5 gets none.
+    let mut h = H::new(config());
+    h.run_to(25.0);
+    assert!(
+        !h.out
+            .iter()
+            .any(|(_, m)| matches!(m, NodeToPlane::Usage(_)))
+    );
 }
 
 #[test]

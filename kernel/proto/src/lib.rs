@@ -35,6 +35,7 @@
 //!  |   <- ServiceDelta …                        |   deltas
 //!  |   <- NetworkPolicies{pods} … (v4)          |   on every change
 //!  | LeaseRenew / NodeStatus / PodStatus / Event / LogChunk / SyncAck … -> |
+//!  | Usage (v5, every USAGE_REPORT_SECS)   ->   |
 //! ```
 //!
 //! # Compatibility (postcard is not self-describing)
@@ -104,7 +105,8 @@ pub use frame::{
 /// [`NodeToPlane::ServiceResyncRequest`]); a plane speaking 2 sends none.
 /// Version 4: NetworkPolicy for the node's pods
 /// ([`PlaneToNode::NetworkPolicies`]).
-/// Version 5: byte-stream tunnels to the node's pods
+/// Version 5: resource usage reports ([`NodeToPlane::Usage`]; a node
+/// speaking 4 sends none) and byte-stream tunnels to the node's pods
 /// ([`PlaneToNode::Tunnel`], [`NodeToPlane::Tunnel`]).
 pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still speaks.
@@ -127,6 +129,10 @@ pub const MAX_ARTIFACT_CHUNK: usize = 256 << 10;
 /// (a quarter of [`MAX_FRAME`], so heartbeats interleave), and trims the
 /// endpoints of a single Service that would not fit.
 pub const SERVICE_FRAME_BUDGET: usize = 1 << 20;
+
+/// How often a node sends [`NodeToPlane::Usage`] (metrics-server's default
+/// resolution is 15 s; the kubelet's housekeeping 10 s).
+pub const USAGE_REPORT_SECS: u64 = 10;
 
 /// Milliseconds since the Unix epoch (sender's wall clock).
 pub type UnixMillis = u64;
@@ -268,6 +274,10 @@ pub enum NodeToPlane {
     ServiceResyncRequest {
         have: u64,
     },
+    /// (v5) The node's and its containers' resource use, every
+    /// [`USAGE_REPORT_SECS`]: cumulative counters, so the plane computes
+    /// rates over the window between two reports (as metrics-server does).
+    Usage(UsageReport),
     /// (v5) The node's side of a tunnel the plane opened.
     Tunnel {
         tunnel: TunnelId,
@@ -391,7 +401,7 @@ pub enum PlaneToNode {
 impl NodeToPlane {
     /// Number of variants this build knows (the decoder reports higher indices
     /// as [`FrameError::UnknownMessage`]).
-    pub const VARIANTS: u32 = 17;
+    pub const VARIANTS: u32 = 18;
 }
 
 impl PlaneToNode {
@@ -1132,6 +1142,61 @@ pub struct Endpoint {
     pub terminating: bool,
     /// `hints.forNodes` (trafficDistribution: PreferSameNode).
     pub for_nodes: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Resource usage (v5)
+// ---------------------------------------------------------------------------
+
+/// What the node and its running containers have used, read at `timestamp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub timestamp: UnixMillis,
+    pub node: NodeUsage,
+    /// Pods with at least one running container.
+    pub pods: Vec<PodUsage>,
+    /// The figures are made up by a simulated runtime (hollow nodes), not
+    /// measured.
+    pub simulated: bool,
+}
+
+/// The whole node's use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeUsage {
+    /// CPU time spent not idle since boot, all CPUs.
+    pub cpu_ns: u64,
+    /// Memory in use now (the kernel's heap, containers included).
+    pub memory_working_set_bytes: u64,
+    /// The node's network interface since boot.
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub net_rx_packets: u64,
+    pub net_tx_packets: u64,
+    /// Bytes held in containers' log buffers now.
+    pub log_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodUsage {
+    pub uid: PodUid,
+    pub namespace: String,
+    pub name: String,
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// One running container instance. Counters start at zero with each
+/// instance: a changed `started_at` means a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerUsage {
+    pub name: String,
+    pub started_at: UnixMillis,
+    /// CPU time the instance has run.
+    pub cpu_ns: u64,
+    /// Memory charged to its limit now (linear memories, tables,
+    /// descriptors, sockets).
+    pub memory_working_set_bytes: u64,
+    /// Bytes held in its log buffer now.
+    pub log_bytes: u64,
 }
 
 // ---------------------------------------------------------------------------

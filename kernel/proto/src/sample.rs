@@ -284,6 +284,31 @@ pub fn node_to_plane() -> Vec<NodeToPlane> {
             len: 4096,
         },
         NodeToPlane::ServiceResyncRequest { have: 4 },
+        NodeToPlane::Usage(UsageReport {
+            timestamp: 1_700_000_010_000,
+            node: NodeUsage {
+                cpu_ns: 12_000_000_000,
+                memory_working_set_bytes: 40 << 20,
+                net_rx_bytes: 1 << 20,
+                net_tx_bytes: 2 << 20,
+                net_rx_packets: 900,
+                net_tx_packets: 1200,
+                log_bytes: 4096,
+            },
+            pods: vec![PodUsage {
+                uid: s("u1"),
+                namespace: s("default"),
+                name: s("web"),
+                containers: vec![ContainerUsage {
+                    name: s("app"),
+                    started_at: 1_700_000_000_000,
+                    cpu_ns: 5_000_000_000,
+                    memory_working_set_bytes: 2 << 20,
+                    log_bytes: 120,
+                }],
+            }],
+            simulated: false,
+        }),
         NodeToPlane::Tunnel {
             tunnel: 7,
             frame: TunnelFrame::Failed {

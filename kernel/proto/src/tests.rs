@@ -123,8 +123,12 @@ fn version_negotiation() {
     assert_eq!(negotiate(2, 2), Some(2), "a version-2 peer is still spoken");
     assert_eq!(negotiate(2, 3), Some(3), "a version-3 peer is still spoken");
     assert_eq!(negotiate(3, 4), Some(4));
+    assert_eq!(negotiate(2, 4), Some(4), "a version-4 peer is still spoken");
     assert_eq!(negotiate(3, 5), Some(5));
-    assert_eq!(PROTOCOL_VERSION, 5, "tunnels are version 5");
+    assert_eq!(
+        PROTOCOL_VERSION, 5,
+        "usage reports and tunnels are version 5"
+    );
     assert_eq!(negotiate(1, 9), Some(PROTOCOL_VERSION));
     assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
     assert_eq!(negotiate(0, 0), None);

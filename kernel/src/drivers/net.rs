@@ -12,6 +12,7 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -26,6 +27,22 @@ use super::hal::KernelHal;
 pub const QUEUE_SIZE: usize = 256;
 /// Header (≤ 12 bytes) + a 1514-byte frame, rounded up.
 const BUF_LEN: usize = 2048;
+
+/// Frames and bytes through the NIC since boot (usage reports).
+#[derive(Debug)]
+pub struct Counters {
+    pub rx_bytes: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    rx_bytes: AtomicU64::new(0),
+    tx_bytes: AtomicU64::new(0),
+    rx_packets: AtomicU64::new(0),
+    tx_packets: AtomicU64::new(0),
+};
 
 type Nic = VirtIONetRaw<KernelHal, VTransport, QUEUE_SIZE>;
 
@@ -114,6 +131,10 @@ pub struct Tx<'a> {
 impl RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
         let buf = self.buf.take().expect("token consumed once");
+        COUNTERS.rx_packets.fetch_add(1, Ordering::Relaxed);
+        COUNTERS
+            .rx_bytes
+            .fetch_add(self.len as u64, Ordering::Relaxed);
         let r = f(&buf[self.start..self.start + self.len]);
         self.inner.borrow_mut().post_rx(buf);
         r
@@ -142,7 +163,11 @@ impl TxToken for Tx<'_> {
         // SAFETY: `buf` is parked in `tx_inflight` under the returned token
         // and not touched until `reap_tx` sees that token used.
         match unsafe { i.nic.transmit_begin(&buf[..hdr + len]) } {
-            Ok(token) => i.tx_inflight[usize::from(token)] = Some(buf),
+            Ok(token) => {
+                COUNTERS.tx_packets.fetch_add(1, Ordering::Relaxed);
+                COUNTERS.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                i.tx_inflight[usize::from(token)] = Some(buf);
+            }
             Err(e) => {
                 warn!("net", "tx failed: {e:?}");
                 i.tx_free.push(buf);

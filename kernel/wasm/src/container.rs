@@ -36,7 +36,7 @@ use crate::Error;
 use crate::component::{self, CommandPre, ProxyPre, Server};
 use crate::fs::Volume;
 use crate::host::Host;
-use crate::wasi::{self, Ctx, Fd, Limits, MemoryLimitExceeded, ProcExit, Shared};
+use crate::wasi::{self, Ctx, Fd, Limits, MemoryLimitExceeded, Meter, ProcExit, Shared};
 
 /// One engine (shared by all pods of a node) and the WASI linkers.
 pub struct Runtime {
@@ -131,6 +131,7 @@ pub struct Container {
     run: Option<Run>,
     shared: Arc<Shared>,
     finished: Option<Step>,
+    meter: Meter,
 }
 
 impl Runtime {
@@ -250,6 +251,7 @@ impl Runtime {
         }
         let shared = Arc::new(Shared::default());
         let limits = Limits::new(spec.memory_limit);
+        let meter = limits.meter();
         let run: Run = match &image.pre {
             Pre::Module(pre) => {
                 let ctx = module_ctx(spec, host, limits, shared.clone());
@@ -315,6 +317,7 @@ impl Runtime {
             run: Some(run),
             shared,
             finished: None,
+            meter,
         })
     }
 }
@@ -434,6 +437,12 @@ pub(crate) fn outcome(result: wasmtime::Result<i32>, oom: bool) -> Step {
 }
 
 impl Container {
+    /// Memory charged to the container's limit now: its working set (0
+    /// once it has ended).
+    pub fn memory_used(&self) -> usize {
+        self.meter.bytes()
+    }
+
     /// Runs the guest for about `budget` epoch ticks (or until it blocks or
     /// ends). After the end, returns the final outcome again.
     pub fn step(&mut self, budget: u64) -> Step {

@@ -10,7 +10,10 @@
 //!   `{container}`, `{attempt}` and `{pod}` replaced (default
 //!   [`DEFAULT_LOG`]); a newline is added if missing;
 //! - `hollow.skiff.dev/log-every-ms`: while running it also prints
-//!   `hollow container NAME tick N` every this many ms (N from 1).
+//!   `hollow container NAME tick N` every this many ms (N from 1);
+//! - `hollow.skiff.dev/cpu-millis` and `hollow.skiff.dev/memory-bytes`: the
+//!   made-up usage it reports while running (defaults [`DEFAULT_CPU_MILLIS`],
+//!   [`DEFAULT_MEMORY_BYTES`]); reports say they are simulated.
 //!
 //! Output is deterministic and timed in the kubelet's clock, so tests can
 //! check `kubectl logs`. A stop exits at once with 143 (SIGTERM), a kill
@@ -19,15 +22,26 @@
 use std::collections::HashMap;
 
 use skiff_kubelet::{
-    ContainerId, LogBuffer, LogSource, MILLI, Nanos, ProbeId, ProbeResult, ProbeTarget, Prober,
-    Runtime, RuntimeState, StartError, StartSpec,
+    ContainerId, InstanceUsage, LogBuffer, LogSource, MILLI, Nanos, ProbeId, ProbeResult,
+    ProbeTarget, Prober, Runtime, RuntimeState, StartError, StartSpec,
 };
+use skiff_node_proto::NodeUsage;
 
 pub const START_MS: &str = "hollow.skiff.dev/start-ms";
 pub const RUN_MS: &str = "hollow.skiff.dev/run-ms";
 pub const EXIT_CODE: &str = "hollow.skiff.dev/exit-code";
 pub const LOG: &str = "hollow.skiff.dev/log";
 pub const LOG_EVERY_MS: &str = "hollow.skiff.dev/log-every-ms";
+pub const CPU_MILLIS: &str = "hollow.skiff.dev/cpu-millis";
+pub const MEMORY_BYTES: &str = "hollow.skiff.dev/memory-bytes";
+/// A container's simulated CPU use: an idle server's.
+pub const DEFAULT_CPU_MILLIS: u64 = 1;
+/// A container's simulated working set: a small wasm guest's.
+pub const DEFAULT_MEMORY_BYTES: u64 = 2 << 20;
+/// The simulated node itself: CPU (millicores) and memory on top of its
+/// containers'.
+const NODE_CPU_MILLIS: u64 = 5;
+const NODE_MEMORY_BYTES: u64 = 24 << 20;
 /// What a container prints at start without a `hollow.skiff.dev/log`.
 pub const DEFAULT_LOG: &str = "hollow container {container} started (attempt {attempt})";
 /// Each instance keeps this much output (the kubelet's default
@@ -50,9 +64,18 @@ struct Instance {
     name: String,
     every: Option<Nanos>,
     ticks: u64,
+    cpu_millis: u64,
+    memory_bytes: u64,
 }
 
 impl Instance {
+    /// How long it has been running by `now`.
+    fn ran(&self, now: Nanos) -> Nanos {
+        let started = self.created + self.start_after;
+        let upto = self.end().map_or(now, |e| e.min(now));
+        upto.saturating_sub(started)
+    }
+
     /// When it stopped running (exit, stop or kill), if it has.
     fn end(&self) -> Option<Nanos> {
         let started = self.created + self.start_after;
@@ -226,6 +249,8 @@ impl Runtime for FakeRuntime {
                 name: spec.container.name.clone(),
                 every: annotation(spec, LOG_EVERY_MS).map(|ms| (ms * MILLI).max(MIN_EVERY)),
                 ticks: 0,
+                cpu_millis: annotation(spec, CPU_MILLIS).unwrap_or(DEFAULT_CPU_MILLIS),
+                memory_bytes: annotation(spec, MEMORY_BYTES).unwrap_or(DEFAULT_MEMORY_BYTES),
             },
         );
         self.advance(self.now);
@@ -265,6 +290,39 @@ impl Runtime for FakeRuntime {
     fn pod_ip(&mut self, _pod_uid: &str) -> Option<String> {
         self.pod_ip.clone()
     }
+
+    /// Made up from the pod's annotations (see the module docs).
+    fn usage(&mut self, id: ContainerId) -> Option<InstanceUsage> {
+        let i = self.instances.get(&id)?;
+        let running = i.state(self.now) == RuntimeState::Running;
+        Some(InstanceUsage {
+            cpu_ns: i.ran(self.now) * i.cpu_millis / 1000,
+            memory_bytes: if running { i.memory_bytes } else { 0 },
+            log_bytes: i.log.held_bytes() as u64,
+        })
+    }
+
+    /// The containers' made-up figures plus the node's own.
+    fn node_usage(&mut self) -> Option<NodeUsage> {
+        let now = self.now;
+        let mut u = NodeUsage {
+            cpu_ns: now * NODE_CPU_MILLIS / 1000,
+            memory_working_set_bytes: NODE_MEMORY_BYTES,
+            ..NodeUsage::default()
+        };
+        for i in self.instances.values() {
+            u.cpu_ns += i.ran(now) * i.cpu_millis / 1000;
+            if i.state(now) == RuntimeState::Running {
+                u.memory_working_set_bytes += i.memory_bytes;
+            }
+            u.log_bytes += i.log.held_bytes() as u64;
+        }
+        Some(u)
+    }
+
+    fn usage_simulated(&self) -> bool {
+        true
+    }
 }
 
 impl LogSource for FakeRuntime {
@@ -301,6 +359,8 @@ mod tests {
             name: "main".into(),
             every,
             ticks: 0,
+            cpu_millis: 250,
+            memory_bytes: 1 << 20,
         }
     }
 
@@ -325,6 +385,26 @@ mod tests {
         );
         assert_eq!(i.next_change(1100), None);
     }
+
+    #[test]
+    fn simulated_usage_counts_running_time_only() {
+        let mut rt = FakeRuntime::default();
+        rt.instances
+            .insert(ContainerId(1), inst(SEC_, Some(4 * SEC_), None));
+        rt.now = 3 * SEC_;
+        let u = rt.usage(ContainerId(1)).unwrap();
+        assert_eq!(u.cpu_ns, 2 * SEC_ / 4, "250m for the 2 s it ran");
+        assert_eq!(u.memory_bytes, 1 << 20);
+        rt.now = 9 * SEC_;
+        let u = rt.usage(ContainerId(1)).unwrap();
+        assert_eq!(u.cpu_ns, SEC_, "no CPU after it exited at 5 s");
+        assert_eq!(u.memory_bytes, 0);
+        assert!(rt.usage_simulated());
+        let n = rt.node_usage().unwrap();
+        assert_eq!(n.cpu_ns, 9 * SEC_ * NODE_CPU_MILLIS / 1000 + SEC_);
+    }
+
+    const SEC_: Nanos = 1_000_000_000;
 
     #[test]
     fn output_is_timed_by_the_script() {

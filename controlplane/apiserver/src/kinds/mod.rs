@@ -11,6 +11,7 @@ mod coordination;
 mod core;
 mod discovery;
 mod events;
+pub(crate) mod metrics;
 mod networking;
 mod rbac;
 mod scheduling;
@@ -40,6 +41,8 @@ pub static RESOURCES: &[Resource] = &[
     discovery::ENDPOINT_SLICES,
     events::EVENTS,
     networking::NETWORK_POLICIES,
+    metrics::NODE_METRICS,
+    metrics::POD_METRICS,
     rbac::ROLES,
     rbac::ROLE_BINDINGS,
     rbac::CLUSTER_ROLES,

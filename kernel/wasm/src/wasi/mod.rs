@@ -166,6 +166,14 @@ impl Limits {
         Self::with(self.memory, self.held.clone(), self.sockets.clone())
     }
 
+    /// A reader of what the container holds, for usage reports.
+    pub fn meter(&self) -> Meter {
+        Meter {
+            held: self.held.clone(),
+            sockets: self.sockets.clone(),
+        }
+    }
+
     fn socket_bytes(&self) -> usize {
         self.sockets
             .load(Ordering::Relaxed)
@@ -211,6 +219,26 @@ impl Limits {
         let cost = cost.min(self.fd_bytes);
         self.fd_bytes -= cost;
         self.give(cost);
+    }
+}
+
+/// Reads the memory a container has charged to its limit, from outside
+/// its stores.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Meter {
+    held: Arc<AtomicUsize>,
+    sockets: Arc<AtomicUsize>,
+}
+
+impl Meter {
+    /// Linear memories, tables and descriptors of all its stores, and its
+    /// sockets at [`SOCKET_BYTES`] each.
+    pub fn bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed).saturating_add(
+            self.sockets
+                .load(Ordering::Relaxed)
+                .saturating_mul(SOCKET_BYTES),
+        )
     }
 }
 

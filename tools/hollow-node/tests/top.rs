@@ -1,0 +1,271 @@
+//! metrics.k8s.io from the nodes' usage reports: `kubectl top` (1.33 and
+//! 1.35) against hollow nodes, whose simulated runtime reports the usage a
+//! pod's annotations ask for; RBAC as metrics-server's reader role gives it.
+
+mod common;
+
+use common::Cluster;
+use skiff_e2e::peers;
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: burner
+  namespace: default
+  labels:
+    app: burner
+  annotations:
+    hollow.skiff.dev/cpu-millis: \"500\"
+    hollow.skiff.dev/memory-bytes: \"33554432\"
+spec:
+  nodeName: hn-top
+  containers:
+  - name: burn
+    image: registry.local/burner:1
+  - name: side
+    image: registry.local/side:1
+";
+
+/// The CPU column (millicores) of `name`'s row in `kubectl top` output.
+fn millicores(out: &str, name: &str) -> Option<u64> {
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w == name))?;
+    row.split_whitespace()
+        .find_map(|w| w.strip_suffix('m')?.parse().ok())
+}
+
+#[test]
+fn kubectl_top_shows_the_nodes_reports() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-top", 0);
+    c.wait_output(&["get", "nodes"], "hn-top   Ready", 20);
+    c.ok(&["apply", "-f", c.write("burner.yaml", POD).to_str().unwrap()]);
+
+    // The group is discovered (legacy and aggregated discovery alike).
+    let groups = c.ok(&["api-versions"]);
+    assert!(groups.contains("metrics.k8s.io/v1beta1"), "{groups}");
+    let res = c.ok(&["api-resources", "--api-group=metrics.k8s.io", "-o", "wide"]);
+    assert!(
+        res.contains("PodMetrics") && res.contains("NodeMetrics"),
+        "{res}"
+    );
+    assert!(
+        res.contains("get,list") || res.contains("[get list]"),
+        "{res}"
+    );
+
+    // A pod's figures come with the first report (measured from the
+    // containers' start, as the kubelet saw them start); a node's with the
+    // second, 10 s later. Check the figures over a full window.
+    c.eventually("kubectl top pod shows the burner", 30, || {
+        let out = c.kubectl(&["top", "pod", "burner", "--containers"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("side")
+    });
+    c.eventually("a 10 s window", 30, || {
+        let raw = c.ok(&[
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burner",
+        ]);
+        raw.contains("\"window\":\"10")
+    });
+    let top = c.ok(&["top", "pod", "burner", "--containers"]);
+    eprintln!("{top}");
+    // kubectl rounds nanocores up to millicores; report times are whole ms.
+    let burn = millicores(&top, "burn").expect("burn row");
+    assert!((500..=501).contains(&burn), "the simulated 500m: {top}");
+    assert!(
+        top.lines()
+            .any(|l| l.contains(" burn ") && l.contains("32Mi")),
+        "{top}"
+    );
+    // The annotations are the pod's: every container reports them.
+    let side = millicores(&top, "side").expect("side row");
+    assert!((500..=501).contains(&side), "{top}");
+    assert!(
+        top.lines()
+            .any(|l| l.contains(" side ") && l.contains("32Mi")),
+        "{top}"
+    );
+    // Pod totals, with a label selector, in 1.33 and 1.35.
+    for bin in [peers::kubectl(), peers::kubectl_latest()] {
+        let out = c.kubectl_bin_as(&bin, &c.kubeconfig, &["top", "pod", "-l", "app=burner"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{bin:?}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cpu = millicores(&text, "burner").expect("a CPU figure");
+        assert!((1000..=1002).contains(&cpu), "{bin:?}: {text}");
+    }
+    let none = c.ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Dother",
+    ]);
+    assert!(none.contains("\"items\":[]"), "{none}");
+
+    let mut top = String::new();
+    c.eventually("kubectl top node shows hn-top", 30, || {
+        let out = c.kubectl(&["top", "node", "hn-top"]);
+        top = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success() && top.contains("hn-top")
+    });
+    eprintln!("{top}");
+    // The node: its own 5m plus its containers' 1000m.
+    let cpu = millicores(&top, "hn-top").expect("a CPU figure");
+    assert!((1000..=1010).contains(&cpu), "{top}");
+    let raw = c.ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes/hn-top"]);
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["kind"], "NodeMetrics");
+    assert!(
+        v["window"].as_str().is_some_and(|w| w.starts_with("10")),
+        "{raw}"
+    );
+    let out = c.kubectl_bin_as(&peers::kubectl_latest(), &c.kubeconfig, &["top", "node"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hn-top"));
+
+    // Read-only, and RBAC as metrics-server's: view reads pod metrics in
+    // its namespace; a user without a role reads nothing.
+    c.fails(&[
+        "delete",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burner",
+    ]);
+    let nobody = c.cert_kubeconfig("nobody", &[]);
+    let out = c.kubectl_as(&nobody, &["top", "pod", "burner"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        "--user=viewer",
+        "-n",
+        "default",
+    ]);
+    let viewer = c.cert_kubeconfig("viewer", &[]);
+    c.eventually("view reads pod metrics", 10, || {
+        c.kubectl_as(&viewer, &["top", "pod", "burner"])
+            .status
+            .success()
+    });
+    assert!(
+        !c.kubectl_as(&viewer, &["top", "node"]).status.success(),
+        "nodes are cluster-scoped"
+    );
+}
+
+/// Parses a `/metrics` scrape with the Prometheus project's own Python
+/// parser (OpenMetrics) and prints the figures the test follows as JSON.
+const SCRAPE_PY: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+text = open(sys.argv[1]).read()
+families = {f.name: f for f in text_string_to_metric_families(text)}
+def total(family, sample, **labels):
+    f = families[family]
+    return sum(s.value for s in f.samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+print(json.dumps({
+    "lists": total("apiserver_request", "apiserver_request_total", verb="LIST", resource="pods", code="200"),
+    "list_latency_count": total("apiserver_request_duration_seconds", "apiserver_request_duration_seconds_count", verb="LIST", resource="pods"),
+    "watches": total("apiserver_longrunning_requests", "apiserver_longrunning_requests", verb="WATCH"),
+    "revision": total("etcd_debugging_mvcc_current_revision", "etcd_debugging_mvcc_current_revision"),
+    "db_bytes": total("etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_bytes"),
+    "nodes": total("skiff_gateway_connected_nodes", "skiff_gateway_connected_nodes"),
+    "frames": total("skiff_gateway_frames_received", "skiff_gateway_frames_received_total"),
+    "burn_cpu": total("container_cpu_usage_seconds", "container_cpu_usage_seconds_total", pod="burner", container="burn", simulated="true"),
+    "burn_memory": total("container_memory_working_set_bytes", "container_memory_working_set_bytes", pod="burner", container="burn"),
+    "node_cpu": total("node_cpu_usage_seconds", "node_cpu_usage_seconds_total", node="hn-prom"),
+}))
+print("passed")
+"#;
+
+#[test]
+fn metrics_are_scraped_with_a_prometheus_parser_and_move() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-prom", 0);
+    c.wait_output(&["get", "nodes"], "hn-prom   Ready", 20);
+    let pod = POD.replace("hn-top", "hn-prom");
+    c.ok(&[
+        "apply",
+        "-f",
+        c.write("burner.yaml", &pod).to_str().unwrap(),
+    ]);
+    let script = c.write("scrape.py", SCRAPE_PY);
+    let scrape = |n: u32| -> serde_json::Value {
+        let text = c.ok(&["get", "--raw", "/metrics"]);
+        let file = c.write(&format!("scrape-{n}.txt"), &text);
+        let out = std::process::Command::new(peers::python())
+            .arg(&script)
+            .arg(&file)
+            .output()
+            .expect("python");
+        let so = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && so.contains("passed"),
+            "{so}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(so.lines().next().unwrap()).unwrap()
+    };
+    let mut first = serde_json::Value::Null;
+    c.eventually("the burner's series", 30, || {
+        first = scrape(0);
+        first["burn_cpu"].as_f64().is_some_and(|v| v > 0.0)
+    });
+    // The cluster works: lists, writes, a usage report later.
+    c.ok(&["get", "pods"]);
+    c.ok(&["create", "configmap", "touch", "--from-literal=a=b"]);
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let second = scrape(1);
+    eprintln!("{first}\n{second}");
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+    assert!(
+        f(&second, "lists") > f(&first, "lists"),
+        "pods LISTs counted"
+    );
+    assert!(f(&second, "list_latency_count") >= f(&second, "lists") - 1.0);
+    assert!(
+        f(&second, "revision") > f(&first, "revision"),
+        "the store's revision"
+    );
+    assert!(f(&second, "db_bytes") > 0.0);
+    assert!(
+        f(&second, "watches") >= 1.0,
+        "the gateway's watches are long-running requests"
+    );
+    assert_eq!(f(&second, "nodes"), 1.0);
+    assert!(f(&second, "frames") > f(&first, "frames"));
+    // 500m simulated: 5 more CPU-seconds per 10 s report (one or two
+    // reports came in between the scrapes).
+    let burned = f(&second, "burn_cpu") - f(&first, "burn_cpu");
+    assert!(
+        (4.9..=5.1).contains(&burned) || (9.9..=10.1).contains(&burned),
+        "burned {burned} s"
+    );
+    assert_eq!(f(&second, "burn_memory"), 33554432.0);
+    assert!(f(&second, "node_cpu") > f(&first, "node_cpu"));
+
+    // Authorized by RBAC: system:monitoring may scrape, others get 403.
+    let monitor = c.cert_kubeconfig("prometheus", &["system:monitoring"]);
+    assert!(
+        c.kubectl_as(&monitor, &["get", "--raw", "/metrics"])
+            .status
+            .success()
+    );
+    let nobody = c.cert_kubeconfig("nobody", &[]);
+    let out = c.kubectl_as(&nobody, &["get", "--raw", "/metrics"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Forbidden") || err.contains("forbidden"),
+        "{err}"
+    );
+    let (code, _) = c.request_raw("GET", "/metrics", "", Vec::new());
+    assert_eq!(code, 200, "the admin (system:masters) scrapes");
+}
