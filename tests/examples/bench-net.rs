@@ -22,7 +22,7 @@
 //!
 //! Options: `--out PATH`, `--rounds N` (500 small round trips; a tenth of
 //! that for large ones), `--runs N` (3, the median is reported),
-//! `--requests N` (2000 per `hey` run), `--concurrency N` (8).
+//! `--requests N` (2000 per `hey` run), `--concurrency N` (4).
 
 use skiff_e2e::bench::{Args, Figure, write_report};
 use skiff_e2e::cluster::SegmentCluster;
@@ -159,7 +159,7 @@ spec:
         );
     }
     let requests: usize = args.get("requests", 2000);
-    let concurrency: usize = args.get("concurrency", 8);
+    let concurrency: usize = args.get("concurrency", 4);
     let (np_figures, mut np_notes) = node_port(&c, runs, requests, concurrency)?;
     figures.extend(np_figures);
     let mut notes = vec![
@@ -242,8 +242,9 @@ fn get_host(port: u16, path: &str) -> Option<String> {
     Some(host.trim().to_string())
 }
 
-/// `hey`'s requests per second for `url`.
-fn hey(url: &str, requests: usize, concurrency: usize) -> Result<f64, String> {
+/// `hey`'s requests per second for `url`, and how many requests failed
+/// (more than 5 % is an error).
+fn hey(url: &str, requests: usize, concurrency: usize) -> Result<(f64, usize), String> {
     let out = std::process::Command::new("hey")
         .args([
             "-n",
@@ -263,11 +264,27 @@ fn hey(url: &str, requests: usize, concurrency: usize) -> Result<f64, String> {
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .ok_or_else(|| format!("no Requests/sec from hey {url}:\n{text}"))?;
-    let failed = text.contains("Error distribution");
-    if failed {
-        return Err(format!("hey {url} saw errors:\n{text}"));
+    // "  [3]\tGet ...: connection reset by peer" under "Error distribution:".
+    let errors: usize = text
+        .split("Error distribution:")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix('[')?
+                .split(']')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    if errors * 20 > requests {
+        return Err(format!(
+            "hey {url}: {errors} of {requests} requests failed:\n{text}"
+        ));
     }
-    Ok(rate)
+    Ok((rate, errors))
 }
 
 /// Sections 3 and 4: NodePort connection rate, and unready endpoints.
@@ -361,20 +378,23 @@ spec:
 
     // 3. Connection rate: alternating, so drift hits both alike.
     let (mut np_rates, mut direct_rates) = (Vec::new(), Vec::new());
+    let (mut np_errors, mut direct_errors) = (0, 0);
     for _ in 0..runs {
-        let d = hey(
+        let (d, de) = hey(
             &format!("http://127.0.0.1:{direct}/"),
             requests,
             concurrency,
         )?;
-        let n = hey(
+        let (n, ne) = hey(
             &format!("http://127.0.0.1:{via_node_port}/"),
             requests,
             concurrency,
         )?;
-        eprintln!("hey: direct {d:.0} conn/s, NodePort {n:.0} conn/s");
+        eprintln!("hey: direct {d:.0} conn/s ({de} failed), NodePort {n:.0} conn/s ({ne} failed)");
         direct_rates.push(d);
         np_rates.push(n);
+        direct_errors += de;
+        np_errors += ne;
     }
     let mut figures = vec![
         Figure::new(
@@ -462,7 +482,9 @@ spec:
         format!(
             "nodeport_connections_per_s: hey -n {requests} -c {concurrency} -disable-keepalive from the host to web-local's NodePort on net-b \
              (externalTrafficPolicy: Local, so the node relays each connection to its own replica, in memory), against the same echo-server pod \
-             through a direct host forward to its address; both through the segment's router (slirp); median of {runs} alternating runs"
+             through a direct host forward to its address; both through the segment's router (slirp); median of {runs} alternating runs; \
+             failed requests (resets: the echo server takes one connection at a time and its listener's backlog overflows): NodePort {np_errors}, direct {direct_errors} of {}",
+            requests * runs
         ),
         "unready_to_last_new_connection_ms: the host opens connections back to back through the `web` NodePort on net-a (two replicas, one per node); \
          web-b is told to fail its readiness probe (periodSeconds 1, failureThreshold 1); from the first poll that sees its Ready condition False \
