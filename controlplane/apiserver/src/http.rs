@@ -26,6 +26,45 @@ pub fn json_response(code: u16, v: &Value) -> Response {
 const DRAIN_AFTER_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes with 413.
+/// `resp` with `guard` kept alive until its body has been sent or dropped
+/// (a request slot, an in-flight gauge): a response the client does not
+/// read still counts, until the write timeout closes the connection.
+pub fn keep_until_sent<G: Send + Unpin + 'static>(resp: Response, guard: G) -> Response {
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Guarded {
+            body,
+            _guard: guard,
+        }),
+    )
+}
+
+struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> hyper::body::Body for Guarded<G> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 pub async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
     read_bounded(body, MAX_BODY).await
 }

@@ -175,39 +175,7 @@ pub fn hold(resp: axum::response::Response, ticket: Ticket) -> axum::response::R
     if matches!(ticket, Ticket::None) {
         return resp;
     }
-    let (parts, body) = resp.into_parts();
-    axum::response::Response::from_parts(
-        parts,
-        axum::body::Body::new(Held {
-            body,
-            _ticket: ticket,
-        }),
-    )
-}
-
-struct Held {
-    body: axum::body::Body,
-    _ticket: Ticket,
-}
-
-impl hyper::body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
+    crate::http::keep_until_sent(resp, ticket)
 }
 
 /// kube's answer when a limit is reached: 429, with `Retry-After: 1`.

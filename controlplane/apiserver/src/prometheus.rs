@@ -183,14 +183,7 @@ impl Metrics {
             })
             .clone();
         g.inc();
-        let (parts, body) = resp.into_parts();
-        Response::from_parts(
-            parts,
-            Body::new(Tracked {
-                body,
-                _open: InFlight(g),
-            }),
-        )
+        crate::http::keep_until_sent(resp, InFlight(g))
     }
 
     /// Adds series a component computes at each scrape.
@@ -207,32 +200,6 @@ impl Metrics {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         prometheus_client::encoding::text::encode(&mut out, &reg)?;
         Ok(out)
-    }
-}
-
-/// A response body that keeps a gauge raised until it ends or is dropped.
-struct Tracked {
-    body: Body,
-    _open: InFlight,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 
