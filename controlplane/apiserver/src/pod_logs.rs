@@ -241,16 +241,7 @@ pub async fn get(state: &State, ns: &str, name: &str, q: &Query) -> ApiResult<Re
     }
     let provider = state
         .log_provider
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .ok_or_else(|| {
-            ApiError::new(
-                503,
-                "ServiceUnavailable",
-                "pod logs are unavailable: no node gateway is running",
-            )
-        })?;
+        .require("pod logs are unavailable: no node gateway is running")?;
     let mut stream = provider.open(LogQuery {
         namespace: ns.to_string(),
         pod: name.to_string(),

@@ -6,7 +6,6 @@
 //! on those objects, and an object without a recent sample is left out
 //! (get: 404), as metrics-server does.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -63,11 +62,7 @@ pub(crate) async fn serve(
     query: &Query,
     table: &Option<Option<String>>,
 ) -> ApiResult<Response<Body>> {
-    let source = state
-        .usage_source
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let source = state.usage_source.get();
     let of = objects_of(r);
     match (verb, name) {
         ("get", Some(name)) => {
@@ -194,14 +189,6 @@ fn rfc3339(t: SystemTime) -> String {
     k8s_openapi::jiff::Timestamp::from_second(secs)
         .map(|t| t.to_string())
         .unwrap_or_default()
-}
-
-/// Registers the usage samples' source.
-pub(crate) fn set(state: &State, source: Arc<dyn UsageSource>) {
-    *state
-        .usage_source
-        .write()
-        .unwrap_or_else(|e| e.into_inner()) = Some(source);
 }
 
 #[cfg(test)]

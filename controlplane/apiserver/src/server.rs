@@ -32,18 +32,53 @@ pub struct State {
     /// The RBAC objects, kept current by a store watch.
     pub rbac: Arc<crate::rbac_cache::RbacCache>,
     /// Serves `pods/log`; the node gateway registers itself here.
-    pub log_provider: std::sync::RwLock<Option<Arc<dyn crate::pod_logs::LogProvider>>>,
+    pub log_provider: Registered<dyn crate::pod_logs::LogProvider>,
     /// Reaches pods for port-forward and proxy; the node gateway registers
     /// itself here.
-    pub pod_connector: std::sync::RwLock<Option<Arc<dyn crate::connect::PodConnector>>>,
+    pub pod_connector: Registered<dyn crate::connect::PodConnector>,
     /// Serves metrics.k8s.io; the node gateway registers itself here.
-    pub usage_source: std::sync::RwLock<Option<Arc<dyn crate::UsageSource>>>,
+    pub usage_source: Registered<dyn crate::UsageSource>,
     /// The Prometheus series `/metrics` serves; components add collectors.
     pub metrics: crate::prometheus::Metrics,
     /// Connections, requests in flight, watches and objects per namespace.
     pub gate: Gate,
     /// The PKI directory (the join token and the CA live there).
     pub(crate) pki_dir: PathBuf,
+}
+
+/// A part another component registers once it starts (the node gateway's
+/// log provider, pod connector and usage source): requests that need it
+/// before then, or without one, get 503.
+pub struct Registered<T: ?Sized>(std::sync::RwLock<Option<Arc<T>>>);
+
+impl<T: ?Sized> Default for Registered<T> {
+    fn default() -> Self {
+        Registered(std::sync::RwLock::new(None))
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Registered<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Registered")
+            .field(&self.get().is_some())
+            .finish()
+    }
+}
+
+impl<T: ?Sized> Registered<T> {
+    pub fn set(&self, part: Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(part);
+    }
+
+    pub fn get(&self) -> Option<Arc<T>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The part, or 503 with `missing` as the message.
+    pub fn require(&self, missing: &str) -> crate::status::ApiResult<Arc<T>> {
+        self.get()
+            .ok_or_else(|| ApiError::new(503, "ServiceUnavailable", missing))
+    }
 }
 
 /// Events live this long (kube's --event-ttl default).
@@ -55,13 +90,13 @@ const EVENT_LEASE_REUSE: std::time::Duration = std::time::Duration::from_secs(60
 impl State {
     /// Routes `pods/log` to `p` (the node gateway calls this when it starts).
     pub fn set_log_provider(&self, p: Arc<dyn crate::pod_logs::LogProvider>) {
-        *self.log_provider.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        self.log_provider.set(p);
     }
 
     /// Serves metrics.k8s.io from `s` (the node gateway calls this when it
     /// starts).
     pub fn set_usage_source(&self, s: Arc<dyn crate::UsageSource>) {
-        crate::resource_metrics::set(self, s);
+        self.usage_source.set(s);
     }
 
     /// A lease that expires at least [`EVENT_TTL`] from now.
@@ -358,9 +393,9 @@ pub async fn start_with_store(
         event_lease: tokio::sync::Mutex::new(None),
         crds: crate::crd::Crds::default(),
         rbac: Arc::default(),
-        log_provider: std::sync::RwLock::new(None),
-        pod_connector: std::sync::RwLock::new(None),
-        usage_source: std::sync::RwLock::new(None),
+        log_provider: Registered::default(),
+        pod_connector: Registered::default(),
+        usage_source: Registered::default(),
         metrics: crate::prometheus::Metrics::default(),
         gate: Gate::new(cfg.limits.clone()),
         pki_dir: cfg.pki_dir.clone(),

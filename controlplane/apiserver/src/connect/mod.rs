@@ -54,24 +54,12 @@ impl State {
     /// Routes connections to pods through `c` (the node gateway calls this
     /// when it starts).
     pub fn set_pod_connector(&self, c: Arc<dyn PodConnector>) {
-        *self
-            .pod_connector
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(c);
+        self.pod_connector.set(c);
     }
 
     fn pod_connector(&self) -> ApiResult<Arc<dyn PodConnector>> {
         self.pod_connector
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                ApiError::new(
-                    503,
-                    "ServiceUnavailable",
-                    "pods cannot be reached: no node gateway is running",
-                )
-            })
+            .require("pods cannot be reached: no node gateway is running")
     }
 }
 
