@@ -92,6 +92,15 @@ impl FrameAllocator {
         self.total_frames
     }
 
+    /// Frames in the largest free contiguous run.
+    pub fn largest_run(&self) -> u64 {
+        self.ranges[..self.len]
+            .iter()
+            .map(|&(s, e)| (e - s) / FRAME_SIZE)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Allocates `count` contiguous frames; returns the physical address.
     pub fn alloc(&mut self, count: u64) -> Option<u64> {
         if count == 0 {
@@ -201,6 +210,17 @@ mod tests {
         assert_eq!(fa.free_frames(), total);
         assert_eq!(fa.len, 1);
         assert_eq!(fa.alloc(5), Some(0x100000));
+    }
+
+    #[test]
+    fn largest_run_is_the_biggest_free_range() {
+        // The kernel splits usable memory: 1 MiB..1.5 MiB and 2 MiB..32 MiB.
+        let mut fa =
+            FrameAllocator::new(&map32m(), &[(0, 0x100000), (0x180000, 0x200000)], 1 << 32);
+        assert_eq!(fa.largest_run(), (0x2000000 - 0x200000) / FRAME_SIZE);
+        let n = fa.largest_run();
+        assert_eq!(fa.alloc(n), Some(0x200000));
+        assert_eq!(fa.largest_run(), 0x80000 / FRAME_SIZE);
     }
 
     #[test]

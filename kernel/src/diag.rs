@@ -192,6 +192,8 @@ async fn respond<'a>(sock: &TcpSocket, req: Request<'_>, early: usize) -> Option
                 heap_total: crate::mem::heap_total() as u64,
                 frames_free: free,
                 frames_total: total,
+                pool_used: crate::regions::used_bytes(),
+                pool_total: crate::regions::total_bytes(),
                 ip: ip.map(|ip| Cidr {
                     address: ip.address(),
                     prefix_len: ip.prefix_len(),

@@ -39,6 +39,8 @@ mod pods;
 #[cfg(target_os = "none")]
 mod probes;
 #[cfg(target_os = "none")]
+mod regions;
+#[cfg(target_os = "none")]
 mod wasm;
 
 #[cfg(target_os = "none")]
@@ -122,6 +124,7 @@ extern "C" fn skiff_kernel_entry(kind: u32, info_paddr: u32) -> ! {
         mem::alloc_stack(IST_STACK_PAGES),
         mem::alloc_stack(IST_STACK_PAGES),
         mem::alloc_stack(IST_STACK_PAGES),
+        mem::alloc_stack(IST_STACK_PAGES),
     ];
     IST_TOPS.call_once(|| ist);
     let (free, total) = mem::frame_stats();
@@ -158,7 +161,7 @@ fn wx_self_test() {
 }
 
 #[cfg(target_os = "none")]
-static IST_TOPS: spin::Once<[u64; 3]> = spin::Once::new();
+static IST_TOPS: spin::Once<[u64; 4]> = spin::Once::new();
 
 /// The rest of boot, on a guarded stack.
 #[cfg(target_os = "none")]

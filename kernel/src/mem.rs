@@ -4,15 +4,20 @@
 //!   memory map, minus low memory and the kernel image, below 4 GiB (what the
 //!   boot identity map covers, so every frame is addressable at its physical
 //!   address).
-//! * The heap is one contiguous run of frames. A failed allocation returns
-//!   null: fallible users (`try_reserve`, e.g. wasmtime growing a guest's
-//!   linear memory) see an error and cope (the guest ends OOMKilled); an
-//!   infallible one reaches Rust's alloc error handler, whose panic the
-//!   panic handler turns into exit `OUT_OF_MEMORY`.
+//! * The largest run of frames is shared by the heap and the pool of
+//!   demand-paged regions (`regions`: guests' linear memories and fiber
+//!   stacks): the heap starts at its bottom with [`INITIAL_HEAP`] and grows
+//!   up into the pool's fresh frames as it needs, while the pool hands out
+//!   frames from the top down and recycles freed ones. So pods' memory and
+//!   the kernel's share one budget. Other runs, less [`FRAME_RESERVE`] for
+//!   DMA rings and kernel stacks, go to the pool too. A failed heap
+//!   allocation returns null: fallible users (`try_reserve`) see an error
+//!   and cope; an infallible one reaches Rust's alloc error handler, whose
+//!   panic the panic handler turns into exit `OUT_OF_MEMORY`.
 //! * Stacks live in their own virtual window above the identity map, mapped
 //!   4 KiB at a time with an unmapped guard page below each, so an overflow
 //!   faults instead of corrupting its neighbour.
-//! * Page-aligned heap allocations (guest code, fiber stacks) are rounded up
+//! * Page-aligned heap allocations (guest code) are rounded up
 //!   to whole pages, so `paging` can change their pages' protection without
 //!   touching a neighbouring object.
 
@@ -32,8 +37,13 @@ use crate::arch::exit::{ExitCode, exit};
 const IDENTITY_LIMIT: u64 = 1 << 32;
 /// Start of the stack window (PML4 slot 1: nothing else lives there).
 const STACK_WINDOW: u64 = 0x0000_0080_0000_0000;
-/// Wasm containers' linear memories and code live in the heap.
-const MAX_HEAP: u64 = 512 << 20;
+/// The heap at boot; it grows into the region pool as it needs
+/// ([`HEAP_GROWTH`] at a time).
+const INITIAL_HEAP: u64 = 2 << 20;
+const HEAP_GROWTH: usize = 1 << 20;
+/// Frames kept out of the region pool for DMA rings, kernel stacks and
+/// page tables of the identity map.
+const FRAME_RESERVE: u64 = 1 << 20;
 
 static FRAMES: spin::Mutex<Option<FrameAllocator>> = spin::Mutex::new(None);
 static NEXT_STACK: AtomicU64 = AtomicU64::new(STACK_WINDOW);
@@ -64,22 +74,36 @@ static HEAP: KernelHeap = KernelHeap {
 };
 
 // SAFETY: allocation is delegated to linked_list_allocator under a lock;
-// interrupt handlers never allocate, so the lock cannot be re-entered.
+// interrupt handlers never allocate, so the lock cannot be re-entered. The
+// heap grows only over frames the pool hands over right above its end.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let layout = page_granular(layout);
-        match self.heap.lock().allocate_first_fit(layout) {
-            Ok(p) => p.as_ptr(),
-            Err(()) => {
-                warn!(
-                    "mem",
-                    "heap allocation failed size={} align={}",
-                    layout.size(),
-                    layout.align()
-                );
-                core::ptr::null_mut()
+        let mut heap = self.heap.lock();
+        if let Ok(p) = heap.allocate_first_fit(layout) {
+            return p.as_ptr();
+        }
+        // Grow into the pool's fresh frames above the heap.
+        let want = layout
+            .size()
+            .saturating_add(layout.align())
+            .next_multiple_of(HEAP_GROWTH);
+        if crate::regions::lend_to_heap(heap.top() as u64, want as u64) {
+            // SAFETY: the pool just gave up the `want` bytes right above the
+            // heap's end: identity-mapped RAM, the heap's from now on.
+            unsafe { heap.extend(want) };
+            if let Ok(p) = heap.allocate_first_fit(layout) {
+                return p.as_ptr();
             }
         }
+        drop(heap);
+        warn!(
+            "mem",
+            "heap allocation failed size={} align={}",
+            layout.size(),
+            layout.align()
+        );
+        core::ptr::null_mut()
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -101,6 +125,17 @@ pub fn heap_total() -> usize {
 
 pub fn heap_free() -> usize {
     HEAP.heap.lock().free()
+}
+
+/// Memory kept for the kernel itself (network buffers, the agent, TLS): pods
+/// are given only what is free beyond it.
+const KERNEL_MARGIN: u64 = 2 << 20;
+
+/// Memory pods may still be given: the heap's free bytes (their stores,
+/// sockets and logs) and the pool's (their memories and stacks), less
+/// [`KERNEL_MARGIN`].
+pub fn available_to_pods() -> u64 {
+    (heap_free() as u64 + crate::regions::free_bytes()).saturating_sub(KERNEL_MARGIN)
 }
 
 /// (free, total) frames.
@@ -147,6 +182,10 @@ pub fn is_readable(addr: u64, len: u64) -> bool {
     let end = addr.saturating_add(len);
     if end <= IDENTITY_LIMIT {
         if addr < 0x1000 {
+            return false;
+        }
+    } else if crate::regions::in_window(addr) {
+        if !crate::regions::in_window(end - 1) {
             return false;
         }
     } else if addr < STACK_WINDOW || end > STACK_END.load(Ordering::Relaxed) {
@@ -212,34 +251,55 @@ pub fn init(boot: &BootInfo) {
         &[(0, 0x10_0000), (kstart, kend)],
         IDENTITY_LIMIT,
     );
-    let free = fa.free_frames();
+    let reserve = FRAME_RESERVE / FRAME_SIZE;
+    // The largest run (less the reserve, if nothing else can hold it) is
+    // shared by the heap, at its bottom, and the region pool.
+    let largest = fa.largest_run();
+    let shared = if fa.free_frames() - largest >= reserve {
+        largest
+    } else {
+        largest.saturating_sub(reserve)
+    };
     *FRAMES.lock() = Some(fa);
-    // Half of memory for the heap; DMA buffers and stacks take frames.
-    let heap_frames = (free / 2).min(MAX_HEAP / FRAME_SIZE);
-    if heap_frames < 64 {
-        error!("mem", "not enough memory usable_frames={free}");
-        exit(ExitCode::OutOfMemory);
-    }
-    let Some(base) = FRAMES.lock().as_mut().and_then(|f| f.alloc(heap_frames)) else {
+    if shared * FRAME_SIZE < INITIAL_HEAP * 2 {
         error!(
             "mem",
-            "no contiguous run of {heap_frames} frames for the heap"
+            "not enough memory: largest usable run {shared} frames"
         );
-        exit(ExitCode::OutOfMemory)
+        exit(ExitCode::OutOfMemory);
+    }
+    let Some(base) = FRAMES.lock().as_mut().and_then(|f| f.alloc(shared)) else {
+        unreachable!("the largest run was just measured");
     };
-    // SAFETY: [base, base + heap_frames pages) was just taken from the frame
+    let end = base + shared * FRAME_SIZE;
+    // SAFETY: [base, base + INITIAL_HEAP) was just taken from the frame
     // allocator, is identity-mapped RAM and is owned by the heap from now on.
     unsafe {
         HEAP.heap
             .lock()
-            .init(base as *mut u8, (heap_frames * FRAME_SIZE) as usize)
+            .init(base as *mut u8, INITIAL_HEAP as usize)
     };
     debug!(
         "mem",
-        "kernel={kstart:#x}-{kend:#x} heap={base:#x}+{:#x}",
-        heap_frames * FRAME_SIZE
+        "kernel={kstart:#x}-{kend:#x} heap+pool={base:#x}..{end:#x}"
     );
-    crate::paging::protect(base..base + heap_frames * FRAME_SIZE);
+    crate::paging::protect(base..end);
+    // Every other frame beyond the reserve goes to the pool too.
+    let mut others = [(0, 0); 8];
+    let mut n = 0;
+    if let Some(fa) = FRAMES.lock().as_mut() {
+        while n < others.len() {
+            let frames = fa
+                .largest_run()
+                .min(fa.free_frames().saturating_sub(reserve));
+            let Some(start) = (frames > 0).then(|| fa.alloc(frames)).flatten() else {
+                break;
+            };
+            others[n] = (start, start + frames * FRAME_SIZE);
+            n += 1;
+        }
+    }
+    crate::regions::init(base + INITIAL_HEAP..end, &others[..n]);
 }
 
 /// Maps a fresh stack of `pages` pages below an unmapped guard page and

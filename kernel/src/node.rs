@@ -108,7 +108,7 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         ephemeral_storage_bytes: 0,
     };
     let allocatable = Resources {
-        memory_bytes: (crate::mem::heap_total() - crate::mem::heap_used()) as u64,
+        memory_bytes: crate::mem::available_to_pods(),
         ..capacity
     };
     let node = NodeInfo {

@@ -11,17 +11,20 @@
 //!   allocations (see `mem`'s allocator) that [`set_code`] flips to R+X when
 //!   wasmtime publishes them and back to R+W+NX when it unpublishes them: one
 //!   PTE write per page, so no page is ever writable and executable at once;
-//! * guard pages (below each fiber stack, carved out of the heap) are made
-//!   not-present by [`set_guard`]; the stack window's guards are never mapped,
-//!   and the page below the boot stack (still in use until `main` switches
-//!   to the guarded kernel stack) is left out of the split map.
+//! * guard pages: the stack window's and the demand-paged regions' (fiber
+//!   stacks, see `regions`) are never mapped, and the page below the boot
+//!   stack (still in use until `main` switches to the guarded kernel stack)
+//!   is left out of the split map.
 //!
 //! [`check`] walks the live page tables and verifies all of it; the kernel
 //! runs it at boot and after every change to guest code mappings.
 //!
 //! Page tables below 4 GiB are reached through the identity map; the kernel
-//! runs on one CPU with page-table updates outside interrupt context, so an
-//! `invlpg` on this CPU is the whole TLB shootdown.
+//! runs on one CPU, so an `invlpg` on this CPU is the whole TLB shootdown.
+//! Page-table updates happen outside interrupt context, except
+//! [`map_region_page`], which the page-fault handler calls to map a touched
+//! page of a demand-paged region (see `regions`) and which only adds entries
+//! of the region window.
 
 use alloc::collections::BTreeSet;
 use core::ops::Range;
@@ -243,30 +246,6 @@ pub fn set_code(range: Range<u64>, exec: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Makes heap page `addr` a guard (not present) or gives it back to the heap.
-pub fn set_guard(addr: u64, guard: bool) -> Result<(), Error> {
-    if !addr.is_multiple_of(PAGE) {
-        return Err(Error::Unaligned {
-            start: addr,
-            end: addr + PAGE,
-        });
-    }
-    let e = heap_page(addr)?;
-    // The entry keeps its address; clearing PRESENT alone unmaps it.
-    e.set_flags(if guard {
-        F::empty()
-    } else {
-        F::PRESENT | F::WRITABLE | nx()
-    });
-    tlb::flush(VirtAddr::new(addr));
-    if guard {
-        register_guard(addr);
-    } else {
-        GUARDS.lock().remove(&addr);
-    }
-    Ok(())
-}
-
 /// Records a guard page (any address) for [`check`] to verify.
 pub fn register_guard(addr: u64) {
     GUARDS.lock().insert(addr);
@@ -299,6 +278,73 @@ pub fn is_present(addr: u64) -> bool {
         phys = e.addr();
     }
     true
+}
+
+/// Maps the 4 KiB page `addr` (outside the identity map: a demand-paged
+/// region's page, see `regions`) to `frame`, R+W+NX. Missing tables come
+/// from `new_table` (zeroed frames below 4 GiB). Returns false if a table
+/// could not be had or the page is mapped already.
+///
+/// Runs in the page-fault handler: it only adds entries, under PML4 slots
+/// the identity map and the stack window do not use, so it cannot race the
+/// normal-context updates above (those change identity-map leaves) or
+/// [`unmap_region_page`] (which only clears leaves of released regions).
+pub fn map_region_page(addr: u64, frame: u64, mut new_table: impl FnMut() -> Option<u64>) -> bool {
+    if addr < IDENTITY_LIMIT || !addr.is_multiple_of(PAGE) {
+        return false;
+    }
+    let (pml4, _) = x86_64::registers::control::Cr3::read();
+    let mut phys = pml4.start_address();
+    for shift in [39u32, 30, 21] {
+        // SAFETY: a table of the live hierarchy (below 4 GiB, identity
+        // mapped); the reference lives for this step of the walk.
+        let e = unsafe { &mut table(phys)[((addr >> shift) & 511) as usize] };
+        if !e.flags().contains(F::PRESENT) {
+            let Some(t) = new_table() else {
+                return false;
+            };
+            // Upper levels grant everything: the leaf alone decides access.
+            e.set_addr(PhysAddr::new(t), F::PRESENT | F::WRITABLE);
+        } else if e.flags().contains(F::HUGE_PAGE) {
+            return false;
+        }
+        phys = e.addr();
+    }
+    // SAFETY: as above, the last-level table of `addr`.
+    let e = unsafe { &mut table(phys)[((addr >> 12) & 511) as usize] };
+    if e.flags().contains(F::PRESENT) {
+        return false;
+    }
+    e.set_addr(PhysAddr::new(frame), F::PRESENT | F::WRITABLE | nx());
+    tlb::flush(VirtAddr::new(addr));
+    true
+}
+
+/// Unmaps the 4 KiB page `addr` mapped by [`map_region_page`] and returns
+/// its frame (None if it was not mapped). Tables stay for the next use.
+pub fn unmap_region_page(addr: u64) -> Option<u64> {
+    if addr < IDENTITY_LIMIT {
+        return None;
+    }
+    let (pml4, _) = x86_64::registers::control::Cr3::read();
+    let mut phys = pml4.start_address();
+    for shift in [39u32, 30, 21] {
+        // SAFETY: read of a table of the live hierarchy (identity mapped).
+        let e = unsafe { &table_ref(phys)[((addr >> shift) & 511) as usize] };
+        if !e.flags().contains(F::PRESENT) || e.flags().contains(F::HUGE_PAGE) {
+            return None;
+        }
+        phys = e.addr();
+    }
+    // SAFETY: the last-level table of `addr`; only its leaf changes.
+    let e = unsafe { &mut table(phys)[((addr >> 12) & 511) as usize] };
+    if !e.flags().contains(F::PRESENT) {
+        return None;
+    }
+    let frame = e.addr().as_u64();
+    e.set_unused();
+    tlb::flush(VirtAddr::new(addr));
+    Some(frame)
 }
 
 /// What [`check`] saw.

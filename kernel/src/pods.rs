@@ -65,12 +65,6 @@ const UDP_PACKETS: usize = 16;
 /// Largest datagram a pod sends or receives: an Ethernet frame's worth (the
 /// node does not fragment).
 const UDP_PAYLOAD: usize = 1472;
-/// Heap kept free for the kernel itself (network buffers, the agent, TLS):
-/// container memory is refused before the heap gets this low.
-const HEAP_MARGIN: usize = 4 << 20;
-/// wasmtime grows a linear memory by reallocating it with this much extra
-/// room (`memory_reservation_for_growth`); old and new coexist while copying.
-const GROWTH_ROOM: usize = 1 << 20;
 /// Guest CPU time per runner turn before other tasks get the CPU.
 const RUN_BUDGET: Nanos = 5_000_000;
 /// Same-node connections waiting for a container's `accept`, per port.
@@ -397,8 +391,21 @@ impl NodeHost for KernelNode {
         self.shared.lock().pod_network = Some(net);
     }
 
+    /// Limits may add up to more than the node has (as in kube): only
+    /// touched pages take frames.
     fn memory_available(&self) -> usize {
-        mem::heap_free().saturating_sub(HEAP_MARGIN + skiff_wasm::FIBER_STACK + GROWTH_ROOM)
+        mem::available_to_pods() as usize
+    }
+
+    fn memory_starved(&mut self) -> bool {
+        let starved = crate::regions::take_starved();
+        if starved {
+            warn!(
+                "mem",
+                "out of memory: a page the running container touched had no frame; it is killed"
+            );
+        }
+        starved
     }
 
     /// Busy CPU (uptime minus halted time), the heap in use, the NIC's counters.
@@ -408,7 +415,7 @@ impl NodeHost for KernelNode {
         let busy_us = time::uptime_us().saturating_sub(executor::idle_us());
         Some(skiff_node_proto::NodeUsage {
             cpu_ns: busy_us * 1000,
-            memory_working_set_bytes: mem::heap_used() as u64,
+            memory_working_set_bytes: mem::heap_used() as u64 + crate::regions::used_bytes(),
             net_rx_bytes: c.rx_bytes.load(Relaxed),
             net_tx_bytes: c.tx_bytes.load(Relaxed),
             net_rx_packets: c.rx_packets.load(Relaxed),
@@ -684,11 +691,12 @@ impl Host for KernelHost {
         self.log.write(bytes);
     }
 
+    /// Growth maps nothing (pages map on first touch), but a growth the
+    /// pool could not hold even now is refused: the guest ends OOMKilled
+    /// at once rather than when it touches the pages.
     fn memory_growing(&mut self, current: usize, desired: usize) -> bool {
-        let extra = desired.saturating_sub(current);
-        // A reallocation holds old and new memory at once.
-        let need = desired.max(extra) + GROWTH_ROOM + HEAP_MARGIN;
-        mem::heap_free() >= need
+        let extra = desired.saturating_sub(current) as u64;
+        crate::regions::free_bytes() >= extra
     }
 
     fn accept(&mut self, port: u16) -> Result<Option<ConnId>, NetError> {

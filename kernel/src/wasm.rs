@@ -20,11 +20,12 @@
 //! [`CodeMemory`] flips the text pages to R+X when wasmtime publishes them
 //! and back to R+W+NX when it unpublishes them (`paging::set_code`).
 //!
-//! Fiber stacks ([`GuardedStacks`]): each guest's fiber stack is a heap
-//! allocation whose lowest page is unmapped while the stack lives, so a
-//! host-side overflow (wasmtime's own `max_wasm_stack` check traps a
-//! recursing guest long before) faults on the guard instead of writing
-//! over the heap.
+//! Fiber stacks ([`RegionStacks`]) and linear memories ([`RegionMemories`])
+//! are demand-paged regions (`regions`): pages map on first touch, a
+//! memory grows in place, and a stack's lowest page is a guard that is never
+//! mapped, so a host-side overflow (wasmtime's own `max_wasm_stack` check
+//! traps a recursing guest long before) faults instead of writing over a
+//! neighbour.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -101,83 +102,113 @@ impl skiff_wasm::wasmtime::CustomCodeMemory for CodeMemory {
     }
 }
 
-/// Fiber stacks from the heap with an unmapped guard page below each.
-struct GuardedStacks;
+/// Fiber stacks in demand-paged regions, the lowest page a guard that is
+/// never mapped: an idle guest holds the few pages its stack really used.
+struct RegionStacks;
 
-struct GuardedStack {
-    /// The guard page; the stack is the `layout.size() - PAGE` bytes above.
-    base: *mut u8,
-    layout: core::alloc::Layout,
+struct RegionStack {
+    region: crate::regions::Region,
+    /// Guard page plus stack, bytes.
+    size: usize,
 }
 
-// SAFETY: the stack is plain memory owned by this value; wasmtime runs a
-// fiber on it on one thread at a time.
-unsafe impl Send for GuardedStack {}
-// SAFETY: as above; `&GuardedStack` only reads its addresses.
-unsafe impl Sync for GuardedStack {}
-
-// SAFETY: every stack is a fresh page-aligned heap allocation of the
-// requested size (rounded up to pages) owned by the returned value alone,
-// with its guard page unmapped until the value is dropped.
-unsafe impl skiff_wasm::wasmtime::StackCreator for GuardedStacks {
+// SAFETY: every stack is a fresh region owned by the returned value alone:
+// its pages above the guard map zeroed on first touch, the guard never.
+unsafe impl skiff_wasm::wasmtime::StackCreator for RegionStacks {
     fn new_stack(
         &self,
         size: usize,
-        zeroed: bool,
+        _zeroed: bool,
     ) -> skiff_wasm::wasmtime::Result<Box<dyn skiff_wasm::wasmtime::StackMemory>> {
         use skiff_wasm::wasmtime::{Error, OutOfMemory};
-        let total = size
+        let size = size
             .checked_next_multiple_of(PAGE)
             .and_then(|s| s.checked_add(PAGE))
+            .filter(|&s| s as u64 <= crate::regions::REGION_BYTES)
             .ok_or_else(|| Error::new(OutOfMemory::new(size)))?;
-        let layout = core::alloc::Layout::from_size_align(total, PAGE)
-            .map_err(|_| Error::new(OutOfMemory::new(total)))?;
-        // SAFETY: `layout` has a non-zero size.
-        let base = unsafe {
-            if zeroed {
-                alloc::alloc::alloc_zeroed(layout)
-            } else {
-                alloc::alloc::alloc(layout)
-            }
-        };
-        if base.is_null() {
-            return Err(Error::new(OutOfMemory::new(total)));
-        }
-        if let Err(e) = crate::paging::set_guard(base as u64, true) {
-            // SAFETY: allocated just above with `layout`, never handed out.
-            unsafe { alloc::alloc::dealloc(base, layout) };
-            return Err(Error::new(e));
-        }
-        Ok(Box::new(GuardedStack { base, layout }))
+        let region = crate::regions::Region::new(PAGE as u64, size as u64).map_err(Error::new)?;
+        Ok(Box::new(RegionStack { region, size }))
     }
 }
 
-// SAFETY: `top` and `range` describe the mapped pages above the guard.
-unsafe impl skiff_wasm::wasmtime::StackMemory for GuardedStack {
+// SAFETY: `top` and `range` describe the pages above the guard.
+unsafe impl skiff_wasm::wasmtime::StackMemory for RegionStack {
     fn top(&self) -> *mut u8 {
-        self.base.wrapping_add(self.layout.size())
+        self.region.base().wrapping_add(self.size)
     }
 
     fn range(&self) -> core::ops::Range<usize> {
-        self.base as usize + PAGE..self.base as usize + self.layout.size()
+        let base = self.region.base() as usize;
+        base + PAGE..base + self.size
     }
 
     fn guard_range(&self) -> core::ops::Range<*mut u8> {
-        self.base..self.base.wrapping_add(PAGE)
+        self.region.base()..self.region.base().wrapping_add(PAGE)
     }
 }
 
-impl Drop for GuardedStack {
-    fn drop(&mut self) {
-        // The allocator writes its bookkeeping into freed memory: map the
-        // guard back first.
-        match crate::paging::set_guard(self.base as u64, false) {
-            // SAFETY: `base` came from `alloc` with `layout` in `new_stack`.
-            Ok(()) => unsafe { alloc::alloc::dealloc(self.base, self.layout) },
-            // Cannot happen (it was a heap page when created); leaking the
-            // stack beats handing the allocator an unmapped page.
-            Err(e) => error!("paging", "fiber stack guard not restored: {e}"),
+/// Linear memories in demand-paged regions: a memory grows in place up to
+/// the largest wasm32 memory, and only touched pages hold frames.
+struct RegionMemories;
+
+struct RegionMemory {
+    region: crate::regions::Region,
+    size: usize,
+    capacity: usize,
+}
+
+// SAFETY: each memory is a fresh region (zeroed on first touch), owned by
+// the returned value alone, whose base never moves.
+unsafe impl skiff_wasm::wasmtime::MemoryCreator for RegionMemories {
+    fn new_memory(
+        &self,
+        _ty: skiff_wasm::wasmtime::MemoryType,
+        minimum: usize,
+        maximum: Option<usize>,
+        _reserved: Option<usize>,
+        _guard: usize,
+    ) -> Result<Box<dyn skiff_wasm::wasmtime::LinearMemory>, alloc::string::String> {
+        let region_bytes = crate::regions::REGION_BYTES as usize;
+        let capacity = maximum.unwrap_or(region_bytes).min(region_bytes);
+        if minimum > capacity {
+            return Err(alloc::format!(
+                "a memory of {minimum} bytes exceeds the node's {capacity}-byte limit"
+            ));
         }
+        let end = minimum.next_multiple_of(PAGE) as u64;
+        let region = crate::regions::Region::new(0, end).map_err(|e| alloc::format!("{e}"))?;
+        Ok(Box::new(RegionMemory {
+            region,
+            size: minimum,
+            capacity,
+        }))
+    }
+}
+
+// SAFETY: `as_ptr` is the region's fixed base; `byte_size` bytes from it are
+// accessible (mapped on touch) and growth never moves it.
+unsafe impl skiff_wasm::wasmtime::LinearMemory for RegionMemory {
+    fn byte_size(&self) -> usize {
+        self.size
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> skiff_wasm::wasmtime::Result<()> {
+        if new_size > self.capacity {
+            return Err(skiff_wasm::wasmtime::Error::new(
+                skiff_wasm::wasmtime::OutOfMemory::new(new_size),
+            ));
+        }
+        self.region.grow_to(new_size.next_multiple_of(PAGE) as u64);
+        self.size = self.size.max(new_size);
+        Ok(())
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.region.base()
     }
 }
 
@@ -187,8 +218,9 @@ pub fn init() -> Result<&'static skiff_wasm::Runtime, skiff_wasm::Error> {
     let mut config = skiff_wasm::engine_config(skiff_wasm::Target::Kernel);
     // Does not change what artifacts the engine accepts.
     config.with_custom_code_memory(Some(alloc::sync::Arc::new(CodeMemory)));
-    // Neither does where fiber stacks come from.
-    config.with_host_stack(alloc::sync::Arc::new(GuardedStacks));
+    // Neither do where fiber stacks and linear memories come from.
+    config.with_host_stack(alloc::sync::Arc::new(RegionStacks));
+    config.with_host_memory(alloc::sync::Arc::new(RegionMemories));
     let rt: &'static skiff_wasm::Runtime = Box::leak(Box::new(skiff_wasm::Runtime::new(&config)?));
     ENGINE.call_once(|| rt.engine().clone());
     Ok(rt)

@@ -346,7 +346,8 @@ mod tests {
     use std::net::TcpListener;
 
     const STATUS: &str = "version=0.1.0\nbuild=x\nuptime_us=1\nheap_used=2\nheap_total=3\n\
-                          frames_free=4\nframes_total=5\nip=10.0.2.15/24\ngateway=none\n\
+                          frames_free=4\nframes_total=5\npool_used=6\npool_total=7\n\
+                          ip=10.0.2.15/24\ngateway=none\n\
                           devices=virtio-net@mmio:0xfeb00e00,virtio-blk@pci:00:03.0\n\
                           entropy=rdrand\nend\n";
 

@@ -12,7 +12,8 @@
 //!    clock) against the same module under wasmtime on this host, on a TCG
 //!    node and (unless `--skip-kvm`) a KVM node.
 //! 3. Density: idle echo-server pods, each with its own containerPort, on one
-//!    64 MiB node until one does not start; heap per pod from diag `status`.
+//!    64 MiB node until one does not start; memory per pod (heap and region
+//!    pool) from diag `status`.
 //!
 //! Options: `--out PATH`, `--pods N` (100), `--batch N` (10), `--node-mib N`
 //! (1024, the startup/compute node), `--iterations N` (200000000),
@@ -726,8 +727,14 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-fn heap_used(b: &Booted) -> Option<f64> {
-    b.diag.status().ok().map(|s| s.fields().heap_used as f64)
+/// Node memory in use: the heap (the kernel, pods' stores, sockets and
+/// logs) and the region pool (pods' linear memories and fiber stacks, the
+/// pages they touched).
+fn memory_used(b: &Booted) -> Option<f64> {
+    b.diag.status().ok().map(|s| {
+        let f = s.fields();
+        (f.heap_used + f.pool_used) as f64
+    })
 }
 
 fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
@@ -742,7 +749,7 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
         }
     };
     let image = ctx.image("bench/echo:1.0");
-    let before = heap_used(&b);
+    let before = memory_used(&b);
     let mut running = 0usize;
     let mut after = before;
     let mut stop = format!("reached --max-density {}", o.max_density);
@@ -770,7 +777,7 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
         match wait_running(&ctx.board, &mut b, &name, 60) {
             Ok(()) => {
                 running += 1;
-                after = heap_used(&b).or(after);
+                after = memory_used(&b).or(after);
             }
             Err(e) => {
                 stop = e;
@@ -795,7 +802,7 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
         .split_whitespace()
         .filter(|s| *s == "Running/0")
         .count();
-    let after = heap_used(&b).or(after);
+    let after = memory_used(&b).or(after);
     eprintln!(
         "density: {running} echo pods reached Running on a 64 MiB node (stopped: {}); \
          {settled} still Running without a restart 5 s later",
@@ -810,8 +817,8 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
         "density: idle echo-server pods (one distinct containerPort each, 20000+i, served on the \
          node's address; limits.memory 4Mi) pinned one at a time to one 64 MiB kernel node ({:?}), \
          each waited Running; stopped because: {}. Counted: pods still Running with no restart 5 s \
-         after the last one started. Heap per pod = (diag heap_used then − before the first) / \
-         those pods{}",
+         after the last one started. Memory per pod = (diag heap_used + pool_used then − before \
+         the first) / those pods{}",
         accel(),
         first_line(&stop),
         per_pod.map_or(String::new(), |p| format!(" = {:.0} KiB", p / 1024.0))
@@ -828,7 +835,7 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
     )];
     if let Some(p) = per_pod {
         f.push(Figure::new(
-            "density_heap_per_echo_pod",
+            "density_memory_per_echo_pod",
             "KiB",
             p / 1024.0,
             "lower",

@@ -127,6 +127,12 @@ pub trait NodeHost {
     fn now(&self) -> Nanos;
     /// The most memory a new container may be given now.
     fn memory_available(&self) -> usize;
+    /// Whether, since the last call, the node could not give a page of
+    /// memory to the container that just stepped: that container must end
+    /// OOMKilled before any other runs (it ran on a scratch page).
+    fn memory_starved(&mut self) -> bool {
+        false
+    }
     /// The node's pod network: an address in it that no pod of this node
     /// holds is unreachable (nothing lives there).
     fn pod_network(&mut self, _net: Ipv4Net) {}
@@ -529,7 +535,10 @@ impl<N: NodeHost> WasmRuntime<N> {
         let Phase::Running(c) = &mut inst.phase else {
             return false;
         };
-        let step = c.step(budget);
+        let mut step = c.step(budget);
+        if self.node.memory_starved() {
+            step = Step::OutOfMemory;
+        }
         let after = self.node.now();
         let used = after.saturating_sub(now);
         inst.period_used += used;

@@ -121,6 +121,10 @@ pub struct Status<'a> {
     pub heap_total: u64,
     pub frames_free: u64,
     pub frames_total: u64,
+    /// Bytes of the demand-paged region pool (guests' memories and fiber
+    /// stacks) mapped now, and its size.
+    pub pool_used: u64,
+    pub pool_total: u64,
     /// `none` until the network is configured.
     pub ip: Option<Cidr>,
     pub gateway: Option<Ipv4Addr>,
@@ -148,12 +152,14 @@ impl<'a> Status<'a> {
             heap_total: 0,
             frames_free: 0,
             frames_total: 0,
+            pool_used: 0,
+            pool_total: 0,
             ip: None,
             gateway: None,
             devices: "",
             entropy: "",
         };
-        // Every key exactly once (11 of them), then `end`.
+        // Every key exactly once (13 of them), then `end`.
         let mut seen = 0u16;
         for line in lines.by_ref() {
             if line == END {
@@ -206,6 +212,14 @@ impl<'a> Status<'a> {
                     status.entropy = value;
                     10
                 }
+                "pool_used" => {
+                    status.pool_used = num()?;
+                    11
+                }
+                "pool_total" => {
+                    status.pool_total = num()?;
+                    12
+                }
                 // A newer node may say more.
                 _ => continue,
             };
@@ -214,7 +228,7 @@ impl<'a> Status<'a> {
             }
             seen |= 1 << bit;
         }
-        if seen != (1 << 11) - 1 || lines.next().is_some() || !text.ends_with(END) {
+        if seen != (1 << 13) - 1 || lines.next().is_some() || !text.ends_with(END) {
             return Err(DecodeError);
         }
         Ok(status)
@@ -248,7 +262,8 @@ impl fmt::Display for Status<'_> {
         write!(
             f,
             "version={}\nbuild={}\nuptime_us={}\nheap_used={}\nheap_total={}\n\
-             frames_free={}\nframes_total={}\nip={}\ngateway={}\ndevices={}\nentropy={}\n{END}",
+             frames_free={}\nframes_total={}\npool_used={}\npool_total={}\nip={}\ngateway={}\n\
+             devices={}\nentropy={}\n{END}",
             self.version,
             self.build,
             self.uptime_us,
@@ -256,6 +271,8 @@ impl fmt::Display for Status<'_> {
             self.heap_total,
             self.frames_free,
             self.frames_total,
+            self.pool_used,
+            self.pool_total,
             Optional(self.ip),
             Optional(self.gateway),
             self.devices,
@@ -435,6 +452,8 @@ mod tests {
             heap_total: 1 << 26,
             frames_free: 100,
             frames_total: 200,
+            pool_used: 4096,
+            pool_total: 1 << 25,
             ip: Some(Cidr {
                 address: Ipv4Addr::new(10, 0, 2, 15),
                 prefix_len: 24,
@@ -489,7 +508,8 @@ mod tests {
     #[test]
     fn status_as_the_node_writes_it() {
         let text = "version=0.1.0\nbuild=abc\nuptime_us=1250003\nheap_used=1048576\n\
-                    heap_total=67108864\nframes_free=100\nframes_total=200\nip=10.0.2.15/24\n\
+                    heap_total=67108864\nframes_free=100\nframes_total=200\npool_used=4096\n\
+                    pool_total=33554432\nip=10.0.2.15/24\n\
                     gateway=10.0.2.2\ndevices=virtio-net@mmio:0xfeb00e00,virtio-blk@pci:00:03.0\n\
                     entropy=rdrand+virtio-rng\nend\n";
         assert_eq!(parse_response(text), Ok(Response::Status(status())));

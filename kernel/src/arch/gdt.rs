@@ -1,5 +1,6 @@
 //! GDT with a TSS whose interrupt stack table gives exception handlers
-//! stacks of their own (a kernel stack overflow then still gets reported).
+//! stacks of their own (a kernel stack overflow then still gets reported),
+//! and interrupts one too.
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -12,12 +13,17 @@ use x86_64::structures::tss::TaskStateSegment;
 pub const IST_EXCEPTION: u8 = 1;
 pub const IST_NMI: u8 = 2;
 pub const IST_DOUBLE_FAULT: u8 = 3;
+/// Device and timer interrupts: delivering one never pushes onto the
+/// interrupted stack, which may be a guest's demand-paged fiber stack whose
+/// next page is not mapped yet (`regions`). Interrupt gates mask further
+/// interrupts, so one stack serves them all.
+pub const IST_INTERRUPT: u8 = 4;
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<GlobalDescriptorTable> = Once::new();
 
-/// Loads the GDT and TSS. `ist_tops` are the tops of the three IST stacks.
-pub fn init(ist_tops: [u64; 3]) {
+/// Loads the GDT and TSS. `ist_tops` are the tops of the four IST stacks.
+pub fn init(ist_tops: [u64; 4]) {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
         for (i, top) in ist_tops.iter().enumerate() {

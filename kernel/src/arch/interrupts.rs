@@ -1,10 +1,11 @@
 //! IDT, interrupt dispatch and the fault report.
 //!
-//! Vectors: 0–31 CPU exceptions (on IST stacks, see `gdt`), 32 the local APIC
-//! timer, 33–56 I/O APIC pins 0–23, 255 APIC spurious. Handlers do the
-//! minimum: device and timer interrupts only set flags that the executor
+//! Vectors: 0–31 CPU exceptions, 32 the local APIC timer, 33–56 I/O APIC
+//! pins 0–23, 255 APIC spurious; all on IST stacks (see `gdt`). Handlers do
+//! the minimum: device and timer interrupts only set flags that the executor
 //! turns into task wakeups, so no lock is ever taken in interrupt context
-//! except by the fault path, which never returns.
+//! except by the fault path, which never returns, and the demand paging of
+//! regions (`regions::on_page_fault`), which only try-locks the page pool.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -87,7 +88,7 @@ pub fn init() {
             2 => gdt::IST_NMI,
             8 => gdt::IST_DOUBLE_FAULT,
             0..=31 => gdt::IST_EXCEPTION,
-            _ => 0,
+            _ => gdt::IST_INTERRUPT,
         };
         let (lo, hi) = gate(handler, ist);
         idt.0[vector * 2] = lo;
@@ -106,6 +107,11 @@ pub fn init() {
 extern "C" fn skiff_isr_dispatch(frame: &mut Frame) {
     let v = frame.vector as u8;
     match v {
+        // A first touch of a demand-paged region page: mapped, retried.
+        14 if crate::regions::on_page_fault(
+            x86_64::registers::control::Cr2::read_raw(),
+            frame.error,
+        ) => {}
         0..=31 => fault(frame),
         TIMER_VECTOR => {
             TIMER_FIRED.store(true, Ordering::Release);
@@ -166,7 +172,7 @@ fn fault(f: &Frame) -> ! {
     ));
     if f.vector == 14 {
         // Page-fault error code: bit 0 present, 1 write, 4 instruction fetch.
-        if crate::paging::is_guard(cr2) {
+        if crate::paging::is_guard(cr2) || crate::regions::is_guard(cr2) {
             line(format_args!("stack overflow: guard page {cr2:#x} hit"));
         } else if f.error & 0x11 == 0x11 {
             line(format_args!(

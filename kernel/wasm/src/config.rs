@@ -63,8 +63,9 @@ pub const ISA_BASELINE: &[&str] = &[
 pub const MAX_WASM_STACK: usize = 512 << 10;
 /// Each container's fiber stack: the wasm stack plus room for our WASI host
 /// functions and wasmtime's own frames, which run on the same stack. On the
-/// node it comes from the heap with an unmapped guard page below it (the
-/// kernel's `GuardedStacks`); wasmtime's stack limit traps a guest first.
+/// node it is a demand-paged region with a guard page that is never mapped
+/// (the kernel's `RegionStacks`): only the pages a guest's calls reach hold
+/// memory; wasmtime's stack limit traps a guest first.
 pub const FIBER_STACK: usize = 1 << 20;
 
 /// THE configuration. The kernel may add settings that do not change the
@@ -93,8 +94,10 @@ pub fn engine_config(target: Target) -> Config {
     // (async, error contexts, ...) are off like every other proposal.
     config.wasm_features(WasmFeatures::all().difference(FEATURES | COMPONENTS), false);
     config.wasm_component_model(true);
-    // No MMU tricks on the node: explicit bounds checks, heap-allocated linear
-    // memories that grow by reallocation, no copy-on-write images.
+    // What compiled code assumes of linear memories: explicit bounds checks,
+    // no guard regions, a base that may move, no copy-on-write images. The
+    // node supplies its own memories (the kernel's `RegionMemories`:
+    // demand-paged regions that grow in place); host runs use wasmtime's.
     config
         .signals_based_traps(false)
         .memory_guard_size(0)

@@ -1,0 +1,150 @@
+//! A node's memory: guests' linear memories and fiber stacks are
+//! demand-paged regions (the kernel's `regions`), so a 64 MiB node
+//! advertises most of its memory, a guest's heap grows in place under a
+//! limit just above it, and limits may add up to more than the node has:
+//! a guest the node cannot give a page ends OOMKilled, and the node and its
+//! other pods carry on.
+
+use skiff_e2e::plane::Plane;
+use skiff_e2e::registry::Registry;
+use skiff_e2e::*;
+
+fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
+    let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A quantity as kube prints node memory (`49152Ki`, `48Mi`, bytes).
+fn bytes(quantity: &str) -> u64 {
+    let (num, unit) = quantity.split_at(
+        quantity
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(quantity.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .unwrap_or_else(|_| panic!("quantity {quantity:?}"));
+    n * match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => panic!("unit of {quantity:?}"),
+    }
+}
+
+/// A big-vec pod: `mib` MiB allocated, touched after `touch_after_ms`,
+/// then held for `hold_ms` before it exits.
+fn big_vec(
+    host: &str,
+    name: &str,
+    mib: u32,
+    (touch_after_ms, hold_ms): (u32, u32),
+    request: &str,
+    limit: &str,
+) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {host}/demo/big-vec:1.0
+    env:
+    - {{name: MIB, value: "{mib}"}}
+    - {{name: TOUCH_AFTER_MS, value: "{touch_after_ms}"}}
+    - {{name: HOLD_MS, value: "{hold_ms}"}}
+    resources: {{requests: {{memory: {request}}}, limits: {{memory: {limit}}}}}
+"#
+    )
+}
+
+fn ended(plane: &Plane, pod: &str) -> Option<String> {
+    let reason = jsonpath(
+        plane,
+        &["get", "pod", pod],
+        "{.status.containerStatuses[0].state.terminated.reason}",
+    );
+    (!reason.is_empty()).then_some(reason)
+}
+
+#[test]
+fn a_64_mib_node_runs_guests_in_the_memory_it_advertises() {
+    let _g = shared();
+    let reg = Registry::start();
+    let host = reg.host();
+    let plane = Plane::for_wasm_nodes(&reg);
+    reg.push_wasm("demo/big-vec:1.0", &guests::path("big-vec"));
+    let b = boot(plane.node_spec("mem-1", &plane.token).memory_mib(64));
+    let log = || b.node.log_text();
+    plane.wait_wasm_node("mem-1", log);
+
+    let allocatable = bytes(&jsonpath(
+        &plane,
+        &["get", "node", "mem-1"],
+        "{.status.allocatable.memory}",
+    ));
+    assert!(
+        allocatable >= 48 << 20,
+        "a 64 MiB node advertises at least 48 MiB: {allocatable} bytes\n{}",
+        log()
+    );
+
+    // A 16 MiB heap under a 20Mi limit: the memory grows in place, never
+    // holding an old and a new copy at once.
+    plane.apply(&big_vec(&host, "big-16", 16, (0, 0), "20Mi", "20Mi"));
+    plane.wait_output(
+        &["get", "pod", "big-16", "-o", "jsonpath={.status.phase}"],
+        "Succeeded",
+        120,
+        log,
+    );
+    plane.wait_output(&["logs", "big-16"], "built 16 MiB", 20, log);
+
+    // Limits adding up to more than the node has (requests fit): two
+    // guests that each grow by 30 MiB (both growths fit the free pages,
+    // which nothing has touched yet), then touch it all and hold it. The
+    // node cannot hold both: the one whose touch finds no page is killed
+    // (OOMKilled), and the other completes.
+    for name in ["hog-a", "hog-b"] {
+        plane.apply(&big_vec(&host, name, 30, (4000, 3000), "8Mi", "40Mi"));
+    }
+    plane.eventually("both hogs to end", 180, log, || {
+        ended(&plane, "hog-a").is_some() && ended(&plane, "hog-b").is_some()
+    });
+    let mut reasons = [ended(&plane, "hog-a"), ended(&plane, "hog-b")].map(Option::unwrap);
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["Completed".to_string(), "OOMKilled".to_string()],
+        "one hog completes, the other is killed for memory\n{}",
+        log()
+    );
+    let hogs = || {
+        let out = plane.kubectl(&["logs", "hog-a"]);
+        let out_b = plane.kubectl(&["logs", "hog-b"]);
+        format!(
+            "hog-a: {}\nhog-b: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out_b.stdout),
+            log()
+        )
+    };
+    assert!(
+        log().contains("a page the running container touched had no frame"),
+        "the kill came from a touch the node could not back\n{}",
+        hogs()
+    );
+
+    // The node gave the killed guest's pages back: 16 MiB runs again.
+    plane.apply(&big_vec(&host, "big-again", 16, (0, 0), "20Mi", "20Mi"));
+    plane.wait_output(
+        &["get", "pod", "big-again", "-o", "jsonpath={.status.phase}"],
+        "Succeeded",
+        120,
+        log,
+    );
+}
