@@ -15,11 +15,12 @@ use core::future::poll_fn;
 use base64::Engine as _;
 use core::net::SocketAddrV4;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use skiff_diag::SECTOR;
 use skiff_kubelet::{Kubelet, Nanos};
 use skiff_node_agent::splice::Splice;
 use skiff_node_agent::tunnels::PodDialer;
-use skiff_node_agent::wasmrt;
 use skiff_node_agent::{Agent, AgentConfig, Level};
+use skiff_node_agent::{saved, wasmrt};
 use skiff_node_config::NodeConfig;
 use skiff_node_proto::{AddressKind, Capabilities, NodeAddress, NodeInfo, Resources, TunnelError};
 use skiff_wasm::NetError;
@@ -69,21 +70,6 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         Ok(der) => der,
         Err(e) => {
             error!("node", "skiff.ca is not valid base64: {e}");
-            return;
-        }
-    };
-    let t0 = time::uptime_us();
-    let engine = match crate::wasm::init() {
-        Ok(rt) => {
-            debug!(
-                "node",
-                "wasm runtime ready in {} us",
-                time::uptime_us() - t0
-            );
-            rt
-        }
-        Err(e) => {
-            error!("node", "cannot create the wasm runtime: {e}; not joining");
             return;
         }
     };
@@ -149,7 +135,7 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
 
     let reserved: Vec<u16> = cfg.diag_port.into_iter().collect();
     let rt = pods::new_runtime(
-        engine,
+        crate::wasm::runtime,
         agent.artifacts(),
         boot_wall_ms,
         Some(ip),
@@ -169,7 +155,13 @@ pub fn start(cfg: &'static NodeConfig<'static>, usable_memory: u64) {
         rt.borrow().wasm.node().shared(),
         agent.services(),
     ));
-    executor::spawn(run(Box::new(agent), rt, gw_ip, gw_port));
+    executor::spawn(run(
+        Box::new(agent),
+        rt,
+        gw_ip,
+        gw_port,
+        cfg.keep_credentials,
+    ));
 }
 
 /// How the plane's tunnels (`kubectl port-forward`, `pods/proxy`) reach
@@ -220,11 +212,70 @@ async fn sleep_until_nanos(t: Nanos) {
     }
 }
 
-async fn run(mut agent: Box<Agent>, rt: Rc<RefCell<PodRuntime>>, gw_ip: Ipv4Addr, gw_port: u16) {
+/// First sector of the credentials record on the disk
+/// (`skiff.credentials=disk`); it takes at most `saved::MAX_RECORD` bytes.
+const CREDENTIALS_SECTOR: u64 = 0;
+
+/// The credentials record kept on the disk, if any can be read.
+async fn read_credentials() -> Result<Vec<u8>, String> {
+    let head = crate::blk::read(CREDENTIALS_SECTOR)
+        .await
+        .map_err(|e| alloc::format!("reading the disk: {e:?}"))?;
+    let len = saved::record_len(&head).map_err(|e| e.to_string())?;
+    let mut record = head.to_vec();
+    let mut sector = CREDENTIALS_SECTOR + 1;
+    while record.len() < len {
+        let more = crate::blk::read(sector)
+            .await
+            .map_err(|e| alloc::format!("reading the disk: {e:?}"))?;
+        record.extend_from_slice(&more);
+        sector += 1;
+    }
+    Ok(record)
+}
+
+/// Writes a credentials record to the disk, sector by sector (a torn write
+/// fails its checksum at the next boot, which then bootstraps).
+async fn write_credentials(record: &[u8]) -> Result<(), String> {
+    for (i, chunk) in record.chunks(SECTOR).enumerate() {
+        let mut data = [0u8; SECTOR];
+        data[..chunk.len()].copy_from_slice(chunk);
+        crate::blk::write(CREDENTIALS_SECTOR + i as u64, &data)
+            .await
+            .map_err(|e| alloc::format!("writing the disk: {e:?}"))?;
+    }
+    Ok(())
+}
+
+async fn run(
+    mut agent: Box<Agent>,
+    rt: Rc<RefCell<PodRuntime>>,
+    gw_ip: Ipv4Addr,
+    gw_port: u16,
+    keep_credentials: bool,
+) {
     let mut prober = KernelProber::new(&rt.borrow());
     let mut buf: Vec<u8> = vec![0; 16 << 10];
     let mut was_running = false;
+    if keep_credentials {
+        let restored = match read_credentials().await {
+            Ok(record) => agent
+                .restore_credentials(&record, now())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        log_notes(&mut agent);
+        if let Err(e) = restored {
+            info!("node", "bootstrapping: {e}");
+        }
+    }
     loop {
+        if keep_credentials && let Some(record) = agent.take_credentials_to_save() {
+            match write_credentials(&record).await {
+                Ok(()) => info!("node", "credentials saved to disk ({} bytes)", record.len()),
+                Err(e) => warn!("node", "credentials not saved: {e}"),
+            }
+        }
         if let Some(at) = agent.connect_at() {
             sleep_until_nanos(at).await;
         }
@@ -272,6 +323,8 @@ async fn session(
         let running = agent.phase() == skiff_node_agent::Phase::Running;
         if running && !*was_running {
             crate::log::stage("node-registered", format_args!(""));
+            // Nothing needed it to join; the first wasm pod will.
+            crate::wasm::warm();
         }
         *was_running |= running;
         if agent.should_close() {

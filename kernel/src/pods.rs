@@ -1212,7 +1212,7 @@ pub async fn runner(rt: Rc<RefCell<PodRuntime>>) {
 /// The node's runtime (wasm + the built-in test runtime), shared by the
 /// kubelet's session and the [`runner`].
 pub fn new_runtime(
-    engine: &'static skiff_wasm::Runtime,
+    engine: skiff_node_agent::wasmrt::EngineSource,
     artifacts: skiff_node_agent::artifacts::ArtifactStore,
     boot_wall_ms: u64,
     node_ip: Option<String>,

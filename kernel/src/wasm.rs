@@ -212,9 +212,37 @@ unsafe impl skiff_wasm::wasmtime::LinearMemory for RegionMemory {
     }
 }
 
-/// Creates the node's wasm runtime (engine + WASI linker). Called once, by
-/// the node task; the runtime lives as long as the node.
-pub fn init() -> Result<&'static skiff_wasm::Runtime, skiff_wasm::Error> {
+static RUNTIME: spin::Once<Result<&'static skiff_wasm::Runtime, skiff_wasm::Error>> =
+    spin::Once::new();
+
+/// The node's wasm runtime (engine + WASI linkers), created on first use
+/// and kept for the node's life (the agent's `EngineSource`). Creating it
+/// is the slowest step of a boot, so the node warms it only once it has
+/// registered ([`warm`]).
+pub fn runtime() -> Result<&'static skiff_wasm::Runtime, skiff_wasm::Error> {
+    RUNTIME.call_once(create).clone()
+}
+
+/// Creates the runtime now if nothing has yet, saying how long it took.
+pub fn warm() {
+    if RUNTIME.is_completed() {
+        return;
+    }
+    let t0 = time::uptime_us();
+    match runtime() {
+        Ok(_) => info!(
+            "node",
+            "wasm runtime ready in {} us",
+            time::uptime_us() - t0
+        ),
+        Err(e) => error!(
+            "node",
+            "cannot create the wasm runtime: {e}; wasm pods cannot start"
+        ),
+    }
+}
+
+fn create() -> Result<&'static skiff_wasm::Runtime, skiff_wasm::Error> {
     let mut config = skiff_wasm::engine_config(skiff_wasm::Target::Kernel);
     // Does not change what artifacts the engine accepts.
     config.with_custom_code_memory(Some(alloc::sync::Arc::new(CodeMemory)));

@@ -33,6 +33,7 @@ use skiff_proxy::ServiceTable;
 use crate::artifacts::ArtifactStore;
 use crate::identity::{IdentityError, NodeKey};
 use crate::network_policy::NetworkPolicies;
+use crate::saved::{self, SavedError};
 use crate::tls::{self, Clock, TlsClient, TlsError};
 use crate::tunnels::{PodDialer, Tunnels};
 
@@ -246,6 +247,8 @@ pub struct Agent {
     phase: Phase,
     conn: Option<Conn>,
     creds: Option<Creds>,
+    /// `creds` changed since the driver last took them to keep on disk.
+    creds_unsaved: bool,
     /// A key whose renewal CSR is in flight.
     renewing: Option<NodeKey>,
     backoff: Nanos,
@@ -308,6 +311,7 @@ impl Agent {
             phase: Phase::Idle,
             conn: None,
             creds: None,
+            creds_unsaved: false,
             renewing: None,
             backoff: BACKOFF_INITIAL,
             reconnect_at: 0,
@@ -386,6 +390,70 @@ impl Agent {
             key: c.key.private_key_der()?,
             not_after_ms: c.not_after_ms,
         }))
+    }
+
+    /// The credentials to keep on the node's disk, once each time they
+    /// change (a bootstrap, a rotation): a record for
+    /// [`Agent::restore_credentials`] at the next boot. The record holds
+    /// the node's private key: the disk must be the node's alone.
+    pub fn take_credentials_to_save(&mut self) -> Option<Vec<u8>> {
+        if !core::mem::take(&mut self.creds_unsaved) {
+            return None;
+        }
+        let c = self.creds.as_ref()?;
+        let key = c.key.private_key_der().ok()?;
+        Some(
+            saved::Record {
+                node: self.cfg.node.name.clone(),
+                ca_sha256: saved::ca_fingerprint(self.cfg.ca.first()?.as_ref()),
+                issued_ms: c.issued_ms,
+                not_after_ms: c.not_after_ms,
+                key_pkcs8: key.secret_der().to_vec(),
+                chain: c.chain.iter().map(|d| d.to_vec()).collect(),
+            }
+            .encode(),
+        )
+    }
+
+    /// Takes credentials kept from an earlier boot, so the next connection
+    /// uses them instead of bootstrapping: refused (and the node bootstraps
+    /// as usual) unless the record is intact and is this node's, for this
+    /// cluster's CA, not yet expired. A certificate the plane no longer
+    /// accepts (a deleted node) is dropped when refused, as any other.
+    pub fn restore_credentials(&mut self, record: &[u8], now: Nanos) -> Result<(), SavedError> {
+        let r = saved::Record::decode(record)?;
+        if r.node != self.cfg.node.name {
+            return Err(SavedError::OtherNode(r.node));
+        }
+        let ca = self
+            .cfg
+            .ca
+            .first()
+            .map(|c| saved::ca_fingerprint(c.as_ref()));
+        if ca != Some(r.ca_sha256) {
+            return Err(SavedError::OtherCluster);
+        }
+        // Without a wall clock (no RTC) the plane's TLS check decides.
+        let clock_known = self.kubelet.config().boot_wall_ms != 0;
+        if clock_known && self.wall_ms(now) >= r.not_after_ms {
+            return Err(SavedError::Expired(r.not_after_ms));
+        }
+        let key = NodeKey::from_pkcs8(&r.key_pkcs8).ok_or(SavedError::BadKey)?;
+        self.creds = Some(Creds {
+            key,
+            chain: r.chain.into_iter().map(CertificateDer::from).collect(),
+            issued_ms: r.issued_ms,
+            not_after_ms: r.not_after_ms,
+        });
+        self.note(
+            Level::Info,
+            alloc::format!(
+                "credentials restored for system:node:{} (valid until unix_ms={})",
+                self.cfg.node.name,
+                r.not_after_ms
+            ),
+        );
+        Ok(())
     }
 
     /// When to open the next TCP connection (`None` while connected).
@@ -710,6 +778,7 @@ impl Agent {
             issued_ms: self.wall_ms(now),
             not_after_ms: not_after,
         });
+        self.creds_unsaved = true;
         self.planned = true;
         if let Some(c) = self.conn.as_mut() {
             c.closing = true;
@@ -888,6 +957,70 @@ mod tests {
         let mut a = Agent::new(cfg, Arc::new(tls::FixedClock(0)), kubelet);
         a.phase = Phase::Running;
         a
+    }
+
+    /// An agent of node `name` that trusts the CA `ca` and just received
+    /// its first certificate.
+    fn bootstrapped(name: &str, ca: &[u8]) -> Agent {
+        let mut a = running_agent();
+        a.cfg.node.name = name.into();
+        a.cfg.ca = vec![CertificateDer::from(ca.to_vec())];
+        a.phase = Phase::BootstrapCert;
+        a.renewing = Some(NodeKey::generate().unwrap());
+        let cert = PlaneToNode::Certificate {
+            chain_der: vec![vec![0x30, 3, 1, 2, 3]],
+            not_after: 5_000,
+        };
+        a.handle(0, cert, &NoLogs).unwrap();
+        a
+    }
+
+    #[test]
+    fn kept_credentials_come_back_at_the_next_boot_for_this_node_only() {
+        let mut first = bootstrapped("n1", b"ca-1");
+        let record = first
+            .take_credentials_to_save()
+            .expect("new credentials to keep");
+        assert_eq!(first.take_credentials_to_save(), None, "once per change");
+
+        let mut next = bootstrapped("n1", b"ca-1");
+        next.creds = None;
+        next.restore_credentials(&record, 0).unwrap();
+        let (kept, restored) = (
+            first.credentials().unwrap().unwrap(),
+            next.credentials().unwrap().unwrap(),
+        );
+        assert_eq!(kept.chain, restored.chain);
+        assert_eq!(kept.key.secret_der(), restored.key.secret_der());
+        assert_eq!(restored.not_after_ms, 5_000);
+        assert!(
+            next.take_notes()
+                .iter()
+                .any(|n| n.message.contains("credentials restored"))
+        );
+
+        let mut other_node = bootstrapped("n2", b"ca-1");
+        assert_eq!(
+            other_node.restore_credentials(&record, 0),
+            Err(SavedError::OtherNode("n1".into()))
+        );
+        let mut other_cluster = bootstrapped("n1", b"ca-2");
+        assert_eq!(
+            other_cluster.restore_credentials(&record, 0),
+            Err(SavedError::OtherCluster)
+        );
+        let mut later = bootstrapped("n1", b"ca-1");
+        later.kubelet.set_boot_wall_ms(6_000);
+        assert_eq!(
+            later.restore_credentials(&record, 0),
+            Err(SavedError::Expired(5_000))
+        );
+        let mut torn = record.clone();
+        torn.truncate(record.len() / 2);
+        assert!(matches!(
+            later.restore_credentials(&torn, 0),
+            Err(SavedError::Corrupt(_))
+        ));
     }
 
     #[test]

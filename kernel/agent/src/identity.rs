@@ -62,6 +62,15 @@ impl NodeKey {
         Err(IdentityError::NoRandomness)
     }
 
+    /// A key kept from an earlier boot (PKCS#8 DER, as
+    /// [`NodeKey::private_key_der`] gave it).
+    pub fn from_pkcs8(der: &[u8]) -> Option<NodeKey> {
+        use p256::pkcs8::DecodePrivateKey as _;
+        SigningKey::from_pkcs8_der(der)
+            .ok()
+            .map(|signing| NodeKey { signing })
+    }
+
     /// The key for rustls (PKCS#8 DER).
     pub fn private_key_der(&self) -> Result<PrivateKeyDer<'static>, IdentityError> {
         let doc = self

@@ -31,6 +31,7 @@ pub mod identity;
 pub mod network_policy;
 pub mod pod_addresses;
 pub mod probe;
+pub mod saved;
 pub mod splice;
 pub mod tls;
 pub mod tunnels;
@@ -40,5 +41,6 @@ pub use agent::{
 };
 pub use identity::IdentityError;
 pub use network_policy::NetworkPolicies;
+pub use saved::SavedError;
 pub mod testrt;
 pub mod wasmrt;

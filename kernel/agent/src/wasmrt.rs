@@ -187,9 +187,14 @@ struct Instance {
     cpu_total: Nanos,
 }
 
+/// Gives the wasm engine, made the first time it is asked for: creating it
+/// is the slowest step of a node's boot, and nothing needs it before the
+/// first wasm container (the kernel warms it once the node has registered).
+pub type EngineSource = fn() -> Result<&'static skiff_wasm::Runtime, skiff_wasm::Error>;
+
 /// See the module docs.
 pub struct WasmRuntime<N: NodeHost> {
-    engine: &'static skiff_wasm::Runtime,
+    engine: EngineSource,
     node: N,
     artifacts: ArtifactStore,
     /// Unix ms at `now == 0`, for log timestamps.
@@ -211,7 +216,7 @@ pub struct WasmRuntime<N: NodeHost> {
 
 impl<N: NodeHost> WasmRuntime<N> {
     pub fn new(
-        engine: &'static skiff_wasm::Runtime,
+        engine: EngineSource,
         node: N,
         artifacts: ArtifactStore,
         boot_wall_ms: u64,
@@ -272,12 +277,16 @@ impl<N: NodeHost> WasmRuntime<N> {
         }
     }
 
+    fn engine(&self) -> Result<&'static skiff_wasm::Runtime, StartError> {
+        (self.engine)().map_err(|e| StartError::Other(format!("the node has no wasm runtime: {e}")))
+    }
+
     fn image(&mut self, digest: &str, artifact: &[u8]) -> Result<Image, StartError> {
         if let Some(img) = self.images.get(digest) {
             return Ok(img.clone());
         }
         let img = self
-            .engine
+            .engine()?
             .load(artifact)
             .map_err(|e| StartError::BadArtifact(format!("cannot load artifact {digest}: {e}")))?;
         self.images.insert(digest.into(), img.clone());
@@ -395,7 +404,7 @@ impl<N: NodeHost> WasmRuntime<N> {
         host: Box<dyn skiff_wasm::Host>,
     ) -> Result<Container, StartError> {
         use skiff_wasm::Error as E;
-        self.engine.spawn(image, spec, host).map_err(|e| {
+        self.engine()?.spawn(image, spec, host).map_err(|e| {
             let detail = format!("cannot create the container: {e}");
             match e {
                 E::Spec(_) | E::Unsupported(_) => StartError::Unsupported(detail),

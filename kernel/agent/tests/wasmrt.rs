@@ -104,7 +104,13 @@ fn node() -> Node {
 }
 
 fn wasm_rt(store: &ArtifactStore) -> WasmRuntime<Node> {
-    WasmRuntime::new(runtime(), node(), store.clone(), 1_700_000_000_000, None)
+    WasmRuntime::new(
+        || Ok(runtime()),
+        node(),
+        store.clone(),
+        1_700_000_000_000,
+        None,
+    )
 }
 
 /// A store holding guest `name`'s artifact; returns its digest and size.
@@ -236,7 +242,7 @@ fn hello_runs_and_its_output_lands_in_the_log() {
 fn pods_get_their_own_address_once_the_node_has_a_pod_cidr() {
     let store = ArtifactStore::new(64 << 20);
     let mut rt = WasmRuntime::new(
-        runtime(),
+        || Ok(runtime()),
         node(),
         store.clone(),
         1_700_000_000_000,
@@ -591,4 +597,30 @@ fn the_node_runtime_dispatches_testrt_and_wasm() {
 /// A well-formed digest no artifact here has.
 fn digest_of_hello_v2() -> String {
     format!("sha256:{}", "ab".repeat(32))
+}
+
+#[test]
+fn a_node_without_a_wasm_engine_says_so_when_a_container_starts() {
+    let store = ArtifactStore::new(64 << 20);
+    let mut rt = WasmRuntime::new(
+        || Err(skiff_wasm::Error::Engine("no engine here".into())),
+        node(),
+        store.clone(),
+        1_700_000_000_000,
+        None,
+    );
+    let bytes = artifact("hello");
+    let digest = sha256_digest(&bytes);
+    deliver(&store, &digest, &bytes);
+    let p = pod(
+        "e",
+        vec![container("hello", ready(&digest, bytes.len()), &[])],
+    );
+    let err = start(&mut rt, &p, &[]).unwrap_err();
+    assert!(matches!(err, StartError::Other(_)), "{err:?}");
+    assert!(
+        err.detail().contains("the node has no wasm runtime: ")
+            && err.detail().contains("no engine here"),
+        "{err}"
+    );
 }

@@ -84,6 +84,9 @@ pub struct NodeConfig<'a> {
     pub token: Option<Token<'a>>,
     /// The cluster CA certificate, base64 DER (`skiff.ca`).
     pub ca_base64: Option<&'a str>,
+    /// Keep the node's certificate and key on its virtio-blk disk and
+    /// reconnect with them at the next boot (`skiff.credentials=disk`).
+    pub keep_credentials: bool,
     mmio: [MmioDevice; MAX_MMIO_DEVICES],
     mmio_len: usize,
     /// Allow-listed words that were ignored.
@@ -116,6 +119,7 @@ impl Default for NodeConfig<'_> {
             gateway: None,
             token: None,
             ca_base64: None,
+            keep_credentials: false,
             mmio: [MmioDevice {
                 size: 0,
                 addr: 0,
@@ -202,6 +206,7 @@ const KEYS: &[&str] = &[
     "skiff.gateway",
     "skiff.token",
     "skiff.ca",
+    "skiff.credentials",
 ];
 
 /// Parses a kernel command line.
@@ -324,6 +329,12 @@ pub fn parse(cmdline: &str) -> Result<NodeConfig<'_>, ConfigError<'_>> {
                         return Err(bad("the CA certificate as base64 DER"));
                     }
                     cfg.ca_base64 = Some(value);
+                }
+                "skiff.credentials" => {
+                    if value != "disk" {
+                        return Err(bad("disk"));
+                    }
+                    cfg.keep_credentials = true;
                 }
                 _ => unreachable!("every entry of KEYS is handled"),
             }
@@ -768,6 +779,16 @@ mod tests {
             .map(|i| format!("virtio_mmio.device=512@{:#x}:5 ", 0x1000 * (i + 1)))
             .collect();
         assert_eq!(parse(&line), Err(ConfigError::TooManyMmioDevices));
+    }
+
+    #[test]
+    fn credentials_are_kept_on_disk_only_when_asked() {
+        assert!(!parse("").unwrap().keep_credentials);
+        assert!(parse("skiff.credentials=disk").unwrap().keep_credentials);
+        assert!(matches!(
+            parse("skiff.credentials=tpm"),
+            Err(ConfigError::Malformed { .. })
+        ));
     }
 
     #[test]

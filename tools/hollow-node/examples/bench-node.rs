@@ -339,71 +339,129 @@ mod kernel {
         }
     }
 
+    const STAGES: [&str; 5] = [
+        "first_byte",
+        "net_up",
+        "certificate",
+        "registered",
+        "ready_watch",
+    ];
+
+    /// Boots `spec` and times its stages from QEMU's spawn (ms; NaN for a
+    /// stage not seen: a kept certificate has no `certificate` stage).
+    fn timed_boot(
+        spec: skiff_e2e::NodeSpec,
+        name: &str,
+        rx: &mpsc::Receiver<(Instant, String)>,
+        notes: &mut Vec<String>,
+    ) -> [f64; 5] {
+        let mut node = spec.launch().expect("launch QEMU");
+        let t0 = node.started();
+        let ready = ready_seen(rx, name);
+        let ms = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1000.0);
+        let row = [
+            ms(node.first_byte()),
+            ms(line_at(&mut node, "stage: net-up")),
+            ms(line_at(&mut node, "bootstrap: certificate issued")),
+            ms(line_at(&mut node, "stage: node-registered")),
+            ms(ready),
+        ];
+        if ready.is_none() {
+            notes.push(format!(
+                "{name}: no Ready within 60 s; log:\n{}",
+                node.log_text()
+            ));
+        }
+        node.kill();
+        row
+    }
+
+    fn medians(prefix: &str, samples: &mut [Vec<f64>]) -> Vec<Figure> {
+        STAGES
+            .iter()
+            .zip(samples.iter_mut())
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(s, v)| Figure::new(format!("{prefix}_{s}_median"), "ms", median(v), "lower"))
+            .collect()
+    }
+
     pub fn boots_to_ready(boots: u32, notes: &mut Vec<String>) -> Vec<Figure> {
         let plane = Plane::start(|g| g.quiet = true);
         let (mut watch, rx) = watch_nodes(&plane);
         std::thread::sleep(Duration::from_millis(500)); // the watch is established
-        let stages = [
-            "first_byte",
-            "net_up",
-            "certificate",
-            "registered",
-            "ready_watch",
-        ];
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
+        let mut first: Vec<Vec<f64>> = vec![Vec::new(); STAGES.len()];
+        let mut kept: Vec<Vec<f64>> = vec![Vec::new(); STAGES.len()];
+        let dir = tempfile::tempdir().expect("temp dir");
         for i in 0..boots {
+            // First boot: token bootstrap.
             let name = format!("boot-{i}");
-            let mut node = plane
-                .node_spec(&name, &plane.token)
-                .launch()
-                .expect("launch QEMU");
-            let t0 = node.started();
-            let ready = ready_seen(&rx, &name);
-            let ms = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1000.0);
-            let row = [
-                ms(node.first_byte()),
-                ms(line_at(&mut node, "stage: net-up")),
-                ms(line_at(&mut node, "bootstrap: certificate issued")),
-                ms(line_at(&mut node, "stage: node-registered")),
-                ms(ready),
-            ];
-            if ready.is_none() {
-                notes.push(format!(
-                    "boot {i}: no Ready within 60 s; log:\n{}",
-                    node.log_text()
-                ));
-            }
+            let row = timed_boot(plane.node_spec(&name, &plane.token), &name, &rx, notes);
             eprintln!("boot {i}: {row:.1?} ms");
-            for (s, v) in samples.iter_mut().zip(row) {
-                if v.is_finite() {
-                    s.push(v);
+            // A node that kept its certificate on its disk: one boot to
+            // save it (not timed), then the timed one.
+            let name = format!("kept-{i}");
+            let disk = dir.path().join(format!("{name}.raw"));
+            std::fs::write(&disk, vec![0u8; 1 << 20]).expect("disk image");
+            let spec = || {
+                plane
+                    .node_spec(&name, &plane.token)
+                    .disk(&disk)
+                    .arg("skiff.credentials=disk")
+            };
+            let mut saver = spec().launch().expect("launch QEMU");
+            let saved = saver
+                .wait_for_line(
+                    |l| l.contains("credentials saved to disk"),
+                    Duration::from_secs(60),
+                )
+                .is_ok();
+            saver.kill();
+            let _ = ready_seen(&rx, &name);
+            let kept_row = if saved {
+                timed_boot(spec(), &name, &rx, notes)
+            } else {
+                notes.push(format!(
+                    "{name}: credentials never saved:\n{}",
+                    saver.log_text()
+                ));
+                [f64::NAN; 5]
+            };
+            eprintln!("boot {i} (kept certificate): {kept_row:.1?} ms");
+            for (samples, row) in [(&mut first, row), (&mut kept, kept_row)] {
+                for (s, v) in samples.iter_mut().zip(row) {
+                    if v.is_finite() {
+                        s.push(v);
+                    }
                 }
             }
-            node.kill();
         }
         let _ = watch.kill();
         notes.push(format!(
             "boot -> Ready: {boots} boots of a 32 MiB microvm ({}), times from QEMU spawn; \
              `ready_watch` is when `kubectl get nodes --watch` printed the node Ready \
-             (includes DHCP, key generation, TLS bootstrap, mutual-TLS registration)",
+             (includes DHCP, key generation, TLS bootstrap, mutual-TLS registration); \
+             `kernel_boot_kept_cert_*` are boots of nodes that kept their certificate on \
+             their disk (skiff.credentials=disk) from an earlier boot: no bootstrap",
             if std::env::var_os("SKIFF_KVM").is_some() {
                 "KVM"
             } else {
                 "TCG"
             }
         ));
-        stages
+        let mut figures = medians("kernel_boot_to", &mut first);
+        let first_ready = figures
             .iter()
-            .zip(samples.iter_mut())
-            .map(|(s, v)| {
-                Figure::new(
-                    format!("kernel_boot_to_{s}_median"),
-                    "ms",
-                    median(v),
-                    "lower",
-                )
-            })
-            .collect()
+            .find(|f| f.name == "kernel_boot_to_ready_watch_median")
+            .map(|f| f.value);
+        for f in medians("kernel_boot_kept_cert_to", &mut kept) {
+            figures.push(match (&*f.name, first_ready) {
+                ("kernel_boot_kept_cert_to_ready_watch_median", Some(peer)) => {
+                    f.peer("first boot (token bootstrap), same run", peer)
+                }
+                _ => f,
+            });
+        }
+        figures
     }
 
     /// Boots a node with `mib` MiB, runs `pods` idle pods on it; returns
