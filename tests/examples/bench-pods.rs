@@ -12,8 +12,9 @@
 //!    clock) against the same module under wasmtime on this host, on a TCG
 //!    node and (unless `--skip-kvm`) a KVM node.
 //! 3. Density: idle echo-server pods, each with its own containerPort, on one
-//!    64 MiB node until one does not start; memory per pod (heap and region
-//!    pool) from diag `status`.
+//!    64 MiB node, then one 128 MiB node, until one does not start (or the
+//!    node's 110-pod cap); memory per pod (heap and region pool) and memory
+//!    still free at the end from diag `status`.
 //!
 //! Options: `--out PATH`, `--pods N` (100), `--batch N` (10), `--node-mib N`
 //! (1024, the startup/compute node), `--iterations N` (200000000),
@@ -737,12 +738,21 @@ fn memory_used(b: &Booted) -> Option<f64> {
     })
 }
 
-fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
-    let mut b = match ctx.boot("dense", 64, accel()) {
+/// Node memory free: the heap's and the region pool's.
+fn memory_free(b: &Booted) -> Option<f64> {
+    b.diag.status().ok().map(|s| {
+        let f = s.fields();
+        (f.heap_total - f.heap_used + f.pool_total - f.pool_used) as f64
+    })
+}
+
+fn density(ctx: &Ctx, o: &Opts, mib: u32, notes: &mut Vec<String>) -> Vec<Figure> {
+    let node = format!("dense-{mib}");
+    let mut b = match ctx.boot(&node, mib, accel()) {
         Ok(b) => b,
         Err(e) => {
             notes.push(format!(
-                "density: the 64 MiB node did not boot: {}",
+                "density: the {mib} MiB node did not boot: {}",
                 first_line(&e)
             ));
             return vec![];
@@ -754,12 +764,13 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
     let mut after = before;
     let mut stop = format!("reached --max-density {}", o.max_density);
     let mut names = Vec::new();
+    let label = format!("density={mib}");
     for i in 0..o.max_density {
-        let name = format!("echo-{i}");
+        let name = format!("echo-{mib}-{i}");
         let port = 20000 + i as u16;
         let mut pod = pod_json(
             &name,
-            Some("dense"),
+            Some(&node),
             json!({
                 "name": "main",
                 "image": image,
@@ -768,7 +779,7 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
                 "resources": { "limits": { "memory": "4Mi" } },
             }),
         );
-        pod.metadata.labels = Some([("bench".to_string(), "density".to_string())].into());
+        pod.metadata.labels = Some([("density".to_string(), mib.to_string())].into());
         if let Err(e) = ctx.create(&pod) {
             stop = format!("creating {name}: {e}");
             break;
@@ -786,15 +797,15 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
         }
     }
     // Running is reported once an instance is spawned, before its first
-    // slice allocates its fiber stack: let every guest run, then count only
-    // pods still Running that never restarted (a guest the node could not
-    // give memory ends and restarts).
+    // slice touches its memory and fiber stack: let every guest run, then
+    // count only pods still Running that never restarted (a guest the node
+    // could not give memory ends and restarts).
     std::thread::sleep(std::time::Duration::from_secs(5));
     let out = ctx.plane.kubectl(&[
         "get",
         "pods",
         "-l",
-        "bench=density",
+        &label,
         "-o",
         "jsonpath={range .items[*]}{.status.phase}/{.status.containerStatuses[0].restartCount} {end}",
     ]);
@@ -803,8 +814,9 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
         .filter(|s| *s == "Running/0")
         .count();
     let after = memory_used(&b).or(after);
+    let free = memory_free(&b);
     eprintln!(
-        "density: {running} echo pods reached Running on a 64 MiB node (stopped: {}); \
+        "density: {running} echo pods reached Running on a {mib} MiB node (stopped: {}); \
          {settled} still Running without a restart 5 s later",
         first_line(&stop)
     );
@@ -815,30 +827,41 @@ fn density(ctx: &Ctx, o: &Opts, notes: &mut Vec<String>) -> Vec<Figure> {
     };
     notes.push(format!(
         "density: idle echo-server pods (one distinct containerPort each, 20000+i, served on the \
-         node's address; limits.memory 4Mi) pinned one at a time to one 64 MiB kernel node ({:?}), \
+         node's address; limits.memory 4Mi) pinned one at a time to one {mib} MiB kernel node ({:?}), \
          each waited Running; stopped because: {}. Counted: pods still Running with no restart 5 s \
          after the last one started. Memory per pod = (diag heap_used + pool_used then − before \
-         the first) / those pods{}",
+         the first) / those pods{}; node memory still free then (heap and pool){}. The node \
+         takes at most 110 pods (kube's default max-pods), so where that is the stop, the free \
+         memory says how far from full it was",
         accel(),
         first_line(&stop),
-        per_pod.map_or(String::new(), |p| format!(" = {:.0} KiB", p / 1024.0))
+        per_pod.map_or(String::new(), |p| format!(" = {:.0} KiB", p / 1024.0)),
+        free.map_or(String::new(), |f| format!(" = {:.1} MiB", f / f64::from(1 << 20)))
     ));
     if matches!(b.node.try_exit(), Ok(None)) {
         delete_pods(&ctx.plane, &ctx.api, &names);
     }
     b.node.kill();
     let mut f = vec![Figure::new(
-        "density_echo_pods_64mib_node",
+        format!("density_echo_pods_{mib}mib_node"),
         "pods",
         running as f64,
         "higher",
     )];
     if let Some(p) = per_pod {
         f.push(Figure::new(
-            "density_memory_per_echo_pod",
+            format!("density_memory_per_echo_pod_{mib}mib_node"),
             "KiB",
             p / 1024.0,
             "lower",
+        ));
+    }
+    if let Some(free) = free {
+        f.push(Figure::new(
+            format!("density_memory_free_at_end_{mib}mib_node"),
+            "MiB",
+            free / f64::from(1 << 20),
+            "higher",
         ));
     }
     f
@@ -886,8 +909,10 @@ fn main() {
         b.node.kill();
     }
     if o.density {
-        eprintln!("bench-pods: density on a 64 MiB node…");
-        figures.extend(density(&ctx, &o, &mut notes));
+        for mib in [64, 128] {
+            eprintln!("bench-pods: density on a {mib} MiB node…");
+            figures.extend(density(&ctx, &o, mib, &mut notes));
+        }
     }
     write_report(&o.out, "pods", &figures, &notes);
     println!("\nbench pods summary:");
