@@ -41,8 +41,8 @@ const STACK_WINDOW: u64 = 0x0000_0080_0000_0000;
 /// ([`HEAP_GROWTH`] at a time).
 const INITIAL_HEAP: u64 = 2 << 20;
 const HEAP_GROWTH: usize = 1 << 20;
-/// Frames kept out of the region pool for DMA rings, kernel stacks and
-/// page tables of the identity map.
+/// Frames kept out of the region pool for DMA rings and kernel stacks (the
+/// identity map's page tables are reserved on top, by memory size).
 const FRAME_RESERVE: u64 = 1 << 20;
 
 static FRAMES: spin::Mutex<Option<FrameAllocator>> = spin::Mutex::new(None);
@@ -251,7 +251,9 @@ pub fn init(boot: &BootInfo) {
         &[(0, 0x10_0000), (kstart, kend)],
         IDENTITY_LIMIT,
     );
-    let reserve = FRAME_RESERVE / FRAME_SIZE;
+    // Beyond the fixed reserve: one page table per 2 MiB for `protect`'s
+    // split of the shared run into 4 KiB pages.
+    let reserve = FRAME_RESERVE / FRAME_SIZE + fa.free_frames() / 512 + 1;
     // The largest run (less the reserve, if nothing else can hold it) is
     // shared by the heap, at its bottom, and the region pool.
     let largest = fa.largest_run();

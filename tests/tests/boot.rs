@@ -145,3 +145,27 @@ fn q35_static_from_command_line() {
         user_net(Machine::Q35).args(["skiff.net=static skiff.ip=10.0.2.15/24 skiff.gw=10.0.2.2"]);
     check(spec, "10.0.2.15", "10.0.2.2", "pci", &["virtio-net"]);
 }
+
+/// A small node and a large one both boot, and all their memory but the
+/// kernel image and a small reserve goes to the heap and the region pool
+/// (a 1 GiB node once ran out of frames splitting its identity map).
+#[test]
+fn nodes_small_and_large_give_their_memory_to_heap_and_pool() {
+    let _g = shared();
+    for mib in [32u64, 1024] {
+        let b = boot(user_net(Machine::Microvm).memory_mib(mib as u32));
+        let f = b.status.fields();
+        let (usable, total) = (f.heap_total + f.pool_total, mib << 20);
+        // Low memory, the image, DMA and stack reserve, page tables.
+        let overhead = (8 << 20) + total / 128;
+        if usable + overhead < total {
+            b.fail(&format!(
+                "{mib} MiB node: heap {} + pool {} bytes, want at least {}",
+                f.heap_total,
+                f.pool_total,
+                total - overhead
+            ));
+        }
+        b.shutdown();
+    }
+}
