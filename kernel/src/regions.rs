@@ -16,9 +16,10 @@
 //!   stack's guard page faults as an overflow.
 //! * The pool lock is never held while code may touch an unmapped region
 //!   page: pool pushes and pops touch only identity-mapped frames, and
-//!   [`Region`]'s drop pre-faults its own stack before taking it (it may run
-//!   on a fiber stack). Interrupts run on their own stack (`gdt`), so
-//!   delivering one never touches a region either.
+//!   every normal-context locker goes through `pool()`, which faults in the
+//!   stack it needs first (it may run on a fiber stack). Interrupts run on
+//!   their own stack (`gdt`), so delivering one never touches a region
+//!   either.
 //! * Running out of frames never stops the node: a fault the pool cannot
 //!   serve maps the scratch frame (zeroed again for every such fault) and
 //!   marks the node starved; the runtime kills the container that was
@@ -131,6 +132,15 @@ impl Pool {
     }
 }
 
+/// The pool, locked from normal context. Callers may run on a fiber stack
+/// (a guest's memory growth asks [`free_bytes`]): touching an unmapped
+/// stack page with the lock held would leave the fault handler without a
+/// pool, so the stack this needs is faulted in first.
+fn pool() -> spin::MutexGuard<'static, Pool> {
+    core::hint::black_box([0u8; 2 * PAGE as usize]);
+    POOL.lock()
+}
+
 fn zero(frame: u64) {
     // SAFETY: a frame just taken from the pool (or the scratch frame), owned
     // by the caller, identity-mapped below 4 GiB.
@@ -141,7 +151,7 @@ fn zero(frame: u64) {
 /// from now on): `shared`, whose bottom the heap may grow into, and up to
 /// [`MAX_RUNS`] other runs. One frame becomes the scratch frame.
 pub fn init(shared: core::ops::Range<u64>, others: &[(u64, u64)]) {
-    let mut pool = POOL.lock();
+    let mut pool = pool();
     pool.floor = shared.start;
     pool.high = shared.end;
     for (slot, run) in pool.runs.iter_mut().zip(others) {
@@ -160,10 +170,7 @@ pub fn init(shared: core::ops::Range<u64>, others: &[(u64, u64)]) {
 /// heap, whose end is `heap_top`: true if the pool had them there (and
 /// keeps its reserve). The caller then extends the heap over them.
 pub fn lend_to_heap(heap_top: u64, bytes: u64) -> bool {
-    // An allocation may run on a fiber stack: fault in the stack this needs
-    // before taking the pool lock.
-    core::hint::black_box([0u8; 2 * PAGE as usize]);
-    let mut pool = POOL.lock();
+    let mut pool = pool();
     let frames = bytes / PAGE;
     if pool.floor != heap_top
         || pool.high - pool.floor < bytes
@@ -179,17 +186,17 @@ pub fn lend_to_heap(heap_top: u64, bytes: u64) -> bool {
 
 /// Bytes the pool can still hand out to region pages.
 pub fn free_bytes() -> u64 {
-    POOL.lock().free.saturating_sub(TABLE_RESERVE) * PAGE
+    pool().free.saturating_sub(TABLE_RESERVE) * PAGE
 }
 
 /// Bytes the pool was given.
 pub fn total_bytes() -> u64 {
-    POOL.lock().total * PAGE
+    pool().total * PAGE
 }
 
 /// Bytes of pool frames mapped now (region pages and their page tables).
 pub fn used_bytes() -> u64 {
-    let pool = POOL.lock();
+    let pool = pool();
     (pool.total - pool.free) * PAGE
 }
 
@@ -316,21 +323,21 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // This may run on a fiber stack (a region of its own): fault in
-        // the stack the loop below needs before it takes the pool lock.
-        core::hint::black_box([0u8; 2 * PAGE as usize]);
         let s = &SLOTS[self.slot];
         // No new page can map: the fault handler sees an empty range.
         s.end.store(0, Relaxed);
         let start = base(self.slot);
         let scratch = SCRATCH.load(Relaxed);
+        // Held across the walk: unmapping touches only page tables.
+        let mut pool = pool();
         for page in (start..start + s.top.load(Relaxed)).step_by(PAGE as usize) {
             if let Some(frame) = crate::paging::unmap_region_page(page)
                 && frame != scratch
             {
-                POOL.lock().give(frame);
+                pool.give(frame);
             }
         }
+        drop(pool);
         FREE_SLOTS.lock().push(self.slot as u16);
     }
 }
