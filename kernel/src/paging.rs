@@ -320,6 +320,38 @@ pub fn map_region_page(addr: u64, frame: u64, mut new_table: impl FnMut() -> Opt
     true
 }
 
+/// Makes sure every table down to the last level exists for the region
+/// pages in `range` (outside the identity map), so mapping any of them
+/// later needs no new table. Tables come from `new_table`; false if it ran
+/// out. Normal context only.
+pub fn prepare_region_tables(
+    range: Range<u64>,
+    mut new_table: impl FnMut() -> Option<u64>,
+) -> bool {
+    if range.start < IDENTITY_LIMIT {
+        return false;
+    }
+    let (pml4, _) = x86_64::registers::control::Cr3::read();
+    let mut addr = range.start & !(HUGE - 1);
+    while addr < range.end {
+        let mut phys = pml4.start_address();
+        for shift in [39u32, 30, 21] {
+            // SAFETY: a table of the live hierarchy (below 4 GiB, identity
+            // mapped); the reference lives for this step of the walk.
+            let e = unsafe { &mut table(phys)[((addr >> shift) & 511) as usize] };
+            if !e.flags().contains(F::PRESENT) {
+                let Some(t) = new_table() else {
+                    return false;
+                };
+                e.set_addr(PhysAddr::new(t), F::PRESENT | F::WRITABLE);
+            }
+            phys = e.addr();
+        }
+        addr += HUGE;
+    }
+    true
+}
+
 /// Unmaps the 4 KiB page `addr` mapped by [`map_region_page`] and returns
 /// its frame (None if it was not mapped). Tables stay for the next use.
 pub fn unmap_region_page(addr: u64) -> Option<u64> {

@@ -20,6 +20,9 @@
 //!   stack it needs first (it may run on a fiber stack). Interrupts run on
 //!   their own stack (`gdt`), so delivering one never touches a region
 //!   either.
+//! * A fault never needs a new page table: a region's tables are made when
+//!   it is created or grown (refused then if the pool has none), so a
+//!   fault needs one frame at most.
 //! * Running out of frames never stops the node: a fault the pool cannot
 //!   serve maps the scratch frame (zeroed again for every such fault) and
 //!   marks the node starved; the runtime kills the container that was
@@ -238,11 +241,9 @@ pub fn on_page_fault(addr: u64, error: u64) -> bool {
         return false;
     }
     zero(frame);
-    let mapped = crate::paging::map_region_page(page, frame, || {
-        let t = pool.take(0)?;
-        zero(t);
-        Some(t)
-    });
+    // Every table exists already (`Region::grow_to`): a starved fault needs
+    // nothing but the scratch frame.
+    let mapped = crate::paging::map_region_page(page, frame, || None);
     if !mapped {
         if !starved {
             pool.give(frame);
@@ -278,10 +279,14 @@ pub struct Region {
     slot: usize,
 }
 
-/// No region slot is free.
+/// Why a region could not be made or grown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("all {MAX_REGIONS} memory regions are in use")]
-pub struct NoRegion;
+pub enum NoRegion {
+    #[error("all {MAX_REGIONS} memory regions are in use")]
+    NoSlot,
+    #[error("no memory for the region's page tables")]
+    NoMemory,
+}
 
 impl Region {
     /// A region whose first `guard` bytes are never mapped and whose pages
@@ -296,7 +301,7 @@ impl Region {
                 let s = NEXT_SLOT.fetch_add(1, Relaxed);
                 if s >= MAX_REGIONS {
                     NEXT_SLOT.fetch_sub(1, Relaxed);
-                    return Err(NoRegion);
+                    return Err(NoRegion::NoSlot);
                 }
                 s
             }
@@ -304,8 +309,9 @@ impl Region {
         let s = &SLOTS[slot];
         s.guard.store(guard, Relaxed);
         s.top.store(0, Relaxed);
-        s.end.store(end, Relaxed);
-        Ok(Region { slot })
+        let region = Region { slot };
+        region.grow_to(end)?;
+        Ok(region)
     }
 
     /// The region's first byte.
@@ -313,11 +319,25 @@ impl Region {
         base(self.slot) as *mut u8
     }
 
-    /// Makes the pages up to `end` (a page multiple, not below the current
-    /// end, at most [`REGION_BYTES`]) accessible; maps nothing.
-    pub fn grow_to(&self, end: u64) {
+    /// Makes the pages up to `end` (a page multiple, at most
+    /// [`REGION_BYTES`]) accessible. Maps no page, but makes the page
+    /// tables they need now (one per 2 MiB), so a fault never needs one:
+    /// refused if the pool cannot give them.
+    pub fn grow_to(&self, end: u64) -> Result<(), NoRegion> {
         debug_assert!(end.is_multiple_of(PAGE) && end <= REGION_BYTES);
+        let start = base(self.slot);
+        let mut pool = pool();
+        let ready = crate::paging::prepare_region_tables(start..start + end, || {
+            let t = pool.take(TABLE_RESERVE)?;
+            zero(t);
+            Some(t)
+        });
+        drop(pool);
+        if !ready {
+            return Err(NoRegion::NoMemory);
+        }
         SLOTS[self.slot].end.fetch_max(end, Relaxed);
+        Ok(())
     }
 }
 

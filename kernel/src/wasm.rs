@@ -202,7 +202,9 @@ unsafe impl skiff_wasm::wasmtime::LinearMemory for RegionMemory {
                 skiff_wasm::wasmtime::OutOfMemory::new(new_size),
             ));
         }
-        self.region.grow_to(new_size.next_multiple_of(PAGE) as u64);
+        self.region
+            .grow_to(new_size.next_multiple_of(PAGE) as u64)
+            .map_err(skiff_wasm::wasmtime::Error::new)?;
         self.size = self.size.max(new_size);
         Ok(())
     }

@@ -43,6 +43,28 @@ fn big_vec(
     request: &str,
     limit: &str,
 ) -> String {
+    big_vec_filled(
+        host,
+        name,
+        mib,
+        (touch_after_ms, hold_ms),
+        request,
+        limit,
+        false,
+    )
+}
+
+/// [`big_vec`], touching the memory with one memset when `fill`.
+fn big_vec_filled(
+    host: &str,
+    name: &str,
+    mib: u32,
+    (touch_after_ms, hold_ms): (u32, u32),
+    request: &str,
+    limit: &str,
+    fill: bool,
+) -> String {
+    let fill = u8::from(fill);
     format!(
         r#"
 apiVersion: v1
@@ -57,6 +79,7 @@ spec:
     - {{name: MIB, value: "{mib}"}}
     - {{name: TOUCH_AFTER_MS, value: "{touch_after_ms}"}}
     - {{name: HOLD_MS, value: "{hold_ms}"}}
+    - {{name: FILL, value: "{fill}"}}
     resources: {{requests: {{memory: {request}}}, limits: {{memory: {limit}}}}}
 "#
     )
@@ -145,6 +168,63 @@ fn a_64_mib_node_runs_guests_in_the_memory_it_advertises() {
         &["get", "pod", "big-again", "-o", "jsonpath={.status.phase}"],
         "Succeeded",
         120,
+        log,
+    );
+}
+
+/// A guest the node cannot back that touches a large range in one
+/// instruction (a memset: `memory.fill`, which no epoch check interrupts)
+/// faults on every page of it with no frame left: it ends OOMKilled and the
+/// node stays up, because a fault never needs a page table of its own.
+#[test]
+fn one_memset_over_memory_the_node_cannot_back_kills_only_its_pod() {
+    let _g = shared();
+    let reg = Registry::start();
+    let host = reg.host();
+    let plane = Plane::for_wasm_nodes(&reg);
+    reg.push_wasm("demo/big-vec:1.0", &guests::path("big-vec"));
+    let b = boot(plane.node_spec("mem-2", &plane.token).memory_mib(320));
+    let log = || b.node.log_text();
+    plane.wait_wasm_node("mem-2", log);
+    // Both grow by 200 MiB while nothing is touched, then fill it with one
+    // memset each: about 100 MiB of the second fill has no frame.
+    for name in ["fill-a", "fill-b"] {
+        plane.apply(&big_vec_filled(
+            &host,
+            name,
+            200,
+            (4000, 3000),
+            "8Mi",
+            "256Mi",
+            true,
+        ));
+    }
+    plane.eventually("both fillers to end", 240, log, || {
+        ended(&plane, "fill-a").is_some() && ended(&plane, "fill-b").is_some()
+    });
+    let mut reasons = [ended(&plane, "fill-a"), ended(&plane, "fill-b")].map(Option::unwrap);
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["Completed".to_string(), "OOMKilled".to_string()],
+        "one filler completes, the other is killed for memory\n{}",
+        log()
+    );
+    assert!(
+        log().contains("a page the running container touched had no frame"),
+        "{}",
+        log()
+    );
+    plane.wait_output(
+        &[
+            "get",
+            "node",
+            "mem-2",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True",
+        30,
         log,
     );
 }
