@@ -23,7 +23,7 @@
 //! runs on one CPU, so an `invlpg` on this CPU is the whole TLB shootdown.
 //! Page-table updates happen outside interrupt context, except
 //! [`map_region_page`], which the page-fault handler calls to map a touched
-//! page of a demand-paged region (see `regions`) and which only adds entries
+//! page of a demand-paged region (see `regions`) and which only sets a leaf
 //! of the region window.
 
 use alloc::collections::BTreeSet;
@@ -280,38 +280,40 @@ pub fn is_present(addr: u64) -> bool {
     true
 }
 
-/// Maps the 4 KiB page `addr` (outside the identity map: a demand-paged
-/// region's page, see `regions`) to `frame`, R+W+NX. Missing tables come
-/// from `new_table` (zeroed frames below 4 GiB). Returns false if a table
-/// could not be had or the page is mapped already.
-///
-/// Runs in the page-fault handler: it only adds entries, under PML4 slots
-/// the identity map and the stack window do not use, so it cannot race the
-/// normal-context updates above (those change identity-map leaves) or
-/// [`unmap_region_page`] (which only clears leaves of released regions).
-pub fn map_region_page(addr: u64, frame: u64, mut new_table: impl FnMut() -> Option<u64>) -> bool {
-    if addr < IDENTITY_LIMIT || !addr.is_multiple_of(PAGE) {
-        return false;
+/// The last-level entry of region page `addr` (outside the identity map),
+/// if every table above it exists ([`prepare_region_tables`]).
+fn region_leaf(addr: u64) -> Option<&'static mut PageTableEntry> {
+    if addr < IDENTITY_LIMIT {
+        return None;
     }
     let (pml4, _) = x86_64::registers::control::Cr3::read();
     let mut phys = pml4.start_address();
     for shift in [39u32, 30, 21] {
-        // SAFETY: a table of the live hierarchy (below 4 GiB, identity
-        // mapped); the reference lives for this step of the walk.
-        let e = unsafe { &mut table(phys)[((addr >> shift) & 511) as usize] };
-        if !e.flags().contains(F::PRESENT) {
-            let Some(t) = new_table() else {
-                return false;
-            };
-            // Upper levels grant everything: the leaf alone decides access.
-            e.set_addr(PhysAddr::new(t), F::PRESENT | F::WRITABLE);
-        } else if e.flags().contains(F::HUGE_PAGE) {
-            return false;
+        // SAFETY: read of a table of the live hierarchy (identity mapped).
+        let e = unsafe { &table_ref(phys)[((addr >> shift) & 511) as usize] };
+        if !e.flags().contains(F::PRESENT) || e.flags().contains(F::HUGE_PAGE) {
+            return None;
         }
         phys = e.addr();
     }
-    // SAFETY: as above, the last-level table of `addr`.
-    let e = unsafe { &mut table(phys)[((addr >> 12) & 511) as usize] };
+    // SAFETY: the last-level table of `addr`; the caller changes only this
+    // leaf.
+    Some(unsafe { &mut table(phys)[((addr >> 12) & 511) as usize] })
+}
+
+/// Maps the 4 KiB page `addr` (a demand-paged region's page, see
+/// `regions`) to `frame`, R+W+NX. Returns false if its tables were not
+/// prepared or the page is mapped already.
+///
+/// Runs in the page-fault handler: it only sets a leaf of the region
+/// window, whose tables [`prepare_region_tables`] made beforehand, so it
+/// cannot race the normal-context updates (identity-map leaves; region
+/// tables added by single entry stores, never removed) or
+/// [`unmap_region_page`] (which only clears leaves of released regions).
+pub fn map_region_page(addr: u64, frame: u64) -> bool {
+    let Some(e) = region_leaf(addr).filter(|_| addr.is_multiple_of(PAGE)) else {
+        return false;
+    };
     if e.flags().contains(F::PRESENT) {
         return false;
     }
@@ -355,21 +357,7 @@ pub fn prepare_region_tables(
 /// Unmaps the 4 KiB page `addr` mapped by [`map_region_page`] and returns
 /// its frame (None if it was not mapped). Tables stay for the next use.
 pub fn unmap_region_page(addr: u64) -> Option<u64> {
-    if addr < IDENTITY_LIMIT {
-        return None;
-    }
-    let (pml4, _) = x86_64::registers::control::Cr3::read();
-    let mut phys = pml4.start_address();
-    for shift in [39u32, 30, 21] {
-        // SAFETY: read of a table of the live hierarchy (identity mapped).
-        let e = unsafe { &table_ref(phys)[((addr >> shift) & 511) as usize] };
-        if !e.flags().contains(F::PRESENT) || e.flags().contains(F::HUGE_PAGE) {
-            return None;
-        }
-        phys = e.addr();
-    }
-    // SAFETY: the last-level table of `addr`; only its leaf changes.
-    let e = unsafe { &mut table(phys)[((addr >> 12) & 511) as usize] };
+    let e = region_leaf(addr)?;
     if !e.flags().contains(F::PRESENT) {
         return None;
     }

@@ -243,7 +243,7 @@ pub fn on_page_fault(addr: u64, error: u64) -> bool {
     zero(frame);
     // Every table exists already (`Region::grow_to`): a starved fault needs
     // nothing but the scratch frame.
-    let mapped = crate::paging::map_region_page(page, frame, || None);
+    let mapped = crate::paging::map_region_page(page, frame);
     if !mapped {
         if !starved {
             pool.give(frame);

@@ -9,11 +9,6 @@ use skiff_e2e::plane::Plane;
 use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
 
-fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
-    let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A quantity as kube prints node memory (`49152Ki`, `48Mi`, bytes).
 fn bytes(quantity: &str) -> u64 {
     let (num, unit) = quantity.split_at(
@@ -33,38 +28,24 @@ fn bytes(quantity: &str) -> u64 {
     }
 }
 
+/// How a big-vec pod touches its memory: page by page, or with one memset.
+#[derive(Clone, Copy)]
+enum Touch {
+    Pages,
+    Memset,
+}
+
 /// A big-vec pod: `mib` MiB allocated, touched after `touch_after_ms`,
 /// then held for `hold_ms` before it exits.
 fn big_vec(
     host: &str,
     name: &str,
     mib: u32,
-    (touch_after_ms, hold_ms): (u32, u32),
+    (touch, touch_after_ms, hold_ms): (Touch, u32, u32),
     request: &str,
     limit: &str,
 ) -> String {
-    big_vec_filled(
-        host,
-        name,
-        mib,
-        (touch_after_ms, hold_ms),
-        request,
-        limit,
-        false,
-    )
-}
-
-/// [`big_vec`], touching the memory with one memset when `fill`.
-fn big_vec_filled(
-    host: &str,
-    name: &str,
-    mib: u32,
-    (touch_after_ms, hold_ms): (u32, u32),
-    request: &str,
-    limit: &str,
-    fill: bool,
-) -> String {
-    let fill = u8::from(fill);
+    let fill = u8::from(matches!(touch, Touch::Memset));
     format!(
         r#"
 apiVersion: v1
@@ -86,12 +67,43 @@ spec:
 }
 
 fn ended(plane: &Plane, pod: &str) -> Option<String> {
-    let reason = jsonpath(
-        plane,
+    let reason = plane.jsonpath(
         &["get", "pod", pod],
         "{.status.containerStatuses[0].state.terminated.reason}",
     );
     (!reason.is_empty()).then_some(reason)
+}
+
+/// Waits up to `secs` for the two pods `pods` to end: one completes and the
+/// other is killed for a touch the node could not back (its log line).
+fn one_completes_one_starves(plane: &Plane, pods: [&str; 2], secs: u64, log: impl Fn() -> String) {
+    plane.eventually("both pods to end", secs, &log, || {
+        pods.iter().all(|p| ended(plane, p).is_some())
+    });
+    let mut reasons = pods.map(|p| ended(plane, p).unwrap());
+    reasons.sort();
+    let logs = || {
+        let of = |p| String::from_utf8_lossy(&plane.kubectl(&["logs", p]).stdout).into_owned();
+        format!(
+            "{}: {}\n{}: {}\n{}",
+            pods[0],
+            of(pods[0]),
+            pods[1],
+            of(pods[1]),
+            log()
+        )
+    };
+    assert_eq!(
+        reasons,
+        ["Completed".to_string(), "OOMKilled".to_string()],
+        "one completes, the other is killed for memory\n{}",
+        logs()
+    );
+    assert!(
+        log().contains("a page the running container touched had no frame"),
+        "the kill came from a touch the node could not back\n{}",
+        logs()
+    );
 }
 
 #[test]
@@ -105,11 +117,8 @@ fn a_64_mib_node_runs_guests_in_the_memory_it_advertises() {
     let log = || b.node.log_text();
     plane.wait_wasm_node("mem-1", log);
 
-    let allocatable = bytes(&jsonpath(
-        &plane,
-        &["get", "node", "mem-1"],
-        "{.status.allocatable.memory}",
-    ));
+    let allocatable =
+        bytes(&plane.jsonpath(&["get", "node", "mem-1"], "{.status.allocatable.memory}"));
     assert!(
         allocatable >= 48 << 20,
         "a 64 MiB node advertises at least 48 MiB: {allocatable} bytes\n{}",
@@ -118,7 +127,14 @@ fn a_64_mib_node_runs_guests_in_the_memory_it_advertises() {
 
     // A 16 MiB heap under a 20Mi limit: the memory grows in place, never
     // holding an old and a new copy at once.
-    plane.apply(&big_vec(&host, "big-16", 16, (0, 0), "20Mi", "20Mi"));
+    plane.apply(&big_vec(
+        &host,
+        "big-16",
+        16,
+        (Touch::Pages, 0, 0),
+        "20Mi",
+        "20Mi",
+    ));
     plane.wait_output(
         &["get", "pod", "big-16", "-o", "jsonpath={.status.phase}"],
         "Succeeded",
@@ -132,38 +148,22 @@ fn a_64_mib_node_runs_guests_in_the_memory_it_advertises() {
     // which nothing has touched yet), then touch it all and hold it. The
     // node cannot hold both: the one whose touch finds no page is killed
     // (OOMKilled), and the other completes.
-    for name in ["hog-a", "hog-b"] {
-        plane.apply(&big_vec(&host, name, 30, (4000, 3000), "8Mi", "40Mi"));
+    let hogs = ["hog-a", "hog-b"];
+    for name in hogs {
+        let touch = (Touch::Pages, 4000, 3000);
+        plane.apply(&big_vec(&host, name, 30, touch, "8Mi", "40Mi"));
     }
-    plane.eventually("both hogs to end", 180, log, || {
-        ended(&plane, "hog-a").is_some() && ended(&plane, "hog-b").is_some()
-    });
-    let mut reasons = [ended(&plane, "hog-a"), ended(&plane, "hog-b")].map(Option::unwrap);
-    reasons.sort();
-    assert_eq!(
-        reasons,
-        ["Completed".to_string(), "OOMKilled".to_string()],
-        "one hog completes, the other is killed for memory\n{}",
-        log()
-    );
-    let hogs = || {
-        let out = plane.kubectl(&["logs", "hog-a"]);
-        let out_b = plane.kubectl(&["logs", "hog-b"]);
-        format!(
-            "hog-a: {}\nhog-b: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out_b.stdout),
-            log()
-        )
-    };
-    assert!(
-        log().contains("a page the running container touched had no frame"),
-        "the kill came from a touch the node could not back\n{}",
-        hogs()
-    );
+    one_completes_one_starves(&plane, hogs, 180, log);
 
     // The node gave the killed guest's pages back: 16 MiB runs again.
-    plane.apply(&big_vec(&host, "big-again", 16, (0, 0), "20Mi", "20Mi"));
+    plane.apply(&big_vec(
+        &host,
+        "big-again",
+        16,
+        (Touch::Pages, 0, 0),
+        "20Mi",
+        "20Mi",
+    ));
     plane.wait_output(
         &["get", "pod", "big-again", "-o", "jsonpath={.status.phase}"],
         "Succeeded",
@@ -188,33 +188,12 @@ fn one_memset_over_memory_the_node_cannot_back_kills_only_its_pod() {
     plane.wait_wasm_node("mem-2", log);
     // Both grow by 200 MiB while nothing is touched, then fill it with one
     // memset each: about 100 MiB of the second fill has no frame.
-    for name in ["fill-a", "fill-b"] {
-        plane.apply(&big_vec_filled(
-            &host,
-            name,
-            200,
-            (4000, 3000),
-            "8Mi",
-            "256Mi",
-            true,
-        ));
+    let fillers = ["fill-a", "fill-b"];
+    for name in fillers {
+        let touch = (Touch::Memset, 4000, 3000);
+        plane.apply(&big_vec(&host, name, 200, touch, "8Mi", "256Mi"));
     }
-    plane.eventually("both fillers to end", 240, log, || {
-        ended(&plane, "fill-a").is_some() && ended(&plane, "fill-b").is_some()
-    });
-    let mut reasons = [ended(&plane, "fill-a"), ended(&plane, "fill-b")].map(Option::unwrap);
-    reasons.sort();
-    assert_eq!(
-        reasons,
-        ["Completed".to_string(), "OOMKilled".to_string()],
-        "one filler completes, the other is killed for memory\n{}",
-        log()
-    );
-    assert!(
-        log().contains("a page the running container touched had no frame"),
-        "{}",
-        log()
-    );
+    one_completes_one_starves(&plane, fillers, 240, log);
     plane.wait_output(
         &[
             "get",

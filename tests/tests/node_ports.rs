@@ -20,11 +20,6 @@ const REFUSED_WITHIN: Duration = Duration::from_secs(1);
 /// costs the pod's runner its 1 s idle wait each time).
 const FIVE_GETS_WITHIN: Duration = Duration::from_secs(3);
 
-fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
-    let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[derive(Debug)]
 enum Outcome {
     /// Some answer (possibly cut short).
@@ -151,21 +146,21 @@ spec:
     ));
     let mut pod = String::new();
     plane.eventually("the echo pod to be created", 60, log, || {
-        pod = jsonpath(
-            plane,
+        pod = plane.jsonpath(
             &["get", "pods", "-l", "app=echo"],
             "{.items[0].metadata.name}",
         );
         !pod.is_empty()
     });
     plane.wait_output(&["logs", &pod], "listening", 150, log);
-    let on = jsonpath(plane, &["get", "pod", &pod], "{.spec.nodeName}");
+    let on = plane.jsonpath(&["get", "pod", &pod], "{.spec.nodeName}");
     let with = names
         .iter()
         .position(|n| *n == on)
         .unwrap_or_else(|| panic!("{pod} runs on {on:?}, not one of {names:?}"));
     let without = 1 - with;
-    let node_port: u16 = jsonpath(plane, &["get", "svc", "echo"], "{.spec.ports[0].nodePort}")
+    let node_port: u16 = plane
+        .jsonpath(&["get", "svc", "echo"], "{.spec.ports[0].nodePort}")
         .parse()
         .expect("the Service's nodePort");
     let forwards: Vec<u16> = c

@@ -9,11 +9,6 @@ use skiff_e2e::plane::Plane;
 use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
 
-fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
-    let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `a.b.c.d/len` contains `ip`.
 fn contains(cidr: &str, ip: Ipv4Addr) -> bool {
     let (net, len) = cidr.split_once('/').expect("a CIDR");
@@ -40,7 +35,7 @@ fn pods_get_their_own_addresses_and_reach_each_other_on_one_node() {
         30,
         log,
     );
-    let cidr = jsonpath(&plane, &["get", "node", "net-1"], "{.spec.podCIDR}");
+    let cidr = plane.jsonpath(&["get", "node", "net-1"], "{.spec.podCIDR}");
 
     // Two servers on the same containerPort: each has its own address. The
     // node probes them there: echo-a's readiness over HTTP, echo-b's
@@ -79,11 +74,12 @@ spec:
     let mut ips = Vec::new();
     for name in ["echo-a", "echo-b"] {
         plane.wait_output(&["logs", name], "listening", 120, log);
-        let ip: Ipv4Addr = jsonpath(&plane, &["get", "pod", name], "{.status.podIP}")
+        let ip: Ipv4Addr = plane
+            .jsonpath(&["get", "pod", name], "{.status.podIP}")
             .parse()
             .unwrap_or_else(|e| panic!("{name}'s podIP: {e}"));
         assert!(contains(&cidr, ip), "{name} has {ip}, outside {cidr}");
-        let ips_field = jsonpath(&plane, &["get", "pod", name], "{.status.podIPs[*].ip}");
+        let ips_field = plane.jsonpath(&["get", "pod", name], "{.status.podIPs[*].ip}");
         assert_eq!(ips_field, ip.to_string());
         ips.push(ip);
     }
@@ -132,8 +128,7 @@ spec:
         30,
         log,
     );
-    let restarts = jsonpath(
-        &plane,
+    let restarts = plane.jsonpath(
         &["get", "pod", "echo-b"],
         "{.status.containerStatuses[0].restartCount}",
     );

@@ -9,11 +9,6 @@ use skiff_e2e::plane::Plane;
 use skiff_e2e::registry::Registry;
 use skiff_e2e::*;
 
-fn jsonpath(plane: &Plane, what: &[&str], path: &str) -> String {
-    let out = plane.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn describe(plane: &Plane, what: &str) -> String {
     let out = plane.kubectl(&["describe", what]);
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -87,13 +82,11 @@ spec:
         60,
         || format!("{}\n{}", describe(&plane, "pods"), log()),
     );
-    let pod = jsonpath(
-        &plane,
+    let pod = plane.jsonpath(
         &["get", "pods", "-l", "app=echo"],
         "{.items[0].metadata.name}",
     );
-    let image_id = jsonpath(
-        &plane,
+    let image_id = plane.jsonpath(
         &["get", "pod", &pod],
         "{.status.containerStatuses[0].imageID}",
     );
@@ -294,8 +287,7 @@ spec:
         60,
         log,
     );
-    let ready = jsonpath(
-        &plane,
+    let ready = plane.jsonpath(
         &["get", "node", "wasm-1"],
         "{.status.conditions[?(@.type==\"Ready\")].status}",
     );
@@ -388,12 +380,11 @@ spec:
     assert!(events.contains("Failed to pull image"), "{events}");
     // Nothing ran, and the node is fine.
     assert_eq!(
-        jsonpath(&plane, &["get", "pod", "unknown"], "{.status.phase}"),
+        plane.jsonpath(&["get", "pod", "unknown"], "{.status.phase}"),
         "Pending"
     );
     assert_eq!(
-        jsonpath(
-            &plane,
+        plane.jsonpath(
             &["get", "node", "wasm-2"],
             "{.status.conditions[?(@.type==\"Ready\")].status}"
         ),
@@ -760,8 +751,7 @@ spec:
     let r = reference("name-lookup", &[&name, "10.1.2.3"], &[]);
     assert_eq!(logs("lookup"), r.stdout, "lookup");
     assert_eq!(
-        jsonpath(
-            &plane,
+        plane.jsonpath(
             &["get", "pod", "refused"],
             "{.status.containerStatuses[0].state.terminated.exitCode}"
         ),
@@ -875,11 +865,7 @@ spec:
     assert!(w.contains("does not have the proper auth"), "{w}");
     // The node never got the artifact for them.
     assert_eq!(
-        jsonpath(
-            &plane,
-            &["-n", "team-b", "get", "pod", "b"],
-            "{.status.phase}"
-        ),
+        plane.jsonpath(&["-n", "team-b", "get", "pod", "b"], "{.status.phase}"),
         "Pending"
     );
 
@@ -927,8 +913,7 @@ spec:
     ));
     // Until the abuser has been OOM-killed, the neighbour answers every time.
     let killed = || {
-        jsonpath(
-            &plane,
+        plane.jsonpath(
             &["get", "pod", "abuser"],
             "{.status.containerStatuses[0].lastState.terminated.reason}",
         ) == "OOMKilled"
@@ -968,14 +953,13 @@ spec:
     }
     // The log is bounded: 16 MiB written, much less kept.
     assert!(logs.len() < 1 << 20, "{} bytes of log kept", logs.len());
-    let ready = jsonpath(
-        &plane,
+    let ready = plane.jsonpath(
         &["get", "node", "wasm-3"],
         "{.status.conditions[?(@.type==\"Ready\")].status}",
     );
     assert_eq!(ready, "True", "the node stays Ready\n{}", log());
     assert_eq!(
-        jsonpath(&plane, &["get", "pod", "echo"], "{.status.phase}"),
+        plane.jsonpath(&["get", "pod", "echo"], "{.status.phase}"),
         "Running"
     );
     b.shutdown();

@@ -94,28 +94,8 @@ impl Record {
         out
     }
 
-    /// Bytes the record at the start of `head` (at least [`HEADER`] bytes)
-    /// takes in all, so a driver knows how much more to read.
-    pub fn len_from_header(head: &[u8]) -> Result<usize, SavedError> {
-        if head.len() < HEADER {
-            return Err(SavedError::Corrupt("short header"));
-        }
-        if &head[..8] != MAGIC {
-            return Err(if head[..8].iter().all(|&b| b == 0) {
-                SavedError::Empty
-            } else {
-                SavedError::Corrupt("bad magic")
-            });
-        }
-        let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
-        if HEADER + len > MAX_RECORD {
-            return Err(SavedError::Corrupt("too long"));
-        }
-        Ok(HEADER + len)
-    }
-
     pub fn decode(bytes: &[u8]) -> Result<Record, SavedError> {
-        let total = Self::len_from_header(bytes)?;
+        let total = record_len(bytes)?;
         let Some(payload) = bytes.get(HEADER..total) else {
             return Err(SavedError::Corrupt("truncated"));
         };
@@ -153,7 +133,21 @@ impl Record {
 /// Bytes the record starting with `head` (at least [`HEADER`] bytes of it)
 /// takes in all: how much a driver reading it from disk needs.
 pub fn record_len(head: &[u8]) -> Result<usize, SavedError> {
-    Record::len_from_header(head)
+    if head.len() < HEADER {
+        return Err(SavedError::Corrupt("short header"));
+    }
+    if &head[..8] != MAGIC {
+        return Err(if head[..8].iter().all(|&b| b == 0) {
+            SavedError::Empty
+        } else {
+            SavedError::Corrupt("bad magic")
+        });
+    }
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    if HEADER + len > MAX_RECORD {
+        return Err(SavedError::Corrupt("too long"));
+    }
+    Ok(HEADER + len)
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -199,7 +193,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let bytes = record().encode();
-        assert_eq!(Record::len_from_header(&bytes), Ok(bytes.len()));
+        assert_eq!(record_len(&bytes), Ok(bytes.len()));
         assert_eq!(Record::decode(&bytes), Ok(record()));
         // Sector padding after the record is ignored.
         let mut padded = bytes.clone();

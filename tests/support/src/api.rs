@@ -274,6 +274,13 @@ impl ApiServer {
         self.kubectl_as(&self.kubeconfig, args)
     }
 
+    /// `kubectl <what> -o jsonpath=<path>` as admin; stdout, empty when
+    /// the command failed (for polling).
+    pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let out = self.kubectl(&[what, &["-o", &format!("jsonpath={path}")]].concat());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs kubectl as admin, asserting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         succeeds(self.kubectl(args), args)
