@@ -1,6 +1,7 @@
 //! End-to-end test support: finds (or builds) the kernel, launches nodes under
 //! QEMU through `skiff-qemu`, and turns every failure into a panic that
-//! carries the node's serial log. The tests are in `tests/tests/`.
+//! carries the node's serial log. The tests are in `tests/tests/e2e/`, one
+//! test binary (`cargo test -p skiff-e2e --test e2e MODULE::`).
 //!
 //! Environment: `SKIFF_KERNEL` (kernel ELF; built with the `kernel` profile
 //! when unset), `SKIFF_KVM=1` (KVM instead of TCG). QEMU is required: a
