@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skiff_apiserver::{ServeConfig, pki};
 
@@ -325,28 +325,18 @@ impl ApiServer {
         self.ok(&["apply", "-f", path.to_str().unwrap()])
     }
 
-    /// Polls `f` every 100 ms for up to `secs`; the failure message carries
-    /// `context()` (e.g. a node's serial log) and the diagnostics
-    /// ([`ApiServer::set_diagnostics`]).
+    /// [`crate::eventually`], the failure message also carrying the
+    /// diagnostics ([`ApiServer::set_diagnostics`]).
     #[track_caller]
     pub fn eventually(
         &self,
         what: &str,
         secs: u64,
         context: impl Fn() -> String,
-        mut f: impl FnMut() -> bool,
+        f: impl FnMut() -> bool,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            if Instant::now() >= deadline {
-                let more = self.diagnostics.as_ref().map(|d| d()).unwrap_or_default();
-                panic!(
-                    "timed out after {secs} s waiting for {what}\n{}\n{more}",
-                    context()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let more = || self.diagnostics.as_ref().map(|d| d()).unwrap_or_default();
+        crate::eventually(what, secs, || format!("{}\n{}", context(), more()), f);
     }
 
     /// Waits until `kubectl args` prints `needle` (stdout or stderr);

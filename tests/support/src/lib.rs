@@ -15,6 +15,25 @@ pub mod fuzz;
 pub use skiff_build::workspace_root;
 
 /// Median of samples (sorted copy).
+/// Polls `f` every 100 ms for up to `secs`; the failure message carries
+/// `context()` (e.g. a node's serial log). The one polling helper: the API
+/// harness's [`api::ApiServer::eventually`] adds its diagnostics to it.
+#[track_caller]
+pub fn eventually(
+    what: &str,
+    secs: u64,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {secs} s waiting for {what}\n{}", context());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn median(samples: &[f64]) -> f64 {
     percentile(samples, 50.0)
 }
