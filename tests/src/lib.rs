@@ -24,7 +24,7 @@ pub mod netns;
 pub mod plane;
 pub mod registry;
 
-pub use skiff_test_support::{api, bench, eventually, median, peers, percentile};
+pub use skiff_test_support::{Scrape, api, bench, eventually, median, peers, percentile};
 
 /// Guest port of the diagnostic service in every test.
 pub const DIAG_PORT: u16 = 7000;

@@ -240,6 +240,13 @@ impl Collector for StoreCollector {
             let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
             g.encode(m)?;
         }
-        Ok(())
+        let commits = self.store.commit_durations();
+        let m = encoder.encode_descriptor(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            None,
+            commits.metric_type(),
+        )?;
+        commits.encode(m)
     }
 }

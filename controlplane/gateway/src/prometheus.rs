@@ -2,7 +2,8 @@
 //! server's `/metrics`: connected nodes and frames, and the nodes' latest
 //! usage reports as the kubelet's resource metrics name them
 //! (`node_cpu_usage_seconds_total`, `container_cpu_usage_seconds_total`,
-//! `container_memory_working_set_bytes`, ...). Series of simulated nodes
+//! `container_memory_working_set_bytes`, ...), and the image service's
+//! resolves, downloads, compiles and cache hits. Series of simulated nodes
 //! (hollow nodes) carry `simulated="true"`.
 
 use std::sync::Arc;
@@ -175,6 +176,35 @@ impl Collector for GatewayCollector {
             "Current working set of the container in bytes.",
             false,
             &cmem,
-        )
+        )?;
+        let Some(images) = &self.0.cfg.images else {
+            return Ok(());
+        };
+        let stats = images.0.stats();
+        for (name, help, v) in [
+            (
+                "skiff_image_resolves",
+                "Image references resolved against their registry (manifest round trips).",
+                stats.resolves,
+            ),
+            (
+                "skiff_image_downloads",
+                "Wasm module blobs downloaded from registries.",
+                stats.downloads,
+            ),
+            (
+                "skiff_image_compiles",
+                "Wasm modules compiled ahead of time for the nodes.",
+                stats.compiles,
+            ),
+            (
+                "skiff_image_cache_hits",
+                "Pulls whose module was already compiled (memory or disk cache).",
+                stats.cache_hits,
+            ),
+        ] {
+            family(&mut encoder, name, help, true, &[(vec![], v as f64)])?;
+        }
+        Ok(())
     }
 }

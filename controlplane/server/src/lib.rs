@@ -4,6 +4,7 @@
 //! `skiff server` are two front ends to [`start`].
 
 mod cluster;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -240,8 +241,12 @@ pub async fn start(dir: PathBuf, data: PathBuf, args: ServeOptions) -> Result<Ru
             skiff_scheduler::client_from_kubeconfig(&kubeconfig, Some(&local_url(api.addr)))
                 .await
                 .map_err(|e| e.to_string())?;
+        let config = skiff_scheduler::SchedulerConfig::default();
+        api.state
+            .metrics
+            .register_collector(Box::new(metrics::SchedulerCollector(config.stats.clone())));
         Some(tokio::spawn(async move {
-            if let Err(e) = skiff_scheduler::run(client, Default::default()).await {
+            if let Err(e) = skiff_scheduler::run(client, config).await {
                 tracing::error!(error = %e, "the scheduler stopped");
             }
         }))

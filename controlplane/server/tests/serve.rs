@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use skiff_hollow_node::{Fleet, FleetConfig};
+use skiff_test_support::Scrape;
 use skiff_test_support::peers::kubectl as kubectl_path;
 
 mod common;
@@ -99,6 +100,40 @@ fn pki_init_serve_and_nodes_join() {
             .count();
         (ready == 2).then_some(()).ok_or(out)
     });
+
+    // The in-process scheduler places a pod, and says so on `/metrics`
+    // under kube-scheduler's name.
+    let pod = text(&kubectl(&[
+        "run",
+        "placed",
+        "--image=skiff.dev/testrt",
+        "--restart=Never",
+    ]));
+    eventually(30, "pod placed on a node", || {
+        let node = text(&kubectl(&[
+            "get",
+            "pod",
+            "placed",
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ]));
+        node.starts_with("joiner")
+            .then_some(())
+            .ok_or(format!("{pod}\n{node}"))
+    });
+    let scrape = Scrape::parse(&text(&kubectl(&["get", "--raw", "/metrics"])));
+    let scheduled = [("profile", "default-scheduler"), ("result", "scheduled")];
+    assert!(
+        scrape
+            .total("scheduler_schedule_attempts_total", &scheduled)
+            .is_some_and(|n| n >= 1.0),
+        "{scrape:?}"
+    );
+    assert!(
+        scrape
+            .total("etcd_disk_backend_commit_duration_seconds_count", &[])
+            .is_some_and(|n| n > 0.0)
+    );
 }
 
 /// A running `skiff-controlplane serve` with a fresh PKI, its log in a file.

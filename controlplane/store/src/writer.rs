@@ -180,7 +180,7 @@ fn apply_raft(
             t.insert(state::RAFT_APPLIED, raft)
                 .map_err(state::storage)?;
         }
-        w.commit().map_err(state::storage)?;
+        commit(shared, w)?;
         Ok((results, events))
     };
     match run(counters) {
@@ -274,11 +274,21 @@ fn commit_group(
         }
     }
     if wrote || counters.revision != before {
-        w.commit().map_err(state::storage)?;
+        commit(shared, w)?;
     } else {
         // Only failed commands and txns that changed nothing: their answers
         // rest on state that is already durable, so skip the fsync.
         w.abort().map_err(state::storage)?;
     }
     Ok((results, events))
+}
+
+/// Commits `w` (fsync included), timing it for `commit_durations`.
+fn commit(shared: &Shared, w: redb::WriteTransaction) -> Result<()> {
+    let started = std::time::Instant::now();
+    w.commit().map_err(state::storage)?;
+    shared
+        .commit_durations
+        .observe(started.elapsed().as_secs_f64());
+    Ok(())
 }

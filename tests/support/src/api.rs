@@ -315,6 +315,12 @@ impl ApiServer {
         so.into_owned()
     }
 
+    /// The API server's `/metrics` as admin, parsed ([`crate::Scrape`]).
+    #[track_caller]
+    pub fn scrape(&self) -> crate::Scrape {
+        crate::Scrape::parse(&self.ok(&["get", "--raw", "/metrics"]))
+    }
+
     /// `kubectl apply -f` of `yaml` (written to a fresh file).
     pub fn apply(&self, yaml: &str) -> String {
         let nanos = std::time::SystemTime::now()

@@ -14,7 +14,6 @@ pub mod fuzz;
 
 pub use skiff_build::workspace_root;
 
-/// Median of samples (sorted copy).
 /// Polls `f` every 100 ms for up to `secs`; the failure message carries
 /// `context()` (e.g. a node's serial log). The one polling helper: the API
 /// harness's [`api::ApiServer::eventually`] adds its diagnostics to it.
@@ -34,6 +33,62 @@ pub fn eventually(
     }
 }
 
+/// A `/metrics` scrape parsed by the Prometheus project's own parser (the
+/// Python client's OpenMetrics parser, which also checks the format).
+#[derive(Debug)]
+pub struct Scrape(Vec<(String, std::collections::BTreeMap<String, String>, f64)>);
+
+impl Scrape {
+    /// Parses `text` (a `/metrics` body); panics with the parser's
+    /// complaint when it is not valid OpenMetrics.
+    #[track_caller]
+    pub fn parse(text: &str) -> Scrape {
+        use std::io::Write as _;
+        // The samples as one JSON list of `[name, labels, value]`.
+        const PY: &str = "import json, sys\n\
+            from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+            print(json.dumps([[s.name, s.labels, s.value] \
+            for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]))\n";
+        let mut child = std::process::Command::new(peers::python())
+            .args(["-c", PY])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .expect("feeding the parser");
+        let out = child.wait_with_output().expect("python");
+        assert!(
+            out.status.success(),
+            "the Prometheus parser refused the scrape: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Scrape(serde_json::from_slice(&out.stdout).expect("the parser's JSON"))
+    }
+
+    /// The sum of the samples named `sample` (`..._total`, `..._count`)
+    /// that carry all of `labels`; `None` when no sample matches.
+    pub fn total(&self, sample: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut found = None;
+        for (name, l, v) in &self.0 {
+            if name == sample
+                && labels
+                    .iter()
+                    .all(|(k, want)| l.get(*k).is_some_and(|v| v == want))
+            {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+        found
+    }
+}
+
+/// Median of samples (sorted copy).
 pub fn median(samples: &[f64]) -> f64 {
     percentile(samples, 50.0)
 }

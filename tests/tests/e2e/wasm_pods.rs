@@ -295,6 +295,25 @@ spec:
     let a = http_get(http_port, "/hello?x=1")
         .unwrap_or_else(|e| panic!("echo after the bad pods: {e}"));
     assert!(a.contains("200 OK"), "{a}");
+    // The plane's /metrics: the image service's work, and the kernel
+    // node's own usage reports per container.
+    let scrape = plane.scrape();
+    let count = |sample: &str, labels: &[(&str, &str)]| {
+        scrape
+            .total(sample, labels)
+            .unwrap_or_else(|| panic!("no {sample} {labels:?} in {scrape:?}"))
+    };
+    let compiles = count("skiff_image_compiles_total", &[]);
+    assert!(compiles >= 1.0, "{compiles} compiles");
+    assert!(count("skiff_image_downloads_total", &[]) >= compiles);
+    assert!(count("skiff_image_resolves_total", &[]) >= 1.0);
+    count("skiff_image_cache_hits_total", &[]); // served, even at 0
+    let burner = [
+        ("pod", "burner"),
+        ("node", "wasm-1"),
+        ("simulated", "false"),
+    ];
+    assert!(count("container_cpu_usage_seconds_total", &burner) > 0.0);
     b.shutdown();
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::Cluster;
+use skiff_e2e::Scrape;
 use skiff_e2e::peers;
 
 const POD: &str = "apiVersion: v1
@@ -159,32 +160,6 @@ fn kubectl_top_shows_the_nodes_reports() {
     );
 }
 
-/// Parses a `/metrics` scrape with the Prometheus project's own Python
-/// parser (OpenMetrics) and prints the figures the test follows as JSON.
-const SCRAPE_PY: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-text = open(sys.argv[1]).read()
-families = {f.name: f for f in text_string_to_metric_families(text)}
-def total(family, sample, **labels):
-    f = families[family]
-    return sum(s.value for s in f.samples
-               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
-print(json.dumps({
-    "lists": total("apiserver_request", "apiserver_request_total", verb="LIST", resource="pods", code="200"),
-    "list_latency_count": total("apiserver_request_duration_seconds", "apiserver_request_duration_seconds_count", verb="LIST", resource="pods"),
-    "watches": total("apiserver_longrunning_requests", "apiserver_longrunning_requests", verb="WATCH"),
-    "revision": total("etcd_debugging_mvcc_current_revision", "etcd_debugging_mvcc_current_revision"),
-    "db_bytes": total("etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_bytes"),
-    "nodes": total("skiff_gateway_connected_nodes", "skiff_gateway_connected_nodes"),
-    "frames": total("skiff_gateway_frames_received", "skiff_gateway_frames_received_total"),
-    "burn_cpu": total("container_cpu_usage_seconds", "container_cpu_usage_seconds_total", pod="burner", container="burn", simulated="true"),
-    "burn_memory": total("container_memory_working_set_bytes", "container_memory_working_set_bytes", pod="burner", container="burn"),
-    "node_cpu": total("node_cpu_usage_seconds", "node_cpu_usage_seconds_total", node="hn-prom"),
-}))
-print("passed")
-"#;
-
 #[test]
 fn metrics_are_scraped_with_a_prometheus_parser_and_move() {
     let mut c = Cluster::start(|_| {});
@@ -196,60 +171,93 @@ fn metrics_are_scraped_with_a_prometheus_parser_and_move() {
         "-f",
         c.write("burner.yaml", &pod).to_str().unwrap(),
     ]);
-    let script = c.write("scrape.py", SCRAPE_PY);
-    let scrape = |n: u32| -> serde_json::Value {
-        let text = c.ok(&["get", "--raw", "/metrics"]);
-        let file = c.write(&format!("scrape-{n}.txt"), &text);
-        let out = std::process::Command::new(peers::python())
-            .arg(&script)
-            .arg(&file)
-            .output()
-            .expect("python");
-        let so = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && so.contains("passed"),
-            "{so}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(so.lines().next().unwrap()).unwrap()
-    };
-    let mut first = serde_json::Value::Null;
+    let burn = [("pod", "burner"), ("container", "burn")];
+    let mut first = None;
     c.eventually("the burner's series", 30, || {
-        first = scrape(0);
-        first["burn_cpu"].as_f64().is_some_and(|v| v > 0.0)
+        let s = c.scrape();
+        let burning = s
+            .total("container_cpu_usage_seconds_total", &burn)
+            .is_some_and(|v| v > 0.0);
+        first = Some(s);
+        burning
     });
+    let first = first.unwrap();
     // The cluster works: lists, writes, a usage report later.
     c.ok(&["get", "pods"]);
     c.ok(&["create", "configmap", "touch", "--from-literal=a=b"]);
     std::thread::sleep(std::time::Duration::from_secs(11));
-    let second = scrape(1);
-    eprintln!("{first}\n{second}");
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+    let second = c.scrape();
+    eprintln!("{first:?}\n{second:?}");
+    let f = |s: &Scrape, sample: &str, labels: &[(&str, &str)]| {
+        s.total(sample, labels)
+            .unwrap_or_else(|| panic!("no {sample} {labels:?} in the scrape"))
+    };
+    let lists = [("verb", "LIST"), ("resource", "pods"), ("code", "200")];
     assert!(
-        f(&second, "lists") > f(&first, "lists"),
+        f(&second, "apiserver_request_total", &lists)
+            > f(&first, "apiserver_request_total", &lists),
         "pods LISTs counted"
     );
-    assert!(f(&second, "list_latency_count") >= f(&second, "lists") - 1.0);
     assert!(
-        f(&second, "revision") > f(&first, "revision"),
+        f(
+            &second,
+            "apiserver_request_duration_seconds_count",
+            &[("verb", "LIST"), ("resource", "pods")]
+        ) >= f(&second, "apiserver_request_total", &lists) - 1.0
+    );
+    let revision = "etcd_debugging_mvcc_current_revision";
+    assert!(
+        f(&second, revision, &[]) > f(&first, revision, &[]),
         "the store's revision"
     );
-    assert!(f(&second, "db_bytes") > 0.0);
+    assert!(f(&second, "etcd_mvcc_db_total_size_in_bytes", &[]) > 0.0);
+    // Every write commits: the commit latency histogram counts them all,
+    // and its +Inf bucket is its count.
+    let commits = "etcd_disk_backend_commit_duration_seconds_count";
+    assert!(f(&second, commits, &[]) > f(&first, commits, &[]));
+    assert_eq!(
+        f(
+            &second,
+            "etcd_disk_backend_commit_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        f(&second, commits, &[])
+    );
     assert!(
-        f(&second, "watches") >= 1.0,
+        f(
+            &second,
+            "etcd_disk_backend_commit_duration_seconds_sum",
+            &[]
+        ) > 0.0
+    );
+    assert!(
+        f(
+            &second,
+            "apiserver_longrunning_requests",
+            &[("verb", "WATCH")]
+        ) >= 1.0,
         "the gateway's watches are long-running requests"
     );
-    assert_eq!(f(&second, "nodes"), 1.0);
-    assert!(f(&second, "frames") > f(&first, "frames"));
+    assert_eq!(f(&second, "skiff_gateway_connected_nodes", &[]), 1.0);
+    let frames = "skiff_gateway_frames_received_total";
+    assert!(f(&second, frames, &[]) > f(&first, frames, &[]));
     // 500m simulated: 5 more CPU-seconds per 10 s report (one or two
     // reports came in between the scrapes).
-    let burned = f(&second, "burn_cpu") - f(&first, "burn_cpu");
+    let cpu = "container_cpu_usage_seconds_total";
+    let simulated = [burn[0], burn[1], ("simulated", "true")];
+    let burned = f(&second, cpu, &simulated) - f(&first, cpu, &simulated);
     assert!(
         (4.9..=5.1).contains(&burned) || (9.9..=10.1).contains(&burned),
         "burned {burned} s"
     );
-    assert_eq!(f(&second, "burn_memory"), 33554432.0);
-    assert!(f(&second, "node_cpu") > f(&first, "node_cpu"));
+    assert_eq!(
+        f(&second, "container_memory_working_set_bytes", &burn),
+        33554432.0
+    );
+    let node_cpu = "node_cpu_usage_seconds_total";
+    assert!(
+        f(&second, node_cpu, &[("node", "hn-prom")]) > f(&first, node_cpu, &[("node", "hn-prom")])
+    );
 
     // Authorized by RBAC: system:monitoring may scrape, others get 403.
     let monitor = c.cert_kubeconfig("prometheus", &["system:monitoring"]);
