@@ -853,11 +853,12 @@ pub async fn bootstrap(store: &Store) -> ApiResult<()> {
     let bindings = registry::find(g, "v1", "clusterrolebindings").expect("registered");
     let read = json!(["get", "list", "watch"]);
     let write = json!(["create", "delete", "deletecollection", "patch", "update"]);
-    let workloads = json!({"apiGroups": ["", "apps", "batch", "discovery.k8s.io", "coordination.k8s.io", "events.k8s.io",
-                      "networking.k8s.io"],
+    let workloads = json!({"apiGroups": ["", "apps", "autoscaling", "batch", "discovery.k8s.io", "coordination.k8s.io",
+                      "events.k8s.io", "networking.k8s.io"],
         "resources": ["pods", "pods/log", "pods/status", "services", "endpoints", "endpointslices", "configmaps",
                       "serviceaccounts", "events", "leases", "deployments", "deployments/scale", "deployments/status",
-                      "replicasets", "replicasets/scale", "daemonsets", "jobs", "cronjobs", "networkpolicies"]});
+                      "replicasets", "replicasets/scale", "daemonsets", "horizontalpodautoscalers", "jobs", "cronjobs",
+                      "networkpolicies"]});
     let with_verbs = |rule: &Value, verbs: &Value| {
         let mut r = rule.clone();
         r["verbs"] = verbs.clone();

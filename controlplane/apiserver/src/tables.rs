@@ -84,6 +84,15 @@ pub(crate) fn age(ts: Option<&Value>) -> String {
     }
 }
 
+/// `Kind/name` of the reference at `path` (a roleRef, a scaleTargetRef).
+pub(crate) fn reference(o: &Value, path: &str) -> String {
+    format!(
+        "{}/{}",
+        s(o.pointer(&format!("{path}/kind"))),
+        s(o.pointer(&format!("{path}/name")))
+    )
+}
+
 pub(crate) fn created(o: &Value) -> String {
     age(o.pointer("/metadata/creationTimestamp"))
 }

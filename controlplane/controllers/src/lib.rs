@@ -14,6 +14,7 @@ mod endpoints;
 mod events;
 mod expectations;
 mod gc;
+mod hpa;
 mod informer;
 mod job;
 use skiff_client::leader;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
@@ -99,6 +101,7 @@ pub(crate) struct Informers {
     pub endpointslices: Informer<EndpointSlice>,
     pub jobs: Informer<Job>,
     pub cronjobs: Informer<CronJob>,
+    pub hpas: Informer<HorizontalPodAutoscaler>,
     pub namespaces: Informer<Namespace>,
     pub serviceaccounts: Informer<ServiceAccount>,
 }
@@ -117,6 +120,7 @@ impl Informers {
             endpointslices: Informer::start(Api::all(client.clone())),
             jobs: Informer::start(Api::all(client.clone())),
             cronjobs: Informer::start(Api::all(client.clone())),
+            hpas: Informer::start(Api::all(client.clone())),
             namespaces: Informer::start(Api::all(client.clone())),
             serviceaccounts: Informer::start(Api::all(client.clone())),
         }
@@ -215,6 +219,7 @@ async fn run_controllers(client: Client, cfg: Config) {
         job::run(shared.clone(), &inf),
         daemonset::run(shared.clone(), &inf),
         cronjob::run(shared.clone(), &inf),
+        hpa::run(shared.clone(), &inf),
     );
 }
 

@@ -277,3 +277,82 @@ fn metrics_are_scraped_with_a_prometheus_parser_and_move() {
     let (code, _) = c.request_raw("GET", "/metrics", "", Vec::new());
     assert_eq!(code, 200, "the admin (system:masters) scrapes");
 }
+
+const AUTOSCALED: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burn, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: burn}}
+  template:
+    metadata:
+      labels: {app: burn}
+      annotations: {hollow.skiff.dev/cpu-millis: \"500\"}
+    spec:
+      containers:
+      - name: burn
+        image: registry.local/burner:1
+        resources: {requests: {cpu: 250m}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: burn, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: burn}
+  minReplicas: 1
+  maxReplicas: 4
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+  behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+";
+
+#[test]
+fn an_hpa_scales_a_deployment_of_the_burner_up_and_back_down() {
+    let mut c = Cluster::start(|_| {});
+    c.start_control_loops();
+    c.start_node("hn-hpa", 0);
+    c.wait_output(&["get", "nodes"], "hn-hpa   Ready", 20);
+    // Bad specs are refused with the field at fault.
+    let bad = AUTOSCALED.replace("maxReplicas: 4", "maxReplicas: 0");
+    let err = c.fails(&["apply", "-f", c.write("bad.yaml", &bad).to_str().unwrap()]);
+    assert!(err.contains("spec.maxReplicas"), "{err}");
+    c.ok(&[
+        "apply",
+        "-f",
+        c.write("autoscaled.yaml", AUTOSCALED).to_str().unwrap(),
+    ]);
+    let replicas = || c.jsonpath(&["get", "deployment", "burn"], "{.spec.replicas}");
+    // One pod at 500m of 250m requested is 200 % of the 50 % target: 4.
+    c.eventually("the HPA scales the burner up to 4", 120, || {
+        replicas() == "4"
+    });
+    let hpa = c.ok(&["get", "hpa", "burn"]);
+    assert!(
+        hpa.contains("Deployment/burn") && hpa.contains("/50%"),
+        "{hpa}"
+    );
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SuccessfulRescale",
+    ]);
+    assert!(events.contains("New size: 4"), "{events}");
+    // Idle pods (a new template): back down to the floor.
+    c.ok(&[
+        "patch",
+        "deployment",
+        "burn",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"hollow.skiff.dev/cpu-millis":"0"}}}}}"#,
+    ]);
+    c.eventually("the HPA scales the idle deployment down to 1", 150, || {
+        replicas() == "1"
+    });
+    let status = c.jsonpath(
+        &["get", "hpa", "burn"],
+        "{.status.conditions[?(@.type==\"ScalingActive\")].status} {.status.currentMetrics[0].resource.current.averageUtilization}",
+    );
+    assert!(status.starts_with("True "), "{status}");
+}

@@ -6,6 +6,7 @@
 
 mod apiextensions;
 mod apps;
+mod autoscaling;
 mod batch;
 mod coordination;
 mod core;
@@ -35,6 +36,7 @@ pub static RESOURCES: &[Resource] = &[
     apps::DEPLOYMENTS,
     apps::REPLICA_SETS,
     apps::DAEMON_SETS,
+    autoscaling::HORIZONTAL_POD_AUTOSCALERS,
     batch::JOBS,
     batch::CRON_JOBS,
     coordination::LEASES,

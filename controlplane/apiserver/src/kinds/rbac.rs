@@ -4,7 +4,7 @@ use k8s_openapi::api::rbac::v1 as api;
 use serde_json::{Value, json};
 
 use crate::registry::{BASE, Causes, Resource, Typed};
-use crate::tables::{created, s};
+use crate::tables::{created, reference, s};
 
 const RBAC: Resource = Resource {
     group: "rbac.authorization.k8s.io",
@@ -42,11 +42,7 @@ const BINDING: Resource = Resource {
     cells: |_, o| {
         vec![
             json!(s(o.pointer("/metadata/name"))),
-            json!(format!(
-                "{}/{}",
-                s(o.pointer("/roleRef/kind")),
-                s(o.pointer("/roleRef/name"))
-            )),
+            json!(reference(o, "/roleRef")),
             json!(created(o)),
         ]
     },
