@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 pub struct Child(pub std::process::Child);
 
@@ -36,14 +35,21 @@ pub fn contains_all(hay: &str, needles: &[&str]) {
     }
 }
 
-/// Retries `check` until it passes or `secs` run out.
+/// Retries `check` until it passes or `secs` run out; the failure names
+/// `check`'s last error. (`skiff_test_support::eventually` polls.)
+#[track_caller]
 pub fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+    let last = std::cell::RefCell::new(String::new());
+    skiff_test_support::eventually(
+        what,
+        secs,
+        || last.borrow().clone(),
+        || match check() {
+            Ok(()) => true,
+            Err(e) => {
+                *last.borrow_mut() = e;
+                false
+            }
+        },
+    );
 }
