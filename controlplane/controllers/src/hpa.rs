@@ -24,7 +24,7 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricSpec,
 };
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use serde_json::{Value, json};
 use skiff_scheduler::resources::{parse_milli, parse_quantity};
@@ -104,7 +104,8 @@ pub fn decide(
         // Scale-down: the highest recommendation of the window.
         desired = history.iter().map(|(_, r)| *r).max().unwrap_or(wanted);
     }
-    let up_limit = (current * 2).max(current + 4);
+    // Saturating: replicas are the user's to set, up to i32::MAX.
+    let up_limit = current.saturating_mul(2).max(current.saturating_add(4));
     let limited = desired.clamp(min, max.min(up_limit).max(min));
     (limited, limited != desired)
 }
@@ -118,13 +119,24 @@ struct Ctx {
 /// What the target's pods use and request, per resource, summed over the
 /// pods that are Running, not being deleted and measured.
 async fn read(
-    client: &kube::Client,
+    ctx: &Ctx,
     ns: &str,
     selector: &str,
     resources: &[String],
 ) -> Result<BTreeMap<String, Reading>, Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pods = pods.list(&ListParams::default().labels(selector)).await?;
+    let matcher = skiff_selectors::LabelSelector::parse(selector)
+        .map_err(|e| Error::InvalidSpec(format!("the target's selector {selector:?}: {e}")))?;
+    let empty = BTreeMap::new();
+    let pods: Vec<Arc<Pod>> = ctx
+        .shared
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            crate::util::namespace(&p.metadata) == ns
+                && matcher.matches_labels(p.metadata.labels.as_ref().unwrap_or(&empty))
+        })
+        .collect();
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("labelSelector", selector)
         .finish();
@@ -132,21 +144,13 @@ async fn read(
     let req = http::Request::get(url)
         .body(Vec::new())
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let metrics: Value = client.request(req).await?;
+    let metrics: Value = ctx.shared.client.request(req).await?;
     let usage: HashMap<&str, &Value> = metrics["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| Some((m.pointer("/metadata/name")?.as_str()?, &m["containers"])))
         .collect();
-    let quantity = |resource: &str, q: &str| -> Option<f64> {
-        let v = if resource == "cpu" {
-            parse_milli(q)
-        } else {
-            parse_quantity(q)
-        };
-        v.map(|v| v as f64)
-    };
     let mut out = BTreeMap::new();
     for resource in resources {
         let mut r = Reading {
@@ -155,7 +159,7 @@ async fn read(
             requests: 0.0,
             pods: 0,
         };
-        for pod in &pods.items {
+        for pod in &pods {
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             let Some(containers) = usage.get(name) else {
@@ -185,6 +189,22 @@ async fn read(
     Ok(out)
 }
 
+/// A replica count in the scale subresource, within `0..=i32::MAX`.
+fn replicas_at(scale: &Value, path: &str) -> Option<i32> {
+    let n = scale.pointer(path)?.as_i64()?;
+    Some(n.clamp(0, i64::from(i32::MAX)) as i32)
+}
+
+/// A quantity of `resource`: millicores for cpu, plain units (bytes) else.
+fn quantity(resource: &str, q: &str) -> Option<f64> {
+    let v = if resource == "cpu" {
+        parse_milli(q)
+    } else {
+        parse_quantity(q)
+    };
+    v.map(|v| v as f64)
+}
+
 /// A metric's resource name and target, or why it is not supported.
 fn target_of(m: &MetricSpec) -> Result<(String, Target), String> {
     let res = m
@@ -196,12 +216,8 @@ fn target_of(m: &MetricSpec) -> Result<(String, Target), String> {
     let target = match (t.type_.as_str(), t.average_utilization, &t.average_value) {
         ("Utilization", Some(p), _) => Target::Utilization(p),
         ("AverageValue", _, Some(q)) => Target::AverageValue(
-            if res.name == "cpu" {
-                parse_milli(&q.0)
-            } else {
-                parse_quantity(&q.0)
-            }
-            .ok_or_else(|| format!("averageValue {:?} does not parse", q.0))? as f64,
+            quantity(&res.name, &q.0)
+                .ok_or_else(|| format!("averageValue {:?} does not parse", q.0))?,
         ),
         (other, _, _) => return Err(format!("target type {other:?} is not supported")),
     };
@@ -232,6 +248,46 @@ fn condition(
     }
 }
 
+/// `status` with `conditions`, each keeping its lastTransitionTime while
+/// its status stays (kube's SetCondition), so a sync that changes nothing
+/// leaves the status as it was.
+fn with_conditions(
+    mut status: HorizontalPodAutoscalerStatus,
+    conditions: Vec<HorizontalPodAutoscalerCondition>,
+) -> HorizontalPodAutoscalerStatus {
+    let previous = status.conditions.take().unwrap_or_default();
+    let conditions = conditions
+        .into_iter()
+        .map(|mut c| {
+            if let Some(p) = previous
+                .iter()
+                .find(|p| p.type_ == c.type_ && p.status == c.status)
+            {
+                c.last_transition_time = p.last_transition_time.clone();
+            }
+            c
+        })
+        .collect();
+    status.conditions = Some(conditions);
+    status
+}
+
+/// Writes `status` unless it is what `hpa` already has; the next sync is a
+/// period away.
+async fn set_status(
+    api: &Api<HorizontalPodAutoscaler>,
+    hpa: &HorizontalPodAutoscaler,
+    status: HorizontalPodAutoscalerStatus,
+) -> Result<Action, Error> {
+    if hpa.status.as_ref() != Some(&status) {
+        let name = crate::util::name(&hpa.metadata);
+        let patch = Patch::Merge(json!({"status": status}));
+        api.patch_status(name, &PatchParams::default(), &patch)
+            .await?;
+    }
+    Ok(Action::requeue(SYNC_PERIOD))
+}
+
 async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let client = &ctx.shared.client;
     let ns = crate::util::namespace(&hpa.metadata).to_string();
@@ -239,34 +295,22 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let spec = hpa.spec.clone().unwrap_or_default();
     let target = &spec.scale_target_ref;
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
-    let set_status = |status: HorizontalPodAutoscalerStatus| {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            api.patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-        }
+    let previous = hpa.status.clone().unwrap_or_default();
+    let fail = |type_: &str, reason: &str, message: String| {
+        with_conditions(
+            previous.clone(),
+            vec![condition(type_, false, reason, message)],
+        )
     };
     let scale_path = match (target.api_version.as_deref(), target.kind.as_str()) {
         (Some("apps/v1") | None, "Deployment") => "deployments",
         (Some("apps/v1") | None, "ReplicaSet") => "replicasets",
         _ => {
-            let mut status = hpa.status.clone().unwrap_or_default();
-            status.conditions = Some(vec![condition(
-                "AbleToScale",
-                false,
-                "FailedGetScale",
-                format!(
-                    "cannot scale {}/{}: only apps/v1 Deployments and ReplicaSets",
-                    target.kind, target.name
-                ),
-            )]);
-            set_status(status).await?;
-            return Ok(Action::requeue(SYNC_PERIOD));
+            let why = format!(
+                "cannot scale {}/{}: only apps/v1 Deployments and ReplicaSets",
+                target.kind, target.name
+            );
+            return set_status(&api, &hpa, fail("AbleToScale", "FailedGetScale", why)).await;
         }
     };
     let scale_url = format!(
@@ -279,22 +323,12 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let scale: Value = match client.request(get).await {
         Ok(s) => s,
         Err(kube::Error::Api(e)) if e.code == 404 => {
-            let mut status = hpa.status.clone().unwrap_or_default();
-            status.conditions = Some(vec![condition(
-                "AbleToScale",
-                false,
-                "FailedGetScale",
-                format!("{} {:?} not found", target.kind, target.name),
-            )]);
-            set_status(status).await?;
-            return Ok(Action::requeue(SYNC_PERIOD));
+            let why = format!("{} {:?} not found", target.kind, target.name);
+            return set_status(&api, &hpa, fail("AbleToScale", "FailedGetScale", why)).await;
         }
         Err(e) => return Err(e.into()),
     };
-    let current = scale
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0) as i32;
+    let current = replicas_at(&scale, "/spec/replicas").unwrap_or(0);
     let selector = scale
         .pointer("/status/selector")
         .and_then(Value::as_str)
@@ -305,33 +339,20 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let targets = match targets {
         Ok(t) => t,
         Err(why) => {
-            let mut status = hpa.status.clone().unwrap_or_default();
-            status.conditions = Some(vec![condition(
-                "ScalingActive",
-                false,
-                "InvalidMetricSourceType",
-                why,
-            )]);
-            set_status(status).await?;
-            return Ok(Action::requeue(SYNC_PERIOD));
+            let status = fail("ScalingActive", "InvalidMetricSourceType", why);
+            return set_status(&api, &hpa, status).await;
         }
     };
     if current == 0 {
         // kube: a target scaled to zero by hand turns autoscaling off.
-        let mut status = hpa.status.clone().unwrap_or_default();
+        let why = "scaling is disabled since the replica count of the target is zero";
+        let mut status = fail("ScalingActive", "ScalingDisabled", why.into());
         status.current_replicas = Some(0);
         status.desired_replicas = 0;
-        status.conditions = Some(vec![condition(
-            "ScalingActive",
-            false,
-            "ScalingDisabled",
-            "scaling is disabled since the replica count of the target is zero".into(),
-        )]);
-        set_status(status).await?;
-        return Ok(Action::requeue(SYNC_PERIOD));
+        return set_status(&api, &hpa, status).await;
     }
     let resources: Vec<String> = targets.iter().map(|(r, _)| r.clone()).collect();
-    let readings = read(client, &ns, selector, &resources).await?;
+    let readings = read(&ctx, &ns, selector, &resources).await?;
     let mut wanted = None::<i32>;
     let mut current_metrics = Vec::new();
     let mut reasons = Vec::new();
@@ -356,31 +377,30 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
         current_metrics
             .push(json!({"type": "Resource", "resource": {"name": resource, "current": current}}));
     }
-    let mut status = hpa.status.clone().unwrap_or_default();
-    status.current_replicas = scale
-        .pointer("/status/replicas")
-        .and_then(Value::as_i64)
-        .map(|n| n as i32);
+    let mut status = previous.clone();
+    status.current_replicas = replicas_at(&scale, "/status/replicas");
     status.observed_generation = hpa.metadata.generation;
     status.current_metrics = serde_json::from_value(Value::Array(current_metrics)).ok();
     let Some(wanted) = wanted else {
         status.desired_replicas = current;
-        status.conditions = Some(vec![
-            condition(
-                "AbleToScale",
-                true,
-                "SucceededGetScale",
-                "the HPA controller was able to get the target's current scale".into(),
-            ),
-            condition(
-                "ScalingActive",
-                false,
-                "FailedGetResourceMetric",
-                reasons.join("; "),
-            ),
-        ]);
-        set_status(status).await?;
-        return Ok(Action::requeue(SYNC_PERIOD));
+        let status = with_conditions(
+            status,
+            vec![
+                condition(
+                    "AbleToScale",
+                    true,
+                    "SucceededGetScale",
+                    "the HPA controller was able to get the target's current scale".into(),
+                ),
+                condition(
+                    "ScalingActive",
+                    false,
+                    "FailedGetResourceMetric",
+                    reasons.join("; "),
+                ),
+            ],
+        );
+        return set_status(&api, &hpa, status).await;
     };
     let window = spec
         .behavior
@@ -417,36 +437,38 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
         status.last_scale_time = Some(crate::util::now());
     }
     status.desired_replicas = desired;
-    status.conditions = Some(vec![
-        condition(
-            "AbleToScale",
-            true,
-            "SucceededRescale",
-            "the HPA controller was able to update the target scale".into(),
-        ),
-        condition(
-            "ScalingActive",
-            true,
-            "ValidMetricFound",
-            "the HPA was able to successfully calculate a replica count".into(),
-        ),
-        condition(
-            "ScalingLimited",
-            limited,
-            match (limited, desired > wanted) {
-                (false, _) => "DesiredWithinRange",
-                (true, true) => "TooFewReplicas",
-                (true, false) => "TooManyReplicas",
-            },
-            if limited {
-                format!("the desired replica count {wanted} was limited to {desired}")
-            } else {
-                "the desired count is within the acceptable range".into()
-            },
-        ),
-    ]);
-    set_status(status).await?;
-    Ok(Action::requeue(SYNC_PERIOD))
+    let status = with_conditions(
+        status,
+        vec![
+            condition(
+                "AbleToScale",
+                true,
+                "SucceededRescale",
+                "the HPA controller was able to update the target scale".into(),
+            ),
+            condition(
+                "ScalingActive",
+                true,
+                "ValidMetricFound",
+                "the HPA was able to successfully calculate a replica count".into(),
+            ),
+            condition(
+                "ScalingLimited",
+                limited,
+                match (limited, desired > wanted) {
+                    (false, _) => "DesiredWithinRange",
+                    (true, true) => "TooFewReplicas",
+                    (true, false) => "TooManyReplicas",
+                },
+                if limited {
+                    format!("the desired replica count {wanted} was limited to {desired}")
+                } else {
+                    "the desired count is within the acceptable range".into()
+                },
+            ),
+        ],
+    );
+    set_status(&api, &hpa, status).await
 }
 
 fn policy(hpa: Arc<HorizontalPodAutoscaler>, e: &Error, ctx: Arc<Ctx>) -> Action {
@@ -502,6 +524,29 @@ mod tests {
     }
 
     #[test]
+    fn conditions_keep_their_transition_time_while_their_status_stays() {
+        let old = crate::util::now();
+        let mut first = condition("ScalingActive", true, "ValidMetricFound", "ok".into());
+        first.last_transition_time = Some(old.clone());
+        let status = HorizontalPodAutoscalerStatus {
+            conditions: Some(vec![first]),
+            ..Default::default()
+        };
+        let later = |ok| {
+            with_conditions(
+                status.clone(),
+                vec![condition("ScalingActive", ok, "R", "m".into())],
+            )
+        };
+        let kept = later(true).conditions.unwrap();
+        assert_eq!(kept[0].last_transition_time, Some(old.clone()));
+        assert_eq!(kept[0].reason.as_deref(), Some("R"));
+        std::thread::sleep(Duration::from_millis(1100));
+        let flipped = later(false).conditions.unwrap();
+        assert_ne!(flipped[0].last_transition_time, Some(old));
+    }
+
+    #[test]
     fn decisions_clamp_limit_and_stabilize() {
         let t0 = Instant::now();
         let w = Duration::from_secs(300);
@@ -521,6 +566,12 @@ mod tests {
         assert_eq!(
             decide(1, 4, 1, 10, &mut h, w, t0 + Duration::from_secs(316)),
             (1, false)
+        );
+        // Huge replica counts do not overflow the rate limit.
+        let mut h = VecDeque::new();
+        assert_eq!(
+            decide(i32::MAX, i32::MAX - 1, 1, i32::MAX, &mut h, w, t0),
+            (i32::MAX, false)
         );
         // A zero window scales down at once, to the floor.
         let mut h = VecDeque::new();

@@ -46,7 +46,10 @@ pub use images::Images;
 pub use metrics::Metrics;
 /// The bootstrap token Secret's type and Skiff's keys in it, for the tools
 /// that create tokens (`skiff token create`).
-pub use tokens::{NODE_NAME_KEY, SECRET_TYPE as BOOTSTRAP_TOKEN_TYPE, SINGLE_USE_KEY};
+pub use tokens::{
+    NODE_NAME_KEY, SECRET_TYPE as BOOTSTRAP_TOKEN_TYPE, SINGLE_USE_KEY, is_token_id,
+    split as split_bootstrap_token,
+};
 
 /// The CSR signer's fuzzing entry points (`tests/fuzz`'s `csr` target).
 #[doc(hidden)]

@@ -72,16 +72,23 @@ enum Source {
     File,
 }
 
-/// `[a-z0-9]{6}.[a-z0-9]{16}`, split.
-fn split(token: &str) -> Option<(&str, &str)> {
-    let ok = |p: &str, n: usize| {
-        p.len() == n
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
+/// `[a-z0-9]{n}`: a token's id (6) or secret (16).
+fn token_part(p: &str, n: usize) -> bool {
+    p.len() == n
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Whether `id` is a bootstrap token id, `[a-z0-9]{6}`.
+pub fn is_token_id(id: &str) -> bool {
+    token_part(id, 6)
+}
+
+/// `[a-z0-9]{6}.[a-z0-9]{16}`, split into id and secret.
+pub fn split(token: &str) -> Option<(&str, &str)> {
     token
         .split_once('.')
-        .filter(|(id, secret)| ok(id, 6) && ok(secret, 16))
+        .filter(|(id, secret)| is_token_id(id) && token_part(secret, 16))
 }
 
 fn secret_path(id: &str) -> String {

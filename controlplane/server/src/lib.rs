@@ -93,7 +93,7 @@ pub struct ServeOptions {
     #[arg(long, default_value_t = 50_000)]
     pub max_objects_per_namespace: usize,
     /// The longest a service account token from TokenRequest lives (kube's
-    /// flag; `s`, `m` or `h`): longer requests are shortened to it.
+    /// flag; `s`, `m`, `h` or `d`): longer requests are shortened to it.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub service_account_max_token_expiration: Duration,
     /// Start a replicated control plane with this member as its first
@@ -121,15 +121,16 @@ pub struct ServeOptions {
     pub snapshot_count: u64,
 }
 
-/// `90s`, `30m`, `24h` (the Go duration units kube's flags use here).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: want a number with s, m or h");
+/// `90s`, `30m`, `24h` (the Go duration units kube's flags use), `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: want a number with s, m, h or d");
     let unit = s.chars().last().ok_or_else(bad)?;
     let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     let secs = match unit {
         's' => Some(n),
         'm' => n.checked_mul(60),
         'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
         _ => None,
     };
     secs.map(Duration::from_secs).ok_or_else(bad)
@@ -340,13 +341,19 @@ async fn removed(store: skiff_store::Store) {
 
 /// How in-process clients reach the API server: loopback when it listens
 /// on all addresses.
-fn local_url(addr: SocketAddr) -> String {
+pub fn local_url(addr: SocketAddr) -> String {
+    format!("https://{}", local_addr(addr))
+}
+
+/// Where a client on this machine dials a listener on `addr`: loopback
+/// when it listens on all addresses.
+pub fn local_addr(addr: SocketAddr) -> SocketAddr {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("https://{}", SocketAddr::new(ip, addr.port()))
+    SocketAddr::new(ip, addr.port())
 }
 
 /// Ctrl-C or SIGTERM (how service managers and tests stop us).

@@ -303,14 +303,9 @@ fn ca_base64(path: &Path) -> Result<String> {
 
 /// `[a-z0-9]{6}.[a-z0-9]{16}`: what the gateway accepts.
 fn check_token(token: &str) -> Result<()> {
-    let ok = |p: &str, n: usize| {
-        p.len() == n
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    match token.split_once('.') {
-        Some((id, secret)) if ok(id, 6) && ok(secret, 16) => Ok(()),
-        _ => bail!("--token: expected <id>.<secret>, 6 and 16 characters of [a-z0-9]"),
+    match skiff_gateway::split_bootstrap_token(token) {
+        Some(_) => Ok(()),
+        None => bail!("--token: expected <id>.<secret>, 6 and 16 characters of [a-z0-9]"),
     }
 }
 
@@ -413,6 +408,8 @@ fn boot(b: BootArgs) -> Result<i32> {
             }
         }
     }
+    // Joined: stop collecting lines nobody reads (the hook's sends fail).
+    drop(lines);
     finish(&mut node)
 }
 

@@ -1,13 +1,13 @@
 //! `skiff server` and `skiff kubeconfig`: a control plane in one command,
 //! its PKI created on first start, as `k3s server` does.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use skiff_apiserver::pki;
-use skiff_controlplane::ServeOptions;
+use skiff_controlplane::{ServeOptions, local_addr, local_url};
 
 /// The host's own address as QEMU's user network shows it to a guest: the
 /// serving certificate names it so `skiff node boot` nodes can check it.
@@ -36,16 +36,6 @@ pub struct KubeconfigArgs {
     /// The server's directory (as given to `skiff server`).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
-}
-
-/// `https://` URL of `addr` as a client on this machine dials it.
-fn local_url(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        addr.ip()
-    };
-    format!("https://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Creates the PKI on first start: no fleet token (each node gets its own
@@ -83,11 +73,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
     rt.block_on(async {
         let running = skiff_controlplane::start(pki.clone(), data, args.options).await?;
         let gateway = running.gateway_addr();
-        let node_server = if gateway.ip().is_loopback() || gateway.ip().is_unspecified() {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), gateway.port())
-        } else {
-            gateway
-        };
+        let node_server = local_addr(gateway);
         let dir = args.dir.display();
         println!(
             "skiff server: the Kubernetes API is at {api}, the node gateway at {gateway}\n\

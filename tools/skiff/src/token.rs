@@ -56,31 +56,17 @@ enum TokenCmd {
     Revoke { id: String },
 }
 
-/// `90s`, `30m`, `24h`, `7d`.
+/// `90s`, `30m`, `24h`, `7d`; more than nothing.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: want a number with s, m, h or d");
-    let unit = s.chars().last().ok_or_else(bad)?;
-    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-    let per = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(bad()),
-    };
-    match n.checked_mul(per) {
-        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-        _ => Err(bad()),
+    match skiff_controlplane::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("invalid duration {s:?}: a token must live a while")),
+        d => Ok(d),
     }
 }
 
 /// A token id must name one Secret: `[a-z0-9]{6}`.
 fn check_id(id: &str) -> Result<()> {
-    if id.len() == 6
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
+    if skiff_gateway::is_token_id(id) {
         Ok(())
     } else {
         bail!("token id {id:?}: expected 6 characters of [a-z0-9] (the part before the dot)")
