@@ -350,7 +350,7 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
 fn builtin_group(group: &str) -> bool {
     crate::registry::RESOURCES.iter().any(|r| r.group == group)
         || group.is_empty()
-        || group == crate::discovery::AUTHZ_GROUP
+        || crate::discovery::REVIEWS.iter().any(|r| r.group == group)
 }
 
 /// CRD defaults (kube's `SetDefaults_CustomResourceDefinition`) and the

@@ -39,10 +39,12 @@ fn group_json(name: &str, versions: &[&str]) -> Value {
     json!({"name": name, "preferredVersion": gvs.first().cloned().unwrap_or(Value::Null), "versions": gvs})
 }
 
-/// The named groups, the authorizer's reviews last.
+/// The named groups, the reviews' groups last.
 fn all_groups(served: &Served) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut all = served.groups();
-    all.push((AUTHZ_GROUP, vec!["v1"]));
+    for group in [AUTHZ_GROUP, AUTHN_GROUP] {
+        all.push((group, vec!["v1"]));
+    }
     all
 }
 
@@ -56,6 +58,45 @@ pub fn api_groups(served: &Served) -> Value {
 
 /// Served by the authorizer, not stored: SelfSubjectAccessReview.
 pub const AUTHZ_GROUP: &str = "authorization.k8s.io";
+/// Served by the authenticator, not stored: SelfSubjectReview. (The group's
+/// TokenRequest is a subresource of service accounts.)
+pub const AUTHN_GROUP: &str = "authentication.k8s.io";
+
+/// A review: asked with `create` and answered, never stored; all are
+/// cluster-scoped `v1`.
+pub struct Review {
+    pub group: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+}
+
+pub const REVIEWS: &[Review] = &[
+    Review {
+        group: AUTHZ_GROUP,
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+    },
+    Review {
+        group: AUTHZ_GROUP,
+        plural: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+    },
+    Review {
+        group: AUTHN_GROUP,
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+    },
+];
+
+fn reviews_of(group: &str, version: &str) -> impl Iterator<Item = &'static Review> {
+    REVIEWS
+        .iter()
+        .filter(move |r| r.group == group && version == "v1")
+}
 
 pub fn api_group(served: &Served, group: &str) -> Option<Value> {
     let (g, vs) = all_groups(served).into_iter().find(|(g, _)| *g == group)?;
@@ -113,9 +154,8 @@ fn sub_entry(r: &Resource, sub: &str) -> Value {
 
 pub fn resource_list(served: &Served, group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    if (group, version) == (AUTHZ_GROUP, "v1") {
-        resources.push(json!({"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": false, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}));
-        resources.push(json!({"name": "selfsubjectrulesreviews", "singularName": "selfsubjectrulesreview", "namespaced": false, "kind": "SelfSubjectRulesReview", "verbs": ["create"]}));
+    for r in reviews_of(group, version) {
+        resources.push(json!({"name": r.plural, "singularName": r.singular, "namespaced": false, "kind": r.kind, "verbs": ["create"]}));
     }
     for r in served.in_group_version(group, version) {
         let mut e = json!({
@@ -243,19 +283,12 @@ fn aggregated_version_entry(served: &Served, g: &str, v: &str) -> Value {
         .in_group_version(g, v)
         .map(aggregated_resource)
         .collect();
-    if g == AUTHZ_GROUP {
+    for r in reviews_of(g, v) {
         resources.push(json!({
-            "resource": "selfsubjectaccessreviews",
-            "responseKind": response_kind(g, v, "SelfSubjectAccessReview"),
+            "resource": r.plural,
+            "responseKind": response_kind(g, v, r.kind),
             "scope": "Cluster",
-            "singularResource": "selfsubjectaccessreview",
-            "verbs": ["create"],
-        }));
-        resources.push(json!({
-            "resource": "selfsubjectrulesreviews",
-            "responseKind": response_kind(g, v, "SelfSubjectRulesReview"),
-            "scope": "Cluster",
-            "singularResource": "selfsubjectrulesreview",
+            "singularResource": r.singular,
             "verbs": ["create"],
         }));
     }

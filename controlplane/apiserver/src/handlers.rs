@@ -25,8 +25,8 @@ use crate::server::State;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{self, Deleted, meta_str};
 use crate::subresources::{
-    bind, scale_of, self_subject_access_review, self_subject_rules_review, set_replicas,
-    token_request,
+    bind, scale_of, self_subject_access_review, self_subject_review, self_subject_rules_review,
+    set_replicas, token_request,
 };
 use crate::watch::{self, WatchParams};
 use crate::{admission, crd, discovery, openapi, ssa, tables};
@@ -285,24 +285,25 @@ fn metadata(
     }
 }
 
-/// The authorizer's reviews, answered rather than stored.
+/// The reviews ([`discovery::REVIEWS`]), answered rather than stored.
 #[derive(Debug, Clone, Copy)]
 enum Review {
     Access,
     Rules,
+    Subject,
 }
 
 fn review_of(segs: &[&str], req: &Request<Body>) -> Option<Review> {
-    match segs {
-        ["apis", g, "v1", review]
-            if *g == discovery::AUTHZ_GROUP && req.method() == Method::POST =>
-        {
-            match *review {
-                "selfsubjectaccessreviews" => Some(Review::Access),
-                "selfsubjectrulesreviews" => Some(Review::Rules),
-                _ => None,
-            }
-        }
+    let ["apis", group, "v1", plural] = segs else {
+        return None;
+    };
+    if req.method() != Method::POST {
+        return None;
+    }
+    match (*group, *plural) {
+        (discovery::AUTHZ_GROUP, "selfsubjectaccessreviews") => Some(Review::Access),
+        (discovery::AUTHZ_GROUP, "selfsubjectrulesreviews") => Some(Review::Rules),
+        (discovery::AUTHN_GROUP, "selfsubjectreviews") => Some(Review::Subject),
         _ => None,
     }
 }
@@ -318,6 +319,7 @@ async fn review_request(
     match review {
         Review::Access => self_subject_access_review(state, id, body).await,
         Review::Rules => self_subject_rules_review(state, id, body).await,
+        Review::Subject => Ok(self_subject_review(id, body)),
     }
 }
 

@@ -593,15 +593,27 @@ async fn connection(
         .await;
 }
 
-/// Authenticates, admits past the limits, then dispatches. Health and
-/// version are open to any authenticated caller, as kube's default RBAC
-/// allows them.
+/// Serves the dashboard's static files, then authenticates, admits past
+/// the limits and dispatches. Health and version are open to any
+/// authenticated caller, as kube's default RBAC allows them.
 async fn route(
     state: Arc<State>,
     peer: &Option<Identity>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     use axum::response::IntoResponse as _;
+    // The dashboard's files hold no data: anyone may load the sign-in page.
+    if let Some(page) = skiff_dashboard::serve(req.method(), req.uri().path()) {
+        return page.map(Body::from);
+    }
+    if let Some(origin) = cross_site(&req) {
+        return ApiError::new(
+            403,
+            "Forbidden",
+            format!("a browser request from another site ({origin}) is refused"),
+        )
+        .into_response();
+    }
     let req = match crate::cluster::handle(&state, peer, req).await {
         Ok(resp) => return resp,
         Err(req) => req,
@@ -648,6 +660,30 @@ async fn route(
         }
     };
     limits::hold(resp, ticket)
+}
+
+/// The other site a browser says sent this request, if one did. A browser
+/// attaches its client certificate to any request to this server, whichever
+/// page made it, so requests other sites' pages make are refused before
+/// authentication (CSRF; cross-site WebSocket upgrades too). Browsers mark
+/// every request with `Sec-Fetch-Site` and writes with `Origin`; kubectl
+/// and other clients send neither.
+fn cross_site(req: &Request<Incoming>) -> Option<String> {
+    let h = req.headers();
+    let shown = |v: &axum::http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    if let Some(site) = h.get("sec-fetch-site")
+        // `none`: the user typed the address or opened a bookmark.
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Some(
+            h.get(axum::http::header::ORIGIN)
+                .map_or_else(|| shown(site), shown),
+        );
+    }
+    let origin = h.get(axum::http::header::ORIGIN)?;
+    let host = h.get(axum::http::header::HOST).map(|v| v.as_bytes());
+    let origin_host = origin.as_bytes().strip_prefix(b"https://");
+    (origin_host.is_none() || origin_host != host).then(|| shown(origin))
 }
 
 /// A service account token is only good while its account exists with the

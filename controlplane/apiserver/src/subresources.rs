@@ -1,6 +1,6 @@
 //! Subresources and review endpoints that are not plain object writes:
 //! `scale`, pod `binding`, service account `token` (TokenRequest) and
-//! SelfSubjectAccessReview.
+//! the self-subject reviews (access, rules, and who am I).
 
 use axum::body::Body;
 use axum::http::Response;
@@ -61,6 +61,25 @@ pub(crate) async fn self_subject_access_review(
         review["metadata"] = json!({});
     }
     Ok(json_response(201, &review))
+}
+
+/// SelfSubjectReview (`kubectl auth whoami`, the dashboard's sign-in): who
+/// the request was authenticated as. Whatever the body asks is ignored, as
+/// kube does: the answer is only ever the caller's own identity.
+pub(crate) fn self_subject_review(id: &Identity, _review: Value) -> Response<Body> {
+    let mut user = json!({"username": id.name, "groups": id.groups});
+    if !id.uid.is_empty() {
+        user["uid"] = json!(id.uid);
+    }
+    json_response(
+        201,
+        &json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": storage::now_rfc3339()},
+            "status": {"userInfo": user},
+        }),
+    )
 }
 
 /// TokenRequest (`kubectl create token`): a signed token for an existing

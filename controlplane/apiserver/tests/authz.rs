@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use skiff_test_support::api::{ApiServer, contains_all, fails, succeeds};
+use skiff_test_support::peers;
 
 const RBAC: &str = "apiVersion: v1
 kind: Namespace
@@ -427,6 +428,27 @@ fn service_account_tokens() {
         "yes"
     );
 
+    // `kubectl auth whoami` (SelfSubjectReview), 1.33 and 1.35: the
+    // token's account, with its groups, even with no rights at all.
+    for bin in [peers::kubectl(), peers::kubectl_latest()] {
+        let me = succeeds(
+            c.kubectl_bin_as(&bin, &robot, &["auth", "whoami", "-o", "json"]),
+            &["whoami"],
+        );
+        let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+        let user = &me["status"]["userInfo"];
+        assert_eq!(user["username"], "system:serviceaccount:team:robot", "{me}");
+        let groups = user["groups"].to_string();
+        contains_all(
+            &groups,
+            &["system:serviceaccounts:team", "system:authenticated"],
+        );
+    }
+    contains_all(
+        &c.ok(&["auth", "whoami"]),
+        &["ATTRIBUTE", "Username", "Groups", "system:masters"],
+    );
+
     // A tampered token, or one whose account is gone, is refused.
     let mut tampered = token.to_string();
     tampered.insert(tampered.len() - 4, 'x');
@@ -457,6 +479,62 @@ fn service_account_tokens() {
     );
 }
 
+/// A browser attaches its client certificate to requests any page makes:
+/// the ones another site's page makes are refused before they do anything,
+/// while the dashboard's own (same origin) and kubectl's (no Origin) pass.
+#[test]
+fn browser_requests_from_other_sites_are_refused() {
+    let c = ApiServer::start();
+    let cm = |name: &str| {
+        format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}}}}"#)
+            .into_bytes()
+    };
+    let path = "/api/v1/namespaces/default/configmaps";
+    for (name, headers) in [
+        ("evil-origin", &[("origin", "https://evil.example")][..]),
+        ("null-origin", &[("origin", "null")]),
+        ("plain-http", &[("origin", "http://127.0.0.1")]),
+        ("cross-site", &[("sec-fetch-site", "cross-site")]),
+        (
+            "same-site-other-port",
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "https://127.0.0.1:1"),
+            ],
+        ),
+    ] {
+        // No Content-Type: what a page may send another site unasked.
+        let (code, _, body) = c.request_with_headers("POST", path, headers, cm(name));
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(code, 403, "{name}: {body}");
+        assert!(body.contains("from another site"), "{name}: {body}");
+        c.fails(&["get", "configmap", name]);
+    }
+    // Same origin (the dashboard's fetches) and user navigation pass.
+    for (name, headers) in [
+        (
+            "same-origin",
+            &[
+                ("origin", "https://127.0.0.1"),
+                ("sec-fetch-site", "same-origin"),
+            ][..],
+        ),
+        ("navigation", &[("sec-fetch-site", "none")]),
+        ("no-browser", &[]),
+    ] {
+        let (code, _, body) = c.request_with_headers("POST", path, headers, cm(name));
+        assert_eq!(code, 201, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+    // The dashboard's sign-in page loads from a link on any site.
+    let (code, ct, _) = c.request_with_headers(
+        "GET",
+        "/ui/",
+        &[("sec-fetch-site", "cross-site")],
+        Vec::new(),
+    );
+    assert_eq!((code, ct.as_str()), (200, "text/html; charset=utf-8"));
+}
+
 /// kube's RBAC escalation rules (`pkg/registry/rbac/validation`,
 /// `test/integration/auth/rbac_test.go`) through real kubectl, 1.33 and
 /// 1.35, as a namespace admin with a client certificate: it cannot bind
@@ -466,10 +544,7 @@ fn service_account_tokens() {
 #[test]
 fn rbac_escalation_needs_bind_or_escalate() {
     let c = ApiServer::start();
-    for (bin, v) in [
-        (skiff_test_support::peers::kubectl(), "133"),
-        (skiff_test_support::peers::kubectl_latest(), "135"),
-    ] {
+    for (bin, v) in [(peers::kubectl(), "133"), (peers::kubectl_latest(), "135")] {
         escalation_scenario(&c, &bin, v);
     }
 }

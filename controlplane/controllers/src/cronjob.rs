@@ -377,7 +377,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     Controller::for_shared_stream(informers.cronjobs.subscribe(), informers.cronjobs.store())
         .reconcile_on(job_events)
         .reconcile_all_on(crate::ticks(crate::RESYNC))
-        .run(reconcile, policy, ctx)
+        .run(
+            crate::metrics::metered("cronjob", &ctx.shared.cfg.stats, reconcile),
+            policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

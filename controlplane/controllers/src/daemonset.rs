@@ -280,7 +280,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     )
     .reconcile_on(pod_events)
     .reconcile_all_on(node_events)
-    .run(reconcile, crate::error_policy, shared)
+    .run(
+        crate::metrics::metered("daemonset", &shared.cfg.stats, reconcile),
+        crate::error_policy,
+        shared,
+    )
     .for_each(|_| async {})
     .await;
 }

@@ -861,7 +861,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     )
     .reconcile_on(rs_events)
     .reconcile_all_on(crate::ticks(crate::RESYNC))
-    .run(reconcile, crate::error_policy, shared)
+    .run(
+        crate::metrics::metered("deployment", &shared.cfg.stats, reconcile),
+        crate::error_policy,
+        shared,
+    )
     .for_each(|_| async {})
     .await;
 }

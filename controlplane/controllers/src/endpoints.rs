@@ -366,7 +366,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     Controller::for_shared_stream(informers.services.subscribe(), informers.services.store())
         .reconcile_on(pod_events)
         .reconcile_all_on(crate::ticks(crate::RESYNC))
-        .run(reconcile, policy, ctx)
+        .run(
+            crate::metrics::metered("endpoints", &ctx.shared.cfg.stats, reconcile),
+            policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -482,7 +482,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     });
     Controller::for_shared_stream(informers.hpas.subscribe(), informers.hpas.store())
         .reconcile_all_on(crate::ticks(SYNC_PERIOD))
-        .run(reconcile, policy, ctx)
+        .run(
+            crate::metrics::metered("horizontalpodautoscaler", &ctx.shared.cfg.stats, reconcile),
+            policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

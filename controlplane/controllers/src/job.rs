@@ -273,7 +273,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     Controller::for_shared_stream(informers.jobs.subscribe(), informers.jobs.store())
         .reconcile_on(pod_events)
         .reconcile_all_on(crate::ticks(crate::RESYNC))
-        .run(reconcile, crate::error_policy, shared)
+        .run(
+            crate::metrics::metered("job", &shared.cfg.stats, reconcile),
+            crate::error_policy,
+            shared,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -18,12 +18,14 @@ mod hpa;
 mod informer;
 mod job;
 use skiff_client::leader;
+mod metrics;
 mod node_ipam;
 mod node_lifecycle;
 mod replicaset;
 mod serviceaccount;
 mod util;
 
+pub use metrics::Stats;
 pub use node_ipam::{PodNetwork, PodNetworkError};
 pub use skiff_client::{ClientError, client_from_kubeconfig};
 pub use util::pod_ready;
@@ -62,6 +64,8 @@ pub struct Config {
     /// Where Nodes get their `spec.podCIDR` from (kube's `--cluster-cidr`
     /// with `--allocate-node-cidrs`); `None`: not allocated here.
     pub pod_network: Option<PodNetwork>,
+    /// Where the controllers count their reconciles.
+    pub stats: Arc<Stats>,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             identity: format!("skiff-controller-manager-{}", util::random_suffix(8)),
             lease_duration: Duration::from_secs(15),
             pod_network: Some(PodNetwork::default()),
+            stats: Arc::default(),
         }
     }
 }

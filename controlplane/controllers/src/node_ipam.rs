@@ -198,7 +198,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     // Every existing allocation must be known before the first new one.
     informers.nodes.ready().await;
     Controller::for_shared_stream(informers.nodes.subscribe(), informers.nodes.store())
-        .run(reconcile, policy, ctx)
+        .run(
+            crate::metrics::metered("nodeipam", &ctx.shared.cfg.stats, reconcile),
+            policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -312,7 +312,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     Controller::for_shared_stream(informers.nodes.subscribe(), informers.nodes.store())
         .reconcile_on(lease_events)
         .reconcile_all_on(ticks)
-        .run(reconcile, crate::error_policy, shared)
+        .run(
+            crate::metrics::metered("node_lifecycle", &shared.cfg.stats, reconcile),
+            crate::error_policy,
+            shared,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -425,7 +425,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     )
     .reconcile_on(pod_events)
     .reconcile_all_on(crate::ticks(crate::RESYNC))
-    .run(reconcile, crate::error_policy, shared)
+    .run(
+        crate::metrics::metered("replicaset", &shared.cfg.stats, reconcile),
+        crate::error_policy,
+        shared,
+    )
     .for_each(|_| async {})
     .await;
 }

@@ -73,7 +73,11 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
         informers.namespaces.store(),
     )
     .reconcile_on(sa_events)
-    .run(reconcile, policy, ctx)
+    .run(
+        crate::metrics::metered("serviceaccount", &ctx.shared.cfg.stats, reconcile),
+        policy,
+        ctx,
+    )
     .for_each(|_| async {})
     .await;
 }

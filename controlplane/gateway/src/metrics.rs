@@ -13,6 +13,9 @@ pub struct Metrics {
     /// Frames from and to registered nodes.
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
+    /// Bytes (TLS plaintext) from and to registered nodes.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
     pub usage_reports: AtomicU64,
     /// Time to apply one LeaseRenew to the API (microseconds), sampled.
     lease_us: Mutex<Vec<u32>>,
@@ -25,6 +28,10 @@ const MAX_SAMPLES: usize = 1 << 20;
 impl Metrics {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(c: &AtomicU64, n: usize) {
+        c.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn observe_lease(&self, d: Duration) {

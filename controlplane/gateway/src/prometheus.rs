@@ -87,6 +87,20 @@ impl Collector for GatewayCollector {
         )?;
         family(
             &mut encoder,
+            "skiff_gateway_received_bytes",
+            "Node protocol bytes received from registered nodes (TLS plaintext).",
+            true,
+            &[(vec![], n(&m.bytes_in))],
+        )?;
+        family(
+            &mut encoder,
+            "skiff_gateway_sent_bytes",
+            "Node protocol bytes sent to registered nodes (TLS plaintext).",
+            true,
+            &[(vec![], n(&m.bytes_out))],
+        )?;
+        family(
+            &mut encoder,
             "skiff_gateway_usage_reports",
             "Resource usage reports received from nodes.",
             true,

@@ -30,7 +30,7 @@ use crate::pod_network;
 use crate::pod_sync::{self, SyncState};
 use crate::timefmt::now_millis;
 use crate::tunnels::NodeTunnels;
-use crate::wire::{ReadError, read_frame, write_frame};
+use crate::wire::{Counted, ReadError, read_frame, write_frame};
 
 /// What this gateway offers.
 pub const CAPABILITIES: Capabilities = Capabilities::POD_DELTA
@@ -235,11 +235,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             Metrics::inc(&writer_shared.metrics.frames_out);
-            if let Err(e) = write_frame(&mut wr, &m, MAX_FRAME).await {
-                writer_shared
-                    .journal
-                    .log(format!("{writer_who}: write failed: {e}"));
-                break;
+            match write_frame(&mut wr, &m, MAX_FRAME).await {
+                Ok(n) => Metrics::add(&writer_shared.metrics.bytes_out, n),
+                Err(e) => {
+                    writer_shared
+                        .journal
+                        .log(format!("{writer_who}: write failed: {e}"));
+                    break;
+                }
             }
             if matches!(m, PlaneToNode::Goodbye { .. } | PlaneToNode::Refused(_)) {
                 break;
@@ -316,7 +319,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         ))
     });
     let reason = tokio::select! {
-        r = serve(&sess, rd) => r,
+        r = serve(&sess, Counted { inner: rd, bytes: &shared.metrics.bytes_in }) => r,
         r = revoked(&sess) => r,
     };
     sync_task.abort();

@@ -1,8 +1,12 @@
 //! Frames over an async byte stream: the protocol crate's codec, with reads
 //! that tell a clean end of stream from a frame cut off in the middle.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
 use skiff_node_proto::{FrameError, Message, decode_body, encode_frame};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 /// Why reading a frame stopped.
 #[derive(Debug)]
@@ -65,15 +69,38 @@ pub async fn read_frame<M: Message, R: AsyncRead + Unpin>(
     decode_body(&body).map_err(ReadError::Frame)
 }
 
-/// Writes one frame and flushes it.
+/// Writes one frame and flushes it; the frame's length in bytes.
 pub async fn write_frame<M: Message, W: AsyncWrite + Unpin>(
     w: &mut W,
     msg: &M,
     max: usize,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
     let bytes = encode_frame(msg, max).map_err(|e| std::io::Error::other(e.to_string()))?;
     w.write_all(&bytes).await?;
-    w.flush().await
+    w.flush().await?;
+    Ok(bytes.len())
+}
+
+/// A reader that adds every byte read through it to a counter (a
+/// session's bytes from its node, frames or not).
+pub struct Counted<'a, R> {
+    pub inner: R,
+    pub bytes: &'a AtomicU64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<'_, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        me.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub mod queue;
 pub mod resources;
 mod scheduler;
 
-pub use scheduler::{RunError, SchedulerConfig, Stats, run};
+pub use scheduler::{PENDING_QUEUES, RunError, SchedulerConfig, Stats, run};
 pub use skiff_client::{ClientError, client_from_kubeconfig};
 
 /// The `spec.schedulerName` this scheduler serves by default.

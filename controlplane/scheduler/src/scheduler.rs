@@ -16,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -73,8 +74,8 @@ impl std::fmt::Debug for SchedulerConfig {
     }
 }
 
-/// Counters for tests, benchmarks and logs.
-#[derive(Debug, Default)]
+/// Counters for tests, benchmarks, logs and `/metrics`.
+#[derive(Debug)]
 pub struct Stats {
     pub attempts: AtomicU64,
     pub bound: AtomicU64,
@@ -83,7 +84,33 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Terms as leader (1 after the first election).
     pub leader_terms: AtomicU64,
+    /// How long choosing a node took per attempt, filters and scores
+    /// (kube's `scheduler_scheduling_algorithm_duration_seconds`, its
+    /// buckets).
+    pub algorithm_durations: Histogram,
+    /// Pods waiting in each queue, as of the last look (at most a second
+    /// old): active, back-off, unschedulable (kube's
+    /// `scheduler_pending_pods{queue}`).
+    pub pending: [AtomicU64; 3],
 }
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            attempts: AtomicU64::new(0),
+            bound: AtomicU64::new(0),
+            unschedulable: AtomicU64::new(0),
+            bind_errors: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+            leader_terms: AtomicU64::new(0),
+            algorithm_durations: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            pending: Default::default(),
+        }
+    }
+}
+
+/// The queues [`Stats::pending`] counts, by kube's label values.
+pub const PENDING_QUEUES: [&str; 3] = ["active", "backoff", "unschedulable"];
 
 /// Why [`run`] stopped: a watch stream ended (the watcher retries errors
 /// with back-off, so only the end of the stream is fatal).
@@ -295,8 +322,22 @@ async fn schedule_loop(
         nodes_synced: false,
     };
     let mut flush = tokio::time::interval(Duration::from_secs(30));
+    let mut counted_at = None;
     loop {
         let now = Instant::now();
+        // Counting walks every pending pod: at most once a second.
+        if counted_at.is_none_or(|at: Instant| now.duration_since(at) >= Duration::from_secs(1)) {
+            let (active, backoff, unschedulable, _) = st.queue.counts();
+            for (gauge, n) in opts
+                .stats
+                .pending
+                .iter()
+                .zip([active, backoff, unschedulable])
+            {
+                gauge.store(n as u64, Ordering::Relaxed);
+            }
+            counted_at = Some(now);
+        }
         // First, so ended back-offs move to the active queue and the timer
         // below only waits for future ones.
         let active = st.queue.has_active(now);
@@ -370,7 +411,12 @@ fn schedule_one(
     now: Instant,
 ) {
     stats.attempts.fetch_add(1, Ordering::Relaxed);
-    match fw.schedule(&pod, st.cache.nodes()) {
+    let started = Instant::now();
+    let chosen = fw.schedule(&pod, st.cache.nodes());
+    stats
+        .algorithm_durations
+        .observe(started.elapsed().as_secs_f64());
+    match chosen {
         Ok(i) => {
             let node = st.cache.nodes()[i].name.clone();
             st.cache.assume(pod.clone(), &node);

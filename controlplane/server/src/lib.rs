@@ -268,6 +268,9 @@ pub async fn start(dir: PathBuf, data: PathBuf, args: ServeOptions) -> Result<Ru
             pod_network,
             ..Default::default()
         };
+        api.state
+            .metrics
+            .register_collector(Box::new(metrics::ControllersCollector(cfg.stats.clone())));
         Some(tokio::spawn(skiff_controllers::run(client, cfg)))
     };
 

@@ -134,6 +134,55 @@ fn pki_init_serve_and_nodes_join() {
             .total("etcd_disk_backend_commit_duration_seconds_count", &[])
             .is_some_and(|n| n > 0.0)
     );
+    // Each attempt timed; the queues' gauges are there (their figures
+    // trail by up to a second).
+    assert!(
+        scrape
+            .total("scheduler_scheduling_algorithm_duration_seconds_count", &[])
+            .is_some_and(|n| n >= 1.0),
+        "{scrape:?}"
+    );
+    for queue in ["active", "backoff", "unschedulable"] {
+        assert!(
+            scrape
+                .total("scheduler_pending_pods", &[("queue", queue)])
+                .is_some(),
+            "{queue}: {scrape:?}"
+        );
+    }
+    // The controllers count their reconciles (the default ServiceAccounts'
+    // controller ran for every namespace) and time them.
+    let sa = [("name", "serviceaccount"), ("result", "success")];
+    assert!(
+        scrape
+            .total("skiff_controller_reconciles_total", &sa)
+            .is_some_and(|n| n >= 1.0),
+        "{scrape:?}"
+    );
+    assert!(
+        scrape
+            .total(
+                "workqueue_work_duration_seconds_count",
+                &[("name", "serviceaccount")]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "{scrape:?}"
+    );
+    // A pod no node fits waits, and the gauges count it.
+    text(&kubectl(&[
+        "run",
+        "stuck",
+        "--image=skiff.dev/testrt",
+        "--restart=Never",
+        "--overrides={\"spec\":{\"nodeSelector\":{\"nowhere\":\"true\"}}}",
+    ]));
+    eventually(30, "the stuck pod counted as waiting", || {
+        let s = Scrape::parse(&text(&kubectl(&["get", "--raw", "/metrics"])));
+        let waiting = |q| s.total("scheduler_pending_pods", &[("queue", q)]);
+        (waiting("unschedulable").unwrap_or(0.0) + waiting("backoff").unwrap_or(0.0) == 1.0)
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    });
 }
 
 /// A running `skiff-controlplane serve` with a fresh PKI, its log in a file.

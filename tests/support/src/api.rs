@@ -152,16 +152,33 @@ impl ApiServer {
         accept: &str,
         body: Vec<u8>,
     ) -> (u16, String, Vec<u8>) {
+        self.request_with_headers(
+            method,
+            path,
+            &[("content-type", content_type), ("accept", accept)],
+            body,
+        )
+    }
+
+    /// Any method with these headers (and `Host: 127.0.0.1`) over HTTPS as
+    /// the admin; returns the status code, the response's content type and
+    /// body.
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, String, Vec<u8>) {
         use http_body_util::{BodyExt as _, Full};
 
         let tls = tls_client(&self.pki_dir(), "kubernetes-admin", &["system:masters"]);
         let addr = self.addr();
-        let (method, path, ct, accept) = (
-            method.to_string(),
-            path.to_string(),
-            content_type.to_string(),
-            accept.to_string(),
-        );
+        let (method, path) = (method.to_string(), path.to_string());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
@@ -173,12 +190,14 @@ impl ApiServer {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let req = hyper::Request::builder()
+            let mut req = hyper::Request::builder()
                 .method(method.as_str())
                 .uri(path)
-                .header("host", "127.0.0.1")
-                .header("accept", accept)
-                .header("content-type", ct)
+                .header("host", "127.0.0.1");
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            let req = req
                 .body(Full::new(bytes::Bytes::from(body)))
                 .expect("request");
             let resp = send.send_request(req).await.expect("response");
@@ -296,8 +315,21 @@ impl ApiServer {
     /// and prints `passed`; returns its stdout.
     #[track_caller]
     pub fn run_python(&self, script: &str, passed: &str) -> String {
+        self.run_python_with(script, &[], passed)
+    }
+
+    /// [`ApiServer::run_python`] with more variables in the script's
+    /// environment.
+    #[track_caller]
+    pub fn run_python_with(&self, script: &str, env: &[(&str, &str)], passed: &str) -> String {
         let out = Command::new(crate::peers::python())
             .arg(script)
+            .envs(env.iter().copied())
+            // The tests' own Python modules (`skiff_browser`).
+            .env(
+                "PYTHONPATH",
+                crate::workspace_root().join("tests/support/py"),
+            )
             .env("KUBECONFIG", &self.kubeconfig)
             .env("SKIFF_URL", &self.url)
             .env("SKIFF_CA", self.pki_dir().join(pki::CA_CERT))

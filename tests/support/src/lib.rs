@@ -159,12 +159,26 @@ pub mod peers {
         find("SKIFF_HELM", "tools/kubectl-v1.35/helm", "Helm 4")
     }
 
-    /// A Python with the official `kubernetes` client and `oras`.
+    /// A Python with the official `kubernetes` client, `oras` and
+    /// Playwright.
     pub fn python() -> PathBuf {
         find(
             "SKIFF_PYTHON",
             "venv/bin/python",
             "python with the kubernetes client",
         )
+    }
+
+    /// Debian's Chromium, which Playwright drives.
+    pub fn chromium() -> PathBuf {
+        let p = std::env::var_os("SKIFF_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        assert!(
+            p.exists(),
+            "Chromium not found at {} (set SKIFF_CHROMIUM or run `cargo xtask setup`)",
+            p.display()
+        );
+        p
     }
 }

@@ -241,6 +241,20 @@ fn metrics_are_scraped_with_a_prometheus_parser_and_move() {
     assert_eq!(f(&second, "skiff_gateway_connected_nodes", &[]), 1.0);
     let frames = "skiff_gateway_frames_received_total";
     assert!(f(&second, frames, &[]) > f(&first, frames, &[]));
+    // Bytes move with frames: at least a 4-byte header per frame each way.
+    for (bytes, frames) in [
+        ("skiff_gateway_received_bytes_total", frames),
+        (
+            "skiff_gateway_sent_bytes_total",
+            "skiff_gateway_frames_sent_total",
+        ),
+    ] {
+        assert!(f(&second, bytes, &[]) > f(&first, bytes, &[]), "{bytes}");
+        assert!(
+            f(&second, bytes, &[]) >= 4.0 * f(&second, frames, &[]),
+            "{bytes}"
+        );
+    }
     // 500m simulated: 5 more CPU-seconds per 10 s report (one or two
     // reports came in between the scrapes).
     let cpu = "container_cpu_usage_seconds_total";

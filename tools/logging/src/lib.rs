@@ -2,7 +2,9 @@
 //! `skiff-hollow-node`, `skiff`): `tracing` events go to stderr through one
 //! subscriber, filtered by `--log-level` (or `RUST_LOG` when the flag is
 //! absent; default `info`), as human-readable lines or, with
-//! `--log-format json`, one JSON object per line.
+//! `--log-format json`, one JSON object per line. Long steps a person waits
+//! for are a [`Progress`] (a spinner on a terminal, a line at each end
+//! otherwise).
 //!
 //! ```no_run
 //! #[derive(clap::Parser)]
@@ -15,11 +17,15 @@
 //! tracing::info!("started");
 //! ```
 
+mod progress;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+
+pub use progress::Progress;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

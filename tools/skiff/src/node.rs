@@ -1,7 +1,6 @@
 //! `skiff node ...`: run a node kernel under QEMU on this machine, on its
 //! own (`run`) or joined to a control plane (`boot`).
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -9,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use skiff_logging::Progress;
 use skiff_qemu::{Accel, HostFwd, Machine, Net, NodeSpec};
 
 #[derive(Subcommand)]
@@ -246,13 +246,18 @@ fn run_alone(a: RunArgs) -> Result<i32> {
             "diag service will be at 127.0.0.1:{p} (e.g. `echo status | nc 127.0.0.1 {p}`)"
         );
     }
-    let (mut node, _) = launch(&spec, a.timestamps)?;
+    let (mut node, _) = launch(&spec, a.timestamps, |l| println!("{l}"))?;
     finish(&mut node)
 }
 
-/// Launches `spec`, printing each serial line (with the host time since
-/// spawn when `timestamps`) and passing it on to the returned receiver.
-fn launch(spec: &NodeSpec, timestamps: bool) -> Result<(skiff_qemu::Node, mpsc::Receiver<String>)> {
+/// Launches `spec`, each serial line printed by `print` (with the host
+/// time since spawn when `timestamps`) and passed on to the returned
+/// receiver.
+fn launch(
+    spec: &NodeSpec,
+    timestamps: bool,
+    print: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<(skiff_qemu::Node, mpsc::Receiver<String>)> {
     if spec.cdrom.is_none() && !spec.kernel.is_file() {
         bail!(
             "kernel {} not found: build it with `cargo xtask kernel` or pass --kernel",
@@ -262,13 +267,12 @@ fn launch(spec: &NodeSpec, timestamps: bool) -> Result<(skiff_qemu::Node, mpsc::
     let (tx, rx) = mpsc::channel();
     let started = Instant::now();
     let hook = Box::new(move |l: &skiff_qemu::LogLine| {
-        let mut out = std::io::stdout().lock();
-        let _ = if timestamps {
+        if timestamps {
             let ms = l.at.duration_since(started).as_secs_f64() * 1e3;
-            writeln!(out, "+{ms:9.3}ms {}", l.text)
+            print(&format!("+{ms:9.3}ms {}", l.text));
         } else {
-            writeln!(out, "{}", l.text)
-        };
+            print(&l.text);
+        }
         let _ = tx.send(l.text.clone());
     });
     Ok((spec.launch_with(Some(hook))?, rx))
@@ -349,14 +353,14 @@ fn image(i: ImageArgs) -> Result<i32> {
         .words(resolve(&i.join.server)?, &i.join.node_name())?;
     let cmdline = [words, i.cmdline].concat().join(" ");
     let kernel = i.kernel.unwrap_or_else(default_kernel);
+    let progress = Progress::start(format!("building {}", i.output.display()));
     skiff_node_image::grub_iso(&kernel, &cmdline, &i.output)
         .with_context(|| format!("writing {}", i.output.display()))?;
-    eprintln!(
-        "wrote {}: boots {} and joins {} (it holds the token: keep it secret)",
-        i.output.display(),
+    progress.finish(format_args!(
+        "boots {} and joins {} (it holds the token: keep it secret)",
         kernel.display(),
         i.join.server
-    );
+    ));
     Ok(0)
 }
 
@@ -372,17 +376,24 @@ fn boot(b: BootArgs) -> Result<i32> {
         return Ok(0);
     }
     check_reachable(&b.join.server, addr)?;
-    let (mut node, lines) = launch(&spec, b.run.timestamps)?;
+    let progress = Progress::start(format!(
+        "node {name}: booting and joining {}",
+        b.join.server
+    ));
+    let (mut node, lines) = launch(&spec, b.run.timestamps, progress.printer())?;
     let deadline = Instant::now() + Duration::from_secs(b.join_timeout);
     let mut last_link = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left.min(Duration::from_millis(500))) {
             Ok(line) if line.contains("stage: node-registered") => {
-                tracing::info!(node = %name, server = %b.join.server, "the node joined");
+                progress.finish("joined; it is a Node in the cluster now");
                 break;
             }
             Ok(line) => {
+                if let Some((_, stage)) = line.split_once("stage: ") {
+                    progress.update(stage);
+                }
                 if let Some(why) = join_failure(&line) {
                     node.kill();
                     bail!("the server refused node {name}: {why}");

@@ -79,7 +79,8 @@ pub fn run(args: ServerArgs) -> Result<()> {
             "skiff server: the Kubernetes API is at {api}, the node gateway at {gateway}\n\
              \n  kubectl:      export KUBECONFIG={kubeconfig}\n\
              \x20 a join token: skiff token create --dir {dir}\n\
-             \x20 join a node:  skiff node boot --server {node_server} --ca {ca} --token <token>\n",
+             \x20 join a node:  skiff node boot --server {node_server} --ca {ca} --token <token>\n\
+             \x20 dashboard:    {api}/ui/ (sign in with: kubectl create token NAME -n NAMESPACE)\n",
             api = local_url(running.api_addr()),
             kubeconfig = pki.join(pki::ADMIN_KUBECONFIG).display(),
             ca = pki.join(pki::CA_CERT).display(),

@@ -293,6 +293,13 @@ fn skiff_commands_alone_give_a_server_a_joined_node_and_a_running_pod() {
         120,
         &node,
     );
+    // Without a terminal, the wait to join is a line at each end.
+    let said = node.output();
+    assert!(
+        said.contains("node front-1: booting and joining ")
+            && said.contains(": joined; it is a Node in the cluster now ("),
+        "{said}"
+    );
     // The token is bound to the node it admitted.
     let list = server.tokens();
     assert!(list.contains("front-1"), "{list}");

@@ -186,9 +186,11 @@ impl ControlPlane {
         what: &str,
         mut check: impl FnMut(&ControlPlane) -> Result<bool>,
     ) -> Result<()> {
+        let progress = skiff_logging::Progress::start(format!("waiting for {what}"));
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
             if check(self)? {
+                progress.finish("done");
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(250));

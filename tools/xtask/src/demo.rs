@@ -17,11 +17,15 @@
 //!    (`kubectl logs`); a Deployment of two echo servers, each on its own
 //!    pod address, sits behind a Service: the host reaches a replica through
 //!    a forward to its pod IP, and a client pod on another node reaches
-//!    `wasm-echo` by its DNS name. The demo shows each node's diag
+//!    `wasm-echo` by its DNS name.
+//! 5. The dashboard in headless Chromium, signed in as a read-only service
+//!    account: every kernel node on its Nodes page with its usage (a
+//!    screenshot in `target/demo/`). The demo then shows each node's diag
 //!    `status`, has each ping its gateway, prints a summary and shuts them
 //!    down cleanly (`--keep`: after Ctrl-C).
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -144,6 +148,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     cp.kubectl(&["get", "nodes", "-o", "wide"])?;
     let client_node = nodes[nodes.len().min(2) - 1].name.clone();
     wasm_pods(root, &tools, &cp, &segment, &reg, &client_node)?;
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    dashboard(root, &tools, &cp, &names)?;
 
     // Each node pings its gateway from inside the guest (ICMP via smoltcp).
     let mut pings = Vec::new();
@@ -192,6 +198,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             "\ndemo: the control plane keeps running: KUBECONFIG={} kubectl get nodes",
             cp.kubeconfig.display()
         );
+        println!(
+            "demo: the dashboard is at https://{}/ui/; sign in with a token, e.g. \
+             `kubectl create token dashboard-viewer -n demo` (it may read, not change)",
+            cp.api
+        );
         println!("demo: QEMU nodes keep running; diag services:");
         for n in &nodes {
             println!("  {}: 127.0.0.1:{}", n.name, n.host_port);
@@ -225,6 +236,59 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     println!(
         "demo: all {} nodes booted, answered, pinged their gateway and shut down",
         nodes.len()
+    );
+    Ok(())
+}
+
+/// The dashboard in headless Chromium as a read-only user
+/// (`demo/dashboard.py`): every kernel node on its Nodes page with its usage.
+fn dashboard(
+    root: &Path,
+    tools: &setup::Tools,
+    cp: &cluster::ControlPlane,
+    nodes: &[&str],
+) -> Result<()> {
+    let url = format!("https://{}", cp.api);
+    println!("\n== the dashboard ({url}/ui/) in headless Chromium ==");
+    cp.kubectl(&[
+        "create",
+        "clusterrole",
+        "demo-dashboard",
+        "--verb=get,list,watch",
+        "--resource=nodes,pods,pods/log,services,events,namespaces,deployments.apps,jobs.batch,\
+         leases.coordination.k8s.io,nodes.metrics.k8s.io,pods.metrics.k8s.io",
+    ])?;
+    cp.kubectl(&["create", "serviceaccount", "dashboard-viewer", "-n", "demo"])?;
+    cp.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "demo-dashboard",
+        "--clusterrole=demo-dashboard",
+        "--serviceaccount=demo:dashboard-viewer",
+    ])?;
+    let token = cp.kubectl_output(&["create", "token", "dashboard-viewer", "-n", "demo"])?;
+    if !token.status.success() {
+        bail!(
+            "kubectl create token: {}",
+            String::from_utf8_lossy(&token.stderr)
+        );
+    }
+    let shot = root.join("target/demo/dashboard-nodes.png");
+    let status = Command::new(&tools.python)
+        .arg(root.join("tools/xtask/demo/dashboard.py"))
+        .env("SKIFF_URL", &url)
+        .env("SKIFF_TOKEN", String::from_utf8_lossy(&token.stdout).trim())
+        .env("SKIFF_NODES", nodes.join(" "))
+        .env("SKIFF_SHOT", &shot)
+        .env("PYTHONPATH", root.join("tests/support/py"))
+        .status()
+        .context("running the dashboard check")?;
+    if !status.success() {
+        bail!("the dashboard check failed ({status})");
+    }
+    println!(
+        "demo: a screenshot of the Nodes page is in {}",
+        shot.display()
     );
     Ok(())
 }

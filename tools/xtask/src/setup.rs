@@ -49,11 +49,14 @@ impl Layer {
     }
 }
 
-/// Python packages for the virtualenv: the official client and an OCI pusher.
+/// Python packages for the virtualenv: the official client, an OCI pusher,
+/// the Prometheus text parser and Playwright (its driver only: it drives
+/// Debian's Chromium, never a browser it downloads).
 const PY_PACKAGES: &[&str] = &[
     "kubernetes==33.1.0",
     "oras==0.2.38",
     "prometheus-client==0.21.1",
+    "playwright==1.65.3",
 ];
 
 /// Where each thing comes from.
@@ -197,6 +200,11 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
             "grub-efi-amd64-bin",
         ),
         apt("xorriso (ISO images)", "xorriso", "xorriso"),
+        apt(
+            "Chromium (the dashboard's browser test)",
+            "chromium",
+            "chromium",
+        ),
         apt("mformat (the ISO's EFI image)", "mformat", "mtools"),
         Requirement {
             what: "python3 venv module",
@@ -238,7 +246,7 @@ fn requirements(cache: &Path) -> Vec<Requirement> {
             source: Source::Kubectl(Layer::V135),
         },
         Requirement {
-            what: "Python kubernetes client, oras and the Prometheus parser",
+            what: "Python kubernetes client, oras, the Prometheus parser and Playwright",
             probe: Probe::Runs(tools.python.clone(), vec!["-c".into(), venv_probe()]),
             source: Source::Venv,
         },
@@ -554,7 +562,7 @@ mod tests {
             ("kubectl 1.35", Source::Kubectl(Layer::V135)),
             ("Helm 4", Source::Kubectl(Layer::V135)),
             (
-                "Python kubernetes client, oras and the Prometheus parser",
+                "Python kubernetes client, oras, the Prometheus parser and Playwright",
                 Source::Venv,
             ),
         ] {

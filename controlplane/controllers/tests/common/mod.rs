@@ -64,6 +64,7 @@ impl Cluster {
             lease_duration: Duration::from_secs(3),
             // Four node subnets: small enough for a test to use them up.
             pod_network: Some(skiff_controllers::PodNetwork::new("10.244.0.0/22", 24).unwrap()),
+            stats: Default::default(),
         };
         let tasks = vec![
             plane
