@@ -8,11 +8,15 @@
 //! largest over the metrics, within `minReplicas..=maxReplicas`, scale-up
 //! limited to max(2×, +4) per period and scale-down stabilized over
 //! `behavior.scaleDown.stabilizationWindowSeconds` (300 s unless set): the
-//! highest recommendation of the window wins. Only pods that are Running,
-//! not being deleted and measured count (kube also treats unready and
-//! unmeasured pods conservatively; here they are left out). Other metric
-//! types and custom scaling policies are not supported: the HPA says so in
-//! its `ScalingActive` condition.
+//! highest recommendation of the window wins. Pods are counted as kube's
+//! replica calculator counts them ([`Sample`]): deleted and failed pods not
+//! at all; pending pods, and for cpu pods not ready or measured before a
+//! whole window of readiness (in their first 5 minutes), as unready, using
+//! nothing only when that would scale up; pods without metrics using
+//! nothing on a scale-up and their whole request (or the target) on a
+//! scale-down; and no scaling when counting them would flip the direction.
+//! Other metric types and custom scaling policies are not supported: the
+//! HPA says so in its `ScalingActive` condition.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,8 +28,10 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricSpec,
 };
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
 use serde_json::{Value, json};
 use skiff_scheduler::resources::{parse_milli, parse_quantity};
 
@@ -38,16 +44,36 @@ pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
 const TOLERANCE: f64 = 0.1;
 const DEFAULT_SCALE_DOWN_WINDOW: Duration = Duration::from_secs(300);
 
-/// One metric's reading over the measured pods.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    /// "cpu" or "memory".
-    pub resource: String,
-    /// Summed usage (millicores, or bytes) of the measured pods.
-    pub usage: f64,
-    /// Summed requests of the same pods, for `Utilization` targets.
-    pub requests: f64,
-    pub pods: u32,
+/// A CPU sample from a pod's first minutes is trusted only once the pod
+/// was ready for a whole window (kube's `--horizontal-pod-autoscaler-cpu-
+/// initialization-period`).
+const CPU_INITIALIZATION_PERIOD: Duration = Duration::from_secs(300);
+/// A pod that turned unready this soon after starting has never been ready
+/// (kube's `--horizontal-pod-autoscaler-initial-readiness-delay`).
+const INITIAL_READINESS_DELAY: Duration = Duration::from_secs(30);
+
+/// One pod of the target as the replica calculator counts it for one
+/// resource (usage and requests in millicores or bytes). Deleted and failed
+/// pods are not samples at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// Measured and ready: counted as measured.
+    Ready { usage: f64, requests: f64 },
+    /// Pending, or (cpu) not ready yet: counted as using nothing, and only
+    /// when the ready pods ask to scale up.
+    Unready { requests: f64 },
+    /// No metrics: counted as using nothing on a scale-up, and its whole
+    /// request (at least the target) on a scale-down.
+    Missing { requests: f64 },
+}
+
+/// Why no replica count could be computed from the samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCount {
+    /// No ready pod has metrics (yet).
+    NoMetrics,
+    /// A `Utilization` target, but the measured pods request nothing.
+    MissingRequest,
 }
 
 /// A metric's target.
@@ -60,23 +86,141 @@ pub enum Target {
 }
 
 /// The replicas one metric asks for, given `current` replicas, and the
-/// current value to report (utilization percent or average value).
-pub fn replicas_for(reading: &Reading, target: Target, current: i32) -> (i32, f64) {
-    let pods = f64::from(reading.pods.max(1));
-    let (ratio, now) = match target {
-        Target::Utilization(pct) => {
-            let util = 100.0 * reading.usage / reading.requests;
-            (util / f64::from(pct), util)
-        }
-        Target::AverageValue(v) => {
-            let avg = reading.usage / pods;
-            (avg / v, avg)
+/// current value to report (the ready pods' utilization percent or average
+/// value): kube's `GetResourceReplicas` / `GetRawResourceReplicas`.
+pub fn replicas_for(
+    samples: &[Sample],
+    target: Target,
+    current: i32,
+) -> Result<(i32, f64), NoCount> {
+    // (usage, requests) of the pods counted.
+    let mut counted: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| match s {
+            Sample::Ready { usage, requests } => Some((*usage, *requests)),
+            _ => None,
+        })
+        .collect();
+    if counted.is_empty() {
+        return Err(NoCount::NoMetrics);
+    }
+    let ratio_of = |pods: &[(f64, f64)]| -> Result<(f64, f64), NoCount> {
+        let usage: f64 = pods.iter().map(|(u, _)| u).sum();
+        match target {
+            Target::Utilization(pct) => {
+                let requests: f64 = pods.iter().map(|(_, r)| r).sum();
+                if requests <= 0.0 {
+                    return Err(NoCount::MissingRequest);
+                }
+                let util = 100.0 * usage / requests;
+                Ok((util / f64::from(pct), util))
+            }
+            Target::AverageValue(v) => {
+                let avg = usage / pods.len() as f64;
+                Ok((avg / v, avg))
+            }
         }
     };
-    if (ratio - 1.0).abs() <= TOLERANCE {
-        return (current, now);
+    let scale =
+        |ratio: f64, pods: usize| (ratio * pods as f64).ceil().min(f64::from(i32::MAX)) as i32;
+    let (ratio, value) = ratio_of(&counted)?;
+    let unready = samples.iter().any(|s| matches!(s, Sample::Unready { .. }));
+    let missing = samples.iter().any(|s| matches!(s, Sample::Missing { .. }));
+    let up_with_unready = unready && ratio > 1.0;
+    if !up_with_unready && !missing {
+        if (ratio - 1.0).abs() <= TOLERANCE {
+            return Ok((current, value));
+        }
+        return Ok((scale(ratio, counted.len()), value));
     }
-    ((ratio * pods).ceil() as i32, now)
+    for s in samples {
+        match *s {
+            Sample::Missing { requests } if ratio < 1.0 => {
+                let usage = match target {
+                    Target::Utilization(pct) => requests * f64::from(pct.max(100)) / 100.0,
+                    Target::AverageValue(v) => v,
+                };
+                counted.push((usage, requests));
+            }
+            Sample::Missing { requests } if ratio > 1.0 => counted.push((0.0, requests)),
+            Sample::Unready { requests } if up_with_unready => counted.push((0.0, requests)),
+            _ => {}
+        }
+    }
+    let (new_ratio, _) = ratio_of(&counted)?;
+    let flipped = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
+    if (new_ratio - 1.0).abs() <= TOLERANCE || flipped {
+        return Ok((current, value));
+    }
+    let n = scale(new_ratio, counted.len());
+    if (new_ratio < 1.0 && n > current) || (new_ratio > 1.0 && n < current) {
+        return Ok((current, value));
+    }
+    Ok((n, value))
+}
+
+/// How `pod` counts for `resource` given its metrics (`usage` summed over
+/// its containers, measured at `at` over `window`), or `None` if it does
+/// not count at all: kube's `groupPods`.
+pub fn sample_of(
+    pod: &Pod,
+    resource: &str,
+    metric: Option<(f64, Timestamp, Duration)>,
+    now: Timestamp,
+) -> Option<Sample> {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref());
+    if pod.metadata.deletion_timestamp.is_some() || phase == Some("Failed") {
+        return None;
+    }
+    let requests = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| c.resources.as_ref()?.requests.as_ref()?.get(resource))
+        .filter_map(|q| quantity(resource, &q.0))
+        .sum();
+    if phase == Some("Pending") {
+        return Some(Sample::Unready { requests });
+    }
+    let Some((usage, at, window)) = metric else {
+        return Some(Sample::Missing { requests });
+    };
+    if resource == "cpu" {
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        let started = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
+        let unready = match (ready, started) {
+            (Some(ready), Some(started)) => {
+                let became = ready
+                    .last_transition_time
+                    .as_ref()
+                    .map(|t| t.0)
+                    .unwrap_or(started);
+                let not_ready = ready.status == "False";
+                if after(started, CPU_INITIALIZATION_PERIOD) > now {
+                    // Young: the sample must cover a whole window of readiness.
+                    not_ready || at < after(became, window)
+                } else {
+                    // Older: unready only if it never was ready.
+                    not_ready && after(started, INITIAL_READINESS_DELAY) > became
+                }
+            }
+            _ => true,
+        };
+        if unready {
+            return Some(Sample::Unready { requests });
+        }
+    }
+    Some(Sample::Ready { usage, requests })
+}
+
+/// `t` plus `d`, saturating.
+fn after(t: Timestamp, d: Duration) -> Timestamp {
+    let d = k8s_openapi::jiff::SignedDuration::try_from(d)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    t.saturating_add(d).unwrap_or(Timestamp::MAX)
 }
 
 /// Clamps `wanted` into the HPA's bounds, limits the scale-up rate and
@@ -112,18 +256,19 @@ pub fn decide(
 
 struct Ctx {
     shared: Arc<Shared>,
-    /// Recommendations per HPA (namespace/name), for stabilization.
+    /// Recommendations per HPA (namespace/name), for stabilization; an
+    /// HPA's go when it is no longer in `hpas`.
     history: Mutex<HashMap<String, VecDeque<(Instant, i32)>>>,
+    hpas: Store<HorizontalPodAutoscaler>,
 }
 
-/// What the target's pods use and request, per resource, summed over the
-/// pods that are Running, not being deleted and measured.
+/// The target's pods as samples, per resource.
 async fn read(
     ctx: &Ctx,
     ns: &str,
     selector: &str,
     resources: &[String],
-) -> Result<BTreeMap<String, Reading>, Error> {
+) -> Result<BTreeMap<String, Vec<Sample>>, Error> {
     let matcher = skiff_selectors::LabelSelector::parse(selector)
         .map_err(|e| Error::InvalidSpec(format!("the target's selector {selector:?}: {e}")))?;
     let empty = BTreeMap::new();
@@ -145,48 +290,48 @@ async fn read(
         .body(Vec::new())
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let metrics: Value = ctx.shared.client.request(req).await?;
-    let usage: HashMap<&str, &Value> = metrics["items"]
+    // Per pod: its containers' figures, when and over what window.
+    let measured: HashMap<&str, (&Value, Timestamp, Duration)> = metrics["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|m| Some((m.pointer("/metadata/name")?.as_str()?, &m["containers"])))
+        .filter_map(|m| {
+            let at = m["timestamp"].as_str()?.parse().ok()?;
+            let window = m["window"].as_str().and_then(seconds).unwrap_or_default();
+            Some((
+                m.pointer("/metadata/name")?.as_str()?,
+                (&m["containers"], at, window),
+            ))
+        })
         .collect();
+    let now = Timestamp::now();
     let mut out = BTreeMap::new();
     for resource in resources {
-        let mut r = Reading {
-            resource: resource.clone(),
-            usage: 0.0,
-            requests: 0.0,
-            pods: 0,
-        };
-        for pod in &pods {
-            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            let Some(containers) = usage.get(name) else {
-                continue;
-            };
-            if !running || pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            r.pods += 1;
-            for c in containers.as_array().into_iter().flatten() {
-                let q = c
-                    .pointer(&format!("/usage/{resource}"))
-                    .and_then(Value::as_str);
-                r.usage += q.and_then(|q| quantity(resource, q)).unwrap_or(0.0);
-            }
-            for c in pod.spec.iter().flat_map(|s| &s.containers) {
-                let q = c
-                    .resources
-                    .as_ref()
-                    .and_then(|r| r.requests.as_ref())
-                    .and_then(|r| r.get(resource.as_str()));
-                r.requests += q.and_then(|q| quantity(resource, &q.0)).unwrap_or(0.0);
-            }
-        }
-        out.insert(resource.clone(), r);
+        let samples = pods
+            .iter()
+            .filter_map(|pod| {
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                let metric = measured.get(name).map(|(containers, at, window)| {
+                    let usage = containers
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.pointer(&format!("/usage/{resource}"))?.as_str())
+                        .filter_map(|q| quantity(resource, q))
+                        .sum();
+                    (usage, *at, *window)
+                });
+                sample_of(pod, resource, metric, now)
+            })
+            .collect();
+        out.insert(resource.clone(), samples);
     }
     Ok(out)
+}
+
+/// A metrics window ("10s", "10.012s") as a duration.
+fn seconds(window: &str) -> Option<Duration> {
+    Duration::try_from_secs_f64(window.strip_suffix('s')?.parse().ok()?).ok()
 }
 
 /// A replica count in the scale subresource, within `0..=i32::MAX`.
@@ -357,17 +502,29 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let mut current_metrics = Vec::new();
     let mut reasons = Vec::new();
     for (resource, t) in &targets {
-        let Some(r) = readings.get(resource).filter(|r| r.pods > 0) else {
-            reasons.push(format!("no {resource} metrics for the pods yet"));
-            continue;
+        let samples = readings.get(resource).map_or(&[][..], Vec::as_slice);
+        let (n, now) = match replicas_for(samples, *t, current) {
+            Ok(counted) => counted,
+            Err(NoCount::NoMetrics) => {
+                reasons.push(format!(
+                    "did not receive {resource} metrics for any ready pod of the target (pods may be unready or just started)"
+                ));
+                continue;
+            }
+            Err(NoCount::MissingRequest) => {
+                reasons.push(format!("missing request for {resource}"));
+                continue;
+            }
         };
-        if matches!(t, Target::Utilization(_)) && r.requests <= 0.0 {
-            reasons.push(format!("missing request for {resource}"));
-            continue;
-        }
-        let (n, now) = replicas_for(r, *t, current);
         wanted = Some(wanted.map_or(n, |w| w.max(n)));
-        let average = quantity_string(resource, r.usage / f64::from(r.pods));
+        let ready: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| match s {
+                Sample::Ready { usage, .. } => Some(*usage),
+                _ => None,
+            })
+            .collect();
+        let average = quantity_string(resource, ready.iter().sum::<f64>() / ready.len() as f64);
         let current = match t {
             Target::Utilization(_) => {
                 json!({"averageUtilization": now.round() as i64, "averageValue": average})
@@ -412,6 +569,21 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
         });
     let (desired, limited) = {
         let mut h = ctx.history.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted HPAs' recommendations go (a new one of the same name
+        // starts afresh).
+        let live: std::collections::HashSet<String> = ctx
+            .hpas
+            .state()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{}",
+                    crate::util::namespace(&a.metadata),
+                    crate::util::name(&a.metadata)
+                )
+            })
+            .collect();
+        h.retain(|key, _| live.contains(key));
         let history = h.entry(format!("{ns}/{name}")).or_default();
         decide(wanted, current, min, max, history, window, Instant::now())
     };
@@ -479,6 +651,7 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
     let ctx = Arc::new(Ctx {
         shared,
         history: Mutex::default(),
+        hpas: informers.hpas.store(),
     });
     Controller::for_shared_stream(informers.hpas.subscribe(), informers.hpas.store())
         .reconcile_all_on(crate::ticks(SYNC_PERIOD))
@@ -495,36 +668,165 @@ pub async fn run(shared: Arc<Shared>, informers: &crate::Informers) {
 mod tests {
     use super::*;
 
-    fn cpu(usage_m: f64, requests_m: f64, pods: u32) -> Reading {
-        Reading {
-            resource: "cpu".into(),
-            usage: usage_m,
-            requests: requests_m,
-            pods,
-        }
+    fn ready(usage: f64, requests: f64) -> Sample {
+        Sample::Ready { usage, requests }
     }
 
     #[test]
     fn utilization_scales_by_the_ratio_outside_the_tolerance() {
-        // One pod at 500m of 250m requested, target 50 %: 200 % → 4 pods.
+        let util = Target::Utilization(50);
+        // One pod at 500m of 250m requested, target 50 %: 200 % -> 4 pods.
         assert_eq!(
-            replicas_for(&cpu(500.0, 250.0, 1), Target::Utilization(50), 1),
-            (4, 200.0)
+            replicas_for(&[ready(500.0, 250.0)], util, 1),
+            Ok((4, 200.0))
         );
         // 54 % against 50 % is inside the 10 % tolerance: stay.
+        let four = [ready(135.0, 250.0); 4];
+        assert_eq!(replicas_for(&four, util, 4).unwrap().0, 4);
+        // Idle: scale down to what the usage needs (0 -> the floor later).
+        assert_eq!(replicas_for(&[ready(0.0, 250.0); 4], util, 4).unwrap().0, 0);
+        let avg = Target::AverageValue(100.0);
         assert_eq!(
-            replicas_for(&cpu(540.0, 1000.0, 4), Target::Utilization(50), 4).0,
-            4
+            replicas_for(&[ready(300.0, 0.0); 3], avg, 3),
+            Ok((9, 300.0))
         );
-        // Idle: scale down to what the usage needs (0 → the floor later).
+        // Nothing measured, or nothing requested, is no count at all.
+        let missing = [Sample::Missing { requests: 250.0 }];
+        assert_eq!(replicas_for(&missing, util, 1), Err(NoCount::NoMetrics));
         assert_eq!(
-            replicas_for(&cpu(0.0, 1000.0, 4), Target::Utilization(50), 4).0,
-            0
+            replicas_for(&[ready(100.0, 0.0)], util, 1),
+            Err(NoCount::MissingRequest)
+        );
+    }
+
+    /// kube's replica calculator: unready pods count as idle only when
+    /// scaling up, pods without metrics as idle on a scale-up and fully
+    /// busy on a scale-down, and a count that would turn the direction
+    /// around keeps the replicas.
+    #[test]
+    fn unready_and_unmeasured_pods_count_as_kube_counts_them() {
+        let util = Target::Utilization(50);
+        let unready = Sample::Unready { requests: 100.0 };
+        let missing = Sample::Missing { requests: 100.0 };
+        // Scale-up: 2 ready at 100 % (ratio 2) and 2 unready counted idle:
+        // 200 / 400 = 50 % -> ratio 1: within tolerance, stay at 4.
+        let s = [ready(100.0, 100.0), ready(100.0, 100.0), unready, unready];
+        assert_eq!(replicas_for(&s, util, 4), Ok((4, 100.0)));
+        // Hotter ready pods still scale up: 2 x 200 % + 2 idle = 100 % -> 8.
+        let s = [ready(200.0, 100.0), ready(200.0, 100.0), unready, unready];
+        assert_eq!(replicas_for(&s, util, 4).unwrap().0, 8);
+        // Scale-down ignores unready pods: 2 ready at 10 % -> ratio 0.2 x 2.
+        let s = [ready(10.0, 100.0), ready(10.0, 100.0), unready, unready];
+        assert_eq!(replicas_for(&s, util, 4).unwrap().0, 1);
+        // Scale-down with pods unmeasured: they count at 100 % of their
+        // request, (10 + 10 + 100 + 100) / 400 = 55 % -> within tolerance.
+        let s = [ready(10.0, 100.0), ready(10.0, 100.0), missing, missing];
+        assert_eq!(replicas_for(&s, util, 4).unwrap().0, 4);
+        // Scale-up with pods unmeasured: they count as idle, 300 / 200 =
+        // 150 % -> ratio 3 over 2 pods.
+        let s = [ready(300.0, 100.0), missing];
+        assert_eq!(replicas_for(&s, util, 2), Ok((6, 300.0)));
+        // Would flip: 1 ready at 60 % (ratio 1.2) with 3 unmeasured counted
+        // idle is 15 % (ratio 0.3): no change rather than a scale-down.
+        let s = [ready(60.0, 100.0), missing, missing, missing];
+        assert_eq!(replicas_for(&s, util, 4).unwrap().0, 4);
+        // AverageValue: an unmeasured pod on a scale-down counts as the target.
+        let s = [ready(10.0, 0.0), missing];
+        assert_eq!(
+            replicas_for(&s, Target::AverageValue(100.0), 2).unwrap().0,
+            2
+        );
+    }
+
+    fn pod(phase: &str, ready: &str, started_ago: i64, ready_ago: i64, now: Timestamp) -> Pod {
+        let t = |ago: i64| (now - k8s_openapi::jiff::SignedDuration::from_secs(ago)).to_string();
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "200m", "memory": "64Mi"}}},
+                {"name": "b", "resources": {"requests": {"cpu": "50m"}}},
+            ]},
+            "status": {
+                "phase": phase,
+                "startTime": t(started_ago),
+                "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": t(ready_ago)}],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_are_grouped_as_kube_groups_them() {
+        let now = Timestamp::now();
+        let ago = |s: i64| now - k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let w = Duration::from_secs(10);
+        let m = |at| Some((120.0, at, w));
+        let cpu = |p: &Pod, metric| sample_of(p, "cpu", metric, now);
+        let busy = Sample::Ready {
+            usage: 120.0,
+            requests: 250.0,
+        };
+        let unready = Sample::Unready { requests: 250.0 };
+        // Requests are summed over the containers.
+        assert_eq!(
+            cpu(&pod("Running", "True", 600, 590, now), m(now)),
+            Some(busy)
         );
         assert_eq!(
-            replicas_for(&cpu(900.0, 0.0, 3), Target::AverageValue(100.0), 3),
-            (9, 300.0)
+            sample_of(
+                &pod("Running", "True", 600, 590, now),
+                "memory",
+                m(now),
+                now
+            ),
+            Some(Sample::Ready {
+                usage: 120.0,
+                requests: 64.0 * 1024.0 * 1024.0
+            })
         );
+        // Failed or being deleted: not counted at all.
+        assert_eq!(cpu(&pod("Failed", "False", 600, 590, now), m(now)), None);
+        let mut deleted = pod("Running", "True", 600, 590, now);
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        assert_eq!(cpu(&deleted, m(now)), None);
+        // Pending: unready; no metrics: missing.
+        assert_eq!(
+            cpu(&pod("Pending", "False", 5, 5, now), m(now)),
+            Some(unready)
+        );
+        assert_eq!(
+            cpu(&pod("Running", "True", 600, 590, now), None),
+            Some(Sample::Missing { requests: 250.0 })
+        );
+        // Young pods: a sample counts once it covers a window of readiness.
+        let young = pod("Running", "True", 60, 20, now);
+        assert_eq!(cpu(&young, m(now)), Some(busy));
+        assert_eq!(
+            cpu(&young, m(ago(15))),
+            Some(unready),
+            "measured before ready + window"
+        );
+        assert_eq!(
+            cpu(&pod("Running", "False", 60, 20, now), m(now)),
+            Some(unready)
+        );
+        // Older pods: unready only if never ready since start.
+        assert_eq!(
+            cpu(&pod("Running", "False", 600, 590, now), m(now)),
+            Some(unready)
+        );
+        assert_eq!(
+            cpu(&pod("Running", "False", 600, 100, now), m(now)),
+            Some(busy)
+        );
+        // Memory does not wait for readiness.
+        assert!(matches!(
+            sample_of(&pod("Running", "False", 60, 20, now), "memory", m(now), now),
+            Some(Sample::Ready { .. })
+        ));
+        assert_eq!(seconds("10.012s"), Some(Duration::from_millis(10_012)));
+        assert_eq!(seconds("1m"), None);
     }
 
     #[test]

@@ -26,7 +26,6 @@ use skiff_node_proto::{self as proto, ImagePull};
 use tokio::sync::mpsc;
 
 use crate::Shared;
-use crate::node_objects as objects;
 use crate::timefmt::now_millis;
 
 /// Built into every node runtime: never pulled.
@@ -387,12 +386,7 @@ impl NodeImages {
             first_timestamp: now,
             last_timestamp: now,
         };
-        let (ns, ev) = objects::event_object(&self.node, &e);
-        let _ = self
-            .shared
-            .api
-            .create(&self.id, &format!("/api/v1/namespaces/{ns}/events"), &ev)
-            .await;
+        let _ = crate::session::record_event(&self.shared.api, &self.id, &self.node, &e).await;
     }
 }
 

@@ -340,8 +340,14 @@ pub fn pod_status_patch(s: &proto::PodStatus) -> Value {
     json!({"status": st})
 }
 
-/// A core/v1 Event and the namespace it is created in.
-pub fn event_object(node: &str, e: &proto::Event) -> (String, Value) {
+/// A node's event as a core/v1 Event: its namespace, its name and the
+/// object. Every event of one series (the kubelet numbers repeats with
+/// `count`, keeping the first time) has the same name, so repeats update
+/// one object as kube's event recorder does: `<object>.<first time in ns,
+/// hex>`, kube's own form, with the digits below the millisecond (node
+/// times are whole ms) taken from a hash of the series, so two series that
+/// start within one millisecond ("Created", "Started") name two objects.
+pub fn event_object(node: &str, e: &proto::Event) -> (String, String, Value) {
     let (ns, involved) = match &e.object {
         proto::ObjectRef::Node { name } => (
             "default".to_string(),
@@ -361,10 +367,11 @@ pub fn event_object(node: &str, e: &proto::Event) -> (String, Value) {
         }
     };
     let obj_name = involved["name"].as_str().unwrap_or("node").to_string();
+    let name = format!("{obj_name}.{:x}", series_nanos(e));
     let ev = json!({
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": format!("{obj_name}."), "namespace": ns},
+        "metadata": {"name": name, "namespace": ns},
         "involvedObject": involved,
         "reason": e.reason,
         "message": e.message,
@@ -376,12 +383,81 @@ pub fn event_object(node: &str, e: &proto::Event) -> (String, Value) {
         "reportingComponent": "kubelet",
         "reportingInstance": node,
     });
-    (ns, ev)
+    (ns, name, ev)
+}
+
+/// What a repeat of a series changes on its Event (a merge patch).
+pub fn event_repeat(e: &proto::Event) -> Value {
+    json!({"count": e.count.max(1), "lastTimestamp": time(e.last_timestamp)})
+}
+
+/// The series' first time in nanoseconds, its sub-millisecond digits a hash
+/// of what makes the series one (object, type, reason, message).
+fn series_nanos(e: &proto::Event) -> u64 {
+    use sha2::Digest as _;
+    let kind = match e.kind {
+        proto::EventType::Normal => "Normal",
+        proto::EventType::Warning => "Warning",
+    };
+    let digest = sha2::Sha256::new()
+        .chain_update(format!("{:?}", e.object))
+        .chain_update([0])
+        .chain_update(kind)
+        .chain_update([0])
+        .chain_update(&e.reason)
+        .chain_update([0])
+        .chain_update(&e.message)
+        .finalize();
+    let spread = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % 1_000_000;
+    e.first_timestamp
+        .saturating_mul(1_000_000)
+        .saturating_add(spread)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(reason: &str, first: u64, count: u32) -> proto::Event {
+        proto::Event {
+            object: proto::ObjectRef::Pod {
+                namespace: "default".into(),
+                name: "web-1".into(),
+                uid: "u1".into(),
+                field_path: None,
+            },
+            kind: proto::EventType::Warning,
+            reason: reason.into(),
+            message: "Back-off restarting failed container".into(),
+            count,
+            first_timestamp: first,
+            last_timestamp: first + 10_000 * u64::from(count),
+        }
+    }
+
+    /// A series keeps one name, kube's `<object>.<hex ns>`; series that
+    /// start in the same millisecond get different names.
+    #[test]
+    fn an_event_series_has_one_name() {
+        let first = 1_765_000_000_123;
+        let (ns, name, ev) = event_object("n1", &event("BackOff", first, 1));
+        assert_eq!(ns, "default");
+        assert_eq!(ev["metadata"]["name"], name.as_str());
+        let (prefix, hex) = name.split_once('.').unwrap();
+        assert_eq!(prefix, "web-1");
+        let nanos = u64::from_str_radix(hex, 16).unwrap();
+        assert_eq!(nanos / 1_000_000, first, "{name}");
+        let (_, again, _) = event_object("n1", &event("BackOff", first, 7));
+        assert_eq!(again, name, "a repeat names the same Event");
+        let (_, other, _) = event_object("n1", &event("Failed", first, 1));
+        assert_ne!(other, name, "another series in the same ms");
+        let (_, later, _) = event_object("n1", &event("BackOff", first + 1, 1));
+        assert_ne!(later, name, "a new series of the same event");
+        assert_eq!(
+            event_repeat(&event("BackOff", first, 3)),
+            json!({"count": 3, "lastTimestamp": time(first + 30_000)})
+        );
+    }
 
     #[test]
     fn quantities() {

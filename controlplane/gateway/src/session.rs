@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::Shared;
 use crate::bootstrap::{not_after, send_refusal};
 use crate::images::{self, NodeImages};
-use crate::local_api::{Answer, node_identity};
+use crate::local_api::{Answer, LocalApi, node_identity};
 use crate::logs::NodeLogs;
 use crate::metrics::Metrics;
 use crate::node_objects as objects;
@@ -415,6 +415,29 @@ async fn serve<R: AsyncRead + Unpin>(sess: &Session, mut rd: R) -> SessionEnd {
     }
 }
 
+/// Records a node's event as kube's recorder does: the first of a series is
+/// created, a repeat updates that Event's count and last time. A repeat
+/// whose Event is gone (expired, deleted) creates it again with its count;
+/// a first event sent again (after a reconnect) finds it there (409).
+pub(crate) async fn record_event(
+    api: &LocalApi,
+    id: &Identity,
+    node: &str,
+    e: &proto::Event,
+) -> Result<Answer, String> {
+    let (ns, name, ev) = objects::event_object(node, e);
+    let events = format!("/api/v1/namespaces/{ns}/events");
+    if e.count > 1 {
+        let a = api
+            .merge_patch(id, &format!("{events}/{name}"), &objects::event_repeat(e))
+            .await?;
+        if a.code != 404 {
+            return Ok(a);
+        }
+    }
+    api.create(id, &events, &ev).await
+}
+
 fn send(sess: &Session, m: PlaneToNode) -> Result<(), SessionEnd> {
     sess.tx
         .try_send(m)
@@ -443,11 +466,7 @@ async fn handle(sess: &Session, msg: NodeToPlane) -> Result<(), SessionEnd> {
             .await
         }
         NodeToPlane::PodStatus(st) => pod_status(sess, st).await,
-        NodeToPlane::Event(e) => {
-            let (ns, ev) = objects::event_object(node, &e);
-            api.create(&sess.id, &format!("/api/v1/namespaces/{ns}/events"), &ev)
-                .await
-        }
+        NodeToPlane::Event(e) => record_event(api, &sess.id, node, &e).await,
         NodeToPlane::SyncAck { generation } => {
             sess.sync.lock().unwrap_or_else(|e| e.into_inner()).acked = generation;
             return Ok(());

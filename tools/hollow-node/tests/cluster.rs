@@ -127,6 +127,40 @@ fn node_ready_pods_complete_and_a_stopped_nodes_session_ends() {
     });
 }
 
+/// Repeats of a kubelet event update one Event (its count and last time),
+/// as kube's recorder does, instead of piling up objects.
+#[test]
+fn a_repeated_event_is_one_object_counting_up() {
+    let mut c = Cluster::start(|_| {});
+    c.start_node("hn-ev", 0);
+    c.wait_output(&["get", "nodes"], "hn-ev   Ready", 20);
+    let crasher = pod_yaml("crasher", "hn-ev", 100, 1).replace("Never", "Always");
+    c.ok(&[
+        "apply",
+        "-f",
+        c.write("crasher.yaml", &crasher).to_str().unwrap(),
+    ]);
+    let backoffs = || {
+        c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=crasher,reason=BackOff",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.count}{\"\\n\"}{end}",
+        ])
+    };
+    c.eventually("the back-off repeated", 60, || {
+        backoffs()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1).is_some_and(|n| n != "1"))
+    });
+    let seen = backoffs();
+    let series: Vec<&str> = seen.lines().collect();
+    assert_eq!(series.len(), 1, "one Event for the series:\n{seen}");
+    assert!(series[0].starts_with("crasher."), "{seen}");
+}
+
 /// A node session driven by hand: bootstraps `name` with the cluster's
 /// token, opens mutual TLS and sends Hello and Register with `caps`.
 fn registered_session(

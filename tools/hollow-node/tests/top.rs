@@ -369,4 +369,27 @@ fn an_hpa_scales_a_deployment_of_the_burner_up_and_back_down() {
         "{.status.conditions[?(@.type==\"ScalingActive\")].status} {.status.currentMetrics[0].resource.current.averageUtilization}",
     );
     assert!(status.starts_with("True "), "{status}");
+
+    // `kubectl autoscale` makes the same kind of HPA (autoscaling/v2) that
+    // the controller acts on; the deleted one's recommendations are gone.
+    c.ok(&["delete", "hpa", "burn"]);
+    c.ok(&[
+        "autoscale",
+        "deployment",
+        "burn",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    let spec = c.jsonpath(
+        &["get", "hpa", "burn"],
+        "{.apiVersion} {.spec.maxReplicas} {.spec.metrics[0].resource.target.averageUtilization}",
+    );
+    assert_eq!(spec, "autoscaling/v2 3 50");
+    c.eventually("the new HPA computes a count", 60, || {
+        c.jsonpath(
+            &["get", "hpa", "burn"],
+            "{.status.conditions[?(@.type==\"ScalingActive\")].status} {.status.desiredReplicas}",
+        ) == "True 1"
+    });
 }
