@@ -163,6 +163,12 @@ pub(crate) fn default_pod_spec(spec: &mut Value) {
 }
 
 pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Causes) {
+    for list in ["containers", "initContainers"] {
+        let cs = spec.and_then(|s| s.get(list)).and_then(Value::as_array);
+        for (i, c) in cs.into_iter().flatten().enumerate() {
+            validate_resources(c, &format!("{path}.{list}[{i}]"), causes);
+        }
+    }
     let containers = spec
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array);
@@ -199,6 +205,63 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut C
                     ));
                 }
             }
+        }
+    }
+}
+
+/// A container's `resources`: every quantity one kube accepts, none
+/// negative, and no request above its limit (kube's
+/// `ValidateResourceRequirements`). A quantity the node could not read
+/// would otherwise be no limit at all.
+fn validate_resources(c: &Value, path: &str, causes: &mut Causes) {
+    let list = |kind: &str| -> Vec<(String, String)> {
+        c.pointer(&format!("/resources/{kind}"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(name, q)| {
+                let text = match q {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (name.clone(), text)
+            })
+            .collect()
+    };
+    let (requests, limits) = (list("requests"), list("limits"));
+    for (kind, quantities) in [("requests", &requests), ("limits", &limits)] {
+        for (name, q) in quantities {
+            let field = format!("{path}.resources.{kind}[{name}]");
+            match skiff_quantity::value(q) {
+                None => causes.push((
+                    field,
+                    format!("Invalid value: {q:?}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
+                )),
+                Some(v) if v < 0 => causes.push((
+                    field,
+                    format!("Invalid value: {q:?}: must be greater than or equal to 0"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    // Compared in thousandths where that fits, else in whole units.
+    let amount = |q: &str| {
+        skiff_quantity::milli_value(q)
+            .map(i128::from)
+            .or_else(|| skiff_quantity::value(q).map(|v| i128::from(v) * 1000))
+    };
+    for (name, request) in &requests {
+        let Some((_, limit)) = limits.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if let (Some(r), Some(l)) = (amount(request), amount(limit))
+            && r > l
+        {
+            causes.push((
+                format!("{path}.resources.requests[{name}]"),
+                format!("Invalid value: {request:?}: must be less than or equal to {name} limit of {limit}"),
+            ));
         }
     }
 }

@@ -866,6 +866,60 @@ fn service_cluster_ips_are_unique() {
     assert!(node_port.parse::<u16>().is_ok_and(|n| n >= 30000), "{got}");
 }
 
+/// A resource quantity kube would refuse is refused naming the field, in
+/// pods and in workload templates alike; kube's other spellings pass.
+#[test]
+fn resource_quantities_are_checked_as_kube_checks_them() {
+    let c = ApiServer::start();
+    let pod = |name: &str, resources: &str| {
+        c.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  containers:\n  - name: c\n    image: registry.local/app:1\n    resources: {resources}\n"
+            ),
+        )
+    };
+    for (name, resources, want) in [
+        (
+            "p1",
+            "{limits: {memory: lots}}",
+            "spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": quantities must match the regular expression",
+        ),
+        (
+            "p2",
+            "{requests: {cpu: \"-1\"}}",
+            "spec.containers[0].resources.requests[cpu]: Invalid value: \"-1\": must be greater than or equal to 0",
+        ),
+        (
+            "p3",
+            "{requests: {cpu: \"2\"}, limits: {cpu: 1500m}}",
+            "spec.containers[0].resources.requests[cpu]: Invalid value: \"2\": must be less than or equal to cpu limit of 1500m",
+        ),
+    ] {
+        let err = c.fails(&["apply", "-f", pod(name, resources).to_str().unwrap()]);
+        assert!(err.contains(want), "{name}: {err}");
+        c.fails(&["get", "pod", name]);
+    }
+    // Every suffix and form kube takes.
+    let ok = pod(
+        "fine",
+        "{requests: {cpu: 500000u, memory: 64e6}, limits: {cpu: \"1\", memory: 1Gi, ephemeral-storage: 1.5Ti}}",
+    );
+    c.ok(&["apply", "-f", ok.to_str().unwrap()]);
+    // A Deployment's template is the same pod spec.
+    let deploy = c.write(
+        "bad-deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: default}\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec:\n      containers:\n      - {name: c, image: registry.local/app:1, resources: {limits: {memory: 12X}}}\n",
+    );
+    let err = c.fails(&["apply", "-f", deploy.to_str().unwrap()]);
+    assert!(
+        err.contains(
+            "spec.template.spec.containers[0].resources.limits[memory]: Invalid value: \"12X\""
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn malformed_services_and_endpoint_slices_are_refused_naming_the_field() {
     let c = ApiServer::start();

@@ -33,7 +33,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use serde_json::{Value, json};
-use skiff_scheduler::resources::{parse_milli, parse_quantity};
 
 use crate::{Error, Shared};
 
@@ -343,9 +342,9 @@ fn replicas_at(scale: &Value, path: &str) -> Option<i32> {
 /// A quantity of `resource`: millicores for cpu, plain units (bytes) else.
 fn quantity(resource: &str, q: &str) -> Option<f64> {
     let v = if resource == "cpu" {
-        parse_milli(q)
+        skiff_quantity::milli_value(q)
     } else {
-        parse_quantity(q)
+        skiff_quantity::value(q)
     };
     v.map(|v| v as f64)
 }

@@ -42,29 +42,16 @@ fn arr(v: Option<&Value>) -> &[Value] {
 }
 
 /// A Kubernetes quantity in thousandths of its unit (cpu "250m" -> 250,
-/// "2" -> 2000) or in plain units (memory "64Mi" -> 67108864).
+/// "2" -> 2000) or in plain units (memory "64Mi" -> 67108864), rounded up;
+/// `None` for a negative one or one that does not parse (the API server
+/// refuses those).
 pub fn parse_quantity(q: &str, milli: bool) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mul: f64 = match suffix {
-        "" => 1.0,
-        "m" => 0.001,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        _ => return None,
-    };
-    let v = n * mul * if milli { 1000.0 } else { 1.0 };
-    Some(v.ceil() as u64)
+    let v = if milli {
+        skiff_quantity::milli_value(q)
+    } else {
+        skiff_quantity::value(q)
+    }?;
+    u64::try_from(v).ok()
 }
 
 fn resource_list(v: Option<&Value>) -> proto::ResourceList {
@@ -461,5 +448,11 @@ mod tests {
         );
         assert_eq!(parse_quantity("2", true), Some(2000));
         assert_eq!(parse_quantity("1.5Gi", false), Some(3 << 29));
+        // Every form kube takes reaches the node (a limit is never
+        // dropped for its spelling); a negative one is no limit.
+        assert_eq!(parse_quantity("500000u", true), Some(500));
+        assert_eq!(parse_quantity("1Pi", false), Some(1 << 50));
+        assert_eq!(parse_quantity("64e6", false), Some(64_000_000));
+        assert_eq!(parse_quantity("-1", false), None);
     }
 }
