@@ -150,14 +150,6 @@ async fn as_protobuf(resp: Response<Body>) -> Response<Body> {
     }
 }
 
-fn text(code: u16, body: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(Body::from(body))
-        .expect("static response parts")
-}
-
 /// A request's steps: server metadata (version, health, OpenAPI,
 /// discovery), the authorizer's reviews, then a resource verb, authorized
 /// first.
@@ -180,6 +172,15 @@ async fn dispatch(
             )
             .body(Body::from(text))
             .expect("static response parts"));
+    }
+    if let [endpoint @ ("healthz" | "livez" | "readyz"), rest @ ..] = segs.as_slice()
+        && rest.len() <= 1
+        && req.method() == Method::GET
+    {
+        let query = Query::parse(req.uri().query());
+        return crate::health::serve(&state, endpoint, rest.first().copied(), &query)
+            .await
+            .ok_or_else(ApiError::not_found_path);
     }
     let served = state.crds.served();
     if let Some(resp) = metadata(&served, &segs, &req) {
@@ -246,7 +247,6 @@ fn metadata(
     };
     match segs {
         ["version"] => Some(Ok(json_response(200, &discovery::version()))),
-        [h, ..] if ["healthz", "livez", "readyz"].contains(h) => Some(Ok(text(200, "ok"))),
         ["openapi", "v2"] if get => Some(Ok(Response::builder()
             .status(200)
             .header(

@@ -149,6 +149,13 @@ impl Query {
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     }
+    /// Every value of a repeated key, in order.
+    pub fn all<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
     pub fn flag(&self, k: &str) -> bool {
         // Go's strconv.ParseBool spellings: clients send "true", "True", "1".
         matches!(

@@ -27,6 +27,7 @@ mod connect;
 mod crd;
 mod discovery;
 mod handlers;
+mod health;
 mod http;
 mod jsonpath;
 mod kinds;

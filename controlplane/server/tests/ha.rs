@@ -241,6 +241,13 @@ fn three_members_survive_losing_one_and_heal() {
     assert!(!out.status.success());
     contains_all(&text(&out), &["unavailable"]);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // The member left alone says it is not ready (its store cannot reach a
+    // quorum), and why in its log, within the store check's timeout.
+    let t = Instant::now();
+    let out = p.kubectl(other, &["get", "--raw", "/readyz?verbose"]);
+    assert!(!out.status.success());
+    contains_all(&text(&out), &["[-]etcd failed", "readyz check failed"]);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 
     // Both back: healed without manual steps.
     p.members[l].start(&[]);
@@ -252,6 +259,8 @@ fn three_members_survive_losing_one_and_heal() {
             .then_some(())
             .ok_or(t)
     });
+    let out = p.kubectl(other, &["get", "--raw", "/readyz?verbose"]);
+    contains_all(&text(&out), &["[+]etcd ok", "readyz check passed"]);
 
     // Enough writes for snapshots (every 50 entries) to drop the log, then
     // a member is removed, wiped and rejoins: it catches up from a snapshot.

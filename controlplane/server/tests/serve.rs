@@ -73,6 +73,18 @@ fn pki_init_serve_and_nodes_join() {
             .then_some(())
             .ok_or_else(|| text(&out))
     });
+    // kube's health checks: named, listed with ?verbose, one at a time,
+    // one left out; an unknown one is 404.
+    assert_eq!(
+        text(&kubectl(&["get", "--raw", "/readyz?verbose"])),
+        "[+]ping ok\n[+]etcd ok\nreadyz check passed\n"
+    );
+    assert_eq!(
+        text(&kubectl(&["get", "--raw", "/livez?verbose&exclude=etcd"])),
+        "[+]ping ok\n[+]etcd excluded: ok\nlivez check passed\n"
+    );
+    assert_eq!(text(&kubectl(&["get", "--raw", "/readyz/etcd"])), "ok");
+    assert!(!kubectl(&["get", "--raw", "/readyz/nope"]).status.success());
     contains_all(
         &text(&kubectl(&["version", "-o", "json"])),
         &["\"serverVersion\"", "v1.33.0-skiff"],
