@@ -152,6 +152,17 @@ fn the_dashboard_signs_in_shows_the_cluster_and_acts_as_the_user() {
         let now = web_pods();
         !now.split_whitespace().any(|p| p == deleted) && now.split_whitespace().count() == 3
     });
+    // The restart is kubectl's: a restartedAt stamp on the template.
+    let stamp = c.jsonpath(
+        &["get", "deployment", "web"],
+        "{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+    );
+    assert!(stamp.starts_with("20"), "restartedAt: {stamp:?}");
+    // Cordoned and uncordoned through the page: schedulable again.
+    assert_eq!(
+        c.jsonpath(&["get", "node", "hn-b"], "{.spec.unschedulable}"),
+        ""
+    );
     // The user without rights changed nothing: the scale to 5 was refused.
     let events = c.ok(&[
         "get",

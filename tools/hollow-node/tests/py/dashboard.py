@@ -3,7 +3,8 @@
 Signs in with bad tokens (the reason is shown), as a user without rights
 (403s, no data), then as an admin: the overview and node pages show the
 nodes and their usage, a Deployment is scaled and the page follows it, a
-pod's log is followed, a pod is deleted. Finally a browser holding a client
+pod's log is followed, a pod is deleted, the Deployment restarted, a node
+cordoned and uncordoned. Finally a browser holding a client
 certificate from the cluster CA is signed in without a token.
 
 Environment: SKIFF_URL (the API server), SKIFF_UI_ADMIN_TOKEN,
@@ -136,6 +137,24 @@ def main():
         expect(page.locator(".actions", has_text="Deleted")).to_be_visible()
         expect(page.locator("main")).to_contain_text("This pod is gone.", timeout=30_000)
         print("deleted", pod_name)
+
+        # Restart the Deployment (a rolling update through its template).
+        page.goto(UI + "#/deployments/default/web")
+        page.get_by_role("button", name="Restart").click()
+        expect(page.locator("#confirm-text")).to_have_text(
+            "Restart every pod of default/web (a rolling update)?"
+        )
+        page.click("#confirm-ok")
+        expect(page.locator(".actions", has_text="Restarting.")).to_be_visible()
+
+        # Cordon a node; the page follows it; uncordon it again.
+        page.goto(UI + "#/nodes/hn-b")
+        page.get_by_role("button", name="Cordon", exact=True).click()
+        page.click("#confirm-ok")
+        expect(page.locator("main dl")).to_contain_text("SchedulingDisabled")
+        page.get_by_role("button", name="Uncordon").click()
+        page.click("#confirm-ok")
+        expect(page.locator("main dl")).not_to_contain_text("SchedulingDisabled")
 
         assert not console_errors, console_errors
         ctx.close()
