@@ -535,16 +535,14 @@ function nodeCards(inf) {
   return [
     usage.nodesError ? errorBox(usage.nodesError) : null,
     h('div', { class: 'cards' }, nodes.map((n) => {
-      const u = usage.nodes.get(n.metadata.name) || { history: [] };
-      const allocCpu = quantity(n.status?.allocatable?.cpu);
-      const allocMem = quantity(n.status?.allocatable?.memory);
+      const [c, m] = [nodeUsage(n, 'cpu'), nodeUsage(n, 'memory')];
       const ready = nodeReady(n);
       return h('div', { class: 'card node', 'data-name': n.metadata.name },
         h('h3', {}, link(n.metadata.name, 'nodes', n.metadata.name), ' ',
           h('span', { class: statusClass(ready.split(',')[0]) }, ready)),
-        h('div', {}, `CPU ${cpu(u.cpu)} of ${cpu(allocCpu)}`), meter(u.cpu, allocCpu),
-        h('div', {}, `Memory ${bytes(u.memory)} of ${bytes(allocMem)}`), meter(u.memory, allocMem),
-        sparkline(u.history.map((p) => p.cpu), allocCpu));
+        h('div', {}, `CPU ${cpu(c.used)} of ${cpu(c.alloc)}`), meter(c.used, c.alloc),
+        h('div', {}, `Memory ${bytes(m.used)} of ${bytes(m.alloc)}`), meter(m.used, m.alloc),
+        sparkline(c.history, c.alloc));
     })),
   ];
 }
@@ -585,9 +583,18 @@ function nodeList(page) {
   page.every(USAGE_EVERY_MS, async () => { await usage.pollNodes(page.signal); r.redraw(); });
 }
 
+/** A node's latest use of `what` (cpu or memory), its allocatable and its history. */
+function nodeUsage(n, what) {
+  const u = usage.nodes.get(n.metadata.name);
+  return {
+    used: u?.[what],
+    alloc: quantity(n.status?.allocatable?.[what]),
+    history: (u?.history || []).map((p) => p[what]),
+  };
+}
+
 function usageCell(n, what, fmt) {
-  const used = usage.nodes.get(n.metadata.name)?.[what];
-  const alloc = quantity(n.status?.allocatable?.[what]);
+  const { used, alloc } = nodeUsage(n, what);
   return [`${fmt(used)} / ${fmt(alloc)}`, meter(used, alloc)];
 }
 
@@ -596,8 +603,12 @@ function nodeDetail(page, name) {
   const r = page.region(() => {
     const n = inf.items.get('/' + name);
     if (!n) return inf.error ? errorBox(inf.error) : h('p', { class: 'muted' }, inf.synced ? 'No such node.' : 'Loading…');
-    const u = usage.nodes.get(name) || { history: [] };
     const info = n.status?.nodeInfo || {};
+    const usageCard = (label, what, fmt) => {
+      const { used, alloc, history } = nodeUsage(n, what);
+      return h('div', { class: 'card' }, h('h3', {}, `${label} ${fmt(used)} of ${fmt(alloc)}`),
+        meter(used, alloc), sparkline(history, alloc));
+    };
     return [
       fields([
         ['Status', nodeReady(n)],
@@ -611,11 +622,7 @@ function nodeDetail(page, name) {
         ['Created', `${n.metadata.creationTimestamp} (${age(n.metadata.creationTimestamp)})`],
       ]),
       h('h2', {}, 'Usage'),
-      h('div', { class: 'cards' },
-        h('div', { class: 'card' }, h('h3', {}, `CPU ${cpu(u.cpu)} of ${cpu(quantity(n.status?.allocatable?.cpu))}`),
-          meter(u.cpu, quantity(n.status?.allocatable?.cpu)), sparkline(u.history.map((p) => p.cpu), quantity(n.status?.allocatable?.cpu))),
-        h('div', { class: 'card' }, h('h3', {}, `Memory ${bytes(u.memory)} of ${bytes(quantity(n.status?.allocatable?.memory))}`),
-          meter(u.memory, quantity(n.status?.allocatable?.memory)), sparkline(u.history.map((p) => p.memory), quantity(n.status?.allocatable?.memory)))),
+      h('div', { class: 'cards' }, usageCard('CPU', 'cpu', cpu), usageCard('Memory', 'memory', bytes)),
       h('h2', {}, 'Conditions'), conditionsTable(n.status?.conditions),
       rawObject(n),
     ];
@@ -643,6 +650,7 @@ function podList(page) {
 function podDetail(page, ns, name) {
   const path = objectPath('v1', 'pods', ns, name);
   const metrics = { value: null };
+  const logs = logsPanel(page, ns, name);
   const r = page.region(() => {
     const p = inf.items.get(`${ns}/${name}`);
     if (!p) return inf.error ? errorBox(inf.error) : h('p', { class: 'muted' }, inf.synced ? 'This pod is gone.' : 'Loading…');
@@ -678,8 +686,11 @@ function podDetail(page, ns, name) {
       await call('DELETE', path);
       return 'Deleted; it is terminating.';
     }, true)),
-    r.el, logsPanel(page, ns, name), ...eventsOf(page, ns, 'Pod', name));
-  const inf = page.watch(withQuery(collection('v1', 'pods', true, ns), { fieldSelector: `metadata.name=${name}` }), () => { r.redraw(); logContainers(inf.items.get(`${ns}/${name}`)); });
+    r.el, logs.el, ...eventsOf(page, ns, 'Pod', name));
+  const inf = page.watch(withQuery(collection('v1', 'pods', true, ns), { fieldSelector: `metadata.name=${name}` }), () => {
+    r.redraw();
+    logs.podKnown(inf.items.get(`${ns}/${name}`));
+  });
   page.every(USAGE_EVERY_MS, async () => {
     try {
       metrics.value = await getJSON(objectPath('metrics.k8s.io/v1beta1', 'pods', ns, name), page.signal);
@@ -690,31 +701,33 @@ function podDetail(page, ns, name) {
   });
 }
 
-// The container picker of the pod page's log panel; set as the pod is known.
-let logContainers = () => {};
-
+/**
+ * The pod page's log panel: `el`, and `podKnown(pod)`, which fills the
+ * container picker the first time the pod is seen and starts reading.
+ */
 function logsPanel(page, ns, name) {
   const out = h('pre', { class: 'logs', 'aria-label': 'logs' });
   const select = h('select', { 'aria-label': 'container' });
   const follow = h('input', { type: 'checkbox', checked: true });
   const state = h('span', { class: 'muted', role: 'status' });
   let stream = null;
+  page.signal.addEventListener('abort', () => stream?.abort(), { once: true });
   const start = () => {
     stream?.abort();
     stream = new AbortController();
-    page.signal.addEventListener('abort', () => stream.abort(), { once: true });
     out.textContent = '';
     readLogs(ns, name, select.value, follow.checked, out, state, stream.signal);
   };
-  logContainers = (p) => {
+  const podKnown = (p) => {
     if (!p || select.options.length) return;
     for (const c of p.spec.containers || []) select.append(h('option', { value: c.name }, c.name));
     start();
   };
   select.addEventListener('change', start);
   follow.addEventListener('change', start);
-  return h('section', {}, h('h2', {}, 'Logs'),
+  const el = h('section', {}, h('h2', {}, 'Logs'),
     h('div', { class: 'actions' }, select, h('label', {}, follow, ' follow'), state), out);
+  return { el, podKnown };
 }
 
 async function readLogs(ns, name, container, follow, out, state, signal) {
